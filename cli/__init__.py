@@ -1,0 +1,1 @@
+"""The clusterd interactive shell (arrives with the shell issue)."""

@@ -1,0 +1,61 @@
+"""Validating a commit that came from a peer before anything of it is applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterd.errors import BadCommit, InvalidSetting
+from clusterd.modes import Mode
+from clusterd.versions import JSON, MARKER, Commit, Write
+from schema.feature import Catalogue, Feature
+
+
+def check_commit(catalogue: Catalogue, commit: Commit) -> Commit:
+    """The commit with every value in canonical form; raises BadCommit if any part is bad."""
+    where = f"commit {commit.id}"
+    if not commit.id.origin or commit.id.seq < 1:
+        raise BadCommit([f"{where}: bad commit id"])
+    if commit.hlc <= 0:
+        raise BadCommit([f"{where}: bad timestamp {commit.hlc}"])
+    if any(not isinstance(s, int) or s < 0 for s in commit.context.values()):
+        raise BadCommit([f"{where}: bad context"])
+    if commit.context.get(commit.id.origin, 0) != commit.id.seq - 1:
+        raise BadCommit([f"{where}: context does not follow the origin's previous commit"])
+    seen = set()
+    writes = []
+    for write in commit.writes:
+        if write.unit in seen:
+            raise BadCommit([f"{where}: {write.unit} written twice"])
+        seen.add(write.unit)
+        try:
+            writes.append(_check_write(catalogue, write))
+        except InvalidSetting as exc:
+            raise BadCommit([f"{where}: {p}" for p in exc.problems]) from None
+    return Commit(
+        commit.id, commit.hlc, commit.user, commit.at, commit.comment, commit.context, tuple(writes)
+    )
+
+
+def _check_write(catalogue: Catalogue, write: Write) -> Write:
+    feature = catalogue[write.unit.feature]
+    mode = Mode.from_key(write.unit.mode)
+    if mode.level not in feature.levels:
+        raise InvalidSetting([f"{feature.command} cannot be defined at {mode.level.value} level"])
+    value = _check_value(feature, write.unit.key, write.value)
+    return Write(write.unit, value, write.with_reset)
+
+
+def _check_value(feature: Feature, key: str, value: Any) -> JSON | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidSetting([f"{feature.command}: a value must be an object"])
+    if key == MARKER:
+        if not feature.is_table:
+            return feature.validate_record(value)
+        if value:
+            raise InvalidSetting([f"{feature.command}: a table marker carries no fields"])
+        return {}
+    if not feature.is_table:
+        raise InvalidSetting([f"{feature.command} is a single record, it has no rows"])
+    return feature.validate_row(key, value)

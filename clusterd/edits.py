@@ -1,0 +1,163 @@
+"""Editing settings at a mode: define, set, delete, copy, move — all as pending changes.
+
+Every operation validates first and writes only when everything is valid, so a bad
+value, an unknown mode or a level the feature does not allow leaves the session's
+pending changes as they were.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from clusterd import layers
+from clusterd.errors import InvalidSetting, LevelNotAllowed, NotDefined, UnknownMode
+from clusterd.modes import Mode
+from clusterd.pending import View
+from clusterd.state import definition
+from clusterd.versions import JSON, MARKER, Unit
+from schema.feature import Catalogue, Feature, Level
+
+
+def write_definition(
+    write: Callable[[Unit, JSON | None], None], feature: Feature, mode: Mode, value: Any
+) -> None:
+    """Write ``value`` as the whole definition of ``feature`` at ``mode`` (a reset)."""
+    if feature.is_table:
+        write(Unit(feature.command, mode.key, MARKER), {})
+        for name, row in value.items():
+            write(Unit(feature.command, mode.key, name), row)
+    else:
+        write(Unit(feature.command, mode.key, MARKER), value)
+
+
+class Start(enum.Enum):
+    """What a newly defined mode starts from."""
+
+    EMPTY = "empty"
+    DEFAULTS = "defaults"
+    INHERITED = "inherited"
+
+
+class Editor:
+    """Edits made by one session on this machine (``me``), laid over the committed state."""
+
+    def __init__(self, view: View, catalogue: Catalogue, me: str) -> None:
+        self.view = view
+        self.catalogue = catalogue
+        self.me = me
+
+    # -- checks ------------------------------------------------------------------------
+
+    def feature(self, command: str, *, internal: bool = False) -> Feature:
+        feature = self.catalogue[command]
+        if feature.internal and not internal:
+            raise InvalidSetting([f"{command} is changed by cluster operations, not edited"])
+        return feature
+
+    def check_mode(self, feature: Feature, mode: Mode) -> None:
+        if layers.cluster_name(self.view) is None:
+            if mode != Mode.machine(self.me):
+                raise UnknownMode(str(mode), "this machine is not in a cluster")
+            return
+        if mode.level is Level.GROUP and mode.name not in layers.groups(self.view):
+            raise UnknownMode(str(mode), "no such group")
+        if mode.level is Level.MACHINE and mode.name not in layers.machines(self.view):
+            raise UnknownMode(str(mode), "no such machine in the cluster")
+        if mode.level not in feature.levels:
+            allowed = " or ".join(lv.value for lv in Level if lv in feature.levels)
+            raise LevelNotAllowed(feature.command, mode.level.value, allowed)
+
+    def current(self, feature: Feature, mode: Mode) -> Any:
+        return definition(self.view.entries(feature.command, mode.key), feature.is_table)
+
+    def _require_defined(self, feature: Feature, mode: Mode) -> Any:
+        value = self.current(feature, mode)
+        if value is None:
+            raise NotDefined(
+                [
+                    f"{feature.command} is not defined at {mode}; define it first "
+                    "(empty, from the defaults, or from the inherited settings)"
+                ]
+            )
+        return value
+
+    def inherited(self, feature: Feature, mode: Mode) -> Any:
+        """What ``mode`` would use if it did not define the feature."""
+        above: list[Mode] = []
+        if mode.level is Level.MACHINE and layers.cluster_name(self.view) is not None:
+            above = layers.chain(self.view, mode.name)[1:]
+        elif mode.level is Level.GROUP:
+            above = [Mode.cluster()]
+        return layers.resolve(self.view, feature, above).value
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _replace(self, feature: Feature, mode: Mode, value: Any) -> None:
+        write_definition(self.view.write, feature, mode, value)
+
+    def define(self, command: str, mode: Mode, start: Start) -> Any:
+        feature = self.feature(command)
+        self.check_mode(feature, mode)
+        if start is Start.INHERITED:
+            value = self.inherited(feature, mode)
+        elif start is Start.DEFAULTS or not feature.is_table:
+            value = feature.factory_value()
+        else:
+            value = {}
+        self._replace(feature, mode, value)
+        return value
+
+    def set_record(self, command: str, mode: Mode, data: Mapping[str, Any]) -> JSON:
+        feature = self.feature(command)
+        self.check_mode(feature, mode)
+        value = feature.validate_record(data)
+        self.view.write(Unit(command, mode.key, MARKER), value)
+        return value
+
+    def set_row(self, command: str, mode: Mode, name: str, data: Mapping[str, Any]) -> JSON:
+        feature = self.feature(command)
+        self.check_mode(feature, mode)
+        value = feature.validate_row(name, data)
+        self._require_defined(feature, mode)
+        self.view.write(Unit(command, mode.key, name), value)
+        return value
+
+    def delete_row(self, command: str, mode: Mode, name: str) -> None:
+        feature = self.feature(command)
+        self.check_mode(feature, mode)
+        if not feature.is_table:
+            raise InvalidSetting([f"{command} is a single record, it has no rows"])
+        if name not in self._require_defined(feature, mode):
+            raise NotDefined([f"{command} has no row {name!r} at {mode}"])
+        self.view.write(Unit(command, mode.key, name), None)
+
+    def undefine(self, command: str, mode: Mode) -> None:
+        """Delete the mode's settings: it inherits again."""
+        feature = self.feature(command)
+        self.check_mode(feature, mode)
+        self._require_defined(feature, mode)
+        self.view.write(Unit(command, mode.key, MARKER), None)
+
+    def copy(self, command: str, src: Mode, dst: Mode) -> None:
+        feature = self.feature(command)
+        self.check_mode(feature, src)
+        self.check_mode(feature, dst)
+        if src == dst:
+            raise InvalidSetting([f"{command}: cannot copy {src} onto itself"])
+        self._replace(feature, dst, self._require_defined(feature, src))
+
+    def move(self, command: str, src: Mode, dst: Mode) -> None:
+        self.copy(command, src, dst)
+        self.view.write(Unit(command, src.key, MARKER), None)
+
+    def copy_to_all_groups(self, command: str, src: Mode) -> list[Mode]:
+        feature = self.feature(command)
+        targets = [Mode.group(g) for g in layers.groups(self.view) if Mode.group(g) != src]
+        for dst in targets:
+            self.check_mode(feature, dst)
+        value = self._require_defined(feature, src)
+        for dst in targets:
+            self._replace(feature, dst, value)
+        return targets

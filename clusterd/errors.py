@@ -1,0 +1,81 @@
+"""Every error clusterd raises, in one tree.
+
+::
+
+    ValueError
+     └── InvalidSetting (schema)     bad input: nothing was changed
+          ├── UnknownFeature (schema)
+          ├── UnknownCommand (schema)
+          ├── UnknownMode (clusterd.modes)
+          ├── LevelNotAllowed
+          ├── NotDefined
+          └── BadCommit           a remote commit that is malformed or out of place
+    Exception
+     └── ClusterdError
+          ├── CommitConflict      pending changes collide with commits made meanwhile
+          ├── LifecycleError      create / join / leave in the wrong state
+          └── StoreError          the database failed; the store is unchanged
+
+Foreign exceptions (SQLAlchemy's) are turned into these at the store's boundary.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clusterd.modes import UnknownMode
+from schema.feature import UnknownFeature
+from schema.validation import InvalidSetting
+
+if TYPE_CHECKING:
+    from clusterd.pending import Conflict
+
+__all__ = [
+    "BadCommit",
+    "ClusterdError",
+    "CommitConflict",
+    "InvalidSetting",
+    "LevelNotAllowed",
+    "LifecycleError",
+    "NotDefined",
+    "StoreError",
+    "UnknownFeature",
+    "UnknownMode",
+]
+
+
+class LevelNotAllowed(InvalidSetting):
+    """Raised when a feature is edited at a level its catalogue entry does not allow."""
+
+    def __init__(self, feature: str, level: str, allowed: str) -> None:
+        super().__init__([f"{feature} cannot be defined at {level} level (only at {allowed})"])
+
+
+class NotDefined(InvalidSetting):
+    """Raised when an edit needs the feature (or a row) to be defined at the mode."""
+
+
+class BadCommit(InvalidSetting):
+    """Raised when a remote commit is malformed, invalid, or not ready to apply."""
+
+
+class ClusterdError(Exception):
+    """Raised for failures that are not the caller's bad input."""
+
+
+class CommitConflict(ClusterdError):
+    """Raised when pending changes collide with commits made since they were read."""
+
+    def __init__(self, conflicts: list[Conflict]) -> None:
+        self.conflicts = conflicts
+        units = ", ".join(str(c.unit) for c in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        super().__init__(f"changed by another commit since you read them: {units}{more}")
+
+
+class LifecycleError(ClusterdError):
+    """Raised when create, join or leave is asked in a state that does not allow it."""
+
+
+class StoreError(ClusterdError):
+    """Raised when the database fails; the transaction was rolled back."""

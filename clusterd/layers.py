@@ -1,0 +1,186 @@
+"""Effective configuration: which mode's settings a machine uses, per feature.
+
+Resolution is one rule, applied per whole feature: the machine's own mode if it
+defines the feature, else its group's, else the cluster's, else the factory default.
+"Defined and empty" is a definition like any other and stops the search.
+
+Worked example — cluster ``americas``; group Paris holds lab3; group Main_Group holds
+lab1 and lab2::
+
+    ldapconfig at cluster         {a, b, c}
+    ldapconfig at group Paris     {}            (defined, empty)
+    ldapconfig at machine lab2    {z}
+
+    effective(lab1) -> {a, b, c}  from Cluster
+    effective(lab2) -> {z}        from Machine lab2
+    effective(lab3) -> {}         from Group Paris: empty overrides the cluster
+
+A standalone machine (no cluster record) resolves from its own machine mode only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from clusterd.modes import Mode
+from clusterd.state import ModeEntries, definition
+from clusterd.versions import JSON, Version
+from schema.feature import Catalogue, Feature, Level
+
+CLUSTER = Mode.cluster().key
+
+
+class Reader(Protocol):
+    def entries(self, feature: str, mode: str) -> ModeEntries: ...
+
+    def modes_of(self, feature: str) -> list[str]: ...
+
+
+# -- membership (the internal features kept at cluster mode) -------------------------
+
+
+def cluster_name(reader: Reader) -> str | None:
+    record = definition(reader.entries("cluster", CLUSTER), is_table=False)
+    return str(record["name"]) if record else None
+
+
+def groups(reader: Reader) -> list[str]:
+    return sorted(definition(reader.entries("groups", CLUSTER), is_table=True) or {})
+
+
+def machines(reader: Reader) -> dict[str, JSON]:
+    rows = definition(reader.entries("machines", CLUSTER), is_table=True) or {}
+    return {name: row for name, row in sorted(rows.items())}
+
+
+def group_of(reader: Reader, machine: str) -> str | None:
+    row = machines(reader).get(machine)
+    return str(row["group"]) if row else None
+
+
+def chain(reader: Reader, machine: str) -> list[Mode]:
+    """The modes a machine inherits from, most specific first."""
+    if cluster_name(reader) is None:
+        return [Mode.machine(machine)]
+    group = group_of(reader, machine)
+    modes = [Mode.machine(machine)]
+    if group is not None:
+        modes.append(Mode.group(group))
+    modes.append(Mode.cluster())
+    return modes
+
+
+# -- resolution ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A machine's effective value of one feature and where it comes from."""
+
+    feature: str
+    value: Any
+    mode: Mode | None  # None: the factory default
+    defined_by: Version | None  # the marker: who defined the feature there, and when
+    last_change: Version | None  # the newest visible version at that mode
+
+    @property
+    def source(self) -> str:
+        return str(self.mode) if self.mode is not None else "factory default"
+
+
+def resolve(reader: Reader, feature: Feature, modes: Iterable[Mode]) -> Resolved:
+    for mode in modes:
+        entries = reader.entries(feature.command, mode.key)
+        value = definition(entries, feature.is_table)
+        if value is not None:
+            return Resolved(feature.command, value, mode, entries.marker, _last_change(entries))
+    return Resolved(feature.command, feature.factory_value(), None, None, None)
+
+
+def _last_change(entries: ModeEntries) -> Version | None:
+    newest = entries.marker
+    for _, row in entries.visible_rows():
+        if newest is None or row.hlc > newest.hlc:
+            newest = row
+    return newest
+
+
+def effective(reader: Reader, catalogue: Catalogue, machine: str) -> dict[str, Resolved]:
+    """Every user-visible feature of one machine, resolved."""
+    modes = chain(reader, machine)
+    return {f.command: resolve(reader, f, modes) for f in catalogue if not f.internal}
+
+
+def effective_values(reader: Reader, catalogue: Catalogue, machine: str) -> dict[str, Any]:
+    return {name: r.value for name, r in effective(reader, catalogue, machine).items()}
+
+
+def effective_all(reader: Reader, catalogue: Catalogue) -> dict[str, dict[str, Any]]:
+    """Effective values of every member, each (feature, mode) definition read once."""
+    cache: dict[tuple[str, str], Any] = {}
+    defaults: dict[str, Any] = {}
+    result: dict[str, dict[str, Any]] = {}
+    features = [f for f in catalogue if not f.internal]
+    for machine in machines(reader) or []:
+        modes = chain(reader, machine)
+        values: dict[str, Any] = {}
+        for feature in features:
+            for mode in modes:
+                key = (feature.command, mode.key)
+                if key not in cache:
+                    cache[key] = definition(reader.entries(*key), feature.is_table)
+                if cache[key] is not None:
+                    values[feature.command] = cache[key]
+                    break
+            else:
+                if feature.command not in defaults:
+                    defaults[feature.command] = feature.factory_value()
+                values[feature.command] = defaults[feature.command]
+        result[machine] = values
+    return result
+
+
+# -- where is a feature defined -------------------------------------------------------
+
+
+def all_modes(reader: Reader) -> list[Mode]:
+    """Cluster, every group, every machine (grouped as LIST shows them)."""
+    members = machines(reader)
+    return (
+        [Mode.cluster()]
+        + [Mode.group(g) for g in groups(reader)]
+        + [Mode.machine(m) for m in members]
+    )
+
+
+def is_defined(reader: Reader, feature: Feature, mode: Mode) -> bool:
+    return definition(reader.entries(feature.command, mode.key), feature.is_table) is not None
+
+
+def defined_at(reader: Reader, feature: Feature) -> list[tuple[Mode, bool]]:
+    """CLUSTERSHOW: for every mode of the cluster, whether it defines the feature."""
+    return [(mode, is_defined(reader, feature, mode)) for mode in all_modes(reader)]
+
+
+def overriding(reader: Reader, feature: Feature, mode: Mode) -> list[Mode]:
+    """Lower modes that define the feature themselves, so edits at ``mode`` miss them."""
+    members = machines(reader)
+    if mode.level is Level.CLUSTER:
+        lower = [Mode.group(g) for g in groups(reader)] + [Mode.machine(m) for m in members]
+    elif mode.level is Level.GROUP:
+        lower = [Mode.machine(m) for m, row in members.items() if row["group"] == mode.name]
+    else:
+        lower = []
+    return [m for m in lower if is_defined(reader, feature, m)]
+
+
+def machines_under(reader: Reader, mode: Mode) -> list[str]:
+    """The members whose effective config can depend on ``mode``."""
+    members = machines(reader)
+    if mode.level is Level.CLUSTER:
+        return list(members)
+    if mode.level is Level.GROUP:
+        return [m for m, row in members.items() if row["group"] == mode.name]
+    return [mode.name] if mode.name in members else []

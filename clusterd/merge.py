@@ -1,0 +1,155 @@
+"""Merging a commit into the state: the last-writer rule and the inconsistency rule.
+
+Theory of operation
+-------------------
+Commits are applied in *causal order*: a commit is ready when its origin's previous
+commit and everything in its context have been applied (``ready``).  ``Inbox`` holds
+what arrived early.  Applying the same commit twice does nothing (idempotent).
+
+For every write of a commit, the incoming version ``v`` meets the unit's current
+winner ``w``:
+
+* ``newer(v, w)``: ``v`` becomes the winner.  If ``v``'s writer had not seen ``w``
+  (``w`` not in ``v``'s context), ``w`` is recorded as a **loss**: a committed change
+  superseded by somebody who did not know it.
+* otherwise ``v`` is kept only as a loss (the winner's writer cannot have seen it).
+* any recorded loss of the unit that ``v``'s writer *had* seen is dropped: it was
+  overwritten knowingly since.
+
+With causal delivery the recorded losses of a unit are exactly the versions that are
+not the winner and that no version of the unit has seen, so every member that has
+applied the same commits records the same losses, whatever the arrival order.
+
+Rows hidden by a reset (see ``clusterd.state``) are losses too when the reset's
+writer had not seen them; they follow from the current state alone and are computed
+on demand by ``hidden_losses``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from clusterd.clock import newer
+from clusterd.state import State
+from clusterd.versions import Commit, CommitId, Loss, Unit, Version, has_seen
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What applying one commit changes: the state writes and the loss bookkeeping."""
+
+    commit: Commit
+    wins: list[tuple[Unit, Version]] = field(default_factory=list)
+    added: list[Loss] = field(default_factory=list)
+    dropped: list[tuple[Unit, CommitId]] = field(default_factory=list)
+
+    @property
+    def touched(self) -> set[tuple[str, str]]:
+        """(feature, mode) pairs whose winners changed."""
+        return {(unit.feature, unit.mode) for unit, _ in self.wins}
+
+
+def is_applied(state: State, commit: CommitId) -> bool:
+    return has_seen(state.vv, commit)
+
+
+def ready(state: State, commit: Commit) -> bool:
+    """True when every commit this one depends on has been applied."""
+    origin, seq = commit.id.origin, commit.id.seq
+    if state.vv.get(origin, 0) != seq - 1:
+        return False
+    return all(state.vv.get(o, 0) >= s for o, s in commit.context.items() if o != origin)
+
+
+def merge(state: State, commit: Commit) -> Outcome:
+    """Decide, without changing ``state``, what applying a ready commit does."""
+    out = Outcome(commit)
+    if is_applied(state, commit.id):
+        return out
+    for write in commit.writes:
+        incoming = commit.version(write)
+        for loss in state.losses_of(write.unit):
+            if has_seen(commit.context, loss.loser.commit):
+                out.dropped.append((write.unit, loss.loser.commit))
+        current = state.get(write.unit)
+        if current is None or newer(incoming.stamp, current.stamp):
+            out.wins.append((write.unit, incoming))
+            if current is not None and not has_seen(commit.context, current.commit):
+                out.added.append(Loss(write.unit, current, commit.id))
+        elif not has_seen(current.context, incoming.commit):
+            out.added.append(Loss(write.unit, incoming, current.commit))
+    return out
+
+
+def apply(state: State, out: Outcome) -> None:
+    """Make an outcome of ``merge`` part of the state."""
+    for unit, loser in out.dropped:
+        state.drop_loss(unit, loser)
+    for unit, version in out.wins:
+        state.put(unit, version)
+    for loss in out.added:
+        state.add_loss(loss)
+    commit = out.commit.id
+    if state.vv.get(commit.origin, 0) < commit.seq:
+        state.vv[commit.origin] = commit.seq
+
+
+def hidden_losses(state: State, feature: str, mode: str) -> list[Loss]:
+    """Live rows hidden by a reset whose writer had not seen them.
+
+    Rows written together with a superseded marker are not listed one by one: that
+    marker's own loss stands for them.
+    """
+    entries = state.entries(feature, mode)
+    marker = entries.marker
+    if marker is None:
+        return []
+    return [
+        Loss(Unit(feature, mode, key), row, marker.commit)
+        for key, row in sorted(entries.rows.items())
+        if row.value is not None
+        and not row.with_reset
+        and entries.hides(row)
+        and not has_seen(marker.context, row.commit)
+    ]
+
+
+class Inbox:
+    """Holds commits that arrived before what they depend on; releases them in order."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, dict[int, Commit]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(by_seq) for by_seq in self._waiting.values())
+
+    def add(self, commits: Iterable[Commit]) -> None:
+        for commit in commits:
+            self._waiting.setdefault(commit.id.origin, {}).setdefault(commit.id.seq, commit)
+
+    def drain(self, state: State) -> list[Commit]:
+        """Remove and return, in a causal order, every commit ready against ``state``.
+
+        The caller applies them in the returned order.  Each origin's commits wait in
+        sequence; a round offers every origin's next commit, and rounds repeat while
+        one of them was released.
+        """
+        vv = dict(state.vv)
+        released: list[Commit] = []
+        progress = True
+        while progress:
+            progress = False
+            for origin in sorted(self._waiting):
+                by_seq = self._waiting[origin]
+                for seq in [s for s in by_seq if s <= vv.get(origin, 0)]:
+                    del by_seq[seq]  # duplicates of what is applied
+                while (commit := by_seq.get(vv.get(origin, 0) + 1)) is not None and all(
+                    vv.get(o, 0) >= s for o, s in commit.context.items() if o != origin
+                ):
+                    del by_seq[commit.id.seq]
+                    released.append(commit)
+                    vv[origin] = commit.id.seq
+                    progress = True
+            self._waiting = {o: by_seq for o, by_seq in self._waiting.items() if by_seq}
+        return released

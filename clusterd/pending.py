@@ -1,0 +1,129 @@
+"""Pending changes of one shell session, and the view that shows them over the state.
+
+A session edits a ``Pending`` set: for each unit the value it will write and the
+*base* (the committed version the session saw when it first touched the unit).  A
+``View`` answers reads as if the pending changes were committed, so the shell shows
+what ``commit`` would make true.  Pending versions carry ``PENDING_HLC``, newer than
+anything committed; writing a marker (a reset) drops the session's earlier pending
+rows of that feature and mode, as the committed reset will hide older rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clusterd.clock import PENDING_HLC
+from clusterd.state import ModeEntries, State
+from clusterd.versions import JSON, MARKER, CommitId, Unit, Version, Write
+
+PENDING_ORIGIN = "~pending"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    value: JSON | None
+    base: CommitId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A pending change whose unit was committed by somebody else since it was read."""
+
+    unit: Unit
+    base: CommitId | None
+    current: Version | None
+
+
+class Pending:
+    def __init__(self) -> None:
+        self._modes: dict[tuple[str, str], dict[str, PendingWrite]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._modes)
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self._modes.values())
+
+    def items(self) -> list[tuple[Unit, PendingWrite]]:
+        return [
+            (Unit(feature, mode, key), pw)
+            for (feature, mode), keys in self._modes.items()
+            for key, pw in keys.items()
+        ]
+
+    def of_mode(self, feature: str, mode: str) -> dict[str, PendingWrite]:
+        return self._modes.get((feature, mode), {})
+
+    def write(self, state: State, unit: Unit, value: JSON | None) -> None:
+        keys = self._modes.setdefault((unit.feature, unit.mode), {})
+        if unit.is_marker:
+            for key in [k for k in keys if k != MARKER]:
+                del keys[key]
+        known = keys.get(unit.key)
+        if known is not None:
+            base = known.base
+        else:
+            current = state.get(unit)
+            base = current.commit if current is not None else None
+        keys[unit.key] = PendingWrite(value, base)
+
+    def drop(self, units: list[Unit]) -> None:
+        for unit in units:
+            keys = self._modes.get((unit.feature, unit.mode))
+            if keys is not None:
+                keys.pop(unit.key, None)
+                if not keys:
+                    del self._modes[(unit.feature, unit.mode)]
+
+    def clear(self) -> None:
+        self._modes.clear()
+
+    def conflicts(self, state: State) -> list[Conflict]:
+        found = []
+        for unit, pw in self.items():
+            current = state.get(unit)
+            now = current.commit if current is not None else None
+            if now != pw.base:
+                found.append(Conflict(unit, pw.base, current))
+        return found
+
+    def to_writes(self) -> tuple[Write, ...]:
+        writes = []
+        for (feature, mode), keys in self._modes.items():
+            reset = MARKER in keys
+            for key, pw in keys.items():
+                writes.append(Write(Unit(feature, mode, key), pw.value, reset and key != MARKER))
+        return tuple(writes)
+
+    def touched(self) -> set[tuple[str, str]]:
+        return set(self._modes)
+
+
+class View:
+    """The committed state with a session's pending changes laid over it."""
+
+    def __init__(self, state: State, pending: Pending | None = None) -> None:
+        self.state = state
+        self.pending = pending if pending is not None else Pending()
+
+    def entries(self, feature: str, mode: str) -> ModeEntries:
+        base = self.state.entries(feature, mode)
+        mine = self.pending.of_mode(feature, mode)
+        if not mine:
+            return base
+        merged = ModeEntries(base.marker, dict(base.rows))
+        for key, pw in mine.items():
+            version = Version(PENDING_HLC, PENDING_ORIGIN, 0, pw.value)
+            if key == MARKER:
+                merged.marker = version
+            else:
+                merged.rows[key] = version
+        return merged
+
+    def modes_of(self, feature: str) -> list[str]:
+        modes = set(self.state.modes_of(feature))
+        modes.update(mode for (f, mode) in self.pending.touched() if f == feature)
+        return sorted(modes)
+
+    def write(self, unit: Unit, value: JSON | None) -> None:
+        self.pending.write(self.state, unit, value)
