@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from clusterd import layers
+from clusterd.edits import write_definition
 from clusterd.errors import LifecycleError
 from clusterd.modes import Mode
-from clusterd.edits import write_definition
 from clusterd.pending import Pending, View
 from clusterd.state import definition
 from clusterd.store import Store
@@ -57,12 +57,22 @@ def _own_definitions(store: Store) -> dict[str, Any]:
     return found
 
 
-def _membership(pending: Pending, store: Store, cluster: str, group: str, row: dict[str, Any]) -> None:
+def _membership(
+    pending: Pending, store: Store, cluster: str, group: str, row: dict[str, Any]
+) -> None:
     cat = store.catalogue
-    _write_definition(pending, store, cat["cluster"], Mode.cluster(), cat["cluster"].validate_record({"name": cluster}))
+    _write_definition(
+        pending,
+        store,
+        cat["cluster"],
+        Mode.cluster(),
+        cat["cluster"].validate_record({"name": cluster}),
+    )
     groups = cat["groups"]
     pending.write(store.state, Unit("groups", Mode.cluster().key, MARKER), {})
-    pending.write(store.state, Unit("groups", Mode.cluster().key, group), groups.validate_row(group, {}))
+    pending.write(
+        store.state, Unit("groups", Mode.cluster().key, group), groups.validate_row(group, {})
+    )
     machines = cat["machines"]
     pending.write(store.state, Unit("machines", Mode.cluster().key, MARKER), {})
     pending.write(
@@ -72,7 +82,9 @@ def _membership(pending: Pending, store: Store, cluster: str, group: str, row: d
     )
 
 
-def create_cluster(store: Store, name: str, *, user: str = SYSTEM_USER, machine: dict[str, Any] | None = None) -> Commit:
+def create_cluster(
+    store: Store, name: str, *, user: str = SYSTEM_USER, machine: dict[str, Any] | None = None
+) -> Commit:
     """Make this standalone machine the first member of a new cluster ``name``."""
     if layers.cluster_name(store.state) is not None:
         raise LifecycleError(f"already a member of cluster {layers.cluster_name(store.state)!r}")
@@ -110,7 +122,14 @@ def save_standalone(store: Store, data_dir: Path) -> Path:
     return path
 
 
-def join(store: Store, cluster_state: Snapshot, *, group: str = MAIN_GROUP, user: str = SYSTEM_USER, machine: dict[str, Any] | None = None) -> Commit:
+def join(
+    store: Store,
+    cluster_state: Snapshot,
+    *,
+    group: str = MAIN_GROUP,
+    user: str = SYSTEM_USER,
+    machine: dict[str, Any] | None = None,
+) -> Commit:
     """Take the cluster's state, keep this machine's network settings, become a member."""
     keep = {c: v for c, v in _own_definitions(store).items() if store.catalogue[c].network}
     store.replace_state(cluster_state)
@@ -124,7 +143,9 @@ def join(store: Store, cluster_state: Snapshot, *, group: str = MAIN_GROUP, user
     pending.write(
         store.state,
         Unit("machines", Mode.cluster().key, store.hostname),
-        machines.validate_row(store.hostname, {"serial": store.origin, "group": group, **(machine or {})}),
+        machines.validate_row(
+            store.hostname, {"serial": store.origin, "group": group, **(machine or {})}
+        ),
     )
     me = Mode.machine(store.hostname)
     for command, value in keep.items():

@@ -39,7 +39,9 @@ class Mode:
     @property
     def key(self) -> str:
         """The storage form: ``cluster``, ``group:Paris``, ``machine:lab3.example.com``."""
-        return self.level.value if self.level is Level.CLUSTER else f"{self.level.value}:{self.name}"
+        return (
+            self.level.value if self.level is Level.CLUSTER else f"{self.level.value}:{self.name}"
+        )
 
     @staticmethod
     def from_key(key: str) -> Mode:

@@ -97,7 +97,6 @@ class Store:
         self.state = State()
         self.inbox = Inbox()
         self.listeners: list[Listener] = []
-        self._wall_ms = wall_ms
         try:
             t.metadata.create_all(self.engine)
             self._check_identity()
@@ -249,7 +248,8 @@ class Store:
     ) -> None:
         if commits:
             conn.execute(insert(t.commits), [_commit_row(c) for c in commits])
-        inserts, updates = [], []
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
         for unit, v in final.items():
             row = {
                 "b_feature": unit.feature,
