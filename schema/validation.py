@@ -42,5 +42,6 @@ def problems_from(
 
 
 def _is_union_tag(part: object) -> bool:
-    # Discriminated unions put the tag value in the location; it says nothing to a user.
+    # Plain unions put the member tried (``function-after[...]``) in the location; it
+    # says nothing to a user.  Discriminated unions are handled by ``union_tags``.
     return isinstance(part, str) and part.startswith("function-")
