@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from clusterd.clock import PENDING_HLC
 from clusterd.state import ModeEntries, State
-from clusterd.versions import JSON, MARKER, CommitId, Unit, Version, Write
+from clusterd.versions import JSON, MARKER, Commit, CommitId, Unit, Version, Write
 
 PENDING_ORIGIN = "~pending"
 
@@ -127,3 +127,13 @@ class View:
 
     def write(self, unit: Unit, value: JSON | None) -> None:
         self.pending.write(self.state, unit, value)
+
+
+def make_commit(
+    state: State, pending: Pending, *, origin: str, hlc: int, user: str, at: float, comment: str
+) -> Commit:
+    """The next commit of ``origin``: pending writes, stamped, with what it has seen."""
+    seq = state.vv.get(origin, 0) + 1
+    return Commit(
+        CommitId(origin, seq), hlc, user, at, comment, dict(state.vv), pending.to_writes()
+    )

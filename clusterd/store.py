@@ -29,7 +29,7 @@ from clusterd.clock import HybridClock
 from clusterd.commitcheck import check_commit
 from clusterd.errors import ClusterdError, CommitConflict, LifecycleError, StoreError
 from clusterd.merge import Inbox, Outcome, apply, hidden_losses, merge
-from clusterd.pending import Pending, View
+from clusterd.pending import Pending, View, make_commit
 from clusterd.state import State
 from clusterd.versions import (
     Commit,
@@ -184,15 +184,14 @@ class Store:
                 raise CommitConflict(conflicts)
         if not pending:
             return None
-        seq = self.state.vv.get(self.origin, 0) + 1
-        commit = Commit(
-            id=CommitId(self.origin, seq),
+        commit = make_commit(
+            self.state,
+            pending,
+            origin=self.origin,
             hlc=self.clock.now(),
             user=user,
             at=time.time(),
             comment=comment,
-            context=dict(self.state.vv),
-            writes=pending.to_writes(),
         )
         self._apply_batch([commit])
         pending.clear()

@@ -1,0 +1,111 @@
+"""A pure, in-memory member for tests: state + clock + inbox, no database.
+
+Replicas edit through the same ``Editor`` and build commits with the same
+``make_commit`` as the store, and merge with the same ``merge``/``apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from clusterd.clock import HybridClock
+from clusterd.edits import Editor, write_definition
+from clusterd.merge import Inbox, apply, hidden_losses, merge
+from clusterd.modes import Mode
+from clusterd.pending import Pending, View, make_commit
+from clusterd.state import State
+from clusterd.versions import Commit, CommitId, Unit, has_seen
+from schema.catalogue import CATALOGUE
+
+MACHINES = {"m0.example.com": "G1", "m1.example.com": "G1", "m2.example.com": "G2"}
+
+
+class Replica:
+    def __init__(self, origin: str, hostname: str, wall: Callable[[], int]) -> None:
+        self.origin = origin
+        self.hostname = hostname
+        self.state = State()
+        self.clock = HybridClock(wall)
+        self.inbox = Inbox()
+
+    def edit(self, change: Callable[[Editor], object], comment: str = "") -> Commit | None:
+        pending = Pending()
+        change(Editor(View(self.state, pending), CATALOGUE, self.hostname))
+        if not pending:
+            return None
+        commit = make_commit(
+            self.state,
+            pending,
+            origin=self.origin,
+            hlc=self.clock.now(),
+            user="admin",
+            at=0.0,
+            comment=comment,
+        )
+        self.apply_ready([commit])
+        return commit
+
+    def receive(self, commits: Iterable[Commit]) -> None:
+        self.inbox.add(commits)
+        self.apply_ready(self.inbox.drain(self.state))
+
+    def apply_ready(self, commits: list[Commit]) -> None:
+        for commit in commits:
+            self.clock.observe(commit.hlc)
+            apply(self.state, merge(self.state, commit))
+
+    def loss_ids(self) -> set[tuple[Unit, CommitId]]:
+        found = {(loss.unit, loss.loser.commit) for loss in self.state.losses()}
+        for feature, mode in self.state.feature_modes():
+            found |= {(x.unit, x.loser.commit) for x in hidden_losses(self.state, feature, mode)}
+        return found
+
+
+def cluster_commit(origin: str = "SER-0", hlc: int = 1) -> Commit:
+    """The commit that creates a small cluster: groups G1, G2 and three machines."""
+    state, pending = State(), Pending()
+    view = View(state, pending)
+    cluster = Mode.cluster()
+    write_definition(view.write, CATALOGUE["cluster"], cluster, {"name": "test"})
+    write_definition(view.write, CATALOGUE["groups"], cluster, {"G1": {}, "G2": {}})
+    rows = {
+        name: CATALOGUE["machines"].validate_row(name, {"serial": f"S-{name[:2]}", "group": group})
+        for name, group in MACHINES.items()
+    }
+    write_definition(view.write, CATALOGUE["machines"], cluster, rows)
+    return make_commit(state, pending, origin=origin, hlc=hlc, user="admin", at=0.0, comment="")
+
+
+def accounted(commit: Commit, all_commits: list[Commit], replica: Replica) -> list[str]:
+    """Writes of ``commit`` that are neither current, nor knowingly overwritten, nor recorded.
+
+    Invariant 3: a committed change is present, or superseded by a write whose writer
+    had seen it, or recorded as a loss.
+    """
+    losses = replica.loss_ids()
+    problems = []
+    for write in commit.writes:
+        current = replica.state.get(write.unit)
+        if current is not None and current.commit == commit.id:
+            entries = replica.state.entries(write.unit.feature, write.unit.mode)
+            hidden = (
+                not write.unit.is_marker and current.value is not None and entries.hides(current)
+            )
+            if not hidden:
+                continue
+            marker = entries.marker
+            if marker is not None and has_seen(marker.context, commit.id):
+                continue
+            if write.with_reset or (write.unit, commit.id) in losses:
+                continue  # the commit's own marker write stands for it
+            problems.append(f"{write.unit} of {commit.id} hidden without a record")
+            continue
+        seen_by_later = any(
+            other.id != commit.id
+            and has_seen(other.context, commit.id)
+            and any(w.unit == write.unit for w in other.writes)
+            for other in all_commits
+        )
+        if not seen_by_later and (write.unit, commit.id) not in losses:
+            problems.append(f"{write.unit} of {commit.id} lost without a record")
+    return problems
