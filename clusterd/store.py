@@ -116,7 +116,7 @@ class Store:
     def _check_identity(self) -> None:
         want = {"origin": self.origin, "hostname": self.hostname, "schema": t.SCHEMA_VERSION}
         with self.engine.begin() as conn:
-            have = dict(conn.execute(select(t.meta.c.key, t.meta.c.value)).tuples().all())
+            have = {k: v for k, v in conn.execute(select(t.meta.c.key, t.meta.c.value))}
             if have.get("origin", self.origin) != self.origin:
                 raise LifecycleError(
                     f"store belongs to origin {have['origin']!r}, not {self.origin!r}"

@@ -1,0 +1,49 @@
+"""Building small clustered stores for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clusterd import lifecycle
+from clusterd.modes import Mode
+from clusterd.pending import Pending, View
+from clusterd.session import Session
+from clusterd.store import Store
+from clusterd.versions import Unit
+from schema.catalogue import CATALOGUE
+
+ME = "newyork.example.com"
+CLUSTER = Mode.cluster().key
+
+
+def standalone(tmp: Path, name: str = ME, origin: str = "SER-NY") -> Store:
+    return Store(tmp / f"{name}.db", origin=origin, hostname=name)
+
+
+def add_members(store: Store, members: dict[str, str]) -> None:
+    """Add groups and machines to the store's cluster (as the join issue will)."""
+    pending = Pending()
+    view = View(store.state, pending)
+    groups = CATALOGUE["groups"]
+    machines = CATALOGUE["machines"]
+    for group in sorted(set(members.values())):
+        view.write(Unit("groups", CLUSTER, group), groups.validate_row(group, {}))
+    for i, (name, group) in enumerate(members.items()):
+        row = machines.validate_row(name, {"serial": f"SER-{i}", "group": group})
+        view.write(Unit("machines", CLUSTER, name), row)
+    store.commit(pending, user="admin", comment="members")
+
+
+def americas(tmp: Path) -> Store:
+    """newyork created cluster ``americas``; losangeles in group West, chicago in Main_Group."""
+    store = standalone(tmp)
+    lifecycle.create_cluster(store, "americas")
+    add_members(
+        store,
+        {"losangeles.example.com": "West", "chicago.example.com": "Main_Group"},
+    )
+    return store
+
+
+def session(store: Store, user: str = "admin") -> Session:
+    return Session(store, user)
