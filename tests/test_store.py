@@ -213,7 +213,11 @@ def test_commits_arriving_early_wait_for_what_they_depend_on(tmp_path: Path) -> 
 def test_effective_config_is_published_and_the_hook_runs_on_change(tmp_path: Path) -> None:
     ny, la = pair(tmp_path)
     out = tmp_path / "hook.log"
-    hook = f"{sys.executable} -c \"import sys; open({str(out)!r}, 'a').write(' '.join(sys.argv[1:]) + chr(10))\""
+    script = tmp_path / "hook.py"
+    script.write_text(
+        f"import sys\nopen({str(out)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+    )
+    hook = f"{sys.executable} {script}"
     data = tmp_path / "la-data"
     publisher = Publisher(la, data, hook=hook).attach()
     document = json.loads((data / "effective.json").read_text())
