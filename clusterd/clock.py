@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 LOGICAL_BITS = 16
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
@@ -23,8 +23,9 @@ LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 PENDING_HLC = (1 << 63) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
+class Stamp(NamedTuple):
+    """``(hlc, origin)``: compares as a tuple, which is exactly last-writer order."""
+
     hlc: int
     origin: str
 
@@ -38,7 +39,7 @@ def newer(a: Stamp, b: Stamp) -> bool:
     >>> newer(Stamp(2, "a"), Stamp(1, "z")), newer(Stamp(1, "b"), Stamp(1, "a"))
     (True, True)
     """
-    return (a.hlc, a.origin) > (b.hlc, b.origin)
+    return a > b
 
 
 def pack(wall_milliseconds: int, logical: int = 0) -> int:

@@ -32,6 +32,9 @@ def write_definition(
         write(Unit(feature.command, mode.key, MARKER), value)
 
 
+CLUSTER = Mode.cluster().key
+
+
 class Start(enum.Enum):
     """What a newly defined mode starts from."""
 
@@ -61,9 +64,9 @@ class Editor:
             if mode != Mode.machine(self.me):
                 raise UnknownMode(str(mode), "this machine is not in a cluster")
             return
-        if mode.level is Level.GROUP and mode.name not in layers.groups(self.view):
+        if mode.level is Level.GROUP and self.view.row("groups", CLUSTER, mode.name) is None:
             raise UnknownMode(str(mode), "no such group")
-        if mode.level is Level.MACHINE and mode.name not in layers.machines(self.view):
+        if mode.level is Level.MACHINE and self.view.row("machines", CLUSTER, mode.name) is None:
             raise UnknownMode(str(mode), "no such machine in the cluster")
         if mode.level not in feature.levels:
             allowed = " or ".join(lv.value for lv in Level if lv in feature.levels)
@@ -72,16 +75,18 @@ class Editor:
     def current(self, feature: Feature, mode: Mode) -> Any:
         return definition(self.view.entries(feature.command, mode.key), feature.is_table)
 
-    def _require_defined(self, feature: Feature, mode: Mode) -> Any:
-        value = self.current(feature, mode)
-        if value is None:
+    def _require_defined(self, feature: Feature, mode: Mode) -> None:
+        if not self.view.is_defined(feature.command, mode.key):
             raise NotDefined(
                 [
                     f"{feature.command} is not defined at {mode}; define it first "
                     "(empty, from the defaults, or from the inherited settings)"
                 ]
             )
-        return value
+
+    def _definition(self, feature: Feature, mode: Mode) -> Any:
+        self._require_defined(feature, mode)
+        return self.current(feature, mode)
 
     def inherited(self, feature: Feature, mode: Mode) -> Any:
         """What ``mode`` would use if it did not define the feature."""
@@ -129,7 +134,8 @@ class Editor:
         self.check_mode(feature, mode)
         if not feature.is_table:
             raise InvalidSetting([f"{command} is a single record, it has no rows"])
-        if name not in self._require_defined(feature, mode):
+        self._require_defined(feature, mode)
+        if self.view.row(command, mode.key, name) is None:
             raise NotDefined([f"{command} has no row {name!r} at {mode}"])
         self.view.write(Unit(command, mode.key, name), None)
 
@@ -146,7 +152,7 @@ class Editor:
         self.check_mode(feature, dst)
         if src == dst:
             raise InvalidSetting([f"{command}: cannot copy {src} onto itself"])
-        self._replace(feature, dst, self._require_defined(feature, src))
+        self._replace(feature, dst, self._definition(feature, src))
 
     def move(self, command: str, src: Mode, dst: Mode) -> None:
         self.copy(command, src, dst)
@@ -157,7 +163,7 @@ class Editor:
         targets = [Mode.group(g) for g in layers.groups(self.view) if Mode.group(g) != src]
         for dst in targets:
             self.check_mode(feature, dst)
-        value = self._require_defined(feature, src)
+        value = self._definition(feature, src)
         for dst in targets:
             self._replace(feature, dst, value)
         return targets

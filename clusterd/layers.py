@@ -56,8 +56,8 @@ def machines(reader: Reader) -> dict[str, JSON]:
 
 
 def group_of(reader: Reader, machine: str) -> str | None:
-    row = machines(reader).get(machine)
-    return str(row["group"]) if row else None
+    row = reader.entries("machines", CLUSTER).visible_row(machine)
+    return str(row.value["group"]) if row is not None and row.value is not None else None
 
 
 def chain(reader: Reader, machine: str) -> list[Mode]:
@@ -93,18 +93,18 @@ class Resolved:
 def resolve(reader: Reader, feature: Feature, modes: Iterable[Mode]) -> Resolved:
     for mode in modes:
         entries = reader.entries(feature.command, mode.key)
-        value = definition(entries, feature.is_table)
-        if value is not None:
-            return Resolved(feature.command, value, mode, entries.marker, _last_change(entries))
+        marker = entries.marker
+        if marker is None or marker.value is None:
+            continue
+        if not feature.is_table:
+            return Resolved(feature.command, marker.value, mode, marker, marker)
+        rows, newest = {}, marker
+        for name, row in entries.visible_rows():
+            rows[name] = row.value
+            if row.hlc > newest.hlc:
+                newest = row
+        return Resolved(feature.command, rows, mode, marker, newest)
     return Resolved(feature.command, feature.factory_value(), None, None, None)
-
-
-def _last_change(entries: ModeEntries) -> Version | None:
-    newest = entries.marker
-    for _, row in entries.visible_rows():
-        if newest is None or row.hlc > newest.hlc:
-            newest = row
-    return newest
 
 
 def effective(reader: Reader, catalogue: Catalogue, machine: str) -> dict[str, Resolved]:

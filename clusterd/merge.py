@@ -41,6 +41,7 @@ class Outcome:
 
     commit: Commit
     wins: list[tuple[Unit, Version]] = field(default_factory=list)
+    new_units: set[Unit] = field(default_factory=set)  # winners with no version before
     added: list[Loss] = field(default_factory=list)
     dropped: list[tuple[Unit, CommitId]] = field(default_factory=list)
 
@@ -73,9 +74,12 @@ def merge(state: State, commit: Commit) -> Outcome:
             if has_seen(commit.context, loss.loser.commit):
                 out.dropped.append((write.unit, loss.loser.commit))
         current = state.get(write.unit)
-        if current is None or newer(incoming.stamp, current.stamp):
+        if current is None:
             out.wins.append((write.unit, incoming))
-            if current is not None and not has_seen(commit.context, current.commit):
+            out.new_units.add(write.unit)
+        elif newer(incoming.stamp, current.stamp):
+            out.wins.append((write.unit, incoming))
+            if not has_seen(commit.context, current.commit):
                 out.added.append(Loss(write.unit, current, commit.id))
         elif not has_seen(current.context, incoming.commit):
             out.added.append(Loss(write.unit, incoming, current.commit))

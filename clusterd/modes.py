@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from schema.feature import Level
@@ -45,11 +46,7 @@ class Mode:
 
     @staticmethod
     def from_key(key: str) -> Mode:
-        level, _, name = key.partition(":")
-        try:
-            return Mode(Level(level), name)
-        except ValueError:
-            raise UnknownMode(key) from None
+        return _from_key(key)
 
     @staticmethod
     def parse(text: str) -> Mode:
@@ -65,3 +62,12 @@ class Mode:
         if self.level is Level.CLUSTER:
             return "Cluster"
         return f"{self.level.value.capitalize()} {self.name}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_key(key: str) -> Mode:
+    level, _, name = key.partition(":")
+    try:
+        return Mode(Level(level), name)
+    except ValueError:
+        raise UnknownMode(key) from None

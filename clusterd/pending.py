@@ -80,11 +80,13 @@ class Pending:
 
     def conflicts(self, state: State) -> list[Conflict]:
         found = []
-        for unit, pw in self.items():
-            current = state.get(unit)
-            now = current.commit if current is not None else None
-            if now != pw.base:
-                found.append(Conflict(unit, pw.base, current))
+        for (feature, mode), keys in self._modes.items():
+            entries = state.entries(feature, mode)
+            for key, pw in keys.items():
+                current = entries.marker if key == MARKER else entries.rows.get(key)
+                now = None if current is None else current.commit
+                if now != pw.base:
+                    found.append(Conflict(Unit(feature, mode, key), pw.base, current))
         return found
 
     def to_writes(self) -> tuple[Write, ...]:
@@ -119,6 +121,24 @@ class View:
             else:
                 merged.rows[key] = version
         return merged
+
+    def is_defined(self, feature: str, mode: str) -> bool:
+        """Whether the mode defines the feature, looking at the marker only."""
+        mine = self.pending.of_mode(feature, mode).get(MARKER)
+        if mine is not None:
+            return mine.value is not None
+        marker = self.state.entries(feature, mode).marker
+        return marker is not None and marker.value is not None
+
+    def row(self, feature: str, mode: str, key: str) -> JSON | None:
+        """One visible row's value (None: no such row), without walking the table."""
+        mine = self.pending.of_mode(feature, mode)
+        if key in mine:
+            return mine[key].value
+        if MARKER in mine:
+            return None  # a pending reset hides every committed row
+        version = self.state.entries(feature, mode).visible_row(key)
+        return version.value if version is not None else None
 
     def modes_of(self, feature: str) -> list[str]:
         modes = set(self.state.modes_of(feature))

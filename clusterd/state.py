@@ -40,9 +40,17 @@ class ModeEntries:
         marker = self.marker
         if marker is None or marker.value is None:
             return
+        reset = marker.stamp
         for name, row in self.rows.items():
-            if row.value is not None and not newer(marker.stamp, row.stamp):
+            if row.value is not None and not newer(reset, row.stamp):
                 yield name, row
+
+    def visible_row(self, key: str) -> Version | None:
+        """One row if it is live and visible, without walking the table."""
+        row = self.rows.get(key)
+        if row is None or row.value is None or self.hides(row):
+            return None
+        return row
 
     def hides(self, row: Version) -> bool:
         """True when a live row is hidden by this mode's reset or undefined marker."""
@@ -104,7 +112,8 @@ class State:
         return sorted(self._modes)
 
     def losses_of(self, unit: Unit) -> list[Loss]:
-        return list(self._losses.get(unit, {}).values())
+        by_commit = self._losses.get(unit)
+        return list(by_commit.values()) if by_commit else []
 
     def losses(self) -> list[Loss]:
         return [loss for by_commit in self._losses.values() for loss in by_commit.values()]

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, create_engine, delete, event, insert, select, update
+from sqlalchemy import and_, create_engine, delete, event, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from clusterd import tables as t
+from clusterd.bulk import Bulk
 from clusterd.clock import HybridClock
 from clusterd.commitcheck import check_commit
 from clusterd.errors import ClusterdError, CommitConflict, LifecycleError, StoreError
@@ -39,7 +40,6 @@ from clusterd.versions import (
     Unit,
     Version,
     writes_from_json,
-    writes_to_json,
 )
 from schema.catalogue import CATALOGUE
 from schema.feature import Catalogue
@@ -47,8 +47,22 @@ from schema.feature import Catalogue
 log = logging.getLogger(__name__)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+ENTRY_COLS = ("feature", "mode", "key", "hlc", "origin", "seq", "value", "with_reset")
+COMMIT_COLS = ("origin", "seq", "hlc", "user", "at", "comment", "context", "writes")
+LOSS_COLS = (
+    "feature",
+    "mode",
+    "key",
+    "loser_origin",
+    "loser_seq",
+    "loser_hlc",
+    "loser_value",
+    "loser_with_reset",
+    "by_origin",
+    "by_seq",
+)
 
 
 def engine_for(url_or_path: str | Path) -> Engine:
@@ -94,6 +108,7 @@ class Store:
         self.hostname = hostname
         self.catalogue = catalogue
         self.engine = engine_for(url_or_path)
+        self.bulk = Bulk(self.engine.dialect)
         self.state = State()
         self.inbox = Inbox()
         self.listeners: list[Listener] = []
@@ -134,31 +149,39 @@ class Store:
         state = State()
         contexts: dict[tuple[str, int], dict[str, int]] = {}
         last_hlc = 0
+        loads = json.loads
         with self.engine.connect() as conn:
-            for origin, seq, hlc, ctx in conn.execute(
-                select(t.commits.c.origin, t.commits.c.seq, t.commits.c.hlc, t.commits.c.context)
+            for origin, seq, hlc, ctx in self.bulk.select(
+                conn, t.commits, ("origin", "seq", "hlc", "context")
             ):
-                contexts[(origin, seq)] = json.loads(ctx)
+                contexts[(origin, seq)] = loads(ctx)
                 last_hlc = max(last_hlc, hlc)
                 if state.vv.get(origin, 0) < seq:
                     state.vv[origin] = seq
-            for row in conn.execute(select(t.entries)):
-                value = None if row.value is None else json.loads(row.value)
-                ctx = contexts.get((row.origin, row.seq), {})
-                version = Version(row.hlc, row.origin, row.seq, value, row.with_reset, ctx)
-                state.put(Unit(row.feature, row.mode, row.key), version)
-            for row in conn.execute(select(t.losses)):
-                value = None if row.loser_value is None else json.loads(row.loser_value)
-                loser = Version(
-                    row.loser_hlc,
-                    row.loser_origin,
-                    row.loser_seq,
-                    value,
-                    row.loser_with_reset,
-                    contexts.get((row.loser_origin, row.loser_seq), {}),
+            for feature, mode, key, hlc, origin, seq, value, reset in self.bulk.select(
+                conn, t.entries, ENTRY_COLS
+            ):
+                version = Version(
+                    hlc,
+                    origin,
+                    seq,
+                    None if value is None else loads(value),
+                    bool(reset),
+                    contexts.get((origin, seq), {}),
                 )
-                unit = Unit(row.feature, row.mode, row.key)
-                state.add_loss(Loss(unit, loser, CommitId(row.by_origin, row.by_seq)))
+                state.put(Unit(feature, mode, key), version)
+            for row in self.bulk.select(conn, t.losses, LOSS_COLS):
+                feature, mode, key, origin, seq, hlc, value, reset, by_origin, by_seq = row
+                loser = Version(
+                    hlc,
+                    origin,
+                    seq,
+                    None if value is None else loads(value),
+                    bool(reset),
+                    contexts.get((origin, seq), {}),
+                )
+                unit = Unit(feature, mode, key)
+                state.add_loss(Loss(unit, loser, CommitId(by_origin, by_seq)))
         self.state = state
         self.clock.observe(last_hlc)
 
@@ -215,7 +238,7 @@ class Store:
                 self.clock.observe(commit.hlc)
                 out = merge(self.state, commit)
                 for unit, version in out.wins:
-                    existed.setdefault(unit, self.state.get(unit) is not None)
+                    existed.setdefault(unit, unit not in out.new_units)
                     final[unit] = version
                 for unit, loser in out.dropped:
                     loss_ops[(unit, loser)] = None
@@ -237,75 +260,31 @@ class Store:
                 log.exception("store listener failed on %d commit(s)", len(outcomes))
         return outcomes
 
-    @staticmethod
     def _write(
+        self,
         conn: Any,
         commits: list[Commit],
         existed: dict[Unit, bool],
         final: dict[Unit, Version],
         loss_ops: dict[tuple[Unit, CommitId], Loss | None],
     ) -> None:
-        if commits:
-            conn.execute(insert(t.commits), [_commit_row(c) for c in commits])
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        bulk = self.bulk
+        encoded = JsonCache()
+        bulk.insert(conn, t.commits, COMMIT_COLS, [_commit_row(c, encoded) for c in commits])
+        inserts, updates = [], []
         for unit, v in final.items():
-            row = {
-                "b_feature": unit.feature,
-                "b_mode": unit.mode,
-                "b_key": unit.key,
-                "hlc": v.hlc,
-                "origin": v.origin,
-                "seq": v.seq,
-                "value": None if v.value is None else _dumps(v.value),
-                "with_reset": v.with_reset,
-            }
-            (updates if existed[unit] else inserts).append(row)
-        if inserts:
-            conn.execute(
-                insert(t.entries).values(
-                    feature=bindparam("b_feature"),
-                    mode=bindparam("b_mode"),
-                    key=bindparam("b_key"),
-                ),
-                inserts,
-            )
-        if updates:
-            conn.execute(
-                update(t.entries).where(
-                    and_(
-                        t.entries.c.feature == bindparam("b_feature"),
-                        t.entries.c.mode == bindparam("b_mode"),
-                        t.entries.c.key == bindparam("b_key"),
-                    )
-                ),
-                updates,
-            )
+            value = encoded(v.value)
+            if existed[unit]:
+                updates.append((v.hlc, v.origin, v.seq, value, v.with_reset, *unit))
+            else:
+                inserts.append((*unit, v.hlc, v.origin, v.seq, value, v.with_reset))
+        bulk.insert(conn, t.entries, ENTRY_COLS, inserts)
+        bulk.update(conn, t.entries, ENTRY_COLS[3:], ENTRY_COLS[:3], updates)
         if loss_ops:
-            conn.execute(
-                delete(t.losses).where(
-                    and_(
-                        t.losses.c.feature == bindparam("b_feature"),
-                        t.losses.c.mode == bindparam("b_mode"),
-                        t.losses.c.key == bindparam("b_key"),
-                        t.losses.c.loser_origin == bindparam("b_origin"),
-                        t.losses.c.loser_seq == bindparam("b_seq"),
-                    )
-                ),
-                [
-                    {
-                        "b_feature": u.feature,
-                        "b_mode": u.mode,
-                        "b_key": u.key,
-                        "b_origin": c.origin,
-                        "b_seq": c.seq,
-                    }
-                    for u, c in loss_ops
-                ],
-            )
+            keys = LOSS_COLS[:5]
+            bulk.delete(conn, t.losses, keys, [(*u, c.origin, c.seq) for u, c in loss_ops])
             added = [_loss_row(loss) for loss in loss_ops.values() if loss is not None]
-            if added:
-                conn.execute(insert(t.losses), added)
+            bulk.insert(conn, t.losses, LOSS_COLS, added)
 
     def export_state(self) -> Snapshot:
         """Everything replicated: commit log, winning versions, recorded losses."""
@@ -321,12 +300,12 @@ class Store:
             with self.engine.begin() as conn:
                 for table in (t.entries, t.commits, t.losses):
                     conn.execute(delete(table))
-                if snapshot.commits:
-                    conn.execute(insert(t.commits), [_commit_row(c) for c in snapshot.commits])
-                if snapshot.entries:
-                    conn.execute(insert(t.entries), [_entry_row(u, v) for u, v in snapshot.entries])
-                if snapshot.losses:
-                    conn.execute(insert(t.losses), [_loss_row(loss) for loss in snapshot.losses])
+                rows = [_commit_row(c, JsonCache()) for c in snapshot.commits]
+                self.bulk.insert(conn, t.commits, COMMIT_COLS, rows)
+                rows = [_entry_row(u, v) for u, v in snapshot.entries]
+                self.bulk.insert(conn, t.entries, ENTRY_COLS, rows)
+                rows = [_loss_row(loss) for loss in snapshot.losses]
+                self.bulk.insert(conn, t.losses, LOSS_COLS, rows)
         except SQLAlchemyError as exc:
             raise StoreError(f"the store could not take the new state: {exc}") from exc
         finally:
@@ -356,13 +335,14 @@ class Store:
 
     def commits_missing_from(self, vv: dict[str, int]) -> list[Commit]:
         """Commits of the log that a holder of version vector ``vv`` has not applied."""
+        c = t.commits.c
+        wanted = or_(
+            c.origin.not_in(list(vv)),
+            *[and_(c.origin == origin, c.seq > seq) for origin, seq in vv.items()],
+        )
+        query = select(t.commits).where(wanted, c.writes.is_not(None)).order_by(c.hlc)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.commits).order_by(t.commits.c.hlc)).all()
-        return [
-            _commit_from_row(row)
-            for row in rows
-            if row.seq > vv.get(row.origin, 0) and row.writes is not None
-        ]
+            return [_commit_from_row(row) for row in conn.execute(query)]
 
     def get_commit(self, cid: CommitId) -> Commit:
         with self.engine.connect() as conn:
@@ -376,17 +356,38 @@ class Store:
         return _commit_from_row(row)
 
 
-def _commit_row(c: Commit) -> dict[str, Any]:
-    return {
-        "origin": c.id.origin,
-        "seq": c.id.seq,
-        "hlc": c.hlc,
-        "user": c.user,
-        "at": c.at,
-        "comment": c.comment,
-        "context": _dumps(dict(c.context)),
-        "writes": _dumps(writes_to_json(c.writes)),
-    }
+class JsonCache:
+    """Encodes each value object once: a commit's log record and its entries share them."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, tuple[object, str]] = {}
+
+    def __call__(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        hit = self._done.get(id(value))
+        if hit is None:
+            hit = self._done[id(value)] = (value, _dumps(value))  # keeps value alive
+        return hit[1]
+
+
+def _commit_row(c: Commit, encoded: JsonCache) -> tuple[Any, ...]:
+    """The log record; ``writes`` is the JSON of ``writes_to_json``, built from pieces."""
+    parts = [
+        f"[{_dumps(w.unit.feature)},{_dumps(w.unit.mode)},{_dumps(w.unit.key)},"
+        f"{encoded(w.value) or 'null'},{'true' if w.with_reset else 'false'}]"
+        for w in c.writes
+    ]
+    return (
+        c.id.origin,
+        c.id.seq,
+        c.hlc,
+        c.user,
+        c.at,
+        c.comment,
+        _dumps(dict(c.context)),
+        "[" + ",".join(parts) + "]",
+    )
 
 
 def _commit_from_row(row: Any) -> Commit:
@@ -401,30 +402,12 @@ def _commit_from_row(row: Any) -> Commit:
     )
 
 
-def _entry_row(unit: Unit, v: Version) -> dict[str, Any]:
-    return {
-        "feature": unit.feature,
-        "mode": unit.mode,
-        "key": unit.key,
-        "hlc": v.hlc,
-        "origin": v.origin,
-        "seq": v.seq,
-        "value": None if v.value is None else _dumps(v.value),
-        "with_reset": v.with_reset,
-    }
+def _entry_row(unit: Unit, v: Version) -> tuple[Any, ...]:
+    value = None if v.value is None else _dumps(v.value)
+    return (*unit, v.hlc, v.origin, v.seq, value, v.with_reset)
 
 
-def _loss_row(loss: Loss) -> dict[str, Any]:
+def _loss_row(loss: Loss) -> tuple[Any, ...]:
     v = loss.loser
-    return {
-        "feature": loss.unit.feature,
-        "mode": loss.unit.mode,
-        "key": loss.unit.key,
-        "loser_origin": v.origin,
-        "loser_seq": v.seq,
-        "loser_hlc": v.hlc,
-        "loser_value": None if v.value is None else _dumps(v.value),
-        "loser_with_reset": v.with_reset,
-        "by_origin": loss.by.origin,
-        "by_seq": loss.by.seq,
-    }
+    value = None if v.value is None else _dumps(v.value)
+    return (*loss.unit, v.origin, v.seq, v.hlc, value, v.with_reset, loss.by.origin, loss.by.seq)

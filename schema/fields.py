@@ -84,6 +84,8 @@ def _network(value: str) -> str:
 
 def _host(value: str) -> str:
     """A host name, or an IP address (normalised)."""
+    if ":" not in value and not value.replace(".", "").isdigit() and HOSTNAME_RE.fullmatch(value):
+        return value  # the common case, without an exception from ipaddress
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:

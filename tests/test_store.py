@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,14 @@ def test_sessions_are_independent_and_conflicts_are_reported(tmp_path: Path) -> 
     assert store.inconsistencies() == []  # every overwrite was made knowingly
 
 
-def pair(tmp_path: Path) -> tuple[Store, Store]:
-    """newyork's cluster, and losangeles joined to it with a copy of its state."""
+def pair(tmp_path: Path, la_ahead_ms: int | None = None) -> tuple[Store, Store]:
+    """newyork's cluster, and losangeles joined to it with a copy of its state.
+
+    ``la_ahead_ms`` sets losangeles' wall clock that far ahead of the real one.
+    """
     ny = americas(tmp_path)
-    la = Store(tmp_path / f"{LA}.db", origin="SER-0", hostname=LA)
+    wall = None if la_ahead_ms is None else (lambda: time.time_ns() // 1_000_000 + la_ahead_ms)
+    la = Store(tmp_path / f"{LA}.db", origin="SER-0", hostname=LA, wall_ms=wall)
     lifecycle.join(la, ny.export_state(), group="West")
     sync(la, ny)
     return ny, la
@@ -176,8 +181,11 @@ def test_deleting_a_definition_beats_a_concurrent_row_edit_and_records_it(
         assert "unsubscribe@group:West[b@x.example]" in lost
 
 
-def test_recreating_keeps_row_edits_made_after_it(tmp_path: Path) -> None:
-    ny, la = pair(tmp_path)
+@pytest.mark.parametrize("bob_ahead_ms", [1000, -1000])
+def test_recreating_keeps_row_edits_made_after_it_and_records_older_ones(
+    tmp_path: Path, bob_ahead_ms: int
+) -> None:
+    ny, la = pair(tmp_path, la_ahead_ms=bob_ahead_ms)
     s = session(ny)
     s.define(UNSUB, WEST, Start.EMPTY)
     s.set_row(UNSUB, WEST, "old@x.example", {"comment": "old"})
@@ -186,12 +194,19 @@ def test_recreating_keeps_row_edits_made_after_it(tmp_path: Path) -> None:
     a = session(ny, "alice")
     a.define(UNSUB, WEST, Start.EMPTY)  # start West's list again, empty
     a.commit("reset")
-    b = session(la, "bob")  # bob has not seen the reset yet
-    b.set_row(UNSUB, WEST, "new@x.example", {"comment": "after"})
-    b.commit("bob edits after the reset")
+    b = session(la, "bob")  # bob has not seen the reset
+    b.set_row(UNSUB, WEST, "new@x.example", {"comment": "bob"})
+    b.commit("bob edits a row")
     sync(ny, la)
     sync(la, ny)
-    assert rows(ny, LA) == rows(la, LA) == {"new@x.example": {"comment": "after"}}
+    if bob_ahead_ms > 0:  # bob's edit is newer than the reset: it survives
+        assert rows(ny, LA) == rows(la, LA) == {"new@x.example": {"comment": "bob"}}
+        assert ny.inconsistencies() == []
+    else:  # older than the reset: hidden, and recorded on both members
+        assert rows(ny, LA) == rows(la, LA) == {}
+        for store in (ny, la):
+            [loss] = store.inconsistencies()
+            assert str(loss.unit) == "unsubscribe@group:West[new@x.example]"
 
 
 def test_commits_arriving_early_wait_for_what_they_depend_on(tmp_path: Path) -> None:
