@@ -10,8 +10,13 @@ from clusterd.versions import JSON, MARKER, Commit, Write
 from schema.feature import Catalogue, Feature
 
 
-def check_commit(catalogue: Catalogue, commit: Commit) -> Commit:
-    """The commit with every value in canonical form; raises BadCommit if any part is bad."""
+def check_commit(catalogue: Catalogue, commit: Commit, own_mode: str | None = None) -> Commit:
+    """The commit with every value in canonical form; raises BadCommit if any part is bad.
+
+    A value may only be defined at a level its feature allows, except at ``own_mode``:
+    a standalone machine keeps every feature at its own machine mode.  Tombstones
+    (``None``) may stand anywhere: they define nothing.
+    """
     where = f"commit {commit.id}"
     if not commit.id.origin or commit.id.seq < 1:
         raise BadCommit([f"{where}: bad commit id"])
@@ -28,7 +33,7 @@ def check_commit(catalogue: Catalogue, commit: Commit) -> Commit:
             raise BadCommit([f"{where}: {write.unit} written twice"])
         seen.add(write.unit)
         try:
-            writes.append(_check_write(catalogue, write))
+            writes.append(_check_write(catalogue, write, own_mode))
         except InvalidSetting as exc:
             raise BadCommit([f"{where}: {p}" for p in exc.problems]) from None
     return Commit(
@@ -36,10 +41,11 @@ def check_commit(catalogue: Catalogue, commit: Commit) -> Commit:
     )
 
 
-def _check_write(catalogue: Catalogue, write: Write) -> Write:
+def _check_write(catalogue: Catalogue, write: Write, own_mode: str | None) -> Write:
     feature = catalogue[write.unit.feature]
     mode = Mode.from_key(write.unit.mode)
-    if mode.level not in feature.levels:
+    exempt = write.value is None or write.unit.mode == own_mode
+    if not exempt and mode.level not in feature.levels:
         raise InvalidSetting([f"{feature.command} cannot be defined at {mode.level.value} level"])
     value = _check_value(feature, write.unit.key, write.value)
     return Write(write.unit, value, write.with_reset)

@@ -24,12 +24,14 @@ from sqlalchemy import and_, create_engine, delete, event, insert, or_, select, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from clusterd import layers
 from clusterd import tables as t
 from clusterd.bulk import Bulk
 from clusterd.clock import HybridClock
 from clusterd.commitcheck import check_commit
 from clusterd.errors import ClusterdError, CommitConflict, LifecycleError, StoreError
 from clusterd.merge import Inbox, Outcome, apply, hidden_losses, merge
+from clusterd.modes import Mode
 from clusterd.pending import Pending, View, make_commit
 from clusterd.state import State
 from clusterd.versions import (
@@ -216,6 +218,9 @@ class Store:
             at=time.time(),
             comment=comment,
         )
+        standalone = layers.cluster_name(self.state) is None
+        own = Mode.machine(self.hostname).key if standalone else None
+        commit = check_commit(self.catalogue, commit, own)  # what peers will check too
         self._apply_batch([commit])
         pending.clear()
         return commit

@@ -217,3 +217,19 @@ def test_bad_remote_commit_is_refused_and_the_batch_applies_nothing(
     assert message in str(exc.value)
     assert (state_digest(store.state), len(store.commit_log()), store.version_vector) == before
     assert len(store.inbox) == 0
+
+
+def test_a_local_commit_is_checked_like_a_remote_one(tmp_path: Path) -> None:
+    """A value that bypassed the editor must not be committed: peers would refuse it,
+    and with it every later commit of this machine."""
+    store = americas(tmp_path)
+    s = session(store)
+    before = (state_digest(store.state), len(store.commit_log()))
+    s.view.write(Unit("settz", "cluster", ""), {"timezone": "Mars/Olympus"})
+    with pytest.raises(BadCommit, match="unknown time zone 'Mars/Olympus'"):
+        s.commit("bad")
+    s.pending.clear()
+    s.view.write(Unit("userconfig", "group:West", ""), {})
+    with pytest.raises(BadCommit, match="cannot be defined at group level"):
+        s.commit("wrong level")
+    assert (state_digest(store.state), len(store.commit_log())) == before
