@@ -160,28 +160,18 @@ class Store:
                 last_hlc = max(last_hlc, hlc)
                 if state.vv.get(origin, 0) < seq:
                     state.vv[origin] = seq
-            for feature, mode, key, hlc, origin, seq, value, reset in self.bulk.select(
-                conn, t.entries, ENTRY_COLS
-            ):
-                version = Version(
-                    hlc,
-                    origin,
-                    seq,
-                    None if value is None else loads(value),
-                    bool(reset),
-                    contexts.get((origin, seq), {}),
+
+            def version(hlc: int, origin: str, seq: int, value: str | None, reset: Any) -> Version:
+                parsed = None if value is None else loads(value)
+                return Version(
+                    hlc, origin, seq, parsed, bool(reset), contexts.get((origin, seq), {})
                 )
-                state.put(Unit(feature, mode, key), version)
+
+            for feature, mode, key, *v in self.bulk.select(conn, t.entries, ENTRY_COLS):
+                state.put(Unit(feature, mode, key), version(*v))
             for row in self.bulk.select(conn, t.losses, LOSS_COLS):
                 feature, mode, key, origin, seq, hlc, value, reset, by_origin, by_seq = row
-                loser = Version(
-                    hlc,
-                    origin,
-                    seq,
-                    None if value is None else loads(value),
-                    bool(reset),
-                    contexts.get((origin, seq), {}),
-                )
+                loser = version(hlc, origin, seq, value, reset)
                 unit = Unit(feature, mode, key)
                 state.add_loss(Loss(unit, loser, CommitId(by_origin, by_seq)))
         self.state = state

@@ -40,24 +40,24 @@ def value_for(feature: str, choice: str | None) -> Any:
     return {} if choice == "empty" else {k: {"comment": k} for k in KEYS if k != choice}
 
 
+def define_all(ed: Any, settings_list: list[tuple[str, Mode, str | None]]) -> None:
+    """Define each listed (feature, mode) through an editor or session (None: leave it)."""
+    for feature, mode, choice in settings_list:
+        if choice is None:
+            continue
+        if CATALOGUE[feature].is_table:
+            ed.define(feature, mode, Start.EMPTY)
+            for key, row in value_for(feature, choice).items():
+                ed.set_row(feature, mode, key, row)
+        else:
+            ed.set_record(feature, mode, value_for(feature, choice))
+
+
 def build(settings_list: list[tuple[str, Mode, str | None]]) -> Replica:
     """A cluster where each listed (feature, mode) is defined (or left undefined: None)."""
     r = Replica("SER-1", "m0.example.com", lambda: 1000)
     r.receive([cluster_commit()])
-
-    def change(ed: Any) -> None:
-        for feature, mode, choice in settings_list:
-            if choice is None:
-                continue
-            f = CATALOGUE[feature]
-            if f.is_table:
-                ed.define(feature, mode, Start.EMPTY)
-                for key, row in value_for(feature, choice).items():
-                    ed.set_row(feature, mode, key, row)
-            else:
-                ed.set_record(feature, mode, value_for(feature, choice))
-
-    r.edit(change)
+    r.edit(lambda ed: define_all(ed, settings_list))
     return r
 
 
@@ -194,16 +194,7 @@ def test_flatten_preserves_the_leaving_machines_effective_config(
         add_members(store, {"m1.example.com": "G1", "m2.example.com": "G2"})
         s = session(store)
         s.set_record("sethostname", Mode.machine("m0.example.com"), {"hostname": "m0.example.com"})
-        for feature, mode, choice in settings_list:
-            if choice is None:
-                continue
-            f = CATALOGUE[feature]
-            if f.is_table:
-                s.define(feature, mode, Start.EMPTY)
-                for key, row in value_for(feature, choice).items():
-                    s.set_row(feature, mode, key, row)
-            else:
-                s.set_record(feature, mode, value_for(feature, choice))
+        define_all(s, settings_list)
         s.commit("settings")
         before = layers.effective_values(store.state, CATALOGUE, "m0.example.com")
         lifecycle.flatten(store)
