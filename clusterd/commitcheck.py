@@ -41,6 +41,11 @@ def check_commit(catalogue: Catalogue, commit: Commit, own_mode: str | None = No
     )
 
 
+def check_write(catalogue: Catalogue, write: Write, own_mode: str | None = None) -> Write:
+    """One write in canonical form; raises InvalidSetting if it is bad."""
+    return _check_write(catalogue, write, own_mode)
+
+
 def _check_write(catalogue: Catalogue, write: Write, own_mode: str | None) -> Write:
     feature = catalogue[write.unit.feature]
     mode = Mode.from_key(write.unit.mode)

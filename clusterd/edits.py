@@ -99,8 +99,12 @@ class Editor:
 
     # -- writes ------------------------------------------------------------------------
 
+    def _write(self, unit: Unit, value: JSON | None) -> None:
+        # Values reach here validated, modes and levels checked: the store need not redo it.
+        self.view.write(unit, value, checked=True)
+
     def _replace(self, feature: Feature, mode: Mode, value: Any) -> None:
-        write_definition(self.view.write, feature, mode, value)
+        write_definition(self._write, feature, mode, value)
 
     def define(self, command: str, mode: Mode, start: Start) -> Any:
         feature = self.feature(command)
@@ -118,7 +122,7 @@ class Editor:
         feature = self.feature(command)
         self.check_mode(feature, mode)
         value = feature.validate_record(data)
-        self.view.write(Unit(command, mode.key, MARKER), value)
+        self._write(Unit(command, mode.key, MARKER), value)
         return value
 
     def set_row(self, command: str, mode: Mode, name: str, data: Mapping[str, Any]) -> JSON:
@@ -126,7 +130,7 @@ class Editor:
         self.check_mode(feature, mode)
         value = feature.validate_row(name, data)
         self._require_defined(feature, mode)
-        self.view.write(Unit(command, mode.key, name), value)
+        self._write(Unit(command, mode.key, name), value)
         return value
 
     def delete_row(self, command: str, mode: Mode, name: str) -> None:
@@ -137,14 +141,14 @@ class Editor:
         self._require_defined(feature, mode)
         if self.view.row(command, mode.key, name) is None:
             raise NotDefined([f"{command} has no row {name!r} at {mode}"])
-        self.view.write(Unit(command, mode.key, name), None)
+        self._write(Unit(command, mode.key, name), None)
 
     def undefine(self, command: str, mode: Mode) -> None:
         """Delete the mode's settings: it inherits again."""
         feature = self.feature(command)
         self.check_mode(feature, mode)
         self._require_defined(feature, mode)
-        self.view.write(Unit(command, mode.key, MARKER), None)
+        self._write(Unit(command, mode.key, MARKER), None)
 
     def copy(self, command: str, src: Mode, dst: Mode) -> None:
         feature = self.feature(command)
@@ -156,7 +160,7 @@ class Editor:
 
     def move(self, command: str, src: Mode, dst: Mode) -> None:
         self.copy(command, src, dst)
-        self.view.write(Unit(command, src.key, MARKER), None)
+        self._write(Unit(command, src.key, MARKER), None)
 
     def copy_to_all_groups(self, command: str, src: Mode) -> list[Mode]:
         feature = self.feature(command)

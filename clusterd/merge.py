@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from clusterd.clock import newer
-from clusterd.state import State
-from clusterd.versions import Commit, CommitId, Loss, Unit, Version, has_seen
+from clusterd.state import EMPTY, State
+from clusterd.versions import MARKER, Commit, CommitId, Loss, Unit, Version, has_seen
 
 
 @dataclass(slots=True)
@@ -68,12 +68,17 @@ def merge(state: State, commit: Commit) -> Outcome:
     out = Outcome(commit)
     if is_applied(state, commit.id):
         return out
+    here: tuple[str, str] | None = None
+    entries = EMPTY
     for write in commit.writes:
         incoming = commit.version(write)
         for loss in state.losses_of(write.unit):
             if has_seen(commit.context, loss.loser.commit):
                 out.dropped.append((write.unit, loss.loser.commit))
-        current = state.get(write.unit)
+        if here != (write.unit.feature, write.unit.mode):  # writes come grouped by mode
+            here = (write.unit.feature, write.unit.mode)
+            entries = state.entries(*here)
+        current = entries.marker if write.unit.key == MARKER else entries.rows.get(write.unit.key)
         if current is None:
             out.wins.append((write.unit, incoming))
             out.new_units.add(write.unit)

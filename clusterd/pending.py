@@ -23,6 +23,7 @@ PENDING_ORIGIN = "~pending"
 class PendingWrite:
     value: JSON | None
     base: CommitId | None
+    checked: bool = False  # validated (value, mode, level) by the editor that wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ class Pending:
     def of_mode(self, feature: str, mode: str) -> dict[str, PendingWrite]:
         return self._modes.get((feature, mode), {})
 
-    def write(self, state: State, unit: Unit, value: JSON | None) -> None:
+    def write(self, state: State, unit: Unit, value: JSON | None, *, checked: bool = False) -> None:
         keys = self._modes.setdefault((unit.feature, unit.mode), {})
         if unit.is_marker:
             for key in [k for k in keys if k != MARKER]:
@@ -65,7 +66,21 @@ class Pending:
         else:
             current = state.get(unit)
             base = current.commit if current is not None else None
-        keys[unit.key] = PendingWrite(value, base)
+        keys[unit.key] = PendingWrite(value, base, checked)
+
+    def mark_checked(self, unit: Unit, value: JSON | None) -> None:
+        """Replace a write's value by its validated form, in place (no reset)."""
+        keys = self._modes[(unit.feature, unit.mode)]
+        keys[unit.key] = PendingWrite(value, keys[unit.key].base, True)
+
+    def unchecked(self) -> list[tuple[Unit, PendingWrite]]:
+        """Writes no editor has validated: the store checks these before committing."""
+        return [
+            (Unit(feature, mode, key), pw)
+            for (feature, mode), keys in self._modes.items()
+            for key, pw in keys.items()
+            if not pw.checked
+        ]
 
     def drop(self, units: list[Unit]) -> None:
         for unit in units:
@@ -145,8 +160,8 @@ class View:
         modes.update(mode for (f, mode) in self.pending.touched() if f == feature)
         return sorted(modes)
 
-    def write(self, unit: Unit, value: JSON | None) -> None:
-        self.pending.write(self.state, unit, value)
+    def write(self, unit: Unit, value: JSON | None, *, checked: bool = False) -> None:
+        self.pending.write(self.state, unit, value, checked=checked)
 
 
 def make_commit(

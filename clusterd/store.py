@@ -28,8 +28,15 @@ from clusterd import layers
 from clusterd import tables as t
 from clusterd.bulk import Bulk
 from clusterd.clock import HybridClock
-from clusterd.commitcheck import check_commit
-from clusterd.errors import ClusterdError, CommitConflict, LifecycleError, StoreError
+from clusterd.commitcheck import check_commit, check_write
+from clusterd.errors import (
+    BadCommit,
+    ClusterdError,
+    CommitConflict,
+    InvalidSetting,
+    LifecycleError,
+    StoreError,
+)
 from clusterd.merge import Inbox, Outcome, apply, hidden_losses, merge
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View, make_commit
@@ -41,6 +48,7 @@ from clusterd.versions import (
     Snapshot,
     Unit,
     Version,
+    Write,
     writes_from_json,
 )
 from schema.catalogue import CATALOGUE
@@ -199,6 +207,7 @@ class Store:
                 raise CommitConflict(conflicts)
         if not pending:
             return None
+        self._check_unchecked(pending)
         commit = make_commit(
             self.state,
             pending,
@@ -208,12 +217,22 @@ class Store:
             at=time.time(),
             comment=comment,
         )
-        standalone = layers.cluster_name(self.state) is None
-        own = Mode.machine(self.hostname).key if standalone else None
-        commit = check_commit(self.catalogue, commit, own)  # what peers will check too
         self._apply_batch([commit])
         pending.clear()
         return commit
+
+    def _check_unchecked(self, pending: Pending) -> None:
+        """Validate what no editor validated, as peers will: a bad value never leaves here."""
+        standalone = layers.cluster_name(self.state) is None
+        own = Mode.machine(self.hostname).key if standalone else None
+        fixed = []
+        for unit, pw in pending.unchecked():
+            try:
+                fixed.append((unit, check_write(self.catalogue, Write(unit, pw.value), own)))
+            except InvalidSetting as exc:
+                raise BadCommit([f"pending change {unit}: {p}" for p in exc.problems]) from None
+        for unit, write in fixed:
+            pending.mark_checked(unit, write.value)
 
     def apply_remote(self, commits: Iterable[Commit]) -> ApplyResult:
         """Merge commits from peers.  Any invalid commit: BadCommit, nothing applied."""
@@ -368,8 +387,16 @@ class JsonCache:
 
 def _commit_row(c: Commit, encoded: JsonCache) -> tuple[Any, ...]:
     """The log record; ``writes`` is the JSON of ``writes_to_json``, built from pieces."""
+    names: dict[str, str] = {}  # a commit names few features and modes, many keys
+
+    def name(text: str) -> str:
+        found = names.get(text)
+        if found is None:
+            found = names[text] = _dumps(text)
+        return found
+
     parts = [
-        f"[{_dumps(w.unit.feature)},{_dumps(w.unit.mode)},{_dumps(w.unit.key)},"
+        f"[{name(w.unit.feature)},{name(w.unit.mode)},{_dumps(w.unit.key)},"
         f"{encoded(w.value) or 'null'},{'true' if w.with_reset else 'false'}]"
         for w in c.writes
     ]

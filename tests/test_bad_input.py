@@ -233,3 +233,16 @@ def test_a_local_commit_is_checked_like_a_remote_one(tmp_path: Path) -> None:
     with pytest.raises(BadCommit, match="cannot be defined at group level"):
         s.commit("wrong level")
     assert (state_digest(store.state), len(store.commit_log())) == before
+
+
+def test_checked_writes_keep_the_rows_written_with_their_marker(tmp_path: Path) -> None:
+    """Unchecked marker and rows are validated in place: the rows survive the check."""
+    store = americas(tmp_path)
+    s = session(store)
+    s.view.write(Unit("unsubscribe", "cluster", ""), {})
+    s.view.write(Unit("unsubscribe", "cluster", "a@x.example"), {})  # comment defaults
+    s.commit("direct writes")
+    from clusterd import layers
+
+    value = layers.effective(store.state, store.catalogue, ME)["unsubscribe"].value
+    assert value == {"a@x.example": {"comment": ""}}  # validated, canonical, kept
