@@ -12,10 +12,12 @@ wait in an inbox until what they depend on has been applied (causal order).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,23 @@ from schema.catalogue import CATALOGUE
 from schema.feature import Catalogue
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around bulk work.
+
+    Applying or loading 100,000 entries allocates several hundred thousand acyclic
+    objects; the collector would walk the growing heap again and again (0.6 s of a
+    2.6 s commit).  It resumes as soon as the bulk work ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
@@ -160,7 +179,7 @@ class Store:
         contexts: dict[tuple[str, int], dict[str, int]] = {}
         last_hlc = 0
         loads = json.loads
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn, gc_paused():
             for origin, seq, hlc, ctx in self.bulk.select(
                 conn, t.commits, ("origin", "seq", "hlc", "context")
             ):
@@ -236,7 +255,8 @@ class Store:
 
     def apply_remote(self, commits: Iterable[Commit]) -> ApplyResult:
         """Merge commits from peers.  Any invalid commit: BadCommit, nothing applied."""
-        checked = [check_commit(self.catalogue, c) for c in commits]
+        with gc_paused():
+            checked = [check_commit(self.catalogue, c) for c in commits]
         self.inbox.add(checked)
         ready = self.inbox.drain(self.state)
         outcomes = self._apply_batch(ready) if ready else []
@@ -248,20 +268,21 @@ class Store:
         loss_ops: dict[tuple[Unit, CommitId], Loss | None] = {}
         outcomes: list[Outcome] = []
         try:
-            for commit in commits:
-                self.clock.observe(commit.hlc)
-                out = merge(self.state, commit)
-                for unit, version in out.wins:
-                    existed.setdefault(unit, unit not in out.new_units)
-                    final[unit] = version
-                for unit, loser in out.dropped:
-                    loss_ops[(unit, loser)] = None
-                for loss in out.added:
-                    loss_ops[(loss.unit, loss.loser.commit)] = loss
-                apply(self.state, out)
-                outcomes.append(out)
-            with self.engine.begin() as conn:
-                self._write(conn, commits, existed, final, loss_ops)
+            with gc_paused():
+                for commit in commits:
+                    self.clock.observe(commit.hlc)
+                    out = merge(self.state, commit)
+                    for unit, version in out.wins:
+                        existed.setdefault(unit, unit not in out.new_units)
+                        final[unit] = version
+                    for unit, loser in out.dropped:
+                        loss_ops[(unit, loser)] = None
+                    for loss in out.added:
+                        loss_ops[(loss.unit, loss.loser.commit)] = loss
+                    apply(self.state, out)
+                    outcomes.append(out)
+                with self.engine.begin() as conn:
+                    self._write(conn, commits, existed, final, loss_ops)
         except BaseException as exc:
             self._load()
             if isinstance(exc, SQLAlchemyError):
