@@ -6,11 +6,13 @@ its own ``View``.  Nothing is visible to others until ``commit``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from clusterd.edits import Editor
+from clusterd.edits import Editor, Start
+from clusterd.modes import Mode
 from clusterd.pending import Conflict, Pending, View
-from clusterd.versions import Commit
+from clusterd.versions import JSON, Commit
 
 if TYPE_CHECKING:
     from clusterd.store import Store
@@ -47,6 +49,28 @@ class Session:
         self.pending.clear()
         return count
 
-    def __getattr__(self, name: str) -> Any:
-        # define / set_record / set_row / delete_row / undefine / copy / move / ...
-        return getattr(self.edit, name)
+    # -- edits: see clusterd.edits.Editor ----------------------------------------------
+
+    def define(self, command: str, mode: Mode, start: Start) -> Any:
+        return self.edit.define(command, mode, start)
+
+    def set_record(self, command: str, mode: Mode, data: Mapping[str, Any]) -> JSON:
+        return self.edit.set_record(command, mode, data)
+
+    def set_row(self, command: str, mode: Mode, name: str, data: Mapping[str, Any]) -> JSON:
+        return self.edit.set_row(command, mode, name, data)
+
+    def delete_row(self, command: str, mode: Mode, name: str) -> None:
+        self.edit.delete_row(command, mode, name)
+
+    def undefine(self, command: str, mode: Mode) -> None:
+        self.edit.undefine(command, mode)
+
+    def copy(self, command: str, src: Mode, dst: Mode) -> None:
+        self.edit.copy(command, src, dst)
+
+    def move(self, command: str, src: Mode, dst: Mode) -> None:
+        self.edit.move(command, src, dst)
+
+    def copy_to_all_groups(self, command: str, src: Mode) -> list[Mode]:
+        return self.edit.copy_to_all_groups(command, src)

@@ -42,6 +42,16 @@ from clusterd.errors import (
 from clusterd.merge import Inbox, Outcome, apply, hidden_losses, merge
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View, make_commit
+from clusterd.records import (
+    COMMIT_COLS,
+    ENTRY_COLS,
+    LOSS_COLS,
+    JsonCache,
+    commit_from_row,
+    commit_row,
+    entry_row,
+    loss_row,
+)
 from clusterd.state import State
 from clusterd.versions import (
     Commit,
@@ -51,7 +61,6 @@ from clusterd.versions import (
     Unit,
     Version,
     Write,
-    writes_from_json,
 )
 from schema.catalogue import CATALOGUE
 from schema.feature import Catalogue
@@ -74,24 +83,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
-
-ENTRY_COLS = ("feature", "mode", "key", "hlc", "origin", "seq", "value", "with_reset")
-COMMIT_COLS = ("origin", "seq", "hlc", "user", "at", "comment", "context", "writes")
-LOSS_COLS = (
-    "feature",
-    "mode",
-    "key",
-    "loser_origin",
-    "loser_seq",
-    "loser_hlc",
-    "loser_value",
-    "loser_with_reset",
-    "by_origin",
-    "by_seq",
-)
 
 
 def engine_for(url_or_path: str | Path) -> Engine:
@@ -305,7 +296,7 @@ class Store:
     ) -> None:
         bulk = self.bulk
         encoded = JsonCache()
-        bulk.insert(conn, t.commits, COMMIT_COLS, [_commit_row(c, encoded) for c in commits])
+        bulk.insert(conn, t.commits, COMMIT_COLS, [commit_row(c, encoded) for c in commits])
         inserts, updates = [], []
         for unit, v in final.items():
             value = encoded(v.value)
@@ -318,7 +309,7 @@ class Store:
         if loss_ops:
             keys = LOSS_COLS[:5]
             bulk.delete(conn, t.losses, keys, [(*u, c.origin, c.seq) for u, c in loss_ops])
-            added = [_loss_row(loss) for loss in loss_ops.values() if loss is not None]
+            added = [loss_row(loss) for loss in loss_ops.values() if loss is not None]
             bulk.insert(conn, t.losses, LOSS_COLS, added)
 
     def export_state(self) -> Snapshot:
@@ -335,11 +326,11 @@ class Store:
             with self.engine.begin() as conn:
                 for table in (t.entries, t.commits, t.losses):
                     conn.execute(delete(table))
-                rows = [_commit_row(c, JsonCache()) for c in snapshot.commits]
+                rows = [commit_row(c, JsonCache()) for c in snapshot.commits]
                 self.bulk.insert(conn, t.commits, COMMIT_COLS, rows)
-                rows = [_entry_row(u, v) for u, v in snapshot.entries]
+                rows = [entry_row(u, v) for u, v in snapshot.entries]
                 self.bulk.insert(conn, t.entries, ENTRY_COLS, rows)
-                rows = [_loss_row(loss) for loss in snapshot.losses]
+                rows = [loss_row(loss) for loss in snapshot.losses]
                 self.bulk.insert(conn, t.losses, LOSS_COLS, rows)
         except SQLAlchemyError as exc:
             raise StoreError(f"the store could not take the new state: {exc}") from exc
@@ -366,7 +357,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            return [_commit_from_row(row) for row in conn.execute(query)]
+            return [commit_from_row(row) for row in conn.execute(query)]
 
     def commits_missing_from(self, vv: dict[str, int]) -> list[Commit]:
         """Commits of the log that a holder of version vector ``vv`` has not applied."""
@@ -377,7 +368,7 @@ class Store:
         )
         query = select(t.commits).where(wanted, c.writes.is_not(None)).order_by(c.hlc)
         with self.engine.connect() as conn:
-            return [_commit_from_row(row) for row in conn.execute(query)]
+            return [commit_from_row(row) for row in conn.execute(query)]
 
     def get_commit(self, cid: CommitId) -> Commit:
         with self.engine.connect() as conn:
@@ -388,69 +379,4 @@ class Store:
             ).one_or_none()
         if row is None:
             raise ClusterdError(f"no commit {cid} in the log")
-        return _commit_from_row(row)
-
-
-class JsonCache:
-    """Encodes each value object once: a commit's log record and its entries share them."""
-
-    def __init__(self) -> None:
-        self._done: dict[int, tuple[object, str]] = {}
-
-    def __call__(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        hit = self._done.get(id(value))
-        if hit is None:
-            hit = self._done[id(value)] = (value, _dumps(value))  # keeps value alive
-        return hit[1]
-
-
-def _commit_row(c: Commit, encoded: JsonCache) -> tuple[Any, ...]:
-    """The log record; ``writes`` is the JSON of ``writes_to_json``, built from pieces."""
-    names: dict[str, str] = {}  # a commit names few features and modes, many keys
-
-    def name(text: str) -> str:
-        found = names.get(text)
-        if found is None:
-            found = names[text] = _dumps(text)
-        return found
-
-    parts = [
-        f"[{name(w.unit.feature)},{name(w.unit.mode)},{_dumps(w.unit.key)},"
-        f"{encoded(w.value) or 'null'},{'true' if w.with_reset else 'false'}]"
-        for w in c.writes
-    ]
-    return (
-        c.id.origin,
-        c.id.seq,
-        c.hlc,
-        c.user,
-        c.at,
-        c.comment,
-        _dumps(dict(c.context)),
-        "[" + ",".join(parts) + "]",
-    )
-
-
-def _commit_from_row(row: Any) -> Commit:
-    return Commit(
-        id=CommitId(row.origin, row.seq),
-        hlc=row.hlc,
-        user=row.user,
-        at=row.at,
-        comment=row.comment,
-        context=json.loads(row.context),
-        writes=writes_from_json(json.loads(row.writes)) if row.writes is not None else (),
-    )
-
-
-def _entry_row(unit: Unit, v: Version) -> tuple[Any, ...]:
-    value = None if v.value is None else _dumps(v.value)
-    return (*unit, v.hlc, v.origin, v.seq, value, v.with_reset)
-
-
-def _loss_row(loss: Loss) -> tuple[Any, ...]:
-    v = loss.loser
-    value = None if v.value is None else _dumps(v.value)
-    return (*loss.unit, v.origin, v.seq, v.hlc, value, v.with_reset, loss.by.origin, loss.by.seq)
+        return commit_from_row(row)
