@@ -50,10 +50,6 @@ def wall_ms(hlc: int) -> int:
     return hlc >> LOGICAL_BITS
 
 
-def wall_seconds(hlc: int) -> float:
-    return wall_ms(hlc) / 1000.0
-
-
 def _system_ms() -> int:
     return time.time_ns() // 1_000_000
 

@@ -1,8 +1,7 @@
 """Digests that tell whether two members hold the same settings.
 
 ``mode_digests`` covers every version of every unit, hidden rows and tombstones
-included, so equal digests mean equal replicated state (the convergence check);
-``values_digest`` covers only what a machine uses (its effective configuration).
+included, so equal digests mean equal replicated state (the convergence check).
 """
 
 from __future__ import annotations
@@ -39,7 +38,3 @@ def state_digest(state: State) -> str:
     for (feature, mode), digest in sorted(mode_digests(state).items()):
         h.update(f"{feature}\0{mode}\0{digest}\n".encode())
     return h.hexdigest()
-
-
-def values_digest(values: Any) -> str:
-    return hashlib.sha256(_canonical(values)).hexdigest()

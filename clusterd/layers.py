@@ -35,8 +35,6 @@ CLUSTER = Mode.cluster().key
 class Reader(Protocol):
     def entries(self, feature: str, mode: str) -> ModeEntries: ...
 
-    def modes_of(self, feature: str) -> list[str]: ...
-
 
 # -- membership (the internal features kept at cluster mode) -------------------------
 

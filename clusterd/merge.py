@@ -32,7 +32,16 @@ from dataclasses import dataclass, field
 
 from clusterd.clock import newer
 from clusterd.state import EMPTY, State
-from clusterd.versions import MARKER, Commit, CommitId, Loss, Unit, Version, has_seen
+from clusterd.versions import (
+    MARKER,
+    Commit,
+    CommitId,
+    Loss,
+    Unit,
+    Version,
+    VersionVector,
+    has_seen,
+)
 
 
 @dataclass(slots=True)
@@ -55,12 +64,13 @@ def is_applied(state: State, commit: CommitId) -> bool:
     return has_seen(state.vv, commit)
 
 
-def ready(state: State, commit: Commit) -> bool:
-    """True when every commit this one depends on has been applied."""
+def ready(vv: VersionVector, commit: Commit) -> bool:
+    """True when a member at version vector ``vv`` has applied all ``commit`` depends on:
+    its origin's previous commit and everything in its context."""
     origin, seq = commit.id.origin, commit.id.seq
-    if state.vv.get(origin, 0) != seq - 1:
+    if vv.get(origin, 0) != seq - 1:
         return False
-    return all(state.vv.get(o, 0) >= s for o, s in commit.context.items() if o != origin)
+    return all(vv.get(o, 0) >= s for o, s in commit.context.items() if o != origin)
 
 
 def merge(state: State, commit: Commit) -> Outcome:
@@ -153,8 +163,8 @@ class Inbox:
                 by_seq = self._waiting[origin]
                 for seq in [s for s in by_seq if s <= vv.get(origin, 0)]:
                     del by_seq[seq]  # duplicates of what is applied
-                while (commit := by_seq.get(vv.get(origin, 0) + 1)) is not None and all(
-                    vv.get(o, 0) >= s for o, s in commit.context.items() if o != origin
+                while (commit := by_seq.get(vv.get(origin, 0) + 1)) is not None and ready(
+                    vv, commit
                 ):
                     del by_seq[commit.id.seq]
                     released.append(commit)

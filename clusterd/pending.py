@@ -112,9 +112,6 @@ class Pending:
                 writes.append(Write(Unit(feature, mode, key), pw.value, reset and key != MARKER))
         return tuple(writes)
 
-    def touched(self) -> set[tuple[str, str]]:
-        return set(self._modes)
-
 
 class View:
     """The committed state with a session's pending changes laid over it."""
@@ -154,11 +151,6 @@ class View:
             return None  # a pending reset hides every committed row
         version = self.state.entries(feature, mode).visible_row(key)
         return version.value if version is not None else None
-
-    def modes_of(self, feature: str) -> list[str]:
-        modes = set(self.state.modes_of(feature))
-        modes.update(mode for (f, mode) in self.pending.touched() if f == feature)
-        return sorted(modes)
 
     def write(self, unit: Unit, value: JSON | None, *, checked: bool = False) -> None:
         self.pending.write(self.state, unit, value, checked=checked)

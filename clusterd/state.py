@@ -76,16 +76,11 @@ class State:
 
     def __init__(self) -> None:
         self._modes: dict[tuple[str, str], ModeEntries] = {}
-        self._defined: dict[str, set[str]] = {}
         self._losses: dict[Unit, dict[CommitId, Loss]] = {}
         self.vv: dict[str, int] = {}
 
     def entries(self, feature: str, mode: str) -> ModeEntries:
         return self._modes.get((feature, mode), EMPTY)
-
-    def modes_of(self, feature: str) -> list[str]:
-        """Modes holding a marker for the feature (defined or deleted)."""
-        return sorted(self._defined.get(feature, ()))
 
     def get(self, unit: Unit) -> Version | None:
         entries = self._modes.get((unit.feature, unit.mode))
@@ -97,7 +92,6 @@ class State:
         entries = self._modes.setdefault((unit.feature, unit.mode), ModeEntries())
         if unit.is_marker:
             entries.marker = version
-            self._defined.setdefault(unit.feature, set()).add(unit.mode)
         else:
             entries.rows[unit.key] = version
 
@@ -127,9 +121,3 @@ class State:
             by_commit.pop(loser, None)
             if not by_commit:
                 del self._losses[unit]
-
-    def clear(self) -> None:
-        self._modes.clear()
-        self._defined.clear()
-        self._losses.clear()
-        self.vv.clear()
