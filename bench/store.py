@@ -143,7 +143,7 @@ def remote_commits(bench: Bench, count: int) -> tuple[Store, list[Commit]]:
         else:
             write_rows(session, "unsubscribe", CLUSTER, unsubscribe_rows(i * 5, n, "b"))
         session.commit(f"remote {i}")
-    missing = b.commits_missing_from(a.version_vector)
+    missing = b.commits_missing_from(a.version_vector) or []
     b.close()
     return a, missing
 

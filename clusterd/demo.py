@@ -25,7 +25,7 @@ def _sync(stores: list[Store]) -> None:
     for src in stores:
         for dst in stores:
             if src is not dst:
-                dst.apply_remote(src.commits_missing_from(dst.version_vector))
+                dst.apply_remote(src.commits_missing_from(dst.version_vector) or [])
 
 
 def _tz(store: Store, machine: str) -> str:

@@ -14,7 +14,8 @@
      └── ClusterdError
           ├── CommitConflict      pending changes collide with commits made meanwhile
           ├── LifecycleError      create / join / leave in the wrong state
-          └── StoreError          the database failed; the store is unchanged
+          ├── StoreError          the database failed; the store is unchanged
+          └── ProtocolError       a peer broke the cluster protocol, or an illegal event
 
 Foreign exceptions (SQLAlchemy's) are turned into these at the store's boundary.
 """
@@ -38,6 +39,7 @@ __all__ = [
     "LevelNotAllowed",
     "LifecycleError",
     "NotDefined",
+    "ProtocolError",
     "StoreError",
     "UnknownFeature",
     "UnknownMode",
@@ -79,3 +81,14 @@ class LifecycleError(ClusterdError):
 
 class StoreError(ClusterdError):
     """Raised when the database fails; the transaction was rolled back."""
+
+
+class ProtocolError(ClusterdError):
+    """Raised when a frame breaks the cluster protocol (malformed, oversized, unknown or
+    out of order), or an event is illegal in the state it arrives in.  ``code`` is short
+    and machine-readable; the link carrying the frame is dropped, nothing is applied."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

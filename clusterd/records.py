@@ -67,7 +67,7 @@ def commit_row(c: Commit, encoded: JsonCache) -> tuple[Any, ...]:
         c.at,
         c.comment,
         _dumps(dict(c.context)),
-        "[" + ",".join(parts) + "]",
+        None if c.truncated else "[" + ",".join(parts) + "]",
     )
 
 
@@ -80,6 +80,7 @@ def commit_from_row(row: Any) -> Commit:
         comment=row.comment,
         context=json.loads(row.context),
         writes=writes_from_json(json.loads(row.writes)) if row.writes is not None else (),
+        truncated=row.writes is None,
     )
 
 

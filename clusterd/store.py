@@ -60,6 +60,7 @@ from clusterd.versions import (
     Snapshot,
     Unit,
     Version,
+    VersionVector,
     Write,
 )
 from schema.catalogue import CATALOGUE
@@ -359,16 +360,35 @@ class Store:
         with self.engine.connect() as conn:
             return [commit_from_row(row) for row in conn.execute(query)]
 
-    def commits_missing_from(self, vv: dict[str, int]) -> list[Commit]:
-        """Commits of the log that a holder of version vector ``vv`` has not applied."""
+    def commits_missing_from(self, vv: VersionVector) -> list[Commit] | None:
+        """Commits of the log that a holder of version vector ``vv`` has not applied.
+
+        ``None`` when the log was truncated past one of them: only a state transfer
+        can bring that holder up to date.
+        """
         c = t.commits.c
         wanted = or_(
             c.origin.not_in(list(vv)),
             *[and_(c.origin == origin, c.seq > seq) for origin, seq in vv.items()],
         )
-        query = select(t.commits).where(wanted, c.writes.is_not(None)).order_by(c.hlc)
+        query = select(t.commits).where(wanted).order_by(c.hlc, c.origin)
         with self.engine.connect() as conn:
-            return [commit_from_row(row) for row in conn.execute(query)]
+            found = [commit_from_row(row) for row in conn.execute(query)]
+        return None if any(commit.truncated for commit in found) else found
+
+    def truncate_log(self, keep: int) -> int:
+        """Drop the writes of all but the newest ``keep`` commits; returns how many."""
+        c = t.commits.c
+        newest = select(c.origin, c.seq).order_by(c.hlc.desc(), c.origin.desc()).limit(keep)
+        with self.engine.begin() as conn:
+            kept = {tuple(row) for row in conn.execute(newest)}
+            old = [
+                (origin, seq)
+                for origin, seq in conn.execute(select(c.origin, c.seq).where(c.writes.is_not(None)))
+                if (origin, seq) not in kept
+            ]
+            self.bulk.update(conn, t.commits, ("writes",), ("origin", "seq"), [(None, *k) for k in old])
+        return len(old)
 
     def get_commit(self, cid: CommitId) -> Commit:
         with self.engine.connect() as conn:

@@ -90,6 +90,7 @@ class Commit:
     comment: str
     context: VersionVector
     writes: tuple[Write, ...]
+    truncated: bool = False  # the log dropped the writes; only the header is kept
 
     def version(self, write: Write) -> Version:
         return Version(
@@ -105,7 +106,7 @@ class Commit:
             "at": self.at,
             "comment": self.comment,
             "context": dict(self.context),
-            "writes": writes_to_json(self.writes),
+            "writes": None if self.truncated else writes_to_json(self.writes),
         }
 
     @staticmethod
@@ -117,7 +118,8 @@ class Commit:
             at=float(data["at"]),
             comment=str(data["comment"]),
             context={str(k): int(v) for k, v in data["context"].items()},
-            writes=writes_from_json(data["writes"]),
+            writes=() if data["writes"] is None else writes_from_json(data["writes"]),
+            truncated=data["writes"] is None,
         )
 
 
@@ -145,3 +147,38 @@ class Snapshot:
     commits: tuple[Commit, ...]
     entries: tuple[tuple[Unit, Version], ...]
     losses: tuple[Loss, ...]
+
+    def version_vector(self) -> dict[str, int]:
+        vv: dict[str, int] = {}
+        for c in self.commits:
+            vv[c.id.origin] = max(vv.get(c.id.origin, 0), c.id.seq)
+        return vv
+
+    def to_json(self) -> JSON:
+        return {
+            "commits": [c.to_json() for c in self.commits],
+            "entries": [[*u, *_version_json(v)] for u, v in self.entries],
+            "losses": [[*x.unit, *_version_json(x.loser), x.by.origin, x.by.seq] for x in self.losses],
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Snapshot:
+        commits = tuple(Commit.from_json(c) for c in data["commits"])
+        contexts = {(c.id.origin, c.id.seq): c.context for c in commits}
+
+        def version(hlc: Any, origin: Any, seq: Any, value: Any, reset: Any) -> Version:
+            ctx = contexts.get((str(origin), int(seq)), {})
+            return Version(int(hlc), str(origin), int(seq), value, bool(reset), ctx)
+
+        return Snapshot(
+            commits,
+            tuple((Unit(str(f), str(m), str(k)), version(*rest)) for f, m, k, *rest in data["entries"]),
+            tuple(
+                Loss(Unit(str(f), str(m), str(k)), version(*v), CommitId(str(bo), int(bs)))
+                for f, m, k, *v, bo, bs in data["losses"]
+            ),
+        )
+
+
+def _version_json(v: Version) -> list[Any]:
+    return [v.hlc, v.origin, v.seq, v.value, v.with_reset]

@@ -124,7 +124,7 @@ def pair(tmp_path: Path, la_ahead_ms: int | None = None) -> tuple[Store, Store]:
 
 
 def sync(src: Store, dst: Store) -> None:
-    dst.apply_remote(src.commits_missing_from(dst.version_vector))
+    dst.apply_remote(src.commits_missing_from(dst.version_vector) or [])
 
 
 def test_concurrent_edits_of_the_same_row_converge_and_record_both_versions(

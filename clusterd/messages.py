@@ -1,0 +1,237 @@
+"""The cluster protocol's messages, their registry and their wire framing.
+
+A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON: one
+object whose ``type`` names a registered message.  The registry is append-only: a type
+keeps its name and meaning forever and records the protocol version that introduced it,
+so a peer speaking an older version can be told what it may receive
+(``tests/test_messages.py`` pins the list).
+
+Anything that is not a registered, well-formed message of the negotiated version raises
+``ProtocolError``; the caller drops the link and applies nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from clusterd.errors import ProtocolError
+
+PROTOCOL_MIN = 1
+PROTOCOL_MAX = 1
+MAX_FRAME = 64 * 1024 * 1024  # state transfer of a large cluster fits; anything larger is hostile
+_HEADER = struct.Struct(">I")
+
+VV = dict[StrictStr, StrictInt]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Hello(Message):
+    """First frame on a link, both ways: who I am and what I speak."""
+
+    type: Literal["hello"] = "hello"
+    node: StrictStr
+    hostname: StrictStr
+    cluster: StrictStr
+    proto_min: StrictInt
+    proto_max: StrictInt
+    software: StrictStr
+    vv: VV
+
+
+class Goodbye(Message):
+    """Last frame on a link: why it is being closed (``code`` is machine-readable)."""
+
+    type: Literal["goodbye"] = "goodbye"
+    code: StrictStr
+    reason: StrictStr
+
+
+class Ping(Message):
+    type: Literal["ping"] = "ping"
+    seq: StrictInt
+    vv: VV
+    links: tuple[StrictStr, ...]  # the sender's live links: the route table's input
+
+
+class Pong(Message):
+    type: Literal["pong"] = "pong"
+    seq: StrictInt
+    vv: VV
+    links: tuple[StrictStr, ...]
+
+
+class CommitMsg(Message):
+    """A commit, sent by its origin straight to every member it can reach."""
+
+    type: Literal["commit"] = "commit"
+    commit: dict[StrictStr, Any]
+
+
+class VersionVector(Message):
+    """The sender's version vector, unprompted (after it took a state transfer)."""
+
+    type: Literal["vv"] = "vv"
+    vv: VV
+
+
+class SyncRequest(Message):
+    """Send me what I lack: the requester's version vector."""
+
+    type: Literal["sync_request"] = "sync_request"
+    vv: VV
+
+
+class SyncResponse(Message):
+    """Commits the requester lacked, in log order; ``more`` until the last batch."""
+
+    type: Literal["sync_response"] = "sync_response"
+    commits: list[dict[StrictStr, Any]]
+    more: StrictBool
+
+
+class StateTransfer(Message):
+    """The whole replicated state, when the log no longer holds what was asked."""
+
+    type: Literal["state_transfer"] = "state_transfer"
+    vv: VV
+    snapshot: dict[StrictStr, Any]
+
+
+class MembershipChange(Message):
+    """The sender was administratively disconnected (or reconnected)."""
+
+    type: Literal["membership"] = "membership"
+    node: StrictStr
+    disconnected: StrictBool
+
+
+class Query(Message):
+    """A question for the receiver's daemon (digests, connection status ...)."""
+
+    type: Literal["query"] = "query"
+    qid: StrictInt
+    kind: StrictStr
+    args: dict[StrictStr, Any]
+
+
+class Answer(Message):
+    type: Literal["answer"] = "answer"
+    qid: StrictInt
+    ok: StrictBool
+    body: Any
+
+
+class Relay(Message):
+    """A message for ``dst`` carried through a member that has a link to it."""
+
+    type: Literal["relay"] = "relay"
+    src: StrictStr
+    dst: StrictStr
+    ttl: StrictInt
+    inner: dict[StrictStr, Any]
+
+
+# name -> (class, protocol version that introduced it).  Append only.
+REGISTRY: dict[str, tuple[type[Message], int]] = {
+    "hello": (Hello, 1),
+    "goodbye": (Goodbye, 1),
+    "ping": (Ping, 1),
+    "pong": (Pong, 1),
+    "commit": (CommitMsg, 1),
+    "vv": (VersionVector, 1),
+    "sync_request": (SyncRequest, 1),
+    "sync_response": (SyncResponse, 1),
+    "state_transfer": (StateTransfer, 1),
+    "membership": (MembershipChange, 1),
+    "query": (Query, 1),
+    "answer": (Answer, 1),
+    "relay": (Relay, 1),
+}
+
+AnyMessage = Annotated[
+    Union[  # noqa: UP007 - a discriminated union needs the Union form
+        Hello,
+        Goodbye,
+        Ping,
+        Pong,
+        CommitMsg,
+        VersionVector,
+        SyncRequest,
+        SyncResponse,
+        StateTransfer,
+        MembershipChange,
+        Query,
+        Answer,
+        Relay,
+    ],
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(AnyMessage)
+RELAYABLE = (CommitMsg, Query, Answer)
+
+
+def to_dict(msg: Message) -> dict[str, Any]:
+    return msg.model_dump(mode="json")
+
+
+def from_dict(data: Any, version: int = PROTOCOL_MAX) -> Message:
+    """Validate a decoded JSON object as a message of protocol ``version``."""
+    if not isinstance(data, dict):
+        raise ProtocolError("malformed", "a frame must hold a JSON object")
+    name = data.get("type")
+    entry = REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None or entry[1] > version:
+        raise ProtocolError("unknown", f"unknown message type {name!r}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+        raise ProtocolError("malformed", f"bad {name} message: {where}: {first['msg']}") from None
+
+
+def encode(msg: Message) -> bytes:
+    body = json.dumps(to_dict(msg), separators=(",", ":")).encode()
+    if len(body) > MAX_FRAME:
+        raise ProtocolError("oversized", f"{msg.__class__.__name__} of {len(body)} bytes")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes, version: int = PROTOCOL_MAX) -> Message:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("malformed", f"frame is not JSON: {exc}") from None
+    return from_dict(data, version)
+
+
+class FrameReader:
+    """Sans-I/O frame splitter: feed bytes, get complete frame bodies."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames = []
+        while len(self._buf) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._buf)
+            if size > self.max_frame:
+                raise ProtocolError(
+                    "oversized", f"frame of {size} bytes exceeds the {self.max_frame} limit"
+                )
+            end = _HEADER.size + size
+            if len(self._buf) < end:
+                break
+            frames.append(bytes(self._buf[_HEADER.size : end]))
+            del self._buf[:end]
+        return frames
