@@ -172,3 +172,43 @@ class Inbox:
                     progress = True
             self._waiting = {o: by_seq for o, by_seq in self._waiting.items() if by_seq}
         return released
+
+
+def merge_states(ours: State, theirs: State) -> State:
+    """The state after every commit applied at either side: a state transfer's merge.
+
+    Used when a peer's log no longer holds what we lack, so its whole state comes
+    instead.  Per unit the newer winner wins.  A version is a loss when it is not the
+    winner and no version either side still holds had seen it; this is the rule
+    ``merge`` keeps commit by commit, because a writer that saw a version had seen
+    everything that version's writer had (causal delivery), so versions dropped along
+    the way never see more than the ones kept.
+    """
+    result = State()
+    units = dict.fromkeys(u for u, _ in ours.units())
+    units.update(dict.fromkeys(u for u, _ in theirs.units()))
+    for unit in units:
+        a, b = ours.get(unit), theirs.get(unit)
+        if a is None or (b is not None and newer(b.stamp, a.stamp)):
+            assert b is not None
+            winner = b
+        else:
+            winner = a
+        result.put(unit, winner)
+        known: dict[CommitId, Loss | Version] = {}
+        for side in (ours, theirs):
+            for loss in side.losses_of(unit):
+                known.setdefault(loss.loser.commit, loss)
+        for v in (a, b):
+            if v is not None:
+                known.setdefault(v.commit, v)
+        held = [k.loser if isinstance(k, Loss) else k for k in known.values()]
+        for commit, item in known.items():
+            version = item.loser if isinstance(item, Loss) else item
+            if commit == winner.commit or any(has_seen(u.context, commit) for u in held):
+                continue
+            result.add_loss(item if isinstance(item, Loss) else Loss(unit, version, winner.commit))
+    for side in (ours, theirs):
+        for origin, seq in side.vv.items():
+            result.vv[origin] = max(result.vv.get(origin, 0), seq)
+    return result

@@ -32,6 +32,11 @@ VV = dict[StrictStr, StrictInt]
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
+    @property
+    def type_name(self) -> str:
+        """The registry name (every subclass has a literal ``type`` field)."""
+        return str(self.__dict__["type"])
+
 
 class Hello(Message):
     """First frame on a link, both ways: who I am and what I speak."""
@@ -182,35 +187,47 @@ def to_dict(msg: Message) -> dict[str, Any]:
     return msg.model_dump(mode="json")
 
 
+def _invalid(exc: PydanticValidationError, data: Any) -> ProtocolError:
+    first = exc.errors()[0]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        name = data.get("type") if isinstance(data, dict) else None
+        return ProtocolError("unknown", f"unknown message type {name!r}")
+    if len(first["loc"]) <= 1 and first["type"] != "missing":
+        return ProtocolError("malformed", f"a frame must hold a JSON object: {first['msg']}")
+    where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+    return ProtocolError("malformed", f"bad {first['loc'][0]} message: {where}: {first['msg']}")
+
+
+def _checked(msg: Message, version: int) -> Message:
+    if REGISTRY[msg.type_name][1] > version:
+        raise ProtocolError("unknown", f"{msg.type_name} is not in protocol version {version}")
+    return msg
+
+
 def from_dict(data: Any, version: int = PROTOCOL_MAX) -> Message:
     """Validate a decoded JSON object as a message of protocol ``version``."""
-    if not isinstance(data, dict):
-        raise ProtocolError("malformed", "a frame must hold a JSON object")
-    name = data.get("type")
-    entry = REGISTRY.get(name) if isinstance(name, str) else None
-    if entry is None or entry[1] > version:
-        raise ProtocolError("unknown", f"unknown message type {name!r}")
     try:
-        return _ADAPTER.validate_python(data)
+        return _checked(_ADAPTER.validate_python(data), version)
     except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:]) or "message"
-        raise ProtocolError("malformed", f"bad {name} message: {where}: {first['msg']}") from None
+        raise _invalid(exc, data) from None
 
 
 def encode(msg: Message) -> bytes:
-    body = json.dumps(to_dict(msg), separators=(",", ":")).encode()
+    body = msg.model_dump_json().encode()
     if len(body) > MAX_FRAME:
-        raise ProtocolError("oversized", f"{msg.__class__.__name__} of {len(body)} bytes")
+        raise ProtocolError("oversized", f"{msg.type_name} of {len(body)} bytes")
     return _HEADER.pack(len(body)) + body
 
 
 def decode_body(body: bytes, version: int = PROTOCOL_MAX) -> Message:
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("malformed", f"frame is not JSON: {exc}") from None
-    return from_dict(data, version)
+        return _checked(_ADAPTER.validate_json(body), version)
+    except PydanticValidationError as exc:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        raise _invalid(exc, data) from None
 
 
 class FrameReader:

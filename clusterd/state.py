@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from clusterd.clock import newer
-from clusterd.versions import JSON, CommitId, Loss, Unit, Version
+from clusterd.versions import JSON, CommitId, Loss, Snapshot, Unit, Version
 
 
 @dataclass(slots=True)
@@ -78,6 +78,16 @@ class State:
         self._modes: dict[tuple[str, str], ModeEntries] = {}
         self._losses: dict[Unit, dict[CommitId, Loss]] = {}
         self.vv: dict[str, int] = {}
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> State:
+        state = cls()
+        for unit, version in snapshot.entries:
+            state.put(unit, version)
+        for loss in snapshot.losses:
+            state.add_loss(loss)
+        state.vv = snapshot.version_vector()
+        return state
 
     def entries(self, feature: str, mode: str) -> ModeEntries:
         return self._modes.get((feature, mode), EMPTY)

@@ -39,7 +39,7 @@ from clusterd.errors import (
     LifecycleError,
     StoreError,
 )
-from clusterd.merge import Inbox, Outcome, apply, hidden_losses, merge
+from clusterd.merge import Inbox, Outcome, apply, hidden_losses, merge, merge_states
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View, make_commit
 from clusterd.records import (
@@ -339,6 +339,21 @@ class Store:
             self._load()
         self.inbox = Inbox()
 
+    def merge_state(self, snapshot: Snapshot) -> None:
+        """Take a peer's whole state (a state transfer), merged with ours."""
+        theirs = State.from_snapshot(snapshot)
+        merged = merge_states(self.state, theirs)
+        log = {c.id: c for c in self.commit_log(newest_first=False)}
+        for c in snapshot.commits:
+            if c.id not in log or log[c.id].truncated:
+                log[c.id] = c
+        inbox = self.inbox
+        self.replace_state(
+            Snapshot(tuple(log.values()), tuple(merged.units()), tuple(merged.losses()))
+        )
+        self.inbox = inbox
+        self.apply_remote([])  # what waited may be ready now
+
     # -- reading -----------------------------------------------------------------------
 
     @property
@@ -384,10 +399,14 @@ class Store:
             kept = {tuple(row) for row in conn.execute(newest)}
             old = [
                 (origin, seq)
-                for origin, seq in conn.execute(select(c.origin, c.seq).where(c.writes.is_not(None)))
+                for origin, seq in conn.execute(
+                    select(c.origin, c.seq).where(c.writes.is_not(None))
+                )
                 if (origin, seq) not in kept
             ]
-            self.bulk.update(conn, t.commits, ("writes",), ("origin", "seq"), [(None, *k) for k in old])
+            self.bulk.update(
+                conn, t.commits, ("writes",), ("origin", "seq"), [(None, *k) for k in old]
+            )
         return len(old)
 
     def get_commit(self, cid: CommitId) -> Commit:

@@ -158,7 +158,9 @@ class Snapshot:
         return {
             "commits": [c.to_json() for c in self.commits],
             "entries": [[*u, *_version_json(v)] for u, v in self.entries],
-            "losses": [[*x.unit, *_version_json(x.loser), x.by.origin, x.by.seq] for x in self.losses],
+            "losses": [
+                [*x.unit, *_version_json(x.loser), x.by.origin, x.by.seq] for x in self.losses
+            ],
         }
 
     @staticmethod
@@ -172,7 +174,9 @@ class Snapshot:
 
         return Snapshot(
             commits,
-            tuple((Unit(str(f), str(m), str(k)), version(*rest)) for f, m, k, *rest in data["entries"]),
+            tuple(
+                (Unit(str(f), str(m), str(k)), version(*rest)) for f, m, k, *rest in data["entries"]
+            ),
             tuple(
                 Loss(Unit(str(f), str(m), str(k)), version(*v), CommitId(str(bo), int(bs)))
                 for f, m, k, *v, bo, bs in data["losses"]

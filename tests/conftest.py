@@ -173,3 +173,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--seeds",
+        type=int,
+        default=None,
+        help="simulation seeds to run with 50 members (default: the bounded CI set)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``sim_seed`` takes --seeds N values (0..N-1) when given, else the CI default."""
+    if "sim_seed" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("seeds")
+        default = marker.args[0] if marker else 10
+        count = metafunc.config.getoption("seeds") or default
+        metafunc.parametrize("sim_seed", range(count))

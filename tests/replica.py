@@ -27,6 +27,7 @@ class Replica:
         self.state = State()
         self.clock = HybridClock(wall)
         self.inbox = Inbox()
+        self.applied: list[Commit] = []  # in the order applied
 
     def edit(self, change: Callable[[Editor], object], comment: str = "") -> Commit | None:
         pending = Pending()
@@ -52,7 +53,10 @@ class Replica:
     def apply_ready(self, commits: list[Commit]) -> None:
         for commit in commits:
             self.clock.observe(commit.hlc)
-            apply(self.state, merge(self.state, commit))
+            out = merge(self.state, commit)
+            if out.wins or out.added or not has_seen(self.state.vv, commit.id):
+                self.applied.append(commit)
+            apply(self.state, out)
 
     def loss_ids(self) -> set[tuple[Unit, CommitId]]:
         found = {(loss.unit, loss.loser.commit) for loss in self.state.losses()}

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from clusterd.digest import state_digest
 from clusterd.edits import Editor, Start
 from clusterd.errors import InvalidSetting
+from clusterd.merge import merge_states
 from clusterd.modes import Mode
 from clusterd.versions import Commit
 from tests.replica import Replica, accounted, cluster_commit
@@ -153,3 +154,22 @@ def test_applying_twice_changes_nothing(
     before = (state_digest(member.state), frozenset(member.loss_ids()))
     member.receive(rnd.sample(commits, k=len(commits)))
     assert (state_digest(member.state), frozenset(member.loss_ids())) == before
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(step, max_size=25), skews)
+def test_merging_two_states_equals_applying_both_histories(
+    steps: list[Any], skew: list[int]
+) -> None:
+    """A state transfer's merge gives what the commits themselves would have given."""
+    writers, _ = play(steps, skew)
+    a, b = writers[0], writers[1]
+    merged = merge_states(a.state, b.state)
+    swapped = merge_states(b.state, a.state)
+    ref = Replica("SER-REF", "ref.example.com", lambda: 1)
+    ref.receive(a.applied + b.applied)
+    want = (state_digest(ref.state), frozenset(ref.loss_ids()), ref.state.vv)
+    for state in (merged, swapped):
+        view = Replica("SER-M", "m.example.com", lambda: 1)
+        view.state = state
+        assert (state_digest(state), frozenset(view.loss_ids()), state.vv) == want

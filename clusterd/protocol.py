@@ -1,0 +1,622 @@
+"""The cluster protocol: every state transition of one member's links, in one place.
+
+Sans-I/O (like h11): ``Node`` takes events — a link opened or closed, a decoded
+message, a clock tick, a local commit, an administrator's disconnect — and returns
+``peers.Action`` values for its driver to carry out: frames to send, links to close,
+peers to dial, commits or a state transfer to apply, alerts.  It reads the store only
+through the ``Log`` interface and never blocks.
+
+A link's life::
+
+    dialer                              acceptor
+    HELLO_SENT  -- hello ------------>  AWAIT_HELLO   checks cluster, identity, versions
+                <-------------- hello   UP            (or goodbye + close: refused)
+    UP                                                both compare version vectors
+    ping / pong every interval, each carrying the sender's version vector and live links;
+    whoever sees the other holding commits it lacks sends a sync_request.
+
+Two links to one peer (both dialled at once): each side keeps the one dialled by the
+smaller serial and says goodbye on the other, so both keep the same one.  A peer's
+misbehaviour drops its link with an alert; an event that makes no sense in the node's
+state (a driver bug) raises ``ProtocolError`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from clusterd.errors import ProtocolError
+from clusterd.messages import (
+    RELAYABLE,
+    Answer,
+    CommitMsg,
+    Goodbye,
+    Hello,
+    MembershipChange,
+    Message,
+    Ping,
+    Pong,
+    Query,
+    Relay,
+    StateTransfer,
+    SyncRequest,
+    SyncResponse,
+    VersionVector,
+    from_dict,
+    to_dict,
+)
+from clusterd.peers import (
+    Action,
+    Alert,
+    Answered,
+    Apply,
+    Ask,
+    Close,
+    Dial,
+    Identity,
+    Install,
+    Link,
+    LinkState,
+    Log,
+    Member,
+    Note,
+    Peer,
+    Send,
+    Timing,
+)
+from clusterd.versions import Commit, Snapshot
+
+QUIET_GOODBYES = {"duplicate", "disconnected", "removed"}  # no alert when a peer says these
+
+
+def _commit(data: Mapping[str, Any]) -> Commit:
+    try:
+        commit = Commit.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProtocolError("malformed", f"bad commit in frame: {exc!r}") from None
+    if commit.truncated:
+        raise ProtocolError("malformed", f"commit {commit.id} carries no writes")
+    return commit
+
+
+def _lacks(vv: Mapping[str, int], other: Mapping[str, int]) -> bool:
+    """True when ``vv`` is missing something ``other`` has."""
+    if vv == other:
+        return False
+    return any(seq > vv.get(origin, 0) for origin, seq in other.items())
+
+
+class Node:
+    def __init__(
+        self, me: Identity, log: Log, members: Iterable[Member], timing: Timing | None = None
+    ) -> None:
+        self.me = me
+        self.log = log
+        self.timing = timing or Timing()
+        self.links: dict[int, Link] = {}
+        self.peers: dict[str, Peer] = {}
+        self.started = False
+        self.disconnected = False  # this member, administratively
+        self.next_ping = 0.0
+        self.ping_seq = 0
+        self.next_qid = 1
+        self.queries: dict[int, str] = {}  # qid -> peer asked
+        self._members(members, 0.0)
+
+    def __repr__(self) -> str:
+        up = sum(p.state == "up" for p in self.peers.values())
+        return f"<Node {self.me.hostname} up={up}/{len(self.peers)}>"
+
+    # -- events from the driver ---------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        if self.started:
+            raise ProtocolError("illegal", "node already started")
+        self.started = True
+        self.next_ping = now + self.timing.ping_interval
+        return self._dials(now)
+
+    def stop(self, now: float) -> list[Action]:
+        """Clean shutdown: goodbye on every link."""
+        out: list[Action] = []
+        for link in list(self.links.values()):
+            out += self._close(link, "shutdown", "the member is shutting down", now)
+        self.started = False
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        t = self.timing
+        dead = t.dead_after * t.ping_interval
+        for link in list(self.links.values()):
+            if link.state in (LinkState.AWAIT_HELLO, LinkState.HELLO_SENT):
+                if now - link.opened > t.handshake_timeout:
+                    out += self._close(link, "timeout", "no hello in time", now, alert=True)
+            elif link.state is LinkState.UP and now - link.last_heard > dead:
+                silent = now - link.last_heard
+                out += self._close(
+                    link, "timeout", f"no answer for {silent:.1f} s", now, alert=True
+                )
+        for peer in self.peers.values():
+            if (
+                peer.syncing_since is not None
+                and now - peer.syncing_since > 4 * t.handshake_timeout
+            ):
+                peer.syncing_since = None  # ask again at the next comparison
+        if self.started and now >= self.next_ping:
+            self.next_ping = now + t.ping_interval
+            self.ping_seq += 1
+            ping = Ping(seq=self.ping_seq, vv=dict(self.log.version_vector()), links=self._live())
+            for link in self._up_links():
+                peer = self.peers[link.peer]
+                peer.ping_seq, peer.ping_at = self.ping_seq, now
+                out.append(Send(link.id, ping))
+        return out + self._dials(now)
+
+    def dial_failed(self, serial: str, now: float, kind: str, reason: str) -> list[Action]:
+        peer = self._peer(serial)
+        if not peer.dialing:
+            raise ProtocolError("illegal", f"no dial to {serial} in progress")
+        peer.dialing = False
+        return self._retry_later(peer, now, kind, reason)
+
+    def link_opened(self, link_id: int, now: float, *, peer: str, outbound: bool) -> list[Action]:
+        """A transport link to an authenticated ``peer`` is open (not yet a member link)."""
+        if link_id in self.links:
+            raise ProtocolError("illegal", f"link {link_id} is already open")
+        p = self._peer(peer) if outbound else self.peers.get(peer)
+        if outbound and not p.dialing:  # type: ignore[union-attr]
+            raise ProtocolError("illegal", f"no dial to {peer} in progress")
+        state = LinkState.HELLO_SENT if outbound else LinkState.AWAIT_HELLO
+        link = self.links[link_id] = Link(link_id, peer, outbound, state, now, now)
+        if outbound:
+            p.dialing = False  # type: ignore[union-attr]
+        if p is None or self.disconnected or not self.started:
+            why = "disconnected" if self.disconnected else "unknown" if p is None else "starting"
+            text = {
+                "disconnected": "this member is administratively disconnected",
+                "unknown": f"{peer} is not a member of cluster {self.me.cluster}",
+                "starting": "this member is not serving yet",
+            }[why]
+            return self._close(link, why, text, now, alert=p is None, kind="authentication error")
+        if outbound:
+            p.state = "connecting"
+            return [Send(link_id, self._hello())]
+        return []
+
+    def link_closed(self, link_id: int, now: float, reason: str) -> list[Action]:
+        link = self.links.get(link_id)
+        if link is None:
+            raise ProtocolError("illegal", f"link {link_id} is not open")
+        if link.state is LinkState.CLOSED:
+            del self.links[link_id]
+            return []
+        return self._lost(link, now, f"connection dropped: {reason}", alert=True)
+
+    def frame_error(self, link_id: int, now: float, error: ProtocolError) -> list[Action]:
+        """The driver could not decode a frame from this link."""
+        link = self._link(link_id)
+        if link.state is LinkState.CLOSED:
+            return []
+        return self._violation(link, error, now)
+
+    def received(self, link_id: int, msg: Message, now: float) -> list[Action]:
+        link = self._link(link_id)
+        if link.state is LinkState.CLOSED:
+            return []  # frames already in flight when we closed it
+        link.last_heard = now
+        try:
+            if link.state is LinkState.UP:
+                return self._on_up_message(link, msg, now)
+            return self._on_handshake(link, msg, now)
+        except ProtocolError as exc:
+            return self._violation(link, exc, now)
+
+    def rejected(self, serial: str, now: float, reason: str) -> list[Action]:
+        """The store refused what ``serial`` sent (a bad commit): drop its link."""
+        peer = self._peer(serial)
+        if peer.link is None:
+            return [Alert("bad commit", serial, reason)]
+        return self._close(
+            self.links[peer.link], "bad-commit", reason, now, alert=True, kind="bad commit"
+        )
+
+    def committed(self, commit: Commit, now: float) -> list[Action]:
+        """A local commit: straight to every member reachable, relayed where needed."""
+        if self.disconnected:
+            return []
+        data = to_dict(CommitMsg(commit=commit.to_json()))
+        out: list[Action] = []
+        for peer in self.peers.values():
+            if peer.admin_off:
+                continue
+            out += self._to_peer(peer.serial, data, alert=False)
+        return out
+
+    def set_members(self, members: Iterable[Member], now: float) -> list[Action]:
+        """Membership changed (a commit touched it): dial new members, drop removed ones."""
+        return self._members(members, now) + self._dials(now)
+
+    def disconnect(self, now: float) -> list[Action]:
+        """DISCONNECT this member: tell the peers, close every link, dial no one."""
+        if self.disconnected:
+            raise ProtocolError("illegal", "this member is already disconnected")
+        self.disconnected = True
+        out: list[Action] = []
+        for link in self._up_links():
+            out.append(Send(link.id, MembershipChange(node=self.me.serial, disconnected=True)))
+        for link in list(self.links.values()):
+            out += self._close(link, "disconnected", "administratively disconnected", now)
+        return out
+
+    def reconnect(self, now: float) -> list[Action]:
+        """RECONNECT: try every member at once; the version vectors do the rest."""
+        if not self.disconnected:
+            raise ProtocolError("illegal", "this member is not disconnected")
+        self.disconnected = False
+        for peer in self.peers.values():
+            peer.attempts, peer.next_dial = 0, now
+        return self._dials(now)
+
+    def query(
+        self, serial: str, kind: str, args: Mapping[str, Any], now: float
+    ) -> tuple[int, list[Action]]:
+        self._peer(serial)
+        qid = self.next_qid
+        self.next_qid += 1
+        self.queries[qid] = serial
+        msg = to_dict(Query(qid=qid, kind=kind, args=dict(args)))
+        out = self._to_peer(serial, msg, alert=True)
+        if not any(isinstance(a, Send) for a in out):
+            del self.queries[qid]
+            out.append(Answered(serial, qid, False, f"no route to {self.peers[serial].hostname}"))
+        return qid, out
+
+    def answer(self, serial: str, qid: int, ok: bool, body: Any, now: float) -> list[Action]:
+        self._peer(serial)
+        return self._to_peer(serial, to_dict(Answer(qid=qid, ok=ok, body=body)), alert=True)
+
+    # -- handshake ----------------------------------------------------------------------
+
+    def _hello(self) -> Hello:
+        me = self.me
+        return Hello(
+            node=me.serial,
+            hostname=me.hostname,
+            cluster=me.cluster,
+            proto_min=me.proto_min,
+            proto_max=me.proto_max,
+            software=me.software,
+            vv=dict(self.log.version_vector()),
+        )
+
+    def _on_handshake(self, link: Link, msg: Message, now: float) -> list[Action]:
+        if isinstance(msg, Goodbye):
+            peer = self.peers[link.peer]
+            del self.links[link.id]
+            text = f"refused by {peer.hostname}: {msg.reason}"
+            if msg.code in QUIET_GOODBYES or not link.outbound:
+                return [Close(link.id, text), Note(text)]
+            kind = "version mismatch" if msg.code == "version" else "authentication error"
+            return [Close(link.id, text), *self._retry_later(peer, now, kind, text, "refused")]
+        if not isinstance(msg, Hello):
+            raise ProtocolError("out-of-order", f"{msg.type_name} before hello")
+        refusal = self._check_hello(link, msg)
+        if refusal is not None:
+            code, text, kind = refusal
+            refused = self.peers.get(link.peer)
+            if refused is not None:
+                refused.state = "refused"
+                if not link.outbound:
+                    refused.reason = text
+            return self._close(link, code, text, now, alert=True, kind=kind)
+        out: list[Action] = [] if link.outbound else [Send(link.id, self._hello())]
+        link.state = LinkState.UP
+        link.proto = min(msg.proto_max, self.me.proto_max)
+        return out + self._up(link, msg.vv, now)
+
+    def _check_hello(self, link: Link, msg: Hello) -> tuple[str, str, str] | None:
+        me = self.me
+        if msg.node != link.peer:
+            return (
+                "identity",
+                f"hello from {msg.node} on a link of {link.peer}",
+                "authentication error",
+            )
+        if msg.cluster != me.cluster:
+            text = f"{msg.hostname} belongs to cluster {msg.cluster!r}, not {me.cluster!r}"
+            return "cluster", text, "authentication error"
+        if msg.node not in self.peers:
+            text = f"{msg.hostname} ({msg.node}) is not a member of cluster {me.cluster}"
+            return "unknown", text, "authentication error"
+        if msg.software != me.software:
+            text = (
+                f"software versions differ: {msg.hostname} runs {msg.software}, "
+                f"{me.hostname} runs {me.software}; members must run the same version"
+            )
+            return "version", text, "version mismatch"
+        if msg.proto_max < me.proto_min or msg.proto_min > me.proto_max:
+            theirs, ours = f"{msg.proto_min}-{msg.proto_max}", f"{me.proto_min}-{me.proto_max}"
+            text = f"no common protocol version ({theirs} vs {ours})"
+            return "protocol", text, "version mismatch"
+        return None
+
+    def _up(self, link: Link, their_vv: Mapping[str, int], now: float) -> list[Action]:
+        peer = self.peers[link.peer]
+        out: list[Action] = []
+        if peer.link is not None and peer.link != link.id:
+            other = self.links[peer.link]
+            smaller = min(self.me.serial, peer.serial)
+            keep_new = link.outbound == (smaller == self.me.serial)
+            if not keep_new:
+                return self._close(link, "duplicate", "a second link to the same member", now)
+            peer.link = None
+            out += self._close(other, "duplicate", "a second link to the same member", now)
+        was = peer.state
+        peer.link, peer.state, peer.reason = link.id, "up", ""
+        peer.attempts, peer.admin_off, peer.since = 0, False, now
+        if was != "up":
+            out.append(Note(f"link to {peer.hostname} is up ({'out' if link.outbound else 'in'})"))
+        return out + self._compare(peer, their_vv, link, now)
+
+    # -- a live link --------------------------------------------------------------------
+
+    def _on_up_message(self, link: Link, msg: Message, now: float) -> list[Action]:
+        peer = self.peers[link.peer]
+        if isinstance(msg, Ping):
+            peer.links = frozenset(msg.links)
+            vv, live = dict(self.log.version_vector()), self._live()
+            pong = Pong.model_construct(seq=msg.seq, vv=vv, links=live)  # ours: valid
+            return [Send(link.id, pong), *self._compare(peer, msg.vv, link, now)]
+        if isinstance(msg, Pong):
+            peer.links = frozenset(msg.links)
+            if msg.seq == peer.ping_seq:
+                peer.rtt = now - peer.ping_at
+            return self._compare(peer, msg.vv, link, now)
+        if isinstance(msg, VersionVector):
+            return self._compare(peer, msg.vv, link, now)
+        if isinstance(msg, CommitMsg):
+            return [Apply((_commit(msg.commit),), peer.serial)]
+        if isinstance(msg, SyncRequest):
+            return self._sync_response(link, msg.vv)
+        if isinstance(msg, SyncResponse):
+            commits = tuple(_commit(c) for c in msg.commits)
+            if not msg.more:
+                peer.syncing_since = None
+            return [Apply(commits, peer.serial)] if commits else []
+        if isinstance(msg, StateTransfer):
+            return self._state_transfer(link, msg)
+        if isinstance(msg, MembershipChange):
+            if msg.node != peer.serial:
+                raise ProtocolError("malformed", f"{peer.serial} spoke for {msg.node}")
+            peer.admin_off = msg.disconnected
+            return []
+        if isinstance(msg, Goodbye):
+            quiet = msg.code in QUIET_GOODBYES
+            if msg.code == "disconnected":
+                peer.admin_off = True
+            del self.links[link.id]
+            text = f"{peer.hostname} closed the link: {msg.reason}"
+            return [Close(link.id, text), *self._lost(link, now, text, alert=not quiet)]
+        if isinstance(msg, Relay):
+            return self._relay(msg, now)
+        return self._deliver(peer.serial, msg)
+
+    def _deliver(self, src: str, msg: Message) -> list[Action]:
+        """A commit, query or answer from ``src`` (directly or relayed)."""
+        if isinstance(msg, CommitMsg):
+            return [Apply((_commit(msg.commit),), src)]
+        if isinstance(msg, Query):
+            return [Ask(src, msg.qid, msg.kind, msg.args)]
+        if isinstance(msg, Answer):
+            if self.queries.get(msg.qid) != src:
+                return [Note(f"ignored an answer to query {msg.qid} nobody asked {src}")]
+            del self.queries[msg.qid]
+            return [Answered(src, msg.qid, msg.ok, msg.body)]
+        raise ProtocolError("out-of-order", f"{msg.type_name} after hello")
+
+    def _relay(self, msg: Relay, now: float) -> list[Action]:
+        if msg.src not in self.peers:
+            raise ProtocolError("malformed", f"relayed message from non-member {msg.src}")
+        if msg.dst == self.me.serial:
+            inner = from_dict(msg.inner)
+            if not isinstance(inner, RELAYABLE):
+                raise ProtocolError("malformed", f"{inner.type_name} cannot be relayed")
+            return self._deliver(msg.src, inner)
+        if msg.dst not in self.peers:
+            raise ProtocolError("malformed", f"relay to non-member {msg.dst}")
+        if msg.ttl <= 0:
+            return [Alert("forward failed", msg.dst, f"message from {msg.src} ran out of hops")]
+        return self._to_peer(msg.dst, msg.inner, alert=True, src=msg.src, ttl=msg.ttl - 1)
+
+    # -- replication --------------------------------------------------------------------
+
+    def _compare(
+        self, peer: Peer, their_vv: Mapping[str, int], link: Link, now: float
+    ) -> list[Action]:
+        peer.vv = dict(their_vv)
+        ours = self.log.version_vector()
+        if peer.syncing_since is None and _lacks(ours, their_vv):
+            peer.syncing_since = now
+            return [Send(link.id, SyncRequest(vv=dict(ours)))]
+        return []
+
+    def _sync_response(self, link: Link, their_vv: Mapping[str, int]) -> list[Action]:
+        missing = self.log.missing_from(their_vv)
+        if missing is None:
+            snap = self.log.snapshot()
+            msg = StateTransfer(vv=snap.version_vector(), snapshot=snap.to_json())
+            return [
+                Send(link.id, msg),
+                Note(f"state transfer to {link.peer}: the log is truncated"),
+            ]
+        size = self.timing.sync_batch
+        batches = [missing[i : i + size] for i in range(0, len(missing), size)] or [[]]
+        return [
+            Send(link.id, SyncResponse(commits=[c.to_json() for c in b], more=i < len(batches) - 1))
+            for i, b in enumerate(batches)
+        ]
+
+    def _state_transfer(self, link: Link, msg: StateTransfer) -> list[Action]:
+        """Take the sender's whole state, merged with ours (it may lack some of ours)."""
+        peer = self.peers[link.peer]
+        try:
+            snapshot = Snapshot.from_json(msg.snapshot)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProtocolError("malformed", f"bad state transfer: {exc!r}") from None
+        if snapshot.version_vector() != msg.vv:
+            raise ProtocolError("malformed", "state transfer does not match its vector")
+        peer.syncing_since = None
+        if not _lacks(self.log.version_vector(), msg.vv):
+            return []  # nothing new in it (a late answer)
+        return [Install(snapshot, peer.serial)]
+
+    # -- routing ------------------------------------------------------------------------
+
+    def route(self, serial: str) -> Link | None:
+        """The live link a message for ``serial`` leaves by: direct, else via a neighbour."""
+        peer = self.peers[serial]
+        if peer.link is not None and self.links[peer.link].state is LinkState.UP:
+            return self.links[peer.link]
+        for hop in sorted(self.peers):
+            via = self.peers[hop]
+            if via.state == "up" and via.link is not None and serial in via.links:
+                return self.links[via.link]
+        return None
+
+    def _to_peer(
+        self, serial: str, inner: dict[str, Any], *, alert: bool, src: str = "", ttl: int = -1
+    ) -> list[Action]:
+        link = self.route(serial)
+        if link is None:
+            if not alert:
+                return []
+            how = "forward failed" if src else "no route"
+            return [Alert(how, serial, f"no route to {self.peers[serial].hostname}")]
+        if link.peer == serial and not src:
+            return [Send(link.id, from_dict(inner))]
+        ttl = self.timing.relay_ttl if ttl < 0 else ttl
+        relay = Relay(src=src or self.me.serial, dst=serial, ttl=ttl, inner=inner)
+        return [Send(link.id, relay)]
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _members(self, members: Iterable[Member], now: float) -> list[Action]:
+        wanted = {m.serial: m for m in members if m.serial != self.me.serial}
+        out: list[Action] = []
+        for serial in [s for s in self.peers if s not in wanted]:
+            for link in [lk for lk in self.links.values() if lk.peer == serial]:
+                out += self._close(link, "removed", "no longer a member of the cluster", now)
+            del self.peers[serial]
+        for serial in sorted(wanted):
+            m = wanted[serial]
+            if serial not in self.peers:
+                # The smaller serial dials first; the other waits a little, so that a
+                # pair usually opens one link rather than two (either dial may win).
+                wait = 0.0 if self.me.serial < serial else self.timing.handshake_timeout / 4
+                self.peers[serial] = Peer(serial, m.hostname, next_dial=now + wait)
+            peer = self.peers[serial]
+            peer.hostname = m.hostname
+            if m.disconnected and not peer.admin_off:
+                for link in [lk for lk in self.links.values() if lk.peer == serial]:
+                    out += self._close(link, "disconnected", f"{m.hostname} is disconnected", now)
+                peer.state = "disconnected"
+            elif not m.disconnected and peer.admin_off:
+                peer.state, peer.next_dial, peer.attempts = "down", now, 0
+            peer.admin_off = m.disconnected
+        return out
+
+    def _dials(self, now: float) -> list[Action]:
+        if not self.started or self.disconnected:
+            return []
+        out: list[Action] = []
+        for peer in self.peers.values():
+            if peer.admin_off or peer.dialing or peer.link is not None or now < peer.next_dial:
+                continue
+            if any(lk.peer == peer.serial for lk in self.links.values()):
+                continue  # a handshake is under way
+            peer.dialing = True
+            out.append(Dial(peer.serial))
+        return out
+
+    def _retry_later(
+        self, peer: Peer, now: float, kind: str, reason: str, state: str = "down"
+    ) -> list[Action]:
+        """A dial or handshake failed: back off; alert unless it failed the same way."""
+        peer.next_dial = now + self.timing.backoff(self.me.serial, peer.serial, peer.attempts)
+        peer.attempts += 1
+        peer.state = "disconnected" if peer.admin_off else state
+        repeat = reason == peer.reason
+        peer.reason = reason
+        return [] if repeat else [Alert(kind, peer.serial, reason)]
+
+    def _close(
+        self,
+        link: Link,
+        code: str,
+        text: str,
+        now: float,
+        *,
+        alert: bool = False,
+        kind: str = "connection dropped",
+    ) -> list[Action]:
+        """Close a link ourselves: goodbye, close, and account for the peer."""
+        out: list[Action] = [Send(link.id, Goodbye(code=code, reason=text)), Close(link.id, text)]
+        link.state = LinkState.CLOSED
+        peer = self.peers.get(link.peer)
+        if peer is not None and peer.link == link.id:
+            peer.link = None
+            out += self._down(peer, now, text, alert, kind)
+        elif peer is not None and link.outbound and code not in QUIET_GOODBYES:
+            out += self._retry_later(peer, now, kind, text, peer.state)
+        elif alert:
+            out.append(Alert(kind, link.peer, text))
+        return out
+
+    def _lost(self, link: Link, now: float, text: str, *, alert: bool) -> list[Action]:
+        """The transport lost a link (or the peer closed it)."""
+        self.links.pop(link.id, None)
+        peer = self.peers.get(link.peer)
+        if peer is None:
+            return []
+        if peer.link == link.id:
+            peer.link = None
+            return self._down(peer, now, text, alert, "connection dropped")
+        if link.outbound and link.state is not LinkState.UP:
+            return self._retry_later(peer, now, "connection failure", text)
+        return []
+
+    def _down(self, peer: Peer, now: float, text: str, alert: bool, kind: str) -> list[Action]:
+        peer.syncing_since = None
+        peer.since = now
+        peer.next_dial = now + self.timing.backoff(self.me.serial, peer.serial, 0)
+        peer.attempts = 1
+        if peer.admin_off or self.disconnected:
+            peer.state = "disconnected"
+            return [Note(f"{peer.hostname}: {text}")]
+        peer.state, peer.reason = "down", text
+        return [Alert(kind, peer.serial, text)] if alert else [Note(f"{peer.hostname}: {text}")]
+
+    def _violation(self, link: Link, exc: ProtocolError, now: float) -> list[Action]:
+        text = f"protocol error from {link.peer}: {exc.reason}"
+        return self._close(link, "protocol", text, now, alert=True, kind="protocol error")
+
+    def _link(self, link_id: int) -> Link:
+        link = self.links.get(link_id)
+        if link is None:
+            raise ProtocolError("illegal", f"link {link_id} is not open")
+        return link
+
+    def _peer(self, serial: str) -> Peer:
+        peer = self.peers.get(serial)
+        if peer is None:
+            raise ProtocolError("illegal", f"{serial} is not a member")
+        return peer
+
+    def _up_links(self) -> list[Link]:
+        return [lk for lk in self.links.values() if lk.state is LinkState.UP]
+
+    def _live(self) -> tuple[str, ...]:
+        """The members this one has a live link to (what pings advertise)."""
+        return tuple(s for s, p in self.peers.items() if p.state == "up")

@@ -1,0 +1,1 @@
+"""Adapters that move protocol frames: SSH (admin port), CCS, and in-memory."""

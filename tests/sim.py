@@ -1,0 +1,243 @@
+"""Deterministic simulation of a cluster: N members, seeded faults, then healing.
+
+``run(seed)`` builds a cluster of pure replicas (``tests.replica``) joined by the
+in-memory network, plays random edits while faults happen (lost, duplicated and
+reordered frames, partitions, crashes and restarts, clocks up to 5 minutes apart, logs
+truncated so that state transfers happen), heals everything and checks the invariants:
+identical digests everywhere, and every commit present, knowingly overwritten, or
+recorded as an inconsistency.  A failing seed replays exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clusterd.digest import state_digest
+from clusterd.edits import Start, write_definition
+from clusterd.merge import merge_states
+from clusterd.modes import Mode
+from clusterd.peers import Identity, Member, Timing
+from clusterd.pending import Pending, View, make_commit
+from clusterd.protocol import Node
+from clusterd.state import State
+from clusterd.transport.memory import Faults, Network
+from clusterd.versions import Commit, Snapshot, VersionVector
+from schema.catalogue import CATALOGUE
+from tests.replica import Replica, accounted
+from tests.test_merge_properties import run_op
+
+EPOCH_MS = 1_800_000_000_000
+PING = 1.0
+
+
+class SimHost:
+    """A replica with a commit log: the persistent part of a simulated member."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.commits: dict[tuple[str, int], Commit] = {}
+        self.log = self
+
+    def version_vector(self) -> VersionVector:
+        return self.replica.state.vv
+
+    def missing_from(self, vv: VersionVector) -> list[Commit] | None:
+        found = [c for (o, s), c in self.commits.items() if s > vv.get(o, 0)]
+        if any(c.truncated for c in found):
+            return None
+        return sorted(found, key=lambda c: (c.hlc, c.id.origin))
+
+    def snapshot(self) -> Snapshot:
+        state = self.replica.state
+        return Snapshot(tuple(self.commits.values()), tuple(state.units()), tuple(state.losses()))
+
+    def apply(self, commits: Sequence[Commit]) -> None:
+        before = dict(self.replica.state.vv)
+        self.replica.receive(commits)
+        vv = self.replica.state.vv
+        for c in commits:
+            if before.get(c.id.origin, 0) < c.id.seq <= vv.get(c.id.origin, 0):
+                self.commits.setdefault((c.id.origin, c.id.seq), c)
+
+    def install(self, snapshot: Snapshot) -> None:
+        self.replica.state = merge_states(self.replica.state, State.from_snapshot(snapshot))
+        for c in snapshot.commits:
+            have = self.commits.get((c.id.origin, c.id.seq))
+            if have is None or have.truncated:
+                self.commits[(c.id.origin, c.id.seq)] = c
+            self.replica.clock.observe(c.hlc)
+        self.replica.receive([])  # what waited in the inbox may be ready now
+
+    def truncate(self, keep: int) -> None:
+        ordered = sorted(self.commits.values(), key=lambda c: (c.hlc, c.id.origin))
+        for c in ordered[:-keep] if keep else ordered:
+            self.commits[(c.id.origin, c.id.seq)] = Commit(
+                c.id, c.hlc, c.user, c.at, c.comment, c.context, (), truncated=True
+            )
+
+    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+        if kind == "digest":
+            return True, state_digest(self.replica.state)
+        return False, f"unknown query {kind!r}"
+
+
+def hostname(i: int) -> str:
+    return f"m{i}.example.com"
+
+
+def serial(i: int) -> str:
+    return f"S{i:03d}"
+
+
+def genesis(n: int) -> Commit:
+    """The commit every member starts from: cluster ``sim``, groups G1/G2, n machines."""
+    state, pending = State(), Pending()
+    view = View(state, pending)
+    cluster = Mode.cluster()
+    write_definition(view.write, CATALOGUE["cluster"], cluster, {"name": "sim"})
+    write_definition(view.write, CATALOGUE["groups"], cluster, {"G1": {}, "G2": {}})
+    rows = {
+        hostname(i): CATALOGUE["machines"].validate_row(
+            hostname(i), {"serial": serial(i), "group": "G1" if i % 2 else "G2"}
+        )
+        for i in range(n)
+    }
+    write_definition(view.write, CATALOGUE["machines"], cluster, rows)
+    return make_commit(state, pending, origin="GENESIS", hlc=1, user="admin", at=0.0, comment="")
+
+
+MODES = [Mode.cluster(), Mode.group("G1"), Mode.group("G2"), Mode.machine(hostname(0))]
+KEYS = ["a@x.example", "b@x.example", "c@x.example"]
+
+
+def random_op(rng: random.Random) -> tuple[Any, ...]:
+    mode = rng.choice(MODES)
+    kind = rng.choice(["row", "row", "row", "delrow", "tz", "define", "undefine", "copy"])
+    feature = rng.choice(["unsubscribe", "settz"])
+    if kind == "row":
+        return ("row", mode, rng.choice(KEYS), rng.choice(["", "x", "y", "z"]))
+    if kind == "delrow":
+        return ("delrow", mode, rng.choice(KEYS))
+    if kind == "tz":
+        return ("tz", mode, rng.choice(["UTC", "Europe/Paris", "Asia/Tokyo"]))
+    if kind == "define":
+        return ("define", feature, mode, rng.choice(list(Start)))
+    if kind == "undefine":
+        return ("undefine", feature, mode)
+    return ("copy", feature, mode, rng.choice(MODES))
+
+
+@dataclass
+class Outcome:
+    seed: int
+    digests: set[str]
+    problems: list[str]
+    commits: int
+    frames: int
+    alerts: int
+    transfers: int
+    settled: float  # virtual seconds from healing to identical digests
+
+    def __str__(self) -> str:
+        return (
+            f"seed {self.seed}: {len(self.digests)} digest(s), {self.commits} commits, "
+            f"{self.frames} frames, {self.alerts} alerts, {self.transfers} state transfers, "
+            f"settled in {self.settled:.1f} s"
+        )
+
+
+def run(
+    seed: int, n: int = 50, edits: int = 40, fault_time: float = 8.0, wire: bool = True
+) -> Outcome:
+    rng = random.Random(seed)
+    net = Network(seed, Faults(drop=0.02, duplicate=0.02, reorder=0.05), wire=wire)
+    base = genesis(n)
+    members = [Member(serial(i), hostname(i)) for i in range(n)]
+    timing = Timing.for_interval(PING)
+    hosts: dict[str, SimHost] = {}
+    for i in range(n):
+        skew_ms = rng.randint(-300_000, 300_000)
+        replica = Replica(
+            serial(i), hostname(i), lambda s=skew_ms: EPOCH_MS + int(net.now * 1000) + s
+        )
+        host = hosts[serial(i)] = SimHost(replica)
+        host.apply([base])
+        me = Identity(serial(i), hostname(i), "sim", "1.0")
+        net.add(serial(i), host, lambda me=me, host=host: Node(me, host, members, timing))
+    for s in hosts:
+        net.start(s, PING / 4)
+
+    every: list[Commit] = [base]
+    crashed: set[str] = set()
+    steps = sorted(rng.uniform(0, fault_time) for _ in range(edits + n // 5 + 8))
+    for when in steps:
+        net.run_until(when)
+        who = rng.choice(sorted(hosts))
+        dice = rng.random()
+        if dice < 0.08 and who not in crashed:
+            net.crash(who)
+            crashed.add(who)
+        elif dice < 0.14 and crashed:
+            back = rng.choice(sorted(crashed))
+            crashed.discard(back)
+            net.restart(back, PING / 4)
+        elif dice < 0.18:
+            net.partition(rng.sample(sorted(hosts), rng.randint(1, n // 2)))
+        elif dice < 0.21:
+            net.heal()
+        elif dice < 0.24:
+            hosts[who].truncate(rng.randint(0, 5))
+        elif who not in crashed:
+            ops = [random_op(rng) for _ in range(rng.randint(1, 3))]
+            commit = hosts[who].replica.edit(lambda ed, ops=ops: [run_op(ed, o) for o in ops])
+            if commit is not None:
+                hosts[who].commits[(commit.id.origin, commit.id.seq)] = commit
+                every.append(commit)
+                net.commit(who, commit)
+
+    net.heal()
+    net.faults = Faults()
+    for s in sorted(crashed):
+        net.restart(s, PING / 4)
+    deadline = fault_time + 60 * PING
+    while net.now < deadline:
+        net.run_until(net.now + PING)
+        if len({state_digest(h.replica.state) for h in hosts.values()}) == 1 and all(
+            not h.replica.inbox for h in hosts.values()
+        ):
+            break
+    digests = {state_digest(h.replica.state) for h in hosts.values()}
+    problems: list[str] = []
+    probe = next(iter(hosts.values())).replica
+    for commit in every:
+        problems += accounted(commit, every, probe)
+    alerts = sum(len(m.alerts) for m in net.members.values())
+    transfers = sum("state transfer" in line for line in net.log)
+    settled = net.now - fault_time
+    return Outcome(seed, digests, problems, len(every), net.frames, alerts, transfers, settled)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seed", type=int, help="replay one seed and print its log")
+    parser.add_argument("--seeds", type=int, default=100, help="run seeds 0..N-1")
+    parser.add_argument("--members", type=int, default=50)
+    args = parser.parse_args()
+    seeds = [args.seed] if args.seed is not None else range(args.seeds)
+    failed = 0
+    for seed in seeds:
+        outcome = run(seed, n=args.members)
+        ok = len(outcome.digests) == 1 and not outcome.problems
+        failed += not ok
+        print(("ok   " if ok else "FAIL ") + str(outcome), *outcome.problems[:5], sep="\n  ")
+    print(f"{len(seeds) - failed}/{len(seeds)} seeds converged with nothing lost unrecorded")
+    raise SystemExit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
