@@ -15,7 +15,9 @@
           ├── CommitConflict      pending changes collide with commits made meanwhile
           ├── LifecycleError      create / join / leave in the wrong state
           ├── StoreError          the database failed; the store is unchanged
-          └── ProtocolError       a peer broke the cluster protocol, or an illegal event
+          ├── ProtocolError       a peer broke the cluster protocol, or an illegal event
+          ├── ConfigError         the daemon's configuration file or flags are wrong
+          └── TransportError      a link could not be opened (connection, authentication)
 
 Foreign exceptions (SQLAlchemy's) are turned into these at the store's boundary.
 """
@@ -35,12 +37,14 @@ __all__ = [
     "BadCommit",
     "ClusterdError",
     "CommitConflict",
+    "ConfigError",
     "InvalidSetting",
     "LevelNotAllowed",
     "LifecycleError",
     "NotDefined",
     "ProtocolError",
     "StoreError",
+    "TransportError",
     "UnknownFeature",
     "UnknownMode",
 ]
@@ -91,4 +95,18 @@ class ProtocolError(ClusterdError):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+        self.reason = reason
+
+
+class ConfigError(ClusterdError):
+    """Raised when the daemon's configuration file or command line is wrong."""
+
+
+class TransportError(ClusterdError):
+    """Raised when a link to a peer cannot be opened; ``kind`` names the alert
+    (``connection failure`` or ``authentication error``)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
         self.reason = reason

@@ -1,0 +1,110 @@
+"""The daemon's configuration: ``clusterd.toml`` in the data directory, then flags.
+
+Every setting has one name in the file and one flag (``--ping-interval`` for
+``ping_interval``); flags win.  Unknown keys and bad values are refused with the file
+name and the key, before anything starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clusterd import __version__
+from clusterd.errors import ConfigError
+from schema.membership import SERIAL_RE
+
+CONFIG_NAME = "clusterd.toml"
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path
+    hostname: str
+    serial: str
+    listen: str = "127.0.0.1"
+    ssh_port: Port = 22
+    ccs_enabled: bool = False
+    ccs_port: Port = 2222
+    ping_interval: Annotated[float, Field(ge=0.2, le=3600)] = 60.0
+    database: str = "store.db"  # a file in the data directory, or any SQLAlchemy URL
+    software_version: str | None = None  # tests only: pretend to run another version
+    log_level: str = "INFO"
+    blocked_peers: list[str] = []  # serials never linked directly (a firewall, for tests)
+
+    @field_validator("serial")
+    @classmethod
+    def _serial(cls, value: str) -> str:
+        if not SERIAL_RE.fullmatch(value):
+            raise ValueError("a serial number: letters, digits and '-' (64 at most)")
+        return value
+
+    @property
+    def software(self) -> str:
+        """The version members compare on hello: links need equal versions."""
+        return self.software_version or __version__
+
+    @property
+    def database_url(self) -> str:
+        return self.database if "://" in self.database else str(self.data_dir / self.database)
+
+    @property
+    def host_key(self) -> Path:
+        return self.data_dir / "ssh_host_ed25519_key"
+
+    @property
+    def machine_key(self) -> Path:
+        return self.data_dir / "machine_ed25519_key"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.data_dir / "control.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "clusterd.log"
+
+    def file_settings(self) -> dict[str, Any]:
+        """What ``init`` writes to the file (everything but the directory itself)."""
+        return self.model_dump(mode="json", exclude={"data_dir"}, exclude_none=True)
+
+
+def load(data_dir: Path, overrides: dict[str, Any] | None = None) -> DaemonConfig:
+    path = data_dir / CONFIG_NAME
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run `clusterd init` first") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return parse(settings, data_dir, str(path))
+
+
+def parse(settings: dict[str, Any], data_dir: Path, where: str) -> DaemonConfig:
+    try:
+        return DaemonConfig(data_dir=data_dir, **settings)
+    except ValidationError as exc:
+        problems = [
+            f"{where}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def dump_toml(settings: dict[str, Any]) -> str:
+    """Flat TOML for our flat settings (strings, numbers, booleans)."""
+    lines = []
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text = repr(value)
+        else:
+            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,155 @@
+"""The local control socket: ``clusterd status`` and the test and benchmark tools.
+
+A Unix socket in the data directory (mode 0600, so only the machine's administrator
+reaches it).  One JSON object per line each way.  Requests::
+
+    {"op": "status"}
+    {"op": "edit", "user": "admin", "comment": "...", "edits": [EDIT, ...]}
+    {"op": "disconnect"} / {"op": "reconnect"}
+    {"op": "query", "peer": SERIAL, "kind": "digest"}
+    {"op": "truncate", "keep": N}
+    {"op": "stop"}
+
+An EDIT is ``{"do": "set_row" | "delete_row" | "set_record" | "define" | "undefine",
+"feature": ..., "mode": "cluster" | "group:NAME" | "machine:FQDN", "row": ...,
+"value": {...}, "start": "empty" | "defaults" | "inherited"}``.  Answers are
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``; a bad request changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clusterd.edits import Start
+from clusterd.errors import ClusterdError, InvalidSetting
+from clusterd.modes import Mode
+from clusterd.pending import Pending
+from clusterd.session import Session
+from clusterd.versions import Unit
+
+if TYPE_CHECKING:
+    from clusterd.daemon import Daemon
+
+LIMIT = 64 * 1024 * 1024
+
+
+async def serve(daemon: Daemon) -> asyncio.AbstractServer:
+    path = daemon.config.control_socket
+    path.unlink(missing_ok=True)
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                answer = await _handle(daemon, line)
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    old = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(client, path, limit=LIMIT)
+    finally:
+        os.umask(old)
+    return server
+
+
+async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        op = request.get("op")
+        if op == "status":
+            return {"ok": True, **daemon.status()}
+        if op == "edit":
+            return _edit(daemon, request)
+        if op in ("disconnect", "reconnect"):
+            return _membership_flag(daemon, op == "disconnect")
+        if op == "query":
+            answered = await daemon.ask(str(request["peer"]), str(request["kind"]), {}, 10.0)
+            return {"ok": answered.ok, "body": answered.body}
+        if op == "truncate":
+            return {"ok": True, "truncated": daemon.store.truncate_log(int(request["keep"]))}
+        if op == "stop":
+            daemon.stop()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+    except InvalidSetting as exc:
+        return {"ok": False, "error": "; ".join(exc.problems)}
+    except (ClusterdError, ValueError, KeyError, TypeError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _edit(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
+    session = Session(daemon.store, str(request.get("user", "admin")))
+    for edit in request["edits"]:
+        _one_edit(session, edit)
+    commit = session.commit(str(request.get("comment", "")), on_conflict="keep")
+    daemon.committed(commit)
+    if commit is None:
+        return {"ok": True, "commit": None}
+    return {"ok": True, "commit": str(commit.id), "hlc": commit.hlc}
+
+
+def _one_edit(session: Session, edit: dict[str, Any]) -> None:
+    feature, mode = str(edit["feature"]), Mode.from_key(str(edit["mode"]))
+    match edit["do"]:
+        case "set_row":
+            session.set_row(feature, mode, str(edit["row"]), edit["value"])
+        case "delete_row":
+            session.delete_row(feature, mode, str(edit["row"]))
+        case "set_record":
+            session.set_record(feature, mode, edit["value"])
+        case "define":
+            session.define(feature, mode, Start(edit.get("start", "defaults")))
+        case "undefine":
+            session.undefine(feature, mode)
+        case other:
+            raise ValueError(f"unknown edit {other!r}")
+
+
+def _membership_flag(daemon: Daemon, disconnected: bool) -> dict[str, Any]:
+    """DISCONNECT / RECONNECT this machine: a membership commit the mesh acts on."""
+    store = daemon.store
+    me = store.state.entries("machines", Mode.cluster().key).visible_row(store.hostname)
+    if me is None or me.value is None:
+        return {"ok": False, "error": "this machine is not a member of a cluster"}
+    if bool(me.value.get("disconnected")) == disconnected:
+        state = "disconnected" if disconnected else "connected"
+        return {"ok": False, "error": f"this machine is already {state}"}
+    pending = Pending()
+    row = {**me.value, "disconnected": disconnected}
+    pending.write(store.state, Unit("machines", Mode.cluster().key, store.hostname), row)
+    word = "disconnect" if disconnected else "reconnect"
+    commit = store.commit(pending, user="admin", comment=f"{word} {store.hostname}")
+    daemon.committed(commit)  # a disconnect reaches the peers before the links close
+    return {"ok": True, "commit": None if commit is None else str(commit.id)}
+
+
+def request(data_dir: Path, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """Send one request to the daemon of ``data_dir`` and return its answer (blocking)."""
+    path = Path(data_dir) / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise ClusterdError(f"no daemon answers on {path}: {exc.strerror or exc}") from None
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+    answer: dict[str, Any] = json.loads(buf)
+    return answer

@@ -1,0 +1,54 @@
+"""A machine's identity: data directory, host key, machine key, configuration file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from clusterd.config import CONFIG_NAME, DaemonConfig, dump_toml, parse
+from clusterd.errors import ConfigError
+from clusterd.store import Store
+
+
+def _new_key(path: Path) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(path)
+    os.chmod(path, 0o600)
+    key.write_public_key(path.with_suffix(".pub"))
+
+
+def init(data_dir: Path, hostname: str, serial: str, overrides: dict[str, Any]) -> DaemonConfig:
+    """Create the machine: refuses a directory that already holds one."""
+    data_dir = data_dir.resolve()
+    if (data_dir / CONFIG_NAME).exists():
+        raise ConfigError(f"{data_dir} already holds a machine ({CONFIG_NAME} exists)")
+    settings = {"hostname": hostname, "serial": serial}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    config = parse(settings, data_dir, "command line")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _new_key(config.host_key)
+    _new_key(config.machine_key)
+    Store(config.database_url, origin=config.serial, hostname=config.hostname).close()
+    (data_dir / CONFIG_NAME).write_text(dump_toml(config.file_settings()), encoding="utf-8")
+    return config
+
+
+def public_key(path: Path) -> str:
+    return path.with_suffix(".pub").read_text(encoding="utf-8").strip()
+
+
+def describe(config: DaemonConfig) -> dict[str, Any]:
+    """What another member needs to know about this machine."""
+    return {
+        "hostname": config.hostname,
+        "serial": config.serial,
+        "address": config.listen,
+        "ssh_port": config.ssh_port,
+        "ccs_port": config.ccs_port if config.ccs_enabled else None,
+        "host_key": public_key(config.host_key),
+        "machine_key": public_key(config.machine_key),
+        "data_dir": str(config.data_dir),
+    }
