@@ -71,7 +71,8 @@ class DaemonConfig(BaseModel):
 
     def file_settings(self) -> dict[str, Any]:
         """What ``init`` writes to the file (everything but the directory itself)."""
-        return self.model_dump(mode="json", exclude={"data_dir"}, exclude_none=True)
+        found = self.model_dump(mode="json", exclude={"data_dir"}, exclude_none=True)
+        return {k: v for k, v in found.items() if v != []}
 
 
 def load(data_dir: Path, overrides: dict[str, Any] | None = None) -> DaemonConfig:
@@ -100,7 +101,9 @@ def dump_toml(settings: dict[str, Any]) -> str:
     """Flat TOML for our flat settings (strings, numbers, booleans)."""
     lines = []
     for key, value in settings.items():
-        if isinstance(value, bool):
+        if isinstance(value, list):
+            text = "[" + ", ".join(dump_toml({"x": v})[4:-1] for v in value) + "]"
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, int | float):
             text = repr(value)

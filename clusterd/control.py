@@ -7,6 +7,7 @@ reaches it).  One JSON object per line each way.  Requests::
     {"op": "edit", "user": "admin", "comment": "...", "edits": [EDIT, ...]}
     {"op": "disconnect"} / {"op": "reconnect"}
     {"op": "query", "peer": SERIAL, "kind": "digest"}
+    {"op": "get", "feature": ..., "mode": ...}     what the mode defines (null: nothing)
     {"op": "truncate", "keep": N}
     {"op": "stop"}
 
@@ -31,6 +32,7 @@ from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
 from clusterd.pending import Pending
 from clusterd.session import Session
+from clusterd.state import definition
 from clusterd.versions import Unit
 
 if TYPE_CHECKING:
@@ -77,6 +79,11 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
         if op == "query":
             answered = await daemon.ask(str(request["peer"]), str(request["kind"]), {}, 10.0)
             return {"ok": answered.ok, "body": answered.body}
+        if op == "get":
+            feature = daemon.store.catalogue[str(request["feature"])]
+            mode = Mode.from_key(str(request["mode"]))
+            entries = daemon.store.state.entries(feature.command, mode.key)
+            return {"ok": True, "value": definition(entries, feature.is_table)}
         if op == "truncate":
             return {"ok": True, "truncated": daemon.store.truncate_log(int(request["keep"]))}
         if op == "stop":

@@ -335,6 +335,10 @@ class Daemon:
             "vv": dict(self.store.state.vv),
             "digest": state_digest(self.store.state),
             "waiting_commits": len(self.store.inbox),
+            "inconsistencies": [
+                {"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
+                for x in self.store.inconsistencies()
+            ],
             "alerts": list(self.alerts),
         }
 

@@ -139,6 +139,8 @@ def seed_membership(machines: list[Machine], ccs: bool = False, name: str = "tes
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class
+
     def __init__(
         self, root: Path, n: int, *, ping: float = 0.5, ccs: bool = False, **extra: Any
     ) -> None:
