@@ -60,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from clusterd import demo
+        from clusterd import demo, demo_mesh
 
         demo.run()
+        print()
+        demo_mesh.run()
     elif args.command == "init":
         from clusterd import identity
 

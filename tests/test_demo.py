@@ -17,4 +17,9 @@ def test_demo_walks_through_create_join_experiment_and_a_conflict() -> None:
         "(from Machine losangeles.example.com)" in lines
     )
     assert "  chicago.example.com: time zone America/Los_Angeles (from Cluster)" in lines
-    assert lines[-1].startswith("  inconsistency on unsubscribe@cluster[news@example.com]: ")
+    assert any(
+        line.startswith("  inconsistency on unsubscribe@cluster[news@example.com]: ")
+        for line in lines
+    )
+    assert any(line.startswith("three daemons up: m0.example.com:") for line in lines)
+    assert lines[-1].endswith("now has rows ['alone@example.com', 'live@example.com']")
