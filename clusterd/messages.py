@@ -206,10 +206,12 @@ def _checked(msg: Message, version: int) -> Message:
 
 def from_dict(data: Any, version: int = PROTOCOL_MAX) -> Message:
     """Validate a decoded JSON object as a message of protocol ``version``."""
-    try:
-        return _checked(_ADAPTER.validate_python(data), version)
+    try:  # through JSON: what came off the wire (lists for tuples) validates the same
+        return _checked(_ADAPTER.validate_json(json.dumps(data)), version)
     except PydanticValidationError as exc:
         raise _invalid(exc, data) from None
+    except (TypeError, ValueError, RecursionError):
+        raise ProtocolError("malformed", "a message must be plain JSON data") from None
 
 
 def encode(msg: Message) -> bytes:
@@ -225,9 +227,11 @@ def decode_body(body: bytes, version: int = PROTOCOL_MAX) -> Message:
     except PydanticValidationError as exc:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         raise _invalid(exc, data) from None
+    except RecursionError:
+        raise ProtocolError("malformed", "frame nested too deeply") from None
 
 
 class FrameReader:
