@@ -147,9 +147,7 @@ class Node:
         if self.started and now >= self.next_ping:
             self.next_ping = now + t.ping_interval
             self.ping_seq += 1
-            ping = Ping(
-                seq=self.ping_seq, vv=dict(self.log.version_vector()), links=list(self._live())
-            )
+            ping = Ping(seq=self.ping_seq, vv=dict(self.log.version_vector()), links=self._live())
             for link in self._up_links():
                 peer = self.peers[link.peer]
                 peer.ping_seq, peer.ping_at = self.ping_seq, now
