@@ -1,0 +1,814 @@
+"""Propagation benchmarks on real daemons: latency, catch-up, idle cost, etcd comparison.
+
+    .venv/bin/python bench/propagation.py [--quick] [--json] [--sizes 3,10,20]
+        [--commits 500] [--catchup 10000] [--idle 10] [--no-etcd]
+
+Every cluster is a ``clusterd.testbed`` of real daemons (one process each, SSH links on
+127.0.0.1) in a temporary directory, ping interval 1.0 s, stopped at the end whatever
+happens.  Sections:
+
+1. Propagation latency: commits on member 0 through its control socket, one at a
+   time; each sets one row of the cluster-wide ``unsubscribe`` table.  The figure runs
+   from just before the edit request is sent until the last other member's
+   ``{"op": "status"}`` shows ``vv[SER-000] >= seq`` of that commit.  The other members
+   are polled in parallel (one persistent control connection each, all asked at once,
+   then 0.2 ms of sleep), so the figure includes the edit's and the status' control
+   round trips and the polling: an upper bound of the true latency.
+2. Catch-up: 3 members, member 2 stopped, N commits on member 0, member 2 started
+   again; time from its first status answer (and from its process start) until its
+   version vector reaches member 0's.
+3. Idle cost: RSS and CPU of every daemon of the smallest and the largest cluster,
+   idle for ``--idle`` seconds after section 1.
+4. etcd: if ``etcd`` is on PATH, a 3-member etcd cluster (fsync on, its default) on
+   127.0.0.1, put on member 0 through the v3 JSON gateway, watch on all 3 members;
+   same number of puts; our/etcd ratios of p50 and p99.
+
+A progress log goes to stderr; the report to stdout (``--json`` adds it as JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from clusterd.errors import ClusterdError
+from clusterd.testbed import Machine, Testbed, free_port, running
+
+PING = 1.0  # the daemons' ping interval, seconds, for every run
+POLL_SLEEP = 0.0002  # between polling rounds of section 1
+CATCHUP_POLL = 0.02  # between status polls of the restarted member in section 2
+WARMUP = 5  # uncounted commits (puts) before the measured ones
+FEATURE = "unsubscribe"
+DEFINE = {"do": "define", "feature": FEATURE, "mode": "cluster", "start": "empty"}
+STATUS = b'{"op": "status"}\n'
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A measurement that could not be made (time-out, daemon gone): says why."""
+
+
+def log(text: str) -> None:
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print(f"[{stamp}] {text}", file=sys.stderr, flush=True)
+
+
+def set_row(i: int, tag: str = "u") -> dict[str, Any]:
+    return {
+        "do": "set_row",
+        "feature": FEATURE,
+        "mode": "cluster",
+        "row": f"{tag}{i}@bench.example",
+        "value": {},
+    }
+
+
+def edit_request(i: int, tag: str = "u") -> bytes:
+    message = {"op": "edit", "edits": [set_row(i, tag)], "comment": f"bench {tag}{i}"}
+    return json.dumps(message).encode() + b"\n"
+
+
+def parse_commit(answer: dict[str, Any], who: str) -> tuple[str, int]:
+    if not answer.get("ok"):
+        raise BenchError(f"{who}: edit refused: {answer.get('error')}")
+    commit = answer.get("commit")
+    if not commit:
+        raise BenchError(f"{who}: edit made no commit: {answer}")
+    origin, _, seq = str(commit).rpartition(":")
+    return origin, int(seq)
+
+
+class Control:
+    """A persistent control-socket connection: one JSON line out, one JSON line back."""
+
+    def __init__(self, machine: Machine, timeout: float) -> None:
+        self.name = machine.hostname
+        self.timeout = timeout
+        path = machine.dir / "control.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(path))
+        except OSError as exc:
+            self.sock.close()
+            raise BenchError(f"{self.name}: no daemon answers on {path}: {exc}") from None
+        self.reader = self.sock.makefile("rb")
+
+    def __enter__(self) -> Control:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def send(self, line: bytes) -> None:
+        try:
+            self.sock.sendall(line)
+        except OSError as exc:
+            raise BenchError(f"{self.name}: control socket: {exc}") from None
+
+    def recv(self) -> dict[str, Any]:
+        try:
+            line = self.reader.readline()
+        except TimeoutError:
+            raise BenchError(f"{self.name}: no answer within {self.timeout} s") from None
+        except OSError as exc:
+            raise BenchError(f"{self.name}: control socket: {exc}") from None
+        if not line:
+            raise BenchError(f"{self.name}: the daemon closed the control connection")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, message: dict[str, Any] | bytes) -> dict[str, Any]:
+        line = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
+        self.send(line)
+        return self.recv()
+
+    def status(self) -> dict[str, Any]:
+        answer = self.ask(STATUS)
+        if not answer.get("ok"):
+            raise BenchError(f"{self.name}: status refused: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.reader.close()
+            self.sock.close()
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def summary(values_s: list[float]) -> dict[str, float]:
+    """p50 / p90 / p99 / max / mean of durations in seconds, as milliseconds."""
+    ms = [v * 1000 for v in values_s]
+    return {
+        "n": len(ms),
+        "p50": round(percentile(ms, 50), 3),
+        "p90": round(percentile(ms, 90), 3),
+        "p99": round(percentile(ms, 99), 3),
+        "max": round(max(ms), 3),
+        "mean": round(statistics.fmean(ms), 3),
+    }
+
+
+def tails(machines: list[Machine], lines: int = 8) -> str:
+    return "\n".join(f"--- {m.hostname} stderr.log:\n{m.tail(lines)}" for m in machines)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float) -> float:
+    """Poll ``condition`` until true; returns the seconds it took; BenchError on time-out."""
+    start = time.perf_counter()
+    while True:
+        if condition():
+            return time.perf_counter() - start
+        if time.perf_counter() - start > timeout:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_mesh(bed: Testbed, timeout: float) -> float:
+    start = time.perf_counter()
+    try:
+        bed.wait(bed.linked, timeout=timeout, what=f"a full mesh of {len(bed.machines)}")
+    except AssertionError as exc:
+        raise BenchError(f"{exc}\n{tails(bed.machines)}") from None
+    return time.perf_counter() - start
+
+
+def proc_cpu_ticks(pid: int) -> int:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def proc_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pid_of(m: Machine) -> int:
+    if m.proc is None or m.proc.poll() is not None:
+        raise BenchError(f"{m.hostname} is not running:\n{m.tail()}")
+    return m.proc.pid
+
+
+# -- 1. propagation latency ----------------------------------------------------------------
+
+
+def propagate(
+    clients: list[Control], request: bytes, timeout: float
+) -> tuple[float, float, int, list[float]]:
+    """One commit on clients[0], then poll the others until all have it.
+
+    Returns (latency s, edit round trip s, polling rounds, round durations s)."""
+    writer, others = clients[0], clients[1:]
+    t0 = time.perf_counter()
+    origin, seq = parse_commit(writer.ask(request), writer.name)
+    t_edit = time.perf_counter() - t0
+    pending = others
+    rounds: list[float] = []
+    t_last = time.perf_counter()
+    while pending:
+        r0 = time.perf_counter()
+        for c in pending:
+            c.send(STATUS)
+        lagging = []
+        for c in pending:
+            answer = c.recv()
+            if answer.get("vv", {}).get(origin, 0) < seq:
+                lagging.append(c)
+        t_last = time.perf_counter()
+        rounds.append(t_last - r0)
+        pending = lagging
+        if pending:
+            if t_last - t0 > timeout:
+                names = ", ".join(c.name for c in pending)
+                raise BenchError(f"commit {origin}:{seq} not applied within {timeout} s by {names}")
+            time.sleep(POLL_SLEEP)
+    return t_last - t0, t_edit, len(rounds), rounds
+
+
+def bench_latency(bed: Testbed, commits: int, timeout: float) -> dict[str, Any]:
+    n = len(bed.machines)
+    clients: list[Control] = []
+    try:
+        clients = [Control(m, timeout) for m in bed.machines]
+        define = json.dumps({"op": "edit", "edits": [DEFINE], "comment": "define"}).encode()
+        propagate(clients, define + b"\n", timeout)
+        latencies, edits, rounds, round_times = [], [], [], []
+        for i in range(WARMUP + commits):
+            try:
+                lat, edit, k, times = propagate(clients, edit_request(i), timeout)
+            except BenchError as exc:
+                raise BenchError(f"{exc}\n{bed.describe()}\n{tails(bed.machines)}") from None
+            if i >= WARMUP:
+                latencies.append(lat)
+                edits.append(edit)
+                rounds.append(k)
+                round_times += times
+            if (i + 1) % 100 == 0:
+                log(f"  {n} members: {i + 1 - WARMUP}/{commits} commits")
+    finally:
+        for c in clients:
+            c.close()
+    return {
+        "members": n,
+        "commits": commits,
+        "latency_ms": summary(latencies),
+        "edit_round_trip_ms": summary(edits),
+        "poll_round_ms": summary(round_times),
+        "poll_rounds_mean": round(statistics.fmean(rounds), 2),
+        "first_round_pct": round(100 * sum(k == 1 for k in rounds) / len(rounds), 1),
+    }
+
+
+# -- 3. idle cost ----------------------------------------------------------------------------
+
+
+def bench_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
+    time.sleep(1.0)  # let the work of the last commits and polls settle
+    pids = [pid_of(m) for m in bed.machines]
+    before = [proc_cpu_ticks(p) for p in pids]
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    wall = time.perf_counter() - t0
+    after = [proc_cpu_ticks(p) for p in pids]
+    rss = [round(proc_rss_kib(pid) / 1024, 1) for pid in pids]
+    cpu = [(a - b) / CLK_TCK / wall * 100 for b, a in zip(before, after, strict=True)]
+    return {
+        "members": len(pids),
+        "seconds": round(wall, 2),
+        "rss_mib_mean": round(statistics.fmean(rss), 1),
+        "rss_mib_max": max(rss),
+        "rss_mib_total": round(sum(rss), 1),
+        "cpu_pct_mean": round(statistics.fmean(cpu), 3),
+        "cpu_pct_max": round(max(cpu), 3),
+        "cpu_pct_total": round(sum(cpu), 3),
+        "per_member": [
+            {"member": m.hostname, "rss_mib": r, "cpu_pct": round(c, 3)}
+            for m, r, c in zip(bed.machines, rss, cpu, strict=True)
+        ],
+    }
+
+
+def bench_size(
+    root: Path, n: int, commits: int, idle: float | None, timeout: float
+) -> dict[str, Any]:
+    root.mkdir(parents=True, exist_ok=True)
+    log(f"{n} members: initialising and starting the daemons")
+    t0 = time.perf_counter()
+    bed = Testbed(root, n, ping=PING)
+    with bed:
+        try:
+            bed.start()
+        except ClusterdError as exc:
+            raise BenchError(f"{n} members: a daemon did not start: {exc}") from None
+        started = time.perf_counter() - t0
+        log(f"{n} members: started in {started:.1f} s; waiting for the full mesh")
+        mesh = wait_mesh(bed, 30 + 4 * n)
+        log(f"{n} members: full mesh after {mesh:.1f} s more; {commits} commits")
+        result = bench_latency(bed, commits, timeout)
+        result["start_s"] = round(started, 2)
+        result["mesh_s"] = round(mesh, 2)
+        if idle:
+            log(f"{n} members: idle for {idle:g} s")
+            result["idle"] = bench_idle(bed, idle)
+    return result
+
+
+# -- 2. catch-up -----------------------------------------------------------------------------
+
+
+def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
+    root.mkdir(parents=True, exist_ok=True)
+    log(f"catch-up: 3 members; member 2 stopped; {commits:,} commits on member 0")
+    with running(root, 3, ping=PING) as bed:
+        wait_mesh(bed, 40)
+        m0, m2 = bed[0], bed[2]
+        with Control(m0, timeout) as c0:
+            origin, seq = parse_commit(c0.ask({"op": "edit", "edits": [DEFINE]}), m0.hostname)
+            with Control(m2, timeout) as c2:
+                wait_for(lambda: c2.status()["vv"].get(origin, 0) >= seq, 30, "the define", 0.01)
+            m2.stop()
+            t0 = time.perf_counter()
+            for i in range(commits):
+                parse_commit(c0.ask(edit_request(i, "c")), m0.hostname)
+                if (i + 1) % 2000 == 0:
+                    log(f"  catch-up: {i + 1:,}/{commits:,} commits made")
+            commit_s = time.perf_counter() - t0
+            target: dict[str, int] = c0.status()["vv"]
+        log(f"catch-up: {commits:,} commits in {commit_s:.1f} s; starting member 2 again")
+        t_start = time.perf_counter()
+        try:
+            m2.start()
+        except ClusterdError as exc:
+            raise BenchError(f"member 2 did not restart: {exc}") from None
+        t_ready = time.perf_counter()
+        t_link = t_progress = t_done = None
+        polls, status_times = 0, []
+        with Control(m2, timeout) as c2:
+            first_vv: dict[str, int] | None = None
+            while True:
+                s0 = time.perf_counter()
+                s = c2.status()
+                now = time.perf_counter()
+                polls += 1
+                status_times.append(now - s0)
+                vv: dict[str, int] = s["vv"]
+                first_vv = first_vv or vv
+                if t_link is None and any(p["state"] == "up" for p in s["peers"]):
+                    t_link = now
+                if t_progress is None and vv != first_vv:
+                    t_progress = now
+                if all(vv.get(k, 0) >= v for k, v in target.items()):
+                    t_done = now
+                    break
+                if now - t_ready > timeout:
+                    raise BenchError(
+                        f"member 2 did not catch up within {timeout} s: "
+                        f"vv={vv} target={target}\n{tails(bed.machines)}"
+                    )
+                time.sleep(CATCHUP_POLL)
+            idle_status = []
+            for _ in range(5):
+                s0 = time.perf_counter()
+                c2.status()
+                idle_status.append(time.perf_counter() - s0)
+        transfer = "state transfer" in (m2.dir / "stderr.log").read_text(errors="replace")
+        transfer = transfer or "state transfer" in (m0.dir / "stderr.log").read_text(
+            errors="replace"
+        )
+    caught = t_done - t_ready
+    return {
+        "commits": commits,
+        "commit_s": round(commit_s, 2),
+        "commit_rate": round(commits / commit_s, 1),
+        "startup_s": round(t_ready - t_start, 3),
+        "ready_to_link_s": None if t_link is None else round(t_link - t_ready, 3),
+        "ready_to_first_progress_s": None if t_progress is None else round(t_progress - t_ready, 3),
+        "catchup_s": round(caught, 3),
+        "catchup_rate": round(commits / caught, 1),
+        "with_startup_s": round(t_done - t_start, 3),
+        "with_startup_rate": round(commits / (t_done - t_start), 1),
+        "polls": polls,
+        "status_ms_during": summary(status_times),
+        "status_ms_after": summary(idle_status),
+        "state_transfer_logged": transfer,
+    }
+
+
+# -- 4. etcd ---------------------------------------------------------------------------------
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def http_json(
+    conn: http.client.HTTPConnection, method: str, path: str, body: Any = None
+) -> dict[str, Any]:
+    payload = None if body is None else json.dumps(body)
+    conn.request(method, path, payload, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        raise BenchError(f"etcd {path}: HTTP {resp.status}: {data[:200]!r}")
+    answer: dict[str, Any] = json.loads(data)
+    return answer
+
+
+class Watcher(threading.Thread):
+    """A /v3/watch stream on one etcd member: notes when each key's put arrives."""
+
+    def __init__(
+        self, index: int, port: int, seen: dict[str, dict[int, float]], cond: threading.Condition
+    ) -> None:
+        super().__init__(daemon=True, name=f"etcd-watch-{index}")
+        self.index, self.port, self.seen, self.cond = index, port, seen, cond
+        self.created = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port)
+            create = {"create_request": {"key": b64("bench/"), "range_end": b64("bench0")}}
+            conn.request("POST", "/v3/watch", json.dumps(create))
+            resp = conn.getresponse()
+            while line := resp.readline():
+                now = time.perf_counter()
+                if not line.strip():
+                    continue
+                result = json.loads(line).get("result", {})
+                if result.get("created"):
+                    self.created.set()
+                events = result.get("events", [])
+                if events:
+                    with self.cond:
+                        for event in events:
+                            key = base64.b64decode(event["kv"]["key"]).decode()
+                            self.seen.setdefault(key, {})[self.index] = now
+                        self.cond.notify_all()
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self.cond:
+                self.cond.notify_all()
+
+
+@contextlib.contextmanager
+def etcd_cluster(exe: str, root: Path, n: int = 3) -> Iterator[list[int]]:
+    """n etcd members on 127.0.0.1; yields their client ports; stops them on exit."""
+    members = [(f"e{i}", free_port(), free_port()) for i in range(n)]
+    initial = ",".join(f"{name}=http://127.0.0.1:{peer}" for name, _, peer in members)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, client, peer in members:
+            url, purl = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+            with open(root / f"{name}.log", "wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            exe,
+                            "--name",
+                            name,
+                            "--data-dir",
+                            str(root / name),
+                            "--listen-client-urls",
+                            url,
+                            "--advertise-client-urls",
+                            url,
+                            "--listen-peer-urls",
+                            purl,
+                            "--initial-advertise-peer-urls",
+                            purl,
+                            "--initial-cluster",
+                            initial,
+                            "--initial-cluster-state",
+                            "new",
+                            "--initial-cluster-token",
+                            "clusterd-bench",
+                        ],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+        def healthy() -> bool:
+            for (name, client, _), proc in zip(members, procs, strict=True):
+                if proc.poll() is not None:
+                    text = (root / f"{name}.log").read_text(errors="replace")
+                    raise BenchError(f"etcd {name} exited:\n{text[-2000:]}")
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", client, timeout=2)
+                    if http_json(conn, "GET", "/health").get("health") != "true":
+                        return False
+                except (OSError, BenchError, ValueError, http.client.HTTPException):
+                    return False
+            return True
+
+        wait_for(healthy, 60, "a healthy 3-member etcd cluster", 0.1)
+        yield [client for _, client, _ in members]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def bench_etcd(exe: str, root: Path, puts: int, timeout: float) -> dict[str, Any]:
+    root.mkdir(parents=True, exist_ok=True)
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    log(f"etcd: 3 members; {puts} puts")
+    with etcd_cluster(exe, root) as ports:
+        seen: dict[str, dict[int, float]] = {}
+        cond = threading.Condition()
+        watchers = [Watcher(i, port, seen, cond) for i, port in enumerate(ports)]
+        for w in watchers:
+            w.start()
+        for w in watchers:
+            if not w.created.wait(10):
+                raise BenchError(f"etcd watch on member {w.index} not created: {w.error}")
+        conn = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=timeout)
+        status = http_json(conn, "POST", "/v3/maintenance/status", {})
+        is_leader = str(status.get("header", {}).get("member_id")) == str(status.get("leader"))
+        latencies, put_times = [], []
+        for i in range(WARMUP + puts):
+            key = f"bench/u{i}@bench.example"
+            t0 = time.perf_counter()
+            http_json(conn, "POST", "/v3/kv/put", {"key": b64(key), "value": b64("{}")})
+            t_put = time.perf_counter() - t0
+            with cond:
+
+                def arrived(key: str = key) -> bool:
+                    everywhere = len(seen.get(key, {})) == len(ports)
+                    return everywhere or any(w.error for w in watchers)
+
+                done = cond.wait_for(arrived, timeout)
+                errors = [w.error for w in watchers if w.error]
+                if errors or not done:
+                    raise BenchError(f"etcd put {key} not seen by every watch: {errors}")
+                latency = max(seen[key].values()) - t0
+            if i >= WARMUP:
+                latencies.append(latency)
+                put_times.append(t_put)
+        conn.close()
+    return {
+        "members": 3,
+        "puts": puts,
+        "version": version.splitlines()[0] if version else "?",
+        "member0_is_leader": is_leader,
+        "latency_ms": summary(latencies),
+        "put_round_trip_ms": summary(put_times),
+    }
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    affinity = getattr(os, "sched_getaffinity", None)
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "command": shlex.join(sys.orig_argv),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "nproc": len(affinity(0)) if affinity else os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "ping_interval_s": PING,
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print("clusterd propagation benchmark" + (" (quick)" if report["quick"] else ""))
+    for key, value in report["machine"].items():
+        print(f"  {key:<16} {value}")
+    print(f"  {'wall time':<16} {report['wall_s']:.1f} s")
+
+    print("\n1. Propagation latency: commit on member 0 -> applied on every member (ms)")
+    print(f"   one row set per commit, one commit at a time, after {WARMUP} uncounted.  The figure")
+    print("   includes the edit's control round trip, then polls every other member's status in")
+    print("   parallel (0.2 ms sleep between rounds) until all show the commit: an upper bound.")
+    head = (
+        f"   {'members':>7} {'commits':>7} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} "
+        f"{'mean':>8} {'edit p50':>9} {'poll p50':>9} {'rounds':>6} {'start s':>8} {'mesh s':>7}"
+    )
+    print(head)
+    for r in report["latency"]:
+        if "error" in r:
+            print(f"   {r['members']:>7} FAILED: {r['error'].splitlines()[0]}")
+            continue
+        lat = r["latency_ms"]
+        print(
+            f"   {r['members']:>7} {r['commits']:>7} {lat['p50']:>8.2f} {lat['p90']:>8.2f} "
+            f"{lat['p99']:>8.2f} {lat['max']:>8.2f} {lat['mean']:>8.2f} "
+            f"{r['edit_round_trip_ms']['p50']:>9.2f} {r['poll_round_ms']['p50']:>9.2f} "
+            f"{r['poll_rounds_mean']:>6.1f} {r['start_s']:>8.1f} {r['mesh_s']:>7.1f}"
+        )
+    print("   edit p50: the edit request's round trip alone; poll p50: one polling round (status")
+    print("   asked of all the others at once); rounds: mean polling rounds per commit")
+    for r in report["latency"]:
+        if "error" not in r:
+            print(
+                f"   {r['members']} members: every member already had the commit at the first "
+                f"poll for {r['first_round_pct']:.0f}% of commits"
+            )
+    print("\n2. Catch-up of a restarted member (3 members)")
+    c = report["catchup"]
+    if c is None:
+        print("   not run")
+    elif "error" in c:
+        print(f"   FAILED: {c['error']}")
+    else:
+        print(
+            f"   {c['commits']:,} one-row commits made on member 0 while member 2 was stopped: "
+            f"{c['commit_s']:.1f} s ({c['commit_rate']:,.0f} commits/s over the control socket)"
+        )
+        print(
+            f"   member 2 start-up (process start -> first status answer): {c['startup_s']:.2f} s"
+        )
+        print(
+            f"   first status -> a link up: {c['ready_to_link_s']} s; "
+            f"-> first commit applied: {c['ready_to_first_progress_s']} s"
+        )
+        print(
+            f"   first status -> caught up (vv >= member 0's): {c['catchup_s']:.2f} s "
+            f"= {c['catchup_rate']:,.0f} commits/s"
+        )
+        print(
+            f"   process start -> caught up: {c['with_startup_s']:.2f} s "
+            f"= {c['with_startup_rate']:,.0f} commits/s"
+        )
+        print(
+            f"   resolution: status polled every {CATCHUP_POLL * 1000:.0f} ms + its round trip "
+            f"(p50 {c['status_ms_during']['p50']:.1f} ms,"
+        )
+        print(
+            f"   max {c['status_ms_during']['max']:.1f} ms during catch-up, "
+            f"{c['status_ms_after']['p50']:.1f} ms after); "
+            f"state transfer logged: {c['state_transfer_logged']}"
+        )
+
+    print(f"\n3. Idle cost per daemon (ping interval {PING:g} s, after section 1)")
+    idles = [r for r in report["latency"] if "idle" in r]
+    if not idles:
+        print("   not measured")
+    for r in idles:
+        i = r["idle"]
+        print(
+            f"   {i['members']} members, {i['seconds']:.1f} s idle: "
+            f"RSS mean {i['rss_mib_mean']:.1f} MiB (max {i['rss_mib_max']:.1f}, "
+            f"total {i['rss_mib_total']:.0f}); CPU mean {i['cpu_pct_mean']:.2f}% "
+            f"(max {i['cpu_pct_max']:.2f}%, total {i['cpu_pct_total']:.2f}%)"
+        )
+        cells = ", ".join(
+            f"m{k}: {m['rss_mib']:.0f} MiB {m['cpu_pct']:.2f}%"
+            for k, m in enumerate(i["per_member"])
+        )
+        print(f"     {cells}")
+
+    print("\n4. etcd comparison (3 members, put on member 0 -> seen by the watch of all 3)")
+    e = report["etcd"]
+    if isinstance(e, str):
+        print(f"   {e}")
+    elif "error" in e:
+        print(f"   FAILED: {e['error']}")
+    else:
+        lat = e["latency_ms"]
+        print(
+            f"   {e['version']}, fsync on (its default); member 0 is the leader: "
+            f"{e['member0_is_leader']}; {e['puts']} puts after {WARMUP} uncounted"
+        )
+        print(
+            f"   etcd ms: p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
+            f"max {lat['max']:.2f}  mean {lat['mean']:.2f}  (put round trip p50 "
+            f"{e['put_round_trip_ms']['p50']:.2f})"
+        )
+        ratio = report.get("ratio")
+        if ratio:
+            print(
+                f"   ours/etcd ({ratio['members']} members): p50 {ratio['p50']:.2f}x, "
+                f"p99 {ratio['p99']:.2f}x"
+            )
+            print("   (ours is polled, an upper bound; etcd's watch pushes.  etcd fsyncs its WAL")
+            print("   on every put; clusterd's SQLite (WAL, synchronous=NORMAL) does not)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes 3,5; 100 commits")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON too")
+    parser.add_argument("--sizes", help="cluster sizes for section 1 (default 3,10,20)")
+    parser.add_argument("--commits", type=int, help="commits per size (default 500)")
+    parser.add_argument("--catchup", type=int, help="commits to catch up (default 10000)")
+    parser.add_argument("--idle", type=float, help="idle seconds (default 10; quick 3)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="per wait, seconds")
+    parser.add_argument("--no-etcd", action="store_true", help="skip the etcd comparison")
+    args = parser.parse_args(argv)
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    else:
+        sizes = [3, 5] if args.quick else [3, 10, 20]
+    if not sizes or min(sizes) < 2:
+        parser.error("--sizes: at least one size, each of 2 members or more")
+    commits = args.commits or (100 if args.quick else 500)
+    catchup = args.catchup if args.catchup is not None else (1000 if args.quick else 10_000)
+    idle = args.idle if args.idle is not None else (3.0 if args.quick else 10.0)
+    idle_sizes = {min(sizes), max(sizes)}
+    report: dict[str, Any] = {"machine": machine_info(), "quick": args.quick}
+    log(f"command: {report['machine']['command']}")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="clusterd-prop-") as tmp:
+        root = Path(tmp)
+        report["latency"] = []
+        for n in sizes:
+            try:
+                r = bench_size(
+                    root / f"n{n}", n, commits, idle if n in idle_sizes else None, args.timeout
+                )
+            except (BenchError, ClusterdError, OSError) as exc:
+                log(f"{n} members FAILED: {exc}")
+                r = {"members": n, "error": str(exc)}
+            report["latency"].append(r)
+        report["catchup"] = None
+        if catchup > 0:
+            try:
+                report["catchup"] = bench_catchup(root / "catchup", catchup, max(args.timeout, 300))
+            except (BenchError, ClusterdError, OSError) as exc:
+                log(f"catch-up FAILED: {exc}")
+                report["catchup"] = {"error": str(exc)}
+        exe = shutil.which("etcd")
+        if args.no_etcd:
+            report["etcd"] = "etcd: skipped (--no-etcd)"
+        elif exe is None:
+            report["etcd"] = (
+                "etcd: not installed (apt-get install etcd-server) — ratio not measured"
+            )
+        else:
+            try:
+                report["etcd"] = bench_etcd(exe, root / "etcd", commits, args.timeout)
+            except (BenchError, OSError, ValueError, http.client.HTTPException) as exc:
+                log(f"etcd FAILED: {exc}")
+                report["etcd"] = {"error": str(exc)}
+        ours = [r for r in report["latency"] if "error" not in r]
+        if ours and isinstance(report["etcd"], dict) and "error" not in report["etcd"]:
+            mine = min(ours, key=lambda r: abs(r["members"] - 3))
+            theirs = report["etcd"]["latency_ms"]
+            report["ratio"] = {
+                "members": mine["members"],
+                "p50": round(mine["latency_ms"]["p50"] / theirs["p50"], 3),
+                "p99": round(mine["latency_ms"]["p99"] / theirs["p99"], 3),
+            }
+    report["wall_s"] = round(time.perf_counter() - start, 1)
+    print_report(report)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    failed = [r for r in report["latency"] if "error" in r]
+    return (
+        1 if failed or (isinstance(report["catchup"], dict) and "error" in report["catchup"]) else 0
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
