@@ -280,8 +280,8 @@ def test_init_refuses_an_existing_machine_and_bad_settings(tmp_path: Path) -> No
     )
     assert bad.returncode == 2 and "already holds a machine" in bad.stderr
     worse = subprocess.run(
-        [sys.executable, "-m", "clusterd", "init", "--data-dir", str(tmp_path / "b"), "--hostname", "b.example.com",
-         "--ping-interval", "0.01"],
+        [sys.executable, "-m", "clusterd", "init", "--data-dir", str(tmp_path / "b"),
+         "--hostname", "b.example.com", "--ping-interval", "0.01"],
         capture_output=True,
         text=True,
     )  # fmt: skip
