@@ -16,14 +16,21 @@ happens.  Sections:
    round trips and the polling: an upper bound of the true latency.
 2. Catch-up: 3 members, member 2 stopped, N commits on member 0, member 2 started
    again; time from its first status answer (and from its process start) until its
-   version vector reaches member 0's.
+   version vector reaches member 0's.  Its status is polled after max(20 ms, 3 x the
+   last status call), since each call blocks that daemon for a while (a digest of the
+   whole state); the report gives the interval the catch-up ended in.
 3. Idle cost: RSS and CPU of every daemon of the smallest and the largest cluster,
    idle for ``--idle`` seconds after section 1.
 4. etcd: if ``etcd`` is on PATH, a 3-member etcd cluster (fsync on, its default) on
    127.0.0.1, put on member 0 through the v3 JSON gateway, watch on all 3 members;
-   same number of puts; our/etcd ratios of p50 and p99.
+   same number of puts; ours/etcd ratios of p50 and p99.
 
-A progress log goes to stderr; the report to stdout (``--json`` adds it as JSON).
+Before measuring, every member must report every other one "up".  A peer entry stuck
+in another state although its link is open (seen with 20 members: the outbound dial
+that loses the duplicate-link race leaves the peer "connecting") is accepted after
+10 s and printed as a MESH ANOMALY.  A size that fails is reported and the run goes on
+(exit status 1).  A progress log goes to stderr; the report to stdout (``--json`` adds
+it as JSON).
 """
 
 from __future__ import annotations
@@ -57,7 +64,9 @@ from clusterd.testbed import Machine, Testbed, free_port, running
 
 PING = 1.0  # the daemons' ping interval, seconds, for every run
 POLL_SLEEP = 0.0002  # between polling rounds of section 1
-CATCHUP_POLL = 0.02  # between status polls of the restarted member in section 2
+CATCHUP_POLL = 0.02  # least sleep between status polls of the restarted member (section 2)
+CATCHUP_LOAD = 3.0  # ... and at least this many times the last status call took
+MESH_GRACE = 10.0  # seconds every pair holds a link before odd peer states are accepted
 WARMUP = 5  # uncounted commits (puts) before the measured ones
 FEATURE = "unsubscribe"
 DEFINE = {"do": "define", "feature": FEATURE, "mode": "cluster", "start": "empty"}
@@ -195,13 +204,42 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
-def wait_mesh(bed: Testbed, timeout: float) -> float:
+def wait_mesh(bed: Testbed, timeout: float) -> tuple[float, list[str]]:
+    """Wait until every member reports every other one "up"; returns (seconds, anomalies).
+
+    A peer entry that stays in another state although it holds an open link (``link``
+    set) for ``MESH_GRACE`` seconds while every pair has a link is accepted and returned
+    as an anomaly: commits still flow over that link, so the measurement can go on."""
     start = time.perf_counter()
-    try:
-        bed.wait(bed.linked, timeout=timeout, what=f"a full mesh of {len(bed.machines)}")
-    except AssertionError as exc:
-        raise BenchError(f"{exc}\n{tails(bed.machines)}") from None
-    return time.perf_counter() - start
+    linked_since: float | None = None
+    while True:
+        now = time.perf_counter()
+        try:
+            statuses = [m.status() for m in bed.machines]
+        except (ClusterdError, OSError, ValueError):
+            statuses = []
+        if statuses:
+            odd = [
+                f"{s['hostname']} sees {p['hostname']} {p['state']!r} (link {p['link']}, "
+                f"{p['direction']})"
+                for s in statuses
+                for p in s["peers"]
+                if p["state"] != "up"
+            ]
+            if not odd:
+                return now - start, []
+            if all(p["link"] is not None for s in statuses for p in s["peers"]):
+                linked_since = linked_since or now
+                if now - linked_since >= MESH_GRACE:
+                    return now - start, odd
+            else:
+                linked_since = None
+        if now - start > timeout:
+            raise BenchError(
+                f"timed out after {timeout:.0f} s waiting for a full mesh of "
+                f"{len(bed.machines)}:\n{bed.describe()}\n{tails(bed.machines)}"
+            )
+        time.sleep(0.1)
 
 
 def proc_cpu_ticks(pid: int) -> int:
@@ -336,11 +374,14 @@ def bench_size(
             raise BenchError(f"{n} members: a daemon did not start: {exc}") from None
         started = time.perf_counter() - t0
         log(f"{n} members: started in {started:.1f} s; waiting for the full mesh")
-        mesh = wait_mesh(bed, 30 + 4 * n)
+        mesh, anomalies = wait_mesh(bed, 30 + 4 * n)
+        for text in anomalies:
+            log(f"{n} members: MESH ANOMALY: {text}")
         log(f"{n} members: full mesh after {mesh:.1f} s more; {commits} commits")
         result = bench_latency(bed, commits, timeout)
         result["start_s"] = round(started, 2)
         result["mesh_s"] = round(mesh, 2)
+        result["mesh_anomalies"] = anomalies
         if idle:
             log(f"{n} members: idle for {idle:g} s")
             result["idle"] = bench_idle(bed, idle)
@@ -354,7 +395,7 @@ def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     log(f"catch-up: 3 members; member 2 stopped; {commits:,} commits on member 0")
     with running(root, 3, ping=PING) as bed:
-        wait_mesh(bed, 40)
+        _, anomalies = wait_mesh(bed, 40)
         m0, m2 = bed[0], bed[2]
         with Control(m0, timeout) as c0:
             origin, seq = parse_commit(c0.ask({"op": "edit", "edits": [DEFINE]}), m0.hostname)
@@ -376,7 +417,8 @@ def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
             raise BenchError(f"member 2 did not restart: {exc}") from None
         t_ready = time.perf_counter()
         t_link = t_progress = t_done = None
-        polls, status_times = 0, []
+        t_behind = t_ready  # the start of the last status call that showed member 2 behind
+        polls, status_times, pauses = 0, [], []
         with Control(m2, timeout) as c2:
             first_vv: dict[str, int] | None = None
             while True:
@@ -394,12 +436,15 @@ def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
                 if all(vv.get(k, 0) >= v for k, v in target.items()):
                     t_done = now
                     break
+                t_behind = s0
                 if now - t_ready > timeout:
                     raise BenchError(
                         f"member 2 did not catch up within {timeout} s: "
                         f"vv={vv} target={target}\n{tails(bed.machines)}"
                     )
-                time.sleep(CATCHUP_POLL)
+                pause = max(CATCHUP_POLL, CATCHUP_LOAD * (now - s0))
+                pauses.append(pause)
+                time.sleep(pause)
             idle_status = []
             for _ in range(5):
                 s0 = time.perf_counter()
@@ -418,6 +463,7 @@ def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
         "ready_to_link_s": None if t_link is None else round(t_link - t_ready, 3),
         "ready_to_first_progress_s": None if t_progress is None else round(t_progress - t_ready, 3),
         "catchup_s": round(caught, 3),
+        "catchup_lower_s": round(t_behind - t_ready, 3),
         "catchup_rate": round(commits / caught, 1),
         "with_startup_s": round(t_done - t_start, 3),
         "with_startup_rate": round(commits / (t_done - t_start), 1),
@@ -425,6 +471,8 @@ def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
         "status_ms_during": summary(status_times),
         "status_ms_after": summary(idle_status),
         "state_transfer_logged": transfer,
+        "last_pause_s": round(pauses[-1], 3) if pauses else 0.0,
+        "mesh_anomalies": anomalies,
     }
 
 
@@ -654,6 +702,16 @@ def print_report(report: dict[str, Any]) -> None:
                 f"   {r['members']} members: every member already had the commit at the first "
                 f"poll for {r['first_round_pct']:.0f}% of commits"
             )
+    print("   (the status op recomputes the digest of the whole state each call, so a polling")
+    print("   round grows with the table and the members: it dominates the larger figures)")
+    for r in report["latency"]:
+        if r.get("mesh_anomalies"):
+            print(
+                f"   {r['members']} members: MESH ANOMALY, peer entries not 'up' although their "
+                "link is open (commits still flow over it):"
+            )
+            for text in r["mesh_anomalies"]:
+                print(f"     {text}")
     print("\n2. Catch-up of a restarted member (3 members)")
     c = report["catchup"]
     if c is None:
@@ -677,18 +735,26 @@ def print_report(report: dict[str, Any]) -> None:
             f"= {c['catchup_rate']:,.0f} commits/s"
         )
         print(
+            f"   (it happened between {c['catchup_lower_s']:.2f} s, when a status still showed "
+            f"it behind, and {c['catchup_s']:.2f} s)"
+        )
+        print(
             f"   process start -> caught up: {c['with_startup_s']:.2f} s "
             f"= {c['with_startup_rate']:,.0f} commits/s"
         )
         print(
-            f"   resolution: status polled every {CATCHUP_POLL * 1000:.0f} ms + its round trip "
-            f"(p50 {c['status_ms_during']['p50']:.1f} ms,"
+            f"   resolution: status polled after max({CATCHUP_POLL * 1000:.0f} ms, "
+            f"{CATCHUP_LOAD:g} x its last round trip) (the last pause: "
+            f"{c['last_pause_s'] * 1000:.0f} ms);"
         )
         print(
-            f"   max {c['status_ms_during']['max']:.1f} ms during catch-up, "
-            f"{c['status_ms_after']['p50']:.1f} ms after); "
-            f"state transfer logged: {c['state_transfer_logged']}"
+            f"   status round trip p50 {c['status_ms_during']['p50']:.1f} ms, "
+            f"max {c['status_ms_during']['max']:.1f} ms during catch-up, "
+            f"{c['status_ms_after']['p50']:.1f} ms after it"
         )
+        print(f"   state transfer logged: {c['state_transfer_logged']}")
+        for text in c.get("mesh_anomalies", []):
+            print(f"   MESH ANOMALY before the test: {text}")
 
     print(f"\n3. Idle cost per daemon (ping interval {PING:g} s, after section 1)")
     idles = [r for r in report["latency"] if "idle" in r]
@@ -702,11 +768,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"total {i['rss_mib_total']:.0f}); CPU mean {i['cpu_pct_mean']:.2f}% "
             f"(max {i['cpu_pct_max']:.2f}%, total {i['cpu_pct_total']:.2f}%)"
         )
-        cells = ", ".join(
+        cells = [
             f"m{k}: {m['rss_mib']:.0f} MiB {m['cpu_pct']:.2f}%"
             for k, m in enumerate(i["per_member"])
-        )
-        print(f"     {cells}")
+        ]
+        for k in range(0, len(cells), 5):
+            print(f"     {', '.join(cells[k : k + 5])}")
 
     print("\n4. etcd comparison (3 members, put on member 0 -> seen by the watch of all 3)")
     e = report["etcd"]

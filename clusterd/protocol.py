@@ -181,7 +181,8 @@ class Node:
             }[why]
             return self._close(link, why, text, now, alert=p is None, kind="authentication error")
         if outbound:
-            p.state = "connecting"
+            if p.link is None:  # a live link may already exist (both dialled at once)
+                p.state = "connecting"
             return [Send(link_id, self._hello())]
         return []
 

@@ -1159,3 +1159,30 @@ def test_four_members_catch_up_by_ping_after_a_lost_commit() -> None:
     net.blocked.clear()
     net.tick(2.0)
     assert nodes[3].log.version_vector() == {B: 1}
+
+
+def test_a_late_second_dial_does_not_hide_a_live_link() -> None:
+    """Both dial; ours completes after the peer's link is up: the peer stays "up"."""
+    from clusterd.peers import Identity, Member, Timing
+    from clusterd.protocol import Node
+    from tests.replica import Replica
+    from tests.sim import SimHost, genesis
+
+    def node(serial: str, host: str) -> Node:
+        h = SimHost(Replica(serial, host, lambda: 1))
+        h.apply([genesis(2)])
+        me = Identity(serial, host, "sim", "1.0")
+        members = [Member("S000", "m0.example.com"), Member("S001", "m1.example.com")]
+        return Node(me, h, members, Timing.for_interval(1.0))
+
+    a, b = node("S000", "m0.example.com"), node("S001", "m1.example.com")
+    a.start(0.0)
+    b.start(0.0)
+    b.tick(10.0)  # the larger serial dials too
+    hello_a = a.link_opened(1, 10.0, peer="S001", outbound=True)[0].msg  # type: ignore[union-attr]
+    b.link_opened(2, 10.0, peer="S000", outbound=False)
+    reply = b.received(2, hello_a, 10.0)[0].msg  # type: ignore[union-attr]
+    a.received(1, reply, 10.0)
+    assert b.peers["S000"].state == "up"
+    b.link_opened(3, 10.1, peer="S000", outbound=True)  # b's own dial lands late
+    assert b.peers["S000"].state == "up" and b.peers["S000"].link == 2
