@@ -82,7 +82,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._membership_changed = True
         self.store.listeners.append(self._on_outcomes)
-        self._reload_members(initial=True)
+        self._summary: dict[str, Any] | None = None  # digest and losses, until a change
+        self._reload_members()
 
     def __repr__(self) -> str:
         return f"<Daemon {self.config.hostname} {self.node!r}>"
@@ -169,6 +170,7 @@ class Daemon:
                 log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
                 self.store.merge_state(snapshot)
                 self._membership_changed = True
+                self._summary = None
             case Alert(kind, peer, text):
                 name = self.peers[peer].hostname if peer in self.peers else peer
                 log.warning("ALERT %s: %s: %s", kind, name, text)
@@ -190,10 +192,11 @@ class Daemon:
             self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
+        self._summary = None
         if any(feature in MEMBERSHIP for o in outcomes for feature, _ in o.touched):
             self._membership_changed = True
 
-    def _reload_members(self, initial: bool = False) -> None:
+    def _reload_members(self) -> None:
         self._membership_changed = False
         self.peers = endpoints(self.store.state)
         self.node.me = self._identity()
@@ -203,8 +206,7 @@ class Daemon:
         if me is not None and me.disconnected != self.node.disconnected:
             flip = self.node.disconnect if me.disconnected else self.node.reconnect
             actions += flip(self.now())
-        if not initial:
-            self.execute(actions)
+        self.execute(actions)
 
     async def _dial(self, serial: str) -> None:
         peer = self.peers.get(serial)
@@ -278,7 +280,7 @@ class Daemon:
 
     def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
         if kind == "digest":
-            return True, {"digest": state_digest(self.store.state), "vv": self.store.state.vv}
+            return True, {"digest": self._state_summary()["digest"], "vv": self.store.state.vv}
         if kind == "status":
             return True, self.status()
         return False, f"unknown query {kind!r}"
@@ -293,6 +295,18 @@ class Daemon:
         except TimeoutError:
             self.waiting.pop(qid, None)
             return Answered(serial, qid, False, f"no answer within {timeout} s")
+
+    def _state_summary(self) -> dict[str, Any]:
+        """Digest and recorded losses: whole-state walks, so kept until the state changes."""
+        if self._summary is None:
+            self._summary = {
+                "digest": state_digest(self.store.state),
+                "inconsistencies": [
+                    {"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
+                    for x in self.store.inconsistencies()
+                ],
+            }
+        return self._summary
 
     def status(self) -> dict[str, Any]:
         node, now = self.node, self.now()
@@ -329,16 +343,12 @@ class Daemon:
             "disconnected": node.disconnected,
             "uptime_s": round(time.time() - self.started_at, 1),
             "ping_interval": self.config.ping_interval,
-            "links": len(node._up_links()),
+            "links": len(node.live_peers()),
             "peers": peers,
             "routes": {p["hostname"]: p["route"] for p in peers},
             "vv": dict(self.store.state.vv),
-            "digest": state_digest(self.store.state),
+            **self._state_summary(),
             "waiting_commits": len(self.store.inbox),
-            "inconsistencies": [
-                {"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
-                for x in self.store.inconsistencies()
-            ],
             "alerts": list(self.alerts),
         }
 

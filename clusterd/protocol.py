@@ -68,6 +68,15 @@ from clusterd.peers import (
 from clusterd.versions import Commit, Snapshot
 
 QUIET_GOODBYES = {"duplicate", "disconnected", "removed"}  # no alert when a peer says these
+# A refusal's goodbye code -> (alert kind, peer state); any other code: a failed login.
+REFUSALS = {
+    "version": ("version mismatch", "refused"),
+    "protocol-version": ("version mismatch", "refused"),
+    "starting": ("connection failure", "down"),
+    "shutdown": ("connection failure", "down"),
+    "timeout": ("connection failure", "down"),
+}
+AUTH_REFUSAL = ("authentication error", "refused")
 
 
 def _commit(data: Mapping[str, Any]) -> Commit:
@@ -115,6 +124,8 @@ class Node:
             raise ProtocolError("illegal", "node already started")
         self.started = True
         self.next_ping = now + self.timing.ping_interval
+        for peer in self.peers.values():
+            peer.next_dial = self._first_dial(peer.serial, now)
         return self._dials(now)
 
     def stop(self, now: float) -> list[Action]:
@@ -147,7 +158,9 @@ class Node:
         if self.started and now >= self.next_ping:
             self.next_ping = now + t.ping_interval
             self.ping_seq += 1
-            ping = Ping(seq=self.ping_seq, vv=dict(self.log.version_vector()), links=self._live())
+            ping = Ping(
+                seq=self.ping_seq, vv=dict(self.log.version_vector()), links=self.live_peers()
+            )
             for link in self._up_links():
                 peer = self.peers[link.peer]
                 peer.ping_seq, peer.ping_at = self.ping_seq, now
@@ -297,15 +310,18 @@ class Node:
             peer = self.peers[link.peer]
             del self.links[link.id]
             text = f"refused by {peer.hostname}: {msg.reason}"
+            if msg.code == "disconnected":  # it dials us when it reconnects
+                peer.admin_off, peer.state = True, "disconnected"
             if msg.code in QUIET_GOODBYES or not link.outbound:
                 return [Close(link.id, text), Note(text)]
-            kind = "version mismatch" if msg.code == "version" else "authentication error"
-            return [Close(link.id, text), *self._retry_later(peer, now, kind, text, "refused")]
+            kind, state = REFUSALS.get(msg.code, AUTH_REFUSAL)
+            return [Close(link.id, text), *self._retry_later(peer, now, kind, text, state)]
         if not isinstance(msg, Hello):
             raise ProtocolError("out-of-order", f"{msg.type_name} before hello")
         refusal = self._check_hello(link, msg)
         if refusal is not None:
-            code, text, kind = refusal
+            code, text = refusal
+            kind = REFUSALS.get(code, AUTH_REFUSAL)[0]
             refused = self.peers.get(link.peer)
             if refused is not None:
                 refused.state = "refused"
@@ -317,30 +333,27 @@ class Node:
         link.proto = min(msg.proto_max, self.me.proto_max)
         return out + self._up(link, msg.vv, now)
 
-    def _check_hello(self, link: Link, msg: Hello) -> tuple[str, str, str] | None:
+    def _check_hello(self, link: Link, msg: Hello) -> tuple[str, str] | None:
+        """Why a hello is refused: (goodbye code, reason), or None."""
         me = self.me
         if msg.node != link.peer:
-            return (
-                "identity",
-                f"hello from {msg.node} on a link of {link.peer}",
-                "authentication error",
-            )
+            return "identity", f"hello from {msg.node} on a link of {link.peer}"
         if msg.cluster != me.cluster:
-            text = f"{msg.hostname} belongs to cluster {msg.cluster!r}, not {me.cluster!r}"
-            return "cluster", text, "authentication error"
+            return (
+                "cluster",
+                f"{msg.hostname} belongs to cluster {msg.cluster!r}, not {me.cluster!r}",
+            )
         if msg.node not in self.peers:
-            text = f"{msg.hostname} ({msg.node}) is not a member of cluster {me.cluster}"
-            return "unknown", text, "authentication error"
+            return "unknown", f"{msg.hostname} ({msg.node}) is not a member of cluster {me.cluster}"
         if msg.software != me.software:
             text = (
                 f"software versions differ: {msg.hostname} runs {msg.software}, "
                 f"{me.hostname} runs {me.software}; members must run the same version"
             )
-            return "version", text, "version mismatch"
+            return "version", text
         if msg.proto_max < me.proto_min or msg.proto_min > me.proto_max:
             theirs, ours = f"{msg.proto_min}-{msg.proto_max}", f"{me.proto_min}-{me.proto_max}"
-            text = f"no common protocol version ({theirs} vs {ours})"
-            return "protocol", text, "version mismatch"
+            return "protocol-version", f"no common protocol version ({theirs} vs {ours})"
         return None
 
     def _up(self, link: Link, their_vv: Mapping[str, int], now: float) -> list[Action]:
@@ -367,7 +380,7 @@ class Node:
         peer = self.peers[link.peer]
         if isinstance(msg, Ping):
             peer.links = frozenset(msg.links)
-            vv, live = dict(self.log.version_vector()), self._live()
+            vv, live = dict(self.log.version_vector()), self.live_peers()
             pong = Pong.model_construct(seq=msg.seq, vv=vv, links=live)  # ours: valid
             return [Send(link.id, pong), *self._compare(peer, msg.vv, link, now)]
         if isinstance(msg, Pong):
@@ -513,10 +526,9 @@ class Node:
         for serial in sorted(wanted):
             m = wanted[serial]
             if serial not in self.peers:
-                # The smaller serial dials first; the other waits a little, so that a
-                # pair usually opens one link rather than two (either dial may win).
-                wait = 0.0 if self.me.serial < serial else self.timing.handshake_timeout / 4
-                self.peers[serial] = Peer(serial, m.hostname, next_dial=now + wait)
+                self.peers[serial] = Peer(
+                    serial, m.hostname, next_dial=self._first_dial(serial, now)
+                )
             peer = self.peers[serial]
             peer.hostname = m.hostname
             if m.disconnected and not peer.admin_off:
@@ -527,6 +539,11 @@ class Node:
                 peer.state, peer.next_dial, peer.attempts = "down", now, 0
             peer.admin_off = m.disconnected
         return out
+
+    def _first_dial(self, serial: str, now: float) -> float:
+        """The smaller serial dials first; the other waits a little, so that a pair
+        usually opens one link rather than two (either dial may win)."""
+        return now if self.me.serial < serial else now + self.timing.handshake_timeout / 4
 
     def _dials(self, now: float) -> list[Action]:
         if not self.started or self.disconnected:
@@ -618,6 +635,6 @@ class Node:
     def _up_links(self) -> list[Link]:
         return [lk for lk in self.links.values() if lk.state is LinkState.UP]
 
-    def _live(self) -> tuple[str, ...]:
+    def live_peers(self) -> tuple[str, ...]:
         """The members this one has a live link to (what pings advertise)."""
         return tuple(s for s, p in self.peers.items() if p.state == "up")
