@@ -702,8 +702,8 @@ def print_report(report: dict[str, Any]) -> None:
                 f"   {r['members']} members: every member already had the commit at the first "
                 f"poll for {r['first_round_pct']:.0f}% of commits"
             )
-    print("   (the status op recomputes the digest of the whole state each call, so a polling")
-    print("   round grows with the table and the members: it dominates the larger figures)")
+    print("   (a polling round asks every other member's status at once over its control")
+    print("   socket; on 2 cores that round grows with the members and dominates the figure)")
     for r in report["latency"]:
         if r.get("mesh_anomalies"):
             print(

@@ -6,7 +6,7 @@ Replicas edit through the same ``Editor`` and build commits with the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from clusterd.clock import HybridClock
 from clusterd.edits import Editor, write_definition
@@ -65,16 +65,25 @@ class Replica:
         return found
 
 
-def cluster_commit(origin: str = "SER-0", hlc: int = 1) -> Commit:
-    """The commit that creates a small cluster: groups G1, G2 and three machines."""
+def cluster_commit(
+    origin: str = "SER-0",
+    hlc: int = 1,
+    *,
+    name: str = "test",
+    machines: Mapping[str, tuple[str, str]] | None = None,
+) -> Commit:
+    """The commit that creates a small cluster: groups G1, G2 and its machines
+    (host name -> (serial, group); by default the three of ``MACHINES``)."""
+    if machines is None:
+        machines = {host: (f"S-{host[:2]}", group) for host, group in MACHINES.items()}
     state, pending = State(), Pending()
     view = View(state, pending)
     cluster = Mode.cluster()
-    write_definition(view.write, CATALOGUE["cluster"], cluster, {"name": "test"})
+    write_definition(view.write, CATALOGUE["cluster"], cluster, {"name": name})
     write_definition(view.write, CATALOGUE["groups"], cluster, {"G1": {}, "G2": {}})
     rows = {
-        name: CATALOGUE["machines"].validate_row(name, {"serial": f"S-{name[:2]}", "group": group})
-        for name, group in MACHINES.items()
+        host: CATALOGUE["machines"].validate_row(host, {"serial": serial, "group": group})
+        for host, (serial, group) in machines.items()
     }
     write_definition(view.write, CATALOGUE["machines"], cluster, rows)
     return make_commit(state, pending, origin=origin, hlc=hlc, user="admin", at=0.0, comment="")

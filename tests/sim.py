@@ -16,17 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterd.digest import state_digest
-from clusterd.edits import Start, write_definition
+from clusterd.edits import Start
 from clusterd.merge import merge_states
 from clusterd.modes import Mode
 from clusterd.peers import Identity, Member, Timing
-from clusterd.pending import Pending, View, make_commit
 from clusterd.protocol import Node
 from clusterd.state import State
 from clusterd.transport.memory import Faults, Network
 from clusterd.versions import Commit, Snapshot, VersionVector
-from schema.catalogue import CATALOGUE
-from tests.replica import Replica, accounted
+from tests.replica import Replica, accounted, cluster_commit
 from tests.test_merge_properties import run_op
 
 EPOCH_MS = 1_800_000_000_000
@@ -94,19 +92,8 @@ def serial(i: int) -> str:
 
 def genesis(n: int) -> Commit:
     """The commit every member starts from: cluster ``sim``, groups G1/G2, n machines."""
-    state, pending = State(), Pending()
-    view = View(state, pending)
-    cluster = Mode.cluster()
-    write_definition(view.write, CATALOGUE["cluster"], cluster, {"name": "sim"})
-    write_definition(view.write, CATALOGUE["groups"], cluster, {"G1": {}, "G2": {}})
-    rows = {
-        hostname(i): CATALOGUE["machines"].validate_row(
-            hostname(i), {"serial": serial(i), "group": "G1" if i % 2 else "G2"}
-        )
-        for i in range(n)
-    }
-    write_definition(view.write, CATALOGUE["machines"], cluster, rows)
-    return make_commit(state, pending, origin="GENESIS", hlc=1, user="admin", at=0.0, comment="")
+    machines = {hostname(i): (serial(i), "G1" if i % 2 else "G2") for i in range(n)}
+    return cluster_commit("GENESIS", 1, name="sim", machines=machines)
 
 
 MODES = [Mode.cluster(), Mode.group("G1"), Mode.group("G2"), Mode.machine(hostname(0))]
