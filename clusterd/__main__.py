@@ -1,4 +1,5 @@
-"""The ``clusterd`` command: ``init``, ``run``, ``status`` and ``demo``."""
+"""The ``clusterd`` command: ``init``, ``run``, ``status``, ``create``, ``join``, ``prepjoin``,
+``call`` (any control-socket request, for scripts) and ``demo``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ def _flags(parser: argparse.ArgumentParser, *, init: bool) -> None:
     if init:
         parser.add_argument("--hostname", required=True, help="fully qualified host name")
         parser.add_argument("--serial", help="serial number (default: a random one)")
+        parser.add_argument(
+            "--admin-passphrase-file",
+            type=Path,
+            help="create user 'admin' with the passphrase on this file's first line "
+            "(or $CLUSTERD_PASSPHRASE; typed at the terminal otherwise)",
+        )
+        parser.add_argument(
+            "--no-admin", action="store_true", help="create no admin user (not recommended)"
+        )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,6 +60,27 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--data-dir", type=Path, required=True)
     status.add_argument("--json", action="store_true", help="print JSON (the default today)")
     sub.add_parser("demo", help="walk through create, join, copy/move and a conflict")
+    create = sub.add_parser("create", help="make this standalone machine a new cluster")
+    create.add_argument("--data-dir", type=Path, required=True)
+    create.add_argument("name", help="the cluster's name")
+    join = sub.add_parser("join", help="join the cluster of a member (shows its host key)")
+    join.add_argument("--data-dir", type=Path, required=True)
+    join.add_argument("address", help="a member's address")
+    join.add_argument("--port", type=int, default=22, help="its admin SSH port, or CCS port")
+    join.add_argument("--fingerprint", help="expected SHA256:... host key (no question)")
+    join.add_argument("--key", action="store_true", help="use this machine's PREPJOIN key")
+    join.add_argument("--ccs", action="store_true", help="join over the member's CCS port")
+    join.add_argument("--enable-ccs", action="store_true", help="members reach us over CCS")
+    join.add_argument("--group", default="Main_Group")
+    join.add_argument("--user", default="admin", help="the cluster admin user")
+    join.add_argument("--passphrase-file", type=Path)
+    join.add_argument("--yes", action="store_true", help="do not ask before discarding")
+    prep = sub.add_parser("prepjoin", help="print what a member needs to register this machine")
+    prep.add_argument("--data-dir", type=Path, required=True)
+    prep.add_argument("action", choices=["print"])
+    callp = sub.add_parser("call", help="send one control request (JSON), print the answer")
+    callp.add_argument("--data-dir", type=Path, required=True)
+    callp.add_argument("request", help='e.g. \'{"op": "list"}\'')
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -66,10 +97,15 @@ def _run(args: argparse.Namespace) -> int:
         print()
         demo_mesh.run()
     elif args.command == "init":
-        from clusterd import identity
+        from clusterd import identity, joincli
 
         serial = args.serial or f"CD-{secrets.token_hex(4).upper()}"
-        config = identity.init(args.data_dir, args.hostname, serial, _overrides(args))
+        passphrase = None
+        if not args.no_admin:
+            passphrase = joincli.passphrase_from(args.admin_passphrase_file, _new_passphrase)
+        config = identity.init(
+            args.data_dir, args.hostname, serial, _overrides(args), admin_passphrase=passphrase
+        )
         print(json.dumps(identity.describe(config), indent=2))
     elif args.command == "run":
         from clusterd import config as cfg
@@ -87,7 +123,52 @@ def _run(args: argparse.Namespace) -> int:
         from clusterd import control
 
         print(json.dumps(control.request(args.data_dir, {"op": "status"}), indent=2))
+    elif args.command == "create":
+        return _print(args.data_dir, {"op": "create", "name": args.name})
+    elif args.command == "prepjoin":
+        return _print(args.data_dir, {"op": "prepjoin_print"})
+    elif args.command == "call":
+        try:
+            message = json.loads(args.request)
+        except ValueError as exc:
+            raise ClusterdError(f"not a JSON request: {exc}") from None
+        return _print(args.data_dir, message)
+    elif args.command == "join":
+        from clusterd import joincli
+
+        return joincli.run(
+            args.data_dir,
+            address=args.address,
+            port=args.port,
+            fingerprint=args.fingerprint,
+            key=args.key,
+            ccs=args.ccs,
+            enable_ccs=args.enable_ccs,
+            group=args.group,
+            user=args.user,
+            passphrase_file=args.passphrase_file,
+            yes=args.yes,
+        )
     return 0
+
+
+def _print(data_dir: Path, message: Any) -> int:
+    from clusterd import control
+
+    if not isinstance(message, dict):
+        raise ClusterdError("a request is a JSON object")
+    answer = control.request(data_dir, message, timeout=120.0)
+    print(json.dumps(answer, indent=2))
+    return 0 if answer.get("ok") else 1
+
+
+def _new_passphrase(prompt: str) -> str:
+    import getpass
+
+    first = getpass.getpass("Choose the admin passphrase: ")
+    if getpass.getpass("Repeat it: ") != first:
+        raise ClusterdError("the two passphrases differ")
+    return first
 
 
 if __name__ == "__main__":

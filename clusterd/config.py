@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -36,6 +36,16 @@ class DaemonConfig(BaseModel):
     software_version: str | None = None  # tests only: pretend to run another version
     log_level: str = "INFO"
     blocked_peers: list[str] = []  # serials never linked directly (a firewall, for tests)
+    # Membership rows carry this machine's address; when false, peers resolve its name.
+    advertise_address: bool = True
+    dns_servers: list[str] = []  # empty: the host's resolver configuration
+    dns_port: Port = 53
+    dns_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
+    hosts_file: str = "/etc/hosts"
+    reverse_dns: Literal["require", "warn", "off"] = "warn"  # for connecting members
+    login_failures: Annotated[int, Field(ge=1, le=1000)] = 5  # within login_window ...
+    login_window: Annotated[float, Field(gt=0)] = 60.0
+    login_lockout: Annotated[float, Field(ge=0)] = 60.0  # ... lock the source out this long
 
     @field_validator("serial")
     @classmethod
@@ -111,3 +121,18 @@ def dump_toml(settings: dict[str, Any]) -> str:
             text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f"{key} = {text}")
     return "\n".join(lines) + "\n"
+
+
+def save(config: DaemonConfig, **changes: Any) -> DaemonConfig:
+    """Change settings in ``clusterd.toml`` (what the running daemon switched at run time)."""
+    path = config.data_dir / CONFIG_NAME
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    settings.update(changes)
+    updated = parse(settings, config.data_dir, str(path))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(dump_toml(settings), encoding="utf-8")
+    tmp.replace(path)
+    return config.model_copy(update=changes) if updated else config

@@ -11,9 +11,26 @@ reaches it).  One JSON object per line each way.  Requests::
     {"op": "truncate", "keep": N}
     {"op": "stop"}
 
+Cluster operations (``clusterd.admin``)::
+
+    {"op": "create", "name": ...}
+    {"op": "probe", "address": ..., "port": N}          the member's host key fingerprint
+    {"op": "join", "address": ..., "port": N, "fingerprint": "SHA256:...",
+     "passphrase": ... | null (use this machine's PREPJOIN key), "user": "admin",
+     "group": "Main_Group", "ccs": false, "enable_ccs": false, "dry_run": false}
+    {"op": "prepjoin_print"}
+    {"op": "list"} / {"op": "connstatus"}
+    {"op": "addgroup", "group": G} / {"op": "renamegroup", "old": G, "new": H}
+    {"op": "deletegroup", "group": G, "move_to": H} / {"op": "setgroup", "machine": M,
+     "group": G} / {"op": "setname", "name": N}
+    {"op": "removemachine", "machine": M}
+    {"op": "ccs", "enabled": true | false}
+
 An EDIT is ``{"do": "set_row" | "delete_row" | "set_record" | "define" | "undefine",
 "feature": ..., "mode": "cluster" | "group:NAME" | "machine:FQDN", "row": ...,
-"value": {...}, "start": "empty" | "defaults" | "inherited"}``.  Answers are
+"value": {...}, "start": "empty" | "defaults" | "inherited"}``, or PREPJOIN NEW /
+DELETE: ``{"do": "prepjoin_new", "hostname": ..., "serial": ..., "machine_key": ...}``,
+``{"do": "prepjoin_delete", "hostname": ...}`` (pending until the batch commits).  Answers are
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``; a bad request changes
 nothing.
 """
@@ -24,6 +41,7 @@ import asyncio
 import json
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,10 +107,14 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
         if op == "stop":
             daemon.stop()
             return {"ok": True}
+        if op in CLUSTER_OPS:
+            return {"ok": True, **await CLUSTER_OPS[op](daemon, request)}
         return {"ok": False, "error": f"unknown op {op!r}"}
     except InvalidSetting as exc:
         return {"ok": False, "error": "; ".join(exc.problems)}
-    except (ClusterdError, ValueError, KeyError, TypeError) as exc:
+    except ClusterdError as exc:
+        return {"ok": False, "error": str(exc)}
+    except (ValueError, KeyError, TypeError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -108,6 +130,12 @@ def _edit(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_edit(session: Session, edit: dict[str, Any]) -> None:
+    if edit["do"] == "prepjoin_new":
+        session.prepjoin_new(str(edit["hostname"]), str(edit["serial"]), str(edit["machine_key"]))
+        return
+    if edit["do"] == "prepjoin_delete":
+        session.prepjoin_delete(str(edit["hostname"]))
+        return
     feature, mode = str(edit["feature"]), Mode.from_key(str(edit["mode"]))
     match edit["do"]:
         case "set_row":
@@ -140,6 +168,80 @@ def _membership_flag(daemon: Daemon, disconnected: bool) -> dict[str, Any]:
     commit = store.commit(pending, user="admin", comment=f"{word} {store.hostname}")
     daemon.committed(commit)  # a disconnect reaches the peers before the links close
     return {"ok": True, "commit": None if commit is None else str(commit.id)}
+
+
+Op = Callable[["Daemon", dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _user(r: dict[str, Any]) -> str:
+    return str(r.get("user", "admin"))
+
+
+async def _create(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    return d.admin.create(str(r["name"]), _user(r))
+
+
+async def _probe(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    return await d.admin.probe(str(r["address"]), int(r["port"]))
+
+
+async def _join(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    passphrase = r.get("passphrase")
+    return await d.admin.join(
+        address=str(r["address"]),
+        port=int(r["port"]),
+        fingerprint_expected=str(r.get("fingerprint") or ""),
+        passphrase=None if passphrase is None else str(passphrase),
+        user=_user(r),
+        group=str(r.get("group") or "Main_Group"),
+        ccs=bool(r.get("ccs", False)),
+        enable_ccs=bool(r.get("enable_ccs", False)),
+        dry_run=bool(r.get("dry_run", False)),
+    )
+
+
+async def _prepjoin_print(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    return d.admin.prepjoin_print()
+
+
+async def _list(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    return d.admin.listing()
+
+
+async def _group_op(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    return d.admin.group_op(str(r["op"]), r, _user(r))
+
+
+async def _remove(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    return await d.admin.remove(str(r["machine"]), _user(r))
+
+
+async def _connstatus(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    return await d.admin.connstatus()
+
+
+async def _ccs(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+    enabled = r["enabled"]
+    if not isinstance(enabled, bool):
+        raise ValueError("'enabled' is true or false")
+    return await d.admin.set_ccs(enabled, _user(r))
+
+
+CLUSTER_OPS: dict[str, Op] = {
+    "create": _create,
+    "probe": _probe,
+    "join": _join,
+    "prepjoin_print": _prepjoin_print,
+    "list": _list,
+    "addgroup": _group_op,
+    "renamegroup": _group_op,
+    "deletegroup": _group_op,
+    "setgroup": _group_op,
+    "setname": _group_op,
+    "removemachine": _remove,
+    "connstatus": _connstatus,
+    "ccs": _ccs,
+}
 
 
 def request(data_dir: Path, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

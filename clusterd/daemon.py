@@ -8,6 +8,7 @@ loop thread, so the node and the store are never used concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -17,13 +18,18 @@ from typing import Any
 
 import asyncssh
 
-from clusterd import layers
+from clusterd import config as cfg
+from clusterd import layers, lifecycle
+from clusterd.admin import Admin
 from clusterd.config import DaemonConfig
 from clusterd.digest import state_digest
+from clusterd.dns import Lookup, Resolver
 from clusterd.errors import BadCommit, ClusterdError, ProtocolError, TransportError
+from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinRequest
 from clusterd.members import MEMBERSHIP, Endpoint, endpoints, key_text
 from clusterd.merge import Outcome
 from clusterd.messages import FrameReader, decode_body, encode
+from clusterd.modes import Mode
 from clusterd.peers import (
     Action,
     Alert,
@@ -39,12 +45,15 @@ from clusterd.peers import (
     Timing,
 )
 from clusterd.protocol import Node
+from clusterd.ratelimit import Limiter
 from clusterd.store import Store
 from clusterd.transport import ssh
 from clusterd.versions import Commit, Snapshot, VersionVector
+from schema.access import verify_passphrase
 
 log = logging.getLogger("clusterd.daemon")
 MAX_ALERTS = 200
+LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links close
 
 
 class StoreLog:
@@ -79,7 +88,18 @@ class Daemon:
         self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)
         self.waiting: dict[int, asyncio.Future[Answered]] = {}
         self.servers: list[asyncssh.SSHAcceptor | asyncio.AbstractServer] = []
+        self.admin_server: asyncssh.SSHAcceptor | None = None
+        self.ccs_server: asyncssh.SSHAcceptor | None = None
         self.stopping = asyncio.Event()
+        self.left = asyncio.Event()  # set when this machine flattened out of its cluster
+        self.admin = Admin(self)
+        self.resolver = Resolver(
+            config.dns_servers or None, config.dns_port, config.dns_timeout, config.hosts_file
+        )
+        self.limiter = Limiter(config.login_failures, config.login_window, config.login_lockout)
+        self.reverse_seen: dict[str, Lookup] = {}  # serial -> reverse lookup when it connected
+        self._algorithms: Algorithms | None = None
+        self._group: str | None = None  # this machine's group while a member
         self._membership_changed = True
         self.store.listeners.append(self._on_outcomes)
         self._summary: dict[str, Any] | None = None  # digest and losses, until a change
@@ -90,8 +110,8 @@ class Daemon:
 
     def _identity(self) -> Identity:
         c = self.config
-        name = layers.cluster_name(self.store.state) or ""
-        return Identity(c.serial, c.hostname, name, c.software)
+        cluster = layers.cluster_id(self.store.state) or ""
+        return Identity(c.serial, c.hostname, cluster, c.software)
 
     # -- running ------------------------------------------------------------------------
 
@@ -99,13 +119,9 @@ class Daemon:
         from clusterd import control
 
         c = self.config
-        self.servers.append(
-            await ssh.listen(lambda: ssh.AdminServer(self), c.listen, c.ssh_port, self.host_key)
-        )
+        await self._listen_admin()
         if c.ccs_enabled:
-            self.servers.append(
-                await ssh.listen(lambda: ssh.CcsServer(self), c.listen, c.ccs_port, self.host_key)
-            )
+            await self.set_ccs_listener(True)
         self.servers.append(await control.serve(self))
         log.info(
             "%s serving on %s:%d (ccs %s)",
@@ -121,14 +137,61 @@ class Daemon:
         finally:
             ticker.cancel()
             self.execute(self.node.stop(self.now()))
-            for server in self.servers:
-                server.close()
+            for server in [*self.servers, self.admin_server, self.ccs_server]:
+                if server is not None:
+                    server.close()
             await asyncio.sleep(0.05)  # let goodbyes leave
             self.store.close()
             log.info("%s stopped", c.hostname)
 
     def stop(self) -> None:
         self.stopping.set()
+
+    async def _listen_admin(self) -> None:
+        c = self.config
+        server = await ssh.listen(
+            lambda: ssh.AdminServer(self), c.listen, c.ssh_port, self.host_key, self.algorithms()
+        )
+        if self.admin_server is not None:
+            self.admin_server.close()
+        self.admin_server = server
+
+    async def set_ccs_listener(self, on: bool) -> None:
+        """Start or stop the CCS port, and remember the choice in ``clusterd.toml``."""
+        c = self.config
+        if self.ccs_server is not None:
+            self.ccs_server.close()
+            self.ccs_server = None
+        if on:
+            try:
+                self.ccs_server = await ssh.listen(
+                    lambda: ssh.CcsServer(self), c.listen, c.ccs_port, self.host_key,
+                    self.algorithms(),
+                )  # fmt: skip
+            except OSError as exc:
+                raise ClusterdError(f"cannot listen on CCS port {c.ccs_port}: {exc}") from None
+        if c.ccs_enabled != on:
+            self.config = cfg.save(c, ccs_enabled=on)
+        log.info("CCS %s", f"on port {c.ccs_port}" if on else "off")
+
+    def algorithms(self) -> Algorithms:
+        """The SSH algorithms of this machine's effective ``sshconfig``."""
+        if self._algorithms is None:
+            me = self.config.hostname
+            feature = self.store.catalogue["sshconfig"]
+            value = layers.resolve(self.store.state, feature, layers.chain(self.store.state, me))
+            self._algorithms = Algorithms.from_sshconfig(value.value)
+        return self._algorithms
+
+    @property
+    def timeout(self) -> float:
+        return max(self.timing.handshake_timeout, 5.0)
+
+    def membership_changed(self) -> None:
+        """After a state replacement (join, leave): links and identity follow."""
+        self._summary = None
+        self._algorithms = None
+        self._reload_members()
 
     async def _ticks(self) -> None:
         every = min(1.0, self.config.ping_interval / 4)
@@ -193,11 +256,26 @@ class Daemon:
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         self._summary = None
-        if any(feature in MEMBERSHIP for o in outcomes for feature, _ in o.touched):
+        touched = {feature for o in outcomes for feature, _ in o.touched}
+        if touched & MEMBERSHIP:
             self._membership_changed = True
+        if "sshconfig" in touched:
+            self._algorithms = None
+            with contextlib.suppress(RuntimeError):  # no loop: not serving yet
+                asyncio.get_running_loop().create_task(self._restart_listeners())
+
+    async def _restart_listeners(self) -> None:
+        """New algorithms apply to new connections; links already up stay."""
+        try:
+            await self._listen_admin()
+            if self.ccs_server is not None:
+                await self.set_ccs_listener(True)
+        except (OSError, ClusterdError, ValueError) as exc:
+            self.alert("configuration", self.config.hostname, f"SSH listeners: {exc}")
 
     def _reload_members(self) -> None:
         self._membership_changed = False
+        was_member = self.config.serial in self.peers
         self.peers = endpoints(self.store.state)
         self.node.me = self._identity()
         members = [e.member for e in self.peers.values()]
@@ -206,7 +284,33 @@ class Daemon:
         if me is not None and me.disconnected != self.node.disconnected:
             flip = self.node.disconnect if me.disconnected else self.node.reconnect
             actions += flip(self.now())
+        if me is not None:
+            self._group = me.group
+            self.left.clear()
+        elif was_member and layers.cluster_name(self.store.state) is not None:
+            self._schedule_leave(f"{self.config.hostname} was removed from the cluster")
         self.execute(actions)
+
+    def _schedule_leave(self, why: str) -> None:
+        log.warning("%s: flattening settings and leaving", why)
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(LEAVE_DELAY, self._leave, self._group)
+
+    def _leave(self, group: str | None) -> None:
+        """Keep behaving as before: the settings inherited become this machine's own."""
+        store, me = self.store, self.config.hostname
+        if layers.cluster_name(store.state) is None:
+            self.left.set()
+            return
+        modes = [Mode.machine(me), *([Mode.group(group)] if group else []), Mode.cluster()]
+        resolved = {
+            f.command: layers.resolve(store.state, f, modes)
+            for f in store.catalogue
+            if not f.internal
+        }
+        lifecycle.flatten(store, user=lifecycle.SYSTEM_USER, resolved=resolved)
+        self.membership_changed()
+        self.left.set()
 
     async def _dial(self, serial: str) -> None:
         peer = self.peers.get(serial)
@@ -216,7 +320,14 @@ class Daemon:
             if serial in self.config.blocked_peers:
                 raise TransportError("connection failure", f"{peer.hostname} is blocked here")
             timeout = self.timing.handshake_timeout
-            io = await ssh.dial(self, peer, self.machine_key, timeout)
+            address = peer.address
+            if address is None:
+                found = await self.resolver.forward(peer.hostname)
+                if not found.ok:
+                    raise TransportError("connection failure", f"DNS: {found.reason}")
+                address = found.answers[0]
+            algs = self.algorithms()
+            io = await ssh.dial(self, peer, address, self.machine_key, algs, timeout)
         except TransportError as exc:
             if serial in self.node.peers and self.node.peers[serial].dialing:
                 self.execute(self.node.dial_failed(serial, self.now(), exc.kind, exc.reason))
@@ -266,9 +377,59 @@ class Daemon:
         if link_id in self.node.links:
             self.execute(self.node.link_closed(link_id, self.now(), reason))
 
-    def auth_failed(self, source: str, reason: str) -> None:
+    def auth_failed(self, source: str, reason: str, *, counts: bool = False) -> None:
         text = f"login from {source} refused: {reason}"
-        self.execute([Alert("authentication error", source, text)])
+        self.alert("authentication error", source, text)
+        host = source.rpartition(":")[0] or source
+        if counts and self.limiter.failed(host, self.now()):
+            text = f"{host}: {self.limiter.limit} failed logins; locked out for "
+            self.alert("authentication error", host, text + f"{self.limiter.lockout:.0f} s")
+
+    def auth_blocked(self, source: str) -> str | None:
+        left = self.limiter.blocked(source, self.now())
+        if not left:
+            return None
+        return f"too many failed logins from {source}: try again in {left:.0f} s"
+
+    def alert(self, kind: str, peer: str, text: str) -> None:
+        self.execute([Alert(kind, peer, text)])
+
+    def prepared_for_key(self, key: str) -> str | None:
+        for host, row in layers.prepared(self.store.state).items():
+            if key_text(str(row["machine_key"])) == key:
+                return host
+        return None
+
+    def check_passphrase(self, user: str, passphrase: str) -> str | None:
+        """None when ``user`` is an admin of this machine's effective userconfig."""
+        feature = self.store.catalogue["userconfig"]
+        chain = layers.chain(self.store.state, self.config.hostname)
+        users = layers.resolve(self.store.state, feature, chain).value or {}
+        row = users.get(user)
+        if row is None or not verify_passphrase(passphrase, str(row["passphrase_hash"])):
+            return f"wrong passphrase for user {user!r}"
+        if row["role"] != "admin":
+            return f"user {user!r} is not a cluster admin (role {row['role']})"
+        return None
+
+    async def reverse_check(self, serial: str, address: str) -> str | None:
+        """Reverse-resolve a connecting member; a reason to refuse it, or None."""
+        policy = self.config.reverse_dns
+        if policy == "off":
+            return None
+        found = await self.resolver.reverse(address)
+        self.reverse_seen[serial] = found
+        if found.ok:
+            return None
+        name = self.peers[serial].hostname if serial in self.peers else serial
+        text = f"reverse lookup of {address} ({name}) failed: {found.reason}"
+        if policy == "require":
+            return text + " (reverse_dns = require)"
+        self.alert("DNS", name, text + " (reverse_dns = warn: accepted)")
+        return None
+
+    def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
+        return self.admin.admit(request, joiner)
 
     # -- local operations (control socket; the shell later) ----------------------------
 
@@ -283,6 +444,11 @@ class Daemon:
             return True, {"digest": self._state_summary()["digest"], "vv": self.store.state.vv}
         if kind == "status":
             return True, self.status()
+        if kind == "leave":
+            if self.config.serial not in self.peers:
+                return False, "not a member"
+            self._schedule_leave(f"removed by {args.get('by', '?')} on another member")
+            return True, "leaving"
         return False, f"unknown query {kind!r}"
 
     async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
@@ -338,7 +504,7 @@ class Daemon:
         return {
             "hostname": self.config.hostname,
             "serial": self.config.serial,
-            "cluster": node.me.cluster or None,
+            "cluster": layers.cluster_name(self.store.state),
             "software": self.config.software,
             "disconnected": node.disconnected,
             "uptime_s": round(time.time() - self.started_at, 1),

@@ -162,6 +162,27 @@ class Editor:
         self.copy(command, src, dst)
         self._write(Unit(command, src.key, MARKER), None)
 
+    def prepare(self, hostname: str, serial: str, machine_key: str) -> JSON:
+        """PREPJOIN NEW: let ``hostname`` join with its machine key (needs a commit)."""
+        feature = self.feature("prepjoin", internal=True)
+        if layers.cluster_name(self.view) is None:
+            raise UnknownMode("cluster", "this machine is not in a cluster")
+        if self.view.row("machines", CLUSTER, hostname) is not None:
+            raise InvalidSetting([f"{hostname} is already a member of the cluster"])
+        key = " ".join(machine_key.split()[:2])
+        value = feature.validate_row(hostname, {"serial": serial, "machine_key": key})
+        if not self.view.is_defined("prepjoin", CLUSTER):
+            self._write(Unit("prepjoin", CLUSTER, MARKER), {})
+        self._write(Unit("prepjoin", CLUSTER, hostname), value)
+        return value
+
+    def unprepare(self, hostname: str) -> None:
+        """PREPJOIN DELETE."""
+        self.feature("prepjoin", internal=True)
+        if self.view.row("prepjoin", CLUSTER, hostname) is None:
+            raise NotDefined([f"no PREPJOIN entry for {hostname!r}"])
+        self._write(Unit("prepjoin", CLUSTER, hostname), None)
+
     def copy_to_all_groups(self, command: str, src: Mode) -> list[Mode]:
         feature = self.feature(command)
         targets = [Mode.group(g) for g in layers.groups(self.view) if Mode.group(g) != src]

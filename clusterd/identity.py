@@ -9,8 +9,12 @@ from typing import Any
 import asyncssh
 
 from clusterd.config import CONFIG_NAME, DaemonConfig, dump_toml, parse
+from clusterd.edits import Start
 from clusterd.errors import ConfigError
+from clusterd.modes import Mode
+from clusterd.session import Session
 from clusterd.store import Store
+from schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
 
 
 def _new_key(path: Path) -> None:
@@ -20,8 +24,20 @@ def _new_key(path: Path) -> None:
     key.write_public_key(path.with_suffix(".pub"))
 
 
-def init(data_dir: Path, hostname: str, serial: str, overrides: dict[str, Any]) -> DaemonConfig:
-    """Create the machine: refuses a directory that already holds one."""
+def init(
+    data_dir: Path,
+    hostname: str,
+    serial: str,
+    overrides: dict[str, Any],
+    admin_passphrase: str | None = None,
+) -> DaemonConfig:
+    """Create the machine: refuses a directory that already holds one.
+
+    With ``admin_passphrase``, user ``admin`` (role admin) is created with its hash: the
+    passphrase a cluster's members check when this machine's settings become the
+    cluster's (create) and another machine joins with it."""
+    if admin_passphrase is not None and len(admin_passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise ConfigError(f"the admin passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
     data_dir = data_dir.resolve()
     if (data_dir / CONFIG_NAME).exists():
         raise ConfigError(f"{data_dir} already holds a machine ({CONFIG_NAME} exists)")
@@ -31,7 +47,17 @@ def init(data_dir: Path, hostname: str, serial: str, overrides: dict[str, Any]) 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _new_key(config.host_key)
     _new_key(config.machine_key)
-    Store(config.database_url, origin=config.serial, hostname=config.hostname).close()
+    store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
+    try:
+        if admin_passphrase is not None:
+            session = Session(store, "clusterd")
+            me = Mode.machine(hostname)
+            session.define("userconfig", me, Start.EMPTY)
+            row = {"role": "admin", "passphrase_hash": hash_passphrase(admin_passphrase)}
+            session.set_row("userconfig", me, "admin", row)
+            session.commit("first admin user")
+    finally:
+        store.close()
     (data_dir / CONFIG_NAME).write_text(dump_toml(config.file_settings()), encoding="utf-8")
     return config
 

@@ -44,6 +44,18 @@ def cluster_name(reader: Reader) -> str | None:
     return str(record["name"]) if record else None
 
 
+def cluster_id(reader: Reader) -> str | None:
+    """What links compare: fixed when the cluster is created (its name, for older ones)."""
+    record = definition(reader.entries("cluster", CLUSTER), is_table=False)
+    return str(record.get("id") or record["name"]) if record else None
+
+
+def prepared(reader: Reader) -> dict[str, JSON]:
+    """Machines registered with PREPJOIN, by host name."""
+    rows = definition(reader.entries("prepjoin", CLUSTER), is_table=True) or {}
+    return {name: row for name, row in sorted(rows.items())}
+
+
 def groups(reader: Reader) -> list[str]:
     return sorted(definition(reader.entries("groups", CLUSTER), is_table=True) or {})
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ def _membership(
         store,
         cat["cluster"],
         Mode.cluster(),
-        cat["cluster"].validate_record({"name": cluster}),
+        cat["cluster"].validate_record({"name": cluster, "id": secrets.token_hex(8)}),
     )
     groups = cat["groups"]
     pending.write(store.state, Unit("groups", Mode.cluster().key, MARKER), {})
@@ -155,11 +156,20 @@ def join(
     return commit
 
 
-def flatten(store: Store, *, user: str = SYSTEM_USER) -> Commit | None:
-    """Leave the cluster: inherited values become this machine's own settings."""
+def flatten(
+    store: Store,
+    *,
+    user: str = SYSTEM_USER,
+    resolved: dict[str, layers.Resolved] | None = None,
+) -> Commit | None:
+    """Leave the cluster: inherited values become this machine's own settings.
+
+    ``resolved`` is the effective configuration to keep, when it was taken before a
+    change that already touched membership (a machine removing itself)."""
     if layers.cluster_name(store.state) is None:
         raise LifecycleError("not a member of a cluster")
-    resolved = layers.effective(store.state, store.catalogue, store.hostname)
+    if resolved is None:
+        resolved = layers.effective(store.state, store.catalogue, store.hostname)
     store.replace_state(Snapshot((), (), ()))
     pending = Pending()
     me = Mode.machine(store.hostname)

@@ -22,7 +22,8 @@ class Endpoint:
 
     hostname: str
     serial: str
-    address: str
+    group: str
+    address: str | None  # None: reached by its host name, resolved when dialled
     port: int
     transport: str  # "ssh" (admin port) or "ccs"
     host_key: str | None
@@ -42,7 +43,8 @@ def endpoints(state: State) -> dict[str, Endpoint]:
         found[row["serial"]] = Endpoint(
             hostname=hostname,
             serial=row["serial"],
-            address=row.get("address") or hostname,
+            group=row["group"],
+            address=row.get("address"),
             port=int(row["ccs_port"] if ccs else row.get("ssh_port", 22)),
             transport="ccs" if ccs else "ssh",
             host_key=row.get("host_key"),

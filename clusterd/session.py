@@ -72,5 +72,11 @@ class Session:
     def move(self, command: str, src: Mode, dst: Mode) -> None:
         self.edit.move(command, src, dst)
 
+    def prepjoin_new(self, hostname: str, serial: str, machine_key: str) -> JSON:
+        return self.edit.prepare(hostname, serial, machine_key)
+
+    def prepjoin_delete(self, hostname: str) -> None:
+        self.edit.unprepare(hostname)
+
     def copy_to_all_groups(self, command: str, src: Mode) -> list[Mode]:
         return self.edit.copy_to_all_groups(command, src)

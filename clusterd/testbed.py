@@ -37,8 +37,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PASSPHRASE = "correct horse battery"  # the testbed's admin passphrase
+
+
 class Machine:
-    def __init__(self, root: Path, index: int, ping: float, extra: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        index: int,
+        ping: float,
+        extra: dict[str, Any],
+        passphrase: str | None = PASSPHRASE,
+    ) -> None:
         self.index = index
         self.hostname = f"m{index}.example.com"
         self.serial = f"SER-{index:03d}"
@@ -48,7 +58,9 @@ class Machine:
         overrides.update(extra)
         if overrides.get("ccs_enabled"):
             overrides["ccs_port"] = free_port()
-        self.config = identity.init(self.dir, self.hostname, self.serial, overrides)
+        self.config = identity.init(
+            self.dir, self.hostname, self.serial, overrides, admin_passphrase=passphrase
+        )
         self.info = identity.describe(self.config)
 
     def __repr__(self) -> str:
@@ -99,6 +111,38 @@ class Machine:
     def status(self) -> dict[str, Any]:
         return self.ask({"op": "status"})
 
+    def op(self, op: str, **args: Any) -> dict[str, Any]:
+        """A control-socket operation that must succeed."""
+        answer = self.ask({"op": op, **args}, timeout=60.0)
+        if not answer.get("ok"):
+            raise ClusterdError(f"{self.hostname} {op}: {answer.get('error')}")
+        return answer
+
+    def refused(self, op: str, **args: Any) -> str:
+        """A control-socket operation that must be refused: its error."""
+        answer = self.ask({"op": op, **args}, timeout=60.0)
+        if answer.get("ok"):
+            raise AssertionError(f"{self.hostname} {op} was not refused: {answer}")
+        return str(answer["error"])
+
+    def fingerprint(self) -> str:
+        """This machine's host key fingerprint, from its key file."""
+        import asyncssh
+
+        return str(asyncssh.read_public_key(self.config.host_key.with_suffix(".pub"))
+                   .get_fingerprint("sha256"))  # fmt: skip
+
+    def join(self, member: Machine, **args: Any) -> dict[str, Any]:
+        """Join ``member``'s cluster over its admin port with the testbed passphrase."""
+        request = {
+            "address": member.config.listen,
+            "port": member.config.ssh_port,
+            "fingerprint": member.fingerprint(),
+            "passphrase": PASSPHRASE,
+            **args,
+        }
+        return self.op("join", **request)
+
     def edit(self, *edits: dict[str, Any], comment: str = "") -> dict[str, Any]:
         answer = self.ask({"op": "edit", "edits": list(edits), "comment": comment})
         if not answer.get("ok"):
@@ -142,12 +186,21 @@ class Testbed:
     __test__ = False  # not a pytest test class
 
     def __init__(
-        self, root: Path, n: int, *, ping: float = 0.5, ccs: bool = False, **extra: Any
+        self,
+        root: Path,
+        n: int,
+        *,
+        ping: float = 0.5,
+        ccs: bool = False,
+        seed: bool = True,
+        **extra: Any,
     ) -> None:
+        """``seed=False``: n standalone machines, for create and join to build a cluster."""
         if ccs:
             extra = {"ccs_enabled": True, **extra}
         self.machines = [Machine(root, i, ping, dict(extra)) for i in range(n)]
-        seed_membership(self.machines, ccs=ccs)
+        if seed:
+            seed_membership(self.machines, ccs=ccs)
 
     def __enter__(self) -> Testbed:
         return self

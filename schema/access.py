@@ -135,7 +135,7 @@ _PUBLIC_KEY_RE = re.compile(
 )
 
 
-def _public_key(value: str) -> str:
+def public_key_line(value: str) -> str:
     if not _PUBLIC_KEY_RE.fullmatch(value):
         raise ValueError("not an OpenSSH public key line ('ssh-ed25519 AAAA... comment')")
     return value
@@ -149,7 +149,7 @@ def _user_name(value: str) -> str:
 
 class AdminKey(Model):
     user: Annotated[str, AfterValidator(_user_name)]
-    key: Annotated[str, Field(max_length=16384), AfterValidator(_public_key)]
+    key: Annotated[str, Field(max_length=16384), AfterValidator(public_key_line)]
 
 
 Algorithms = Annotated[list[Token], Field(min_length=1), unique()]

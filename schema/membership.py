@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from schema.access import public_key_line
 from schema.feature import CLUSTER_ONLY, Feature, Kind, Reference
 from schema.fields import (
     DOMAIN_RE,
@@ -30,6 +31,8 @@ SERIAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 class Cluster(Model):
     name: Name
+    # Fixed at create: links compare it, so renaming the cluster never splits it.
+    id: Annotated[str, AfterValidator(checked(SERIAL_RE, "a cluster id"))] | None = None
 
 
 class Group(Model):
@@ -90,4 +93,25 @@ MACHINES = Feature(
     row_name_hint="a fully qualified host name",
 )
 
-MEMBERSHIP_FEATURES = [CLUSTER, GROUPS, MACHINES]
+
+class Prepared(Model):
+    """A machine registered with PREPJOIN: it may join with its key, no passphrase."""
+
+    serial: Annotated[str, AfterValidator(checked(SERIAL_RE, "a serial number"))]
+    machine_key: Annotated[str, Field(max_length=16384), AfterValidator(public_key_line)]
+
+
+PREPJOIN = Feature(
+    command="prepjoin",
+    title="Machines prepared to join",
+    kind=Kind.TABLE,
+    model=Prepared,
+    levels=CLUSTER_ONLY,
+    default={},
+    internal=True,
+    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
+    row_name_hint="the joining machine's fully qualified host name",
+    description="PREPJOIN NEW adds a row (a pending change); a join with the key removes it",
+)
+
+MEMBERSHIP_FEATURES = [CLUSTER, GROUPS, MACHINES, PREPJOIN]

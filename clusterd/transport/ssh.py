@@ -6,11 +6,17 @@ is.  The dialer checks the server's host key against the member's pinned ``host_
 (no trust on first use).  Each link is one SSH connection carrying one session on the
 ``clusterd`` subsystem; frames flow as raw bytes both ways.
 
+A joining machine logs in as a cluster admin with the passphrase (admin port only) or
+as user ``clusterd-join`` with a machine key registered by PREPJOIN, and opens the
+``clusterd-join`` subsystem for one request (``clusterd.join``).  Every refused login
+is logged, raised as an alert and explained to the client in an SSH banner; failed
+passphrases and join keys count towards the per-source lockout.
+
 ``AdminServer`` listens on the admin SSH port.  Its sessions are ``ChannelSession``s
-that decide per request what they become: the cluster subsystem for a peer today; the
-admin shell arrives on the same class (issue 5), so shell and subsystem share the port.
-``CcsServer`` serves the cluster subsystem only: shells, exec (and so SCP), SFTP, PTYs
-and every kind of forwarding are refused, whoever asks.
+that decide per request what they become: a link, a join; the admin shell arrives on
+the same class (issue 5), so everything shares the port.  ``CcsServer`` serves links
+and key joins only: shells, exec (and so SCP), SFTP, PTYs and every kind of forwarding
+are refused, whoever asks.  Both negotiate only the algorithms of ``sshconfig``.
 
 asyncssh errors stop here: dialling raises ``TransportError`` with the alert kind.
 """
@@ -18,6 +24,7 @@ asyncssh errors stop here: dialling raises ``TransportError`` with the alert kin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -25,6 +32,9 @@ from typing import Any, Protocol
 import asyncssh
 
 from clusterd.errors import TransportError
+from clusterd.join import KEY_USER as JOIN_USER
+from clusterd.join import SUBSYSTEM as JOIN_SUBSYSTEM
+from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinLine, JoinRequest, mismatch
 from clusterd.members import Endpoint, key_text
 
 SUBSYSTEM = "clusterd"
@@ -33,13 +43,18 @@ log = logging.getLogger("clusterd.transport")
 
 
 class Mesh(Protocol):
-    """What a transport tells the daemon about links."""
+    """What a transport asks of, and tells, the daemon."""
 
     def peer_for_key(self, key: str) -> str | None: ...
+    def prepared_for_key(self, key: str) -> str | None: ...
+    def check_passphrase(self, user: str, passphrase: str) -> str | None: ...
+    async def reverse_check(self, serial: str, address: str) -> str | None: ...
+    def auth_blocked(self, source: str) -> str | None: ...
+    def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer: ...
     def link_up(self, link: LinkIO, peer: str, outbound: bool) -> int: ...
     def link_data(self, link_id: int, data: bytes) -> None: ...
     def link_down(self, link_id: int, reason: str) -> None: ...
-    def auth_failed(self, source: str, reason: str) -> None: ...
+    def auth_failed(self, source: str, reason: str, *, counts: bool = False) -> None: ...
 
 
 class LinkIO(Protocol):
@@ -80,6 +95,7 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
     def __init__(self, server: PeerServer) -> None:
         super().__init__(server.mesh)
         self.server = server
+        self.join: JoinLine | None = None  # a join session, not a link
 
     def connection_made(self, chan: Any) -> None:
         self.chan = chan
@@ -100,6 +116,9 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem == SUBSYSTEM and self.server.peer is not None:
             return True
+        if subsystem == JOIN_SUBSYSTEM and self.server.joiner is not None:
+            self.join = JoinLine()
+            return True
         log.warning(
             "%s: refused subsystem %r on the %s port",
             self.server.source,
@@ -109,11 +128,29 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
         return False
 
     def session_started(self) -> None:
-        assert self.server.peer is not None
-        self.link_id = self.mesh.link_up(self, self.server.peer, outbound=False)
+        if self.join is None:
+            assert self.server.peer is not None
+            self.link_id = self.mesh.link_up(self, self.server.peer, outbound=False)
 
     def data_received(self, data: bytes, datatype: Any) -> None:
-        self._data(data)
+        if self.join is None:
+            self._data(data)
+            return
+        request = self.join.feed(data)
+        if request is not None:
+            self._answer(request)
+
+    def eof_received(self) -> bool:
+        if self.join is not None and self.join.buf and b"\n" not in self.join.buf:
+            self._answer(self.join.feed(b"\n") or "empty join request")
+        return False
+
+    def _answer(self, request: JoinRequest | str) -> None:
+        assert self.server.joiner is not None
+        self.join = JoinLine(bytearray(b"\n"))  # answered: ignore the rest
+        answer = self.mesh.admit_request(request, self.server.joiner)
+        self.chan.write(answer.model_dump_json().encode() + b"\n")
+        self.chan.exit(0 if answer.ok else 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost(exc)
@@ -125,26 +162,41 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
 
 
 class PeerServer(asyncssh.SSHServer):
-    """Authenticates peers by machine key; refuses every kind of forwarding."""
+    """Authenticates peers and joining machines by key; refuses every kind of forwarding.
+
+    User ``clusterd`` with a member's machine key opens a link; user ``clusterd-join``
+    with a key registered by PREPJOIN may join.  Join attempts from a source that
+    failed too often are refused until its lockout ends (``Mesh.auth_blocked``)."""
 
     name = "cluster"
+    passwords = False
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.conn: asyncssh.SSHServerConnection | None = None
         self.peer: str | None = None
+        self.joiner: Joiner | None = None
         self.source = "?"
+        self.host = "?"
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
-        host, port = conn.get_extra_info("peername")[:2]
-        self.source = f"{host}:{port}"
+        self.host, port = conn.get_extra_info("peername")[:2]
+        self.source = f"{self.host}:{port}"
 
     def begin_auth(self, username: str) -> bool:
         return True
 
-    def password_auth_supported(self) -> bool:
+    def _refuse(self, reason: str, *, counts: bool) -> bool:
+        """Log and alert, tell the client why (an SSH banner), fail this attempt."""
+        if self.conn is not None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self.conn.send_auth_banner(reason + "\n")
+        self.mesh.auth_failed(self.source, reason, counts=counts)
         return False
+
+    def password_auth_supported(self) -> bool:
+        return self.passwords
 
     def kbdint_auth_supported(self) -> bool:
         return False
@@ -152,17 +204,39 @@ class PeerServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        text = key_text(key.export_public_key().decode())
-        serial = self.mesh.peer_for_key(text) if username == PEER_USER else None
-        if serial is None:
-            why = "not a member's machine key" if username == PEER_USER else "unknown user"
-            self.mesh.auth_failed(
-                self.source, f"user {username!r}: {why} ({key.get_fingerprint()})"
-            )
-            return False
-        self.peer = serial
+    def validate_password(self, username: str, password: str) -> bool:
+        blocked = self.mesh.auth_blocked(self.host)
+        if blocked:
+            return self._refuse(blocked, counts=False)
+        reason = self.mesh.check_passphrase(username, password)
+        if reason is not None:
+            return self._refuse(reason, counts=True)
+        self.joiner = Joiner("passphrase", username)
         return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        text = key_text(key.export_public_key().decode())
+        if username == PEER_USER:
+            serial = self.mesh.peer_for_key(text)
+            if serial is None:
+                why = f"not a member's machine key ({key.get_fingerprint()})"
+                return self._refuse(f"user {username!r}: {why}", counts=False)
+            reason = await self.mesh.reverse_check(serial, self.host)
+            if reason is not None:
+                return self._refuse(reason, counts=False)
+            self.peer = serial
+            return True
+        blocked = self.mesh.auth_blocked(self.host)
+        if blocked:
+            return self._refuse(blocked, counts=False)
+        if username == JOIN_USER:
+            host = self.mesh.prepared_for_key(text)
+            if host is None:
+                why = f"key {key.get_fingerprint()} is not registered with PREPJOIN here"
+                return self._refuse(why, counts=True)
+            self.joiner = Joiner("key", host, text)
+            return True
+        return self._refuse(f"unknown user {username!r} for key login", counts=True)
 
     def session_requested(self) -> ChannelSession:
         return ChannelSession(self)
@@ -183,9 +257,10 @@ class PeerServer(asyncssh.SSHServer):
 
 
 class AdminServer(PeerServer):
-    """The admin SSH port: cluster subsystem for peers (admin shell: issue 5)."""
+    """The admin SSH port: links, joins by passphrase or key (the admin shell: issue 5)."""
 
     name = "admin"
+    passwords = True
 
 
 class CcsServer(PeerServer):
@@ -195,13 +270,18 @@ class CcsServer(PeerServer):
 
 
 async def listen(
-    factory: Callable[[], PeerServer], host: str, port: int, host_key: asyncssh.SSHKey
+    factory: Callable[[], PeerServer],
+    host: str,
+    port: int,
+    host_key: asyncssh.SSHKey,
+    algs: Algorithms,
 ) -> asyncssh.SSHAcceptor:
     return await asyncssh.create_server(
         factory,
         host,
         port,
         server_host_keys=[host_key],
+        **algs.server_options(),
         encoding=None,
         sftp_factory=None,
         allow_scp=False,
@@ -233,7 +313,12 @@ class _ClientChannel(_LinkChannel, asyncssh.SSHClientSession[bytes]):
 
 
 async def dial(
-    mesh: Mesh, peer: Endpoint, machine_key: asyncssh.SSHKey, timeout: float
+    mesh: Mesh,
+    peer: Endpoint,
+    address: str,
+    machine_key: asyncssh.SSHKey,
+    algs: Algorithms,
+    timeout: float,
 ) -> _ClientChannel:
     """Open a link to ``peer``; the caller registers it with ``mesh.link_up``."""
     if not peer.host_key:
@@ -243,11 +328,11 @@ async def dial(
     except (asyncssh.KeyImportError, ValueError) as exc:
         text = f"bad host key for {peer.hostname}: {exc}"
         raise TransportError("authentication error", text) from None
-    where = f"{peer.hostname} ({peer.address}:{peer.port}, {peer.transport})"
+    where = f"{peer.hostname} ({address}:{peer.port}, {peer.transport})"
     try:
         conn = await asyncio.wait_for(
             asyncssh.connect(
-                peer.address,
+                address,
                 peer.port,
                 username=PEER_USER,
                 client_keys=[machine_key],
@@ -255,6 +340,7 @@ async def dial(
                 agent_path=None,
                 config=None,
                 preferred_auth="publickey",
+                **algs.client_options(),
             ),
             timeout,
         )
@@ -264,7 +350,7 @@ async def dial(
         text = f"{where} presented a host key that is not the one membership records"
         raise TransportError("authentication error", text) from None
     except asyncssh.KeyExchangeFailed as exc:
-        raise TransportError("connection failure", f"{where}: {exc.reason}") from None
+        raise TransportError("connection failure", mismatch(exc, where)) from None
     except (OSError, asyncssh.Error, TimeoutError) as exc:
         text = str(exc) or exc.__class__.__name__
         raise TransportError("connection failure", f"cannot reach {where}: {text}") from None

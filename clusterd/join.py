@@ -1,0 +1,238 @@
+"""Joining a cluster: the wire exchange between a joining machine and a member.
+
+The joining machine connects to a member's admin SSH port (passphrase of a cluster
+admin, or its machine key registered with PREPJOIN) or to its CCS port (PREPJOIN key
+only), opens the ``clusterd-join`` subsystem and sends one ``JoinRequest`` line; the
+member answers one ``JoinAnswer`` line and closes.  ``check`` requests change nothing
+(the dry run); a real request makes the member admit the machine and send the
+cluster's state with the answer.
+
+The member's host key is fetched first (``probe``) so a person can compare its
+fingerprint (SHA256, as OpenSSH prints it); every later connection pins that key.
+Every failure comes back as ``JoinRefused`` with a sentence saying what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import asyncssh
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clusterd.errors import ClusterdError
+
+SUBSYSTEM = "clusterd-join"
+KEY_USER = "clusterd-join"  # the user a machine joining with a PREPJOIN key logs in as
+MAX_REQUEST = 1 << 20
+# What asyncssh adds to the key exchange list by itself: not algorithms a side chose.
+_KEX_MARKERS = ("ext-info-", "kex-strict-")
+
+
+class JoinRefused(ClusterdError):
+    """A join that did not happen, and why; nothing changed on either side."""
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class JoinRequest(Wire):
+    check: bool
+    hostname: Annotated[str, Field(min_length=1, max_length=253)]
+    serial: Annotated[str, Field(min_length=1, max_length=64)]
+    software: Annotated[str, Field(min_length=1, max_length=64)]
+    group: Annotated[str, Field(min_length=1, max_length=64)]
+    machine: dict[str, Any]  # the membership row: address, ports, transport, keys
+
+
+class JoinAnswer(Wire):
+    ok: bool
+    error: str = ""
+    cluster: str = ""
+    member: str = ""
+    software: str = ""
+    snapshot: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Joiner:
+    """Who opened a join session: a cluster admin (passphrase) or a prepared machine."""
+
+    kind: Literal["passphrase", "key"]
+    name: str  # the admin user, or the host name the key was registered for
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Algorithms:
+    """SSH algorithms offered, in order of preference (from ``sshconfig``)."""
+
+    kex: tuple[str, ...] = ()
+    encryption: tuple[str, ...] = ()
+    mac: tuple[str, ...] = ()
+    host_key: tuple[str, ...] = ()
+
+    @classmethod
+    def from_sshconfig(cls, value: dict[str, Any]) -> Algorithms:
+        return cls(
+            tuple(value["kex_algorithms"]),
+            tuple(value["encryption_algorithms"]),
+            tuple(value["mac_algorithms"]),
+            tuple(value["host_key_algorithms"]),
+        )
+
+    def server_options(self) -> dict[str, Any]:
+        return {"kex_algs": list(self.kex), "encryption_algs": list(self.encryption),
+                "mac_algs": list(self.mac)}  # fmt: skip
+
+    def client_options(self) -> dict[str, Any]:
+        return {**self.server_options(), "server_host_key_algs": list(self.host_key)}
+
+
+def fingerprint(key: asyncssh.SSHKey) -> str:
+    """``SHA256:...`` exactly as ``ssh-keygen -l`` and ``ssh`` print it."""
+    return str(key.get_fingerprint("sha256"))
+
+
+def mismatch(exc: asyncssh.KeyExchangeFailed, where: str) -> str:
+    """Turn asyncssh's 'No matching X algorithm found, sent A and received B' into advice."""
+    text = str(exc.reason)
+    kind, _, rest = text.partition(" algorithm found, sent ")
+    mine, _, theirs = rest.partition(" and received ")
+    if not rest:
+        return f"SSH negotiation with {where} failed: {text}"
+    kind = kind.removeprefix("No matching ")
+
+    def clean(algs: str) -> str:
+        names = [a for a in algs.split(",") if not a.startswith(_KEX_MARKERS)]
+        return ", ".join(names) or "nothing"
+
+    return (
+        f"SSH algorithm mismatch with {where}: no common {kind} algorithm. "
+        f"This machine offers: {clean(mine)}. {where} offers: {clean(theirs)}. "
+        f"Add one algorithm both accept to sshconfig on either side."
+    )
+
+
+class _Client(asyncssh.SSHClient):
+    def __init__(self) -> None:
+        self.banners: list[str] = []
+
+    def auth_banner_received(self, msg: str, lang: str) -> None:
+        self.banners.append(msg.strip())
+
+
+def _refused(exc: BaseException, where: str, client: _Client | None, how: str) -> JoinRefused:
+    if isinstance(exc, asyncssh.KeyExchangeFailed):
+        return JoinRefused(mismatch(exc, where))
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return JoinRefused(
+            f"{where} presented a host key other than the one confirmed: refusing to go on"
+        )
+    if isinstance(exc, asyncssh.PermissionDenied):
+        said = client.banners[-1] if client and client.banners else ""
+        return JoinRefused(f"{where} refused {how}" + (f": {said}" if said else ""))
+    if isinstance(exc, TimeoutError):
+        return JoinRefused(f"{where} did not answer in time")
+    text = str(exc) or type(exc).__name__
+    return JoinRefused(f"cannot reach {where}: {text}")
+
+
+async def probe(address: str, port: int, algs: Algorithms, timeout: float) -> asyncssh.SSHKey:
+    """The member's host key, before any authentication."""
+    where = f"{address}:{port}"
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                address,
+                port,
+                kex_algs=list(algs.kex),
+                server_host_key_algs=list(algs.host_key),
+                config=None,
+            ),
+            timeout,
+        )
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise _refused(exc, where, None, "the connection") from None
+    if key is None:
+        raise JoinRefused(f"{where} presented no host key")
+    return key
+
+
+async def call(
+    address: str,
+    port: int,
+    *,
+    host_key: asyncssh.SSHKey,
+    request: JoinRequest,
+    algs: Algorithms,
+    timeout: float,
+    passphrase: tuple[str, str] | None = None,
+    machine_key: asyncssh.SSHKey | None = None,
+) -> JoinAnswer:
+    """One join exchange; ``passphrase`` is (user, passphrase), else ``machine_key``."""
+    where = f"{address}:{port}"
+    client = _Client()
+    if passphrase is not None:
+        auth: dict[str, Any] = {"username": passphrase[0], "password": passphrase[1],
+                                "client_keys": None, "preferred_auth": "password"}  # fmt: skip
+        how = f"the passphrase of user {passphrase[0]!r}"
+    elif machine_key is not None:
+        auth = {"username": KEY_USER, "client_keys": [machine_key], "preferred_auth": "publickey"}
+        how = "this machine's key (is it registered there with PREPJOIN NEW, and committed?)"
+    else:
+        raise JoinRefused("a join needs the admin passphrase or a key registered with PREPJOIN")
+    try:
+        conn, _ = await asyncio.wait_for(
+            asyncssh.create_connection(
+                lambda: client,
+                address,
+                port,
+                known_hosts=([host_key], [], []),
+                agent_path=None,
+                config=None,
+                **auth,
+                **algs.client_options(),
+            ),
+            timeout,
+        )
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise _refused(exc, where, client, how) from None
+    try:
+        async with conn:
+            process = await asyncio.wait_for(
+                conn.create_process(subsystem=SUBSYSTEM, encoding=None), timeout
+            )
+            process.stdin.write(request.model_dump_json().encode() + b"\n")
+            process.stdin.write_eof()
+            raw = await asyncio.wait_for(process.stdout.read(), timeout * 10)
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise _refused(exc, where, client, how) from None
+    try:
+        answer = JoinAnswer.model_validate_json(raw)
+    except ValidationError:
+        raise JoinRefused(f"{where} sent an answer that is not a join answer") from None
+    if not answer.ok:
+        raise JoinRefused(answer.error)
+    return answer
+
+
+@dataclass
+class JoinLine:
+    """The member side of a join session: collects one request line."""
+
+    buf: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> JoinRequest | str | None:
+        """The request once complete, an error sentence if malformed, else None."""
+        self.buf += data
+        if b"\n" not in self.buf:
+            return "join request too long" if len(self.buf) > MAX_REQUEST else None
+        line = bytes(self.buf).split(b"\n", 1)[0]
+        try:
+            return JoinRequest.model_validate(json.loads(line))
+        except (ValueError, ValidationError) as exc:
+            return f"malformed join request: {str(exc).splitlines()[0]}"

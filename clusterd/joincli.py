@@ -1,0 +1,104 @@
+"""``clusterd join``: the person-facing join, over the local daemon's control socket.
+
+1. fetch the member's host key and show its fingerprint (SHA256, as OpenSSH prints
+   it); ask "Is this a valid key for this host?" -- or, with ``--fingerprint``, compare
+   without asking;
+2. authenticate (the cluster admin passphrase, or this machine's PREPJOIN key) and ask
+   the member to check the join: a dry run that lists every setting the join discards;
+3. after confirmation (or ``--yes``), join: the daemon keeps a copy of the standalone
+   configuration and reports where.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from clusterd import control
+from clusterd.errors import ClusterdError
+
+PASSPHRASE_ENV = "CLUSTERD_PASSPHRASE"
+
+
+def _ask(question: str, stdin: TextIO, stdout: TextIO) -> bool:
+    stdout.write(f"{question} [N]> ")
+    stdout.flush()
+    answer = stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _call(data_dir: Path, message: dict[str, Any]) -> dict[str, Any]:
+    answer = control.request(data_dir, message, timeout=120.0)
+    if not answer.get("ok"):
+        raise ClusterdError(str(answer.get("error")))
+    return answer
+
+
+def passphrase_from(path: Path | None, prompt: Callable[[str], str] = getpass.getpass) -> str:
+    """A file's first line, else $CLUSTERD_PASSPHRASE, else typed at the terminal."""
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError, UnicodeDecodeError) as exc:
+            raise ClusterdError(f"cannot read a passphrase from {path}: {exc}") from None
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    return prompt("Enter the cluster admin passphrase: ")
+
+
+def run(
+    data_dir: Path,
+    *,
+    address: str,
+    port: int,
+    fingerprint: str | None,
+    key: bool,
+    ccs: bool,
+    enable_ccs: bool,
+    group: str,
+    user: str,
+    passphrase_file: Path | None,
+    yes: bool,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+) -> int:
+    out = stdout.write
+    probed = _call(data_dir, {"op": "probe", "address": address, "port": port})
+    seen = probed["fingerprint"]
+    out(f"The host key fingerprint of {address} port {port} is\n  {seen}\n")
+    if fingerprint is None:
+        if not _ask("Is this a valid key for this host?", stdin, stdout):
+            out("Join cancelled: the host key was not confirmed. Nothing was changed.\n")
+            return 1
+        fingerprint = seen
+    request: dict[str, Any] = {
+        "op": "join",
+        "address": address,
+        "port": port,
+        "fingerprint": fingerprint,
+        "group": group,
+        "user": user,
+        "ccs": ccs,
+        "enable_ccs": enable_ccs,
+    }
+    if not (key or ccs):
+        request["passphrase"] = passphrase_from(passphrase_file)
+    report = _call(data_dir, {**request, "dry_run": True})
+    out(f"Joining cluster {report['cluster']!r} through {report['member']}, group {group}.\n")
+    if report["discard"]:
+        out("These settings of this machine will be discarded and replaced by the cluster's:\n")
+        for item in report["discard"]:
+            out(f"  {item['feature']:<20} {item['title']}\n")
+        out("Network settings are kept. A copy of this machine's settings is saved first.\n")
+    else:
+        out("This machine has no settings of its own to discard.\n")
+    if not yes and not _ask("Do you want to join?", stdin, stdout):
+        out("Join cancelled. Nothing was changed.\n")
+        return 1
+    done = _call(data_dir, request)
+    out(f"Joined cluster {done['cluster']!r}. Standalone settings saved in {done['saved']}\n")
+    return 0

@@ -1,0 +1,43 @@
+"""Failed logins and joins, counted per source address, with a lockout.
+
+A source that fails ``limit`` times within ``window`` seconds is refused, without its
+attempt being checked at all, for ``lockout`` seconds.  Peer links (machine keys) do
+not count: a key cannot be guessed, and members behind one address must not lock each
+other out.  Time is passed in, so the policy is tested without waiting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Limiter:
+    limit: int = 5
+    window: float = 60.0
+    lockout: float = 60.0
+    failures: dict[str, deque[float]] = field(default_factory=dict)
+    locked: dict[str, float] = field(default_factory=dict)  # source -> locked until
+
+    def blocked(self, source: str, now: float) -> float:
+        """Seconds of lockout left for ``source`` (0: it may try)."""
+        until = self.locked.get(source)
+        if until is None:
+            return 0.0
+        if now >= until:
+            del self.locked[source]
+            self.failures.pop(source, None)
+            return 0.0
+        return until - now
+
+    def failed(self, source: str, now: float) -> bool:
+        """Count a failure; True when it starts a lockout."""
+        seen = self.failures.setdefault(source, deque())
+        seen.append(now)
+        while seen and seen[0] <= now - self.window:
+            seen.popleft()
+        if len(seen) >= self.limit and source not in self.locked:
+            self.locked[source] = now + self.lockout
+            return True
+        return False
