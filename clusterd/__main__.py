@@ -100,11 +100,16 @@ def _run(args: argparse.Namespace) -> int:
         from clusterd import identity, joincli
 
         serial = args.serial or f"CD-{secrets.token_hex(4).upper()}"
-        passphrase = None
-        if not args.no_admin:
-            passphrase = joincli.passphrase_from(args.admin_passphrase_file, _new_passphrase)
+
+        def passphrase() -> str:
+            return joincli.passphrase_from(args.admin_passphrase_file, _new_passphrase)
+
         config = identity.init(
-            args.data_dir, args.hostname, serial, _overrides(args), admin_passphrase=passphrase
+            args.data_dir,
+            args.hostname,
+            serial,
+            _overrides(args),
+            admin_passphrase=None if args.no_admin else passphrase,
         )
         print(json.dumps(identity.describe(config), indent=2))
     elif args.command == "run":
@@ -165,6 +170,11 @@ def _print(data_dir: Path, message: Any) -> int:
 def _new_passphrase(prompt: str) -> str:
     import getpass
 
+    if not sys.stdin.isatty():
+        raise ClusterdError(
+            "no admin passphrase: give --admin-passphrase-file, set $CLUSTERD_PASSPHRASE "
+            "or run on a terminal (--no-admin creates no admin user)"
+        )
     first = getpass.getpass("Choose the admin passphrase: ")
     if getpass.getpass("Repeat it: ") != first:
         raise ClusterdError("the two passphrases differ")

@@ -86,6 +86,7 @@ def add_group(store: Store, group: str, *, user: str) -> Commit:
         raise LifecycleError(f"group {group!r} already exists")
     pending = Pending()
     pending.write(store.state, Unit("groups", CLUSTER, group), _row(store, "groups", group, {}))
+    _move_definitions(store, pending, Mode.group(group), None)  # a former group's leftovers
     return _commit(store, pending, user, f"add group {group}")
 
 
@@ -97,6 +98,7 @@ def rename_group(store: Store, old: str, new: str, *, user: str) -> Commit:
     pending = Pending()
     pending.write(store.state, Unit("groups", CLUSTER, new), _row(store, "groups", new, {}))
     pending.write(store.state, Unit("groups", CLUSTER, old), None)
+    _move_definitions(store, pending, Mode.group(new), None)  # a former group's leftovers
     for machine in _members_of(store, old):
         row = {**_machine_row(store, machine), "group": new}
         pending.write(store.state, Unit("machines", CLUSTER, machine), row)
@@ -145,7 +147,9 @@ def set_name(store: Store, name: str, *, user: str) -> Commit:
         raise LifecycleError(f"the cluster is already named {name!r}")
     record = definition(store.state.entries("cluster", CLUSTER), is_table=False)
     try:
-        value = store.catalogue["cluster"].validate_record({**(record or {}), "name": name})
+        value = store.catalogue["cluster"].validate_record(
+            {**(record or {}), "name": name, "id": layers.cluster_id(store.state)}
+        )
     except InvalidSetting as exc:
         raise LifecycleError("; ".join(exc.problems)) from None
     pending = Pending()

@@ -8,6 +8,7 @@ reaches it).  One JSON object per line each way.  Requests::
     {"op": "disconnect"} / {"op": "reconnect"}
     {"op": "query", "peer": SERIAL, "kind": "digest"}
     {"op": "get", "feature": ..., "mode": ...}     what the mode defines (null: nothing)
+    {"op": "effective"}                          this machine's effective configuration
     {"op": "truncate", "keep": N}
     {"op": "stop"}
 
@@ -45,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clusterd import layers
 from clusterd.edits import Start
 from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
@@ -102,6 +104,10 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
             mode = Mode.from_key(str(request["mode"]))
             entries = daemon.store.state.entries(feature.command, mode.key)
             return {"ok": True, "value": definition(entries, feature.is_table)}
+        if op == "effective":
+            store = daemon.store
+            values = layers.effective_values(store.state, store.catalogue, store.hostname)
+            return {"ok": True, "values": values}
         if op == "truncate":
             return {"ok": True, "truncated": daemon.store.truncate_log(int(request["keep"]))}
         if op == "stop":

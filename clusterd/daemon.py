@@ -149,18 +149,20 @@ class Daemon:
 
     async def _listen_admin(self) -> None:
         c = self.config
-        server = await ssh.listen(
-            lambda: ssh.AdminServer(self), c.listen, c.ssh_port, self.host_key, self.algorithms()
-        )
         if self.admin_server is not None:
             self.admin_server.close()
-        self.admin_server = server
+            await self.admin_server.wait_closed()
+            self.admin_server = None
+        self.admin_server = await ssh.listen(
+            lambda: ssh.AdminServer(self), c.listen, c.ssh_port, self.host_key, self.algorithms()
+        )
 
     async def set_ccs_listener(self, on: bool) -> None:
         """Start or stop the CCS port, and remember the choice in ``clusterd.toml``."""
         c = self.config
         if self.ccs_server is not None:
             self.ccs_server.close()
+            await self.ccs_server.wait_closed()
             self.ccs_server = None
         if on:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +30,24 @@ def init(
     hostname: str,
     serial: str,
     overrides: dict[str, Any],
-    admin_passphrase: str | None = None,
+    admin_passphrase: str | Callable[[], str] | None = None,
 ) -> DaemonConfig:
     """Create the machine: refuses a directory that already holds one.
 
     With ``admin_passphrase``, user ``admin`` (role admin) is created with its hash: the
     passphrase a cluster's members check when this machine's settings become the
-    cluster's (create) and another machine joins with it."""
-    if admin_passphrase is not None and len(admin_passphrase) < MIN_PASSPHRASE_LENGTH:
-        raise ConfigError(f"the admin passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
+    cluster's (create) and another machine joins with it.  A callable is asked only
+    once the directory and the settings are known to be good."""
     data_dir = data_dir.resolve()
     if (data_dir / CONFIG_NAME).exists():
         raise ConfigError(f"{data_dir} already holds a machine ({CONFIG_NAME} exists)")
     settings = {"hostname": hostname, "serial": serial}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     config = parse(settings, data_dir, "command line")
+    if callable(admin_passphrase):
+        admin_passphrase = admin_passphrase()
+    if admin_passphrase is not None and len(admin_passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise ConfigError(f"the admin passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _new_key(config.host_key)
     _new_key(config.machine_key)

@@ -15,7 +15,6 @@ Every failure comes back as ``JoinRefused`` with a sentence saying what went wro
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -97,22 +96,29 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
     return str(key.get_fingerprint("sha256"))
 
 
-def mismatch(exc: asyncssh.KeyExchangeFailed, where: str) -> str:
-    """Turn asyncssh's 'No matching X algorithm found, sent A and received B' into advice."""
+def mismatch(exc: asyncssh.KeyExchangeFailed, where: str, ours: Algorithms | None = None) -> str:
+    """Turn asyncssh's 'No matching X algorithm found, sent A and received B' into advice.
+
+    The text comes from whichever side gave up first: when the far side did, its
+    "sent" list is its own, so the lists are told apart by what this machine offers."""
     text = str(exc.reason)
     kind, _, rest = text.partition(" algorithm found, sent ")
-    mine, _, theirs = rest.partition(" and received ")
+    sent, _, received = rest.partition(" and received ")
     if not rest:
         return f"SSH negotiation with {where} failed: {text}"
     kind = kind.removeprefix("No matching ")
 
-    def clean(algs: str) -> str:
-        names = [a for a in algs.split(",") if not a.startswith(_KEX_MARKERS)]
-        return ", ".join(names) or "nothing"
+    def names(algs: str) -> list[str]:
+        return [a for a in algs.split(",") if a and not a.startswith(_KEX_MARKERS)]
 
+    mine, theirs = names(sent), names(received)
+    offered = set() if ours is None else {*ours.kex, *ours.encryption, *ours.mac, *ours.host_key}
+    if offered and not set(mine) & offered and set(theirs) & offered:
+        mine, theirs = theirs, mine
     return (
         f"SSH algorithm mismatch with {where}: no common {kind} algorithm. "
-        f"This machine offers: {clean(mine)}. {where} offers: {clean(theirs)}. "
+        f"This machine offers: {', '.join(mine) or 'nothing'}. "
+        f"{where} offers: {', '.join(theirs) or 'nothing'}. "
         f"Add one algorithm both accept to sshconfig on either side."
     )
 
@@ -125,9 +131,11 @@ class _Client(asyncssh.SSHClient):
         self.banners.append(msg.strip())
 
 
-def _refused(exc: BaseException, where: str, client: _Client | None, how: str) -> JoinRefused:
+def _refused(
+    exc: BaseException, where: str, client: _Client | None, how: str, algs: Algorithms
+) -> JoinRefused:
     if isinstance(exc, asyncssh.KeyExchangeFailed):
-        return JoinRefused(mismatch(exc, where))
+        return JoinRefused(mismatch(exc, where, algs))
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return JoinRefused(
             f"{where} presented a host key other than the one confirmed: refusing to go on"
@@ -156,7 +164,7 @@ async def probe(address: str, port: int, algs: Algorithms, timeout: float) -> as
             timeout,
         )
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise _refused(exc, where, None, "the connection") from None
+        raise _refused(exc, where, None, "the connection", algs) from None
     if key is None:
         raise JoinRefused(f"{where} presented no host key")
     return key
@@ -200,7 +208,7 @@ async def call(
             timeout,
         )
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise _refused(exc, where, client, how) from None
+        raise _refused(exc, where, client, how, algs) from None
     try:
         async with conn:
             process = await asyncio.wait_for(
@@ -210,7 +218,7 @@ async def call(
             process.stdin.write_eof()
             raw = await asyncio.wait_for(process.stdout.read(), timeout * 10)
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise _refused(exc, where, client, how) from None
+        raise _refused(exc, where, client, how, algs) from None
     try:
         answer = JoinAnswer.model_validate_json(raw)
     except ValidationError:
@@ -229,10 +237,12 @@ class JoinLine:
     def feed(self, data: bytes) -> JoinRequest | str | None:
         """The request once complete, an error sentence if malformed, else None."""
         self.buf += data
-        if b"\n" not in self.buf:
-            return "join request too long" if len(self.buf) > MAX_REQUEST else None
-        line = bytes(self.buf).split(b"\n", 1)[0]
+        line, newline, _ = bytes(self.buf).partition(b"\n")
+        if len(line) > MAX_REQUEST:
+            return "join request too long"
+        if not newline:
+            return None
         try:
-            return JoinRequest.model_validate(json.loads(line))
-        except (ValueError, ValidationError) as exc:
+            return JoinRequest.model_validate_json(line)
+        except ValidationError as exc:
             return f"malformed join request: {str(exc).splitlines()[0]}"

@@ -47,7 +47,10 @@ def passphrase_from(path: Path | None, prompt: Callable[[str], str] = getpass.ge
             raise ClusterdError(f"cannot read a passphrase from {path}: {exc}") from None
     if os.environ.get(PASSPHRASE_ENV):
         return os.environ[PASSPHRASE_ENV]
-    return prompt("Enter the cluster admin passphrase: ")
+    try:
+        return prompt("Enter the cluster admin passphrase: ")
+    except EOFError:
+        raise ClusterdError("no passphrase given (end of input)") from None
 
 
 def run(

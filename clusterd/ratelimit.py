@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+MAX_SOURCES = 1024  # beyond this many sources seen, forget the ones that went quiet
+
 
 @dataclass
 class Limiter:
@@ -33,6 +35,8 @@ class Limiter:
 
     def failed(self, source: str, now: float) -> bool:
         """Count a failure; True when it starts a lockout."""
+        if len(self.failures) > MAX_SOURCES:
+            self._forget(now)
         seen = self.failures.setdefault(source, deque())
         seen.append(now)
         while seen and seen[0] <= now - self.window:
@@ -41,3 +45,9 @@ class Limiter:
             self.locked[source] = now + self.lockout
             return True
         return False
+
+    def _forget(self, now: float) -> None:
+        """Drop sources with no failure inside the window and no lockout running."""
+        for source in [s for s, seen in self.failures.items() if seen[-1] <= now - self.window]:
+            if source not in self.locked:
+                del self.failures[source]

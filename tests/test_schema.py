@@ -22,6 +22,7 @@ VALID: dict[str, tuple[str | None, dict[str, Any]]] = {
     "cluster": (None, {"name": "mail-cluster"}),
     "groups": ("Europe", {}),
     "machines": ("mx1.example.com", {"serial": "C100V-0001", "group": "Europe"}),
+    "prepjoin": ("mx2.example.com", {"serial": "C100V-0002", "machine_key": KEY}),
     "dnsconfig": (None, {"mode": "local", "servers": [{"address": "10.0.0.53", "priority": 1}]}),
     "smtproutes": (".example.com", {"destinations": [{"host": "mail.example.com"}]}),
     "listenerconfig": (
@@ -85,8 +86,8 @@ def test_every_feature_has_examples() -> None:
 
 def test_catalogue_order_and_levels() -> None:
     commands = CATALOGUE.commands()
-    assert commands[:3] == ["cluster", "groups", "machines"]
-    assert commands[3:5] == ["dnsconfig", "smtproutes"]
+    assert commands[:4] == ["cluster", "groups", "machines", "prepjoin"]
+    assert commands[4:6] == ["dnsconfig", "smtproutes"]
     assert commands[-4:] == ["interfaceconfig", "sethostname", "setgateway", "routeconfig"]
     for feature in CATALOGUE:
         if feature.internal:

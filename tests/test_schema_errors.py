@@ -30,6 +30,15 @@ INVALID: list[tuple[str, str | None, dict[str, Any], list[str]]] = [
         ["machines row 'mx1.example.com': transport 'ccs' needs a ccs_port"],
     ),
     (
+        "prepjoin",
+        "mx2.example.com",
+        {"serial": "S2", "machine_key": "not a key"},
+        [
+            "prepjoin row 'mx2.example.com' field 'machine_key': not an OpenSSH public key "
+            "line ('ssh-ed25519 AAAA... comment')"
+        ],
+    ),
+    (
         "dnsconfig",
         None,
         {"mode": "local"},

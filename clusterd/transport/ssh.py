@@ -96,6 +96,7 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
         super().__init__(server.mesh)
         self.server = server
         self.join: JoinLine | None = None  # a join session, not a link
+        self.answered = False  # a join session answers one request, then ignores input
 
     def connection_made(self, chan: Any) -> None:
         self.chan = chan
@@ -136,18 +137,20 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
         if self.join is None:
             self._data(data)
             return
+        if self.answered:
+            return
         request = self.join.feed(data)
         if request is not None:
             self._answer(request)
 
     def eof_received(self) -> bool:
-        if self.join is not None and self.join.buf and b"\n" not in self.join.buf:
+        if self.join is not None and not self.answered:
             self._answer(self.join.feed(b"\n") or "empty join request")
         return False
 
     def _answer(self, request: JoinRequest | str) -> None:
         assert self.server.joiner is not None
-        self.join = JoinLine(bytearray(b"\n"))  # answered: ignore the rest
+        self.answered = True
         answer = self.mesh.admit_request(request, self.server.joiner)
         self.chan.write(answer.model_dump_json().encode() + b"\n")
         self.chan.exit(0 if answer.ok else 1)
@@ -350,7 +353,7 @@ async def dial(
         text = f"{where} presented a host key that is not the one membership records"
         raise TransportError("authentication error", text) from None
     except asyncssh.KeyExchangeFailed as exc:
-        raise TransportError("connection failure", mismatch(exc, where)) from None
+        raise TransportError("connection failure", mismatch(exc, where, algs)) from None
     except (OSError, asyncssh.Error, TimeoutError) as exc:
         text = str(exc) or exc.__class__.__name__
         raise TransportError("connection failure", f"cannot reach {where}: {text}") from None
