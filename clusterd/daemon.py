@@ -329,7 +329,9 @@ class Daemon:
                     raise TransportError("connection failure", f"DNS: {found.reason}")
                 address = found.answers[0]
             algs = self.algorithms()
-            io = await ssh.dial(self, peer, address, self.machine_key, algs, timeout)
+            io = await ssh.dial(
+                self, peer, address, self.machine_key, algs, timeout, self.config.listen
+            )
         except TransportError as exc:
             if serial in self.node.peers and self.node.peers[serial].dialing:
                 self.execute(self.node.dial_failed(serial, self.now(), exc.kind, exc.reason))

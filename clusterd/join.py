@@ -123,7 +123,9 @@ def mismatch(exc: asyncssh.KeyExchangeFailed, where: str, ours: Algorithms | Non
     )
 
 
-class _Client(asyncssh.SSHClient):
+class BannerClient(asyncssh.SSHClient):
+    """Keeps the reasons a server gives in authentication banners."""
+
     def __init__(self) -> None:
         self.banners: list[str] = []
 
@@ -132,7 +134,7 @@ class _Client(asyncssh.SSHClient):
 
 
 def _refused(
-    exc: BaseException, where: str, client: _Client | None, how: str, algs: Algorithms
+    exc: BaseException, where: str, client: BannerClient | None, how: str, algs: Algorithms
 ) -> JoinRefused:
     if isinstance(exc, asyncssh.KeyExchangeFailed):
         return JoinRefused(mismatch(exc, where, algs))
@@ -183,7 +185,7 @@ async def call(
 ) -> JoinAnswer:
     """One join exchange; ``passphrase`` is (user, passphrase), else ``machine_key``."""
     where = f"{address}:{port}"
-    client = _Client()
+    client = BannerClient()
     if passphrase is not None:
         auth: dict[str, Any] = {"username": passphrase[0], "password": passphrase[1],
                                 "client_keys": None, "preferred_auth": "password"}  # fmt: skip

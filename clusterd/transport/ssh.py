@@ -34,7 +34,15 @@ import asyncssh
 from clusterd.errors import TransportError
 from clusterd.join import KEY_USER as JOIN_USER
 from clusterd.join import SUBSYSTEM as JOIN_SUBSYSTEM
-from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinLine, JoinRequest, mismatch
+from clusterd.join import (
+    Algorithms,
+    BannerClient,
+    JoinAnswer,
+    Joiner,
+    JoinLine,
+    JoinRequest,
+    mismatch,
+)
 from clusterd.members import Endpoint, key_text
 
 SUBSYSTEM = "clusterd"
@@ -322,8 +330,10 @@ async def dial(
     machine_key: asyncssh.SSHKey,
     algs: Algorithms,
     timeout: float,
+    local: str | None = None,
 ) -> _ClientChannel:
-    """Open a link to ``peer``; the caller registers it with ``mesh.link_up``."""
+    """Open a link to ``peer`` from ``local`` (the address we listen on, so the far side
+    reverse-resolves the right one); the caller registers it with ``mesh.link_up``."""
     if not peer.host_key:
         raise TransportError("authentication error", f"no host key recorded for {peer.hostname}")
     try:
@@ -332,9 +342,12 @@ async def dial(
         text = f"bad host key for {peer.hostname}: {exc}"
         raise TransportError("authentication error", text) from None
     where = f"{peer.hostname} ({address}:{peer.port}, {peer.transport})"
+    client = BannerClient()
+    bind = {"local_addr": (local, 0)} if local and local not in ("0.0.0.0", "::") else {}
     try:
-        conn = await asyncio.wait_for(
-            asyncssh.connect(
+        conn, _ = await asyncio.wait_for(
+            asyncssh.create_connection(
+                lambda: client,
                 address,
                 peer.port,
                 username=PEER_USER,
@@ -344,11 +357,14 @@ async def dial(
                 config=None,
                 preferred_auth="publickey",
                 **algs.client_options(),
+                **bind,
             ),
             timeout,
         )
     except asyncssh.PermissionDenied:
-        raise TransportError("authentication error", f"{where} refused our machine key") from None
+        said = f": {client.banners[-1]}" if client.banners else ""
+        text = f"{where} refused our machine key{said}"
+        raise TransportError("authentication error", text) from None
     except asyncssh.HostKeyNotVerifiable:
         text = f"{where} presented a host key that is not the one membership records"
         raise TransportError("authentication error", text) from None
