@@ -118,6 +118,10 @@ def save_standalone(store: Store, data_dir: Path) -> Path:
     """Keep a copy of this machine's own settings before a join replaces them."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     path = Path(data_dir) / f"standalone-{store.hostname}-{stamp}.json"
+    n = 1
+    while path.exists():  # never overwrite an earlier copy (two joins in one second)
+        n += 1
+        path = Path(data_dir) / f"standalone-{store.hostname}-{stamp}-{n}.json"
     document = {"machine": store.hostname, "saved_at": stamp, "settings": _own_definitions(store)}
     path.write_text(json.dumps(document, indent=1, sort_keys=True), encoding="utf-8")
     return path

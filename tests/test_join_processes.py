@@ -444,3 +444,37 @@ def test_removed_while_away_is_refused_and_can_leave(three: Testbed) -> None:
     before = effective(c)
     c.op("removemachine", machine=c.hostname)
     assert cluster_of(c) is None and effective(c) == before
+
+
+async def _join_session(port: int, body: bytes, **auth: Any) -> tuple[bytes, int | None]:
+    import asyncssh
+
+    async with asyncssh.connect(
+        "127.0.0.1", port, known_hosts=None, config=None, agent_path=None, **auth
+    ) as conn:
+        process = await conn.create_process(subsystem="clusterd-join", encoding=None)
+        process.stdin.write(body)
+        process.stdin.write_eof()
+        out = await process.stdout.read()
+        await process.wait_closed()
+        return out, process.exit_status
+
+
+async def test_malformed_join_requests_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    import asyncssh
+
+    with Testbed(tmp_path, 1, seed=False, ccs_enabled=True) as bed:
+        bed.start()
+        (a,) = bed.machines
+        a.op("create", name="americas")
+        before = snapshot(a)
+        admin = {"username": "admin", "password": PASSPHRASE, "client_keys": None}
+        for body in [b"not json\n", b"[" * 100_000 + b"\n", b'{"check": "yes"}\n', b"", b"{}"]:
+            out, status = await _join_session(a.config.ssh_port, body, **admin)
+            assert status == 1 and b'"ok":false' in out and b"join request" in out, out[:200]
+        assert snapshot(a) == before
+        # The CCS port takes no passphrases at all.
+        with pytest.raises(asyncssh.PermissionDenied):
+            await _join_session(a.config.ccs_port, b"{}\n", **admin)
+        assert a.proc is not None and a.proc.poll() is None
+        assert snapshot(a) == before

@@ -74,6 +74,8 @@ def test_join_reports_what_it_discards_keeps_a_copy_and_keeps_network_settings(
     assert "laadmin" in report["userconfig"]
     saved = lifecycle.save_standalone(la, tmp_path)
     assert json.loads(saved.read_text())["settings"]["settz"]["timezone"] == "America/Los_Angeles"
+    again = lifecycle.save_standalone(la, tmp_path)  # same second: a second copy, not over it
+    assert again != saved and saved.exists() and again.exists()
     lifecycle.join(la, ny.export_state())
     resolved = layers.effective(la.state, la.catalogue, LA)
     assert resolved["settz"].value == {"timezone": "America/New_York"}
