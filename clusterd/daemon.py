@@ -421,7 +421,12 @@ class Daemon:
         policy = self.config.reverse_dns
         if policy == "off":
             return None
-        found = await self.resolver.reverse(address)
+        # Decide before the dialler gives up on its handshake, whatever dns_timeout says.
+        cap = max(0.5, self.timing.handshake_timeout * 0.75)
+        try:
+            found = await asyncio.wait_for(self.resolver.reverse(address), cap)
+        except TimeoutError:
+            found = Lookup(address, False, (), "dns", f"reverse lookup timed out after {cap} s")
         self.reverse_seen[serial] = found
         if found.ok:
             return None

@@ -92,6 +92,21 @@ def received(m: Machine) -> list[str]:
     return [t for t in alerts(m, "authentication error") if t.startswith("login from")]
 
 
+def _bed(
+    tmp_path: Path, settings: dict[str, Any], policy: str, *, advertise: bool
+) -> contextlib.AbstractContextManager[Testbed]:
+    """m0 and m1 on their own addresses, an empty hosts file, DNS as ``settings`` say."""
+    return machines(
+        tmp_path,
+        [M0, M1],
+        advertise_address=advertise,
+        hosts_file=empty_hosts(tmp_path),
+        reverse_dns=policy,
+        dns_timeout=1.0,
+        **settings,
+    )
+
+
 def membership_addresses(m: Machine) -> dict[str, Any]:
     rows = m.ask({"op": "get", "feature": "machines", "mode": "cluster"})["value"]
     return {host: row.get("address") for host, row in rows.items()}
@@ -106,15 +121,7 @@ def test_members_found_by_name_link_up_and_connstatus_confirms(tmp_path: Path) -
     records = {f"m0.{DOMAIN}": M0, f"m1.{DOMAIN}": M1}
     with (
         DnsServer(tmp_path / "dns", records, domain=DOMAIN) as server,
-        machines(
-            tmp_path,
-            [M0, M1],
-            advertise_address=False,
-            hosts_file=empty_hosts(tmp_path),
-            reverse_dns="require",
-            dns_timeout=1.0,
-            **server.resolver_settings(),
-        ) as bed,
+        _bed(tmp_path, server.resolver_settings(), "require", advertise=False) as bed,
     ):
         form_cluster(bed)
         m0, m1 = bed.machines
@@ -198,15 +205,7 @@ def test_forward_timeout_is_reported_and_bounded(tmp_path: Path) -> None:
     and CONNSTATUS answers within a few seconds."""
     with (
         Blackhole() as hole,
-        machines(
-            tmp_path,
-            [M0, M1],
-            advertise_address=False,
-            hosts_file=empty_hosts(tmp_path),
-            reverse_dns="off",
-            dns_timeout=1.0,
-            **hole.resolver_settings(),
-        ) as bed,
+        _bed(tmp_path, hole.resolver_settings(), "off", advertise=False) as bed,
     ):
         form_cluster(bed)
         m0, m1 = bed.machines
@@ -244,15 +243,7 @@ def _reverse_bed(
     tmp_path: Path, settings: dict[str, Any], policy: str
 ) -> contextlib.AbstractContextManager[Testbed]:
     """Members with addresses in their rows (no forward lookups needed to dial)."""
-    return machines(
-        tmp_path,
-        [M0, M1],
-        advertise_address=True,
-        hosts_file=empty_hosts(tmp_path),
-        reverse_dns=policy,
-        dns_timeout=1.0,
-        **settings,
-    )
+    return _bed(tmp_path, settings, policy, advertise=True)
 
 
 def test_reverse_require_refuses_a_member_without_ptr(tmp_path: Path) -> None:

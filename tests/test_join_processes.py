@@ -100,6 +100,16 @@ def cluster_of(m: Machine) -> str | None:
     return m.status()["cluster"]  # type: ignore[no-any-return]
 
 
+def americas(bed: Testbed) -> list[Machine]:
+    """Machine 0 creates cluster americas, the others join it over SSH; all linked."""
+    first, *others = bed.machines
+    first.op("create", name="americas")
+    for m in others:
+        m.join(first)
+    bed.wait(bed.linked, what="linked")
+    return bed.machines
+
+
 @pytest.fixture
 def three(tmp_path: Path) -> Any:
     with Testbed(tmp_path, 3, seed=False) as bed:
@@ -327,11 +337,7 @@ def test_failed_passphrases_lock_the_source_out(tmp_path: Path) -> None:
 
 
 def test_groups_and_names_replicate_at_once(three: Testbed) -> None:
-    a, b, c = three.machines
-    a.op("create", name="americas")
-    b.join(a)
-    c.join(a)
-    three.wait(three.linked, what="linked")
+    a, b, c = americas(three)
     a.op("addgroup", group="Paris")
     b.op("setgroup", machine=c.hostname, group="Paris")
     c.edit(define("settz", "group:Paris"), at(TZ, "group:Paris"))
@@ -362,11 +368,7 @@ def test_groups_and_names_replicate_at_once(three: Testbed) -> None:
 
 
 def test_remove_flattens_and_last_member_deletes_the_cluster(three: Testbed) -> None:
-    a, b, c = three.machines
-    a.op("create", name="americas")
-    b.join(a)
-    c.join(a)
-    three.wait(three.linked, what="linked")
+    a, b, c = americas(three)
     a.op("addgroup", group="Paris")
     a.op("setgroup", machine=b.hostname, group="Paris")
     a.edit(define("settz", "group:Paris"), at(TZ, "group:Paris"))
@@ -428,11 +430,7 @@ def test_four_members_built_by_operations_then_one_removed_and_rejoined(tmp_path
 
 
 def test_removed_while_away_is_refused_and_can_leave(three: Testbed) -> None:
-    a, b, c = three.machines
-    a.op("create", name="americas")
-    b.join(a)
-    c.join(a)
-    three.wait(three.linked, what="linked")
+    a, _, c = americas(three)
     c.stop()
     done = a.op("removemachine", machine=c.hostname)
     assert not done["flattened"] and "could not be told" in done["warning"]
