@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from clusterd.daemon import Daemon
 
 log = logging.getLogger("clusterd.admin")
+WILDCARD = ("0.0.0.0", "::", "")
 
 
 class Admin:
@@ -55,7 +56,9 @@ class Admin:
         c = self.daemon.config
         return {
             "serial": c.serial,
-            "address": c.listen if c.advertise_address else None,
+            # A wildcard listen address says nothing of where we are: members resolve
+            # our host name instead.
+            "address": c.listen if c.advertise_address and c.listen not in WILDCARD else None,
             "ssh_port": c.ssh_port,
             "ccs_port": c.ccs_port if ccs else None,
             "transport": "ccs" if ccs else "ssh",

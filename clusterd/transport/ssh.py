@@ -343,7 +343,7 @@ async def dial(
         raise TransportError("authentication error", text) from None
     where = f"{peer.hostname} ({address}:{peer.port}, {peer.transport})"
     client = BannerClient()
-    bind = {"local_addr": (local, 0)} if local and local not in ("0.0.0.0", "::") else {}
+    bind = {"local_addr": (local, 0)} if local and local not in ("0.0.0.0", "::", "") else {}
     try:
         conn, _ = await asyncio.wait_for(
             asyncssh.create_connection(
