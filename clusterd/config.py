@@ -72,6 +72,11 @@ class DaemonConfig(BaseModel):
         return self.data_dir / "machine_ed25519_key"
 
     @property
+    def admin_key(self) -> Path:
+        """The local admin key: ``clusterd shell`` logs in as admin with it (0600)."""
+        return self.data_dir / "admin_ed25519_key"
+
+    @property
     def control_socket(self) -> Path:
         return self.data_dir / "control.sock"
 

@@ -440,6 +440,21 @@ class Daemon:
     def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
         return self.admin.admit(request, joiner)
 
+    def admin_for_key(self, user: str, key: str) -> bool:
+        """The local admin key (user admin), or a key sshconfig gives ``user``."""
+        local = self.config.admin_key.with_suffix(".pub")
+        if user == "admin" and local.exists() and key_text(local.read_text()) == key:
+            return True
+        feature = self.store.catalogue["sshconfig"]
+        chain = layers.chain(self.store.state, self.config.hostname)
+        keys = layers.resolve(self.store.state, feature, chain).value["admin_keys"]
+        return any(k["user"] == user and key_text(k["key"]) == key for k in keys)
+
+    def open_shell(self, user: str, chan: Any, command: str | None) -> ssh.ShellIO:
+        from cli.serve import ShellChannel
+
+        return ShellChannel(self, user, chan, command)
+
     # -- local operations (control socket; the shell later) ----------------------------
 
     def committed(self, commit: Commit | None) -> None:

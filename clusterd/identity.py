@@ -51,6 +51,7 @@ def init(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _new_key(config.host_key)
     _new_key(config.machine_key)
+    _new_key(config.admin_key)
     store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
     try:
         if admin_passphrase is not None:

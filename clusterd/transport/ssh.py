@@ -59,10 +59,20 @@ class Mesh(Protocol):
     async def reverse_check(self, serial: str, address: str) -> str | None: ...
     def auth_blocked(self, source: str) -> str | None: ...
     def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer: ...
+    def admin_for_key(self, user: str, key: str) -> bool: ...
+    def open_shell(self, user: str, chan: Any, command: str | None) -> ShellIO: ...
     def link_up(self, link: LinkIO, peer: str, outbound: bool) -> int: ...
     def link_data(self, link_id: int, data: bytes) -> None: ...
     def link_down(self, link_id: int, reason: str) -> None: ...
     def auth_failed(self, source: str, reason: str, *, counts: bool = False) -> None: ...
+
+
+class ShellIO(Protocol):
+    """An admin shell on a channel (``cli.serve.ShellChannel``)."""
+
+    def start(self) -> None: ...
+    def feed(self, data: bytes) -> None: ...
+    def stop(self) -> None: ...
 
 
 class LinkIO(Protocol):
@@ -105,18 +115,26 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
         self.server = server
         self.join: JoinLine | None = None  # a join session, not a link
         self.answered = False  # a join session answers one request, then ignores input
+        self.shell: ShellIO | None = None  # an admin shell (interactive or one command)
+        self.command: str | None = None
 
     def connection_made(self, chan: Any) -> None:
         self.chan = chan
 
     def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
-        return False
+        return self.server.admin is not None
 
     def shell_requested(self) -> bool:
+        if self.server.admin is not None:
+            self.shell = self.mesh.open_shell(self.server.admin, self.chan, None)
+            return True
         log.warning("%s: refused a shell on the %s port", self.server.source, self.server.name)
         return False
 
     def exec_requested(self, command: str) -> bool:
+        if self.server.admin is not None:
+            self.shell = self.mesh.open_shell(self.server.admin, self.chan, command)
+            return True
         log.warning(
             "%s: refused exec %r on the %s port", self.server.source, command, self.server.name
         )
@@ -137,11 +155,16 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
         return False
 
     def session_started(self) -> None:
-        if self.join is None:
+        if self.shell is not None:
+            self.shell.start()
+        elif self.join is None:
             assert self.server.peer is not None
             self.link_id = self.mesh.link_up(self, self.server.peer, outbound=False)
 
     def data_received(self, data: bytes, datatype: Any) -> None:
+        if self.shell is not None:
+            self.shell.feed(data)
+            return
         if self.join is None:
             self._data(data)
             return
@@ -152,6 +175,8 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
             self._answer(request)
 
     def eof_received(self) -> bool:
+        if self.shell is not None:
+            return True  # half-open: a command runs on after its input ends (ssh host CMD)
         if self.join is not None and not self.answered:
             self._answer(self.join.feed(b"\n") or "empty join request")
         return False
@@ -164,6 +189,8 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
         self.chan.exit(0 if answer.ok else 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.shell is not None:
+            self.shell.stop()
         self._lost(exc)
 
     def close(self) -> None:
@@ -187,6 +214,7 @@ class PeerServer(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.peer: str | None = None
         self.joiner: Joiner | None = None
+        self.admin: str | None = None  # an admin who may open shells (admin port only)
         self.source = "?"
         self.host = "?"
 
@@ -223,6 +251,7 @@ class PeerServer(asyncssh.SSHServer):
         if reason is not None:
             return self._refuse(reason, counts=True)
         self.joiner = Joiner("passphrase", username)
+        self.admin = username if self.passwords else None
         return True
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
@@ -247,7 +276,11 @@ class PeerServer(asyncssh.SSHServer):
                 return self._refuse(why, counts=True)
             self.joiner = Joiner("key", host, text)
             return True
-        return self._refuse(f"unknown user {username!r} for key login", counts=True)
+        if self.passwords and self.mesh.admin_for_key(username, text):
+            self.admin = username
+            return True
+        return self._refuse(f"key {key.get_fingerprint()} is not an admin key of user "
+                            f"{username!r}", counts=True)  # fmt: skip
 
     def session_requested(self) -> ChannelSession:
         return ChannelSession(self)

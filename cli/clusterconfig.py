@@ -1,0 +1,287 @@
+"""``clusterconfig``: the standalone menu (create, join) and the cluster menu.
+
+Every operation has a batch form (``clusterconfig addgroup Paris``) and a menu path;
+both end in the same ``clusterd.admin`` call.  Membership operations take effect at
+once; PREPJOIN NEW / DELETE are pending changes of this shell's session.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cli.console import choose, confirm
+from cli.shell import Shell, Usage
+from clusterd import layers
+from clusterd.lifecycle import MAIN_GROUP
+
+CLUSTER_OPS = [
+    ("ADDGROUP", "Add a cluster group."),
+    ("SETGROUP", "Set the group that machines are a member of."),
+    ("RENAMEGROUP", "Rename a cluster group."),
+    ("DELETEGROUP", "Remove a cluster group."),
+    ("REMOVEMACHINE", "Remove a machine from the cluster."),
+    ("SETNAME", "Set the cluster name."),
+    ("LIST", "List the machines in the cluster."),
+    ("LISTDETAIL", "List the machines in the cluster with detail."),
+    ("DISCONNECT", "Temporarily detach this machine from the cluster."),
+    ("RECONNECT", "Restore connections with this machine after a disconnect."),
+    ("PREPJOIN", "Prepare the addition of a new machine over CCS or pre-shared keys."),
+    ("CONNSTATUS", "Show the status of connections between machines in the cluster."),
+]
+
+
+async def clusterconfig(shell: Shell, args: list[str]) -> int:
+    if shell.cluster is None:
+        return await _standalone(shell, args)
+    if args:
+        return await _cluster_op(shell, args[0].lower(), args[1:])
+    question = "This machine is disconnected. Reconnect it now?"
+    if (
+        shell.daemon.node.disconnected
+        and shell.console.interactive
+        and await confirm(shell.console, question, True)
+    ):
+        return await _cluster_op(shell, "reconnect", [])
+    shell.write(f"Cluster {shell.cluster}")
+    shell.write("")
+    shell.write("Choose the operation you want to perform:")
+    for name, text in CLUSTER_OPS:
+        shell.write(f"- {name} - {text}")
+    answer = (await shell.console.ask("", "")).strip().lower()
+    if not answer:
+        return 0
+    return await _cluster_op(shell, answer, [])
+
+
+async def _standalone(shell: Shell, args: list[str]) -> int:
+    if args:
+        op = args[0].lower()
+        if op == "create" and len(args) == 2:
+            return _done(shell, shell.daemon.admin.create(args[1], shell.user))
+        if op == "join":
+            return await _join_batch(shell, args[1:])
+        if op == "prepjoin" and args[1:] == ["print"]:
+            return _prepjoin_print(shell)
+        raise Usage("clusterconfig create NAME | join ... | prepjoin print (standalone)")
+    shell.write("Do you want to join or create a cluster?")
+    pick = await choose(
+        shell.console,
+        "",
+        [
+            "No, configure as standalone.",
+            "Create a new cluster.",
+            "Join an existing cluster over SSH.",
+            "Join an existing cluster over CCS.",
+        ],
+    )
+    if pick == 1:
+        return 0
+    if pick == 2:
+        name = await shell.console.ask("Enter the name of the new cluster.")
+        done = shell.daemon.admin.create(name.strip(), shell.user)
+        shell.write(f"Cluster {done['cluster']} created.")
+        return 0
+    return await _join_menu(shell, ccs=pick == 4)
+
+
+async def _join_menu(shell: Shell, *, ccs: bool) -> int:
+    ask = shell.console.ask
+    enable = await confirm(shell.console, "Do you want to enable the Cluster Communication "
+                           "Service on this machine?", ccs)  # fmt: skip
+    shell.write("WARNING: every setting of this machine except its network settings will be")
+    shell.write("lost and replaced by the cluster's and its group's settings.")
+    address = (await ask("Enter the IP address of a machine in the cluster.")).strip()
+    port = int(await ask("Enter the remote port to connect to.", "2222" if ccs else "22"))
+    passphrase = None
+    if not ccs:
+        ways = ["the cluster admin passphrase", "pre-shared keys (PREPJOIN)"]
+        how = await choose(shell.console, "Authenticate with:", ways)
+        if how == 1:
+            passphrase = await ask("Enter the passphrase of user admin in the cluster.")
+    probed = await shell.daemon.admin.probe(address, port)
+    shell.write(f"The host key fingerprint of {address} port {port} is {probed['fingerprint']}")
+    if not await confirm(shell.console, "Is this a valid key for this host?", False):
+        shell.write("Join cancelled. Nothing was changed.")
+        return 1
+    group = (await ask("Enter the group to join.", MAIN_GROUP)).strip()
+    request: dict[str, Any] = {"address": address, "port": port, "group": group, "ccs": ccs,
+                               "enable_ccs": enable, "passphrase": passphrase,
+                               "fingerprint_expected": probed["fingerprint"]}  # fmt: skip
+    report = await shell.daemon.admin.join(**request, dry_run=True)
+    _report(shell, report)
+    if not await confirm(shell.console, "Do you want to join?", False):
+        shell.write("Join cancelled. Nothing was changed.")
+        return 1
+    done = await shell.daemon.admin.join(**request)
+    shell.write(f"Joined cluster {done['cluster']}. Standalone settings saved in {done['saved']}")
+    return 0
+
+
+def _report(shell: Shell, report: dict[str, Any]) -> None:
+    shell.write(f"Joining cluster {report['cluster']} through {report['member']}.")
+    if report["discard"]:
+        shell.write("These settings of this machine will be discarded:")
+        for item in report["discard"]:
+            shell.write(f"  {item['feature']:<20} {item['title']}")
+    else:
+        shell.write("This machine has no settings of its own to discard.")
+
+
+async def _join_batch(shell: Shell, args: list[str]) -> int:
+    """join [--ccs] [--key] ADDRESS PORT FINGERPRINT [GROUP] [PASSPHRASE]"""
+    ccs = "--ccs" in args
+    key = "--key" in args or ccs
+    words = [a for a in args if a not in ("--ccs", "--key")]
+    if len(words) < 3 or not words[1].isdigit():
+        raise Usage("clusterconfig join [--ccs] [--key] ADDRESS PORT FINGERPRINT [GROUP] "
+                    "[PASSPHRASE]")  # fmt: skip
+    group = words[3] if len(words) > 3 else MAIN_GROUP
+    passphrase = None if key else (words[4] if len(words) > 4 else None)
+    if passphrase is None and not key:
+        passphrase = await shell.console.ask("Enter the passphrase of user admin in the cluster.")
+    done = await shell.daemon.admin.join(
+        address=words[0], port=int(words[1]), fingerprint_expected=words[2], group=group,
+        passphrase=passphrase, ccs=ccs, enable_ccs=ccs,
+    )  # fmt: skip
+    _report(shell, done)
+    shell.write(f"Joined cluster {done['cluster']}. Standalone settings saved in {done['saved']}")
+    return 0
+
+
+def _prepjoin_print(shell: Shell) -> int:
+    info = shell.daemon.admin.prepjoin_print()
+    shell.write(f"Host: {info['hostname']}")
+    shell.write(f"Serial #: {info['serial']}")
+    shell.write(f"Machine key: {info['machine_key']}")
+    return 0
+
+
+def _done(shell: Shell, result: dict[str, Any]) -> int:
+    if result.get("warning"):
+        shell.write(f"Warning: {result['warning']}")
+    return 0
+
+
+async def _arg(shell: Shell, args: list[str], i: int, question: str) -> str:
+    if len(args) > i:
+        return args[i]
+    return (await shell.console.ask(question)).strip()
+
+
+async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
+    admin, user = shell.daemon.admin, shell.user
+    as_json = "--json" in args or "-j" in args
+    args = [a for a in args if a not in ("--json", "-j")]
+    match op:
+        case "list" | "listdetail":
+            listed = admin.listing()
+            if as_json:
+                shell.write(json.dumps({k: v for k, v in listed.items() if k != "text"}, indent=1))
+            elif op == "list":
+                shell.write(listed["text"])
+            else:
+                _listdetail(shell, listed)
+            return 0
+        case "connstatus":
+            found = await admin.connstatus()
+            if as_json:
+                shell.write(json.dumps(found, indent=1))
+                return 0
+            shell.write(f"Reverse DNS policy: {found['reverse_dns']}")
+            for m in found["members"]:
+                why = f" ({m['reason']})" if m["reason"] else ""
+                shell.write(f"{m['hostname']}: {m['state']}{why}")
+                shell.write(f"  forward: {m['forward']}")
+                if m["reverse"]:
+                    shell.write(f"  reverse: {m['reverse']}")
+            return 0
+        case "addgroup":
+            return _done(shell, admin.group_op(op, {"group": await _arg(
+                shell, args, 0, "Enter the name of the new group.")}, user))  # fmt: skip
+        case "setgroup":
+            machine = await _arg(shell, args, 0, "Enter the machine to move.")
+            group = await _arg(shell, args, 1, "Enter the group to put it in.")
+            return _done(shell, admin.group_op(op, {"machine": machine, "group": group}, user))
+        case "renamegroup":
+            old = await _arg(shell, args, 0, "Enter the group to rename.")
+            new = await _arg(shell, args, 1, "Enter the new name of the group.")
+            return _done(shell, admin.group_op(op, {"old": old, "new": new}, user))
+        case "deletegroup":
+            group = await _arg(shell, args, 0, "Enter the group to remove.")
+            members = admin.listing()["groups"].get(group) or {}
+            move_to = args[1] if len(args) > 1 else None
+            if members and move_to is None:
+                move_to = await shell.console.ask(
+                    f"Group {group} has machines. Which group should receive them?", MAIN_GROUP
+                )
+            spec = {"group": group, "move_to": move_to}
+            return _done(shell, admin.group_op(op, spec, user))
+        case "setname":
+            name = await _arg(shell, args, 0, "Enter the new name of the cluster.")
+            return _done(shell, admin.group_op(op, {"name": name}, user))
+        case "removemachine":
+            machine = await _arg(shell, args, 0, "Enter the machine to remove.")
+            if (
+                shell.console.interactive
+                and not args
+                and not await confirm(
+                    shell.console, f"Remove {machine} from the cluster for good?", False
+                )
+            ):
+                return 1
+            result = await admin.remove(machine, user)
+            shell.write(f"{machine} removed from the cluster.")
+            return _done(shell, result)
+        case "disconnect" | "reconnect":
+            from clusterd.control import _membership_flag
+
+            answer = _membership_flag(shell.daemon, op == "disconnect")
+            if not answer["ok"]:
+                shell.write(f"Error: {answer['error']}")
+                return 1
+            shell.write(f"{shell.hostname} {op}ed.")
+            return 0
+        case "prepjoin":
+            return await _prepjoin(shell, args)
+        case _:
+            raise Usage(f"unknown clusterconfig operation {op!r}; see 'help clusterconfig'")
+
+
+def _listdetail(shell: Shell, listed: dict[str, Any]) -> None:
+    shell.write(f"cluster = {listed['cluster']}")
+    for group, machines in listed["groups"].items():
+        shell.write(f"Group {group}:")
+        for machine, row in machines.items():
+            where = row.get("address") or "(by name)"
+            port = row["ccs_port"] if row.get("transport") == "ccs" else row.get("ssh_port")
+            flag = " [Disconnected]" if row.get("disconnected") else ""
+            shell.write(f"Machine {machine} (Serial #: {row['serial']}){flag}")
+            shell.write(f"    {row.get('transport', 'ssh').upper()} {where} port {port}")
+
+
+async def _prepjoin(shell: Shell, args: list[str]) -> int:
+    op = args[0].lower() if args else ""
+    if not op and shell.console.interactive:
+        op = (await shell.console.ask("Choose: NEW, DELETE, PRINT or LIST.", "LIST")).lower()
+    if op == "print":
+        return _prepjoin_print(shell)
+    if op == "new":
+        host = await _arg(shell, args, 1, "Enter the host name of the machine to add.")
+        serial = await _arg(shell, args, 2, "Enter its serial number.")
+        key = " ".join(args[3:]) if len(args) > 3 else await shell.console.ask(
+            "Enter its machine key (the line 'prepjoin print' shows there).")  # fmt: skip
+        shell.session.prepjoin_new(host, serial, key)
+        shell.write(f"{host} prepared: a pending change; commit to make it effective.")
+        return 0
+    if op == "delete":
+        host = await _arg(shell, args, 1, "Enter the host name to remove from the list.")
+        shell.session.prepjoin_delete(host)
+        shell.write(f"{host} removed from the list: a pending change; commit to apply.")
+        return 0
+    prepared = layers.prepared(shell.session.view)  # with this session's pending entries
+    if not prepared:
+        shell.write("No machines are prepared to join.")
+    for host, row in prepared.items():
+        shell.write(f"{host} (Serial #: {row['serial']}) {row['machine_key']}")
+    return 0

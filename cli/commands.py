@@ -1,0 +1,188 @@
+"""The shell's own commands (feature editors are ``cli.editor``, clusterconfig is
+``cli.clusterconfig``): help, clustermode, commit, clear, commitdetail, status,
+version, quit.  ``HANDLERS`` maps each command name to its coroutine."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from cli.clusterconfig import clusterconfig
+from cli.console import confirm
+from cli.shell import Handler, Quit, Shell, Usage
+from clusterd import __version__, layers
+from clusterd.errors import ClusterdError
+from clusterd.modes import Mode
+from schema.restrictions import COMMANDS, Restriction
+
+_WHERE = {
+    Restriction.UNRESTRICTED: "",
+    Restriction.CLUSTER_ONLY: " (cluster mode only)",
+    Restriction.MACHINE_ONLY: " (machine mode only)",
+    Restriction.LOGIN_HOST_ONLY: " (login host only)",
+}
+
+
+def available() -> list[str]:
+    """Commands this shell runs: its own, and one editor per catalogue feature."""
+    from schema.catalogue import CATALOGUE
+
+    features = {f.command for f in CATALOGUE if not f.internal}
+    return sorted(name for name in COMMANDS if name in HANDLERS or name in features)
+
+
+async def help_(shell: Shell, args: list[str]) -> int:
+    if args:
+        info = COMMANDS.get(args[0].lower())
+        if info is None or info.name not in available():
+            raise Usage(f"help [COMMAND]; no command {args[0]!r}")
+        shell.write(f"{info.name}: {info.summary}{_WHERE[info.restriction]}")
+        doc = HELP.get(info.name) or (
+            "FEATURE [print | clustershow | define empty|defaults|inherited | undefine |\n"
+            "  set FIELD=VALUE ... | new ROW FIELD=VALUE ... | edit ROW FIELD=VALUE ... |\n"
+            "  delete ROW | clusterset copy|move cluster|group NAME|machine NAME|allgroups]\n"
+            "Values are JSON where they parse as JSON (lists, numbers, true/false), else text."
+        )
+        shell.write(doc.replace("FEATURE", info.name))
+        return 0
+    for name in available():
+        info = COMMANDS[name]
+        shell.write(f"{name:<18} {info.summary}{_WHERE[info.restriction]}")
+    return 0
+
+
+async def clustermode(shell: Shell, args: list[str]) -> int:
+    if not args:
+        shell.write(f"Current mode: {shell.mode}")
+        return 0
+    if shell.cluster is None:
+        raise ClusterdError("this machine is not in a cluster: it has only its own mode")
+    mode = Mode.parse(" ".join(args))
+    state = shell.store.state
+    if mode.name and mode.key.startswith("group:") and mode.name not in layers.groups(state):
+        raise ClusterdError(f"no group {mode.name!r} (groups: {', '.join(layers.groups(state))})")
+    if mode.key.startswith("machine:") and mode.name not in layers.machines(state):
+        raise ClusterdError(f"no machine {mode.name!r} in the cluster")
+    if mode == Mode.cluster() and shell.console.interactive:
+        question = "Changes made in cluster mode affect every machine. Continue?"
+        if not await confirm(shell.console, question, True):
+            return 1
+    shell.mode = mode
+    return 0
+
+
+async def commit(shell: Shell, args: list[str]) -> int:
+    if not shell.session.pending:
+        shell.write("There are no changes to commit.")
+        return 0
+    comment = " ".join(args) if args else ""
+    if not args and shell.console.interactive:
+        comment = await shell.console.ask("Please enter some comments describing your changes:", "")
+    conflicts = shell.session.conflicts()
+    keep = "keep"
+    if conflicts:
+        shell.write("These pending changes were committed by someone else since you read them:")
+        for c in conflicts:
+            shell.write(f"  {c}")
+        if not await confirm(shell.console, "Overwrite their changes with yours?", False):
+            keep = "discard"
+    made = shell.session.commit(comment, on_conflict=keep)
+    shell.daemon.committed(made)
+    if made is None:
+        shell.write("Nothing left to commit.")
+        return 0
+    shell.write(f"Changes committed: {time.strftime('%a %b %d %H:%M:%S %Y', time.localtime())}")
+    return 0
+
+
+async def clearchanges(shell: Shell, args: list[str]) -> int:
+    if not shell.session.pending:
+        shell.write("There are no pending changes.")
+        return 0
+    if not await confirm(shell.console, "Discard all pending changes?", True):
+        return 1
+    shell.write(f"{shell.session.clear()} pending change(s) discarded.")
+    return 0
+
+
+async def commitdetail(shell: Shell, args: list[str]) -> int:
+    limit = int(args[0]) if args and args[0].isdigit() else 10
+    commits = shell.store.commit_log(limit)
+    losses = {str(x.loser.commit) for x in shell.store.inconsistencies()}
+    rows = []
+    for c in commits:
+        changed = sorted({(w.unit.feature, w.unit.mode) for w in c.writes})
+        rows.append(
+            {
+                "id": str(c.id),
+                "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.at)),
+                "user": c.user,
+                "origin": c.id.origin,
+                "comment": c.comment,
+                "changed": [f"{f} at {Mode.from_key(m)}" for f, m in changed],
+                "inconsistent": str(c.id) in losses,
+            }
+        )
+    if "--json" in args or "-j" in args:
+        shell.write(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        flag = "  (lost to a concurrent change: see clustercheck)" if r["inconsistent"] else ""
+        shell.write(f"{r['id']}  {r['time']}  {r['user']}  {r['comment']!r}{flag}")
+        for what in r["changed"]:
+            shell.write(f"    {what}")
+    return 0
+
+
+async def status(shell: Shell, args: list[str]) -> int:
+    s = shell.daemon.status()
+    if "--json" in args or "-j" in args:
+        shell.write(json.dumps(s, indent=1, default=str))
+        return 0
+    shell.write(f"Machine {s['hostname']} (Serial #: {s['serial']}), clusterd {s['software']}")
+    shell.write(f"Cluster: {s['cluster'] or '(standalone)'}, up {s['uptime_s']:.0f} s")
+    for p in s["peers"]:
+        extra = f" rtt {p['rtt_ms']} ms" if p["rtt_ms"] is not None else ""
+        why = f" ({p['reason']})" if p["reason"] else ""
+        shell.write(f"  {p['hostname']:<30} {p['state']:<12}{extra}{why}")
+    return 0
+
+
+async def version(shell: Shell, args: list[str]) -> int:
+    shell.write(f"clusterd {__version__} on {shell.hostname}")
+    return 0
+
+
+async def quit_(shell: Shell, args: list[str]) -> int:
+    if shell.session.pending and shell.console.interactive:
+        question = f"You have {len(shell.session.pending)} uncommitted change(s). Leave anyway?"
+        if not await confirm(shell.console, question, False):
+            return 1
+    raise Quit
+
+
+HELP = {
+    "clustermode": "clustermode [cluster | group NAME | machine FQDN]",
+    "commit": "commit [COMMENT]   commits the pending changes of every mode",
+    "commitdetail": "commitdetail [N] [--json]   the N most recent commits (10)",
+    "clusterconfig": "clusterconfig [create NAME | list | listdetail | connstatus |\n"
+    "  addgroup G | setgroup MACHINE G | renamegroup OLD NEW | deletegroup G [TO] |\n"
+    "  removemachine MACHINE | setname NAME | disconnect | reconnect |\n"
+    "  prepjoin print | prepjoin new HOST SERIAL KEY | prepjoin delete HOST | prepjoin list |\n"
+    "  join ADDRESS PORT FINGERPRINT [GROUP]]   (--json for list, listdetail, connstatus)",
+    "status": "status [--json]",
+}
+
+HANDLERS: dict[str, Handler] = {
+    "help": help_,
+    "clustermode": clustermode,
+    "commit": commit,
+    "clearchanges": clearchanges,
+    "clear": clearchanges,
+    "commitdetail": commitdetail,
+    "status": status,
+    "version": version,
+    "quit": quit_,
+    "exit": quit_,
+    "clusterconfig": clusterconfig,
+}

@@ -1,0 +1,98 @@
+"""The console every shell command talks to: write, ask, confirm, choose.
+
+The same command runs under prompt_toolkit over SSH or in a local terminal
+(``PromptConsole``), as one ``ssh host COMMAND`` call (``BatchConsole``: questions take
+their defaults where they have one, else the command fails and says to use its batch
+form) and in tests (``ScriptedConsole``: answers given up front, output collected).
+Commands never print: everything goes through the console.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from clusterd.errors import ClusterdError
+
+
+class NoAnswer(ClusterdError):
+    """Raised when a command needs an answer that nobody can give (batch, scripts)."""
+
+
+class Console(Protocol):
+    interactive: bool
+
+    def write(self, text: str = "") -> None: ...
+    async def ask(self, question: str, default: str | None = None) -> str: ...
+
+
+def _prompt(question: str, default: str | None) -> str:
+    return f"{question}\n[{default}]> " if default is not None else f"{question}\n[]> "
+
+
+async def confirm(console: Console, question: str, default: bool = False) -> bool:
+    """Y/N question; the answer must be one of y, yes, n, no (asked again otherwise)."""
+    for _ in range(5):
+        answer = (await console.ask(question, "Y" if default else "N")).strip().lower()
+        if answer in ("y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False
+        console.write("Please answer Y or N.")
+    raise NoAnswer(f"no clear answer to: {question}")
+
+
+async def choose(console: Console, question: str, options: list[str], default: int = 1) -> int:
+    """A numbered menu; returns the 1-based number of the option chosen."""
+    for _ in range(5):
+        console.write(question)
+        for i, option in enumerate(options, 1):
+            console.write(f"{i}. {option}")
+        answer = (await console.ask("", str(default))).strip()
+        if answer.isdigit() and 1 <= int(answer) <= len(options):
+            return int(answer)
+        console.write(f"Please enter a number from 1 to {len(options)}.")
+    raise NoAnswer(f"no choice made for: {question}")
+
+
+class ScriptedConsole:
+    """Answers given in advance (an empty answer takes the default); output collected."""
+
+    interactive = True
+
+    def __init__(self, answers: Iterable[str] = ()) -> None:
+        self.answers: deque[str] = deque(answers)
+        self.lines: list[str] = []
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def write(self, text: str = "") -> None:
+        self.lines.extend(text.split("\n"))
+
+    async def ask(self, question: str, default: str | None = None) -> str:
+        self.lines.extend(_prompt(question, default).rstrip().split("\n"))
+        if not self.answers:
+            raise NoAnswer(f"the script has no answer for: {question or 'the menu'}")
+        answer = self.answers.popleft()
+        self.lines[-1] += answer
+        return answer if answer or default is None else default
+
+
+class BatchConsole(ScriptedConsole):
+    """One command from ``ssh host COMMAND``: defaults are taken, nothing else is asked."""
+
+    interactive = False
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def ask(self, question: str, default: str | None = None) -> str:
+        if default is None:
+            raise NoAnswer(
+                f"this needs an answer ({question or 'a choice'}): run the command "
+                "interactively, or use its batch form (see help)"
+            )
+        return default

@@ -1,0 +1,211 @@
+"""One editor for every feature of the catalogue, driven by its schema.
+
+``FEATURE`` alone shows where the values come from and offers a menu; every operation
+also has a one-line form::
+
+    FEATURE print | clustershow | define empty|defaults|inherited | undefine
+    FEATURE set FIELD=VALUE ...                 (a record)
+    FEATURE new ROW FIELD=VALUE ... | edit ROW FIELD=VALUE ... | delete ROW   (a table)
+    FEATURE clusterset copy|move cluster | group NAME | machine NAME | allgroups
+
+Edits are pending changes of the shell's session at its current mode.  Editing where
+the mode does not define the feature offers to start from the defaults or from a copy
+of the inherited settings; after an edit, the modes that override it and the
+references that become unavailable on some machine are named.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cli.console import choose
+from cli.shell import Shell, Usage
+from clusterd import layers, references
+from clusterd.edits import Start
+from clusterd.modes import Mode
+from schema.feature import Feature
+
+OPS_TABLE = ["NEW", "EDIT", "DELETE", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]
+OPS_RECORD = ["SET", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]
+
+
+def parse_fields(words: list[str]) -> dict[str, Any]:
+    """``a=1 b=x c=["p","q"]``: JSON where the value parses as JSON, else the text."""
+    found: dict[str, Any] = {}
+    for word in words:
+        name, eq, text = word.partition("=")
+        if not eq or not name:
+            raise Usage(f"FIELD=VALUE expected, not {word!r}")
+        try:
+            found[name] = json.loads(text)
+        except ValueError:
+            found[name] = text
+    return found
+
+
+def show(value: Any) -> str:
+    return json.dumps(value, indent=1, sort_keys=True)
+
+
+async def edit_feature(shell: Shell, args: list[str]) -> int:
+    feature = shell.store.catalogue[args[0]]
+    words = args[1:]
+    if not words:
+        _where(shell, feature)
+        ops = OPS_TABLE if feature.is_table else OPS_RECORD
+        pick = await choose(shell.console, "Choose the operation you want to perform:",
+                            [*ops, "(done)"], len(ops) + 1)  # fmt: skip
+        if pick > len(ops):
+            return 0
+        words = [ops[pick - 1].lower()]
+        if words[0] in ("new", "edit", "delete"):
+            words.append((await shell.console.ask("Enter the row name.")).strip())
+        if words[0] in ("new", "edit", "set"):
+            hint = ", ".join(_field_names(feature))
+            line = await shell.console.ask(f"Enter FIELD=VALUE pairs ({hint}).", "")
+            words.extend(line.split())
+        if words[0] == "clusterset":
+            where = "copy|move to: cluster | group NAME | machine NAME | allgroups"
+            words.extend((await shell.console.ask(where)).split())
+    return await _run(shell, feature, words[0].lower(), words[1:])
+
+
+def _field_names(feature: Feature) -> list[str]:
+    fields = getattr(feature.model, "model_fields", {})
+    return list(fields)
+
+
+def _where(shell: Shell, feature: Feature) -> None:
+    view, mode = shell.session.view, shell.mode
+    if layers.is_defined(view, feature, mode):
+        shell.write(f"{feature.title}: defined at {mode}.")
+        return
+    if shell.cluster is None:
+        shell.write(f"{feature.title}: not set on this machine; the factory defaults apply.")
+        return
+    inherited = shell.session.edit.inherited(feature, mode)
+    source = _source(shell, feature, mode)
+    shell.write(f"{feature.title}: not defined at {mode}; the values shown come from {source}.")
+    shell.write(show(inherited))
+
+
+def _source(shell: Shell, feature: Feature, mode: Mode) -> str:
+    view = shell.session.view
+    above: list[Mode] = []
+    if mode.key.startswith("machine:"):
+        above = layers.chain(view, mode.name)[1:]
+    elif mode.key.startswith("group:"):
+        above = [Mode.cluster()]
+    resolved = layers.resolve(view, feature, above)
+    return "the factory defaults" if resolved.mode is None else str(resolved.mode)
+
+
+async def _ensure_defined(shell: Shell, feature: Feature) -> None:
+    view, mode = shell.session.view, shell.mode
+    if layers.is_defined(view, feature, mode):
+        return
+    if shell.cluster is None:
+        shell.session.define(feature.command, mode, Start.DEFAULTS)
+        return
+    _where(shell, feature)
+    starts = ["the factory defaults", "a copy of the inherited settings"]
+    question = f"{feature.command} is not defined at {mode}. Start from:"
+    pick = await choose(shell.console, question, starts, 2)
+    start = Start.DEFAULTS if pick == 1 else Start.INHERITED
+    shell.session.define(feature.command, mode, start)
+
+
+async def _run(shell: Shell, feature: Feature, op: str, args: list[str]) -> int:
+    s, mode, cmd = shell.session, shell.mode, feature.command
+    match op:
+        case "print":
+            return _print(shell, feature)
+        case "clustershow":
+            return _clustershow(shell, feature)
+        case "define":
+            start = Start(args[0] if args else "inherited")
+            s.define(cmd, mode, start)
+        case "undefine":
+            s.undefine(cmd, mode)
+        case "set" if not feature.is_table:
+            await _ensure_defined(shell, feature)
+            current = s.edit.current(feature, mode) or {}
+            s.set_record(cmd, mode, {**current, **parse_fields(args)})
+        case "new" | "edit" if feature.is_table:
+            if not args:
+                raise Usage(f"{cmd} {op} ROW FIELD=VALUE ...")
+            await _ensure_defined(shell, feature)
+            row = shell.session.view.row(cmd, mode.key, args[0])
+            if op == "new" and row is not None:
+                raise Usage(f"{cmd} already has a row {args[0]!r}: use edit")
+            if op == "edit" and row is None:
+                raise Usage(f"{cmd} has no row {args[0]!r} at {mode}: use new")
+            s.set_row(cmd, mode, args[0], {**(row or {}), **parse_fields(args[1:])})
+        case "delete" if feature.is_table:
+            if not args:
+                raise Usage(f"{cmd} delete ROW")
+            await _ensure_defined(shell, feature)
+            s.delete_row(cmd, mode, args[0])
+        case "clusterset":
+            return _clusterset(shell, feature, args)
+        case _:
+            raise Usage(f"no {op!r} for {cmd}; see 'help {cmd}'")
+    _after_edit(shell, feature, mode)
+    return 0
+
+
+def _print(shell: Shell, feature: Feature) -> int:
+    view, mode = shell.session.view, shell.mode
+    if layers.is_defined(view, feature, mode):
+        shell.write(show(shell.session.edit.current(feature, mode)))
+    else:
+        _where(shell, feature)
+    return 0
+
+
+def _clustershow(shell: Shell, feature: Feature) -> int:
+    if shell.cluster is None:
+        shell.write("This machine is not in a cluster.")
+        return 0
+    shell.write("Configured at mode:")
+    for mode, defined in layers.defined_at(shell.session.view, feature):
+        shell.write(f"    {mode}: {'Yes' if defined else 'No'}")
+    return 0
+
+
+def _clusterset(shell: Shell, feature: Feature, args: list[str]) -> int:
+    if len(args) < 2 or args[0] not in ("copy", "move"):
+        raise Usage(f"{feature.command} clusterset copy|move cluster|group NAME|machine NAME"
+                    "|allgroups")  # fmt: skip
+    s, src = shell.session, shell.mode
+    if args[1] == "allgroups":
+        if args[0] == "move":
+            raise Usage("moving to all groups is not possible: copy, then undefine here")
+        targets = s.copy_to_all_groups(feature.command, src)
+    else:
+        dst = Mode.parse(" ".join(args[1:]))
+        (s.copy if args[0] == "copy" else s.move)(feature.command, src, dst)
+        targets = [dst]
+    for dst in targets:
+        shell.write(f"{feature.title} {args[0]} from {src} to {dst}: pending until commit.")
+        _after_edit(shell, feature, dst)
+    return 0
+
+
+def _after_edit(shell: Shell, feature: Feature, mode: Mode) -> None:
+    view = shell.session.view
+    shadows = layers.overriding(view, feature, mode)
+    if shadows:
+        shell.write("Note: Changes to these settings will not affect the following groups "
+                    "and machines")  # fmt: skip
+        shell.write(f"because they are overriding the {str(mode).lower()}-wide settings:")
+        groups = [m.name for m in shadows if m.key.startswith("group:")]
+        machines = [m.name for m in shadows if m.key.startswith("machine:")]
+        for names in (groups, machines):
+            if names:
+                shell.write(", ".join(names))
+    problems = references.unresolved_everywhere(view, shell.store.catalogue, shell.hostname)
+    for p in problems:
+        if p.feature == feature.command or p.target == feature.command:
+            shell.write(f"- Unavailable on Machine {p.machine}: {p}")

@@ -1,0 +1,161 @@
+"""One admin's shell: its mode, its pending changes, its console; and the dispatcher.
+
+Each SSH login (or local ``clusterd shell``) gets its own ``Shell``; nothing about a
+session lives at module level.  ``run_line`` runs one command line and returns an exit
+status (0 ok, 1 refused or failed, 2 unknown command or bad arguments); errors are
+written to the console with the reason and change nothing.
+
+Restricted commands (``schema.restrictions``) run in another mode ask to switch, with
+the reference's prompt; login-host-only commands act on this machine whatever the mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from cli.console import Console, NoAnswer
+from clusterd import layers
+from clusterd.errors import ClusterdError, InvalidSetting
+from clusterd.modes import Mode
+from clusterd.session import Session
+from schema.feature import Level
+from schema.restrictions import COMMANDS, Restriction, switch_prompt
+
+if TYPE_CHECKING:
+    from clusterd.daemon import Daemon
+
+log = logging.getLogger("clusterd.shell")
+Handler = Callable[["Shell", list[str]], Awaitable[int]]
+
+
+class Quit(Exception):
+    """Raised by quit/exit: the shell ends."""
+
+
+class Usage(ClusterdError):
+    """Raised when a command line is malformed: says the right form."""
+
+
+class Shell:
+    def __init__(self, daemon: Daemon, user: str, console: Console, *, role: str = "admin"):
+        self.daemon = daemon
+        self.user = user
+        self.role = role
+        self.console = console
+        self.session = Session(daemon.store, user)
+        self.mode = Mode.machine(daemon.config.hostname)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Shell {self.user}@{self.hostname} {self.mode} pending={len(self.session.pending)}>"
+        )
+
+    @property
+    def hostname(self) -> str:
+        return self.daemon.config.hostname
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        return self.daemon.store
+
+    @property
+    def cluster(self) -> str | None:
+        return layers.cluster_name(self.store.state)
+
+    def write(self, text: str = "") -> None:
+        self.console.write(text)
+
+    def prompt(self) -> str:
+        """``(Cluster NAME)>``, ``(Group NAME)>``, ``(Machine FQDN)>`` or ``HOSTNAME>``."""
+        self._check_mode()
+        name = self.cluster
+        if name is None:
+            return f"{self.hostname}> "
+        match self.mode.level:
+            case Level.CLUSTER:
+                text = f"(Cluster {name})"
+            case Level.GROUP:
+                text = f"(Group {self.mode.name})"
+            case _:
+                text = f"(Machine {self.mode.name})"
+        if self.daemon.node.disconnected:
+            text += " [Disconnected]"
+        return text + "> "
+
+    def _check_mode(self) -> None:
+        """A mode that no longer exists (group deleted, left the cluster) falls back."""
+        state = self.store.state
+        gone = (
+            self.cluster is None
+            or (self.mode.level is Level.GROUP and self.mode.name not in layers.groups(state))
+            or (self.mode.level is Level.MACHINE and self.mode.name not in layers.machines(state))
+        )
+        if gone:
+            self.mode = Mode.machine(self.hostname)
+
+    # -- running commands ---------------------------------------------------------------
+
+    async def run_line(self, line: str) -> int:
+        from cli.commands import HANDLERS
+        from cli.editor import edit_feature
+
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            self.write(f"Error: {exc}")
+            return 2
+        if not words:
+            return 0
+        name, args = words[0].lower(), words[1:]
+        info = COMMANDS.get(name)
+        handler = HANDLERS.get(name)
+        if handler is None and info is not None and name in self.store.catalogue:
+            handler = edit_feature
+            args = [name, *args]
+        if handler is None:
+            self.write(f"Unknown command: {words[0]}. Type 'help' for the list of commands.")
+            return 2
+        try:
+            if info is not None and not await self._mode_allows(info.restriction):
+                return 1
+            return await handler(self, args)
+        except Quit:
+            raise
+        except Usage as exc:
+            self.write(f"Usage: {exc}")
+            return 2
+        except InvalidSetting as exc:
+            self.write("\n".join(f"Error: {p}" for p in exc.problems))
+            return 1
+        except NoAnswer as exc:
+            self.write(f"Error: {exc}")
+            return 1
+        except ClusterdError as exc:
+            self.write(f"Error: {exc}")
+            return 1
+        except (ValueError, KeyError) as exc:
+            log.info("%r: %s failed: %s", self, name, exc)
+            self.write(f"Error: {exc}")
+            return 1
+
+    async def _mode_allows(self, restriction: Restriction) -> bool:
+        """Cluster-only and machine-only commands offer to switch (in a cluster)."""
+        if self.cluster is None:
+            return True
+        if restriction is Restriction.CLUSTER_ONLY and self.mode.level is not Level.CLUSTER:
+            target = Mode.cluster()
+        elif restriction is Restriction.MACHINE_ONLY and self.mode.level is not Level.MACHINE:
+            target = Mode.machine(self.hostname)
+        else:
+            return True
+        if self.role == "guest":
+            return True  # passwd for a guest: cluster data, no warning, no switch
+        question = switch_prompt(restriction).removesuffix(" [Y]>")
+        if (await self.console.ask(question, "Y")).strip().lower() not in ("y", "yes"):
+            self.write("Command not run: wrong mode.")
+            return False
+        self.mode = target
+        return True
