@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepjoin", help="print what a member needs to register this machine")
     prep.add_argument("--data-dir", type=Path, required=True)
     prep.add_argument("action", choices=["print"])
+    shellp = sub.add_parser("shell", help="open the admin shell of this machine (local key)")
+    shellp.add_argument("--data-dir", type=Path, required=True)
+    shellp.add_argument("words", nargs="*", help="one command to run instead of a shell")
     callp = sub.add_parser("call", help="send one control request (JSON), print the answer")
     callp.add_argument("--data-dir", type=Path, required=True)
     callp.add_argument("request", help='e.g. \'{"op": "list"}\'')
@@ -132,6 +136,13 @@ def _run(args: argparse.Namespace) -> int:
         return _print(args.data_dir, {"op": "create", "name": args.name})
     elif args.command == "prepjoin":
         return _print(args.data_dir, {"op": "prepjoin_print"})
+    elif args.command == "shell":
+        from clusterd import config as cfg
+        from clusterd import identity
+
+        conf = cfg.load(args.data_dir)
+        argv = identity.local_ssh(conf, " ".join(args.words) if args.words else None)
+        os.execvp(argv[0], argv)
     elif args.command == "call":
         try:
             message = json.loads(args.request)

@@ -83,3 +83,21 @@ def describe(config: DaemonConfig) -> dict[str, Any]:
         "machine_key": public_key(config.machine_key),
         "data_dir": str(config.data_dir),
     }
+
+
+def local_ssh(config: DaemonConfig, command: str | None = None) -> list[str]:
+    """The OpenSSH command line that opens this machine's shell with the local admin key.
+
+    The daemon's host key is pinned in ``known_hosts`` of the data directory (written
+    here), so the first login asks nothing and a changed key is refused."""
+    host = "127.0.0.1" if config.listen in ("0.0.0.0", "::", "") else config.listen
+    known = config.data_dir / "known_hosts"
+    where = host if config.ssh_port == 22 else f"[{host}]:{config.ssh_port}"
+    known.write_text(f"{where} {public_key(config.host_key)}\n", encoding="utf-8")
+    argv = ["ssh", "-p", str(config.ssh_port), "-i", str(config.admin_key),
+            "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"]  # fmt: skip
+    if command is None:
+        argv.append("-t")
+    argv.append(f"admin@{host}")
+    return argv if command is None else [*argv, command]

@@ -1,0 +1,139 @@
+"""The shell through the real OpenSSH client: one-command calls and an interactive
+session in tmux (completion, mode switch, an edit, commit), against real daemons."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterd import identity
+from clusterd.testbed import Machine, Testbed
+
+
+def ssh(m: Machine, command: str, key: Path | None = None) -> subprocess.CompletedProcess[str]:
+    argv = identity.local_ssh(m.config, command)
+    if key is not None:
+        argv[argv.index("-i") + 1] = str(key)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Testbed]:
+    with Testbed(tmp_path, 2, seed=False) as bed:
+        bed.start()
+        yield bed
+
+
+def test_one_command_calls_exit_with_their_status(pair: Testbed) -> None:
+    a, b = pair.machines
+    done = ssh(a, "version")
+    assert done.returncode == 0 and f"on {a.hostname}" in done.stdout
+    assert ssh(a, "bogus").returncode == 2
+    assert ssh(a, "clustermode group Nope").returncode == 1
+    assert ssh(a, "clusterconfig create americas").returncode == 0
+    listed = ssh(a, "clusterconfig list")
+    assert listed.stdout.strip() == (
+        f"cluster = americas\nGroup Main_Group:\nMachine {a.hostname} (Serial #: {a.serial})"
+    )
+    # Pending changes live as long as the call: commit in the same line.
+    lost = ssh(a, "clustermode cluster; settz set timezone=Europe/Paris")
+    assert lost.returncode == 0 and "uncommitted change(s) discarded" in lost.stdout
+    kept = ssh(a, "clustermode cluster; settz set timezone=Europe/Paris; commit over ssh")
+    assert kept.returncode == 0 and "Changes committed:" in kept.stdout, kept.stdout
+    assert a.op("get", feature="settz", mode="cluster")["value"] == {"timezone": "Europe/Paris"}
+    # Another machine's local key is not an admin key here.
+    refused = ssh(a, "version", key=b.config.admin_key)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+def test_json_forms(pair: Testbed) -> None:
+    import json
+
+    a, _ = pair.machines
+    a.op("create", name="americas")
+    listed = json.loads(ssh(a, "clusterconfig list --json").stdout)
+    assert listed["cluster"] == "americas" and a.hostname in listed["groups"]["Main_Group"]
+    status = json.loads(ssh(a, "status --json").stdout)
+    assert status["hostname"] == a.hostname
+    commits = json.loads(ssh(a, "commitdetail 5 --json").stdout)
+    assert commits[0]["comment"] == "create cluster americas"
+
+
+class Tmux:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", self.name, *keys)
+
+    def alive(self) -> bool:
+        found = subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True)
+        return found.returncode == 0
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", self.name, "-S", "-200")
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not on the screen:\n{self.screen()}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
+def test_interactive_shell_in_tmux(pair: Testbed) -> None:
+    a, _ = pair.machines
+    a.op("create", name="americas")
+    a.op("addgroup", group="Paris")
+    name = f"clusterd-test-{a.config.ssh_port}"
+    tmux = Tmux(name)
+    command = f"{sys.executable} -m clusterd shell --data-dir {a.dir}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", command],
+                   check=True, timeout=10)  # fmt: skip
+    try:
+        tmux.wait_for(f"(Machine {a.hostname})>")
+        tmux.keys("clusterm")
+        tmux.wait_for("clustermode")  # offered while typing
+        tmux.keys("Tab")  # completion of the command name
+        tmux.wait_for("> clustermode")
+        tmux.keys(" group Pa")
+        tmux.wait_for("Paris")
+        tmux.keys("Tab")  # and of the group name
+        tmux.wait_for("> clustermode group Paris")
+        tmux.keys("Enter")
+        tmux.wait_for("(Group Paris)>")
+        tmux.keys("settz set timezone=Asia/Tokyo", "Enter")
+        tmux.wait_for("a copy of the inherited settings")
+        tmux.keys("1", "Enter")  # start from the factory defaults
+        tmux.keys("commit", "Enter")
+        tmux.wait_for("Please enter some comments")
+        tmux.keys("from tmux", "Enter")
+        tmux.wait_for("Changes committed:")
+        tmux.keys("settz clustershow", "Enter")
+        tmux.wait_for("Group Paris: Yes")
+        tmux.keys("quit", "Enter")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and tmux.alive():
+            time.sleep(0.1)
+        assert not tmux.alive()  # quit ended the ssh session
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, timeout=10)
+    value = a.op("get", feature="settz", mode="group:Paris")["value"]
+    assert value == {"timezone": "Asia/Tokyo"}
+    assert a.op("list")["groups"]["Paris"] == {}
