@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+from cli.clustercheck import clustercheck
 from cli.clusterconfig import clusterconfig
 from cli.console import confirm
 from cli.shell import Handler, Quit, Shell, Usage
@@ -171,6 +172,7 @@ HELP = {
     "  prepjoin print | prepjoin new HOST SERIAL KEY | prepjoin delete HOST | prepjoin list |\n"
     "  join ADDRESS PORT FINGERPRINT [GROUP]]   (--json for list, listdetail, connstatus)",
     "status": "status [--json]",
+    "clustercheck": "clustercheck [--json]   compares every member; offers to force a version",
 }
 
 HANDLERS: dict[str, Handler] = {
@@ -185,4 +187,5 @@ HANDLERS: dict[str, Handler] = {
     "quit": quit_,
     "exit": quit_,
     "clusterconfig": clusterconfig,
+    "clustercheck": clustercheck,
 }

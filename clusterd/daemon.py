@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncssh
 
+from clusterd import check, layers, lifecycle
 from clusterd import config as cfg
-from clusterd import layers, lifecycle
 from clusterd.admin import Admin
 from clusterd.config import DaemonConfig
 from clusterd.digest import state_digest
@@ -46,6 +46,7 @@ from clusterd.peers import (
 )
 from clusterd.protocol import Node
 from clusterd.ratelimit import Limiter
+from clusterd.state import definition
 from clusterd.store import Store
 from clusterd.transport import ssh
 from clusterd.versions import Commit, Snapshot, VersionVector
@@ -243,7 +244,10 @@ class Daemon:
             case Note(text):
                 log.info("%s", text)
             case Ask(peer, qid, kind, args):
-                ok, body = self.answer(kind, args)
+                try:
+                    ok, body = self.answer(kind, args)
+                except (ClusterdError, KeyError, ValueError, TypeError) as exc:
+                    ok, body = False, f"bad {kind} query: {exc}"
                 self.execute(self.node.answer(peer, qid, ok, body, self.now()))
             case Answered():
                 future = self.waiting.pop(action.qid, None)
@@ -468,6 +472,12 @@ class Daemon:
             return True, {"digest": self._state_summary()["digest"], "vv": self.store.state.vv}
         if kind == "status":
             return True, self.status()
+        if kind == "summary":
+            return True, check.summary(self.store)
+        if kind == "definition":
+            feature = self.store.catalogue[str(args["feature"])]
+            entries = self.store.state.entries(feature.command, str(args["mode"]))
+            return True, {"value": definition(entries, feature.is_table)}
         if kind == "leave":
             if self.config.serial not in self.peers:
                 return False, "not a member"
