@@ -171,6 +171,8 @@ async def _arg(shell: Shell, args: list[str], i: int, question: str) -> str:
 
 async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
     admin, user = shell.daemon.admin, shell.user
+    if op not in ("list", "listdetail", "connstatus", "prepjoin"):
+        shell.require_write(f"change the cluster ({op})")
     as_json = "--json" in args or "-j" in args
     args = [a for a in args if a not in ("--json", "-j")]
     match op:

@@ -10,10 +10,13 @@ import time
 from cli.clustercheck import clustercheck
 from cli.clusterconfig import clusterconfig
 from cli.console import confirm
+from cli.inspect import explain, preview
 from cli.shell import Handler, Quit, Shell, Usage
 from clusterd import __version__, layers
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
+from clusterd.session import Session
+from schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
 from schema.restrictions import COMMANDS, Restriction
 
 _WHERE = {
@@ -73,6 +76,7 @@ async def clustermode(shell: Shell, args: list[str]) -> int:
 
 
 async def commit(shell: Shell, args: list[str]) -> int:
+    shell.require_write("commit changes")
     if not shell.session.pending:
         shell.write("There are no changes to commit.")
         return 0
@@ -154,6 +158,41 @@ async def version(shell: Shell, args: list[str]) -> int:
     return 0
 
 
+async def passwd(shell: Shell, args: list[str]) -> int:
+    """Change one's own passphrase (an admin may name another user); takes effect at once."""
+    user = args[0] if args else shell.user
+    if user != shell.user and shell.role != "admin":
+        raise ClusterdError("only an admin may change another user's passphrase")
+    users = shell.daemon.users()
+    if user not in users:
+        raise ClusterdError(f"no user {user!r}")
+    if user == shell.user:
+        old = await shell.console.ask("Old passphrase:", secret=True)
+        if shell.daemon.login(user, old)[0] is None:
+            raise ClusterdError("the old passphrase is wrong; nothing changed")
+    new = await shell.console.ask("New passphrase:", secret=True)
+    if new != await shell.console.ask("Retype new passphrase:", secret=True):
+        raise ClusterdError("the two passphrases differ; nothing changed")
+    if len(new) < MIN_PASSPHRASE_LENGTH:
+        raise ClusterdError(f"a passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
+    mode = Mode.cluster() if shell.cluster is not None else Mode.machine(shell.hostname)
+    session = Session(shell.store, shell.user)  # not the shell's pending changes
+    session.set_row("userconfig", _userconfig_mode(shell, mode), user,
+                    {**users[user], "passphrase_hash": hash_passphrase(new)})  # fmt: skip
+    shell.daemon.committed(session.commit(f"passwd {user}", on_conflict="keep"))
+    shell.write(f"Passphrase of {user} changed.")
+    return 0
+
+
+def _userconfig_mode(shell: Shell, mode: Mode) -> Mode:
+    """Where userconfig is defined (cluster level in a cluster, the machine standalone)."""
+    found = layers.resolve(
+        shell.store.state, shell.store.catalogue["userconfig"], layers.chain(
+            shell.store.state, shell.hostname)
+    ).mode  # fmt: skip
+    return found or mode
+
+
 async def quit_(shell: Shell, args: list[str]) -> int:
     if shell.session.pending and shell.console.interactive:
         question = f"You have {len(shell.session.pending)} uncommitted change(s). Leave anyway?"
@@ -172,6 +211,8 @@ HELP = {
     "  prepjoin print | prepjoin new HOST SERIAL KEY | prepjoin delete HOST | prepjoin list |\n"
     "  join ADDRESS PORT FINGERPRINT [GROUP]]   (--json for list, listdetail, connstatus)",
     "status": "status [--json]",
+    "preview": "preview [--json]   per machine, what the pending changes would change",
+    "explain": "explain FEATURE [MACHINE] [--json]   where the effective value comes from",
     "clustercheck": "clustercheck [--json]   compares every member; offers to force a version",
 }
 
@@ -184,8 +225,11 @@ HANDLERS: dict[str, Handler] = {
     "commitdetail": commitdetail,
     "status": status,
     "version": version,
+    "passwd": passwd,
     "quit": quit_,
     "exit": quit_,
     "clusterconfig": clusterconfig,
     "clustercheck": clustercheck,
+    "preview": preview,
+    "explain": explain,
 }

@@ -24,7 +24,9 @@ class Console(Protocol):
     interactive: bool
 
     def write(self, text: str = "") -> None: ...
-    async def ask(self, question: str, default: str | None = None) -> str: ...
+    async def ask(
+        self, question: str, default: str | None = None, *, secret: bool = False
+    ) -> str: ...
 
 
 def _prompt(question: str, default: str | None) -> str:
@@ -72,12 +74,12 @@ class ScriptedConsole:
     def write(self, text: str = "") -> None:
         self.lines.extend(text.split("\n"))
 
-    async def ask(self, question: str, default: str | None = None) -> str:
+    async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         self.lines.extend(_prompt(question, default).rstrip().split("\n"))
         if not self.answers:
             raise NoAnswer(f"the script has no answer for: {question or 'the menu'}")
         answer = self.answers.popleft()
-        self.lines[-1] += answer
+        self.lines[-1] += "" if secret else answer
         return answer if answer or default is None else default
 
 
@@ -89,7 +91,7 @@ class BatchConsole(ScriptedConsole):
     def __init__(self) -> None:
         super().__init__()
 
-    async def ask(self, question: str, default: str | None = None) -> str:
+    async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         if default is None:
             raise NoAnswer(
                 f"this needs an answer ({question or 'a choice'}): run the command "

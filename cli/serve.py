@@ -88,9 +88,9 @@ class PromptConsole:
     def write(self, text: str = "") -> None:
         print_formatted_text(text)
 
-    async def ask(self, question: str, default: str | None = None) -> str:
+    async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         prompt = f"{question}\n[{default if default is not None else ''}]> "
-        answer = await self.questions.prompt_async(prompt.lstrip("\n"))
+        answer = await self.questions.prompt_async(prompt.lstrip("\n"), is_password=secret)
         return answer if answer or default is None else default
 
 
@@ -118,9 +118,12 @@ class ChannelText:
 class ShellChannel:
     """One shell on one SSH channel, started by the transport once the channel opens."""
 
-    def __init__(self, daemon: Daemon, user: str, chan: Any, command: str | None) -> None:
+    def __init__(
+        self, daemon: Daemon, user: str, role: str, chan: Any, command: str | None
+    ) -> None:
         self.daemon = daemon
         self.user = user
+        self.role = role
         self.chan = chan
         self.command = command
         self.input: PipeInput | None = None
@@ -144,7 +147,7 @@ class ShellChannel:
 
     async def _batch(self, command: str) -> None:
         console = BatchConsole()
-        shell = Shell(self.daemon, self.user, console)
+        shell = Shell(self.daemon, self.user, console, role=self.role)
         log.info("%s runs %r", self.user, command)
         status = 0
         try:
@@ -174,7 +177,7 @@ class ShellChannel:
         log.info("%s opened a shell", self.user)
         try:
             with create_pipe_input() as self.input, create_app_session(self.input, output):
-                shell = Shell(self.daemon, self.user, PromptConsole())
+                shell = Shell(self.daemon, self.user, PromptConsole(), role=self.role)
                 lines: PromptSession[str] = PromptSession(
                     history=InMemoryHistory(), completer=ShellCompleter(shell)
                 )

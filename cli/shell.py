@@ -31,6 +31,10 @@ log = logging.getLogger("clusterd.shell")
 Handler = Callable[["Shell", list[str]], Awaitable[int]]
 
 
+GUEST_COMMANDS = frozenset({"passwd", "help", "quit", "exit", "version"})
+READ_ONLY_ROLES = frozenset({"read-only", "guest"})
+
+
 class Quit(Exception):
     """Raised by quit/exit: the shell ends."""
 
@@ -118,6 +122,9 @@ class Shell:
         if handler is None:
             self.write(f"Unknown command: {words[0]}. Type 'help' for the list of commands.")
             return 2
+        if self.role == "guest" and name not in GUEST_COMMANDS:
+            self.write(f"Error: {self.user} is a guest: only passwd, help and quit are open.")
+            return 1
         try:
             if info is not None and not await self._mode_allows(info.restriction):
                 return 1
@@ -140,6 +147,11 @@ class Shell:
             log.info("%r: %s failed: %s", self, name, exc)
             self.write(f"Error: {exc}")
             return 1
+
+    def require_write(self, what: str) -> None:
+        """Refuse a change to a read-only user."""
+        if self.role in READ_ONLY_ROLES:
+            raise ClusterdError(f"{self.user} ({self.role}) may not {what}")
 
     async def _mode_allows(self, restriction: Restriction) -> bool:
         """Cluster-only and machine-only commands offer to switch (in a cluster)."""

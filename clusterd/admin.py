@@ -232,6 +232,11 @@ class Admin:
         offered = key_text(str(request.machine.get("machine_key") or ""))
         if not offered or not request.machine.get("host_key"):
             raise JoinRefused("the join request carries no machine key or host key")
+        if joiner.kind == "passphrase" and joiner.role != "admin":
+            raise JoinRefused(
+                f"user {joiner.name!r} is not a cluster admin (role {joiner.role}): "
+                "only an admin may add a machine"
+            )
         if joiner.kind == "key":
             prepared = layers.prepared(state).get(joiner.name, {})
             if joiner.name != request.hostname:

@@ -408,17 +408,18 @@ class Daemon:
                 return host
         return None
 
-    def check_passphrase(self, user: str, passphrase: str) -> str | None:
-        """None when ``user`` is an admin of this machine's effective userconfig."""
+    def users(self) -> dict[str, Any]:
+        """This machine's effective userconfig."""
         feature = self.store.catalogue["userconfig"]
         chain = layers.chain(self.store.state, self.config.hostname)
-        users = layers.resolve(self.store.state, feature, chain).value or {}
-        row = users.get(user)
+        return layers.resolve(self.store.state, feature, chain).value or {}
+
+    def login(self, user: str, passphrase: str) -> tuple[str | None, str]:
+        """(the user's role, "") when the passphrase is right, else (None, why not)."""
+        row = self.users().get(user)
         if row is None or not verify_passphrase(passphrase, str(row["passphrase_hash"])):
-            return f"wrong passphrase for user {user!r}"
-        if row["role"] != "admin":
-            return f"user {user!r} is not a cluster admin (role {row['role']})"
-        return None
+            return None, f"wrong passphrase for user {user!r}"
+        return str(row["role"]), ""
 
     async def reverse_check(self, serial: str, address: str) -> str | None:
         """Reverse-resolve a connecting member; a reason to refuse it, or None."""
@@ -444,20 +445,24 @@ class Daemon:
     def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
         return self.admin.admit(request, joiner)
 
-    def admin_for_key(self, user: str, key: str) -> bool:
-        """The local admin key (user admin), or a key sshconfig gives ``user``."""
+    def role_for_key(self, user: str, key: str) -> str | None:
+        """The role of ``user`` when ``key`` is theirs: the local admin key is admin's,
+        other keys are given to users in sshconfig."""
         local = self.config.admin_key.with_suffix(".pub")
         if user == "admin" and local.exists() and key_text(local.read_text()) == key:
-            return True
+            return "admin"
         feature = self.store.catalogue["sshconfig"]
         chain = layers.chain(self.store.state, self.config.hostname)
         keys = layers.resolve(self.store.state, feature, chain).value["admin_keys"]
-        return any(k["user"] == user and key_text(k["key"]) == key for k in keys)
+        row = self.users().get(user)
+        if row is not None and any(k["user"] == user and key_text(k["key"]) == key for k in keys):
+            return str(row["role"])
+        return None
 
-    def open_shell(self, user: str, chan: Any, command: str | None) -> ssh.ShellIO:
+    def open_shell(self, user: str, role: str, chan: Any, command: str | None) -> ssh.ShellIO:
         from cli.serve import ShellChannel
 
-        return ShellChannel(self, user, chan, command)
+        return ShellChannel(self, user, role, chan, command)
 
     # -- local operations (control socket; the shell later) ----------------------------
 

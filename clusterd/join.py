@@ -63,6 +63,7 @@ class Joiner:
     kind: Literal["passphrase", "key"]
     name: str  # the admin user, or the host name the key was registered for
     key: str = ""
+    role: str = "admin"  # of the user, for a passphrase login
 
 
 @dataclass(frozen=True, slots=True)

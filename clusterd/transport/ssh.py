@@ -55,12 +55,12 @@ class Mesh(Protocol):
 
     def peer_for_key(self, key: str) -> str | None: ...
     def prepared_for_key(self, key: str) -> str | None: ...
-    def check_passphrase(self, user: str, passphrase: str) -> str | None: ...
+    def login(self, user: str, passphrase: str) -> tuple[str | None, str]: ...
     async def reverse_check(self, serial: str, address: str) -> str | None: ...
     def auth_blocked(self, source: str) -> str | None: ...
     def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer: ...
-    def admin_for_key(self, user: str, key: str) -> bool: ...
-    def open_shell(self, user: str, chan: Any, command: str | None) -> ShellIO: ...
+    def role_for_key(self, user: str, key: str) -> str | None: ...
+    def open_shell(self, user: str, role: str, chan: Any, command: str | None) -> ShellIO: ...
     def link_up(self, link: LinkIO, peer: str, outbound: bool) -> int: ...
     def link_data(self, link_id: int, data: bytes) -> None: ...
     def link_down(self, link_id: int, reason: str) -> None: ...
@@ -126,14 +126,14 @@ class ChannelSession(_LinkChannel, asyncssh.SSHServerSession[bytes]):
 
     def shell_requested(self) -> bool:
         if self.server.admin is not None:
-            self.shell = self.mesh.open_shell(self.server.admin, self.chan, None)
+            self.shell = self.mesh.open_shell(*self.server.admin, self.chan, None)
             return True
         log.warning("%s: refused a shell on the %s port", self.server.source, self.server.name)
         return False
 
     def exec_requested(self, command: str) -> bool:
         if self.server.admin is not None:
-            self.shell = self.mesh.open_shell(self.server.admin, self.chan, command)
+            self.shell = self.mesh.open_shell(*self.server.admin, self.chan, command)
             return True
         log.warning(
             "%s: refused exec %r on the %s port", self.server.source, command, self.server.name
@@ -214,7 +214,7 @@ class PeerServer(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.peer: str | None = None
         self.joiner: Joiner | None = None
-        self.admin: str | None = None  # an admin who may open shells (admin port only)
+        self.admin: tuple[str, str] | None = None  # (user, role) of a shell login (admin port)
         self.source = "?"
         self.host = "?"
 
@@ -247,11 +247,11 @@ class PeerServer(asyncssh.SSHServer):
         blocked = self.mesh.auth_blocked(self.host)
         if blocked:
             return self._refuse(blocked, counts=False)
-        reason = self.mesh.check_passphrase(username, password)
-        if reason is not None:
+        role, reason = self.mesh.login(username, password)
+        if role is None:
             return self._refuse(reason, counts=True)
-        self.joiner = Joiner("passphrase", username)
-        self.admin = username if self.passwords else None
+        self.joiner = Joiner("passphrase", username, role=role)
+        self.admin = (username, role) if self.passwords else None
         return True
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
@@ -276,8 +276,9 @@ class PeerServer(asyncssh.SSHServer):
                 return self._refuse(why, counts=True)
             self.joiner = Joiner("key", host, text)
             return True
-        if self.passwords and self.mesh.admin_for_key(username, text):
-            self.admin = username
+        role = self.mesh.role_for_key(username, text) if self.passwords else None
+        if role is not None:
+            self.admin = (username, role)
             return True
         return self._refuse(f"key {key.get_fingerprint()} is not an admin key of user "
                             f"{username!r}", counts=True)  # fmt: skip

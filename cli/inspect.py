@@ -1,0 +1,116 @@
+"""``preview`` (what the pending changes would do, machine by machine) and ``explain``
+(where a machine's effective value of a feature comes from, level by level)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from cli.shell import Shell, Usage
+from clusterd import layers
+from clusterd.errors import ClusterdError
+from clusterd.modes import Mode
+from clusterd.state import definition
+
+
+def _machines(shell: Shell) -> list[str]:
+    return list(layers.machines(shell.store.state)) or [shell.hostname]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+async def preview(shell: Shell, args: list[str]) -> int:
+    pending = shell.session.pending
+    if not pending:
+        shell.write("There are no pending changes.")
+        return 0
+    state, view, cat = shell.store.state, shell.session.view, shell.store.catalogue
+    touched = sorted({(u.feature, u.mode) for u, _ in pending.items()})
+    report: dict[str, Any] = {}
+    for machine in _machines(shell):
+        before = layers.effective_values(state, cat, machine)
+        after = layers.effective_values(view, cat, machine)
+        changes = {f: [before[f], after[f]] for f in after if before.get(f) != after[f]}
+        chain = layers.chain(view, machine)
+        shielded = []
+        for f, m in touched:
+            if f not in after or f in changes or m not in {c.key for c in chain}:
+                continue
+            own = layers.resolve(view, cat[f], chain).mode
+            if own is not None and _below(own, Mode.from_key(m)):
+                shielded.append({"feature": f, "at": str(Mode.from_key(m)), "by": str(own)})
+        report[machine] = {"changes": changes, "shielded": shielded}
+    if "--json" in args or "-j" in args:
+        shell.write(json.dumps(report, indent=1))
+        return 0
+    for machine, found in report.items():
+        shell.write(f"Machine {machine}:")
+        if not found["changes"]:
+            shell.write("  no effective change")
+        for feature, (old, new) in found["changes"].items():
+            shell.write(f"  {feature}: {_short(old)} -> {_short(new)}")
+        for s in found["shielded"]:
+            shell.write(f"  not affected by {s['feature']} at {s['at']}: "
+                        f"its own setting at {s['by']} overrides it")  # fmt: skip
+    return 0
+
+
+_DEPTH = {"cluster": 0, "group": 1, "machine": 2}
+
+
+def _below(a: Mode, b: Mode) -> bool:
+    """``a`` is a more specific level than ``b``."""
+    return _DEPTH[a.key.split(":")[0]] > _DEPTH[b.key.split(":")[0]]
+
+
+async def explain(shell: Shell, args: list[str]) -> int:
+    as_json = "--json" in args or "-j" in args
+    words = [a for a in args if a not in ("--json", "-j")]
+    if not words:
+        raise Usage("explain FEATURE [MACHINE] [--json]")
+    feature = shell.store.catalogue[words[0]]
+    machine = words[1] if len(words) > 1 else shell.hostname
+    if machine not in _machines(shell):
+        raise ClusterdError(f"no machine {machine!r} in the cluster")
+    state = shell.store.state
+    hosts = {row["serial"]: h for h, row in layers.machines(state).items()}
+    chain = layers.chain(state, machine)
+    resolved = layers.resolve(state, feature, chain)
+    levels = []
+    for mode in chain:
+        entries = state.entries(feature.command, mode.key)
+        value = definition(entries, feature.is_table)
+        level: dict[str, Any] = {"mode": str(mode), "defined": value is not None}
+        versions = [v for v in [entries.marker, *entries.rows.values()] if v is not None]
+        if value is not None and versions:
+            newest = max(versions, key=lambda v: (v.hlc, v.origin))
+            level["value"] = value
+            level["commit"] = str(newest.commit)
+            level["origin"] = hosts.get(newest.origin, newest.origin)
+            try:
+                c = shell.store.get_commit(newest.commit)
+                level |= {"user": c.user, "at": c.at, "comment": c.comment}
+            except ClusterdError:
+                level["user"] = "?"
+        levels.append(level)
+    source = "the factory defaults" if resolved.mode is None else str(resolved.mode)
+    result = {"feature": feature.command, "machine": machine, "value": resolved.value,
+              "from": source, "levels": levels}  # fmt: skip
+    if as_json:
+        shell.write(json.dumps(result, indent=1))
+        return 0
+    shell.write(f"{feature.title} on {machine}: {_short(resolved.value)}")
+    shell.write(f"  comes from {source}")
+    for level in levels:
+        if not level["defined"]:
+            shell.write(f"  {level['mode']}: not defined")
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(level.get("at", 0)))
+        shell.write(f"  {level['mode']}: {_short(level['value'])}")
+        shell.write(f"      commit {level['commit']} by '{level.get('user')}' on "
+                    f"{level['origin']} at {when} {level.get('comment', '')!r}")  # fmt: skip
+    return 0
