@@ -11,6 +11,8 @@ from cli.clustercheck import clustercheck
 from cli.clusterconfig import clusterconfig
 from cli.console import confirm
 from cli.inspect import explain, preview
+from cli.machine import last, nslookup, ping, tail, who
+from cli.saveload import loadconfig, saveconfig
 from cli.shell import Handler, Quit, Shell, Usage
 from clusterd import __version__, layers
 from clusterd.errors import ClusterdError
@@ -211,6 +213,9 @@ HELP = {
     "  prepjoin print | prepjoin new HOST SERIAL KEY | prepjoin delete HOST | prepjoin list |\n"
     "  join ADDRESS PORT FINGERPRINT [GROUP]]   (--json for list, listdetail, connstatus)",
     "status": "status [--json]",
+    "saveconfig": "saveconfig [NAME]   writes DATA_DIR/configs/NAME (XML)",
+    "loadconfig": "loadconfig NAME [--yes]   maps the file's groups and machines, reviews,\n"
+    "  then makes the changes pending (commit applies them)",
     "preview": "preview [--json]   per machine, what the pending changes would change",
     "explain": "explain FEATURE [MACHINE] [--json]   where the effective value comes from",
     "clustercheck": "clustercheck [--json]   compares every member; offers to force a version",
@@ -232,4 +237,11 @@ HANDLERS: dict[str, Handler] = {
     "clustercheck": clustercheck,
     "preview": preview,
     "explain": explain,
+    "who": who,
+    "last": last,
+    "tail": tail,
+    "ping": ping,
+    "nslookup": nslookup,
+    "saveconfig": saveconfig,
+    "loadconfig": loadconfig,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from prompt_toolkit import PromptSession
@@ -128,10 +129,17 @@ class ShellChannel:
         self.command = command
         self.input: PipeInput | None = None
         self.task: asyncio.Task[None] | None = None
+        peer = chan.get_extra_info("peername") or ("?", 0)
+        self.source = f"{peer[0]}:{peer[1]}"
+        self.since = time.time()
 
     def start(self) -> None:
         body = self._interactive() if self.command is None else self._batch(self.command)
+        self.daemon.shells.add(self)
+        self.daemon.logins.append({"at": self.since, "source": self.source, "ok": True,
+                                   "user": self.user, "command": self.command})  # fmt: skip
         self.task = asyncio.get_running_loop().create_task(body)
+        self.task.add_done_callback(lambda _: self.daemon.shells.discard(self))
 
     def feed(self, data: bytes) -> None:
         if self.input is not None:

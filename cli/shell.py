@@ -157,6 +157,12 @@ class Shell:
         """Cluster-only and machine-only commands offer to switch (in a cluster)."""
         if self.cluster is None:
             return True
+        if restriction is Restriction.LOGIN_HOST_ONLY and self.mode.level is Level.MACHINE:
+            if self.mode.name != self.hostname:
+                self.write(f"This command acts on the machine you are logged in to "
+                           f"({self.hostname}), not {self.mode.name}.")  # fmt: skip
+                return False
+            return True
         if restriction is Restriction.CLUSTER_ONLY and self.mode.level is not Level.CLUSTER:
             target = Mode.cluster()
         elif restriction is Restriction.MACHINE_ONLY and self.mode.level is not Level.MACHINE:

@@ -99,6 +99,8 @@ class Daemon:
         )
         self.limiter = Limiter(config.login_failures, config.login_window, config.login_lockout)
         self.reverse_seen: dict[str, Lookup] = {}  # serial -> reverse lookup when it connected
+        self.shells: set[Any] = set()  # open admin shells (cli.serve.ShellChannel): who
+        self.logins: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)  # recent logins: last
         self._algorithms: Algorithms | None = None
         self._group: str | None = None  # this machine's group while a member
         self._membership_changed = True
@@ -387,6 +389,8 @@ class Daemon:
 
     def auth_failed(self, source: str, reason: str, *, counts: bool = False) -> None:
         text = f"login from {source} refused: {reason}"
+        if counts:
+            self.logins.append({"at": time.time(), "source": source, "ok": False, "why": reason})
         self.alert("authentication error", source, text)
         host = source.rpartition(":")[0] or source
         if counts and self.limiter.failed(host, self.now()):

@@ -80,8 +80,8 @@ _OTHER_COMMANDS: dict[Restriction, dict[str, str]] = {
     },
     Restriction.LOGIN_HOST_ONLY: {
         "last": "Show recent logins to this machine",
-        "ping": "Send ICMP echo requests from this machine",
-        "tail": "Follow a log file of this machine",
+        "ping": "Time a query's round trip from this machine to a member",
+        "tail": "Show the end of this machine's daemon log",
         "who": "Show who is logged in to this machine",
         "resetconfig": "Restore this machine's factory configuration",
     },

@@ -1,0 +1,105 @@
+"""Shells run in-process for tests: a machine that never listens, scripted answers.
+
+``new_daemon`` makes machine newyork.example.com (its own data directory, admin
+user, a hosts file naming losangeles.example.com so that look-ups never leave the
+machine); ``admit_la`` puts losangeles.example.com into its cluster as if it had
+joined; ``Term`` is one admin's shell with a ``ScriptedConsole``: ``run`` gives a
+command line its answers and returns the exit status and what was written.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import asyncssh
+
+from cli.console import ScriptedConsole
+from cli.shell import Shell
+from clusterd import clusterops, identity, layers
+from clusterd.daemon import Daemon
+
+NY = "newyork.example.com"
+LA = "losangeles.example.com"
+LA_ADDRESS = "127.0.0.2"
+PASSPHRASE = "correct horse battery"
+NO_ANSWER = "the script has no answer"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def public_key() -> str:
+    """A valid OpenSSH public key line without comment."""
+    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    return " ".join(key.split()[:2])
+
+
+def new_daemon(tmp_path: Path) -> Daemon:
+    """Standalone machine newyork.example.com; DNS goes to a port nobody answers on."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"{LA_ADDRESS} {LA}\n", encoding="utf-8")
+    overrides = {
+        "ssh_port": free_port(),
+        "hosts_file": str(hosts),
+        "dns_servers": ["127.0.0.1"],
+        "dns_port": free_port(),
+        "dns_timeout": 0.2,
+    }
+    config = identity.init(tmp_path / "ny", NY, "SER-NY", overrides, admin_passphrase=PASSPHRASE)
+    return Daemon(config)
+
+
+def admit_la(daemon: Daemon, group: str) -> None:
+    """losangeles.example.com becomes a member of ``group`` (no network involved)."""
+    row = {
+        "serial": "SER-LA",
+        "group": group,
+        "address": LA_ADDRESS,
+        "host_key": public_key(),
+        "machine_key": public_key(),
+    }
+    clusterops.admit(daemon.store, LA, row, user="admin")
+    daemon.membership_changed()
+
+
+class Term:
+    """One login: a Shell on ``daemon`` with a console that answers from a script."""
+
+    def __init__(self, daemon: Daemon, user: str = "admin") -> None:
+        self.console = ScriptedConsole()
+        self.shell = Shell(daemon, user, self.console)
+
+    def __repr__(self) -> str:
+        return f"<Term {self.shell!r}>"
+
+    @property
+    def pending(self) -> int:
+        return len(self.shell.session.pending)
+
+    @property
+    def prompt(self) -> str:
+        return self.shell.prompt()
+
+    @property
+    def cluster(self) -> str | None:
+        return layers.cluster_name(self.shell.store.state)
+
+    async def run(self, line: str, *answers: str) -> tuple[int, str]:
+        """Run one line with exactly these answers; returns (exit status, output)."""
+        self.console.answers.clear()
+        self.console.answers.extend(answers)
+        self.console.lines.clear()
+        status = await self.shell.run_line(line)
+        out = self.console.output
+        assert NO_ANSWER not in out, f"{line!r} asked more than scripted:\n{out}"
+        assert not self.console.answers, f"{line!r} left {list(self.console.answers)}:\n{out}"
+        return status, out
+
+    async def ok(self, line: str, *answers: str) -> str:
+        status, out = await self.run(line, *answers)
+        assert status == 0, f"{line!r} -> {status}:\n{out}"
+        return out
