@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="links, routes, version vector and alerts")
     status.add_argument("--data-dir", type=Path, required=True)
     status.add_argument("--json", action="store_true", help="print JSON (the default today)")
-    sub.add_parser("demo", help="walk through create, join, copy/move and a conflict")
+    demo = sub.add_parser("demo", help="three live machines: the reference's walkthrough")
+    demo.add_argument("--no-shell", action="store_true", help="script the walkthrough only")
+    demo.add_argument("--store", action="store_true", help="the store and mesh walkthroughs")
     create = sub.add_parser("create", help="make this standalone machine a new cluster")
     create.add_argument("--data-dir", type=Path, required=True)
     create.add_argument("name", help="the cluster's name")
@@ -94,12 +96,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "demo":
+    if args.command == "demo" and args.store:
         from clusterd import demo, demo_mesh
 
         demo.run()
         print()
         demo_mesh.run()
+    elif args.command == "demo":
+        from clusterd import demo_cluster
+
+        return demo_cluster.run(shell=not args.no_shell and sys.stdin.isatty())
     elif args.command == "init":
         from clusterd import identity, joincli
 

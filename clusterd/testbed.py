@@ -48,9 +48,10 @@ class Machine:
         ping: float,
         extra: dict[str, Any],
         passphrase: str | None = PASSPHRASE,
+        hostname: str | None = None,
     ) -> None:
         self.index = index
-        self.hostname = f"m{index}.example.com"
+        self.hostname = hostname or f"m{index}.example.com"
         self.serial = f"SER-{index:03d}"
         self.dir = root / self.hostname
         self.proc: subprocess.Popen[bytes] | None = None

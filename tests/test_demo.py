@@ -6,7 +6,10 @@ import sys
 
 def test_demo_walks_through_create_join_experiment_and_a_conflict() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "clusterd", "demo"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "clusterd", "demo", "--store"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -23,3 +26,30 @@ def test_demo_walks_through_create_join_experiment_and_a_conflict() -> None:
     )
     assert any(line.startswith("three daemons up: m0.example.com:") for line in lines)
     assert lines[-1].endswith("now has rows ['alone@example.com', 'live@example.com']")
+
+
+def test_demo_walkthrough_on_three_live_machines_through_the_shell() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "clusterd", "demo", "--no-shell"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "newyork.example.com> clusterconfig create americas" in out
+    assert out.count("Joined cluster americas.") == 2  # losangeles over SSH, chicago over CCS
+    assert "clusterconfig join --ccs 127.0.0.11" in out
+    assert "chicago.example.com prepared: a pending change" in out
+    assert "comes from Machine losangeles.example.com" in out  # the experiment, down there
+    assert "Time Zone move from Machine losangeles.example.com to Cluster" in out
+    listed = (
+        "  cluster = americas\n  Group Main_Group:\n"
+        "  Machine chicago.example.com (Serial #: SER-002)\n"
+        "  Machine newyork.example.com (Serial #: SER-000)\n"
+        "  Group West:\n  Machine losangeles.example.com (Serial #: SER-001)"
+    )
+    assert listed in out
+    assert "      Cluster: Yes\n      Group Main_Group: No" in out
+    assert out.rstrip().endswith("No inconsistencies found.")
