@@ -99,6 +99,7 @@ async def _join_menu(shell: Shell, *, ccs: bool) -> int:
         how = await choose(shell.console, "Authenticate with:", ways)
         if how == 1:
             passphrase = await ask("Enter the passphrase of user admin in the cluster.")
+    shell.write(f"Connecting to {address} port {port}...")
     probed = await shell.daemon.admin.probe(address, port)
     shell.write(f"The host key fingerprint of {address} port {port} is {probed['fingerprint']}")
     if not await confirm(shell.console, "Is this a valid key for this host?", False):
@@ -108,11 +109,13 @@ async def _join_menu(shell: Shell, *, ccs: bool) -> int:
     request: dict[str, Any] = {"address": address, "port": port, "group": group, "ccs": ccs,
                                "enable_ccs": enable, "passphrase": passphrase,
                                "fingerprint_expected": probed["fingerprint"]}  # fmt: skip
+    shell.write("Checking the join with the member (nothing changes yet)...")
     report = await shell.daemon.admin.join(**request, dry_run=True)
     _report(shell, report)
     if not await confirm(shell.console, "Do you want to join?", False):
         shell.write("Join cancelled. Nothing was changed.")
         return 1
+    shell.write("Joining: saving this machine's settings, receiving the cluster's...")
     done = await shell.daemon.admin.join(**request)
     shell.write(f"Joined cluster {done['cluster']}. Standalone settings saved in {done['saved']}")
     return 0

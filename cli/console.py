@@ -29,8 +29,13 @@ class Console(Protocol):
     ) -> str: ...
 
 
-def _prompt(question: str, default: str | None) -> str:
-    return f"{question}\n[{default}]> " if default is not None else f"{question}\n[]> "
+def prompt_text(question: str, default: str | None) -> str:
+    """A yes/no question ends its line with ``[Y]>``; a menu's prompt has a line of its own
+    (as the reference prints them)."""
+    shown = f"[{default if default is not None else ''}]> "
+    if question.endswith("?") and "\n" not in question:
+        return f"{question} {shown}"
+    return f"{question}\n{shown}" if question else shown
 
 
 async def confirm(console: Console, question: str, default: bool = False) -> bool:
@@ -75,7 +80,7 @@ class ScriptedConsole:
         self.lines.extend(text.split("\n"))
 
     async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
-        self.lines.extend(_prompt(question, default).rstrip().split("\n"))
+        self.lines.extend(prompt_text(question, default).rstrip().split("\n"))
         if not self.answers:
             raise NoAnswer(f"the script has no answer for: {question or 'the menu'}")
         answer = self.answers.popleft()

@@ -26,7 +26,7 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.shortcuts import print_formatted_text
 
-from cli.console import BatchConsole
+from cli.console import BatchConsole, prompt_text
 from cli.shell import Quit, Shell
 from clusterd import layers
 
@@ -90,8 +90,8 @@ class PromptConsole:
         print_formatted_text(text)
 
     async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
-        prompt = f"{question}\n[{default if default is not None else ''}]> "
-        answer = await self.questions.prompt_async(prompt.lstrip("\n"), is_password=secret)
+        prompt = prompt_text(question, default)
+        answer = await self.questions.prompt_async(prompt, is_password=secret)
         return answer if answer or default is None else default
 
 

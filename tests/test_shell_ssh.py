@@ -137,3 +137,63 @@ def test_interactive_shell_in_tmux(pair: Testbed) -> None:
     value = a.op("get", feature="settz", mode="group:Paris")["value"]
     assert value == {"timezone": "Asia/Tokyo"}
     assert a.op("list")["groups"]["Paris"] == {}
+
+
+def _ssh_password_session(tmux_name: str, m: Machine, user: str) -> Tmux:
+    known = m.dir / "known_hosts"
+    identity.local_ssh(m.config)  # writes the pinned host key to known_hosts
+    command = (
+        f"ssh -p {m.config.ssh_port} -o UserKnownHostsFile={known} "
+        "-o StrictHostKeyChecking=yes -o PubkeyAuthentication=no "
+        f"-o PreferredAuthentications=password {user}@{m.config.listen}"
+    )
+    subprocess.run(["tmux", "new-session", "-d", "-s", tmux_name, "-x", "120", "-y", "40",
+                    command], check=True, timeout=10)  # fmt: skip
+    return Tmux(tmux_name)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
+def test_passphrase_logins_and_two_shells_at_once(pair: Testbed) -> None:
+    from clusterd.testbed import PASSPHRASE
+
+    a, _ = pair.machines
+    a.op("create", name="americas")
+    one = _ssh_password_session(f"one-{a.config.ssh_port}", a, "admin")
+    two = _ssh_password_session(f"two-{a.config.ssh_port}", a, "admin")
+    try:
+        for t in (one, two):
+            t.wait_for("password:")
+            t.keys(PASSPHRASE, "Enter")
+            t.wait_for(f"(Machine {a.hostname})>")
+        one.keys("clustermode cluster", "Enter")
+        one.wait_for("Continue? [Y]>")
+        one.keys("Enter")
+        one.wait_for("(Cluster americas)>")
+        one.keys("settz set timezone=Europe/Paris", "Enter")
+        one.wait_for("[2]>")
+        one.keys("1", "Enter")
+        two.keys("who", "Enter")
+        screen = two.wait_for("shell")
+        assert screen.count("admin ") >= 2  # both shells are listed
+        two.keys("preview", "Enter")
+        two.wait_for("There are no pending changes.")  # one's pending edit is its own
+        two.keys("clustermode", "Enter")
+        two.wait_for(f"Current mode: Machine {a.hostname}")
+        one.keys("commit", "Enter")
+        one.wait_for("comments")
+        one.keys("from one", "Enter")
+        one.wait_for("Changes committed:")
+        two.keys("explain settz", "Enter")
+        two.wait_for("'from one'")
+        for t in (one, two):
+            t.keys("quit", "Enter")
+    finally:
+        for t in (one, two):
+            subprocess.run(["tmux", "kill-session", "-t", t.name], capture_output=True, timeout=10)
+    wrong = _ssh_password_session(f"wrong-{a.config.ssh_port}", a, "admin")
+    try:
+        wrong.wait_for("password:")
+        wrong.keys("not the passphrase", "Enter")
+        wrong.wait_for("wrong passphrase for user 'admin'")  # the banner says why
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", wrong.name], capture_output=True, timeout=10)
