@@ -239,13 +239,13 @@ async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
             shell.write(f"{machine} removed from the cluster.")
             return _done(shell, result)
         case "disconnect" | "reconnect":
-            from clusterd.control import _membership_flag
-
-            answer = _membership_flag(shell.daemon, op == "disconnect")
-            if not answer["ok"]:
-                shell.write(f"Error: {answer['error']}")
+            machine = args[0] if args else shell.hostname
+            if shell.console.interactive and not args and not await confirm(
+                shell.console, f"{op.capitalize()} {machine}?", True
+            ):
                 return 1
-            shell.write(f"{shell.hostname} {op}ed.")
+            _done(shell, admin.set_disconnected(machine, op == "disconnect", user))
+            shell.write(f"{machine} {op}ed.")
             return 0
         case "prepjoin":
             return await _prepjoin(shell, args)

@@ -312,6 +312,30 @@ class Admin:
             )
         return result
 
+    def set_disconnected(self, machine: str, flag: bool, user: str) -> dict[str, Any]:
+        """DISCONNECT / RECONNECT: a membership flag the mesh acts on.
+
+        Any member may disconnect any machine (the flag replicates to it); a machine
+        that is disconnected hears nothing, so it reconnects itself."""
+        d, store = self.daemon, self.store
+        rows = layers.machines(store.state)
+        if machine not in rows:
+            raise LifecycleError(f"no machine {machine!r} in the cluster")
+        if flag is False and machine != d.config.hostname:
+            raise LifecycleError(
+                f"a disconnected machine hears no one: run RECONNECT on {machine} itself"
+            )
+        if bool(rows[machine].get("disconnected")) == flag:
+            state = "disconnected" if flag else "connected"
+            who = "this machine" if machine == d.config.hostname else machine
+            raise LifecycleError(f"{who} is already {state}")
+        pending = Pending()
+        row = {**rows[machine], "disconnected": flag}
+        pending.write(store.state, Unit("machines", Mode.cluster().key, machine), row)
+        word = "disconnect" if flag else "reconnect"
+        commit = store.commit(pending, user=user, comment=f"{word} {machine}")
+        return self._done(commit)  # a disconnect reaches the peers before the links close
+
     async def connstatus(self) -> dict[str, Any]:
         """CONNSTATUS: per member, its link and the DNS facts about it, never hanging."""
         d = self.daemon

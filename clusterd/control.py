@@ -50,10 +50,8 @@ from clusterd import layers
 from clusterd.edits import Start
 from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
-from clusterd.pending import Pending
 from clusterd.session import Session
 from clusterd.state import definition
-from clusterd.versions import Unit
 
 if TYPE_CHECKING:
     from clusterd.daemon import Daemon
@@ -159,21 +157,12 @@ def _one_edit(session: Session, edit: dict[str, Any]) -> None:
 
 
 def _membership_flag(daemon: Daemon, disconnected: bool) -> dict[str, Any]:
-    """DISCONNECT / RECONNECT this machine: a membership commit the mesh acts on."""
-    store = daemon.store
-    me = store.state.entries("machines", Mode.cluster().key).visible_row(store.hostname)
-    if me is None or me.value is None:
-        return {"ok": False, "error": "this machine is not a member of a cluster"}
-    if bool(me.value.get("disconnected")) == disconnected:
-        state = "disconnected" if disconnected else "connected"
-        return {"ok": False, "error": f"this machine is already {state}"}
-    pending = Pending()
-    row = {**me.value, "disconnected": disconnected}
-    pending.write(store.state, Unit("machines", Mode.cluster().key, store.hostname), row)
-    word = "disconnect" if disconnected else "reconnect"
-    commit = store.commit(pending, user="admin", comment=f"{word} {store.hostname}")
-    daemon.committed(commit)  # a disconnect reaches the peers before the links close
-    return {"ok": True, "commit": None if commit is None else str(commit.id)}
+    """DISCONNECT / RECONNECT this machine."""
+    try:
+        done = daemon.admin.set_disconnected(daemon.config.hostname, disconnected, "admin")
+    except ClusterdError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, **done}
 
 
 Op = Callable[["Daemon", dict[str, Any]], Awaitable[dict[str, Any]]]

@@ -5,10 +5,15 @@ user, a hosts file naming losangeles.example.com so that look-ups never leave th
 machine); ``admit_la`` puts losangeles.example.com into its cluster as if it had
 joined; ``Term`` is one admin's shell with a ``ScriptedConsole``: ``run`` gives a
 command line its answers and returns the exit status and what was written.
+
+The output is read in one layout whatever the console's line breaking: a question
+ending in "?" and its ``[DEFAULT]>`` prompt share a line (``... mode? [Y]>y``), and a
+menu's bare prompt line follows its last option directly.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -24,6 +29,21 @@ LA = "losangeles.example.com"
 LA_ADDRESS = "127.0.0.2"
 PASSPHRASE = "correct horse battery"
 NO_ANSWER = "the script has no answer"
+PROMPT = re.compile(r"\[[^\]\n]*\]>")
+
+
+def canonical(lines: list[str]) -> str:
+    """Questions and their prompts in the layout the module docstring describes."""
+    found: list[str] = []
+    for line in lines:
+        if PROMPT.match(line) and found:
+            if found[-1].endswith("?"):
+                found[-1] = f"{found[-1]} {line}"
+                continue
+            if found[-1] == "":
+                found.pop()
+        found.append(line)
+    return "\n".join(found)
 
 
 def free_port() -> int:
@@ -94,7 +114,7 @@ class Term:
         self.console.answers.extend(answers)
         self.console.lines.clear()
         status = await self.shell.run_line(line)
-        out = self.console.output
+        out = canonical(self.console.lines)
         assert NO_ANSWER not in out, f"{line!r} asked more than scripted:\n{out}"
         assert not self.console.answers, f"{line!r} left {list(self.console.answers)}:\n{out}"
         return status, out

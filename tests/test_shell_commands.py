@@ -59,7 +59,6 @@ STANDALONE_MENU = [
     "2. Create a new cluster.",
     "3. Join an existing cluster over SSH.",
     "4. Join an existing cluster over CCS.",
-    "",
 ]
 CLUSTER_OPS = [
     "ADDGROUP",
@@ -75,7 +74,7 @@ CLUSTER_OPS = [
     "PREPJOIN",
     "CONNSTATUS",
 ]
-START_MENU = ["1. the factory defaults", "2. a copy of the inherited settings", ""]
+START_MENU = ["1. the factory defaults", "2. a copy of the inherited settings"]
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -245,7 +244,7 @@ async def test_standalone_has_only_its_own_mode(term: Term) -> None:
 async def test_prompt_shows_each_mode(ny: Term) -> None:
     assert ny.prompt == f"(Machine {NY})> "  # login host's machine mode after login
     out = await ny.ok("clustermode cluster", "")
-    assert out.splitlines() == [CONFIRM_CLUSTER, "[Y]>"]
+    assert out == f"{CONFIRM_CLUSTER} [Y]>"
     assert ny.prompt == "(Cluster americas)> "
     assert await ny.ok("clustermode") == "Current mode: Cluster"
     assert await ny.ok("clustermode group Paris") == ""  # no question for a group
@@ -259,7 +258,7 @@ async def test_prompt_shows_each_mode(ny: Term) -> None:
 
 async def test_declining_cluster_mode_keeps_the_mode(ny: Term) -> None:
     status, out = await ny.run("clustermode cluster", "n")
-    assert status == 1 and out.splitlines() == [CONFIRM_CLUSTER, "[Y]>n"]
+    assert (status, out) == (1, f"{CONFIRM_CLUSTER} [Y]>n")
     assert ny.prompt == f"(Machine {NY})> "
 
 
@@ -309,16 +308,17 @@ async def test_cluster_only_command_in_machine_mode_offers_to_switch(ny: Term) -
     assert switch_prompt(Restriction.CLUSTER_ONLY) == CLUSTER_SWITCH + " [Y]>"
     out = await ny.ok("userconfig print", "")
     lines = out.splitlines()
-    assert lines[:2] == [CLUSTER_SWITCH, "[Y]>"]  # Y is the default
-    assert json.loads("\n".join(lines[2:]))["admin"]["role"] == "admin"
+    assert lines[0] == f"{CLUSTER_SWITCH} [Y]>"  # Y is the default
+    assert lines[0] == switch_prompt(Restriction.CLUSTER_ONLY)
+    assert json.loads("\n".join(lines[1:]))["admin"]["role"] == "admin"
     assert ny.prompt == "(Cluster americas)> "
-    assert await ny.ok("userconfig print") == "\n".join(lines[2:])  # no question any more
+    assert await ny.ok("userconfig print") == "\n".join(lines[1:])  # no question any more
 
 
 @pytest.mark.parametrize("answer", ["y", "Yes", "Y"])
 async def test_switch_accepts_yes(ny: Term, answer: str) -> None:
     out = await ny.ok("sshconfig print", answer)
-    assert out.splitlines()[:2] == [CLUSTER_SWITCH, f"[Y]>{answer}"]
+    assert out.splitlines()[0] == f"{CLUSTER_SWITCH} [Y]>{answer}"
     assert ny.shell.mode == Mode.cluster()
 
 
@@ -326,7 +326,7 @@ async def test_switch_accepts_yes(ny: Term, answer: str) -> None:
 async def test_switch_refused_runs_nothing(ny: Term, answer: str) -> None:
     status, out = await ny.run("userconfig print", answer)
     assert status == 1
-    assert out.splitlines() == [CLUSTER_SWITCH, f"[Y]>{answer}", "Command not run: wrong mode."]
+    assert out.splitlines() == [f"{CLUSTER_SWITCH} [Y]>{answer}", "Command not run: wrong mode."]
     assert ny.prompt == f"(Machine {NY})> "
 
 
@@ -334,7 +334,7 @@ async def test_switch_refused_runs_nothing(ny: Term, answer: str) -> None:
 async def test_machine_only_command_switches_to_the_login_machine(ny: Term, start: str) -> None:
     await ny.ok(start, *([""] if start.endswith("cluster") else []))
     out = await ny.ok("interfaceconfig print", "")
-    assert out.splitlines()[:2] == [MACHINE_SWITCH, "[Y]>"]
+    assert out.splitlines()[0] == f"{MACHINE_SWITCH} [Y]>"
     assert ny.shell.mode == Mode.machine(NY)
     status, out = await ny.run("version")
     assert (status, out) == (0, f"clusterd {__version__} on {NY}")
@@ -438,7 +438,6 @@ async def test_record_menu(ny: Term) -> None:
         "4. CLUSTERSET",
         "5. UNDEFINE",
         "6. (done)",
-        "",
         "[6]>",
     ]
     out = await ny.ok("settz", "1", "timezone=Europe/Paris", "2")
@@ -511,7 +510,7 @@ async def test_table_menu(ny: Term) -> None:
         "6. CLUSTERSET",
         "7. UNDEFINE",
         "8. (done)",
-        "",
+        "[8]>1",
     ]
     assert "Enter the row name." in out.splitlines()
     await ny.ok("bounceconfig", "2", "Fast", "max_retries=4")
@@ -717,15 +716,13 @@ async def test_clear_asks_then_discards(ny: Term) -> None:
     await ny.ok("clustermode group Paris")
     await ny.ok("settz set timezone=Europe/Paris", "1")
     status, out = await ny.run("clear", "n")
-    assert (status, out.splitlines()) == (1, ["Discard all pending changes?", "[Y]>n"])
+    assert (status, out) == (1, "Discard all pending changes? [Y]>n")
     assert ny.pending == 2
     out = await ny.ok("clearchanges", "maybe", "")
     assert out.splitlines() == [
-        "Discard all pending changes?",
-        "[Y]>maybe",
+        "Discard all pending changes? [Y]>maybe",
         "Please answer Y or N.",
-        "Discard all pending changes?",
-        "[Y]>",
+        "Discard all pending changes? [Y]>",
         "2 pending change(s) discarded.",
     ]
     assert ny.pending == 0
@@ -745,7 +742,7 @@ async def test_commit_over_a_change_made_meanwhile(
     out = await second.ok("commit second", answer)
     lines = out.splitlines()
     assert lines[0] == "These pending changes were committed by someone else since you read them:"
-    assert lines[-3:-1] == ["Overwrite their changes with yours?", f"[N]>{answer}"]
+    assert lines[-2] == f"Overwrite their changes with yours? [N]>{answer}"
     if answer:
         assert COMMITTED.fullmatch(lines[-1])
     else:
@@ -774,7 +771,7 @@ async def test_quit(ny: Term) -> None:
     await ny.ok("settz set timezone=UTC", "1")
     status, out = await ny.run("exit", "")
     assert status == 1
-    assert out.splitlines() == ["You have 1 uncommitted change(s). Leave anyway?", "[N]>"]
+    assert out == "You have 1 uncommitted change(s). Leave anyway? [N]>"
     with pytest.raises(Quit):
         await ny.run("exit", "y")
 
@@ -851,7 +848,7 @@ async def test_standalone_menu_2_creates(term: Term) -> None:
 async def test_standalone_batch_create(term: Term) -> None:
     assert await term.ok("clusterconfig create americas") == ""
     assert await term.ok("clusterconfig list", "") == (
-        f"{CLUSTER_SWITCH}\n[Y]>\ncluster = americas\nGroup Main_Group:\n"
+        f"{CLUSTER_SWITCH} [Y]>\ncluster = americas\nGroup Main_Group:\n"
         f"Machine {NY} (Serial #: SER-NY)"
     )
 
@@ -884,8 +881,7 @@ async def test_standalone_menu_join_over_ssh_asks_then_fails_cleanly(term: Term)
     lines = out.splitlines()
     assert status == 1 and term.cluster is None
     assert lines[len(STANDALONE_MENU) + 1 :] == [
-        "Do you want to enable the Cluster Communication Service on this machine?",
-        "[N]>",
+        "Do you want to enable the Cluster Communication Service on this machine? [N]>",
         "WARNING: every setting of this machine except its network settings will be",
         "lost and replaced by the cluster's and its group's settings.",
         "Enter the IP address of a machine in the cluster.",
@@ -895,7 +891,6 @@ async def test_standalone_menu_join_over_ssh_asks_then_fails_cleanly(term: Term)
         "Authenticate with:",
         "1. the cluster admin passphrase",
         "2. pre-shared keys (PREPJOIN)",
-        "",
         "[1]>1",
         "Enter the passphrase of user admin in the cluster.",
         f"[]>{PASSPHRASE}",
@@ -909,7 +904,8 @@ async def test_standalone_menu_join_over_ccs_defaults(term: Term) -> None:
     status, out = await term.run("clusterconfig", "4", "", "127.0.0.1", port)
     lines = out.splitlines()
     assert status == 1 and term.cluster is None
-    assert "[Y]>" in lines  # CCS enabled by default when joining over CCS
+    ccs = "Do you want to enable the Cluster Communication Service on this machine? [Y]>"
+    assert ccs in lines  # CCS enabled by default when joining over CCS
     assert "[2222]>" + port in lines  # the CCS port is the default
     assert "Authenticate with:" not in lines
 
@@ -922,9 +918,9 @@ async def test_cluster_menu(ny: Term) -> None:
     out = await ny.ok("clusterconfig", "")
     lines = out.splitlines()
     assert lines[:3] == ["Cluster americas", "", "Choose the operation you want to perform:"]
-    assert [line.split(" - ")[0] for line in lines[3:-2]] == [f"- {op}" for op in CLUSTER_OPS]
+    assert [line.split(" - ")[0] for line in lines[3:-1]] == [f"- {op}" for op in CLUSTER_OPS]
     assert lines[3] == "- ADDGROUP - Add a cluster group."
-    assert lines[-2:] == ["", "[]>"]
+    assert lines[-1] == "[]>"
 
 
 async def test_cluster_menu_by_typed_operation_name(ny: Term) -> None:
@@ -967,10 +963,9 @@ async def test_group_operations_from_the_menu(ny: Term) -> None:
     out = await ny.ok("clusterconfig", "deletegroup", "Paris")  # empty: nothing more asked
     assert out.splitlines()[-2:] == ["Enter the group to remove.", "[]>Paris"]
     out = await ny.ok("clusterconfig", "deletegroup", "Roma", "")
-    assert out.splitlines()[-2:] == [
-        "Group Roma has machines. Which group should receive them?",
-        "[Main_Group]>",
-    ]
+    assert out.splitlines()[-1] == (
+        "Group Roma has machines. Which group should receive them? [Main_Group]>"
+    )
     assert groups_of(ny) == {"Main_Group": [LA, NY]}
     await ny.ok("clusterconfig", "setname", "europe")
     assert ny.prompt == "(Cluster europe)> "
@@ -986,7 +981,7 @@ async def test_group_operations_batch(ny: Term) -> None:
     await ny.ok("clusterconfig deletegroup Rome Lyon")  # receiving group named: not asked
     assert groups_of(ny) == {"Lyon": [LA], "Main_Group": [NY]}
     out = await ny.ok("clusterconfig deletegroup Lyon", "Main_Group")
-    assert out.splitlines()[0] == "Group Lyon has machines. Which group should receive them?"
+    assert out == "Group Lyon has machines. Which group should receive them? [Main_Group]>Main_Group"
     assert groups_of(ny) == {"Main_Group": [LA, NY]}
     await ny.ok("clusterconfig setname europe")
     assert ny.cluster == "europe" and ny.prompt == "(Cluster europe)> "
@@ -1093,9 +1088,8 @@ async def test_disconnect_and_reconnect(ny: Term) -> None:
     assert f"Machine {NY} (Serial #: SER-NY) [Disconnected]" in detail
     # The menu offers to reconnect first; declining shows the menu.
     out = await ny.ok("clusterconfig", "n", "")
-    assert out.splitlines()[:3] == [
-        "This machine is disconnected. Reconnect it now?",
-        "[Y]>n",
+    assert out.splitlines()[:2] == [
+        "This machine is disconnected. Reconnect it now? [Y]>n",
         "Cluster americas",
     ]
     out = await ny.ok("clusterconfig", "")
@@ -1122,10 +1116,7 @@ async def test_disconnect_naming_another_machine_does_not_detach_this_one(ny: Te
 async def test_removemachine_another_member(ny: Term) -> None:
     await in_cluster_mode(ny)
     status, out = await ny.run("clusterconfig", "removemachine", LA, "")
-    assert status == 1 and out.splitlines()[-2:] == [
-        f"Remove {LA} from the cluster for good?",
-        "[N]>",
-    ]
+    assert status == 1 and out.splitlines()[-1] == f"Remove {LA} from the cluster for good? [N]>"
     assert LA in layers.machines(ny.shell.store.state)
     lines = (await ny.ok(f"clusterconfig removemachine {LA}")).splitlines()
     assert lines[0] == f"{LA} removed from the cluster."
