@@ -42,7 +42,7 @@ async def clusterconfig(shell: Shell, args: list[str]) -> int:
         and shell.console.interactive
         and await confirm(shell.console, question, True)
     ):
-        return await _cluster_op(shell, "reconnect", [])
+        return await _cluster_op(shell, "reconnect", [shell.hostname])
     shell.write(f"Cluster {shell.cluster}")
     shell.write("")
     shell.write("Choose the operation you want to perform:")
@@ -55,6 +55,8 @@ async def clusterconfig(shell: Shell, args: list[str]) -> int:
 
 
 async def _standalone(shell: Shell, args: list[str]) -> int:
+    if args != ["prepjoin", "print"]:
+        shell.require_write("create or join a cluster")
     if args:
         op = args[0].lower()
         if op == "create" and len(args) == 2:
@@ -240,8 +242,10 @@ async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
             return _done(shell, result)
         case "disconnect" | "reconnect":
             machine = args[0] if args else shell.hostname
-            if shell.console.interactive and not args and not await confirm(
-                shell.console, f"{op.capitalize()} {machine}?", True
+            if (
+                shell.console.interactive
+                and not args
+                and not await confirm(shell.console, f"{op.capitalize()} {machine}?", True)
             ):
                 return 1
             _done(shell, admin.set_disconnected(machine, op == "disconnect", user))

@@ -15,7 +15,7 @@ from cli.machine import last, nslookup, ping, tail, who
 from cli.saveload import loadconfig, saveconfig
 from cli.shell import Handler, Quit, Shell, Usage
 from clusterd import __version__, layers
-from clusterd.errors import ClusterdError
+from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
 from clusterd.session import Session
 from schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
@@ -43,6 +43,9 @@ async def help_(shell: Shell, args: list[str]) -> int:
         if info is None or info.name not in available():
             raise Usage(f"help [COMMAND]; no command {args[0]!r}")
         shell.write(f"{info.name}: {info.summary}{_WHERE[info.restriction]}")
+        if info.name not in shell.store.catalogue:
+            shell.write(HELP.get(info.name, info.name))
+            return 0
         doc = HELP.get(info.name) or (
             "FEATURE [print | clustershow | define empty|defaults|inherited | undefine |\n"
             "  set FIELD=VALUE ... | new ROW FIELD=VALUE ... | edit ROW FIELD=VALUE ... |\n"
@@ -63,7 +66,10 @@ async def clustermode(shell: Shell, args: list[str]) -> int:
         return 0
     if shell.cluster is None:
         raise ClusterdError("this machine is not in a cluster: it has only its own mode")
-    mode = Mode.parse(" ".join(args))
+    try:
+        mode = Mode.parse(" ".join(args))
+    except InvalidSetting:
+        raise Usage("clustermode [cluster | group NAME | machine FQDN]") from None
     state = shell.store.state
     if mode.name and mode.key.startswith("group:") and mode.name not in layers.groups(state):
         raise ClusterdError(f"no group {mode.name!r} (groups: {', '.join(layers.groups(state))})")
@@ -90,7 +96,11 @@ async def commit(shell: Shell, args: list[str]) -> int:
     if conflicts:
         shell.write("These pending changes were committed by someone else since you read them:")
         for c in conflicts:
-            shell.write(f"  {c}")
+            now = "deleted" if c.current is None or c.current.value is None else "changed"
+            by = "" if c.current is None else f" (commit {c.current.commit})"
+            where = Mode.from_key(c.unit.mode)
+            row = "" if c.unit.is_marker else f" row {c.unit.key!r}"
+            shell.write(f"  {c.unit.feature} at {where}{row}: {now}{by}")
         if not await confirm(shell.console, "Overwrite their changes with yours?", False):
             keep = "discard"
     made = shell.session.commit(comment, on_conflict=keep)
@@ -113,7 +123,10 @@ async def clearchanges(shell: Shell, args: list[str]) -> int:
 
 
 async def commitdetail(shell: Shell, args: list[str]) -> int:
-    limit = int(args[0]) if args and args[0].isdigit() else 10
+    words = [a for a in args if a not in ("--json", "-j")]
+    if words and not words[0].isdigit():
+        raise Usage("commitdetail [N] [--json]")
+    limit = int(words[0]) if words else 10
     commits = shell.store.commit_log(limit)
     losses = {str(x.loser.commit) for x in shell.store.inconsistencies()}
     rows = []
@@ -213,6 +226,18 @@ HELP = {
     "  prepjoin print | prepjoin new HOST SERIAL KEY | prepjoin delete HOST | prepjoin list |\n"
     "  join ADDRESS PORT FINGERPRINT [GROUP]]   (--json for list, listdetail, connstatus)",
     "status": "status [--json]",
+    "version": "version",
+    "help": "help [COMMAND]",
+    "quit": "quit   (asks first when changes are pending)",
+    "exit": "exit   (asks first when changes are pending)",
+    "clear": "clear   discards the pending changes of every mode (asks first)",
+    "clearchanges": "clearchanges   discards the pending changes of every mode (asks first)",
+    "passwd": "passwd [USER]   your passphrase, or (admin) another user's; effective at once",
+    "who": "who   the shells open on this machine",
+    "last": "last [N]   recent logins to this machine, refused ones included",
+    "tail": "tail [N]   the last N lines of this machine's daemon log (20)",
+    "ping": "ping MEMBER   three query round trips over the mesh",
+    "nslookup": "nslookup NAME | ADDRESS   with this machine's resolver",
     "saveconfig": "saveconfig [NAME]   writes DATA_DIR/configs/NAME (XML)",
     "loadconfig": "loadconfig NAME [--yes]   maps the file's groups and machines, reviews,\n"
     "  then makes the changes pending (commit applies them)",

@@ -66,9 +66,10 @@ async def edit_feature(shell: Shell, args: list[str]) -> int:
             line = await shell.console.ask(f"Enter FIELD=VALUE pairs ({hint}).", "")
             words.extend(line.split())
         if words[0] == "clusterset":
-            where = "copy|move to: cluster | group NAME | machine NAME | allgroups"
-            words.extend((await shell.console.ask(where)).split())
-    return await _run(shell, feature, words[0].lower(), words[1:])
+            how = await choose(shell.console, "Copy or move these settings?", ["copy", "move"])
+            where = "To: cluster | group NAME | machine NAME | allgroups"
+            words.extend([["copy", "move"][how - 1], *(await shell.console.ask(where)).split()])
+    return await _run(shell, feature, words[0].lower(), words[1:], shown=not args[1:])
 
 
 def _field_names(feature: Feature) -> list[str]:
@@ -101,14 +102,15 @@ def _source(shell: Shell, feature: Feature, mode: Mode) -> str:
     return "the factory defaults" if resolved.mode is None else str(resolved.mode)
 
 
-async def _ensure_defined(shell: Shell, feature: Feature) -> None:
+async def _ensure_defined(shell: Shell, feature: Feature, *, shown: bool = False) -> None:
     view, mode = shell.session.view, shell.mode
     if layers.is_defined(view, feature, mode):
         return
     if shell.cluster is None:
         shell.session.define(feature.command, mode, Start.DEFAULTS)
         return
-    _where(shell, feature)
+    if not shown:
+        _where(shell, feature)
     starts = ["the factory defaults", "a copy of the inherited settings"]
     question = f"{feature.command} is not defined at {mode}. Start from:"
     pick = await choose(shell.console, question, starts, 2)
@@ -116,7 +118,9 @@ async def _ensure_defined(shell: Shell, feature: Feature) -> None:
     shell.session.define(feature.command, mode, start)
 
 
-async def _run(shell: Shell, feature: Feature, op: str, args: list[str]) -> int:
+async def _run(
+    shell: Shell, feature: Feature, op: str, args: list[str], *, shown: bool = False
+) -> int:
     s, mode, cmd = shell.session, shell.mode, feature.command
     match op:
         case "print":
@@ -124,18 +128,20 @@ async def _run(shell: Shell, feature: Feature, op: str, args: list[str]) -> int:
         case "clustershow":
             return _clustershow(shell, feature)
         case "define":
+            if args and args[0] not in {s.value for s in Start}:
+                raise Usage(f"{cmd} define empty|defaults|inherited")
             start = Start(args[0] if args else "inherited")
             s.define(cmd, mode, start)
         case "undefine":
             s.undefine(cmd, mode)
         case "set" if not feature.is_table:
-            await _ensure_defined(shell, feature)
+            await _ensure_defined(shell, feature, shown=shown)
             current = s.edit.current(feature, mode) or {}
             s.set_record(cmd, mode, {**current, **parse_fields(args)})
         case "new" | "edit" if feature.is_table:
             if not args:
                 raise Usage(f"{cmd} {op} ROW FIELD=VALUE ...")
-            await _ensure_defined(shell, feature)
+            await _ensure_defined(shell, feature, shown=shown)
             row = shell.session.view.row(cmd, mode.key, args[0])
             if op == "new" and row is not None:
                 raise Usage(f"{cmd} already has a row {args[0]!r}: use edit")
@@ -145,7 +151,7 @@ async def _run(shell: Shell, feature: Feature, op: str, args: list[str]) -> int:
         case "delete" if feature.is_table:
             if not args:
                 raise Usage(f"{cmd} delete ROW")
-            await _ensure_defined(shell, feature)
+            await _ensure_defined(shell, feature, shown=shown)
             s.delete_row(cmd, mode, args[0])
         case "clusterset":
             return _clusterset(shell, feature, args)
@@ -199,7 +205,8 @@ def _after_edit(shell: Shell, feature: Feature, mode: Mode) -> None:
     if shadows:
         shell.write("Note: Changes to these settings will not affect the following groups "
                     "and machines")  # fmt: skip
-        shell.write(f"because they are overriding the {str(mode).lower()}-wide settings:")
+        level = "cluster" if not mode.name else f"{mode.level.value} {mode.name}"
+        shell.write(f"because they are overriding the {level}-wide settings:")
         groups = [m.name for m in shadows if m.key.startswith("group:")]
         machines = [m.name for m in shadows if m.key.startswith("machine:")]
         for names in (groups, machines):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cli.console import Console, NoAnswer
 from clusterd import layers
@@ -125,6 +125,13 @@ class Shell:
         if self.role == "guest" and name not in GUEST_COMMANDS:
             self.write(f"Error: {self.user} is a guest: only passwd, help and quit are open.")
             return 1
+        before = self.session.pending.saved()
+        status = await self._run(handler, args, name, info)
+        if status:
+            self.session.pending.restore(before)  # a failed command changes nothing
+        return status
+
+    async def _run(self, handler: Handler, args: list[str], name: str, info: Any) -> int:
         try:
             if info is not None and not await self._mode_allows(info.restriction):
                 return 1

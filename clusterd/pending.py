@@ -42,6 +42,13 @@ class Pending:
     def __bool__(self) -> bool:
         return bool(self._modes)
 
+    def saved(self) -> dict[tuple[str, str], dict[str, PendingWrite]]:
+        """A copy to go back to (``restore``) when a command fails half-way."""
+        return {mode: dict(keys) for mode, keys in self._modes.items()}
+
+    def restore(self, saved: dict[tuple[str, str], dict[str, PendingWrite]]) -> None:
+        self._modes = {mode: dict(keys) for mode, keys in saved.items()}
+
     def __len__(self) -> int:
         return sum(len(keys) for keys in self._modes.values())
 

@@ -89,9 +89,9 @@ def admit_la(daemon: Daemon, group: str) -> None:
 class Term:
     """One login: a Shell on ``daemon`` with a console that answers from a script."""
 
-    def __init__(self, daemon: Daemon, user: str = "admin") -> None:
+    def __init__(self, daemon: Daemon, user: str = "admin", role: str = "admin") -> None:
         self.console = ScriptedConsole()
-        self.shell = Shell(daemon, user, self.console)
+        self.shell = Shell(daemon, user, self.console, role=role)
 
     def __repr__(self) -> str:
         return f"<Term {self.shell!r}>"
@@ -108,15 +108,17 @@ class Term:
     def cluster(self) -> str | None:
         return layers.cluster_name(self.shell.store.state)
 
-    async def run(self, line: str, *answers: str) -> tuple[int, str]:
-        """Run one line with exactly these answers; returns (exit status, output)."""
+    async def run(self, line: str, *answers: str, spare: bool = False) -> tuple[int, str]:
+        """Run one line with these answers, every one used unless ``spare``; returns the
+        exit status and the output."""
         self.console.answers.clear()
         self.console.answers.extend(answers)
         self.console.lines.clear()
         status = await self.shell.run_line(line)
         out = canonical(self.console.lines)
         assert NO_ANSWER not in out, f"{line!r} asked more than scripted:\n{out}"
-        assert not self.console.answers, f"{line!r} left {list(self.console.answers)}:\n{out}"
+        unused = list(self.console.answers)
+        assert spare or not unused, f"{line!r} left {unused}:\n{out}"
         return status, out
 
     async def ok(self, line: str, *answers: str) -> str:

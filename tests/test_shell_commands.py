@@ -5,8 +5,8 @@ the ``americas`` cluster it is in ``Main_Group`` and losangeles.example.com (adm
 straight into membership, unreachable) is in ``Paris``.  Each test reads the exit
 status (0 ok, 1 refused, 2 unknown or usage) and the exact text the console got.
 
-Tests marked ``xfail(strict=True)`` pin product bugs found while writing this file:
-they start to pass (and so fail) once the bug is fixed; then drop the marker.
+Regression tests pin the product bugs found while writing this file (help text,
+override notice, conflicts, reconnect offer, read-only create, refused first edits).
 """
 
 from __future__ import annotations
@@ -196,10 +196,6 @@ async def test_help_on_an_unknown_command_is_a_usage_error(term: Term) -> None:
     assert await term.run("help nope") == (2, "Usage: help [COMMAND]; no command 'nope'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/commands.py help_: commands without a HELP entry get the feature editor's usage",
-)
 @pytest.mark.parametrize("name", ["version", "quit", "clear", "help"])
 async def test_help_on_a_shell_command_does_not_describe_the_feature_editor(
     term: Term, name: str
@@ -286,9 +282,8 @@ async def test_clustermode_refuses_unknown_group_or_machine(
 @pytest.mark.parametrize("line", ["clustermode foo", "clustermode group", "clustermode cluster x"])
 async def test_clustermode_malformed(ny: Term, line: str) -> None:
     status, out = await ny.run(line)
-    # Refused with the right form (1 today; 2 would match "bad arguments" of the shell).
-    assert status in (1, 2)
-    assert "expected 'cluster', 'group NAME' or 'machine NAME'" in out
+    assert status == 2  # bad arguments
+    assert "clustermode [cluster | group NAME | machine FQDN]" in out
     assert ny.prompt == f"(Machine {NY})> "
 
 
@@ -446,7 +441,7 @@ async def test_record_menu(ny: Term) -> None:
     assert json.loads(await ny.ok("settz print")) == {"timezone": "Europe/Paris"}
     out = await ny.ok("settz", "3")
     assert block(out, "Configured at mode:")[1] == "    Cluster: Yes"
-    out = await ny.ok("settz", "4", "copy group Paris")
+    out = await ny.ok("settz", "4", "1", "group Paris")  # CLUSTERSET: copy, to group Paris
     assert "Time Zone copy from Cluster to Group Paris: pending until commit." in out
     await ny.ok("settz", "5")
     assert (await ny.ok("settz print")).startswith("Time Zone: not defined at Cluster;")
@@ -540,7 +535,7 @@ async def test_define_and_undefine(ny: Term) -> None:
     assert set(json.loads(await ny.ok("bounceconfig print"))) == {"Default", "Fast"}
     before = ny.pending
     status, out = await ny.run("bounceconfig define bogus")
-    assert status in (1, 2) and "bogus" in out  # 1 today: see the report (should be usage)
+    assert status == 2 and "define empty|defaults|inherited" in out
     assert ny.pending == before
 
 
@@ -650,9 +645,6 @@ async def test_no_override_notice_when_nothing_overrides(ny: Term) -> None:
     assert NOTE not in await ny.ok("settz set timezone=UTC", "1")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="cli/editor.py _after_edit lower-cases the mode: 'group paris-wide'"
-)
 async def test_override_notice_keeps_the_group_name(ny: Term) -> None:
     await ny.ok(f"clustermode machine {LA}")
     await ny.ok("settz set timezone=America/Los_Angeles", "1")
@@ -751,9 +743,6 @@ async def test_commit_over_a_change_made_meanwhile(
     assert second.pending == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="cli/commands.py commit writes the raw Conflict dataclass repr"
-)
 async def test_conflict_is_described_readably(americas: Daemon) -> None:
     first, second = Term(americas), Term(americas, user="bob")
     for t in (first, second):
@@ -894,6 +883,7 @@ async def test_standalone_menu_join_over_ssh_asks_then_fails_cleanly(term: Term)
         "[1]>1",
         "Enter the passphrase of user admin in the cluster.",
         f"[]>{PASSPHRASE}",
+        f"Connecting to 127.0.0.1 port {port}...",
         lines[-1],
     ]
     assert lines[-1].startswith(f"Error: cannot reach 127.0.0.1:{port}")
@@ -929,6 +919,10 @@ async def test_cluster_menu_by_typed_operation_name(ny: Term) -> None:
     for answer in ("list", "LIST", " List "):
         out = await ny.ok("clusterconfig", answer)
         assert out.splitlines()[-len(listed.splitlines()) :] == listed.splitlines()
+    for op in ("listdetail", "connstatus"):
+        batch = (await ny.ok(f"clusterconfig {op}")).splitlines()
+        menu = (await ny.ok("clusterconfig", op)).splitlines()
+        assert menu[-len(batch) :] == batch and menu[-len(batch) - 1] == f"[]>{op}"
     status, out = await ny.run("clusterconfig", "frobnicate")
     assert status == 2
     assert out.splitlines()[-1] == (
@@ -981,7 +975,9 @@ async def test_group_operations_batch(ny: Term) -> None:
     await ny.ok("clusterconfig deletegroup Rome Lyon")  # receiving group named: not asked
     assert groups_of(ny) == {"Lyon": [LA], "Main_Group": [NY]}
     out = await ny.ok("clusterconfig deletegroup Lyon", "Main_Group")
-    assert out == "Group Lyon has machines. Which group should receive them? [Main_Group]>Main_Group"
+    assert (
+        out == "Group Lyon has machines. Which group should receive them? [Main_Group]>Main_Group"
+    )
     assert groups_of(ny) == {"Main_Group": [LA, NY]}
     await ny.ok("clusterconfig setname europe")
     assert ny.cluster == "europe" and ny.prompt == "(Cluster europe)> "
@@ -990,10 +986,12 @@ async def test_group_operations_batch(ny: Term) -> None:
 @pytest.mark.parametrize(
     ("line", "answers", "error"),
     [
-        ("clusterconfig addgroup Paris", (), "Error: "),
+        ("clusterconfig addgroup Paris", (), "Error: group 'Paris' already exists"),
+        ("clusterconfig addgroup 'bad name'", (), "Error: groups row 'bad name': bad row name"),
         (f"clusterconfig setgroup {LA} Rome", (), "Error: no group 'Rome'"),
         (f"clusterconfig setgroup {LA} Paris", (), f"Error: {LA} is already in group 'Paris'"),
-        ("clusterconfig renamegroup Rome Lyon", (), "Error: "),
+        ("clusterconfig renamegroup Rome Lyon", (), "Error: no group 'Rome'"),
+        ("clusterconfig renamegroup Paris Main_Group", (), "Error: group 'Main_Group' already"),
         ("clusterconfig deletegroup Rome", (), "Error: no group 'Rome'"),
         ("clusterconfig deletegroup Paris", ("Rome",), "Error: no group 'Rome'"),
         ("clusterconfig deletegroup Paris", ("Paris",), "Error: the machines of 'Paris' cannot"),
@@ -1073,14 +1071,19 @@ async def test_connstatus_from_the_hosts_file(ny: Term) -> None:
     assert (member["hostname"], member["state"], member["forward_ok"]) == (LA, "down", True)
 
 
-async def test_disconnect_and_reconnect(ny: Term) -> None:
+def disconnected(t: Term, machine: str) -> bool:
+    return bool(layers.machines(t.shell.store.state)[machine].get("disconnected"))
+
+
+async def test_disconnect_and_reconnect_this_machine(ny: Term) -> None:
     await in_cluster_mode(ny)
-    assert await ny.ok("clusterconfig disconnect") == f"{NY} disconnected."
+    out = await ny.ok("clusterconfig disconnect", "")
+    assert out.splitlines() == [f"Disconnect {NY}? [Y]>", f"{NY} disconnected."]
     assert ny.prompt == "(Cluster americas) [Disconnected]> "
     await ny.ok(f"clustermode machine {NY}")
     assert ny.prompt == f"(Machine {NY}) [Disconnected]> "
     await in_cluster_mode(ny)
-    assert await ny.run("clusterconfig disconnect") == (
+    assert await ny.run(f"clusterconfig disconnect {NY}") == (
         1,
         "Error: this machine is already disconnected",
     )
@@ -1092,25 +1095,57 @@ async def test_disconnect_and_reconnect(ny: Term) -> None:
         "This machine is disconnected. Reconnect it now? [Y]>n",
         "Cluster americas",
     ]
-    out = await ny.ok("clusterconfig", "")
-    assert out.splitlines()[-1] == f"{NY} reconnected."
-    assert ny.prompt == "(Cluster americas)> "
-    assert await ny.run("clusterconfig reconnect") == (
+    assert await ny.ok(f"clusterconfig reconnect {NY}") == f"{NY} reconnected."
+    assert ny.prompt == "(Cluster americas)> " and not disconnected(ny, NY)
+    assert await ny.run(f"clusterconfig reconnect {NY}") == (
         1,
         "Error: this machine is already connected",
     )
-    await ny.ok("clusterconfig", "disconnect")
-    assert await ny.ok("clusterconfig reconnect") == f"{NY} reconnected."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/clusterconfig.py: 'disconnect MACHINE' ignores MACHINE and detaches this one",
-)
-async def test_disconnect_naming_another_machine_does_not_detach_this_one(ny: Term) -> None:
+async def test_disconnect_and_reconnect_from_the_menu(ny: Term) -> None:
     await in_cluster_mode(ny)
-    await ny.run(f"clusterconfig disconnect {LA}")
-    assert not layers.machines(ny.shell.store.state)[NY].get("disconnected")
+    status, out = await ny.run("clusterconfig", "disconnect", "n")
+    assert status == 1 and out.splitlines()[-1] == f"Disconnect {NY}? [Y]>n"
+    assert not disconnected(ny, NY)
+    await ny.ok("clusterconfig", "disconnect", "y")
+    assert disconnected(ny, NY)
+    # Accepting the offer reconnects (however many times it is confirmed: see below).
+    status, out = await ny.run("clusterconfig", "", "", spare=True)
+    assert status == 0 and out.splitlines()[-1] == f"{NY} reconnected."
+    assert not disconnected(ny, NY) and ny.prompt == "(Cluster americas)> "
+
+
+async def test_the_offer_to_reconnect_asks_once(ny: Term) -> None:
+    await in_cluster_mode(ny)
+    await ny.ok(f"clusterconfig disconnect {NY}")
+    status, out = await ny.run("clusterconfig", "", spare=True)
+    assert status == 0 and out.splitlines() == [
+        "This machine is disconnected. Reconnect it now? [Y]>",
+        f"{NY} reconnected.",
+    ]
+
+
+async def test_disconnect_another_machine(ny: Term) -> None:
+    await in_cluster_mode(ny)
+    assert await ny.ok(f"clusterconfig disconnect {LA}") == f"{LA} disconnected."  # not asked
+    assert disconnected(ny, LA) and not disconnected(ny, NY)
+    assert ny.prompt == "(Cluster americas)> "
+    detail = (await ny.ok("clusterconfig listdetail")).splitlines()
+    assert f"Machine {LA} (Serial #: SER-LA) [Disconnected]" in detail
+    status, out = await ny.run(f"clusterconfig reconnect {LA}")
+    assert (status, out) == (
+        1,
+        f"Error: a disconnected machine hears no one: run RECONNECT on {LA} itself",
+    )
+    assert await ny.run(f"clusterconfig disconnect {LA}") == (
+        1,
+        f"Error: {LA} is already disconnected",
+    )
+    assert await ny.run("clusterconfig disconnect sf.example.com") == (
+        1,
+        "Error: no machine 'sf.example.com' in the cluster",
+    )
 
 
 async def test_removemachine_another_member(ny: Term) -> None:
@@ -1215,6 +1250,45 @@ async def test_prepjoin_print_in_a_cluster(ny: Term) -> None:
     assert lines[2].startswith("Machine key: ssh-ed25519 AAAA")
 
 
+# -- roles ---------------------------------------------------------------------------------
+
+
+async def test_read_only_user_reads_but_changes_nothing(americas: Daemon) -> None:
+    viewer = Term(americas, "viewer", role="read-only")
+    await in_cluster_mode(viewer)
+    assert (await viewer.ok("settz print")).startswith("Time Zone: not defined at Cluster;")
+    assert (await viewer.ok("clusterconfig list")).startswith("cluster = americas")
+    assert await viewer.run("clusterconfig addgroup Rome") == (
+        1,
+        "Error: viewer (read-only) may not change the cluster (addgroup)",
+    )
+    await viewer.ok("settz set timezone=UTC", "1")  # pending only
+    assert await viewer.run("commit now") == (
+        1,
+        "Error: viewer (read-only) may not commit changes",
+    )
+    assert "Rome" not in layers.groups(americas.store.state)
+    assert not layers.is_defined(
+        americas.store.state, americas.store.catalogue["settz"], Mode.cluster()
+    )
+
+
+async def test_guest_runs_only_the_open_commands(americas: Daemon) -> None:
+    guest = Term(americas, "visitor", role="guest")
+    refused = "Error: visitor is a guest: only passwd, help and quit are open."
+    for line in ("settz print", "clusterconfig list", "clustermode cluster", "commitdetail"):
+        assert await guest.run(line) == (1, refused)
+    assert await guest.ok("version") == f"clusterd {__version__} on {NY}"
+    assert (await guest.ok("help")).strip()
+    assert (await guest.run("bogus"))[0] == 2
+
+
+async def test_read_only_user_cannot_create_a_cluster(daemon: Daemon) -> None:
+    viewer = Term(daemon, "viewer", role="read-only")
+    status, _ = await viewer.run("clusterconfig create americas")
+    assert status == 1 and viewer.cluster is None
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
@@ -1250,10 +1324,6 @@ async def test_malformed_fields_are_usage_errors(ny: Term, line: str, text: str)
     assert ny.pending == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/editor.py _ensure_defined writes the definition before the values are validated",
-)
 @pytest.mark.parametrize("start", ["1", "2"])
 async def test_refused_first_edit_leaves_nothing_pending(ny: Term, start: str) -> None:
     await in_cluster_mode(ny)
@@ -1262,7 +1332,6 @@ async def test_refused_first_edit_leaves_nothing_pending(ny: Term, start: str) -
     assert ny.pending == 0
 
 
-@pytest.mark.xfail(strict=True, reason="as above, on a standalone machine")
 async def test_refused_first_edit_standalone_leaves_nothing_pending(term: Term) -> None:
     assert (await term.run("settz set nope=1"))[0] == 1
     assert term.pending == 0
