@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from clusterd.daemon import Daemon
 
 LIMIT = 64 * 1024 * 1024
+log = logging.getLogger("clusterd.control")
 
 
 async def serve(daemon: Daemon) -> asyncio.AbstractServer:
@@ -66,7 +68,11 @@ async def serve(daemon: Daemon) -> asyncio.AbstractServer:
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                answer = await _handle(daemon, line)
+                try:
+                    answer = await _handle(daemon, line)
+                except Exception:  # a bug answers as an error; the daemon goes on
+                    log.exception("control request failed: %.200r", line)
+                    answer = {"ok": False, "error": "internal error (see the daemon log)"}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
