@@ -110,6 +110,8 @@ async def _resolve(shell: Shell, x: check.Inconsistency, peers: dict[str, str]) 
     if feature.internal:
         shell.write("(membership: it converges by itself once the members are linked)")
         return
+    if shell.role in ("read-only", "guest"):
+        return
     options = [f"Force entire cluster to use {h} version." for h in x.choices] + ["Ignore."]
     pick = await choose(shell.console, "How do you want to resolve this inconsistency?",
                         options, 1)  # fmt: skip
@@ -153,6 +155,8 @@ async def _resolve_loss(shell: Shell, loss: Loss) -> None:
     shell.write(f"{_updated(shell, loss.by)} (in use)")
     shell.write(f"{_updated(shell, loss.loser.commit)} (overwritten: made without seeing "
                 "the other)")  # fmt: skip
+    if shell.role in ("read-only", "guest"):
+        return
     hosts = {row["serial"]: h for h, row in layers.machines(shell.store.state).items()}
     names = [hosts.get(c.origin, c.origin) for c in (loss.by, loss.loser.commit)]
     options = [f"Force entire cluster to use {n} version." for n in names] + ["Ignore."]

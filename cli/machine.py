@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from cli.shell import Shell, Usage
 from clusterd.errors import ClusterdError
@@ -19,8 +20,29 @@ async def who(shell: Shell, args: list[str]) -> int:
     return 0
 
 
+def _count(args: list[str], usage: str) -> int:
+    if not args:
+        return 20
+    if not args[0].isdigit() or len(args) > 1:
+        raise Usage(usage)
+    return int(args[0])
+
+
+def last_lines(path: Path, count: int, block: int = 64 * 1024) -> list[str]:
+    """The last ``count`` whole lines of a file, reading back from its end."""
+    with path.open("rb") as f:
+        end = f.seek(0, 2)
+        data = b""
+        while end > 0 and data.count(b"\n") <= count:
+            start = max(0, end - block)
+            f.seek(start)
+            data = f.read(end - start) + data
+            end = start
+    return data.decode("utf-8", errors="replace").splitlines()[-count:] if count else []
+
+
 async def last(shell: Shell, args: list[str]) -> int:
-    count = int(args[0]) if args and args[0].isdigit() else 20
+    count = _count(args, "last [N]")
     for login in list(shell.daemon.logins)[-count:][::-1]:
         if login["ok"]:
             shell.write(f"{login['user']:<12} {login['source']:<22} {_when(login['at'])}")
@@ -32,13 +54,10 @@ async def last(shell: Shell, args: list[str]) -> int:
 
 async def tail(shell: Shell, args: list[str]) -> int:
     """The end of this machine's daemon log (``tail [N]``, 20 lines)."""
-    count = int(args[0]) if args and args[0].isdigit() else 20
+    count = _count(args, "tail [N]")
     path = shell.daemon.config.log_file
     try:
-        with path.open("rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 200 * count))
-            lines = f.read().decode("utf-8", errors="replace").splitlines()[-count:]
+        lines = last_lines(path, count)
     except OSError as exc:
         raise ClusterdError(f"cannot read {path}: {exc.strerror or exc}") from None
     for line in lines:

@@ -8,6 +8,7 @@ is refused for a cluster; a malformed or hostile file is refused and changes not
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from clusterd.edits import write_definition
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
 from clusterd.state import definition
+from clusterd.versions import MARKER, Unit
 from schema.configfile import ConfigFile, dump, load
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
@@ -31,6 +33,7 @@ def _path(shell: Shell, name: str) -> Path:
         raise Usage("a file name in the configs directory: letters, digits, '.', '_', '-'")
     folder = shell.daemon.config.data_dir / "configs"
     folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)  # the files hold passphrase hashes
     return folder / name
 
 
@@ -46,6 +49,7 @@ def _defined(shell: Shell, mode: Mode) -> dict[str, Any]:
 
 
 async def saveconfig(shell: Shell, args: list[str]) -> int:
+    shell.require_write("save the configuration (it holds passphrase hashes)")
     state, cluster = shell.store.state, shell.cluster
     stamp = time.strftime("%Y%m%dT%H%M%S")
     name = args[0] if args else f"{cluster or shell.hostname}-{stamp}.xml"
@@ -57,7 +61,12 @@ async def saveconfig(shell: Shell, args: list[str]) -> int:
         config.groups = {g: _defined(shell, Mode.group(g)) for g in layers.groups(state)}
         config.machines = {m: _defined(shell, Mode.machine(m)) for m in layers.machines(state)}
     path = _path(shell, name)
-    path.write_bytes(dump(config, f"{shell.user}@{shell.hostname}", stamp))
+    if path.exists() and not await confirm(shell.console, f"{name} exists. Overwrite it?"):
+        shell.write("Nothing was saved.")
+        return 1
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(dump(config, f"{shell.user}@{shell.hostname}", stamp))
     shell.write(f"The configuration has been saved to {path}")
     return 0
 
@@ -104,26 +113,33 @@ async def loadconfig(shell: Shell, args: list[str]) -> int:
     config = load(data)
     plan = await _plan(shell, config)
     changes = []
+    standalone = shell.cluster is None  # a standalone machine's mode holds every feature
     for mode, features in plan:
-        for command, value in sorted(features.items()):
-            feature = shell.store.catalogue[command]
-            if mode.level not in feature.levels:
-                levels = "/".join(sorted(lv.value for lv in feature.levels))
-                shell.write(f"  {command}: not kept at {mode} ({levels} only)")
+        for feature in shell.store.catalogue:
+            if feature.internal or (mode.level not in feature.levels and not standalone):
+                if feature.command in features:
+                    levels = "/".join(sorted(lv.value for lv in feature.levels))
+                    shell.write(f"  {feature.command}: not kept at {mode} ({levels} only)")
                 continue
-            now = definition(shell.session.view.entries(command, mode.key), feature.is_table)
+            value = features.get(feature.command)
+            entries = shell.session.view.entries(feature.command, mode.key)
+            now = definition(entries, feature.is_table)
             if now != value:
-                changes.append((feature, mode, value, now is None))
+                changes.append((feature, mode, value, now))
     if not changes:
         shell.write("Loading this file changes nothing.")
         return 0
     shell.write("Review: loading this file would change")
-    for feature, mode, _, new in changes:
-        shell.write(f"  {feature.command} at {mode}: {'define' if new else 'replace'}")
+    for feature, mode, value, now in changes:
+        what = "undefine" if value is None else ("define" if now is None else "replace")
+        shell.write(f"  {feature.command} at {mode}: {what}")
     if "--yes" not in args and not await confirm(shell.console, "Load these settings?", False):
         shell.write("Nothing was loaded.")
         return 1
     for feature, mode, value, _ in changes:
-        write_definition(shell.session.view.write, feature, mode, value)
+        if value is None:
+            shell.session.view.write(Unit(feature.command, mode.key, MARKER), None)
+        else:
+            write_definition(shell.session.view.write, feature, mode, value)
     shell.write(f"{len(changes)} change(s) pending: review with preview, apply with commit.")
     return 0

@@ -123,7 +123,8 @@ class Shell:
             self.write(f"Unknown command: {words[0]}. Type 'help' for the list of commands.")
             return 2
         if self.role == "guest" and name not in GUEST_COMMANDS:
-            self.write(f"Error: {self.user} is a guest: only passwd, help and quit are open.")
+            allowed = ", ".join(sorted(GUEST_COMMANDS))
+            self.write(f"Error: {self.user} is a guest: only {allowed} are open.")
             return 1
         before = self.session.pending.saved()
         status = await self._run(handler, args, name, info)

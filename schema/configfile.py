@@ -67,23 +67,30 @@ def dump(config: ConfigFile, saved_by: str, saved_at: str) -> bytes:
 
 def _read_features(element: Any, where: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
+    if (element.text or "").strip():
+        raise BadConfigFile([f"{where}: text outside <feature> elements"])
     for child in element:
         name = child.get("name", "")
-        if child.tag != "feature" or not name:
-            raise BadConfigFile([f"{where}: unexpected <{child.tag}> (expected <feature name=>)"])
+        if child.tag != "feature" or not name or len(child) or (child.tail or "").strip():
+            raise BadConfigFile([f"{where}: expected only <feature name=...>JSON</feature>"])
         if name not in CATALOGUE.commands() or CATALOGUE[name].internal:
             raise BadConfigFile([f"{where}: unknown feature {name!r}"])
+        if name in found:
+            raise BadConfigFile([f"{where}: feature {name} appears twice"])
         try:
             value = json.loads(child.text or "")
         except ValueError as exc:
             raise BadConfigFile([f"{where}: feature {name}: not JSON ({exc})"]) from None
+        if not isinstance(value, dict):
+            raise BadConfigFile([f"{where}: feature {name}: expected a JSON object"])
         feature = CATALOGUE[name]
-        if feature.is_table:
-            if not isinstance(value, dict):
-                raise BadConfigFile([f"{where}: feature {name}: a table is a JSON object"])
-            value = {row: feature.validate_row(row, data) for row, data in value.items()}
-        else:
-            value = feature.validate_record(value)
+        try:
+            if feature.is_table:
+                value = {row: feature.validate_row(row, data) for row, data in value.items()}
+            else:
+                value = feature.validate_record(value)
+        except InvalidSetting as exc:
+            raise BadConfigFile([f"{where}: {p}" for p in exc.problems]) from None
         found[name] = value
     return found
 
@@ -104,8 +111,12 @@ def load(data: bytes) -> ConfigFile:
     if kind not in ("cluster", "standalone"):
         raise BadConfigFile([f"unknown kind {kind!r}"])
     config = ConfigFile(kind, root.get("name", ""))
+    seen: set[tuple[str, str]] = set()
     for element in root:
         name = element.get("name", "")
+        if (element.tag, name) in seen:
+            raise BadConfigFile([f"<{element.tag} {name}> appears twice"])
+        seen.add((element.tag, name))
         if element.tag == "cluster" and kind == "cluster":
             config.cluster = _read_features(element, "cluster")
         elif element.tag == "group" and kind == "cluster" and name:

@@ -1275,7 +1275,7 @@ async def test_read_only_user_reads_but_changes_nothing(americas: Daemon) -> Non
 
 async def test_guest_runs_only_the_open_commands(americas: Daemon) -> None:
     guest = Term(americas, "visitor", role="guest")
-    refused = "Error: visitor is a guest: only passwd, help and quit are open."
+    refused = "Error: visitor is a guest: only exit, help, passwd, quit, version are open."
     for line in ("settz print", "clusterconfig list", "clustermode cluster", "commitdetail"):
         assert await guest.run(line) == (1, refused)
     assert await guest.ok("version") == f"clusterd {__version__} on {NY}"
