@@ -46,14 +46,17 @@ async def _interactive(m: Machine, runs: int) -> tuple[list[float], list[float]]
             known_hosts=None, config=None, agent_path=None,
         ) as conn:  # fmt: skip
             process = await conn.create_process(term_type="xterm", term_size=(120, 40))
+            prompt = f"{m.hostname}>"
             seen = ""
-            while "> " not in seen:
+            while prompt not in seen:
                 seen += await process.stdout.read(4096)
             prompts.append((time.perf_counter() - started) * 1000)
             sent = time.perf_counter()
             process.stdin.write("version\r")
             seen = ""
-            while "clusterd " not in seen or not seen.rstrip().endswith(">"):
+            while (
+                f"on {m.hostname}" not in seen or prompt not in seen.split(f"on {m.hostname}")[-1]
+            ):
                 seen += await process.stdout.read(4096)
             trips.append((time.perf_counter() - sent) * 1000)
             process.stdin.write("quit\r")
