@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clusterd import layers
 from clusterd.digest import state_digest
 from clusterd.edits import Start
 from clusterd.merge import merge_states
@@ -24,6 +25,7 @@ from clusterd.protocol import Node
 from clusterd.state import State
 from clusterd.transport.memory import Faults, Network
 from clusterd.versions import Commit, Snapshot, VersionVector
+from schema.catalogue import CATALOGUE
 from tests.replica import Replica, accounted, cluster_commit
 from tests.test_merge_properties import run_op
 
@@ -201,10 +203,25 @@ def run(
     probe = next(iter(hosts.values())).replica
     for commit in every:
         problems += accounted(commit, every, probe)
+    problems += _effective_differences(hosts)
     alerts = sum(len(m.alerts) for m in net.members.values())
     transfers = sum("state transfer" in line for line in net.log)
     settled = net.now - fault_time
     return Outcome(seed, digests, problems, len(every), net.frames, alerts, transfers, settled)
+
+
+def _effective_differences(hosts: Mapping[str, SimHost]) -> list[str]:
+    """Invariant: identical inputs give identical effective configurations, member by
+    member, whichever replica computes them (and so the state fully decides them)."""
+    seen: dict[str, dict[str, dict[str, Any]]] = {}
+    for serial_, host in hosts.items():
+        state = host.replica.state
+        seen[serial_] = layers.effective_all(state, CATALOGUE)
+    first = next(iter(seen.values()))
+    digests = {state_digest(h.replica.state) for h in hosts.values()}
+    if len(digests) != 1:
+        return []  # convergence is checked on its own
+    return [f"{s}: effective configuration differs" for s, e in seen.items() if e != first]
 
 
 def main() -> None:
