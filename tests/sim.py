@@ -3,9 +3,12 @@
 ``run(seed)`` builds a cluster of pure replicas (``tests.replica``) joined by the
 in-memory network, plays random edits while faults happen (lost, duplicated and
 reordered frames, partitions, crashes and restarts, clocks up to 5 minutes apart, logs
-truncated so that state transfers happen), heals everything and checks the invariants:
-identical digests everywhere, and every commit present, knowingly overwritten, or
-recorded as an inconsistency.  A failing seed replays exactly.
+truncated so that state transfers happen, membership changes: machines moved between
+groups and DISCONNECT flags set and cleared), heals everything (a disconnected machine
+reconnects itself, as its admin would) and checks the invariants: identical digests and
+version vectors everywhere, every commit present, knowingly overwritten, or recorded as
+an inconsistency, and identical effective configurations.  A failing seed replays
+exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from clusterd.peers import Identity, Member, Timing
 from clusterd.protocol import Node
 from clusterd.state import State
 from clusterd.transport.memory import Faults, Network
-from clusterd.versions import Commit, Snapshot, VersionVector
+from clusterd.versions import Commit, Snapshot, Unit, VersionVector
 from schema.catalogue import CATALOGUE
 from tests.replica import Replica, accounted, cluster_commit
 from tests.test_merge_properties import run_op
@@ -40,6 +43,39 @@ class SimHost:
         self.replica = replica
         self.commits: dict[tuple[str, int], Commit] = {}
         self.log = self
+        self.net: Network | None = None  # set when membership changes are simulated
+        self.membership: list[Member] = []
+
+    def members(self) -> list[Member]:
+        """Membership as the replica's state says (what a daemon reloads)."""
+        return [
+            Member(str(row["serial"]), host, bool(row.get("disconnected", False)))
+            for host, row in sorted(layers.machines(self.replica.state).items())
+        ]
+
+    def follow_membership(self, force: bool = False) -> None:
+        """Like the daemon: when membership changed, tell the node (after this event)."""
+        members = self.members()
+        if self.net is None or (members == self.membership and not force):
+            return
+        self.membership = members
+        net, me = self.net, self.replica.origin
+
+        def tell() -> None:
+            if not net.members[me].alive:
+                return
+
+            def event(node: Node) -> list[Any]:
+                actions = list(node.set_members(members, net.now))
+                mine = next((m for m in members if m.serial == me), None)
+                if mine is not None and mine.disconnected != node.disconnected:
+                    flip = node.disconnect if mine.disconnected else node.reconnect
+                    actions += flip(net.now)
+                return actions
+
+            net.call(me, event)
+
+        net.at(0.0, tell)
 
     def version_vector(self) -> VersionVector:
         return self.replica.state.vv
@@ -61,6 +97,7 @@ class SimHost:
         for c in commits:
             if before.get(c.id.origin, 0) < c.id.seq <= vv.get(c.id.origin, 0):
                 self.commits.setdefault((c.id.origin, c.id.seq), c)
+        self.follow_membership()
 
     def install(self, snapshot: Snapshot) -> None:
         self.replica.state = merge_states(self.replica.state, State.from_snapshot(snapshot))
@@ -70,6 +107,7 @@ class SimHost:
                 self.commits[(c.id.origin, c.id.seq)] = c
             self.replica.clock.observe(c.hlc)
         self.replica.receive([])  # what waited in the inbox may be ready now
+        self.follow_membership()
 
     def truncate(self, keep: int) -> None:
         ordered = sorted(self.commits.values(), key=lambda c: (c.hlc, c.id.origin))
@@ -138,8 +176,45 @@ class Outcome:
         )
 
 
+def _membership_change(ed: Any, host: str, disconnect: bool) -> None:
+    """Move a machine to the other group, or flip its DISCONNECT flag."""
+    row = dict(ed.view.row("machines", Mode.cluster().key, host))
+    if disconnect:
+        row["disconnected"] = not row.get("disconnected", False)
+    else:
+        row["group"] = "G1" if row["group"] == "G2" else "G2"
+    ed.view.write(Unit("machines", Mode.cluster().key, host), row)
+
+
+def _settled(hosts: Mapping[str, SimHost]) -> bool:
+    """Same state and same commits everywhere, nothing waiting, nobody disconnected."""
+    replicas = [h.replica for h in hosts.values()]
+    return (
+        len({state_digest(r.state) for r in replicas}) == 1
+        and len({tuple(sorted(r.state.vv.items())) for r in replicas}) == 1
+        and not any(r.inbox for r in replicas)
+        and not any(
+            layers.machines(r.state).get(r.hostname, {}).get("disconnected") for r in replicas
+        )
+    )
+
+
+def _reconnect_self(host: SimHost) -> Commit | None:
+    """A machine whose own row says DISCONNECT reconnects itself (as an admin would)."""
+    me = host.replica.hostname
+    row = layers.machines(host.replica.state).get(me)
+    if row is None or not row.get("disconnected"):
+        return None
+    return host.replica.edit(lambda ed: _membership_change(ed, me, disconnect=True))
+
+
 def run(
-    seed: int, n: int = 50, edits: int = 40, fault_time: float = 8.0, wire: bool = True
+    seed: int,
+    n: int = 50,
+    edits: int = 40,
+    fault_time: float = 8.0,
+    wire: bool = True,
+    membership: bool = True,
 ) -> Outcome:
     rng = random.Random(seed)
     net = Network(seed, Faults(drop=0.02, duplicate=0.02, reorder=0.05), wire=wire)
@@ -158,6 +233,9 @@ def run(
         net.add(serial(i), host, lambda me=me, host=host: Node(me, host, members, timing))
     for s in hosts:
         net.start(s, PING / 4)
+        if membership:
+            hosts[s].net = net
+            hosts[s].membership = hosts[s].members()
 
     every: list[Commit] = [base]
     crashed: set[str] = set()
@@ -173,12 +251,23 @@ def run(
             back = rng.choice(sorted(crashed))
             crashed.discard(back)
             net.restart(back, PING / 4)
+            hosts[back].follow_membership(force=True)
         elif dice < 0.18:
             net.partition(rng.sample(sorted(hosts), rng.randint(1, n // 2)))
         elif dice < 0.21:
             net.heal()
         elif dice < 0.24:
             hosts[who].truncate(rng.randint(0, 5))
+        elif dice < 0.28 and membership and who not in crashed:
+            target, flip = hostname(rng.randrange(n)), rng.random() < 0.5
+            commit = hosts[who].replica.edit(
+                lambda ed, t=target, f=flip: _membership_change(ed, t, disconnect=f)
+            )
+            if commit is not None:
+                hosts[who].commits[(commit.id.origin, commit.id.seq)] = commit
+                every.append(commit)
+                net.commit(who, commit)
+                hosts[who].follow_membership()
         elif who not in crashed:
             ops = [random_op(rng) for _ in range(rng.randint(1, 3))]
             commit = hosts[who].replica.edit(lambda ed, ops=ops: [run_op(ed, o) for o in ops])
@@ -191,12 +280,18 @@ def run(
     net.faults = Faults()
     for s in sorted(crashed):
         net.restart(s, PING / 4)
+        hosts[s].follow_membership(force=True)
     deadline = fault_time + 60 * PING
     while net.now < deadline:
+        for s, host in hosts.items():
+            commit = _reconnect_self(host)
+            if commit is not None:
+                host.commits[(commit.id.origin, commit.id.seq)] = commit
+                every.append(commit)
+                net.commit(s, commit)
+                host.follow_membership()
         net.run_until(net.now + PING)
-        if len({state_digest(h.replica.state) for h in hosts.values()}) == 1 and all(
-            not h.replica.inbox for h in hosts.values()
-        ):
+        if _settled(hosts):
             break
     digests = {state_digest(h.replica.state) for h in hosts.values()}
     problems: list[str] = []
@@ -204,6 +299,8 @@ def run(
     for commit in every:
         problems += accounted(commit, every, probe)
     problems += _effective_differences(hosts)
+    if not _settled(hosts):
+        problems.append("did not settle: version vectors differ or a member is disconnected")
     alerts = sum(len(m.alerts) for m in net.members.values())
     transfers = sum("state transfer" in line for line in net.log)
     settled = net.now - fault_time
@@ -229,16 +326,19 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, help="replay one seed and print its log")
-    parser.add_argument("--seeds", type=int, default=100, help="run seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=100, help="run N seeds")
+    parser.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="print failures only")
     parser.add_argument("--members", type=int, default=50)
     args = parser.parse_args()
-    seeds = [args.seed] if args.seed is not None else range(args.seeds)
+    seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     failed = 0
     for seed in seeds:
         outcome = run(seed, n=args.members)
         ok = len(outcome.digests) == 1 and not outcome.problems
         failed += not ok
-        print(("ok   " if ok else "FAIL ") + str(outcome), *outcome.problems[:5], sep="\n  ")
+        if not (ok and args.quiet):
+            print(("ok   " if ok else "FAIL ") + str(outcome), *outcome.problems[:5], sep="\n  ")
     print(f"{len(seeds) - failed}/{len(seeds)} seeds converged with nothing lost unrecorded")
     raise SystemExit(1 if failed else 0)
 
