@@ -313,18 +313,19 @@ class Admin:
         return result
 
     def set_disconnected(self, machine: str, flag: bool, user: str) -> dict[str, Any]:
-        """DISCONNECT / RECONNECT: a membership flag the mesh acts on.
+        """DISCONNECT / RECONNECT of this machine: a membership flag the mesh acts on.
 
-        Any member may disconnect any machine (the flag replicates to it); a machine
-        that is disconnected hears nothing, so it reconnects itself."""
+        Both act on the machine they run on.  Disconnecting another machine is refused:
+        when that machine misses the commit (it is partitioned), its peers stop talking
+        to it and it cannot learn why, so neither side ever reconnects (found by the
+        simulation with membership changes; see RELIABILITY.md)."""
         d, store = self.daemon, self.store
         rows = layers.machines(store.state)
         if machine not in rows:
             raise LifecycleError(f"no machine {machine!r} in the cluster")
-        if flag is False and machine != d.config.hostname:
-            raise LifecycleError(
-                f"a disconnected machine hears no one: run RECONNECT on {machine} itself"
-            )
+        if machine != d.config.hostname:
+            word = "DISCONNECT" if flag else "RECONNECT"
+            raise LifecycleError(f"{word} acts on the machine it runs on: run it on {machine}")
         if bool(rows[machine].get("disconnected")) == flag:
             state = "disconnected" if flag else "connected"
             who = "this machine" if machine == d.config.hostname else machine

@@ -259,7 +259,8 @@ def run(
         elif dice < 0.24:
             hosts[who].truncate(rng.randint(0, 5))
         elif dice < 0.28 and membership and who not in crashed:
-            target, flip = hostname(rng.randrange(n)), rng.random() < 0.5
+            flip = rng.random() < 0.5  # DISCONNECT / RECONNECT: a machine does it itself
+            target = hosts[who].replica.hostname if flip else hostname(rng.randrange(n))
             commit = hosts[who].replica.edit(
                 lambda ed, t=target, f=flip: _membership_change(ed, t, disconnect=f)
             )

@@ -243,33 +243,53 @@ DEEP_SPEC = st.none() | st.tuples(
 )
 
 
+NUMBERS = [*HUGE, math.inf, -math.inf, math.nan, 1e308, -1, 0, 0.5, True]
+OTHER_TYPE: list[Any] = [None, True, 0, -1, "", "x", [], {}, ["x"], {"x": 1}, 1.5]
+
+
+def _slots(obj: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key or index) inside decoded JSON: where a value can be put."""
+    slots: list[tuple[Any, Any]] = []
+    for value in _walk(obj):
+        if isinstance(value, dict):
+            slots += [(value, k) for k in sorted(value)]
+        elif isinstance(value, list):
+            slots += [(value, i) for i in range(len(value))]
+    return slots
+
+
 @st.composite
 def mutated(draw: st.DrawFn, bases: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """A base message with 0-4 mutations: fields set to anything, removed, nested, added."""
+    """A base message with 0-4 mutations: a field or any nested value set to anything, to
+    an edge-case number or to another JSON type; removed; added; the type changed; deep
+    nesting spliced in (``DEEP``)."""
     obj = copy.deepcopy(draw(st.sampled_from(bases)))
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3, 4]))):
-        op = draw(st.sampled_from(["set", "del", "nested", "extra", "type", "deep"]))
-        containers = [v for v in _walk(obj) if isinstance(v, dict | list) and v]
+        op = draw(
+            st.sampled_from(["set", "del", "nested", "number", "retype", "extra", "type", "deep"])
+        )
+        slots = _slots(obj)
         if op == "set" and obj:
-            obj[draw(st.sampled_from(sorted(obj)))] = draw(JSONV)
+            obj[draw(st.sampled_from(sorted(obj)))] = copy.deepcopy(draw(JSONV))
         elif op == "del" and obj:
             del obj[draw(st.sampled_from(sorted(obj)))]
-        elif op == "nested" and containers:
-            target = draw(st.sampled_from(containers))
-            if isinstance(target, dict):
-                target[draw(st.sampled_from(sorted(target)))] = draw(JSONV)
-            else:
-                target[draw(st.integers(0, len(target) - 1))] = draw(JSONV)
+        elif op in ("nested", "number", "retype", "deep") and slots:
+            container, key = draw(st.sampled_from(slots))
+            value = draw(
+                {
+                    "nested": JSONV,
+                    "number": st.sampled_from(NUMBERS),
+                    "retype": st.sampled_from(OTHER_TYPE),
+                    "deep": st.just(DEEP),
+                }[op]
+            )
+            # A copy: later mutations must not reach a shared constant (OTHER_TYPE's
+            # lists), or hypothesis would see another value on replay.
+            container[key] = copy.deepcopy(value)
         elif op == "extra":
-            obj[draw(st.sampled_from([*names, "x", "type", "admin"]))] = draw(JSONV)
+            obj[draw(st.sampled_from([*names, "x", "type", "admin"]))] = copy.deepcopy(draw(JSONV))
         elif op == "type":
             obj["type"] = draw(st.sampled_from([*REGISTRY, "nope", "", "HELLO"]) | JSONV)
-        elif op == "deep" and containers:
-            target = draw(st.sampled_from(containers))
-            if isinstance(target, dict):
-                target[draw(st.sampled_from(sorted(target)))] = DEEP
-            else:
-                target.append(DEEP)
     return obj
 
 
@@ -519,6 +539,11 @@ def fuzz_node(max_examples: int) -> None:
             max_size=8,
         ),
     )
+    @example(
+        True,
+        [frame(dumps({"type": "commit", "commit": {**commit(B, 1).to_json(), "seq": math.inf}}))],
+    )
+    @example(False, [frame(dumps(to_dict(hello_from(1)))), frame(b'{"type": "vv", "vv": {}}')])
     def run(up: bool, chunks: list[bytes]) -> None:
         COUNTS["node"] += 1
         if up:
@@ -618,6 +643,9 @@ LA_WRITES = [
     ["unsubscribe", "cluster", "a@x.example", {"comment": "fuzz"}, True],
     ["groups", "cluster", "Rome", {}, False],
     ["settz", "cluster", "", None, False],
+    ["settz", "cluster", "", {"timezone": "Mars/Olympus"}, False],  # refused: bad value
+    ["userconfig", Mode.group("Paris").key, "", {}, False],  # refused: cluster level only
+    ["nope", "cluster", "", {}, False],  # refused: no such feature
 ]
 
 
@@ -769,6 +797,20 @@ def _sql_errors() -> tuple[type[BaseException], ...]:
     return (SQLAlchemyError,)
 
 
+def message(type: str = "commit", **fields: Any) -> bytes:
+    """One framed message from the fuzzed peer."""
+    return frame(dumps({"type": type, **fields}))
+
+
+BAD_SNAPSHOT = {
+    "commits": [la_commit(1, LA_WRITES[:1])],
+    "entries": [
+        ["settz", "cluster", "", NOW_HLC + 1, "SER-LA", 1, {"timezone": "Mars/Olympus"}, False]
+    ],
+    "losses": [],
+}
+
+
 def fuzz_daemon_link(max_examples: int) -> None:
     """A member's frames, mutated and garbled, through ``Daemon.link_data`` (what the SSH
     channel calls): nothing escapes; a frame the daemon refuses changes nothing in the
@@ -782,6 +824,19 @@ def fuzz_daemon_link(max_examples: int) -> None:
 
     @_settings(max_examples)
     @given(st.lists(one, min_size=1, max_size=6), st.lists(st.integers(0, 64), max_size=4))
+    @example([message(commit=la_commit(1, LA_WRITES[:1]) | {"hlc": 1 << 63})], [])
+    @example([message(commit=la_commit(1, LA_WRITES[:1]) | {"at": 10**400})], [5])
+    @example([message(type="sync_request", vv={"SER-NY": 1 << 63})], [])
+    @example([message(type="sync_request", vv={f"S{i}": 1 for i in range(2000)})], [])
+    @example([message(commit=la_commit(1, [[["settz"], "cluster", "", {}, False]]))], [])
+    @example([message(type="state_transfer", vv={"SER-LA": 1}, snapshot=BAD_SNAPSHOT)], [])
+    @example(
+        [
+            message(commit=la_commit(1, LA_WRITES[-3:-2])),
+            message(commit=la_commit(1, LA_WRITES[:1])),
+        ],
+        [],
+    )
     def run(frames: list[bytes], cuts: list[int]) -> None:
         COUNTS["daemon_link"] += 1
 
@@ -1316,6 +1371,8 @@ def fuzz_configfile(max_examples: int) -> None:
     @example(base)
     @example(b"")
     @example(b'<?xml version="1.0" encoding="utf-16"?>' + base.split(b"?>", 1)[1])
+    @example(b'<?xml version="1.0" encoding="bogus"?><clusterconfig/>')
+    @example(FEATURE_TEXT.sub(lambda m: m.group(1) + b"[" * 50_000 + m.group(3), base, count=1))
     def run(data: bytes) -> None:
         COUNTS["configfile"] += 1
         check_config_file(data)
@@ -1541,6 +1598,7 @@ def fuzz_control(max_examples: int) -> None:
         ]
     )
     @example([b'{"op": "query", "peer": "SER-LA", "kind": "digest"}'])
+    @example([b"[" * 100_000, b'{"op": "truncate", "keep": 1e999}', b'{"op": "status"}'])
     def run(lines: list[bytes]) -> None:
         COUNTS["control"] += 1
 
