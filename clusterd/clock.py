@@ -70,6 +70,10 @@ class HybridClock:
         self._last = candidate if candidate > self._last else self._last + 1
         return self._last
 
+    def restore(self, last: int) -> None:
+        """Go back to ``last`` (what was observed before a batch that was not kept)."""
+        self._last = last
+
     def observe(self, remote: int) -> None:
         """Never issue a stamp at or below one seen from a peer."""
         if remote > self._last:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from clusterd.clock import PENDING_HLC
 from clusterd.errors import BadCommit, InvalidSetting
 from clusterd.modes import Mode
-from clusterd.versions import JSON, MARKER, Commit, Write
+from clusterd.versions import JSON, MARKER, Commit, Snapshot, Write
 from schema.feature import Catalogue, Feature
+
+# A commit's clock may run ahead of ours (skewed clocks), but not to the end of time:
+# past this, the clock could never move again (PENDING_HLC marks pending writes).
+MAX_HLC = PENDING_HLC - (1 << 40)
+MAX_SEQ = 1 << 62
 
 
 def check_commit(catalogue: Catalogue, commit: Commit, own_mode: str | None = None) -> Commit:
@@ -20,9 +26,11 @@ def check_commit(catalogue: Catalogue, commit: Commit, own_mode: str | None = No
     where = f"commit {commit.id}"
     if not commit.id.origin or commit.id.seq < 1:
         raise BadCommit([f"{where}: bad commit id"])
-    if commit.hlc <= 0:
+    if commit.hlc <= 0 or commit.hlc >= MAX_HLC:
         raise BadCommit([f"{where}: bad timestamp {commit.hlc}"])
-    if any(not isinstance(s, int) or s < 0 for s in commit.context.values()):
+    if commit.id.seq >= MAX_SEQ:
+        raise BadCommit([f"{where}: bad sequence number"])
+    if any(not isinstance(s, int) or s < 0 or s >= MAX_SEQ for s in commit.context.values()):
         raise BadCommit([f"{where}: bad context"])
     if commit.context.get(commit.id.origin, 0) != commit.id.seq - 1:
         raise BadCommit([f"{where}: context does not follow the origin's previous commit"])
@@ -70,3 +78,17 @@ def _check_value(feature: Feature, key: str, value: Any) -> JSON | None:
     if not feature.is_table:
         raise InvalidSetting([f"{feature.command} is a single record, it has no rows"])
     return feature.validate_row(key, value)
+
+
+def check_snapshot(catalogue: Catalogue, snapshot: Snapshot) -> None:
+    """A state transfer from a peer, checked like its commits before anything of it is
+    installed: every entry a valid write at an allowed level, every clock in range."""
+    for commit in snapshot.commits:
+        check_commit(catalogue, commit)
+    for unit, version in snapshot.entries:
+        if not 0 < version.hlc < MAX_HLC or not 0 < version.seq < MAX_SEQ:
+            raise BadCommit([f"state transfer: {unit}: bad version {version.hlc}"])
+        try:
+            _check_write(catalogue, Write(unit, version.value), None)
+        except InvalidSetting as exc:
+            raise BadCommit([f"state transfer: {unit}: {p}" for p in exc.problems]) from None

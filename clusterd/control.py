@@ -102,7 +102,9 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
             return _membership_flag(daemon, op == "disconnect")
         if op == "query":
             answered = await daemon.ask(str(request["peer"]), str(request["kind"]), {}, 10.0)
-            return {"ok": answered.ok, "body": answered.body}
+            if not answered.ok:
+                return {"ok": False, "error": str(answered.body), "body": answered.body}
+            return {"ok": True, "body": answered.body}
         if op == "get":
             feature = daemon.store.catalogue[str(request["feature"])]
             mode = Mode.from_key(str(request["mode"]))
@@ -124,7 +126,7 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
         return {"ok": False, "error": "; ".join(exc.problems)}
     except ClusterdError as exc:
         return {"ok": False, "error": str(exc)}
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 

@@ -21,6 +21,7 @@ import asyncssh
 from clusterd import check, layers, lifecycle
 from clusterd import config as cfg
 from clusterd.admin import Admin
+from clusterd.commitcheck import check_snapshot
 from clusterd.config import DaemonConfig
 from clusterd.digest import state_digest
 from clusterd.dns import Lookup, Resolver
@@ -236,6 +237,11 @@ class Daemon:
                 self._apply(list(commits), peer)
             case Install(snapshot, peer):
                 log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
+                try:
+                    check_snapshot(self.store.catalogue, snapshot)
+                except BadCommit as exc:
+                    self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
+                    return
                 self.store.merge_state(snapshot)
                 self._membership_changed = True
                 self._summary = None

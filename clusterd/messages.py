@@ -26,7 +26,9 @@ PROTOCOL_MAX = 1
 MAX_FRAME = 64 * 1024 * 1024  # state transfer of a large cluster fits; anything larger is hostile
 _HEADER = struct.Struct(">I")
 
-VV = dict[StrictStr, StrictInt]
+VV = Annotated[
+    dict[StrictStr, Annotated[StrictInt, Field(ge=0, lt=1 << 62)]], Field(max_length=1024)
+]  # a version vector: one entry per origin (members, bounded), each a commit count
 
 
 class Message(BaseModel):

@@ -82,7 +82,7 @@ AUTH_REFUSAL = ("authentication error", "refused")
 def _commit(data: Mapping[str, Any]) -> Commit:
     try:
         commit = Commit.from_json(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ProtocolError("malformed", f"bad commit in frame: {exc!r}") from None
     if commit.truncated:
         raise ProtocolError("malformed", f"commit {commit.id} carries no writes")
@@ -477,7 +477,7 @@ class Node:
         peer = self.peers[link.peer]
         try:
             snapshot = Snapshot.from_json(msg.snapshot)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ProtocolError("malformed", f"bad state transfer: {exc!r}") from None
         if snapshot.version_vector() != msg.vv:
             raise ProtocolError("malformed", "state transfer does not match its vector")

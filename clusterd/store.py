@@ -259,6 +259,7 @@ class Store:
         final: dict[Unit, Version] = {}
         loss_ops: dict[tuple[Unit, CommitId], Loss | None] = {}
         outcomes: list[Outcome] = []
+        clock_before = self.clock.last
         try:
             with gc_paused():
                 for commit in commits:
@@ -276,6 +277,7 @@ class Store:
                 with self.engine.begin() as conn:
                     self._write(conn, commits, existed, final, loss_ops)
         except BaseException as exc:
+            self.clock.restore(clock_before)  # a refused batch must not move our clock
             self._load()
             if isinstance(exc, SQLAlchemyError):
                 raise StoreError(f"the store could not write the commit: {exc}") from exc

@@ -128,7 +128,12 @@ def writes_to_json(writes: tuple[Write, ...]) -> list[list[Any]]:
 
 
 def writes_from_json(data: list[list[Any]]) -> tuple[Write, ...]:
-    return tuple(Write(Unit(f, m, k), v, bool(r)) for f, m, k, v, r in data)
+    found = []
+    for f, m, k, v, r in data:
+        if not (isinstance(f, str) and isinstance(m, str) and isinstance(k, str)):
+            raise ValueError(f"a write names its unit with strings, not {[f, m, k]!r}")
+        found.append(Write(Unit(f, m, k), v, bool(r)))
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)

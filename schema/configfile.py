@@ -79,7 +79,7 @@ def _read_features(element: Any, where: str) -> dict[str, Any]:
             raise BadConfigFile([f"{where}: feature {name} appears twice"])
         try:
             value = json.loads(child.text or "")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise BadConfigFile([f"{where}: feature {name}: not JSON ({exc})"]) from None
         if not isinstance(value, dict):
             raise BadConfigFile([f"{where}: feature {name}: expected a JSON object"])
@@ -105,6 +105,8 @@ def load(data: bytes) -> ConfigFile:
         raise BadConfigFile([f"refused: the file uses forbidden XML ({exc})"]) from None
     except ET.ParseError as exc:
         raise BadConfigFile([f"not well-formed XML: {exc}"]) from None
+    except (LookupError, ValueError) as exc:  # an encoding Python does not know, utf-32
+        raise BadConfigFile([f"unreadable XML declaration: {exc}"]) from None
     if root.tag != "clusterconfig" or root.get("format") != FORMAT:
         raise BadConfigFile([f"not a clusterd configuration file (format {FORMAT})"])
     kind = root.get("kind")
