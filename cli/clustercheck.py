@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cli.console import choose
-from cli.shell import Shell
+from cli.shell import READ_ONLY_ROLES, Shell
 from clusterd import check, layers, references
 from clusterd.edits import write_definition
 from clusterd.errors import ClusterdError
@@ -110,34 +111,48 @@ async def _resolve(shell: Shell, x: check.Inconsistency, peers: dict[str, str]) 
     if feature.internal:
         shell.write("(membership: it converges by itself once the members are linked)")
         return
-    if shell.role in ("read-only", "guest"):
+    pick = await _offer(shell, x.choices)
+    if pick is None:
         return
-    options = [f"Force entire cluster to use {h} version." for h in x.choices] + ["Ignore."]
-    pick = await choose(shell.console, "How do you want to resolve this inconsistency?",
-                        options, 1)  # fmt: skip
-    if pick > len(x.choices):
-        return
-    host = x.choices[pick - 1]
+    host = x.choices[pick]
     if host == shell.hostname:
         entries = shell.store.state.entries(feature.command, x.mode.key)
         value = definition(entries, feature.is_table)
     else:
         value = (await _ask(shell, peers[host], "definition",
                             {"feature": feature.command, "mode": x.mode.key}))["value"]  # fmt: skip
-    session = Session(shell.store, shell.user)  # not the shell's pending changes
-    if value is None:
-        session.view.write(Unit(feature.command, x.mode.key, MARKER), None)
-    else:
-        write_definition(session.view.write, feature, x.mode, value)
-    made = session.commit(f"clustercheck: {host} version of {feature.command} at {x.mode}",
-                          on_conflict="keep")  # fmt: skip
+
+    def write(session: Session) -> None:
+        if value is None:
+            session.view.write(Unit(feature.command, x.mode.key, MARKER), None)
+        else:
+            write_definition(session.view.write, feature, x.mode, value)
+
+    _force(shell, host, f"{feature.command} at {x.mode}", write)
+
+
+async def _offer(shell: Shell, hosts: list[str]) -> int | None:
+    """Offer "Force entire cluster to use X version." per host, or "Ignore.": the index
+    of the host chosen, or None."""
+    if shell.role in READ_ONLY_ROLES:
+        return None
+    options = [f"Force entire cluster to use {h} version." for h in hosts] + ["Ignore."]
+    pick = await choose(shell.console, "How do you want to resolve this inconsistency?",
+                        options, 1)  # fmt: skip
+    return pick - 1 if pick <= len(hosts) else None
+
+
+def _force(shell: Shell, host: str, what: str, write: Callable[[Session], None]) -> None:
+    """Forcing a version is an ordinary commit (of its own, not the shell's pending)."""
+    session = Session(shell.store, shell.user)
+    write(session)
+    made = session.commit(f"clustercheck: {host} version of {what}", on_conflict="keep")
     shell.daemon.committed(made)
     shell.write(f"The whole cluster now uses the {host} version.")
 
 
 def _updated(shell: Shell, cid: CommitId) -> str:
-    hosts = {row["serial"]: h for h, row in layers.machines(shell.store.state).items()}
-    origin = hosts.get(cid.origin, cid.origin)
+    origin = layers.hostnames(shell.store.state).get(cid.origin, cid.origin)
     try:
         commit = shell.store.get_commit(cid)
     except ClusterdError:
@@ -155,21 +170,13 @@ async def _resolve_loss(shell: Shell, loss: Loss) -> None:
     shell.write(f"{_updated(shell, loss.by)} (in use)")
     shell.write(f"{_updated(shell, loss.loser.commit)} (overwritten: made without seeing "
                 "the other)")  # fmt: skip
-    if shell.role in ("read-only", "guest"):
-        return
-    hosts = {row["serial"]: h for h, row in layers.machines(shell.store.state).items()}
+    hosts = layers.hostnames(shell.store.state)
     names = [hosts.get(c.origin, c.origin) for c in (loss.by, loss.loser.commit)]
-    options = [f"Force entire cluster to use {n} version." for n in names] + ["Ignore."]
-    pick = await choose(shell.console, "How do you want to resolve this inconsistency?",
-                        options, 1)  # fmt: skip
-    if pick == 3:
+    pick = await _offer(shell, names)
+    if pick is None:
         return
     current = shell.store.state.entries(unit.feature, unit.mode)
     version = current.marker if unit.key == MARKER else current.rows.get(unit.key)
-    value = (version.value if version is not None else None) if pick == 1 else loss.loser.value
-    session = Session(shell.store, shell.user)
-    session.view.write(unit, value)
-    made = session.commit(f"clustercheck: {names[pick - 1]} version of {unit}",
-                          on_conflict="keep")  # fmt: skip
-    shell.daemon.committed(made)
-    shell.write(f"The whole cluster now uses the {names[pick - 1]} version.")
+    kept = version.value if version is not None else None
+    value = kept if pick == 0 else loss.loser.value
+    _force(shell, names[pick], str(unit), lambda session: session.view.write(unit, value))

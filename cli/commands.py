@@ -201,11 +201,7 @@ async def passwd(shell: Shell, args: list[str]) -> int:
 
 def _userconfig_mode(shell: Shell, mode: Mode) -> Mode:
     """Where userconfig is defined (cluster level in a cluster, the machine standalone)."""
-    found = layers.resolve(
-        shell.store.state, shell.store.catalogue["userconfig"], layers.chain(
-            shell.store.state, shell.hostname)
-    ).mode  # fmt: skip
-    return found or mode
+    return shell.daemon.effective("userconfig").mode or mode
 
 
 async def quit_(shell: Shell, args: list[str]) -> int:

@@ -92,14 +92,8 @@ def _where(shell: Shell, feature: Feature) -> None:
 
 
 def _source(shell: Shell, feature: Feature, mode: Mode) -> str:
-    view = shell.session.view
-    above: list[Mode] = []
-    if mode.key.startswith("machine:"):
-        above = layers.chain(view, mode.name)[1:]
-    elif mode.key.startswith("group:"):
-        above = [Mode.cluster()]
-    resolved = layers.resolve(view, feature, above)
-    return "the factory defaults" if resolved.mode is None else str(resolved.mode)
+    found = shell.session.edit.inherited_from(feature, mode).mode
+    return "the factory defaults" if found is None else str(found)
 
 
 async def _ensure_defined(shell: Shell, feature: Feature, *, shown: bool = False) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from cli.shell import Shell, Usage
 from clusterd import layers
+from clusterd.check import last_change
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
 from clusterd.state import definition
@@ -77,7 +78,6 @@ async def explain(shell: Shell, args: list[str]) -> int:
     if machine not in _machines(shell):
         raise ClusterdError(f"no machine {machine!r} in the cluster")
     state = shell.store.state
-    hosts = {row["serial"]: h for h, row in layers.machines(state).items()}
     chain = layers.chain(state, machine)
     resolved = layers.resolve(state, feature, chain)
     levels = []
@@ -85,17 +85,9 @@ async def explain(shell: Shell, args: list[str]) -> int:
         entries = state.entries(feature.command, mode.key)
         value = definition(entries, feature.is_table)
         level: dict[str, Any] = {"mode": str(mode), "defined": value is not None}
-        versions = [v for v in [entries.marker, *entries.rows.values()] if v is not None]
-        if value is not None and versions:
-            newest = max(versions, key=lambda v: (v.hlc, v.origin))
-            level["value"] = value
-            level["commit"] = str(newest.commit)
-            level["origin"] = hosts.get(newest.origin, newest.origin)
-            try:
-                c = shell.store.get_commit(newest.commit)
-                level |= {"user": c.user, "at": c.at, "comment": c.comment}
-            except ClusterdError:
-                level["user"] = "?"
+        change = last_change(shell.store, entries)
+        if value is not None and change is not None:
+            level |= {"value": value, **change}
         levels.append(level)
     source = "the factory defaults" if resolved.mode is None else str(resolved.mode)
     result = {"feature": feature.command, "machine": machine, "value": resolved.value,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clusterd.admin")
 WILDCARD = ("0.0.0.0", "::", "")
+LEAVE_TIMEOUT = 10.0  # s: removing oneself waits this long for the flattening
 
 
 class Admin:
@@ -298,7 +299,13 @@ class Admin:
                 return {"removed": machine, "cluster_deleted": name, **self._done(commit)}
             commit = clusterops.remove_machine(store, machine, user=user)
             result = self._done(commit)
-            await d.left.wait()
+            try:
+                await asyncio.wait_for(d.left.wait(), LEAVE_TIMEOUT)
+            except TimeoutError:
+                raise LifecycleError(
+                    f"{machine} was removed from the cluster but did not flatten its "
+                    f"settings within {LEAVE_TIMEOUT:.0f} s; see the daemon log"
+                ) from None
             return {"removed": machine, "flattened": True, **result}
         serial = rows[machine]["serial"]
         answered = await d.ask(serial, "leave", {"by": user}, d.timeout * 2)

@@ -18,38 +18,46 @@ from clusterd import layers
 from clusterd.clock import wall_ms
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
-from clusterd.state import definition
+from clusterd.state import ModeEntries, definition
 from clusterd.store import Store
-from clusterd.versions import CommitId
 
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def last_change(store: Store, entries: ModeEntries) -> dict[str, Any] | None:
+    """Who last changed a (feature, mode) -- its newest version, deletions included --
+    when, in which commit, on which machine; None if it was never written."""
+    versions = [v for v in [entries.marker, *entries.rows.values()] if v is not None]
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: (v.hlc, v.origin))
+    origin = layers.hostnames(store.state).get(newest.origin, newest.origin)
+    change = {"commit": str(newest.commit), "origin": origin}
+    try:
+        commit = store.get_commit(newest.commit)
+    except ClusterdError:  # the log was truncated: the clock says when
+        return {**change, "user": "?", "at": wall_ms(newest.hlc) / 1000, "comment": ""}
+    return {**change, "user": commit.user, "at": commit.at, "comment": commit.comment}
+
+
 def summary(store: Store) -> dict[str, dict[str, Any]]:
     """``"feature|mode"`` -> digest of the definition and its newest change."""
     state, found = store.state, {}
-    hosts = {row["serial"]: host for host, row in layers.machines(state).items()}
     for feature in store.catalogue:
         for mode in layers.all_modes(state):
             entries = state.entries(feature.command, mode.key)
-            versions = [v for v in [entries.marker, *entries.rows.values()] if v is not None]
-            if not versions:
+            change = last_change(store, entries)
+            if change is None:
                 continue
-            newest = max(versions, key=lambda v: (v.hlc, v.origin))
-            try:
-                commit = store.get_commit(CommitId(newest.origin, newest.seq))
-                user, at = commit.user, commit.at
-            except ClusterdError:  # the log was truncated: the clock says when
-                user, at = "?", wall_ms(newest.hlc) / 1000
             value = definition(entries, feature.is_table)
             found[f"{feature.command}|{mode.key}"] = {
                 "digest": _digest(value),
                 "defined": value is not None,
-                "user": user,
-                "at": at,
-                "origin": hosts.get(newest.origin, newest.origin),
+                "user": change["user"],
+                "at": change["at"],
+                "origin": change["origin"],
             }
     return found
 

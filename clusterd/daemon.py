@@ -180,13 +180,16 @@ class Daemon:
             self.config = cfg.save(c, ccs_enabled=on)
         log.info("CCS %s", f"on port {c.ccs_port}" if on else "off")
 
+    def effective(self, command: str) -> layers.Resolved:
+        """This machine's effective value of one feature, and where it comes from."""
+        state = self.store.state
+        chain = layers.chain(state, self.config.hostname)
+        return layers.resolve(state, self.store.catalogue[command], chain)
+
     def algorithms(self) -> Algorithms:
         """The SSH algorithms of this machine's effective ``sshconfig``."""
         if self._algorithms is None:
-            me = self.config.hostname
-            feature = self.store.catalogue["sshconfig"]
-            value = layers.resolve(self.store.state, feature, layers.chain(self.store.state, me))
-            self._algorithms = Algorithms.from_sshconfig(value.value)
+            self._algorithms = Algorithms.from_sshconfig(self.effective("sshconfig").value)
         return self._algorithms
 
     @property
@@ -420,9 +423,7 @@ class Daemon:
 
     def users(self) -> dict[str, Any]:
         """This machine's effective userconfig."""
-        feature = self.store.catalogue["userconfig"]
-        chain = layers.chain(self.store.state, self.config.hostname)
-        return layers.resolve(self.store.state, feature, chain).value or {}
+        return self.effective("userconfig").value or {}
 
     def login(self, user: str, passphrase: str) -> tuple[str | None, str]:
         """(the user's role, "") when the passphrase is right, else (None, why not)."""
@@ -461,9 +462,7 @@ class Daemon:
         local = self.config.admin_key.with_suffix(".pub")
         if user == "admin" and local.exists() and key_text(local.read_text()) == key:
             return "admin"
-        feature = self.store.catalogue["sshconfig"]
-        chain = layers.chain(self.store.state, self.config.hostname)
-        keys = layers.resolve(self.store.state, feature, chain).value["admin_keys"]
+        keys = self.effective("sshconfig").value["admin_keys"]
         row = self.users().get(user)
         if row is not None and any(k["user"] == user and key_text(k["key"]) == key for k in keys):
             return str(row["role"])

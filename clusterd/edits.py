@@ -90,12 +90,16 @@ class Editor:
 
     def inherited(self, feature: Feature, mode: Mode) -> Any:
         """What ``mode`` would use if it did not define the feature."""
+        return self.inherited_from(feature, mode).value
+
+    def inherited_from(self, feature: Feature, mode: Mode) -> layers.Resolved:
+        """The value ``mode`` would inherit, and the mode it would come from."""
         above: list[Mode] = []
         if mode.level is Level.MACHINE and layers.cluster_name(self.view) is not None:
             above = layers.chain(self.view, mode.name)[1:]
         elif mode.level is Level.GROUP:
             above = [Mode.cluster()]
-        return layers.resolve(self.view, feature, above).value
+        return layers.resolve(self.view, feature, above)
 
     # -- writes ------------------------------------------------------------------------
 

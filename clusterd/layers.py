@@ -65,6 +65,11 @@ def machines(reader: Reader) -> dict[str, JSON]:
     return {name: row for name, row in sorted(rows.items())}
 
 
+def hostnames(reader: Reader) -> dict[str, str]:
+    """Member host names by serial (commits name their origin by serial)."""
+    return {str(row["serial"]): host for host, row in machines(reader).items()}
+
+
 def group_of(reader: Reader, machine: str) -> str | None:
     row = reader.entries("machines", CLUSTER).visible_row(machine)
     return str(row.value["group"]) if row is not None and row.value is not None else None

@@ -10,8 +10,9 @@ long as asked (it prints ``COUNTS``, the examples each fuzzer executed).
 Product bugs
 ------------
 The bugs the fuzzers found are fixed; their minimal reproducers at the bottom of this
-file are regression tests.  A new bug goes into ``KNOWN`` with a strict ``xfail``
-reproducer until it is fixed; meanwhile the fuzzers tolerate exactly that failure
+file are regression tests.  A new bug goes into ``KNOWN`` with a reproducer marked
+``pytest.mark.xfail(strict=True, reason=KNOWN[name])`` until it is fixed; meanwhile
+the fuzzers tolerate exactly that failure
 (``tolerate``: the exception type AND a property of the input must match), record it as
 a hypothesis ``event`` and stop that example, so that they keep looking for others.
 """
@@ -1661,10 +1662,6 @@ def test_fuzz_long(name: str) -> None:
 
 
 # == bugs the fuzzers found: minimal reproducers, now regression tests =====================
-
-
-def _xfail(bug: str, raises: Any = None) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=raises, reason=KNOWN[bug])
 
 
 @pytest.mark.parametrize(

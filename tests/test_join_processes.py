@@ -331,7 +331,7 @@ def test_failed_passphrases_lock_the_source_out(tmp_path: Path) -> None:
         log = (a.dir / "clusterd.log").read_text()
         assert log.count("wrong passphrase for user 'admin'") >= 3
         assert "locked out" in log
-        # Peer links are not subject to the lockout: the cluster still works.
+        # The lockout is raised as an alert too.
         kinds = [x["text"] for x in a.status()["alerts"]]
         assert any("too many failed logins" in t for t in kinds)
 
