@@ -57,3 +57,26 @@ def endpoints(state: State) -> dict[str, Endpoint]:
 def key_text(openssh_public_key: str) -> str:
     """A public key without its comment: ``ssh-ed25519 AAAA...``."""
     return " ".join(openssh_public_key.split()[:2])
+
+
+def own_flag_step(
+    state: State, hostname: str, serial: str, node_disconnected: bool, *, starting: bool
+) -> str | None:
+    """What this machine does when its own row's DISCONNECT flag differs from its links.
+
+    Only a machine flips its own flag (DISCONNECT and RECONNECT act where they run), so a
+    row whose winning write came from this machine is obeyed: ``"disconnect"`` or
+    ``"reconnect"``.  A row another member wrote (SETGROUP, SETNAME while this machine
+    was away) carries that member's possibly stale copy of the flag: ``"repair"`` means
+    re-commit the row with the flag this machine really has.  A machine starting up has no
+    other record than its row and obeys it whoever wrote it (``starting``).
+    """
+    row = state.entries("machines", layers.CLUSTER).visible_row(hostname)
+    if row is None or row.value is None:
+        return None
+    flag = bool(row.value.get("disconnected", False))
+    if flag == node_disconnected:
+        return None
+    if starting or row.origin == serial:
+        return "disconnect" if flag else "reconnect"
+    return "repair"

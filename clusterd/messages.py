@@ -62,17 +62,23 @@ class Goodbye(Message):
 
 
 class Ping(Message):
+    """Liveness and anti-entropy, sent by the member with the smaller serial of a link.
+
+    ``vv`` (the sender's version vector) and ``links`` (its live links: the route
+    table's input) are null when unchanged since the sender's last ping or pong on this
+    link, so an idle link carries a few bytes per round whatever the cluster's size."""
+
     type: Literal["ping"] = "ping"
     seq: StrictInt
-    vv: VV
-    links: tuple[StrictStr, ...]  # the sender's live links: the route table's input
+    vv: VV | None
+    links: tuple[StrictStr, ...] | None
 
 
 class Pong(Message):
     type: Literal["pong"] = "pong"
     seq: StrictInt
-    vv: VV
-    links: tuple[StrictStr, ...]
+    vv: VV | None
+    links: tuple[StrictStr, ...] | None
 
 
 class CommitMsg(Message):

@@ -88,6 +88,8 @@ class Link:
     opened: float
     last_heard: float
     proto: int = 0
+    sent_vv: dict[str, int] | None = None  # what our last ping or pong on it carried
+    sent_links: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         way = "out" if self.outbound else "in"

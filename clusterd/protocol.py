@@ -67,6 +67,7 @@ from clusterd.peers import (
 )
 from clusterd.versions import Commit, Snapshot
 
+FULL_EVERY = 10  # every 10th ping and its pong carry the whole version vector and links
 QUIET_GOODBYES = {"duplicate", "disconnected", "removed"}  # no alert when a peer says these
 # A refusal's goodbye code -> (alert kind, peer state); any other code: a failed login.
 REFUSALS = {
@@ -87,6 +88,18 @@ def _commit(data: Mapping[str, Any]) -> Commit:
     if commit.truncated:
         raise ProtocolError("malformed", f"commit {commit.id} carries no writes")
     return commit
+
+
+def _changes(
+    link: Link, vv: dict[str, int], live: tuple[str, ...], *, full: bool
+) -> tuple[dict[str, int] | None, tuple[str, ...] | None]:
+    """What a ping or pong on ``link`` carries: each part only when it changed since the
+    last one we sent on this link (a new link starts with both), and both every
+    ``FULL_EVERY``-th round, so that a peer which missed one still learns them."""
+    vv_ = None if vv == link.sent_vv and not full else vv
+    links_ = None if live == link.sent_links and not full else live
+    link.sent_vv, link.sent_links = vv, live
+    return vv_, links_
 
 
 def _lacks(vv: Mapping[str, int], other: Mapping[str, int]) -> bool:
@@ -158,13 +171,16 @@ class Node:
         if self.started and now >= self.next_ping:
             self.next_ping = now + t.ping_interval
             self.ping_seq += 1
-            ping = Ping(
-                seq=self.ping_seq, vv=dict(self.log.version_vector()), links=self.live_peers()
-            )
+            vv, live = dict(self.log.version_vector()), self.live_peers()
             for link in self._up_links():
+                if link.peer < self.me.serial:
+                    continue  # the smaller serial of a pair pings; the other answers
                 peer = self.peers[link.peer]
                 peer.ping_seq, peer.ping_at = self.ping_seq, now
-                out.append(Send(link.id, ping))
+                vv_, links_ = _changes(link, vv, live, full=self.ping_seq % FULL_EVERY == 0)
+                out.append(
+                    Send(link.id, Ping.model_construct(seq=self.ping_seq, vv=vv_, links=links_))
+                )
         return out + self._dials(now)
 
     def dial_failed(self, serial: str, now: float, kind: str, reason: str) -> list[Action]:
@@ -379,15 +395,23 @@ class Node:
     def _on_up_message(self, link: Link, msg: Message, now: float) -> list[Action]:
         peer = self.peers[link.peer]
         if isinstance(msg, Ping):
-            peer.links = frozenset(msg.links)
-            vv, live = dict(self.log.version_vector()), self.live_peers()
-            pong = Pong.model_construct(seq=msg.seq, vv=vv, links=live)  # ours: valid
-            return [Send(link.id, pong), *self._compare(peer, msg.vv, link, now)]
+            if msg.links is not None:
+                peer.links = frozenset(msg.links)
+            vv, live, full = (
+                dict(self.log.version_vector()),
+                self.live_peers(),
+                msg.seq % FULL_EVERY == 0,
+            )
+            vv_, links_ = _changes(link, vv, live, full=full)
+            pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_)  # ours: valid
+            heard = peer.vv if msg.vv is None else msg.vv
+            return [Send(link.id, pong), *self._compare(peer, heard, link, now)]
         if isinstance(msg, Pong):
-            peer.links = frozenset(msg.links)
+            if msg.links is not None:
+                peer.links = frozenset(msg.links)
             if msg.seq == peer.ping_seq:
                 peer.rtt = now - peer.ping_at
-            return self._compare(peer, msg.vv, link, now)
+            return self._compare(peer, peer.vv if msg.vv is None else msg.vv, link, now)
         if isinstance(msg, VersionVector):
             return self._compare(peer, msg.vv, link, now)
         if isinstance(msg, CommitMsg):
@@ -532,12 +556,15 @@ class Node:
             peer = self.peers[serial]
             peer.hostname = m.hostname
             if m.disconnected and not peer.admin_off:
-                for link in [lk for lk in self.links.values() if lk.peer == serial]:
-                    out += self._close(link, "disconnected", f"{m.hostname} is disconnected", now)
-                peer.state = "disconnected"
+                # A live link is fresher news than a replicated flag: a member closes its
+                # own links when it disconnects (goodbye "disconnected"), and one that
+                # talks to us has reconnected even if its RECONNECT commit is still on
+                # the way.  So the flag only stops us dialling a member we cannot reach.
+                if peer.link is None:
+                    peer.state, peer.admin_off = "disconnected", True
             elif not m.disconnected and peer.admin_off:
                 peer.state, peer.next_dial, peer.attempts = "down", now, 0
-            peer.admin_off = m.disconnected
+                peer.admin_off = False
         return out
 
     def _first_dial(self, serial: str, now: float) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 from clusterd import layers
 from clusterd.digest import state_digest
 from clusterd.edits import Start
+from clusterd.members import own_flag_step
 from clusterd.merge import merge_states
 from clusterd.modes import Mode
 from clusterd.peers import Identity, Member, Timing
@@ -45,6 +46,8 @@ class SimHost:
         self.log = self
         self.net: Network | None = None  # set when membership changes are simulated
         self.membership: list[Member] = []
+        self.every: list[Commit] = []  # every commit of the run (shared by the hosts)
+        self.starting = True  # the node was just (re)created: it obeys its own row
 
     def members(self) -> list[Member]:
         """Membership as the replica's state says (what a daemon reloads)."""
@@ -67,15 +70,42 @@ class SimHost:
 
             def event(node: Node) -> list[Any]:
                 actions = list(node.set_members(members, net.now))
-                mine = next((m for m in members if m.serial == me), None)
-                if mine is not None and mine.disconnected != node.disconnected:
-                    flip = node.disconnect if mine.disconnected else node.reconnect
+                step = own_flag_step(
+                    self.replica.state,
+                    self.replica.hostname,
+                    me,
+                    node.disconnected,
+                    starting=self.starting,
+                )
+                self.starting = False
+                if step == "repair":  # as the daemon does: put our own flag back
+                    net.at(0.0, lambda: self._repair_flag(node.disconnected))
+                elif step is not None:
+                    flip = node.disconnect if step == "disconnect" else node.reconnect
                     actions += flip(net.now)
                 return actions
 
             net.call(me, event)
 
         net.at(0.0, tell)
+
+    def _repair_flag(self, flag: bool) -> None:
+        me, net = self.replica.hostname, self.net
+        row = layers.machines(self.replica.state).get(me)
+        if net is None or row is None or bool(row.get("disconnected")) == flag:
+            return
+        if not net.members[self.replica.origin].alive:
+            return
+        commit = self.replica.edit(lambda ed: _membership_change(ed, me, disconnect=True))
+        if commit is not None:
+            self.record(commit, net)
+            self.follow_membership()
+
+    def record(self, commit: Commit, net: Network) -> None:
+        """A commit made here: keep it, count it, and send it."""
+        self.commits[(commit.id.origin, commit.id.seq)] = commit
+        self.every.append(commit)
+        net.commit(self.replica.origin, commit)
 
     def version_vector(self) -> VersionVector:
         return self.replica.state.vv
@@ -231,13 +261,14 @@ def run(
         host.apply([base])
         me = Identity(serial(i), hostname(i), "sim", "1.0")
         net.add(serial(i), host, lambda me=me, host=host: Node(me, host, members, timing))
+    every: list[Commit] = [base]
     for s in hosts:
         net.start(s, PING / 4)
+        hosts[s].every = every
         if membership:
             hosts[s].net = net
             hosts[s].membership = hosts[s].members()
 
-    every: list[Commit] = [base]
     crashed: set[str] = set()
     steps = sorted(rng.uniform(0, fault_time) for _ in range(edits + n // 5 + 8))
     for when in steps:
@@ -251,6 +282,7 @@ def run(
             back = rng.choice(sorted(crashed))
             crashed.discard(back)
             net.restart(back, PING / 4)
+            hosts[back].starting = True
             hosts[back].follow_membership(force=True)
         elif dice < 0.18:
             net.partition(rng.sample(sorted(hosts), rng.randint(1, n // 2)))
@@ -265,31 +297,26 @@ def run(
                 lambda ed, t=target, f=flip: _membership_change(ed, t, disconnect=f)
             )
             if commit is not None:
-                hosts[who].commits[(commit.id.origin, commit.id.seq)] = commit
-                every.append(commit)
-                net.commit(who, commit)
+                hosts[who].record(commit, net)
                 hosts[who].follow_membership()
         elif who not in crashed:
             ops = [random_op(rng) for _ in range(rng.randint(1, 3))]
             commit = hosts[who].replica.edit(lambda ed, ops=ops: [run_op(ed, o) for o in ops])
             if commit is not None:
-                hosts[who].commits[(commit.id.origin, commit.id.seq)] = commit
-                every.append(commit)
-                net.commit(who, commit)
+                hosts[who].record(commit, net)
 
     net.heal()
     net.faults = Faults()
     for s in sorted(crashed):
         net.restart(s, PING / 4)
+        hosts[s].starting = True
         hosts[s].follow_membership(force=True)
     deadline = fault_time + 60 * PING
     while net.now < deadline:
-        for s, host in hosts.items():
+        for host in hosts.values():
             commit = _reconnect_self(host)
             if commit is not None:
-                host.commits[(commit.id.origin, commit.id.seq)] = commit
-                every.append(commit)
-                net.commit(s, commit)
+                host.record(commit, net)
                 host.follow_membership()
         net.run_until(net.now + PING)
         if _settled(hosts):
