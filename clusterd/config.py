@@ -36,6 +36,12 @@ class DaemonConfig(BaseModel):
     software_version: str | None = None  # tests only: pretend to run another version
     log_level: str = "INFO"
     blocked_peers: list[str] = []  # serials never linked directly (a firewall, for tests)
+    # Measurement and fault injection (benchmarks, fault campaigns; off by default):
+    # append "<monotonic ns> commit|apply <origin> <seq>", "<ns> install <peer> <vv json>"
+    # (a state transfer) and "<ns> note <text>" lines
+    trace_file: str | None = None  # relative to the data directory
+    link_delay_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0  # hold frames we send
+    link_jitter_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0  # ... plus up to this
     # Membership rows carry this machine's address; when false, peers resolve its name.
     advertise_address: bool = True
     dns_servers: list[str] = []  # empty: the host's resolver configuration

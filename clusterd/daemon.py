@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -27,7 +28,7 @@ from clusterd.digest import state_digest
 from clusterd.dns import Lookup, Resolver
 from clusterd.errors import BadCommit, ClusterdError, ProtocolError, TransportError
 from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinRequest
-from clusterd.members import MEMBERSHIP, Endpoint, endpoints, key_text
+from clusterd.members import MEMBERSHIP, Endpoint, endpoints, key_text, own_flag_step
 from clusterd.merge import Outcome
 from clusterd.messages import FrameReader, decode_body, encode
 from clusterd.modes import Mode
@@ -105,7 +106,10 @@ class Daemon:
         self._algorithms: Algorithms | None = None
         self._group: str | None = None  # this machine's group while a member
         self._membership_changed = True
+        self._flag_followed = False  # the first reload obeys our row's DISCONNECT flag
         self.store.listeners.append(self._on_outcomes)
+        trace = config.data_dir / config.trace_file if config.trace_file else None
+        self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self._summary: dict[str, Any] | None = None  # digest and losses, until a change
         self._reload_members()
 
@@ -248,12 +252,17 @@ class Daemon:
                 self.store.merge_state(snapshot)
                 self._membership_changed = True
                 self._summary = None
+                if self._trace is not None:
+                    vv = json.dumps(self.store.version_vector(), separators=(",", ":"))
+                    self._trace.write(f"{time.monotonic_ns()} install {peer} {vv}\n")
             case Alert(kind, peer, text):
                 name = self.peers[peer].hostname if peer in self.peers else peer
                 log.warning("ALERT %s: %s: %s", kind, name, text)
                 self.alerts.append({"at": time.time(), "kind": kind, "peer": name, "text": text})
             case Note(text):
                 log.info("%s", text)
+                if self._trace is not None:
+                    self._trace.write(f"{time.monotonic_ns()} note {text}\n")
             case Ask(peer, qid, kind, args):
                 try:
                     ok, body = self.answer(kind, args)
@@ -273,6 +282,12 @@ class Daemon:
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         self._summary = None
+        if self._trace is not None:  # benchmarks: when each commit became durable here
+            at = time.monotonic_ns()
+            for o in outcomes:
+                cid = o.commit.id
+                kind = "commit" if cid.origin == self.config.serial else "apply"
+                self._trace.write(f"{at} {kind} {cid.origin} {cid.seq}\n")
         touched = {feature for o in outcomes for feature, _ in o.touched}
         if touched & MEMBERSHIP:
             self._membership_changed = True
@@ -298,8 +313,18 @@ class Daemon:
         members = [e.member for e in self.peers.values()]
         actions = self.node.set_members(members, self.now())
         me = self.peers.get(self.config.serial)
-        if me is not None and me.disconnected != self.node.disconnected:
-            flip = self.node.disconnect if me.disconnected else self.node.reconnect
+        step = own_flag_step(
+            self.store.state,
+            self.config.hostname,
+            self.config.serial,
+            self.node.disconnected,
+            starting=not self._flag_followed,
+        )
+        self._flag_followed = True
+        if step == "repair":
+            asyncio.get_running_loop().call_soon(self._repair_flag)
+        elif step is not None:
+            flip = self.node.disconnect if step == "disconnect" else self.node.reconnect
             actions += flip(self.now())
         if me is not None:
             self._group = me.group
@@ -307,6 +332,22 @@ class Daemon:
         elif was_member and layers.cluster_name(self.store.state) is not None:
             self._schedule_leave(f"{self.config.hostname} was removed from the cluster")
         self.execute(actions)
+
+    def _repair_flag(self) -> None:
+        """Another member rewrote our row with a stale DISCONNECT flag: put ours back."""
+        step = own_flag_step(
+            self.store.state,
+            self.config.hostname,
+            self.config.serial,
+            self.node.disconnected,
+            starting=False,
+        )
+        if step != "repair":
+            return
+        try:
+            self.admin.set_disconnected(self.config.hostname, self.node.disconnected, "clusterd")
+        except ClusterdError as exc:
+            log.warning("could not restore this machine's DISCONNECT flag: %s", exc)
 
     def _schedule_leave(self, why: str) -> None:
         log.warning("%s: flattening settings and leaving", why)

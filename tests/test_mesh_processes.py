@@ -296,3 +296,17 @@ def test_init_refuses_an_existing_machine_and_bad_settings(tmp_path: Path) -> No
     )  # fmt: skip
     assert worse.returncode == 2 and "ping_interval" in worse.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_trace_file_records_when_each_commit_became_durable(tmp_path: Path) -> None:
+    """The benchmarks' probe: monotonic times of commit, apply and notes, per daemon."""
+    with running(tmp_path, 2, ping=PING, trace_file="trace.log") as bed:
+        bed.wait(bed.linked, what="links")
+        before = time.monotonic_ns()
+        origin, _, seq = bed[0].edit(define(), row("traced@x.example"))["commit"].rpartition(":")
+        bed.wait(lambda: f"apply {origin} {seq}" in (bed[1].dir / "trace.log").read_text())
+        lines = {m.index: (m.dir / "trace.log").read_text().splitlines() for m in bed.machines}
+    [mine] = [x for x in lines[0] if x.endswith(f"commit {origin} {seq}")]
+    [theirs] = [x for x in lines[1] if x.endswith(f"apply {origin} {seq}")]
+    assert before < int(mine.split()[0]) <= int(theirs.split()[0]) < time.monotonic_ns()
+    assert any(" note link to " in x for x in lines[1])
