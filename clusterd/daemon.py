@@ -107,6 +107,8 @@ class Daemon:
         self._group: str | None = None  # this machine's group while a member
         self._membership_changed = True
         self._flag_followed = False  # the first reload obeys our row's DISCONNECT flag
+        # Mesh frames and bytes (framing included, SSH's own overhead not) since start.
+        self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
         self.store.listeners.append(self._on_outcomes)
         trace = config.data_dir / config.trace_file if config.trace_file else None
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
@@ -232,7 +234,10 @@ class Daemon:
             case Send(link, msg):
                 io = self.ios.get(link)
                 if io is not None:
-                    io.write(encode(msg))
+                    data = encode(msg)
+                    self.traffic["frames_out"] += 1
+                    self.traffic["bytes_out"] += len(data)
+                    io.write(data)
             case Close(link, reason):
                 io = self.ios.get(link)
                 if io is not None:
@@ -253,7 +258,7 @@ class Daemon:
                 self._membership_changed = True
                 self._summary = None
                 if self._trace is not None:
-                    vv = json.dumps(self.store.version_vector(), separators=(",", ":"))
+                    vv = json.dumps(self.store.state.vv, separators=(",", ":"))
                     self._trace.write(f"{time.monotonic_ns()} install {peer} {vv}\n")
             case Alert(kind, peer, text):
                 name = self.peers[peer].hostname if peer in self.peers else peer
@@ -421,8 +426,10 @@ class Daemon:
         reader = self.readers.get(link_id)
         if reader is None or link_id not in self.node.links:
             return
+        self.traffic["bytes_in"] += len(data)
         try:
             for body in reader.feed(data):
+                self.traffic["frames_in"] += 1
                 msg = decode_body(body)
                 self.execute(self.node.received(link_id, msg, self.now()))
                 if link_id not in self.node.links:
@@ -604,6 +611,7 @@ class Daemon:
             "vv": dict(self.store.state.vv),
             **self._state_summary(),
             "waiting_commits": len(self.store.inbox),
+            "traffic": dict(self.traffic),
             "alerts": list(self.alerts),
         }
 

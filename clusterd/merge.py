@@ -18,7 +18,11 @@ winner ``w``:
 
 With causal delivery the recorded losses of a unit are exactly the versions that are
 not the winner and that no version of the unit has seen, so every member that has
-applied the same commits records the same losses, whatever the arrival order.
+applied the same commits records the same losses, whatever the arrival order.  A loss
+names the unit's current winner as what superseded it (``by``): when a new winner
+arrives, the losses it had not seen name it instead, so ``by`` too is the same
+everywhere (it once named whichever version won on arrival, which depended on the
+order; found by the network-namespace fault campaign).
 
 Rows hidden by a reset (see ``clusterd.state``) are losses too when the reset's
 writer had not seen them; they follow from the current state alone and are computed
@@ -96,6 +100,9 @@ def merge(state: State, commit: Commit) -> Outcome:
             out.wins.append((write.unit, incoming))
             if not has_seen(commit.context, current.commit):
                 out.added.append(Loss(write.unit, current, commit.id))
+            for loss in state.losses_of(write.unit):  # the new winner supersedes them too
+                if not has_seen(commit.context, loss.loser.commit):
+                    out.added.append(Loss(write.unit, loss.loser, commit.id))
         elif not has_seen(current.context, incoming.commit):
             out.added.append(Loss(write.unit, incoming, current.commit))
     return out
@@ -207,7 +214,7 @@ def merge_states(ours: State, theirs: State) -> State:
             version = item.loser if isinstance(item, Loss) else item
             if commit == winner.commit or any(has_seen(u.context, commit) for u in held):
                 continue
-            result.add_loss(item if isinstance(item, Loss) else Loss(unit, version, winner.commit))
+            result.add_loss(Loss(unit, version, winner.commit))
     for side in (ours, theirs):
         for origin, seq in side.vv.items():
             result.vv[origin] = max(result.vv.get(origin, 0), seq)

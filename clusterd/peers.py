@@ -45,6 +45,7 @@ class Timing:
     handshake_timeout: float = 10.0
     sync_batch: int = 2000  # commits per sync response frame
     relay_ttl: int = 3
+    max_dials: int = 8  # dials and outbound handshakes in flight at once (start-up storms)
 
     @classmethod
     def for_interval(cls, ping_interval: float) -> Timing:

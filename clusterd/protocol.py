@@ -438,7 +438,7 @@ class Node:
             text = f"{peer.hostname} closed the link: {msg.reason}"
             return [Close(link.id, text), *self._lost(link, now, text, alert=not quiet)]
         if isinstance(msg, Relay):
-            return self._relay(msg, now)
+            return self._relay(msg, link.peer, now)
         return self._deliver(peer.serial, msg)
 
     def _deliver(self, src: str, msg: Message) -> list[Action]:
@@ -454,7 +454,9 @@ class Node:
             return [Answered(src, msg.qid, msg.ok, msg.body)]
         raise ProtocolError("out-of-order", f"{msg.type_name} after hello")
 
-    def _relay(self, msg: Relay, now: float) -> list[Action]:
+    def _relay(self, msg: Relay, hop: str, now: float) -> list[Action]:
+        if msg.src == self.me.serial:  # our own message came back: routes changed under it
+            return [Note(f"dropped a relay of ours to {msg.dst} that came back from {hop}")]
         if msg.src not in self.peers:
             raise ProtocolError("malformed", f"relayed message from non-member {msg.src}")
         if msg.dst == self.me.serial:
@@ -466,7 +468,10 @@ class Node:
             raise ProtocolError("malformed", f"relay to non-member {msg.dst}")
         if msg.ttl <= 0:
             return [Alert("forward failed", msg.dst, f"message from {msg.src} ran out of hops")]
-        return self._to_peer(msg.dst, msg.inner, alert=True, src=msg.src, ttl=msg.ttl - 1)
+        back = frozenset((msg.src, hop))
+        return self._to_peer(
+            msg.dst, msg.inner, alert=True, src=msg.src, ttl=msg.ttl - 1, avoid=back
+        )
 
     # -- replication --------------------------------------------------------------------
 
@@ -512,21 +517,31 @@ class Node:
 
     # -- routing ------------------------------------------------------------------------
 
-    def route(self, serial: str) -> Link | None:
-        """The live link a message for ``serial`` leaves by: direct, else via a neighbour."""
+    def route(self, serial: str, avoid: frozenset[str] = frozenset()) -> Link | None:
+        """The live link a message for ``serial`` leaves by: direct, else via a neighbour
+        (never one in ``avoid``: a relay does not go back where it came from)."""
         peer = self.peers[serial]
         if peer.link is not None and self.links[peer.link].state is LinkState.UP:
             return self.links[peer.link]
         for hop in sorted(self.peers):
             via = self.peers[hop]
+            if hop in avoid:
+                continue
             if via.state == "up" and via.link is not None and serial in via.links:
                 return self.links[via.link]
         return None
 
     def _to_peer(
-        self, serial: str, inner: dict[str, Any], *, alert: bool, src: str = "", ttl: int = -1
+        self,
+        serial: str,
+        inner: dict[str, Any],
+        *,
+        alert: bool,
+        src: str = "",
+        ttl: int = -1,
+        avoid: frozenset[str] = frozenset(),
     ) -> list[Action]:
-        link = self.route(serial)
+        link = self.route(serial, avoid)
         if link is None:
             if not alert:
                 return []
@@ -576,12 +591,20 @@ class Node:
         if not self.started or self.disconnected:
             return []
         out: list[Action] = []
+        handshaking = {lk.peer for lk in self.links.values() if lk.state is not LinkState.UP}
+        in_flight = sum(p.dialing for p in self.peers.values()) + sum(
+            lk.outbound and lk.state is LinkState.HELLO_SENT for lk in self.links.values()
+        )
         for peer in self.peers.values():
+            if in_flight >= self.timing.max_dials:
+                break  # the rest at the next tick: a member starting among many does not
+                # open dozens of SSH handshakes at once and time them all out
             if peer.admin_off or peer.dialing or peer.link is not None or now < peer.next_dial:
                 continue
-            if any(lk.peer == peer.serial for lk in self.links.values()):
+            if peer.serial in handshaking:
                 continue  # a handshake is under way
             peer.dialing = True
+            in_flight += 1
             out.append(Dial(peer.serial))
         return out
 
@@ -591,6 +614,8 @@ class Node:
         """A dial or handshake failed: back off; alert unless it failed the same way."""
         peer.next_dial = now + self.timing.backoff(self.me.serial, peer.serial, peer.attempts)
         peer.attempts += 1
+        if peer.link is not None:
+            return []  # a second dial failed while a link is up: the peer is still up
         peer.state = "disconnected" if peer.admin_off else state
         repeat = reason == peer.reason
         peer.reason = reason

@@ -4,7 +4,9 @@
 membership into every store (cluster ``testbed``, group ``Main_Group``, each machine's
 address, port and keys) the way a join will, starts each daemon as its own process
 (``clusterd run``), and stops them all on exit whatever happens.  Ports are free ports
-of 127.0.0.1 picked at start.
+of 127.0.0.1 picked at start.  A machine's ``prefix`` runs its daemon under another
+command (``ip netns exec NS``: ``bench/netns_faults.py``); its membership row carries
+its ``listen`` address.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,11 +33,36 @@ from clusterd.store import Store
 from clusterd.versions import Unit
 from schema.catalogue import CATALOGUE
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port of 127.0.0.1 outside the kernel's ephemeral range, never handed out
+    twice by this process: dozens of daemons dialling each other while others are
+    still starting would otherwise take a listener's port for an outgoing connection."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(10_000, 65_000) if not low <= p <= high]
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise ClusterdError("no free port of 127.0.0.1 outside the ephemeral range")
 
 
 PASSPHRASE = "correct horse battery"  # the testbed's admin passphrase
@@ -55,6 +83,7 @@ class Machine:
         self.serial = f"SER-{index:03d}"
         self.dir = root / self.hostname
         self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix: list[str] = []  # run the daemon under this (e.g. ip netns exec NS)
         overrides = {"listen": "127.0.0.1", "ssh_port": free_port(), "ping_interval": ping}
         overrides.update(extra)
         if overrides.get("ccs_enabled"):
@@ -71,7 +100,7 @@ class Machine:
         row = {
             "serial": self.serial,
             "group": lifecycle.MAIN_GROUP,
-            "address": "127.0.0.1",
+            "address": self.config.listen,
             "ssh_port": self.config.ssh_port,
             "host_key": self.info["host_key"],
             "machine_key": self.info["machine_key"],
@@ -80,16 +109,19 @@ class Machine:
             row.update(transport="ccs", ccs_port=self.config.ccs_port)
         return row
 
-    def start(self, *flags: str) -> None:
+    def start(self, *flags: str, wait: bool = True) -> None:
+        """Start the daemon; ``wait``: until its control socket answers."""
         log = open(self.dir / "stderr.log", "ab")  # noqa: SIM115 - the child keeps it
+        command = [sys.executable, "-m", "clusterd", "run", "--data-dir", str(self.dir)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clusterd", "run", "--data-dir", str(self.dir), *flags],
+            [*self.prefix, *command, *flags],
             stdout=log,
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -214,9 +246,12 @@ class Testbed:
     def __getitem__(self, index: int) -> Machine:
         return self.machines[index]
 
-    def start(self) -> None:
+    def start(self, timeout: float = 20.0) -> None:
+        """Start every daemon, then wait for each (they start up in parallel)."""
         for m in self.machines:
-            m.start()
+            m.start(wait=False)
+        for m in self.machines:
+            m.wait_ready(timeout)
 
     def stop(self) -> None:
         for m in self.machines:

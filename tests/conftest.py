@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from clusterd.testbed import free_port
 
 PG_USER = "clusterd"  # the superuser initdb creates; the server trusts local logins
 PG_DATABASE = "clusterd"
@@ -46,12 +47,6 @@ def _pg_bindir() -> Path | None:
 def _version_key(path: str) -> tuple[int, ...]:
     version = Path(path).parent.name
     return tuple(int(part) for part in version.split(".") if part.isdigit())
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run(cmd: list[str], *, as_user: str | None, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -118,7 +113,7 @@ def postgres_url() -> Iterator[str]:
             cwd=top,
         )
         _check(result, "initdb")
-        port = _free_port()
+        port = free_port()
         options = f"-k {data} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off"
         started = True  # from here on, stop it whatever happens
         result = _run(

@@ -14,7 +14,6 @@ menu's bare prompt line follows its last option directly.
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import asyncssh
@@ -23,6 +22,7 @@ from cli.console import ScriptedConsole
 from cli.shell import Shell
 from clusterd import clusterops, identity, layers
 from clusterd.daemon import Daemon
+from clusterd.testbed import free_port
 
 NY = "newyork.example.com"
 LA = "losangeles.example.com"
@@ -44,12 +44,6 @@ def canonical(lines: list[str]) -> str:
                 found.pop()
         found.append(line)
     return "\n".join(found)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def public_key() -> str:

@@ -130,6 +130,8 @@ def test_any_delivery_converges_to_the_same_state_and_losses(
     assert len(digests) == 1, "members disagree on the state"
     losses = {frozenset(m.loss_ids()) for m in members}
     assert len(losses) == 1, "members disagree on the recorded losses"
+    named = {frozenset((x.unit, x.loser.commit, x.by) for x in m.state.losses()) for m in members}
+    assert len(named) == 1, "members disagree on what superseded a loss"
     vvs = {tuple(sorted(m.state.vv.items())) for m in members}
     assert len(vvs) == 1
 
@@ -173,3 +175,36 @@ def test_merging_two_states_equals_applying_both_histories(
         view = Replica("SER-M", "m.example.com", lambda: 1)
         view.state = state
         assert (state_digest(state), frozenset(view.loss_ids()), state.vv) == want
+
+
+def test_three_concurrent_writers_name_the_same_winner_in_any_order() -> None:
+    """Regression (netns campaign): a loss named whichever version won when it
+    arrived, so observers that received three concurrent writes in different orders
+    disagreed on what superseded each loss.  It names the current winner now."""
+    base = cluster_commit()
+    writers = [
+        Replica(f"SER-{i}", f"m{i}.example.com", lambda i=i: 1_000_000 + i) for i in range(3)
+    ]
+    writers[0].receive([base])
+    define = writers[0].edit(lambda ed: ed.define("unsubscribe", Mode.cluster(), Start.EMPTY))
+    assert define is not None
+    base_commits = [base, define]
+    for w in writers:
+        w.receive(base_commits)
+    made = [
+        w.edit(lambda ed, i=i: run_op(ed, ("row", Mode.cluster(), "a@x.example", f"v{i}")))
+        for i, w in enumerate(writers)
+    ]
+    commits = [c for c in made if c is not None]
+    assert len(commits) == 3
+    named = set()
+    for order in ((0, 1, 2), (0, 2, 1), (2, 1, 0), (1, 0, 2)):
+        observer = Replica("SER-9", "m9.example.com", lambda: 1_000_000)
+        observer.receive(base_commits)
+        for i in order:
+            observer.receive([commits[i]])
+        named.add(frozenset((x.loser.commit, x.by) for x in observer.state.losses()))
+        merged = merge_states(writers[0].state, observer.state)
+        named.add(frozenset((x.loser.commit, x.by) for x in merged.losses()))
+    [losses] = named
+    assert len(losses) == 2 and {by for _, by in losses} == {commits[2].id}

@@ -710,6 +710,29 @@ def test_relay_with_no_route_onwards_is_an_alert() -> None:
     assert out == [Alert("forward failed", C, "no route to m2.example.com")]
 
 
+def test_a_relay_never_goes_back_where_it_came_from() -> None:
+    """Regression (netns campaign): two members that lost the destination at once
+    routed to each other, and the source took its own message back as a protocol error
+    and closed a working link."""
+    a, b, _ = trio()
+    b.link_closed(3, 0.5, "reset")  # B lost C ...
+    b.received(2, Ping(seq=1, vv={}, links=(B, C)), 0.6)  # ... and A says it has C
+    inner = to_dict(CommitMsg(commit=commit(A, 1).to_json()))
+    out = b.received(2, Relay(src=A, dst=C, ttl=2, inner=inner), 1.0)
+    assert out == [Alert("forward failed", C, "no route to m2.example.com")]  # not to A
+    mine = a.received(1, Relay(src=A, dst=C, ttl=1, inner=inner), 1.0)
+    assert shape(mine) == [("note",)] and a.peers[B].state == "up"
+
+
+def test_a_failed_second_dial_leaves_a_live_peer_up() -> None:
+    """Regression (netns campaign): the peer was shown "down", and left out of the
+    links pings advertise, while a link to it was up."""
+    a, _ = pair()
+    a.peers[B].dialing = True  # a redial raced the link that is up
+    assert a.dial_failed(B, 1.0, "connection failure", "refused") == []
+    assert a.peers[B].state == "up" and a.live_peers() == (B,)
+
+
 @pytest.mark.parametrize(
     ("relay", "why"),
     [
@@ -744,6 +767,18 @@ def test_committed_skips_members_marked_disconnected() -> None:
 
 
 # -- dead peers, lost links, backoff -------------------------------------------------------
+
+
+def test_a_member_among_many_has_at_most_max_dials_in_flight() -> None:
+    a = node(0, 21)  # 20 peers, all smaller-serial dials of ours
+    first = a.start(0.0)
+    assert len(first) == T.max_dials and all(isinstance(x, Dial) for x in first)
+    assert a.tick(0.5) == []  # all in flight
+    a.dial_failed(first[0].peer, 0.6, "connection failure", "refused")
+    [more] = a.tick(0.7)
+    assert isinstance(more, Dial) and more.peer not in {d.peer for d in first}
+    a.link_opened(1, 0.8, peer=first[1].peer, outbound=True)  # its handshake still counts
+    assert a.tick(0.9) == []
 
 
 def test_dead_peer_is_dropped_and_redialled_with_capped_backoff() -> None:

@@ -19,6 +19,16 @@ and key joins only: shells, exec (and so SCP), SFTP, PTYs and every kind of forw
 are refused, whoever asks.  Both negotiate only the algorithms of ``sshconfig``.
 
 asyncssh errors stop here: dialling raises ``TransportError`` with the alert kind.
+
+Fault injection (``link_delay_ms``, ``link_jitter_ms`` in ``clusterd.toml``; both 0, the
+default, is off): every frame the daemon writes on a link, inbound or outbound, is held
+for delay + uniform(0, jitter) ms before it reaches the channel.  A frame is never
+released before an earlier one of the same link (its due time is at least the previous
+frame's), so each link keeps its order; one timer per link releases what is due.
+Closing the link, or losing it, drops the frames still held (a goodbye written just
+before a close too).  The SSH handshake itself is not delayed.  Off, ``write`` goes
+straight to the channel as it always did: no timer, no queue.  The kernel's netem
+would do this below TCP; this is for machines without it (fault campaigns).
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -50,9 +62,20 @@ PEER_USER = "clusterd"
 log = logging.getLogger("clusterd.transport")
 
 
+class LinkSettings(Protocol):
+    """The daemon configuration's fault-injection settings (``DaemonConfig``)."""
+
+    @property
+    def link_delay_ms(self) -> float: ...
+    @property
+    def link_jitter_ms(self) -> float: ...
+
+
 class Mesh(Protocol):
     """What a transport asks of, and tells, the daemon."""
 
+    @property
+    def config(self) -> LinkSettings: ...
     def peer_for_key(self, key: str) -> str | None: ...
     def prepared_for_key(self, key: str) -> str | None: ...
     def login(self, user: str, passphrase: str) -> tuple[str | None, str]: ...
@@ -81,19 +104,55 @@ class LinkIO(Protocol):
 
 
 class _LinkChannel:
-    """Both ends of a link: bytes in to the mesh, bytes out to the channel."""
+    """Both ends of a link: bytes in to the mesh, bytes out to the channel (held for
+    ``link_delay_ms`` + up to ``link_jitter_ms`` when those are set: module docstring)."""
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.chan: Any = None
         self.link_id: int | None = None
         self.closed_reason = "connection closed"
+        self.delay = mesh.config.link_delay_ms / 1000.0  # seconds
+        self.jitter = mesh.config.link_jitter_ms / 1000.0
+        self._held: deque[tuple[float, bytes]] = deque()  # (due loop time, frame), in order
+        self._timer: asyncio.TimerHandle | None = None
 
     def write(self, data: bytes) -> None:
-        if self.chan is not None:
+        if self.chan is None:
+            return
+        if not self.delay and not self.jitter:
             self.chan.write(data)
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.delay + random.uniform(0.0, self.jitter)
+        if self._held:
+            due = max(due, self._held[-1][0])  # never overtake an earlier frame
+        self._held.append((due, data))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._release)
+
+    def _release(self) -> None:
+        """Write every held frame that is due, in order; wait for the next one."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        while self._held and self._held[0][0] <= loop.time():
+            try:
+                self.chan.write(self._held.popleft()[1])
+            except (OSError, asyncssh.Error):  # the channel closed under us
+                self._drop()
+                return
+        if self._held:
+            self._timer = loop.call_at(self._held[0][0], self._release)
+
+    def _drop(self) -> None:
+        """Forget the frames still held (the link is closing or gone)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._held.clear()
 
     def close(self) -> None:
+        self._drop()
         if self.chan is not None:
             self.chan.close()
 
@@ -102,6 +161,7 @@ class _LinkChannel:
             self.mesh.link_data(self.link_id, data)
 
     def _lost(self, exc: Exception | None) -> None:
+        self._drop()
         if self.link_id is not None:
             link_id, self.link_id = self.link_id, None
             self.mesh.link_down(link_id, str(exc) if exc else self.closed_reason)
