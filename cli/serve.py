@@ -17,14 +17,13 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application.current import create_app_session
+from prompt_toolkit.application.current import create_app_session, get_app_session
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output.vt100 import Vt100_Output
-from prompt_toolkit.shortcuts import print_formatted_text
 
 from cli.console import BatchConsole, prompt_text
 from cli.shell import Quit, Shell
@@ -87,7 +86,11 @@ class PromptConsole:
         self.questions: PromptSession[str] = PromptSession()
 
     def write(self, text: str = "") -> None:
-        print_formatted_text(text)
+        # Straight to the session's output: print_formatted_text renders through a
+        # renderer per call, a large share of a busy daemon's CPU (bench/load.py).
+        out = get_app_session().output
+        out.write(text + "\n")
+        out.flush()
 
     async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         prompt = prompt_text(question, default)
@@ -187,7 +190,8 @@ class ShellChannel:
             with create_pipe_input() as self.input, create_app_session(self.input, output):
                 shell = Shell(self.daemon, self.user, PromptConsole(), role=self.role)
                 lines: PromptSession[str] = PromptSession(
-                    history=InMemoryHistory(), completer=ShellCompleter(shell)
+                    history=InMemoryHistory(),
+                    completer=ShellCompleter(shell),
                 )
                 shell.write(f"clusterd {self.daemon.config.software} on {shell.hostname}. "
                             "Type 'help' for the commands.")  # fmt: skip
