@@ -365,16 +365,26 @@ def bench_latency(bed: Testbed, commits: int, timeout: float) -> dict[str, Any]:
 def bench_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
     time.sleep(1.0)  # let the work of the last commits and polls settle
     pids = [pid_of(m) for m in bed.machines]
+    sent_before = [m.status()["traffic"] for m in bed.machines]
     before = [proc_cpu_ticks(p) for p in pids]
     t0 = time.perf_counter()
     time.sleep(seconds)
     wall = time.perf_counter() - t0
     after = [proc_cpu_ticks(p) for p in pids]
+    statuses = [m.status() for m in bed.machines]
     rss = [round(proc_rss_kib(pid) / 1024, 1) for pid in pids]
     cpu = [(a - b) / CLK_TCK / wall * 100 for b, a in zip(before, after, strict=True)]
+    pairs = list(zip(statuses, sent_before, strict=True))
+    frames = [(s["traffic"]["frames_out"] - b["frames_out"]) / wall for s, b in pairs]
+    sent = [(s["traffic"]["bytes_out"] - b["bytes_out"]) / wall for s, b in pairs]
+    links = [s["links"] for s in statuses]
     return {
         "members": len(pids),
         "seconds": round(wall, 2),
+        "links_per_member": round(statistics.fmean(links), 1),
+        "links_total": sum(links) // 2,
+        "frames_out_per_s": [round(f, 1) for f in frames],  # per member: the mesh's own
+        "bytes_out_per_s": [round(b, 1) for b in sent],  # counters (SSH overhead not)
         "rss_mib_mean": round(statistics.fmean(rss), 1),
         "rss_mib_max": max(rss),
         "rss_mib_total": round(sum(rss), 1),

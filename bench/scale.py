@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -38,12 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from propagation import (
     TRACE,
     BenchError,
+    bench_idle,
     bench_latency,
     log,
     machine_info,
-    pid_of,
-    proc_cpu_ticks,
-    proc_rss_kib,
     wait_for,
     wait_mesh,
 )
@@ -51,41 +48,14 @@ from propagation import (
 from clusterd.errors import ClusterdError
 from clusterd.testbed import Machine, Testbed
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 
 def idle_cost(bed: Testbed, seconds: float, ping: float) -> dict[str, Any]:
-    """CPU, RSS, links and mesh traffic of every daemon over ``seconds`` of idling."""
-    time.sleep(1.0)  # let the last commits' work settle
-    pids = [pid_of(m) for m in bed.machines]
-    t_before = [m.status()["traffic"] for m in bed.machines]
-    cpu_before = [proc_cpu_ticks(p) for p in pids]
-    t0 = time.perf_counter()
-    time.sleep(seconds)
-    wall = time.perf_counter() - t0
-    cpu_after = [proc_cpu_ticks(p) for p in pids]
-    statuses = [m.status() for m in bed.machines]
-    rss = [proc_rss_kib(p) / 1024 for p in pids]
-    cpu = [(a - b) / CLK_TCK / wall * 100 for b, a in zip(cpu_before, cpu_after, strict=True)]
-    rounds = wall / ping
-    frames = [
-        (s["traffic"]["frames_out"] - b["frames_out"]) / rounds
-        for s, b in zip(statuses, t_before, strict=True)
-    ]
-    sent = [
-        (s["traffic"]["bytes_out"] - b["bytes_out"]) / rounds
-        for s, b in zip(statuses, t_before, strict=True)
-    ]
-    links = [s["links"] for s in statuses]
+    """``bench_idle`` (CPU, RSS, links, mesh traffic), with traffic per ping round."""
+    idle = bench_idle(bed, seconds)
+    frames = [f * ping for f in idle["frames_out_per_s"]]
+    sent = [b * ping for b in idle["bytes_out_per_s"]]
     return {
-        "seconds": round(wall, 2),
-        "rss_mib_mean": round(statistics.fmean(rss), 1),
-        "rss_mib_max": round(max(rss), 1),
-        "cpu_pct_mean": round(statistics.fmean(cpu), 2),
-        "cpu_pct_max": round(max(cpu), 2),
-        "cpu_pct_total": round(sum(cpu), 1),
-        "links_per_member": round(statistics.fmean(links), 1),
-        "links_total": sum(links) // 2,
+        **idle,
         "frames_per_round_member": round(statistics.fmean(frames), 1),
         "bytes_per_round_member": round(statistics.fmean(sent), 0),
         "frames_per_round_total": round(sum(frames), 0),

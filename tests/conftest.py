@@ -5,6 +5,10 @@ the machine (``pg_ctl`` on the PATH, else ``/usr/lib/postgresql/*/bin``), in a
 temporary directory, on a free port of 127.0.0.1, and stops and removes it at the
 end whatever happens.  The tests that use it are skipped when the binaries are not
 installed.  ``fresh_pg_url`` gives each test its own new database on that server.
+
+The shell tests' fixtures (``daemon``, ``term``, ``americas``, ``ny``: an in-process
+daemon and logins on it, standalone or as newyork of cluster americas) live here too,
+shared by ``test_shell_commands.py`` and ``test_shell_more.py``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from clusterd.daemon import Daemon
 from clusterd.testbed import free_port
+from tests.shellhelp import Term, admit_la, new_daemon
 
 PG_USER = "clusterd"  # the superuser initdb creates; the server trusts local logins
 PG_DATABASE = "clusterd"
@@ -186,3 +192,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         default = marker.args[0] if marker else 10
         count = metafunc.config.getoption("seeds") or default
         metafunc.parametrize("sim_seed", range(count))
+
+
+# -- the shell tests' daemon and logins ------------------------------------------------
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    d = new_daemon(tmp_path)
+    try:
+        yield d
+    finally:
+        d.store.close()
+
+
+@pytest.fixture
+async def term(daemon: Daemon) -> Term:
+    """A login on the standalone machine."""
+    return Term(daemon)
+
+
+@pytest.fixture
+async def americas(daemon: Daemon) -> Daemon:
+    daemon.admin.create("americas", "admin")
+    daemon.admin.group_op("addgroup", {"group": "Paris"}, "admin")
+    admit_la(daemon, "Paris")
+    return daemon
+
+
+@pytest.fixture
+async def ny(americas: Daemon) -> Term:
+    """A login on newyork, member of cluster americas (in machine mode, as after login)."""
+    return Term(americas)

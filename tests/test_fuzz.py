@@ -714,10 +714,10 @@ def peer_values_invalid(d: Daemon) -> list[str]:
     return bad
 
 
-async def check_link(d: Daemon, frames: list[bytes], cuts: list[int]) -> None:
-    d.node.start(d.now())  # the dials it asks for are not made
+def la_hello(d: Daemon) -> Hello:
+    """losangeles's hello to the daemon under test (a member of its cluster)."""
     cluster = layers.cluster_id(d.store.state) or ""
-    hello = Hello(
+    return Hello(
         node="SER-LA",
         hostname=LA,
         cluster=cluster,
@@ -726,6 +726,11 @@ async def check_link(d: Daemon, frames: list[bytes], cuts: list[int]) -> None:
         software=d.config.software,
         vv={},
     )
+
+
+async def check_link(d: Daemon, frames: list[bytes], cuts: list[int]) -> None:
+    d.node.start(d.now())  # the dials it asks for are not made
+    hello = la_hello(d)
     io, link, fed_transfer = FakeIO(), 0, False
     seen: list[Message] = []
     received = d.node.received
@@ -1688,22 +1693,11 @@ def test_known_bug_node_number_overflow(msg: Message) -> None:
 
 async def _linked(d: Daemon) -> tuple[int, FakeIO]:
     d.node.start(d.now())
-    cluster = layers.cluster_id(d.store.state) or ""
     io = FakeIO()
     link = d.link_up(io, "SER-LA", outbound=False)
     d.link_data(
         link,
-        encode(
-            Hello(
-                node="SER-LA",
-                hostname=LA,
-                cluster=cluster,
-                proto_min=1,
-                proto_max=1,
-                software=d.config.software,
-                vv={},
-            )
-        ),
+        encode(la_hello(d)),
     )
     return link, io
 

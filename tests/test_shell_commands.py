@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -31,9 +29,7 @@ from tests.shellhelp import (
     NY,
     PASSPHRASE,
     Term,
-    admit_la,
     free_port,
-    new_daemon,
     public_key,
 )
 
@@ -78,35 +74,6 @@ START_MENU = ["1. the factory defaults", "2. a copy of the inherited settings"]
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    d = new_daemon(tmp_path)
-    try:
-        yield d
-    finally:
-        d.store.close()
-
-
-@pytest.fixture
-async def term(daemon: Daemon) -> Term:
-    """A login on the standalone machine."""
-    return Term(daemon)
-
-
-@pytest.fixture
-async def americas(daemon: Daemon) -> Daemon:
-    daemon.admin.create("americas", "admin")
-    daemon.admin.group_op("addgroup", {"group": "Paris"}, "admin")
-    admit_la(daemon, "Paris")
-    return daemon
-
-
-@pytest.fixture
-async def ny(americas: Daemon) -> Term:
-    """A login on newyork, member of cluster americas (in machine mode, as after login)."""
-    return Term(americas)
 
 
 async def in_cluster_mode(t: Term) -> None:

@@ -28,7 +28,7 @@ from clusterd.daemon import Daemon
 from clusterd.modes import Mode
 from clusterd.session import Session
 from schema.access import hash_passphrase
-from tests.shellhelp import LA, NY, PASSPHRASE, Term, admit_la, new_daemon, public_key
+from tests.shellhelp import LA, NY, PASSPHRASE, Term, new_daemon, public_key
 
 CLUSTER_SWITCH = (
     'This command is restricted to "cluster" mode. Would you like to switch to "cluster" mode?'
@@ -43,35 +43,6 @@ BAD_NAME = "Usage: a file name in the configs directory: letters, digits, '.', '
 
 
 # -- fixtures and helpers ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    d = new_daemon(tmp_path)
-    try:
-        yield d
-    finally:
-        d.store.close()
-
-
-@pytest.fixture
-async def term(daemon: Daemon) -> Term:
-    """A login on the standalone machine."""
-    return Term(daemon)
-
-
-@pytest.fixture
-async def americas(daemon: Daemon) -> Daemon:
-    daemon.admin.create("americas", "admin")
-    daemon.admin.group_op("addgroup", {"group": "Paris"}, "admin")
-    admit_la(daemon, "Paris")
-    return daemon
-
-
-@pytest.fixture
-async def ny(americas: Daemon) -> Term:
-    """A login on newyork, member of cluster americas (in machine mode, as after login)."""
-    return Term(americas)
 
 
 @pytest.fixture
