@@ -259,15 +259,14 @@ class Daemon:
                 self._summary = None
                 if self._trace is not None:
                     vv = json.dumps(self.store.state.vv, separators=(",", ":"))
-                    self._trace.write(f"{time.monotonic_ns()} install {peer} {vv}\n")
+                    self._traced(f"install {peer} {vv}")
             case Alert(kind, peer, text):
                 name = self.peers[peer].hostname if peer in self.peers else peer
                 log.warning("ALERT %s: %s: %s", kind, name, text)
                 self.alerts.append({"at": time.time(), "kind": kind, "peer": name, "text": text})
             case Note(text):
                 log.info("%s", text)
-                if self._trace is not None:
-                    self._trace.write(f"{time.monotonic_ns()} note {text}\n")
+                self._traced(f"note {text}")
             case Ask(peer, qid, kind, args):
                 try:
                     ok, body = self.answer(kind, args)
@@ -285,14 +284,18 @@ class Daemon:
         except BadCommit as exc:
             self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
 
+    def _traced(self, line: str) -> None:
+        """One line of the trace file (``trace_file``), stamped with the monotonic clock."""
+        if self._trace is not None:
+            self._trace.write(f"{time.monotonic_ns()} {line}\n")
+
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         self._summary = None
         if self._trace is not None:  # benchmarks: when each commit became durable here
-            at = time.monotonic_ns()
             for o in outcomes:
                 cid = o.commit.id
                 kind = "commit" if cid.origin == self.config.serial else "apply"
-                self._trace.write(f"{at} {kind} {cid.origin} {cid.seq}\n")
+                self._traced(f"{kind} {cid.origin} {cid.seq}")
         touched = {feature for o in outcomes for feature, _ in o.touched}
         if touched & MEMBERSHIP:
             self._membership_changed = True
@@ -318,13 +321,7 @@ class Daemon:
         members = [e.member for e in self.peers.values()]
         actions = self.node.set_members(members, self.now())
         me = self.peers.get(self.config.serial)
-        step = own_flag_step(
-            self.store.state,
-            self.config.hostname,
-            self.config.serial,
-            self.node.disconnected,
-            starting=not self._flag_followed,
-        )
+        step = self._flag_step(starting=not self._flag_followed)
         self._flag_followed = True
         if step == "repair":
             asyncio.get_running_loop().call_soon(self._repair_flag)
@@ -338,17 +335,16 @@ class Daemon:
             self._schedule_leave(f"{self.config.hostname} was removed from the cluster")
         self.execute(actions)
 
+    def _flag_step(self, *, starting: bool) -> str | None:
+        c = self.config
+        return own_flag_step(
+            self.store.state, c.hostname, c.serial, self.node.disconnected, starting=starting
+        )
+
     def _repair_flag(self) -> None:
         """Another member rewrote our row with a stale DISCONNECT flag: put ours back."""
-        step = own_flag_step(
-            self.store.state,
-            self.config.hostname,
-            self.config.serial,
-            self.node.disconnected,
-            starting=False,
-        )
-        if step != "repair":
-            return
+        if self._flag_step(starting=False) != "repair":
+            return  # something else settled it meanwhile
         try:
             self.admin.set_disconnected(self.config.hostname, self.node.disconnected, "clusterd")
         except ClusterdError as exc:

@@ -397,12 +397,8 @@ class Node:
         if isinstance(msg, Ping):
             if msg.links is not None:
                 peer.links = frozenset(msg.links)
-            vv, live, full = (
-                dict(self.log.version_vector()),
-                self.live_peers(),
-                msg.seq % FULL_EVERY == 0,
-            )
-            vv_, links_ = _changes(link, vv, live, full=full)
+            vv = dict(self.log.version_vector())
+            vv_, links_ = _changes(link, vv, self.live_peers(), full=msg.seq % FULL_EVERY == 0)
             pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_)  # ours: valid
             heard = peer.vv if msg.vv is None else msg.vv
             return [Send(link.id, pong), *self._compare(peer, heard, link, now)]
