@@ -66,20 +66,34 @@ async def tail(shell: Shell, args: list[str]) -> int:
 
 
 async def ping(shell: Shell, args: list[str]) -> int:
-    """A query's round trip to a member, over the mesh (routed if need be)."""
-    if not args:
+    """A query's round trip to a member, over the mesh (routed if need be).
+
+    Exit 1 with the reason when the machine is standalone, the name is no member (host
+    names match case-insensitively, a final dot allowed), it is this machine, or the
+    member gives no answer."""
+    if len(args) != 1:
         raise Usage("ping MEMBER")
-    peers = {e.hostname: e.serial for e in shell.daemon.peers.values()}
-    if args[0] not in peers or peers[args[0]] == shell.daemon.config.serial:
-        raise ClusterdError(f"{args[0]!r} is not another member of the cluster")
+    if shell.cluster is None:
+        raise ClusterdError("this machine is not in a cluster: there is no member to ping")
+    me = shell.daemon.config.serial
+    by_name = {e.hostname.lower(): e for e in shell.daemon.peers.values()}
+    peer = by_name.get(args[0].lower().rstrip("."))
+    if peer is None:
+        others = ", ".join(sorted(e.hostname for e in by_name.values() if e.serial != me))
+        raise ClusterdError(f"{args[0]!r} is not a member of cluster {shell.cluster} "
+                            f"(other members: {others or 'none'})")  # fmt: skip
+    if peer.serial == me:
+        raise ClusterdError(f"{peer.hostname} is this machine: ping another member")
     for _ in range(3):
         started = time.perf_counter()
-        answered = await shell.daemon.ask(peers[args[0]], "digest", {}, 5.0)
+        answered = await shell.daemon.ask(peer.serial, "digest", {}, 5.0)
         took = (time.perf_counter() - started) * 1000
         if not answered.ok:
-            shell.write(f"{args[0]}: no answer ({answered.body})")
+            why = str(answered.body)  # "no route to X", "no answer within 5.0 s", ...
+            shell.write(f"{peer.hostname}: " + (why if why.startswith("no answer")
+                                                else f"no answer ({why})"))  # fmt: skip
             return 1
-        shell.write(f"{args[0]}: answered in {took:.1f} ms")
+        shell.write(f"{peer.hostname}: answered in {took:.1f} ms")
     return 0
 
 

@@ -42,6 +42,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,6 +60,30 @@ if TYPE_CHECKING:
 
 LIMIT = 64 * 1024 * 1024
 log = logging.getLogger("clusterd.control")
+# Names whose values are never logged: passphrase, password, passwd, passphrase_hash...
+# (``cli.serve.redact`` uses it for FIELD=VALUE words of command lines too).
+SECRET_NAME = re.compile(r"pass|secret", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redacted(value: Any) -> Any:
+    """``value`` with what every key named like a secret holds replaced, at any depth."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if SECRET_NAME.search(str(k)) else redacted(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
+def for_log(line: bytes) -> str:
+    """A request line as it may be logged: secrets replaced (``redacted``); a line that
+    is not JSON is not shown at all (nothing tells where a secret would be in it)."""
+    try:
+        return json.dumps(redacted(json.loads(line)))
+    except (ValueError, RecursionError):
+        return f"({len(line)} bytes, not JSON)"
 
 
 async def serve(daemon: Daemon) -> asyncio.AbstractServer:
@@ -71,7 +96,7 @@ async def serve(daemon: Daemon) -> asyncio.AbstractServer:
                 try:
                     answer = await _handle(daemon, line)
                 except Exception:  # a bug answers as an error; the daemon goes on
-                    log.exception("control request failed: %.200r", line)
+                    log.exception("control request failed: %.200s", for_log(line))
                     answer = {"ok": False, "error": "internal error (see the daemon log)"}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()

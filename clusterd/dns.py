@@ -14,7 +14,9 @@ Policy
   reverse lookups ask for PTR records.  Names are taken as fully qualified (no search
   list) and nothing is cached, so an answer is always fresh.  The name servers are the
   ones given, or, when none are given, those of the host's resolver configuration
-  (``/etc/resolv.conf``); if that cannot be read, every DNS lookup fails with a reason
+  (``/etc/resolv.conf``), re-read whenever its modification time changes (like the
+  hosts file: a DHCP client or an administrator may rewrite it while the daemon runs);
+  while it cannot be read or names no server, every DNS lookup fails with a reason
   saying so, and the hosts file still works.
 * **Never raise, never hang.**  Each lookup is bounded by ``timeout`` seconds in total
   (the resolver's lifetime, guarded again by :func:`asyncio.wait_for`).  A failure is a
@@ -162,17 +164,42 @@ class Resolver:
     ) -> None:
         self.timeout = float(timeout)
         self._hosts = _HostsFile(Path(hosts_file) if hosts_file is not None else None)
+        self._servers = list(servers or [])
+        self._port = port
         self._config_error = ""
         self._resolver: dns.asyncresolver.Resolver | None = None
+        # The system configuration's path and (mtime, size, inode) when last read.
+        self._system: tuple[str, tuple[int, int, int] | None] | None = None
+        self._configure()
+
+    def _configure(self) -> None:
+        """(Re)build the DNS resolver: from the servers given, or from the system
+        configuration when it is new or changed since it was last read."""
+        if not self._servers:
+            path = RESOLV_CONF  # looked up each time: tests point it elsewhere
+            try:
+                st = os.stat(path)
+                stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                stamp = None
+            if self._system == (path, stamp):
+                return
+            self._system = (path, stamp)
+        self._config_error = ""
+        self._resolver = None
         try:
-            if servers:
+            if self._servers:
                 resolver = dns.asyncresolver.Resolver(configure=False)
-                resolver.nameservers = list(servers)
+                resolver.nameservers = list(self._servers)
             else:
                 resolver = dns.asyncresolver.Resolver(filename=RESOLV_CONF)
-            resolver.port = port
+            resolver.port = self._port
         except (dns.exception.DNSException, OSError, ValueError) as exc:
-            where = f"servers {servers}" if servers else f"the system configuration {RESOLV_CONF}"
+            where = (
+                f"servers {self._servers}"
+                if self._servers
+                else f"the system configuration {RESOLV_CONF}"
+            )
             self._config_error = f"no usable DNS name servers in {where}: {exc}"
             return
         resolver.timeout = self.timeout
@@ -198,16 +225,19 @@ class Resolver:
             qname = dns.name.from_text(name)
         except dns.exception.DNSException as exc:
             return Lookup(query, False, (), LITERAL, f"not a valid host name: {query!r} ({exc})")
-        if self._resolver is None:
+        self._configure()
+        resolver = self._resolver  # this lookup's, whatever a re-read does meanwhile
+        if resolver is None:
             return self._unconfigured(query, name)
         outcomes = await asyncio.gather(
-            self._ask(qname, dns.rdatatype.A), self._ask(qname, dns.rdatatype.AAAA)
+            self._ask(resolver, qname, dns.rdatatype.A),
+            self._ask(resolver, qname, dns.rdatatype.AAAA),
         )
         addresses = [a for outcome in outcomes if isinstance(outcome, list) for a in outcome]
         if addresses:
             return Lookup(query, True, _v4_first(addresses), DNS, "")
         failure = min((o for o in outcomes if isinstance(o, _Failure)), key=lambda f: f.kind)
-        asked = self._asked()
+        asked = self._asked(resolver)
         if failure.kind == _Failure.NXDOMAIN:
             reason = f"no such name: {name} (NXDOMAIN from {asked})"
         elif failure.kind == _Failure.TIMEOUT:
@@ -228,12 +258,15 @@ class Resolver:
         from_hosts = self._hosts.names(canonical)
         if from_hosts:
             return Lookup(query, True, from_hosts, HOSTS_FILE, "")
-        if self._resolver is None:
+        self._configure()
+        resolver = self._resolver
+        if resolver is None:
             return self._unconfigured(query, canonical)
-        outcome = await self._ask(dns.reversename.from_address(canonical), dns.rdatatype.PTR)
+        ptr = dns.reversename.from_address(canonical)
+        outcome = await self._ask(resolver, ptr, dns.rdatatype.PTR)
         if isinstance(outcome, list) and outcome:
             return Lookup(query, True, tuple(dict.fromkeys(outcome)), DNS, "")
-        asked = self._asked()
+        asked = self._asked(resolver)
         if not isinstance(outcome, _Failure) or outcome.kind == _Failure.NO_ANSWER:
             reason = f"{canonical} has no PTR record (asked {asked})"
         elif outcome.kind == _Failure.NXDOMAIN:
@@ -252,11 +285,9 @@ class Resolver:
     def _unconfigured(self, query: str, what: str) -> Lookup:
         return Lookup(query, False, (), DNS, f"cannot look up {what} in DNS: {self._config_error}")
 
-    def _asked(self) -> str:
+    @staticmethod
+    def _asked(resolver: dns.asyncresolver.Resolver) -> str:
         """The name servers, as ``address:port``, for reasons."""
-        resolver = self._resolver
-        if resolver is None:
-            return "no name servers"
         parts: list[str] = []
         for ns in resolver.nameservers:
             if isinstance(ns, dns.nameserver.AddressAndPortNameserver):
@@ -270,11 +301,13 @@ class Resolver:
         return ", ".join(parts) or "no name servers"
 
     async def _ask(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
+        self,
+        resolver: dns.asyncresolver.Resolver,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
     ) -> list[str] | _Failure:
         """One query: the answers as text, or how it failed.  Never raises, never hangs."""
-        assert self._resolver is not None
-        pending: Awaitable[dns.resolver.Answer] = self._resolver.resolve(
+        pending: Awaitable[dns.resolver.Answer] = resolver.resolve(
             qname, rdtype, search=False, raise_on_no_answer=True
         )
         try:

@@ -20,8 +20,10 @@ from schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
 
 def _new_key(path: Path) -> None:
     key = asyncssh.generate_private_key("ssh-ed25519")
-    key.write_private_key(path)
-    os.chmod(path, 0o600)
+    # Created 0600, never readable by others, not even between a write and a chmod.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key())
     key.write_public_key(path.with_suffix(".pub"))
 
 

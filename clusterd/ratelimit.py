@@ -3,7 +3,15 @@
 A source that fails ``limit`` times within ``window`` seconds is refused, without its
 attempt being checked at all, for ``lockout`` seconds.  Peer links (machine keys) do
 not count: a key cannot be guessed, and members behind one address must not lock each
-other out.  Time is passed in, so the policy is tested without waiting.
+other out.  Nor do keys refused for an admin user (SSH clients offer every key they
+hold before asking for the passphrase): what counts is a wrong passphrase and a join
+key PREPJOIN does not know (``clusterd.transport.ssh``).
+
+A successful login does not clear the failures of its source.  The count is per
+address, not per user: a reset would let anyone who knows some passphrase (a guest's)
+wipe the count an attacker at the same address has built up against the admin's.  A
+right login costs nothing, so an admin's own mistyped passphrases just age out of the
+window.  Time is passed in, so the policy is tested without waiting.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +300,102 @@ def test_system_configuration_without_nameservers(
     monkeypatch.setattr(cdns, "RESOLV_CONF", str(resolv_conf))
     resolver = Resolver(hosts_file=None)
     assert resolver._resolver is None
+
+
+def _system_resolver(server: DnsServer, timeout: float = 2.0) -> Resolver:
+    """No servers given: the resolver configuration names them, ``dns_port`` their port
+    (resolv.conf has no port: the test server listens on a free one)."""
+    return Resolver(servers=None, port=server.port, timeout=timeout, hosts_file=None)
+
+
+async def test_lookups_through_the_system_configuration(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text(
+        f"# written by a test\nsearch example.test\nnameserver {dns_server.address}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(cdns, "RESOLV_CONF", str(resolv_conf))
+    resolver = _system_resolver(dns_server)
+    found = await resolver.forward("newyork.example.test")
+    assert found == Lookup("newyork.example.test", True, ("127.0.0.31",), "dns", "")
+    found = await resolver.reverse("127.0.0.32")
+    assert found == Lookup("127.0.0.32", True, ("london.example.test",), "dns", "")
+    # Names are fully qualified: the search list is not applied (with it, dnspython
+    # would have found newyork.example.test; the server refuses a bare "newyork.").
+    found = await resolver.forward("newyork")
+    assert not found.ok
+    assert found.reason.startswith(f"DNS lookup of newyork failed (asked {_asked(dns_server)})")
+    assert "REFUSED" in found.reason
+
+
+async def test_system_configuration_is_reread_when_it_changes(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    resolv_conf = tmp_path / "resolv.conf"
+    monkeypatch.setattr(cdns, "RESOLV_CONF", str(resolv_conf))
+    stamp = 1_000_000_000_000_000_000
+
+    def rewrite(text: str) -> None:
+        nonlocal stamp
+        resolv_conf.write_text(text, encoding="utf-8")
+        stamp += 1_000_000_000
+        os.utime(resolv_conf, ns=(stamp, stamp))
+
+    # At start the file names no server: DNS lookups fail and say why.
+    rewrite("# no nameserver yet\n")
+    resolver = _system_resolver(dns_server, timeout=0.5)
+    found = await resolver.forward("newyork.example.test")
+    assert not found.ok
+    assert f"the system configuration {resolv_conf}" in found.reason
+
+    # The file now names the test server: the next lookup uses it.
+    rewrite(f"nameserver {dns_server.address}\n")
+    assert (await resolver.forward("newyork.example.test")).answers == ("127.0.0.31",)
+    assert (await resolver.reverse("127.0.0.31")).answers == ("newyork.example.test",)
+
+    # Another server (silent, on the same port): asked from the next lookup on.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.54", dns_server.port))
+        rewrite("nameserver 127.0.0.54\n")
+        found = await resolver.forward("newyork.example.test")
+        assert not found.ok
+        assert found.reason == (
+            f"DNS lookup of newyork.example.test timed out after 0.5 s "
+            f"(asked 127.0.0.54:{dns_server.port})"
+        )
+
+    # Gone: DNS fails with the reason; back: it answers again.
+    resolv_conf.unlink()
+    found = await resolver.reverse("127.0.0.31")
+    assert not found.ok
+    assert "cannot look up 127.0.0.31 in DNS" in found.reason
+    assert str(resolv_conf) in found.reason
+    rewrite(f"nameserver {dns_server.address}\n")
+    assert (await resolver.reverse("127.0.0.31")).answers == ("newyork.example.test",)
+
+
+async def test_unchanged_system_configuration_is_not_reread(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text(f"nameserver {dns_server.address}\n", encoding="utf-8")
+    monkeypatch.setattr(cdns, "RESOLV_CONF", str(resolv_conf))
+    resolver = _system_resolver(dns_server)
+    first = resolver._resolver
+    assert (await resolver.forward("london.example.test")).ok
+    assert (await resolver.reverse("127.0.0.32")).ok
+    assert resolver._resolver is first  # one stat per lookup, no re-parse
+
+
+async def test_given_servers_ignore_the_system_configuration(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 127.0.0.54\n", encoding="utf-8")
+    monkeypatch.setattr(cdns, "RESOLV_CONF", str(resolv_conf))
+    resolver = _no_hosts(dns_server)
+    resolv_conf.write_text("nameserver 127.0.0.55\n", encoding="utf-8")
+    found = await resolver.forward("newyork.example.test")
+    assert found.answers == ("127.0.0.31",)

@@ -8,6 +8,7 @@ trying anything but passwd, and a member removed while away trying to come back.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import asyncssh
 
 from clusterd import config as cfg
+from clusterd import identity
 from clusterd.testbed import Machine, Testbed
 from schema.access import hash_passphrase
 from tests.test_join_processes import americas
@@ -62,6 +64,59 @@ def test_passphrase_lockout_holds_and_is_logged(tmp_path: Path) -> None:
         assert "too many failed logins from 127.0.0.1" in text
         last = [x for x in m.status()["alerts"] if "login" in x["text"]]
         assert len(last) >= 4
+
+
+def openssh_passphrase_login(
+    m: Machine, key: Path, passphrase: str, where: Path
+) -> subprocess.CompletedProcess[str]:
+    """``ssh -i KEY admin@m version`` with the real OpenSSH client: KEY offered first,
+    then ``passphrase``, given by an SSH_ASKPASS program (once: NumberOfPasswordPrompts)."""
+    askpass = where / f"askpass-{len(list(where.glob('askpass-*')))}"
+    askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' '{passphrase}'\n", encoding="utf-8")
+    askpass.chmod(0o700)
+    argv = identity.local_ssh(m.config, "version")
+    argv[argv.index("-i") + 1] = str(key)
+    argv[argv.index("LogLevel=ERROR")] = "LogLevel=INFO"  # show the banners (the reasons)
+    argv[-2:-2] = ["-o", "PreferredAuthentications=publickey,password",
+                   "-o", "NumberOfPasswordPrompts=1"]  # fmt: skip
+    env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+    env.pop("SSH_AUTH_SOCK", None)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env
+    )
+
+
+def test_keys_an_admin_client_offers_first_do_not_lock_out(tmp_path: Path) -> None:
+    """OpenSSH offers ~/.ssh/id_* before it asks for the passphrase: a key the daemon
+    does not know is refused (and logged) but is no failed login, so an admin with one
+    such key who types the right passphrase logs in every time; wrong passphrases still
+    lock the address out."""
+    from clusterd.testbed import PASSPHRASE
+
+    where = tmp_path / "client"
+    where.mkdir()
+    key = where / "id_ed25519"  # registered nowhere
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(key)
+    key.chmod(0o600)
+    with Testbed(tmp_path, 1, seed=False, login_failures=3, login_lockout=60.0) as bed:
+        bed.start()
+        (m,) = bed.machines
+        for _ in range(6):  # twice login_failures, well within login_window
+            done = openssh_passphrase_login(m, key, PASSPHRASE, where)
+            assert done.returncode == 0 and "clusterd" in done.stdout, done
+        text = log_of(m)
+        assert text.count("is not an admin key of user 'admin'") >= 6  # refused, logged
+        assert "locked out" not in text
+        for _ in range(3):
+            done = openssh_passphrase_login(m, key, "a wrong guess", where)
+            assert done.returncode == 255 and "wrong passphrase" in done.stderr, done
+        done = openssh_passphrase_login(m, key, PASSPHRASE, where)
+        assert done.returncode == 255 and "too many failed logins" in done.stderr, done
+        text = log_of(m)
+        assert text.count("wrong passphrase for user 'admin'") == 3
+        assert "3 failed logins; locked out for 60 s" in text
+        refused = [x for x in list(m.status()["alerts"]) if "wrong passphrase" in x["text"]]
+        assert len(refused) == 3
 
 
 def test_unknown_keys_are_refused_for_admins_and_peers(tmp_path: Path) -> None:

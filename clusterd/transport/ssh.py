@@ -10,7 +10,8 @@ A joining machine logs in as a cluster admin with the passphrase (admin port onl
 as user ``clusterd-join`` with a machine key registered by PREPJOIN, and opens the
 ``clusterd-join`` subsystem for one request (``clusterd.join``).  Every refused login
 is logged, raised as an alert and explained to the client in an SSH banner; failed
-passphrases and join keys count towards the per-source lockout.
+passphrases and join keys count towards the per-source lockout, keys refused for an
+admin user do not (clients offer every key they hold before the passphrase).
 
 ``AdminServer`` listens on the admin SSH port.  Its sessions are ``ChannelSession``s
 that decide per request what they become: a link, a join; the admin shell arrives on
@@ -332,6 +333,10 @@ class PeerServer(asyncssh.SSHServer):
         if username == JOIN_USER:
             host = self.mesh.prepared_for_key(text)
             if host is None:
+                # Counts: user clusterd-join is only ever a joining machine offering its
+                # one machine key (clusterd join offers nothing else), so a refusal is a
+                # failed join attempt, and repeated ones (probing which keys PREPJOIN
+                # holds, flooding the alerts) are what the lockout is for.
                 why = f"key {key.get_fingerprint()} is not registered with PREPJOIN here"
                 return self._refuse(why, counts=True)
             self.joiner = Joiner("key", host, text)
@@ -340,8 +345,12 @@ class PeerServer(asyncssh.SSHServer):
         if role is not None:
             self.admin = (username, role)
             return True
+        # Does not count: an SSH client offers every key it has (OpenSSH: ~/.ssh/id_*,
+        # the agent's) before it asks for the passphrase, so a refused key is no failed
+        # login, and a key cannot be guessed anyway.  The lockout is against passphrase
+        # guessing; still logged and alerted (and explained in a banner).
         return self._refuse(f"key {key.get_fingerprint()} is not an admin key of user "
-                            f"{username!r}", counts=True)  # fmt: skip
+                            f"{username!r}", counts=False)  # fmt: skip
 
     def session_requested(self) -> ChannelSession:
         return ChannelSession(self)
