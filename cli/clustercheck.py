@@ -4,7 +4,13 @@ Whole-state digests first; where they differ, per-(feature, mode) summaries; for
 inconsistency every member's version with when, by whom and on which machine, and the
 choice "Force entire cluster to use X version." or "Ignore." -- forcing is an ordinary
 commit of X's definition at that mode.  Then the facts members must agree on: the
-software version, and references that resolve on every machine.
+software version, the interfaces listeners use, and references that resolve on every
+machine.
+
+Exit status: 0 when every member was checked and nothing is left inconsistent; 1 when
+a member could not be checked, or an inconsistency or a fact remains (ignored, or
+reported without asking: ``--json`` and one-shot ``ssh host clustercheck`` never
+force anything); 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ from collections.abc import Callable
 from typing import Any
 
 from cli.console import choose
-from cli.shell import READ_ONLY_ROLES, Shell
-from clusterd import check, layers, references
+from cli.shell import READ_ONLY_ROLES, Shell, Usage
+from clusterd import check, layers
 from clusterd.edits import write_definition
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
 from clusterd.session import Session
 from clusterd.state import definition
 from clusterd.versions import MARKER, CommitId, Loss, Unit
+
+USAGE = "clustercheck [--json | -j]"
+JSON_FLAGS = ("--json", "-j")
 
 
 def _when(at: float) -> str:
@@ -36,91 +45,138 @@ async def _ask(shell: Shell, serial: str, kind: str, args: dict[str, Any]) -> An
     return answered.body
 
 
+def _why(shell: Shell, serial: str, error: str) -> str:
+    """Why a member did not answer: what the links know, else the query's error."""
+    d = shell.daemon
+    if d.node.disconnected:
+        return (
+            f"{shell.hostname} is disconnected from the cluster "
+            "(clusterconfig reconnect, then check again)"
+        )
+    endpoint, peer = d.peers.get(serial), d.node.peers.get(serial)
+    if (endpoint is not None and endpoint.disconnected) or (peer is not None and peer.admin_off):
+        return "it is disconnected from the cluster (clusterconfig reconnect on it)"
+    if peer is not None and peer.state != "up":
+        return f"no link to it ({peer.state}{': ' + peer.reason if peer.reason else ''})"
+    return error
+
+
 async def clustercheck(shell: Shell, args: list[str]) -> int:
     d = shell.daemon
     if shell.cluster is None:
         raise ClusterdError("this machine is not in a cluster")
-    as_json = "--json" in args or "-j" in args
+    if any(a not in JSON_FLAGS for a in args):
+        raise Usage(USAGE)
+    as_json = any(a in JSON_FLAGS for a in args)
+
+    def progress(text: str) -> None:
+        if not as_json:  # the JSON document is the whole output
+            shell.write(text)
+
     me = d.config.hostname
-    mine = d.status()
-    digests = {me: mine["digest"]}
-    software = {me: mine["software"]}
+    serials = {e.hostname: e.serial for e in d.peers.values()}
+    serials.setdefault(me, d.config.serial)
+    digests: dict[str, str] = {}
+    software: dict[str, str] = {}
     unreachable: dict[str, str] = {}
-    peers = {e.hostname: e.serial for e in d.peers.values() if e.serial != d.config.serial}
-    for host, serial in sorted(peers.items()):
-        if not as_json:
-            shell.write(f"Checking {host}...")
+    for host in sorted(serials):
+        progress(f"Checking {host}...")
+        if host == me:
+            mine = d.status()
+            digests[me], software[me] = mine["digest"], mine["software"]
+            continue
         try:
-            digests[host] = (await _ask(shell, serial, "digest", {}))["digest"]
-            software[host] = (await _ask(shell, serial, "status", {}))["software"]
+            digests[host] = (await _ask(shell, serials[host], "digest", {}))["digest"]
+            software[host] = (await _ask(shell, serials[host], "status", {}))["software"]
         except ClusterdError as exc:
-            unreachable[host] = str(exc)
+            digests.pop(host, None)
+            unreachable[host] = _why(shell, serials[host], str(exc))
+            peer = d.node.peers.get(serials[host])
+            if peer is not None:  # a version refusal says who runs what
+                software.update(check.software_in(peer.reason))
     found: list[check.Inconsistency] = []
     if len(set(digests.values())) > 1:
-        summaries = {me: check.summary(shell.store)}
+        summaries: dict[str, dict[str, dict[str, Any]]] = {}
         for host in digests:
-            if host != me:
-                summaries[host] = await _ask(shell, peers[host], "summary", {})
+            if host == me:
+                summaries[me] = check.summary(shell.store)
+                continue
+            progress(f"Comparing every feature at every mode with {host}...")
+            try:
+                summaries[host] = await _ask(shell, serials[host], "summary", {})
+            except ClusterdError as exc:
+                unreachable[host] = _why(shell, serials[host], str(exc))
         found = check.compare(summaries)
     losses = shell.store.inconsistencies()
-    facts = _facts(shell, software)
+    facts = check.facts(shell.store.state, shell.store.catalogue, me, software)
     if as_json:
         shell.write(json.dumps({
+            "checked": sorted(h for h in digests if h not in unreachable),
             "unreachable": unreachable,
+            "software": dict(sorted(software.items())),
             "inconsistencies": [{"feature": x.feature, "mode": x.mode.key,
-                                 "versions": x.versions} for x in found],
+                                 "versions": x.versions, "choices": x.choices}
+                                for x in found],
             "lost": [{"unit": str(x.unit), "lost": str(x.loser.commit), "to": str(x.by)}
                      for x in losses],
-            "facts": facts,
+            "facts": [f.to_json() for f in facts],
         }, indent=1))  # fmt: skip
-        return 1 if found or losses or facts else 0
+        return 1 if unreachable or found or losses or facts else 0
     for host, why in unreachable.items():
         shell.write(f"{host} could not be checked: {why}")
+    left = 0  # inconsistencies not resolved here
     for x in found:
-        await _resolve(shell, x, peers)
+        left += not await _resolve(shell, x, serials)
     for loss in losses:
-        await _resolve_loss(shell, loss)
+        left += not await _resolve_loss(shell, loss)
     for fact in facts:
-        shell.write(fact)
-    if not found and not losses and not facts:
+        shell.write(fact.message)
+    if unreachable:
+        names = ", ".join(unreachable)
+        shell.write(f"Not every member was checked ({names}): run clustercheck again "
+                    "once they are reachable.")  # fmt: skip
+    elif not found and not losses and not facts:
         shell.write("No inconsistencies found.")
-    return 0
+    return 1 if unreachable or left or facts else 0
 
 
-def _facts(shell: Shell, software: dict[str, str]) -> list[str]:
-    facts = []
-    if len(set(software.values())) > 1:
-        runs = ", ".join(f"{h} runs {v}" for h, v in sorted(software.items()))
-        facts.append(f"Software versions differ: {runs}.")
-    view = shell.store.state
-    for p in references.unresolved_everywhere(view, shell.store.catalogue, shell.hostname):
-        facts.append(f"Reference problem: {p}")
-    return facts
+def _version_line(host: str, entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return f"{host} does not define it"
+    when = f"{_when(entry['at'])} by '{entry['user']}' on {entry['origin']}"
+    if not entry["defined"]:
+        return f"{host} does not define it (undefined {when})"
+    return f"{host} was updated {when}"
 
 
-async def _resolve(shell: Shell, x: check.Inconsistency, peers: dict[str, str]) -> None:
+async def _resolve(shell: Shell, x: check.Inconsistency, serials: dict[str, str]) -> bool:
+    """Show one (feature, mode) inconsistency and offer to force a version: True when
+    one was forced."""
     feature = shell.store.catalogue[x.feature]
     shell.write("Inconsistency found!")
     shell.write(f"{feature.title} at {x.mode}:")
     for host, entry in x.versions.items():
-        if entry is None:
-            shell.write(f"{host} does not define it")
-        else:
-            shell.write(f"{host} was updated {_when(entry['at'])} by '{entry['user']}' "
-                        f"on {entry['origin']}")  # fmt: skip
+        shell.write(_version_line(host, entry))
     if feature.internal:
         shell.write("(membership: it converges by itself once the members are linked)")
-        return
+        return False
     pick = await _offer(shell, x.choices)
     if pick is None:
-        return
+        return False
     host = x.choices[pick]
-    if host == shell.hostname:
+    if not x.defines(host):
+        value = None
+    elif host == shell.hostname:
         entries = shell.store.state.entries(feature.command, x.mode.key)
         value = definition(entries, feature.is_table)
     else:
-        value = (await _ask(shell, peers[host], "definition",
-                            {"feature": feature.command, "mode": x.mode.key}))["value"]  # fmt: skip
+        try:
+            where = {"feature": feature.command, "mode": x.mode.key}
+            value = (await _ask(shell, serials[host], "definition", where))["value"]
+        except ClusterdError as exc:
+            shell.write(f"Nothing forced: {host}'s version could not be fetched "
+                        f"({_why(shell, serials[host], str(exc))}).")  # fmt: skip
+            return False
 
     def write(session: Session) -> None:
         if value is None:
@@ -129,12 +185,17 @@ async def _resolve(shell: Shell, x: check.Inconsistency, peers: dict[str, str]) 
             write_definition(session.view.write, feature, x.mode, value)
 
     _force(shell, host, f"{feature.command} at {x.mode}", write)
+    return True
 
 
 async def _offer(shell: Shell, hosts: list[str]) -> int | None:
     """Offer "Force entire cluster to use X version." per host, or "Ignore.": the index
-    of the host chosen, or None."""
+    of the host chosen, or None.  Nothing is offered to a read-only user or in a
+    one-shot command (its default would force a version nobody chose)."""
     if shell.role in READ_ONLY_ROLES:
+        return None
+    if not shell.console.interactive:
+        shell.write("(run clustercheck in an interactive shell to force a version)")
         return None
     options = [f"Force entire cluster to use {h} version." for h in hosts] + ["Ignore."]
     pick = await choose(shell.console, "How do you want to resolve this inconsistency?",
@@ -160,8 +221,9 @@ def _updated(shell: Shell, cid: CommitId) -> str:
     return f"{origin} version was updated {_when(commit.at)} by '{commit.user}' on {origin}"
 
 
-async def _resolve_loss(shell: Shell, loss: Loss) -> None:
-    """A change overwritten by someone who had not seen it (e.g. while disconnected)."""
+async def _resolve_loss(shell: Shell, loss: Loss) -> bool:
+    """A change overwritten by someone who had not seen it (e.g. while disconnected):
+    True when a version was forced."""
     unit = loss.unit
     feature = shell.store.catalogue[unit.feature]
     row = "" if unit.key == MARKER else f", row {unit.key!r}"
@@ -174,9 +236,10 @@ async def _resolve_loss(shell: Shell, loss: Loss) -> None:
     names = [hosts.get(c.origin, c.origin) for c in (loss.by, loss.loser.commit)]
     pick = await _offer(shell, names)
     if pick is None:
-        return
+        return False
     current = shell.store.state.entries(unit.feature, unit.mode)
     version = current.marker if unit.key == MARKER else current.rows.get(unit.key)
     kept = version.value if version is not None else None
     value = kept if pick == 0 else loss.loser.value
     _force(shell, names[pick], str(unit), lambda session: session.view.write(unit, value))
+    return True

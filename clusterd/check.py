@@ -5,21 +5,28 @@ changed it, when and on which machine); the asking member compares them and, onl
 where digests differ, asks for the definition itself (``definition``) to force one
 version on the whole cluster as an ordinary new commit.  Membership features are
 compared like the rest but never forced from here (cluster operations own them).
+
+The facts members must agree on besides their settings (``facts``): the software
+version each runs, the interfaces listeners bind to, and every other cross-feature
+reference, each resolved on every machine's effective configuration.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from clusterd import layers
+from clusterd import layers, references
 from clusterd.clock import wall_ms
 from clusterd.errors import ClusterdError
+from clusterd.layers import Reader
 from clusterd.modes import Mode
 from clusterd.state import ModeEntries, definition
 from clusterd.store import Store
+from schema.feature import Catalogue
 
 
 def _digest(value: Any) -> str:
@@ -62,32 +69,116 @@ def summary(store: Store) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _version_of(entry: dict[str, Any] | None) -> str | None:
+    """What is compared: the digest of a definition, None when the mode does not define
+    the feature (never written, or undefined)."""
+    return entry["digest"] if entry is not None and entry["defined"] else None
+
+
 @dataclass(frozen=True, slots=True)
 class Inconsistency:
     feature: str
     mode: Mode
-    versions: dict[str, dict[str, Any] | None]  # member -> its summary entry (None: absent)
+    # member -> its summary entry ("defined": False: undefined there; None: never written)
+    versions: dict[str, dict[str, Any] | None]
 
     @property
     def choices(self) -> list[str]:
         """One member per distinct version, in member order."""
         seen: dict[str | None, str] = {}
         for host, entry in self.versions.items():
-            seen.setdefault(None if entry is None else entry["digest"], host)
+            seen.setdefault(_version_of(entry), host)
         return list(seen.values())
 
-
-def _present(entry: dict[str, Any] | None) -> dict[str, Any] | None:
-    return entry if entry is not None and entry["defined"] else None
+    def defines(self, host: str) -> bool:
+        return _version_of(self.versions[host]) is not None
 
 
 def compare(summaries: dict[str, dict[str, dict[str, Any]]]) -> list[Inconsistency]:
-    """Where the members' summaries disagree, key by key."""
+    """Where the members' summaries disagree, key by key (members in the order given)."""
     keys = sorted({k for s in summaries.values() for k in s})
     found = []
     for key in keys:
-        entries = {host: _present(s.get(key)) for host, s in summaries.items()}
-        if len({None if e is None else e["digest"] for e in entries.values()}) > 1:
+        entries = {host: s.get(key) for host, s in summaries.items()}
+        if len({_version_of(e) for e in entries.values()}) > 1:
             feature, mode = key.split("|", 1)
             found.append(Inconsistency(feature, Mode.from_key(mode), entries))
+    return found
+
+
+# -- facts members must agree on -------------------------------------------------------
+
+_RUNS = re.compile(r"([A-Za-z0-9][A-Za-z0-9.-]*) runs (?:clusterd )?([^\s,;]+)")
+
+
+def software_in(reason: str) -> dict[str, str]:
+    """Who runs which version, from a link refusal's reason ("software versions differ:
+    a runs 1.0, b runs 1.1; ...")."""
+    if "software versions differ" not in reason:
+        return {}
+    return dict(_RUNS.findall(reason))
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """Something members disagree on besides a (feature, mode): a message and its parts."""
+
+    kind: str  # software | interface | reference
+    message: str
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, **self.details}
+
+
+def software_fact(software: dict[str, str]) -> Fact | None:
+    if len(set(software.values())) < 2:
+        return None
+    runs = ", ".join(f"{h} runs {v}" for h, v in sorted(software.items()))
+    return Fact(
+        "software",
+        f"Software versions differ: {runs}. Members must run the same version: they "
+        "cannot link until they do.",
+        {"versions": dict(sorted(software.items()))},
+    )
+
+
+def _reference_fact(catalogue: Catalogue, p: references.Unresolved) -> Fact:
+    details = {
+        "machine": p.machine,
+        "feature": p.feature,
+        "defined_at": p.source,
+        "row": p.row,
+        "field": p.field,
+        "target": p.target,
+        "name": p.name,
+    }
+    if p.target == "interfaceconfig":
+        if p.feature == "listenerconfig" and p.row is not None:
+            what = f"Listener {p.row!r} (defined at {p.source}) listens on"
+            effect = "the listener is disabled there"
+        else:
+            row = f" row {p.row!r}" if p.row is not None else ""
+            what = f"{catalogue[p.feature].title}{row} (defined at {p.source}) uses"
+            effect = f"its {p.field!r} does not work there"
+        message = (
+            f"{what} interface {p.name!r}, which Machine {p.machine} does not have: "
+            f"{effect}. Add an interface {p.name!r} on {p.machine}, or define "
+            f"{p.feature} at Machine {p.machine} with one of its interfaces."
+        )
+        return Fact("interface", message, {**details, "interface": p.name})
+    return Fact(
+        "reference",
+        f"Reference problem: {p}. Move the {p.target} entry up (or the referring setting "
+        "down) so that every machine that uses it has it.",
+        details,
+    )
+
+
+def facts(reader: Reader, catalogue: Catalogue, me: str, software: dict[str, str]) -> list[Fact]:
+    """Software versions (member -> version, as far as known), then every reference that
+    does not resolve on some machine's effective configuration."""
+    found = [f for f in [software_fact(software)] if f is not None]
+    for p in references.unresolved_everywhere(reader, catalogue, me):
+        found.append(_reference_fact(catalogue, p))
     return found

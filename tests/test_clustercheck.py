@@ -1,8 +1,10 @@
-"""clustercheck against real daemons: two disconnected members change the same setting;
-after reconnecting, clustercheck shows both versions and forcing one converges all."""
+"""clustercheck against real daemons: two disconnected members change the same setting
+(a record: the time zone; a table row: an SMTP route); after reconnecting, clustercheck
+shows both versions and forcing one converges all."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -11,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from cli.clustercheck import _when
+from clusterd.daemon import Daemon
+from clusterd.edits import Start
+from clusterd.modes import Mode
+from clusterd.session import Session
+from clusterd.store import Store
 from clusterd.testbed import Machine, Testbed
+from tests.shellhelp import Term
+from tests.test_clustercheck_console import mesh, until
 from tests.test_join_processes import americas
 from tests.test_shell_ssh import Tmux, ssh
 
@@ -69,3 +79,95 @@ def test_disconnected_edits_found_and_forced(tmp_path: Path) -> None:
         bed.wait(bed.converged, what="converged after forcing")
         again = ssh(a, "clustermode cluster; clustercheck")
         assert "No inconsistencies found." in again.stdout, again.stdout
+
+
+ROUTE = "example.com"
+ROUTES = {
+    who: {"destinations": [{"host": f"mx-{who}.example.com", "port": 25, "priority": 0}]}
+    for who in ("start", "bob", "carol")
+}
+
+
+def _routes_everywhere(bed: Testbed) -> None:
+    """Before anything starts: every member defines the cluster's SMTP routes."""
+    first, *rest = bed.machines
+    store = Store(first.config.database_url, origin=first.serial, hostname=first.hostname)
+    s = Session(store, "admin")
+    s.define("smtproutes", Mode.cluster(), Start.EMPTY)
+    s.set_row("smtproutes", Mode.cluster(), ROUTE, ROUTES["start"])
+    s.commit("routes")
+    snapshot = store.export_state()
+    store.close()
+    for m in rest:
+        other = Store(m.config.database_url, origin=m.serial, hostname=m.hostname)
+        other.replace_state(snapshot)
+        other.close()
+
+
+async def test_disconnected_edits_of_one_table_row_found_and_forced(tmp_path: Path) -> None:
+    """m1 (bob) and m2 (carol) change the same SMTP route while disconnected; carol's later
+    change wins on reconnection; clustercheck on m0 shows both, forcing bob's converges
+    every member on it and leaves nothing to report."""
+    async with mesh(tmp_path, 3, _routes_everywhere) as cluster:
+        m0, m1, m2 = cluster.bed.machines
+        here = cluster.here
+
+        async def away() -> bool:
+            states: dict[str, str] = {p["hostname"]: p["state"] for p in here.status()["peers"]}
+            return states[m1.hostname] != "up" and states[m2.hostname] != "up"
+
+        for m in (m1, m2):
+            await cluster.op(m, "disconnect")
+        await until(away, "m1 and m2 disconnected")
+        row = {"do": "set_row", "feature": "smtproutes", "mode": "cluster", "row": ROUTE}
+        await cluster.edit(m1, {**row, "value": ROUTES["bob"]}, user="bob", comment="bob away")
+        await cluster.edit(m2, {**row, "value": ROUTES["carol"]}, user="carol", comment="away")
+        for m in (m1, m2):
+            await cluster.op(m, "reconnect")
+        await until(cluster.linked, "relinked")
+        await until(cluster.converged, "converged on the later change")
+        assert await cluster.effective("smtproutes") == [{ROUTE: ROUTES["carol"]}] * 3
+
+        t = Term(here)
+        status, out = await t.run("clustercheck -j", "y")
+        assert status == 1
+        found = json.loads(out.split("\n", 1)[1])
+        assert [x["unit"] for x in found["lost"]] == [f"smtproutes@cluster[{ROUTE}]"]
+        assert found["inconsistencies"] == [] and found["unreachable"] == {}
+
+        status, out = await t.run("clustercheck", "2")
+        assert status == 0, out
+        lines = out.splitlines()
+        assert lines[:3] == [f"Checking {m.hostname}..." for m in (m0, m1, m2)]
+        assert lines[3:6] == [
+            "Inconsistency found!",
+            f"SMTP Routes at Cluster, row '{ROUTE}':",
+            f"{m2.hostname} version was updated {_when_of(here, m2, 'carol')} by 'carol' on "
+            f"{m2.hostname} (in use)",
+        ]
+        assert lines[6] == (
+            f"{m1.hostname} version was updated {_when_of(here, m1, 'bob')} by 'bob' on "
+            f"{m1.hostname} (overwritten: made without seeing the other)"
+        )
+        assert lines[7:11] == [
+            "How do you want to resolve this inconsistency?",
+            f"1. Force entire cluster to use {m2.hostname} version.",
+            f"2. Force entire cluster to use {m1.hostname} version.",
+            "3. Ignore.",
+        ]
+        assert lines[-1] == f"The whole cluster now uses the {m1.hostname} version."
+
+        await until(cluster.converged, "converged on the forced version")
+        assert await cluster.effective("smtproutes") == [{ROUTE: ROUTES["bob"]}] * 3
+        assert (await t.ok("clustercheck")).endswith("No inconsistencies found.")
+        elsewhere = await asyncio.to_thread(ssh, m2, "clustermode cluster; clustercheck --json")
+        assert elsewhere.returncode == 0, elsewhere.stdout
+        clean = json.loads(elsewhere.stdout)
+        assert clean["lost"] == clean["inconsistencies"] == clean["facts"] == []
+        assert clean["checked"] == [m.hostname for m in (m0, m1, m2)]
+
+
+def _when_of(here: Daemon, m: Machine, user: str) -> str:
+    """When ``user``'s commit on ``m`` was made (every member's log holds it)."""
+    [commit] = [c for c in here.store.commit_log() if c.id.origin == m.serial and c.user == user]
+    return _when(commit.at)
