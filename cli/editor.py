@@ -7,11 +7,19 @@ also has a one-line form::
     FEATURE set FIELD=VALUE ...                 (a record)
     FEATURE new ROW FIELD=VALUE ... | edit ROW FIELD=VALUE ... | delete ROW   (a table)
     FEATURE clusterset copy|move cluster | group NAME | machine NAME | allgroups
+    FEATURE clusterset delete cluster | group NAME | machine NAME | allgroups
 
 Edits are pending changes of the shell's session at its current mode.  Editing where
 the mode does not define the feature offers to start from the defaults or from a copy
 of the inherited settings; after an edit, the modes that override it and the
 references that become unavailable on some machine are named.
+
+CLUSTERSET copies or moves the current mode's settings to another mode, or deletes
+the settings of a chosen mode (it inherits again: from its group, the cluster, or the
+factory defaults).  A delete names the machines whose settings change and, in an
+interactive shell, asks first.  The cluster-level settings of a feature that only the
+cluster may hold (users, SSH settings) cannot be deleted: nothing could stand in for
+them but the factory defaults, which would lock every admin out.
 """
 
 from __future__ import annotations
@@ -19,15 +27,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cli.console import choose
+from cli.console import choose, confirm
 from cli.shell import Shell, Usage
 from clusterd import layers, references
 from clusterd.edits import Start
+from clusterd.errors import ClusterdError, LevelNotAllowed, NotDefined
 from clusterd.modes import Mode
-from schema.feature import Feature
+from schema.feature import Feature, Level
 
 OPS_TABLE = ["NEW", "EDIT", "DELETE", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]
 OPS_RECORD = ["SET", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]
+CLUSTERSET_OPS = ["copy", "move", "delete"]
+CLUSTERSET_USAGE = (
+    "FEATURE clusterset copy|move cluster|group NAME|machine NAME|allgroups\n"
+    "  or: FEATURE clusterset delete cluster|group NAME|machine NAME|allgroups"
+)
 
 
 def parse_fields(words: list[str]) -> dict[str, Any]:
@@ -66,9 +80,11 @@ async def edit_feature(shell: Shell, args: list[str]) -> int:
             line = await shell.console.ask(f"Enter FIELD=VALUE pairs ({hint}).", "")
             words.extend(line.split())
         if words[0] == "clusterset":
-            how = await choose(shell.console, "Copy or move these settings?", ["copy", "move"])
-            where = "To: cluster | group NAME | machine NAME | allgroups"
-            words.extend([["copy", "move"][how - 1], *(await shell.console.ask(where)).split()])
+            question = "Copy or move these settings, or delete a mode's settings?"
+            how = CLUSTERSET_OPS[await choose(shell.console, question, CLUSTERSET_OPS) - 1]
+            where = "cluster | group NAME | machine NAME | allgroups"
+            where = f"Delete the settings at: {where}" if how == "delete" else f"To: {where}"
+            words.extend([how, *(await shell.console.ask(where)).split()])
     return await _run(shell, feature, words[0].lower(), words[1:], shown=not args[1:])
 
 
@@ -148,7 +164,7 @@ async def _run(
             await _ensure_defined(shell, feature, shown=shown)
             s.delete_row(cmd, mode, args[0])
         case "clusterset":
-            return _clusterset(shell, feature, args)
+            return await _clusterset(shell, feature, args)
         case _:
             raise Usage(f"no {op!r} for {cmd}; see 'help {cmd}'")
     _after_edit(shell, feature, mode)
@@ -174,10 +190,11 @@ def _clustershow(shell: Shell, feature: Feature) -> int:
     return 0
 
 
-def _clusterset(shell: Shell, feature: Feature, args: list[str]) -> int:
-    if len(args) < 2 or args[0] not in ("copy", "move"):
-        raise Usage(f"{feature.command} clusterset copy|move cluster|group NAME|machine NAME"
-                    "|allgroups")  # fmt: skip
+async def _clusterset(shell: Shell, feature: Feature, args: list[str]) -> int:
+    if len(args) < 2 or args[0] not in CLUSTERSET_OPS:
+        raise Usage(CLUSTERSET_USAGE.replace("FEATURE", feature.command))
+    if args[0] == "delete":
+        return await _clusterset_delete(shell, feature, args[1:])
     s, src = shell.session, shell.mode
     if args[1] == "allgroups":
         if args[0] == "move":
@@ -193,6 +210,69 @@ def _clusterset(shell: Shell, feature: Feature, args: list[str]) -> int:
     return 0
 
 
+async def _clusterset_delete(shell: Shell, feature: Feature, where: list[str]) -> int:
+    """Delete the feature's settings at a mode (or at every group that defines it): the
+    mode inherits again.  Pending until commit, like copy and move."""
+    cmd = feature.command
+    if shell.cluster is None:
+        raise ClusterdError(
+            f"this machine is not in a cluster: '{cmd} undefine' deletes its own settings"
+        )
+    targets = _delete_targets(shell, feature, where)
+    for target in targets:
+        shell.write(_delete_effect(shell, feature, target))
+    if shell.console.interactive:
+        what = str(targets[0]) if len(targets) == 1 else "every group that defines it"
+        if not await confirm(shell.console, f"Delete {feature.title} at {what}?", False):
+            shell.write("Nothing deleted.")
+            return 1
+    for target in targets:
+        shell.session.undefine(cmd, target)
+        shell.write(f"{feature.title} deleted at {target}: pending until commit.")
+    _unavailable(shell, feature)
+    return 0
+
+
+def _delete_targets(shell: Shell, feature: Feature, where: list[str]) -> list[Mode]:
+    """The modes a delete acts on; each must exist, allow and define the feature.  A
+    feature only the cluster may hold keeps its cluster-level settings."""
+    view, edit, cmd = shell.session.view, shell.session.edit, feature.command
+    if where == ["allgroups"]:
+        if Level.GROUP not in feature.levels:
+            allowed = " or ".join(lv.value for lv in Level if lv in feature.levels)
+            raise LevelNotAllowed(cmd, Level.GROUP.value, allowed)
+        groups = [Mode.group(g) for g in layers.groups(view)]
+        targets = [g for g in groups if view.is_defined(cmd, g.key)]
+        if not targets:
+            raise NotDefined([f"{cmd} is not defined at any group: nothing to delete"])
+        return targets
+    target = Mode.parse(" ".join(where))
+    edit.check_mode(feature, target)
+    if target == Mode.cluster() and feature.levels == frozenset({Level.CLUSTER}):
+        raise ClusterdError(
+            f"{cmd} can only be defined at cluster level: deleting it there would leave "
+            "every machine with the factory defaults; change its settings instead"
+        )
+    if not view.is_defined(cmd, target.key):
+        raise NotDefined([f"{cmd} is not defined at {target}: nothing to delete"])
+    return [target]
+
+
+def _delete_effect(shell: Shell, feature: Feature, target: Mode) -> str:
+    """Which machines use the settings at ``target``, and what they will use instead."""
+    view = shell.session.view
+    users = [
+        m
+        for m in layers.machines_under(view, target)
+        if layers.resolve(view, feature, layers.chain(view, m)).mode == target
+    ]
+    if not users:
+        return f"{feature.title} at {target}: no machine uses these settings."
+    after = shell.session.edit.inherited_from(feature, target).mode
+    instead = "the factory defaults" if after is None else f"the settings of {after}"
+    return f"{feature.title} at {target}: {', '.join(users)} will use {instead}."
+
+
 def _after_edit(shell: Shell, feature: Feature, mode: Mode) -> None:
     view = shell.session.view
     shadows = layers.overriding(view, feature, mode)
@@ -206,6 +286,12 @@ def _after_edit(shell: Shell, feature: Feature, mode: Mode) -> None:
         for names in (groups, machines):
             if names:
                 shell.write(", ".join(names))
+    _unavailable(shell, feature)
+
+
+def _unavailable(shell: Shell, feature: Feature) -> None:
+    """Name the references to or from ``feature`` that some machine cannot resolve."""
+    view = shell.session.view
     problems = references.unresolved_everywhere(view, shell.store.catalogue, shell.hostname)
     for p in problems:
         if p.feature == feature.command or p.target == feature.command:
