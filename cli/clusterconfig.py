@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 from cli.console import choose, confirm
+from cli.progress import follow_catch_up
 from cli.shell import Shell, Usage
 from clusterd import layers
-from clusterd.lifecycle import MAIN_GROUP
+from clusterd.lifecycle import MAIN_GROUP, discard_line
 
 CLUSTER_OPS = [
     ("ADDGROUP", "Add a cluster group."),
@@ -30,6 +31,14 @@ CLUSTER_OPS = [
     ("CONNSTATUS", "Show the status of connections between machines in the cluster."),
 ]
 
+SSH_PORT, CCS_PORT = 22, 2222  # the ports a join dials unless told otherwise
+CANCELLED = "Join cancelled. Nothing was changed."
+JOIN_USAGE = (
+    "clusterconfig join [--port P] [--fingerprint FP] ADDRESS ADMIN [PASSPHRASE [GROUP]]\n"
+    "  | join --key|--ccs [--port P] [--fingerprint FP] ADDRESS [GROUP]\n"
+    "  | join [--ccs] [--key] ADDRESS PORT FINGERPRINT [GROUP] [PASSPHRASE]"
+)
+
 
 async def clusterconfig(shell: Shell, args: list[str]) -> int:
     if shell.cluster is None:
@@ -42,7 +51,7 @@ async def clusterconfig(shell: Shell, args: list[str]) -> int:
         and shell.console.interactive
         and await confirm(shell.console, question, True)
     ):
-        return await _cluster_op(shell, "reconnect", [shell.hostname])
+        return await _cluster_op(shell, "reconnect", [shell.hostname], confirmed=True)
     shell.write(f"Cluster {shell.cluster}")
     shell.write("")
     shell.write("Choose the operation you want to perform:")
@@ -87,6 +96,10 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
     return await _join_menu(shell, ccs=pick == 4)
 
 
+def _passphrase_question(user: str) -> str:
+    return f"Enter the passphrase of user {user} in the cluster."
+
+
 async def _join_menu(shell: Shell, *, ccs: bool) -> int:
     ask = shell.console.ask
     enable = await confirm(shell.console, "Do you want to enable the Cluster Communication "
@@ -94,64 +107,144 @@ async def _join_menu(shell: Shell, *, ccs: bool) -> int:
     shell.write("WARNING: every setting of this machine except its network settings will be")
     shell.write("lost and replaced by the cluster's and its group's settings.")
     address = (await ask("Enter the IP address of a machine in the cluster.")).strip()
-    port = int(await ask("Enter the remote port to connect to.", "2222" if ccs else "22"))
+    port = _port(
+        await ask("Enter the remote port to connect to.", str(CCS_PORT if ccs else SSH_PORT))
+    )
     passphrase = None
     if not ccs:
         ways = ["the cluster admin passphrase", "pre-shared keys (PREPJOIN)"]
         how = await choose(shell.console, "Authenticate with:", ways)
         if how == 1:
-            passphrase = await ask("Enter the passphrase of user admin in the cluster.")
+            passphrase = await ask(_passphrase_question("admin"), secret=True)
     shell.write(f"Connecting to {address} port {port}...")
-    probed = await shell.daemon.admin.probe(address, port)
-    shell.write(f"The host key fingerprint of {address} port {port} is {probed['fingerprint']}")
-    if not await confirm(shell.console, "Is this a valid key for this host?", False):
-        shell.write("Join cancelled. Nothing was changed.")
+    fingerprint = await _confirm_host_key(shell, address, port)
+    if fingerprint is None:
         return 1
     group = (await ask("Enter the group to join.", MAIN_GROUP)).strip()
     request: dict[str, Any] = {"address": address, "port": port, "group": group, "ccs": ccs,
                                "enable_ccs": enable, "passphrase": passphrase,
-                               "fingerprint_expected": probed["fingerprint"]}  # fmt: skip
+                               "fingerprint_expected": fingerprint}  # fmt: skip
+    return await _check_and_join(shell, request, ask_first=True)
+
+
+def _port(text: str) -> int:
+    text = text.strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise Usage(f"a port is a number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
+async def _confirm_host_key(shell: Shell, address: str, port: int) -> str | None:
+    """Show the member's host key fingerprint; the person says whether it is the right
+    one.  Returns it, or None (and says so) when it is not confirmed."""
+    probed = await shell.daemon.admin.probe(address, port)
+    shell.write(f"The host key fingerprint of {address} port {port} is {probed['fingerprint']}")
+    if not await confirm(shell.console, "Is this a valid key for this host?", False):
+        shell.write(CANCELLED)
+        return None
+    return str(probed["fingerprint"])
+
+
+async def _check_and_join(shell: Shell, request: dict[str, Any], *, ask_first: bool) -> int:
+    """The dry run and its report, the person's go-ahead (``ask_first``), the join."""
+    admin = shell.daemon.admin
     shell.write("Checking the join with the member (nothing changes yet)...")
-    report = await shell.daemon.admin.join(**request, dry_run=True)
+    report = await admin.join(**request, dry_run=True)
     _report(shell, report)
-    if not await confirm(shell.console, "Do you want to join?", False):
-        shell.write("Join cancelled. Nothing was changed.")
+    if ask_first and not await confirm(shell.console, "Do you want to join?", False):
+        shell.write(CANCELLED)
         return 1
     shell.write("Joining: saving this machine's settings, receiving the cluster's...")
-    done = await shell.daemon.admin.join(**request)
+    done = await admin.join(**request)
     shell.write(f"Joined cluster {done['cluster']}. Standalone settings saved in {done['saved']}")
-    return 0
+    status = _done(shell, done)
+    await follow_catch_up(shell)
+    return status
 
 
 def _report(shell: Shell, report: dict[str, Any]) -> None:
-    shell.write(f"Joining cluster {report['cluster']} through {report['member']}.")
+    shell.write(f"Joining cluster {report['cluster']} through {report['member']}, "
+                f"group {report['group']}.")  # fmt: skip
     if report["discard"]:
         shell.write("These settings of this machine will be discarded:")
         for item in report["discard"]:
-            shell.write(f"  {item['feature']:<20} {item['title']}")
+            shell.write(f"  {discard_line(item)}")
+        shell.write("Network settings are kept.")
     else:
         shell.write("This machine has no settings of its own to discard.")
 
 
+def _join_words(args: list[str]) -> tuple[dict[str, str | bool], list[str]]:
+    """Options (--ccs, --key, --port P, --fingerprint FP, or --opt=VALUE) and the rest."""
+    options: dict[str, str | bool] = {}
+    words: list[str] = []
+    rest = iter(args)
+    for word in rest:
+        name, eq, value = word.partition("=")
+        if name in ("--ccs", "--key") and not eq:
+            options[name[2:]] = True
+        elif name in ("--port", "--fingerprint"):
+            if not eq:
+                value = next(rest, "")
+            if not value or name[2:] in options:
+                raise Usage(JOIN_USAGE)
+            options[name[2:]] = value
+        elif word.startswith("--"):
+            raise Usage(f"unknown option {word}\n{JOIN_USAGE}")
+        else:
+            words.append(word)
+    return options, words
+
+
 async def _join_batch(shell: Shell, args: list[str]) -> int:
-    """join [--ccs] [--key] ADDRESS PORT FINGERPRINT [GROUP] [PASSPHRASE]"""
-    ccs = "--ccs" in args
-    key = "--key" in args or ccs
-    words = [a for a in args if a not in ("--ccs", "--key")]
-    if len(words) < 3 or not words[1].isdigit():
-        raise Usage("clusterconfig join [--ccs] [--key] ADDRESS PORT FINGERPRINT [GROUP] "
-                    "[PASSPHRASE]")  # fmt: skip
-    group = words[3] if len(words) > 3 else MAIN_GROUP
-    passphrase = None if key else (words[4] if len(words) > 4 else None)
+    """The reference's form ``join ADDRESS ADMIN PASSPHRASE GROUP`` with the port and the
+    host key fingerprint as options, its key form, and the older positional form
+    (``join ADDRESS PORT FINGERPRINT ...``, told apart by a port number in second place:
+    a user name never starts with a digit)."""
+    options, words = _join_words(args)
+    ccs = bool(options.get("ccs"))
+    key = bool(options.get("key")) or ccs
+    user, passphrase, group = "admin", None, MAIN_GROUP
+    fingerprint: str | None
+    if len(words) >= 3 and words[1].isdigit():  # the older positional form
+        if len(words) > 5 or "port" in options or "fingerprint" in options:
+            raise Usage(JOIN_USAGE)
+        if key and len(words) > 4:
+            raise Usage(f"a join with a PREPJOIN key takes no passphrase\n{JOIN_USAGE}")
+        address, port_text, fingerprint, *rest = words
+        group = rest[0] if rest else group
+        passphrase = rest[1] if len(rest) > 1 else None
+    else:
+        if len(words) not in ((1, 2) if key else (2, 3, 4)):
+            raise Usage(JOIN_USAGE)
+        address, *rest = words
+        if key:
+            group = rest[0] if rest else group
+        else:
+            user, *rest = rest
+            passphrase = rest[0] if rest else None
+            group = rest[1] if len(rest) > 1 else group
+        port_text = str(options.get("port", CCS_PORT if ccs else SSH_PORT))
+        found = options.get("fingerprint")
+        fingerprint = None if found is None else str(found)
+    port = _port(port_text)
+    if fingerprint is None and not shell.console.interactive:
+        raise Usage(
+            "a one-command join does not trust a host key on first use: give the member's "
+            "host key fingerprint with --fingerprint SHA256:... (ssh-keyscan -p PORT ADDRESS "
+            "| ssh-keygen -lf - shows it)"
+        )
     if passphrase is None and not key:
-        passphrase = await shell.console.ask("Enter the passphrase of user admin in the cluster.")
-    done = await shell.daemon.admin.join(
-        address=words[0], port=int(words[1]), fingerprint_expected=words[2], group=group,
-        passphrase=passphrase, ccs=ccs, enable_ccs=ccs,
-    )  # fmt: skip
-    _report(shell, done)
-    shell.write(f"Joined cluster {done['cluster']}. Standalone settings saved in {done['saved']}")
-    return 0
+        passphrase = await shell.console.ask(_passphrase_question(user), secret=True)
+    shell.write(f"Connecting to {address} port {port}...")
+    if fingerprint is None:
+        fingerprint = await _confirm_host_key(shell, address, port)
+        if fingerprint is None:
+            return 1
+    request: dict[str, Any] = {"address": address, "port": port, "group": group, "ccs": ccs,
+                               "enable_ccs": ccs, "passphrase": passphrase, "user": user,
+                               "fingerprint_expected": fingerprint}  # fmt: skip
+    return await _check_and_join(shell, request, ask_first=shell.console.interactive)
 
 
 def _prepjoin_print(shell: Shell) -> int:
@@ -174,8 +267,12 @@ async def _arg(shell: Shell, args: list[str], i: int, question: str) -> str:
     return (await shell.console.ask(question)).strip()
 
 
-async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
+async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool = False) -> int:
+    """One operation, from the menu or a batch form.  REMOVEMACHINE, DISCONNECT and
+    RECONNECT ask to confirm in an interactive shell however the machine was named
+    (``confirmed``: the person already said yes); a one-command call does not ask."""
     admin, user = shell.daemon.admin, shell.user
+    ask_first = shell.console.interactive and not confirmed
     if op not in ("list", "listdetail", "connstatus", "prepjoin"):
         shell.require_write(f"change the cluster ({op})")
     as_json = "--json" in args or "-j" in args
@@ -202,6 +299,8 @@ async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
                 shell.write(f"  forward: {m['forward']}")
                 if m["reverse"]:
                     shell.write(f"  reverse: {m['reverse']}")
+                if m.get("inbound_reverse"):
+                    shell.write(f"  inbound reverse: {m['inbound_reverse']}")
             return 0
         case "addgroup":
             return _done(shell, admin.group_op(op, {"group": await _arg(
@@ -229,12 +328,8 @@ async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
             return _done(shell, admin.group_op(op, {"name": name}, user))
         case "removemachine":
             machine = await _arg(shell, args, 0, "Enter the machine to remove.")
-            if (
-                shell.console.interactive
-                and not args
-                and not await confirm(
-                    shell.console, f"Remove {machine} from the cluster for good?", False
-                )
+            if ask_first and not await confirm(
+                shell.console, f"Remove {machine} from the cluster for good?", False
             ):
                 return 1
             result = await admin.remove(machine, user)
@@ -242,14 +337,14 @@ async def _cluster_op(shell: Shell, op: str, args: list[str]) -> int:
             return _done(shell, result)
         case "disconnect" | "reconnect":
             machine = args[0] if args else shell.hostname
-            if (
-                shell.console.interactive
-                and not args
-                and not await confirm(shell.console, f"{op.capitalize()} {machine}?", True)
+            if ask_first and not await confirm(
+                shell.console, f"{op.capitalize()} {machine}?", True
             ):
                 return 1
             _done(shell, admin.set_disconnected(machine, op == "disconnect", user))
             shell.write(f"{machine} {op}ed.")
+            if op == "reconnect":
+                await follow_catch_up(shell)
             return 0
         case "prepjoin":
             return await _prepjoin(shell, args)

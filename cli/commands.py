@@ -18,6 +18,7 @@ from clusterd import __version__, layers
 from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
 from clusterd.session import Session
+from clusterd.versions import JSON, Commit, CommitId, Loss, Unit
 from schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
 from schema.restrictions import COMMANDS, Restriction
 
@@ -49,7 +50,8 @@ async def help_(shell: Shell, args: list[str]) -> int:
         doc = HELP.get(info.name) or (
             "FEATURE [print | clustershow | define empty|defaults|inherited | undefine |\n"
             "  set FIELD=VALUE ... | new ROW FIELD=VALUE ... | edit ROW FIELD=VALUE ... |\n"
-            "  delete ROW | clusterset copy|move cluster|group NAME|machine NAME|allgroups]\n"
+            "  delete ROW | clusterset copy|move|delete cluster|group NAME|machine NAME|\n"
+            "  allgroups]   (delete: that mode's settings go, it inherits again)\n"
             "Values are JSON where they parse as JSON (lists, numbers, true/false), else text."
         )
         shell.write(doc.replace("FEATURE", info.name))
@@ -123,24 +125,37 @@ async def clearchanges(shell: Shell, args: list[str]) -> int:
 
 
 async def commitdetail(shell: Shell, args: list[str]) -> int:
+    """The N most recent commits: id, time, origin machine, user, comment, the
+    (feature, mode) pairs changed, and the inconsistencies recorded against them -- what
+    of each was lost to a change made without seeing it, and what each superseded so."""
     words = [a for a in args if a not in ("--json", "-j")]
     if words and not words[0].isdigit():
         raise Usage("commitdetail [N] [--json]")
     limit = int(words[0]) if words else 10
-    commits = shell.store.commit_log(limit)
-    losses = {str(x.loser.commit) for x in shell.store.inconsistencies()}
+    store = shell.store
+    names = {**layers.hostnames(store.state), store.origin: store.hostname}
+    lost: dict[CommitId, list[Loss]] = {}
+    superseded: dict[CommitId, list[Loss]] = {}
+    for loss in store.inconsistencies():
+        lost.setdefault(loss.loser.commit, []).append(loss)
+        superseded.setdefault(loss.by, []).append(loss)
     rows = []
-    for c in commits:
+    for c in store.commit_log(limit):
         changed = sorted({(w.unit.feature, w.unit.mode) for w in c.writes})
         rows.append(
             {
-                "id": str(c.id),
-                "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.at)),
-                "user": c.user,
-                "origin": c.id.origin,
+                **_commit_ref(shell, c, names),
                 "comment": c.comment,
                 "changed": [f"{f} at {Mode.from_key(m)}" for f, m in changed],
-                "inconsistent": str(c.id) in losses,
+                "inconsistent": c.id in lost,
+                "lost": [
+                    {**_unit_ref(x.unit), "to": _commit_ref(shell, x.by, names)}
+                    for x in lost.get(c.id, [])
+                ],
+                "superseded": [
+                    {**_unit_ref(x.unit), "of": _commit_ref(shell, x.loser.commit, names)}
+                    for x in superseded.get(c.id, [])
+                ],
             }
         )
     if "--json" in args or "-j" in args:
@@ -148,10 +163,45 @@ async def commitdetail(shell: Shell, args: list[str]) -> int:
         return 0
     for r in rows:
         flag = "  (lost to a concurrent change: see clustercheck)" if r["inconsistent"] else ""
-        shell.write(f"{r['id']}  {r['time']}  {r['user']}  {r['comment']!r}{flag}")
+        shell.write(f"{r['id']}  {r['time']}  {r['origin']}  {r['user']}  {r['comment']!r}{flag}")
         for what in r["changed"]:
             shell.write(f"    {what}")
+        for x in r["lost"]:
+            shell.write(f"    Lost: {_unit_text(x)}, to {_by_text(x['to'])}")
+        for x in r["superseded"]:
+            shell.write(f"    Superseded without seeing it: {_unit_text(x)} of {_by_text(x['of'])}")
     return 0
+
+
+def _commit_ref(shell: Shell, commit: Commit | CommitId, names: dict[str, str]) -> JSON:
+    """A commit as commitdetail names it: id, time, user, origin host name and serial
+    (the serial stands for the host of a machine that is no longer a member)."""
+    cid = commit if isinstance(commit, CommitId) else commit.id
+    origin = {"origin": names.get(cid.origin, cid.origin), "origin_serial": cid.origin}
+    found = commit
+    if isinstance(found, CommitId):
+        try:
+            found = shell.store.get_commit(found)
+        except ClusterdError:  # no longer in the log: only its id is known
+            return {"id": str(cid), "time": None, "user": None, **origin}
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(found.at))
+    return {"id": str(cid), "time": at, "user": found.user, **origin}
+
+
+def _unit_ref(unit: Unit) -> JSON:
+    row = None if unit.is_marker else unit.key
+    return {"feature": unit.feature, "mode": str(Mode.from_key(unit.mode)), "row": row}
+
+
+def _unit_text(ref: JSON) -> str:
+    row = "" if ref["row"] is None else f" row {ref['row']!r}"
+    return f"{ref['feature']} at {ref['mode']}{row}"
+
+
+def _by_text(ref: JSON) -> str:
+    if ref["user"] is None:
+        return f"{ref['id']} on {ref['origin']} (no longer in the log)"
+    return f"{ref['id']} by {ref['user']} on {ref['origin']} at {ref['time']}"
 
 
 async def status(shell: Shell, args: list[str]) -> int:
@@ -161,8 +211,12 @@ async def status(shell: Shell, args: list[str]) -> int:
         return 0
     shell.write(f"Machine {s['hostname']} (Serial #: {s['serial']}), clusterd {s['software']}")
     shell.write(f"Cluster: {s['cluster'] or '(standalone)'}, up {s['uptime_s']:.0f} s")
+    if s["catch_up"]["missing"]:
+        source = ", ".join(s["catch_up"]["from"])
+        shell.write(f"Catching up: {s['catch_up']['missing']:,} commits to receive from {source}")
     for p in s["peers"]:
         extra = f" rtt {p['rtt_ms']} ms" if p["rtt_ms"] is not None else ""
+        extra += f", {p['behind']:,} commits behind it" if p["behind"] else ""
         why = f" ({p['reason']})" if p["reason"] else ""
         shell.write(f"  {p['hostname']:<30} {p['state']:<12}{extra}{why}")
     return 0
@@ -218,9 +272,17 @@ HELP = {
     "commitdetail": "commitdetail [N] [--json]   the N most recent commits (10)",
     "clusterconfig": "clusterconfig [create NAME | list | listdetail | connstatus |\n"
     "  addgroup G | setgroup MACHINE G | renamegroup OLD NEW | deletegroup G [TO] |\n"
-    "  removemachine MACHINE | setname NAME | disconnect | reconnect |\n"
+    "  removemachine MACHINE | setname NAME | disconnect [MACHINE] | reconnect [MACHINE] |\n"
     "  prepjoin print | prepjoin new HOST SERIAL KEY | prepjoin delete HOST | prepjoin list |\n"
-    "  join ADDRESS PORT FINGERPRINT [GROUP]]   (--json for list, listdetail, connstatus)",
+    "  join [--port P] [--fingerprint FP] ADDRESS ADMIN [PASSPHRASE [GROUP]] |\n"
+    "  join --key|--ccs [--port P] [--fingerprint FP] ADDRESS [GROUP] |\n"
+    "  join [--ccs] [--key] ADDRESS PORT FINGERPRINT [GROUP] [PASSPHRASE]]\n"
+    "  --json for list, listdetail, connstatus.  join: ADMIN is the cluster admin user to\n"
+    "  log in as; --port defaults to 22 (2222 with --ccs); --key uses this machine's\n"
+    "  PREPJOIN key, --ccs joins over the member's CCS port and turns CCS on here; GROUP\n"
+    "  defaults to Main_Group.  A one-command call needs --fingerprint SHA256:...; an\n"
+    "  interactive shell shows the key to confirm instead, asks a passphrase not given\n"
+    "  (hidden), and asks before joining, removemachine, disconnect and reconnect.",
     "status": "status [--json]",
     "version": "version",
     "help": "help [COMMAND]",

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from clusterd import clusterops, layers, lifecycle
-from clusterd.errors import LifecycleError
+from clusterd.errors import ClusterdError, LifecycleError
 from clusterd.identity import public_key
 from clusterd.join import JoinAnswer, Joiner, JoinRefused, JoinRequest, call, fingerprint, probe
 from clusterd.members import key_text
@@ -145,15 +145,13 @@ class Admin:
             "cluster": answer.cluster,
             "member": answer.member,
             "group": group,
-            "discard": [
-                {"feature": x.feature, "title": x.title, "value": x.value}
-                for x in lifecycle.join_report(self.store)
-            ],
+            "discard": [x.as_json() for x in lifecycle.join_report(self.store)],
         }
         if dry_run:
             return {**report, "dry_run": True}
-        if enable_ccs:
-            await d.set_ccs_listener(True)
+        # The copy is written before the member is asked: it is only a copy (a refused
+        # join leaves it beside an unchanged configuration), and once the member has
+        # admitted us it is too late to take one.
         saved = lifecycle.save_standalone(self.store, d.config.data_dir)
         request = request.model_copy(update={"check": False})
         answer = await call(
@@ -161,9 +159,22 @@ class Admin:
         )
         snapshot = self._cluster_state(answer, key_text(key.export_public_key().decode()))
         commit = lifecycle.join(self.store, snapshot, group=group, machine=row)
+        # Only now that the join happened does this machine change: CCS on (listener and
+        # clusterd.toml), before the links start so members find the port open.
+        warning = None
+        if enable_ccs and d.ccs_server is None:
+            try:
+                await d.set_ccs_listener(True)
+            except ClusterdError as exc:
+                warning = (
+                    f"joined, but CCS could not be turned on: {exc}; members cannot reach "
+                    "this machine until it is (control operation 'ccs')"
+                )
+                log.warning("%s", warning)
         d.membership_changed()
         log.info("joined cluster %s through %s (saved %s)", answer.cluster, answer.member, saved)
-        return {**report, "saved": str(saved), **self._done(commit)}
+        done = {**report, "saved": str(saved), **self._done(commit)}
+        return {**done, "warning": warning} if warning else done
 
     def _cluster_state(self, answer: JoinAnswer, host_key: str) -> Snapshot:
         """The state the member sent, if it pins the host key we confirmed for it."""

@@ -46,7 +46,7 @@ from clusterd.peers import (
     Send,
     Timing,
 )
-from clusterd.protocol import Node
+from clusterd.protocol import Node, commits_behind
 from clusterd.ratelimit import Limiter
 from clusterd.state import definition
 from clusterd.store import Store
@@ -441,6 +441,9 @@ class Daemon:
             self.execute(self.node.link_closed(link_id, self.now(), reason))
 
     def auth_failed(self, source: str, reason: str, *, counts: bool = False) -> None:
+        """Log and alert a refused login; ``counts`` (a wrong passphrase, an unknown join
+        key) adds a failure towards the lockout of the source's address.  Nothing ever
+        takes failures away but time (``clusterd.ratelimit``: no reset on success)."""
         text = f"login from {source} refused: {reason}"
         if counts:
             self.logins.append({"at": time.time(), "source": source, "ok": False, "why": reason})
@@ -568,6 +571,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         node, now = self.node, self.now()
+        ours = self.store.state.vv
         peers = []
         for serial, p in node.peers.items():
             route = node.route(serial)
@@ -591,6 +595,9 @@ class Daemon:
                         else f"via {node.peers[route.peer].hostname}"
                     ),
                     "vv": p.vv,
+                    "admin_off": p.admin_off,  # that member is disconnected on purpose
+                    "behind": commits_behind(ours, p.vv),
+                    "syncing": p.syncing_since is not None,
                 }
             )
         return {
@@ -607,9 +614,24 @@ class Daemon:
             "vv": dict(self.store.state.vv),
             **self._state_summary(),
             "waiting_commits": len(self.store.inbox),
+            "catch_up": catch_up(ours, peers),
             "traffic": dict(self.traffic),
             "alerts": list(self.alerts),
         }
+
+
+def catch_up(ours: Mapping[str, int], peers: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far this machine is behind the members it is linked to: the commits any of
+    them holds that it lacks (counted once), and from whom they are still coming."""
+    latest: dict[str, int] = dict(ours)
+    behind = [p for p in peers if p["state"] == "up" and p["behind"]]
+    for p in behind:
+        for origin, seq in p["vv"].items():
+            latest[origin] = max(latest.get(origin, 0), seq)
+    return {
+        "missing": commits_behind(ours, latest),
+        "from": sorted(p["hostname"] for p in behind),
+    }
 
 
 def run(config: DaemonConfig) -> None:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from clusterd import control
 from clusterd.errors import ClusterdError
+from clusterd.lifecycle import discard_line
 
 PASSPHRASE_ENV = "CLUSTERD_PASSPHRASE"
 
@@ -95,7 +96,7 @@ def run(
     if report["discard"]:
         out("These settings of this machine will be discarded and replaced by the cluster's:\n")
         for item in report["discard"]:
-            out(f"  {item['feature']:<20} {item['title']}\n")
+            out(f"  {discard_line(item)}\n")
         out("Network settings are kept. A copy of this machine's settings is saved first.\n")
     else:
         out("This machine has no settings of its own to discard.\n")
@@ -104,4 +105,6 @@ def run(
         return 1
     done = _call(data_dir, request)
     out(f"Joined cluster {done['cluster']!r}. Standalone settings saved in {done['saved']}\n")
+    if done.get("warning"):
+        out(f"Warning: {done['warning']}\n")
     return 0

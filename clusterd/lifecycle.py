@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,26 @@ SYSTEM_USER = "clusterd"
 
 @dataclass(frozen=True, slots=True)
 class Discarded:
+    """One setting a join discards: a record (``rows`` None) or a table and its rows."""
+
     feature: str
     title: str
     value: Any
+    rows: tuple[str, ...] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        rows = None if self.rows is None else list(self.rows)
+        return {"feature": self.feature, "title": self.title, "value": self.value, "rows": rows}
+
+
+def discard_line(item: Mapping[str, Any]) -> str:
+    """One line of a join report: ``userconfig  Users: admin, nyadmin`` (a table names
+    what is lost, row by row), ``settz  Time Zone`` (a record)."""
+    rows = item.get("rows")
+    what = str(item["title"])
+    if rows is not None:
+        what += ": " + (", ".join(str(r) for r in rows) if rows else "(an empty table)")
+    return f"{item['feature']:<20} {what}"
 
 
 def _write_definition(
@@ -107,11 +125,14 @@ def join_report(store: Store) -> list[Discarded]:
     """What joining a cluster will discard: every non-network setting of this machine."""
     if layers.cluster_name(store.state) is not None:
         raise LifecycleError(f"already a member of cluster {layers.cluster_name(store.state)!r}")
-    return [
-        Discarded(command, store.catalogue[command].title, value)
-        for command, value in _own_definitions(store).items()
-        if not store.catalogue[command].network
-    ]
+    found = []
+    for command, value in _own_definitions(store).items():
+        feature = store.catalogue[command]
+        if feature.network:
+            continue
+        rows = tuple(value) if feature.is_table else None
+        found.append(Discarded(command, feature.title, value, rows))
+    return found
 
 
 def save_standalone(store: Store, data_dir: Path) -> Path:

@@ -102,6 +102,12 @@ def _changes(
     return vv_, links_
 
 
+def commits_behind(ours: Mapping[str, int], theirs: Mapping[str, int]) -> int:
+    """How many of the commits a holder of ``theirs`` has are missing from ``ours``: an
+    origin numbers its commits 1, 2, 3, ..., so each origin's gap is a count."""
+    return sum(max(0, seq - ours.get(origin, 0)) for origin, seq in theirs.items())
+
+
 def _lacks(vv: Mapping[str, int], other: Mapping[str, int]) -> bool:
     """True when ``vv`` is missing something ``other`` has."""
     if vv == other:

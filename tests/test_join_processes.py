@@ -186,6 +186,61 @@ def test_join_non_interactive_with_fingerprint(three: Testbed) -> None:
     three.wait(three.converged, what="three converged")
 
 
+def test_join_into_a_named_group_inherits_its_settings(three: Testbed) -> None:
+    a, b, _ = three.machines
+    a.op("create", name="americas")
+    a.op("addgroup", group="Paris")
+    a.edit(define("settz", "group:Paris"), at(TZ, "group:Paris"))
+    fp = keyscan_fingerprint(a)
+    done = join_cli(b, a, "--fingerprint", fp, "--group", "Paris", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"through {a.hostname}, group Paris." in done.stdout
+    assert f"  {'userconfig':<20} Users: admin\n" in done.stdout  # what is lost, by name
+    three.wait(lambda: three.linked([a, b]), what="a and b linked")
+    three.wait(lambda: three.converged([a, b]), what="a and b converged")
+    assert a.op("list")["groups"]["Paris"].keys() == {b.hostname}
+    assert effective(b)["settz"] == {"timezone": "Europe/Paris"}  # the group's
+    assert effective(a)["settz"] == {"timezone": "UTC"}  # Main_Group keeps the default
+
+
+ONLY_ADMIN = "only an admin may add a machine"
+
+
+def test_join_as_a_non_admin_or_with_a_taken_serial_is_refused(
+    three: Testbed, tmp_path: Path
+) -> None:
+    from schema.access import hash_passphrase
+
+    a, b, c = three.machines
+    a.op("create", name="americas")
+    b.join(a)
+    three.wait(lambda: three.linked([a, b]), what="a and b linked")
+    oper = {"full_name": "Oper", "role": "operator", "passphrase_hash": hash_passphrase("op" * 5)}
+    a.edit({"do": "set_row", "feature": "userconfig", "mode": "cluster", "row": "oper",
+            "value": oper})  # fmt: skip
+    three.wait(lambda: three.converged([a, b]), what="user oper replicated")
+    twin = Machine(tmp_path / "twin", 1, 0.5, {}, hostname="twin.example.com")  # b's serial
+    twin.start()
+    try:
+        addr = {"address": "127.0.0.1", "port": a.config.ssh_port, "fingerprint": a.fingerprint()}
+        before = snapshot(a, b, c, twin)
+        text = c.refused("join", **addr, user="oper", passphrase="op" * 5)
+        assert text == f"user 'oper' is not a cluster admin (role operator): {ONLY_ADMIN}"
+        assert snapshot(a, b, c, twin) == before
+        text = twin.refused("join", **addr, passphrase=PASSPHRASE)
+        assert text == f"serial {b.serial} already belongs to member {b.hostname}"
+        assert snapshot(a, b, c, twin) == before
+        assert not [*c.dir.glob("standalone-*.json"), *twin.dir.glob("standalone-*.json")]
+        # The dry run refuses both the same way.
+        assert "not a cluster admin" in c.refused("join", **addr, user="oper",
+                                                   passphrase="op" * 5, dry_run=True)  # fmt: skip
+        assert "already belongs" in twin.refused("join", **addr, passphrase=PASSPHRASE,
+                                                 dry_run=True)  # fmt: skip
+        assert snapshot(a, b, c, twin) == before
+    finally:
+        twin.stop()
+
+
 def test_join_with_prepjoin_key_needs_no_passphrase(three: Testbed) -> None:
     a, b, _ = three.machines
     a.op("create", name="americas")
@@ -420,7 +475,11 @@ def test_four_members_built_by_operations_then_one_removed_and_rejoined(tmp_path
         bed.wait(lambda: cluster_of(c) is None, what="c standalone")
         bed.wait(lambda: bed.linked([a, b, d]), what="three linked")
         dry = c.join(a, dry_run=True)
-        assert {x["feature"] for x in dry["discard"]} >= {"settz", "userconfig"}
+        # Exactly what c holds since it flattened: what it inherited, users by name.
+        assert [{k: x[k] for k in ("feature", "title", "rows")} for x in dry["discard"]] == [
+            {"feature": "settz", "title": "Time Zone", "rows": None},
+            {"feature": "userconfig", "title": "Users", "rows": ["admin"]},
+        ]
         assert cluster_of(c) is None
         c.join(a)
         bed.wait(bed.linked, what="four linked again")

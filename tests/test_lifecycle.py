@@ -69,9 +69,23 @@ def test_join_reports_what_it_discards_keeps_a_copy_and_keeps_network_settings(
     lifecycle.create_cluster(ny, "americas")
     la = Store(tmp_path / "la.db", origin="SER-LA", hostname=LA)
     configured(la, "America/Los_Angeles", "laadmin")
-    report = {d.feature: d.value for d in lifecycle.join_report(la)}
+    discarded = lifecycle.join_report(la)
+    report = {d.feature: d.value for d in discarded}
     assert set(report) == {"settz", "userconfig"}  # interfaceconfig survives: not listed
     assert "laadmin" in report["userconfig"]
+    # What is lost is named: a table's rows (users first of all), a record's feature.
+    assert [(d.feature, d.title, d.rows) for d in discarded] == [
+        ("settz", "Time Zone", None),
+        ("userconfig", "Users", ("laadmin",)),
+    ]
+    assert [lifecycle.discard_line(d.as_json()) for d in discarded] == [
+        f"{'settz':<20} Time Zone",
+        f"{'userconfig':<20} Users: laadmin",
+    ]
+    assert lifecycle.discard_line({"feature": "userconfig", "title": "Users", "rows": []}) == (
+        f"{'userconfig':<20} Users: (an empty table)"
+    )
+    assert json.loads(json.dumps(discarded[1].as_json()))["rows"] == ["laadmin"]
     saved = lifecycle.save_standalone(la, tmp_path)
     assert json.loads(saved.read_text())["settings"]["settz"]["timezone"] == "America/Los_Angeles"
     again = lifecycle.save_standalone(la, tmp_path)  # same second: a second copy, not over it

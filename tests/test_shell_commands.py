@@ -21,6 +21,7 @@ from cli.console import BatchConsole
 from cli.shell import Quit, Shell
 from clusterd import __version__, identity, layers
 from clusterd.daemon import Daemon
+from clusterd.dns import Lookup
 from clusterd.modes import Mode
 from schema.restrictions import COMMANDS, Restriction, switch_prompt
 from tests.shellhelp import (
@@ -71,6 +72,7 @@ CLUSTER_OPS = [
     "CONNSTATUS",
 ]
 START_MENU = ["1. the factory defaults", "2. a copy of the inherited settings"]
+JOIN_USAGE = "Usage: clusterconfig join [--port P] [--fingerprint FP] ADDRESS ADMIN [PASSPHRASE"
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -741,16 +743,27 @@ async def test_commitdetail_text_and_json(ny: Term) -> None:
     await ny.ok("commit", "tz change")
     lines = (await ny.ok("commitdetail 2")).splitlines()
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
-    assert re.fullmatch(rf"SER-NY:\d+  {stamp}  admin  'tz change'", lines[0]), lines
+    assert re.fullmatch(rf"SER-NY:\d+  {stamp}  {NY}  admin  'tz change'", lines[0]), lines
     assert lines[1] == "    settz at Cluster"
-    assert re.fullmatch(rf"SER-NY:\d+  {stamp}  admin  '{LA} joins group Paris'", lines[2])
+    assert re.fullmatch(rf"SER-NY:\d+  {stamp}  {NY}  admin  '{LA} joins group Paris'", lines[2])
     assert lines[3:] == ["    machines at Cluster"]
     rows = json.loads(await ny.ok("commitdetail 2 --json"))
     assert [set(r) for r in rows] == [
-        {"id", "time", "user", "origin", "comment", "changed", "inconsistent"}
+        {
+            "id",
+            "time",
+            "user",
+            "origin",
+            "origin_serial",
+            "comment",
+            "changed",
+            "inconsistent",
+            "lost",
+            "superseded",
+        }
     ] * 2
     newest = rows[0]
-    assert newest["id"].startswith("SER-NY:") and newest["origin"] == "SER-NY"
+    assert newest["id"].startswith("SER-NY:") and newest["origin"] == NY
     assert newest["user"] == "admin" and newest["comment"] == "tz change"
     assert newest["changed"] == ["settz at Cluster"] and newest["inconsistent"] is False
     assert re.fullmatch(stamp, newest["time"])
@@ -815,7 +828,17 @@ async def test_standalone_batch_create(term: Term) -> None:
         ("clusterconfig create", 2, "Usage: clusterconfig create NAME | join ..."),
         ("clusterconfig list", 2, "Usage: clusterconfig create NAME | join ..."),
         ('clusterconfig create "two words"', 1, "Error: cluster field 'name': not a name"),
-        ("clusterconfig join 127.0.0.1", 2, "Usage: clusterconfig join [--ccs] [--key] ADDRESS"),
+        ("clusterconfig join 127.0.0.1", 2, JOIN_USAGE),
+        ("clusterconfig join --key", 2, JOIN_USAGE),
+        ("clusterconfig join --key 127.0.0.1 Paris extra", 2, JOIN_USAGE),
+        ("clusterconfig join 127.0.0.1 admin pw Main_Group extra", 2, JOIN_USAGE),
+        ("clusterconfig join --port 127.0.0.1 admin pw", 2, "Usage: a port is a number"),
+        ("clusterconfig join --port 0 127.0.0.1 admin pw", 2, "Usage: a port is a number"),
+        ("clusterconfig join --port", 2, JOIN_USAGE),
+        ("clusterconfig join --port 22 --port 23 127.0.0.1 admin pw", 2, JOIN_USAGE),
+        ("clusterconfig join --bogus 127.0.0.1 admin pw", 2, "Usage: unknown option --bogus"),
+        ("clusterconfig join --port 22 127.0.0.1 22 SHA256:x", 2, JOIN_USAGE),  # mixed forms
+        ("clusterconfig join --key 127.0.0.1 22 SHA256:x Main_Group pw", 2, "Usage: a join with"),
     ],
 )
 async def test_standalone_refusals(term: Term, line: str, status: int, text: str) -> None:
@@ -849,11 +872,12 @@ async def test_standalone_menu_join_over_ssh_asks_then_fails_cleanly(term: Term)
         "2. pre-shared keys (PREPJOIN)",
         "[1]>1",
         "Enter the passphrase of user admin in the cluster.",
-        f"[]>{PASSPHRASE}",
+        "[]>",  # asked as a secret: what was typed is not shown
         f"Connecting to 127.0.0.1 port {port}...",
         lines[-1],
     ]
     assert lines[-1].startswith(f"Error: cannot reach 127.0.0.1:{port}")
+    assert PASSPHRASE not in out
 
 
 async def test_standalone_menu_join_over_ccs_defaults(term: Term) -> None:
@@ -964,7 +988,7 @@ async def test_group_operations_batch(ny: Term) -> None:
         ("clusterconfig deletegroup Paris", ("Paris",), "Error: the machines of 'Paris' cannot"),
         ("clusterconfig setname americas", (), "Error: the cluster is already named 'americas'"),
         ("clusterconfig setname 'two words'", (), "Error: cluster field 'name': not a name"),
-        ("clusterconfig removemachine sf.example.com", (), "Error: no machine 'sf.example.com'"),
+        ("clusterconfig removemachine sf.example.com", ("y",), "Error: no machine 'sf.example"),
     ],
 )
 async def test_cluster_operation_refusals(
@@ -1038,6 +1062,21 @@ async def test_connstatus_from_the_hosts_file(ny: Term) -> None:
     assert (member["hostname"], member["state"], member["forward_ok"]) == (LA, "down", True)
 
 
+async def test_connstatus_shows_the_reverse_lookup_of_the_incoming_connection(ny: Term) -> None:
+    await in_cluster_mode(ny)
+    seen = Lookup("127.0.0.7", False, (), "dns", "no such name: 7.0.0.127.in-addr.arpa")
+    ny.shell.daemon.reverse_seen["SER-LA"] = seen
+    lines = (await ny.ok("clusterconfig connstatus")).splitlines()
+    assert lines[1:] == [
+        f"{LA}: down",
+        f"  forward: {LA} -> {LA_ADDRESS} (hosts file)",
+        f"  reverse: {LA_ADDRESS} -> {LA} (hosts file)",
+        "  inbound reverse: 127.0.0.7: no such name: 7.0.0.127.in-addr.arpa",
+    ]
+    member = json.loads(await ny.ok("clusterconfig connstatus --json"))["members"][0]
+    assert member["inbound_reverse"] == seen.describe()
+
+
 def disconnected(t: Term, machine: str) -> bool:
     return bool(layers.machines(t.shell.store.state)[machine].get("disconnected"))
 
@@ -1050,9 +1089,9 @@ async def test_disconnect_and_reconnect_this_machine(ny: Term) -> None:
     await ny.ok(f"clustermode machine {NY}")
     assert ny.prompt == f"(Machine {NY}) [Disconnected]> "
     await in_cluster_mode(ny)
-    assert await ny.run(f"clusterconfig disconnect {NY}") == (
+    assert await ny.run(f"clusterconfig disconnect {NY}", "") == (
         1,
-        "Error: this machine is already disconnected",
+        f"Disconnect {NY}? [Y]>\nError: this machine is already disconnected",
     )
     detail = (await ny.ok("clusterconfig listdetail")).splitlines()
     assert f"Machine {NY} (Serial #: SER-NY) [Disconnected]" in detail
@@ -1062,11 +1101,13 @@ async def test_disconnect_and_reconnect_this_machine(ny: Term) -> None:
         "This machine is disconnected. Reconnect it now? [Y]>n",
         "Cluster americas",
     ]
-    assert await ny.ok(f"clusterconfig reconnect {NY}") == f"{NY} reconnected."
+    assert await ny.ok(f"clusterconfig reconnect {NY}", "y") == (
+        f"Reconnect {NY}? [Y]>y\n{NY} reconnected."
+    )
     assert ny.prompt == "(Cluster americas)> " and not disconnected(ny, NY)
-    assert await ny.run(f"clusterconfig reconnect {NY}") == (
+    assert await ny.run(f"clusterconfig reconnect {NY}", "") == (
         1,
-        "Error: this machine is already connected",
+        f"Reconnect {NY}? [Y]>\nError: this machine is already connected",
     )
 
 
@@ -1085,7 +1126,7 @@ async def test_disconnect_and_reconnect_from_the_menu(ny: Term) -> None:
 
 async def test_the_offer_to_reconnect_asks_once(ny: Term) -> None:
     await in_cluster_mode(ny)
-    await ny.ok(f"clusterconfig disconnect {NY}")
+    await ny.ok(f"clusterconfig disconnect {NY}", "")
     status, out = await ny.run("clusterconfig", "", spare=True)
     assert status == 0 and out.splitlines() == [
         "This machine is disconnected. Reconnect it now? [Y]>",
@@ -1096,12 +1137,12 @@ async def test_the_offer_to_reconnect_asks_once(ny: Term) -> None:
 async def test_disconnect_another_machine_is_refused(ny: Term) -> None:
     await in_cluster_mode(ny)
     for op in ("disconnect", "reconnect"):
-        status, out = await ny.run(f"clusterconfig {op} {LA}")
+        status, out = await ny.run(f"clusterconfig {op} {LA}", "y")
         assert status == 1 and f"acts on the machine it runs on: run it on {LA}" in out
     assert not disconnected(ny, LA) and not disconnected(ny, NY)
-    assert await ny.run("clusterconfig disconnect sf.example.com") == (
+    assert await ny.run("clusterconfig disconnect sf.example.com", "y") == (
         1,
-        "Error: no machine 'sf.example.com' in the cluster",
+        "Disconnect sf.example.com? [Y]>y\nError: no machine 'sf.example.com' in the cluster",
     )
 
 
@@ -1110,21 +1151,63 @@ async def test_removemachine_another_member(ny: Term) -> None:
     status, out = await ny.run("clusterconfig", "removemachine", LA, "")
     assert status == 1 and out.splitlines()[-1] == f"Remove {LA} from the cluster for good? [N]>"
     assert LA in layers.machines(ny.shell.store.state)
-    lines = (await ny.ok(f"clusterconfig removemachine {LA}")).splitlines()
-    assert lines[0] == f"{LA} removed from the cluster."
-    assert lines[1].startswith(f"Warning: {LA} could not be told")  # it is unreachable
+    lines = (await ny.ok(f"clusterconfig removemachine {LA}", "y")).splitlines()
+    assert lines[:2] == [
+        f"Remove {LA} from the cluster for good? [N]>y",
+        f"{LA} removed from the cluster.",
+    ]
+    assert lines[2].startswith(f"Warning: {LA} could not be told")  # it is unreachable
     assert groups_of(ny) == {"Main_Group": [NY], "Paris": []}
+
+
+@pytest.mark.parametrize(
+    ("line", "question", "default"),
+    [
+        (f"clusterconfig removemachine {LA}", f"Remove {LA} from the cluster for good?", "N"),
+        (f"clusterconfig disconnect {NY}", f"Disconnect {NY}?", "Y"),
+        ("clusterconfig disconnect", f"Disconnect {NY}?", "Y"),
+    ],
+)
+async def test_interactive_shell_confirms_even_with_the_machine_given(
+    ny: Term, line: str, question: str, default: str
+) -> None:
+    await in_cluster_mode(ny)
+    before = json.loads(await ny.ok("clusterconfig list --json"))
+    assert await ny.run(line, "n") == (1, f"{question} [{default}]>n")
+    assert json.loads(await ny.ok("clusterconfig list --json")) == before
+
+
+async def test_reconnect_confirms_in_an_interactive_shell(ny: Term) -> None:
+    await in_cluster_mode(ny)
+    await ny.ok(f"clusterconfig disconnect {NY}", "y")
+    assert await ny.run(f"clusterconfig reconnect {NY}", "n") == (1, f"Reconnect {NY}? [Y]>n")
+    assert disconnected(ny, NY)
+
+
+async def test_one_command_calls_do_not_ask_to_confirm(americas: Daemon) -> None:
+    batch = BatchConsole()
+    shell = Shell(americas, "admin", batch)
+    assert await shell.run_line("clustermode cluster") == 0
+    for line, said in [
+        (f"clusterconfig disconnect {NY}", f"{NY} disconnected."),
+        (f"clusterconfig reconnect {NY}", f"{NY} reconnected."),
+        (f"clusterconfig removemachine {LA}", f"{LA} removed from the cluster."),
+    ]:
+        batch.lines.clear()
+        assert await shell.run_line(line) == 0, batch.output
+        assert batch.lines[0] == said and "?" not in batch.output
+    assert LA not in layers.machines(americas.store.state)
 
 
 @pytest.mark.parametrize("menu", [False, True])
 async def test_removemachine_of_the_sole_member_deletes_the_cluster(ny: Term, menu: bool) -> None:
     await in_cluster_mode(ny)
     await committed(ny, "settz set timezone=Asia/Tokyo")
-    await ny.ok(f"clusterconfig removemachine {LA}")
+    await ny.ok(f"clusterconfig removemachine {LA}", "y")
     if menu:
         out = await ny.ok("clusterconfig", "removemachine", NY, "y")
     else:
-        out = await ny.ok(f"clusterconfig removemachine {NY}")
+        out = await ny.ok(f"clusterconfig removemachine {NY}", "yes")
     assert out.splitlines()[-1] == f"{NY} removed from the cluster."
     assert ny.cluster is None
     assert ny.prompt == f"{NY}> "
@@ -1134,8 +1217,8 @@ async def test_removemachine_of_the_sole_member_deletes_the_cluster(ny: Term, me
 async def test_removemachine_of_this_machine_while_others_stay(ny: Term) -> None:
     await in_cluster_mode(ny)
     await committed(ny, "settz set timezone=Asia/Tokyo")
-    out = await ny.ok(f"clusterconfig removemachine {NY}")
-    assert out == f"{NY} removed from the cluster."
+    out = await ny.ok(f"clusterconfig removemachine {NY}", "y")
+    assert out == f"Remove {NY} from the cluster for good? [N]>y\n{NY} removed from the cluster."
     assert ny.cluster is None and ny.prompt == f"{NY}> "
     assert json.loads(await ny.ok("settz print")) == {"timezone": "Asia/Tokyo"}  # flattened
 

@@ -1,0 +1,66 @@
+"""Progress of a catch-up, shown after the commands that start one (join, RECONNECT).
+
+The daemon's status says, per linked member, how many of its commits this machine
+still lacks (``catch_up``: counted once over all members). This follows it: first until
+every member that may link has (or ``settle`` seconds), then while commits are missing, a line at
+most every ``every`` seconds, and a last line saying where it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from cli.shell import Shell
+
+POLL = 0.1
+
+
+def _applied(status: dict[str, Any]) -> int:
+    return sum(status["vv"].values())
+
+
+def _unlinked(status: dict[str, Any]) -> list[str]:
+    """Members a link may still come up to: not refused, not disconnected on purpose."""
+    return [
+        p["hostname"]
+        for p in status["peers"]
+        if p["state"] not in ("up", "refused") and not p["admin_off"]
+    ]
+
+
+async def follow_catch_up(
+    shell: Shell, *, settle: float = 5.0, timeout: float = 120.0, every: float = 0.5
+) -> bool:
+    """Show the catch-up until nothing is missing; False when ``timeout`` ran out first."""
+    status = shell.daemon.status
+    start = time.monotonic()
+    s = status()
+    told = False
+    while _unlinked(s) and time.monotonic() - start < settle:
+        if not told and time.monotonic() - start >= every:
+            shell.write(f"Waiting for links to {', '.join(_unlinked(s))}...")
+            told = True
+        await asyncio.sleep(POLL)
+        s = status()
+    base, shown, last = _applied(s), -1, 0.0
+    while s["catch_up"]["missing"]:
+        now = time.monotonic()
+        if now - start > timeout:
+            left = s["catch_up"]["missing"]
+            shell.write(f"Still catching up: {left:,} commits to go (see status).")
+            return False
+        got = _applied(s) - base
+        if got != shown and now - last >= every:
+            total = got + s["catch_up"]["missing"]
+            source = ", ".join(s["catch_up"]["from"])
+            shell.write(f"Catching up from {source}: {got:,} of {total:,} commits received")
+            shown, last = got, now
+        await asyncio.sleep(POLL)
+        s = status()
+    up = [p for p in s["peers"] if p["state"] == "up"]
+    got = _applied(s) - base
+    caught = f"{got:,} commits received; " if got else ""
+    shell.write(f"Catch-up done: {caught}up to date with {len(up)} of {len(s['peers'])} members.")
+    return True
