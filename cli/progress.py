@@ -31,10 +31,14 @@ def _unlinked(status: dict[str, Any]) -> list[str]:
 
 
 async def follow_catch_up(
-    shell: Shell, *, settle: float = 5.0, timeout: float = 120.0, every: float = 0.5
+    shell: Shell, *, settle: float | None = None, timeout: float = 120.0, every: float = 0.5
 ) -> bool:
-    """Show the catch-up until nothing is missing; False when ``timeout`` ran out first."""
+    """Show the catch-up until nothing is missing; False when ``timeout`` ran out first.
+
+    ``settle`` defaults to the handshake time-out: within it a dial has linked or failed.
+    """
     status = shell.daemon.status
+    settle = shell.daemon.timing.handshake_timeout if settle is None else settle
     start = time.monotonic()
     s = status()
     told = False
