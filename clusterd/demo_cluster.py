@@ -53,10 +53,11 @@ class Demo:
     def shell(self, name: str, command: str) -> str:
         """Run one shell command on ``name`` through OpenSSH; print it and its output."""
         m = self[name]
+        prompt = f"(Machine {m.hostname})>" if m.status()["cluster"] else f"{m.hostname}>"
         argv = identity.local_ssh(m.config, command)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL)  # fmt: skip
-        self.out(f"{m.hostname}> {command}")
+        self.out(f"{prompt} {command}")
         for line in (done.stdout + done.stderr).rstrip().splitlines():
             self.out(f"  {line}")
         if done.returncode != 0:
@@ -78,14 +79,15 @@ class Demo:
     def walkthrough(self) -> None:
         ny, la, chi = self["newyork"], self["losangeles"], self["chicago"]
         self.shell("newyork", "clusterconfig create americas")
-        self.shell("losangeles", f"clusterconfig join {ny.config.listen} {ny.config.ssh_port} "
-                                 f"{ny.fingerprint()} Main_Group '{PASSPHRASE}'")  # fmt: skip
+        self.shell("losangeles", f"clusterconfig join --port {ny.config.ssh_port} --fingerprint "
+                                 f"{ny.fingerprint()} {ny.config.listen} admin '{PASSPHRASE}' "
+                                 "Main_Group")  # fmt: skip
         printed = self.shell("chicago", "clusterconfig prepjoin print").splitlines()
         key = next(line.split(": ", 1)[1] for line in printed if line.startswith("Machine key"))
         self.shell("newyork", f"clusterconfig prepjoin new {chi.hostname} {chi.serial} "
                               f"'{key}'; commit prepare chicago")  # fmt: skip
-        self.shell("chicago", f"clusterconfig join --ccs {ny.config.listen} "
-                              f"{ny.config.ccs_port} {ny.fingerprint()}")  # fmt: skip
+        self.shell("chicago", f"clusterconfig join --ccs --port {ny.config.ccs_port} "
+                              f"--fingerprint {ny.fingerprint()} {ny.config.listen}")  # fmt: skip
         self.shell("newyork", "clusterconfig addgroup West")
         self.shell("newyork", f"clusterconfig setgroup {la.hostname} West")
         self.shell("newyork", "clustermode cluster; settz set timezone=America/New_York; "

@@ -40,7 +40,9 @@ def test_demo_walkthrough_on_three_live_machines_through_the_shell() -> None:
     out = done.stdout
     assert "newyork.example.com> clusterconfig create americas" in out
     assert out.count("Joined cluster americas.") == 2  # losangeles over SSH, chicago over CCS
-    assert "clusterconfig join --ccs 127.0.0.11" in out
+    assert "clusterconfig join --port " in out and " 127.0.0.11 admin '" in out  # reference form
+    assert "(Machine chicago.example.com)> clusterconfig list" in out
+    assert "clusterconfig join --ccs --port" in out
     assert "chicago.example.com prepared: a pending change" in out
     assert "comes from Machine losangeles.example.com" in out  # the experiment, down there
     assert "Time Zone move from Machine losangeles.example.com to Cluster" in out
