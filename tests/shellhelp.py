@@ -119,3 +119,24 @@ class Term:
         status, out = await self.run(line, *answers)
         assert status == 0, f"{line!r} -> {status}:\n{out}"
         return out
+
+
+def menu_join_lines(port: int | str) -> list[str]:
+    """The join menu's questions over SSH with the passphrase (answered 127.0.0.1,
+    ``port``, the passphrase: shown as ``[]>``, a secret), up to its first stage line."""
+    return [
+        "Do you want to enable the Cluster Communication Service on this machine? [N]>",
+        "WARNING: every setting of this machine except its network settings will be",
+        "lost and replaced by the cluster's and its group's settings.",
+        "Enter the IP address of a machine in the cluster.",
+        "[]>127.0.0.1",
+        "Enter the remote port to connect to.",
+        f"[22]>{port}",
+        "Authenticate with:",
+        "1. the cluster admin passphrase",
+        "2. pre-shared keys (PREPJOIN)",
+        "[1]>1",
+        "Enter the passphrase of user admin in the cluster.",
+        "[]>",
+        f"Connecting to 127.0.0.1 port {port}...",
+    ]

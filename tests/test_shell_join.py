@@ -23,12 +23,8 @@ from clusterd.daemon import Daemon
 from clusterd.join import JoinAnswer, JoinRequest
 from clusterd.join import call as real_call
 from clusterd.testbed import PASSPHRASE, Machine, Testbed
-from tests.shellhelp import NY, Term, new_daemon
+from tests.shellhelp import NY, Term, menu_join_lines, new_daemon
 
-WARNING = [
-    "WARNING: every setting of this machine except its network settings will be",
-    "lost and replaced by the cluster's and its group's settings.",
-]
 # newyork's own settings as init leaves them: what a join discards, row by row.
 DISCARDED = [
     "These settings of this machine will be discarded:",
@@ -103,19 +99,7 @@ async def test_menu_join_over_ssh_succeeds(member: Machine, joiner: Daemon) -> N
     out = await term.ok("clusterconfig", *answers)
     saved = list(joiner.config.data_dir.glob("standalone-*.json"))
     assert out.splitlines()[7:] == [
-        "Do you want to enable the Cluster Communication Service on this machine? [N]>",
-        *WARNING,
-        "Enter the IP address of a machine in the cluster.",
-        "[]>127.0.0.1",
-        "Enter the remote port to connect to.",
-        f"[22]>{port}",
-        "Authenticate with:",
-        "1. the cluster admin passphrase",
-        "2. pre-shared keys (PREPJOIN)",
-        "[1]>1",
-        "Enter the passphrase of user admin in the cluster.",
-        "[]>",
-        f"Connecting to 127.0.0.1 port {port}...",
+        *menu_join_lines(port),
         f"The host key fingerprint of 127.0.0.1 port {port} is {fp}",
         "Is this a valid key for this host? [N]>y",
         "Enter the group to join.",
