@@ -60,9 +60,10 @@ async def test_link_delay_holds_each_frame_and_keeps_the_link_order() -> None:
     for i in range(40):
         sent.append((loop.time(), b"frame %d" % i))
         link.write(sent[-1][1])
+        if i == 0:
+            assert chan.frames == []  # nothing leaves at once (each frame's delay: below)
         if i % 4 == 0:
             await asyncio.sleep(0.005)
-    assert chan.frames == []  # nothing leaves at once
     await asyncio.sleep(0.4)
     assert [data for _, data in chan.frames] == [data for _, data in sent]
     for (wrote, _), (arrived, _) in zip(sent, chan.frames, strict=True):
