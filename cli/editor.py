@@ -19,7 +19,8 @@ the settings of a chosen mode (it inherits again: from its group, the cluster, o
 factory defaults).  A delete names the machines whose settings change and, in an
 interactive shell, asks first.  The cluster-level settings of a feature that only the
 cluster may hold (users, SSH settings) cannot be deleted: nothing could stand in for
-them but the factory defaults, which would lock every admin out.
+them but the factory defaults, which would lock every admin out; nor can UNDEFINE
+take them away.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ async def _run(
             start = Start(args[0] if args else "inherited")
             s.define(cmd, mode, start)
         case "undefine":
+            _keep_cluster_only(feature, mode, "undefining")
             s.undefine(cmd, mode)
         case "set" if not feature.is_table:
             await _ensure_defined(shell, feature, shown=shown)
@@ -248,14 +250,20 @@ def _delete_targets(shell: Shell, feature: Feature, where: list[str]) -> list[Mo
         return targets
     target = Mode.parse(" ".join(where))
     edit.check_mode(feature, target)
-    if target == Mode.cluster() and feature.levels == frozenset({Level.CLUSTER}):
-        raise ClusterdError(
-            f"{cmd} can only be defined at cluster level: deleting it there would leave "
-            "every machine with the factory defaults; change its settings instead"
-        )
+    _keep_cluster_only(feature, target, "deleting")
     if not view.is_defined(cmd, target.key):
         raise NotDefined([f"{cmd} is not defined at {target}: nothing to delete"])
     return [target]
+
+
+def _keep_cluster_only(feature: Feature, target: Mode, doing: str) -> None:
+    """Refuse to take away the cluster's settings of a feature only the cluster holds."""
+    if target == Mode.cluster() and feature.levels == frozenset({Level.CLUSTER}):
+        raise ClusterdError(
+            f"{feature.command} can only be defined at cluster level: {doing} it there "
+            "would leave every machine with the factory defaults; change its settings "
+            "instead"
+        )
 
 
 def _delete_effect(shell: Shell, feature: Feature, target: Mode) -> str:

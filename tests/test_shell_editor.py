@@ -278,6 +278,13 @@ async def test_help_names_clusterset_delete(ny: Term) -> None:
             1,
             "Error: userconfig cannot be defined at group level (only at cluster)",
         ),
+        (
+            "userconfig undefine",
+            1,
+            "Error: userconfig can only be defined at cluster level: undefining it there "
+            "would leave every machine with the factory defaults; change its settings instead",
+        ),
+        ("sshconfig undefine", 1, "Error: sshconfig can only be defined at cluster level:"),
     ],
 )
 async def test_delete_refusals_change_nothing(ny: Term, line: str, status: int, text: str) -> None:
