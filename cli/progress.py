@@ -1,9 +1,11 @@
 """Progress of a catch-up, shown after the commands that start one (join, RECONNECT).
 
 The daemon's status says, per linked member, how many of its commits this machine
-still lacks (``catch_up``: counted once over all members). This follows it: first until
-every member that may link has (or ``settle`` seconds), then while commits are missing, a line at
-most every ``every`` seconds, and a last line saying where it ended.
+still lacks (``catch_up``: counted once over all members).  This follows the same
+figures (without the state digest, which a catch-up would make status recompute at
+every poll): first until every member that may link has (or ``settle`` seconds), then
+while commits are missing, a line at most every ``every`` seconds, and a last line
+saying where it ended.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 from cli.shell import Shell
+from clusterd.protocol import catch_up
 
 POLL = 0.1
 
@@ -37,8 +40,13 @@ async def follow_catch_up(
 
     ``settle`` defaults to the handshake time-out: within it a dial has linked or failed.
     """
-    status = shell.daemon.status
-    settle = shell.daemon.timing.handshake_timeout if settle is None else settle
+    d = shell.daemon
+
+    def status() -> dict[str, Any]:  # what status shows of it, without the digest
+        peers, vv = d.peer_status(), dict(d.store.state.vv)
+        return {"peers": peers, "vv": vv, "catch_up": catch_up(vv, peers)}
+
+    settle = d.timing.handshake_timeout if settle is None else settle
     start = time.monotonic()
     s = status()
     told = False

@@ -28,6 +28,7 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output.vt100 import Vt100_Output
 
 from cli.console import BatchConsole, prompt_text
+from cli.editor import CLUSTERSET_OPS
 from cli.shell import Quit, Shell
 from clusterd import layers
 from clusterd.control import REDACTED, SECRET_NAME
@@ -277,10 +278,10 @@ class ShellCompleter(Completer):
         if op == "clusterset" and in_cluster:
             levels = {level.value for level in feature.levels}
             if n == 1:
-                return ["copy", "move"]
+                return list(CLUSTERSET_OPS)
             if n == 2:
                 targets = [t for t in ("cluster", "group", "machine") if t in levels]
-                if "group" in levels and args[1].lower() == "copy":
+                if "group" in levels and args[1].lower() in ("copy", "delete"):
                     targets.append("allgroups")
                 return targets
             if n == 3:

@@ -46,7 +46,7 @@ from clusterd.peers import (
     Send,
     Timing,
 )
-from clusterd.protocol import Node, commits_behind
+from clusterd.protocol import Node, catch_up, commits_behind
 from clusterd.ratelimit import Limiter
 from clusterd.state import definition
 from clusterd.store import Store
@@ -570,6 +570,30 @@ class Daemon:
         return self._summary
 
     def status(self) -> dict[str, Any]:
+        node, ours = self.node, self.store.state.vv
+        peers = self.peer_status()
+        return {
+            "hostname": self.config.hostname,
+            "serial": self.config.serial,
+            "cluster": layers.cluster_name(self.store.state),
+            "software": self.config.software,
+            "disconnected": node.disconnected,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "ping_interval": self.config.ping_interval,
+            "links": len(node.live_peers()),
+            "peers": peers,
+            "routes": {p["hostname"]: p["route"] for p in peers},
+            "vv": dict(ours),
+            **self._state_summary(),
+            "waiting_commits": len(self.store.inbox),
+            "catch_up": catch_up(ours, peers),
+            "traffic": dict(self.traffic),
+            "alerts": list(self.alerts),
+        }
+
+    def peer_status(self) -> list[dict[str, Any]]:
+        """Each member as this machine sees it: its link, route and how far behind it we
+        are (cheap: no digest, for whoever polls it often, e.g. cli.progress)."""
         node, now = self.node, self.now()
         ours = self.store.state.vv
         peers = []
@@ -600,38 +624,7 @@ class Daemon:
                     "syncing": p.syncing_since is not None,
                 }
             )
-        return {
-            "hostname": self.config.hostname,
-            "serial": self.config.serial,
-            "cluster": layers.cluster_name(self.store.state),
-            "software": self.config.software,
-            "disconnected": node.disconnected,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "ping_interval": self.config.ping_interval,
-            "links": len(node.live_peers()),
-            "peers": peers,
-            "routes": {p["hostname"]: p["route"] for p in peers},
-            "vv": dict(self.store.state.vv),
-            **self._state_summary(),
-            "waiting_commits": len(self.store.inbox),
-            "catch_up": catch_up(ours, peers),
-            "traffic": dict(self.traffic),
-            "alerts": list(self.alerts),
-        }
-
-
-def catch_up(ours: Mapping[str, int], peers: list[dict[str, Any]]) -> dict[str, Any]:
-    """How far this machine is behind the members it is linked to: the commits any of
-    them holds that it lacks (counted once), and from whom they are still coming."""
-    latest: dict[str, int] = dict(ours)
-    behind = [p for p in peers if p["state"] == "up" and p["behind"]]
-    for p in behind:
-        for origin, seq in p["vv"].items():
-            latest[origin] = max(latest.get(origin, 0), seq)
-    return {
-        "missing": commits_behind(ours, latest),
-        "from": sorted(p["hostname"] for p in behind),
-    }
+        return peers
 
 
 def run(config: DaemonConfig) -> None:

@@ -82,6 +82,15 @@ def _v4_first(addresses: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(unique, key=lambda a: 0 if ":" not in a else 1))
 
 
+def _file_stamp(path: str | Path) -> tuple[int, int, int] | None:
+    """What tells a changed file (modification time, size, inode); None: unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 @dataclass(slots=True)
 class _HostsFile:
     """The hosts file, parsed, re-read when its modification time changes."""
@@ -94,11 +103,7 @@ class _HostsFile:
     def _refresh(self) -> None:
         if self.path is None:
             return
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            stamp = None
+        stamp = _file_stamp(self.path)
         if stamp is not None and stamp == self._stamp:
             return
         by_name: dict[str, list[str]] = {}
@@ -177,11 +182,7 @@ class Resolver:
         configuration when it is new or changed since it was last read."""
         if not self._servers:
             path = RESOLV_CONF  # looked up each time: tests point it elsewhere
-            try:
-                st = os.stat(path)
-                stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
-            except OSError:
-                stamp = None
+            stamp = _file_stamp(path)
             if self._system == (path, stamp):
                 return
             self._system = (path, stamp)

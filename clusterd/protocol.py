@@ -108,6 +108,20 @@ def commits_behind(ours: Mapping[str, int], theirs: Mapping[str, int]) -> int:
     return sum(max(0, seq - ours.get(origin, 0)) for origin, seq in theirs.items())
 
 
+def catch_up(ours: Mapping[str, int], peers: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far this machine is behind the members it is linked to: the commits any of
+    them holds that it lacks (counted once), and from whom they are still coming."""
+    latest: dict[str, int] = dict(ours)
+    behind = [p for p in peers if p["state"] == "up" and p["behind"]]
+    for p in behind:
+        for origin, seq in p["vv"].items():
+            latest[origin] = max(latest.get(origin, 0), seq)
+    return {
+        "missing": commits_behind(ours, latest),
+        "from": sorted(p["hostname"] for p in behind),
+    }
+
+
 def _lacks(vv: Mapping[str, int], other: Mapping[str, int]) -> bool:
     """True when ``vv`` is missing something ``other`` has."""
     if vv == other:

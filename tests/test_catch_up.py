@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from clusterd import identity
-from clusterd.daemon import catch_up
-from clusterd.protocol import commits_behind
+from clusterd.protocol import catch_up, commits_behind
 from clusterd.testbed import Machine, Testbed
 
 COMMITS = 2500

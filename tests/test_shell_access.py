@@ -173,7 +173,10 @@ async def test_feature_row_names(ny: Term) -> None:
 
 
 async def test_clusterset_targets(ny: Term, alone: Term) -> None:
-    assert complete(ny, "settz clusterset ") == ["copy", "move"]
+    assert complete(ny, "settz clusterset ") == ["copy", "move", "delete"]
+    assert complete(ny, "settz clusterset delete ") == [
+        "cluster", "group", "machine", "allgroups",
+    ]  # fmt: skip
     assert complete(ny, "settz clusterset copy ") == ["cluster", "group", "machine", "allgroups"]
     assert complete(ny, "settz clusterset move ") == ["cluster", "group", "machine"]
     assert complete(ny, "settz clusterset copy group ") == GROUPS
