@@ -21,10 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from cli.console import choose
-from cli.shell import READ_ONLY_ROLES, Shell, Usage
+from cli.shell import Shell, Usage
 from clusterd import check, layers
 from clusterd.edits import write_definition
 from clusterd.errors import ClusterdError
+from clusterd.logins import READ_ONLY_ROLES
 from clusterd.modes import Mode
 from clusterd.session import Session
 from clusterd.state import definition
@@ -207,8 +208,7 @@ def _force(shell: Shell, host: str, what: str, write: Callable[[Session], None])
     """Forcing a version is an ordinary commit (of its own, not the shell's pending)."""
     session = Session(shell.store, shell.user)
     write(session)
-    made = session.commit(f"clustercheck: {host} version of {what}", on_conflict="keep")
-    shell.daemon.committed(made)
+    shell.commit(session, f"clustercheck: {host} version of {what}")
     shell.write(f"The whole cluster now uses the {host} version.")
 
 

@@ -69,7 +69,7 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
     if args:
         op = args[0].lower()
         if op == "create" and len(args) == 2:
-            return _done(shell, shell.daemon.admin.create(args[1], shell.user))
+            return _done(shell, shell.daemon.admin.create(args[1], _as(shell, "create")))
         if op == "join":
             return await _join_batch(shell, args[1:])
         if op == "prepjoin" and args[1:] == ["print"]:
@@ -90,7 +90,7 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
         return 0
     if pick == 2:
         name = await shell.console.ask("Enter the name of the new cluster.")
-        done = shell.daemon.admin.create(name.strip(), shell.user)
+        done = shell.daemon.admin.create(name.strip(), _as(shell, "create"))
         shell.write(f"Cluster {done['cluster']} created.")
         return 0
     return await _join_menu(shell, ccs=pick == 4)
@@ -271,7 +271,7 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
     """One operation, from the menu or a batch form.  REMOVEMACHINE, DISCONNECT and
     RECONNECT ask to confirm in an interactive shell however the machine was named
     (``confirmed``: the person already said yes); a one-command call does not ask."""
-    admin, user = shell.daemon.admin, shell.user
+    admin = shell.daemon.admin
     ask_first = shell.console.interactive and not confirmed
     if op not in ("list", "listdetail", "connstatus", "prepjoin"):
         shell.require_write(f"change the cluster ({op})")
@@ -304,15 +304,16 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
             return 0
         case "addgroup":
             return _done(shell, admin.group_op(op, {"group": await _arg(
-                shell, args, 0, "Enter the name of the new group.")}, user))  # fmt: skip
+                shell, args, 0, "Enter the name of the new group.")},  _as(shell, op)))  # fmt: skip
         case "setgroup":
             machine = await _arg(shell, args, 0, "Enter the machine to move.")
             group = await _arg(shell, args, 1, "Enter the group to put it in.")
-            return _done(shell, admin.group_op(op, {"machine": machine, "group": group}, user))
+            moved = {"machine": machine, "group": group}
+            return _done(shell, admin.group_op(op, moved, _as(shell, op)))
         case "renamegroup":
             old = await _arg(shell, args, 0, "Enter the group to rename.")
             new = await _arg(shell, args, 1, "Enter the new name of the group.")
-            return _done(shell, admin.group_op(op, {"old": old, "new": new}, user))
+            return _done(shell, admin.group_op(op, {"old": old, "new": new}, _as(shell, op)))
         case "deletegroup":
             group = await _arg(shell, args, 0, "Enter the group to remove.")
             members = admin.listing()["groups"].get(group) or {}
@@ -322,17 +323,17 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                     f"Group {group} has machines. Which group should receive them?", MAIN_GROUP
                 )
             spec = {"group": group, "move_to": move_to}
-            return _done(shell, admin.group_op(op, spec, user))
+            return _done(shell, admin.group_op(op, spec, _as(shell, op)))
         case "setname":
             name = await _arg(shell, args, 0, "Enter the new name of the cluster.")
-            return _done(shell, admin.group_op(op, {"name": name}, user))
+            return _done(shell, admin.group_op(op, {"name": name}, _as(shell, op)))
         case "removemachine":
             machine = await _arg(shell, args, 0, "Enter the machine to remove.")
             if ask_first and not await confirm(
                 shell.console, f"Remove {machine} from the cluster for good?", False
             ):
                 return 1
-            result = await admin.remove(machine, user)
+            result = await admin.remove(machine, _as(shell, op))
             shell.write(f"{machine} removed from the cluster.")
             return _done(shell, result)
         case "disconnect" | "reconnect":
@@ -341,7 +342,7 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                 shell.console, f"{op.capitalize()} {machine}?", True
             ):
                 return 1
-            _done(shell, admin.set_disconnected(machine, op == "disconnect", user))
+            _done(shell, admin.set_disconnected(machine, op == "disconnect", _as(shell, op)))
             shell.write(f"{machine} {op}ed.")
             if op == "reconnect":
                 await follow_catch_up(shell)
@@ -350,6 +351,13 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
             return await _prepjoin(shell, args)
         case _:
             raise Usage(f"unknown clusterconfig operation {op!r}; see 'help clusterconfig'")
+
+
+def _as(shell: Shell, op: str) -> str:
+    """The user a membership change is made as, its role checked again now (after any
+    question the operation asked)."""
+    shell.require_write(f"change the cluster ({op})")
+    return shell.user
 
 
 def _listdetail(shell: Shell, listed: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
 from clusterd.session import Session
 from clusterd.versions import JSON, Commit, CommitId, Loss, Unit
-from schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
+from schema.access import MIN_PASSPHRASE_LENGTH
 from schema.restrictions import COMMANDS, Restriction
 
 _WHERE = {
@@ -105,8 +105,7 @@ async def commit(shell: Shell, args: list[str]) -> int:
             shell.write(f"  {c.unit.feature} at {where}{row}: {now}{by}")
         if not await confirm(shell.console, "Overwrite their changes with yours?", False):
             keep = "discard"
-    made = shell.session.commit(comment, on_conflict=keep)
-    shell.daemon.committed(made)
+    made = shell.commit(shell.session, comment, on_conflict=keep)
     if made is None:
         shell.write("Nothing left to commit.")
         return 0
@@ -235,20 +234,25 @@ async def passwd(shell: Shell, args: list[str]) -> int:
     users = shell.daemon.users()
     if user not in users:
         raise ClusterdError(f"no user {user!r}")
+    auth = shell.daemon.auth
     if user == shell.user:
         old = await shell.console.ask("Old passphrase:", secret=True)
-        if shell.daemon.login(user, old)[0] is None:
+        if (await auth.check_passphrase(user, old))[0] is None:
             raise ClusterdError("the old passphrase is wrong; nothing changed")
     new = await shell.console.ask("New passphrase:", secret=True)
     if new != await shell.console.ask("Retype new passphrase:", secret=True):
         raise ClusterdError("the two passphrases differ; nothing changed")
     if len(new) < MIN_PASSPHRASE_LENGTH:
         raise ClusterdError(f"a passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
+    hashed = await auth.hash(new)
+    users = shell.daemon.users()  # again: the questions took time
+    if user not in users:
+        raise ClusterdError(f"no user {user!r} any more; nothing changed")
     mode = Mode.cluster() if shell.cluster is not None else Mode.machine(shell.hostname)
     session = Session(shell.store, shell.user)  # not the shell's pending changes
     session.set_row("userconfig", _userconfig_mode(shell, mode), user,
-                    {**users[user], "passphrase_hash": hash_passphrase(new)})  # fmt: skip
-    shell.daemon.committed(session.commit(f"passwd {user}", on_conflict="keep"))
+                    {**users[user], "passphrase_hash": hashed})  # fmt: skip
+    shell.commit(session, f"passwd {user}", passwd_of=user)
     shell.write(f"Passphrase of {user} changed.")
     return 0
 

@@ -59,8 +59,9 @@ def parse_fields(words: list[str]) -> dict[str, Any]:
     return found
 
 
-def show(value: Any) -> str:
-    return json.dumps(value, indent=1, sort_keys=True)
+def show(feature: Feature, value: Any) -> str:
+    """A value as the shell prints it: JSON, secrets shown as "set" (to everybody)."""
+    return json.dumps(feature.shown(value), indent=1, sort_keys=True)
 
 
 async def edit_feature(shell: Shell, args: list[str]) -> int:
@@ -105,7 +106,7 @@ def _where(shell: Shell, feature: Feature) -> None:
     inherited = shell.session.edit.inherited(feature, mode)
     source = _source(shell, feature, mode)
     shell.write(f"{feature.title}: not defined at {mode}; the values shown come from {source}.")
-    shell.write(show(inherited))
+    shell.write(show(feature, inherited))
 
 
 def _source(shell: Shell, feature: Feature, mode: Mode) -> str:
@@ -133,6 +134,8 @@ async def _run(
     shell: Shell, feature: Feature, op: str, args: list[str], *, shown: bool = False
 ) -> int:
     s, mode, cmd = shell.session, shell.mode, feature.command
+    if op not in ("print", "clustershow"):
+        shell.require_admin(cmd)
     match op:
         case "print":
             return _print(shell, feature)
@@ -169,14 +172,17 @@ async def _run(
             return await _clusterset(shell, feature, args)
         case _:
             raise Usage(f"no {op!r} for {cmd}; see 'help {cmd}'")
-    _after_edit(shell, feature, mode)
+    if op in ("new", "edit", "delete", "set"):  # one row (or the record) changed
+        _after_edit(shell, feature, mode, one=True, row=args[0] if feature.is_table else None)
+    else:
+        _after_edit(shell, feature, mode)
     return 0
 
 
 def _print(shell: Shell, feature: Feature) -> int:
     view, mode = shell.session.view, shell.mode
     if layers.is_defined(view, feature, mode):
-        shell.write(show(shell.session.edit.current(feature, mode)))
+        shell.write(show(feature, shell.session.edit.current(feature, mode)))
     else:
         _where(shell, feature)
     return 0
@@ -281,7 +287,12 @@ def _delete_effect(shell: Shell, feature: Feature, target: Mode) -> str:
     return f"{feature.title} at {target}: {', '.join(users)} will use {instead}."
 
 
-def _after_edit(shell: Shell, feature: Feature, mode: Mode) -> None:
+def _after_edit(
+    shell: Shell, feature: Feature, mode: Mode, *, one: bool = False, row: str | None = None
+) -> None:
+    """Name the modes that override the edit, and the references it breaks or leaves
+    broken: of the whole feature, or (``one``) of the one row it changed (``row``; None
+    for a record)."""
     view = shell.session.view
     shadows = layers.overriding(view, feature, mode)
     if shadows:
@@ -294,13 +305,20 @@ def _after_edit(shell: Shell, feature: Feature, mode: Mode) -> None:
         for names in (groups, machines):
             if names:
                 shell.write(", ".join(names))
-    _unavailable(shell, feature)
+    _unavailable(shell, feature, one=one, row=row)
 
 
-def _unavailable(shell: Shell, feature: Feature) -> None:
-    """Name the references to or from ``feature`` that some machine cannot resolve."""
-    view = shell.session.view
-    problems = references.unresolved_everywhere(view, shell.store.catalogue, shell.hostname)
+def _unavailable(
+    shell: Shell, feature: Feature, *, one: bool = False, row: str | None = None
+) -> None:
+    """Name the references to or from ``feature`` (``one``: only those of one row of it,
+    or naming that row) that some machine cannot resolve: work in proportion to the edit."""
+    view, catalogue, me = shell.session.view, shell.store.catalogue, shell.hostname
+    if one:
+        problems = references.unresolved_row(view, catalogue, me, feature.command, row)
+    else:
+        only = references.touching(catalogue, feature.command)
+        problems = references.unresolved_everywhere(view, catalogue, me, only)
     for p in problems:
         if p.feature == feature.command or p.target == feature.command:
             shell.write(f"- Unavailable on Machine {p.machine}: {p}")

@@ -35,7 +35,8 @@ async def preview(shell: Shell, args: list[str]) -> int:
     for machine in _machines(shell):
         before = layers.effective_values(state, cat, machine)
         after = layers.effective_values(view, cat, machine)
-        changes = {f: [before[f], after[f]] for f in after if before.get(f) != after[f]}
+        changes = {f: [cat[f].shown(before.get(f)), cat[f].shown(after[f])]
+                   for f in after if before.get(f) != after[f]}  # fmt: skip
         chain = layers.chain(view, machine)
         shielded = []
         for f, m in touched:
@@ -87,15 +88,16 @@ async def explain(shell: Shell, args: list[str]) -> int:
         level: dict[str, Any] = {"mode": str(mode), "defined": value is not None}
         change = last_change(shell.store, entries)
         if value is not None and change is not None:
-            level |= {"value": value, **change}
+            level |= {"value": feature.shown(value), **change}
         levels.append(level)
     source = "the factory defaults" if resolved.mode is None else str(resolved.mode)
-    result = {"feature": feature.command, "machine": machine, "value": resolved.value,
+    result = {"feature": feature.command, "machine": machine,
+              "value": feature.shown(resolved.value),
               "from": source, "levels": levels}  # fmt: skip
     if as_json:
         shell.write(json.dumps(result, indent=1))
         return 0
-    shell.write(f"{feature.title} on {machine}: {_short(resolved.value)}")
+    shell.write(f"{feature.title} on {machine}: {_short(result['value'])}")
     shell.write(f"  comes from {source}")
     for level in levels:
         if not level["defined"]:

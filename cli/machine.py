@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ async def tail(shell: Shell, args: list[str]) -> int:
     count = _count(args, "tail [N]")
     path = shell.daemon.config.log_file
     try:
-        lines = last_lines(path, count)
+        lines = await asyncio.to_thread(last_lines, path, count)  # off the event loop
     except OSError as exc:
         raise ClusterdError(f"cannot read {path}: {exc.strerror or exc}") from None
     for line in lines:

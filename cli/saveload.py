@@ -8,6 +8,7 @@ is refused for a cluster; a malformed or hostile file is refused and changes not
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -32,9 +33,26 @@ def _path(shell: Shell, name: str) -> Path:
     if not NAME_RE.match(name):
         raise Usage("a file name in the configs directory: letters, digits, '.', '_', '-'")
     folder = shell.daemon.config.data_dir / "configs"
+    if folder.is_symlink():
+        raise ClusterdError(f"{folder} is a symbolic link: configurations are only written "
+                            "into a real directory of the data directory")  # fmt: skip
     folder.mkdir(mode=0o700, exist_ok=True)
     folder.chmod(0o700)  # the files hold passphrase hashes
     return folder / name
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write ``path`` through a new file of its own (never through a symbolic link that
+    someone left under that name), then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # replaces a link itself, never what it points to
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _defined(shell: Shell, mode: Mode) -> dict[str, Any]:
@@ -49,7 +67,7 @@ def _defined(shell: Shell, mode: Mode) -> dict[str, Any]:
 
 
 async def saveconfig(shell: Shell, args: list[str]) -> int:
-    shell.require_write("save the configuration (it holds passphrase hashes)")
+    shell.require_admin("userconfig", doing="save the configuration (it holds passphrase hashes)")
     state, cluster = shell.store.state, shell.cluster
     stamp = time.strftime("%Y%m%dT%H%M%S")
     name = args[0] if args else f"{cluster or shell.hostname}-{stamp}.xml"
@@ -64,9 +82,8 @@ async def saveconfig(shell: Shell, args: list[str]) -> int:
     if path.exists() and not await confirm(shell.console, f"{name} exists. Overwrite it?"):
         shell.write("Nothing was saved.")
         return 1
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(dump(config, f"{shell.user}@{shell.hostname}", stamp))
+    data = dump(config, f"{shell.user}@{shell.hostname}", stamp)
+    await asyncio.to_thread(_write_new, path, data)  # no file I/O on the event loop
     shell.write(f"The configuration has been saved to {path}")
     return 0
 
@@ -107,7 +124,7 @@ async def loadconfig(shell: Shell, args: list[str]) -> int:
         raise Usage("loadconfig FILE [--yes]   (a file of the configs directory)")
     path = _path(shell, words[0])
     try:
-        data = path.read_bytes()
+        data = await asyncio.to_thread(path.read_bytes)  # off the event loop
     except OSError as exc:
         raise ClusterdError(f"cannot read {path}: {exc.strerror or exc}") from None
     config = load(data)

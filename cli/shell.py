@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 from cli.console import Console, NoAnswer
 from clusterd import layers
 from clusterd.errors import ClusterdError, InvalidSetting
+from clusterd.logins import ADMIN_ONLY_FEATURES, READ_ONLY_ROLES, AdminLogin
 from clusterd.modes import Mode
 from clusterd.session import Session
+from clusterd.versions import Commit
 from schema.feature import Level
 from schema.restrictions import COMMANDS, Restriction, switch_prompt
 
@@ -32,7 +34,6 @@ Handler = Callable[["Shell", list[str]], Awaitable[int]]
 
 
 GUEST_COMMANDS = frozenset({"passwd", "help", "quit", "exit", "version"})
-READ_ONLY_ROLES = frozenset({"read-only", "guest"})
 
 
 class Quit(Exception):
@@ -43,14 +44,30 @@ class Usage(ClusterdError):
     """Raised when a command line is malformed: says the right form."""
 
 
+class Gone(Quit):
+    """Raised when the shell's user (or the key it logged in with) was removed: the
+    shell ends."""
+
+
 class Shell:
-    def __init__(self, daemon: Daemon, user: str, console: Console, *, role: str = "admin"):
+    """One login's shell.  ``role`` is read again from the cluster's users at every
+    command and at every commit (``clusterd.logins``): a user demoted or deleted on any
+    member loses the right at once, in this shell too."""
+
+    def __init__(self, daemon: Daemon, login: AdminLogin, console: Console):
         self.daemon = daemon
-        self.user = user
-        self.role = role
+        self.login = login
+        self.user = login.user
         self.console = console
-        self.session = Session(daemon.store, user)
+        self.session = Session(daemon.store, login.user, daemon.config.max_pending_changes)
         self.mode = Mode.machine(daemon.config.hostname)
+        self.role = self._current_role()
+
+    def _current_role(self) -> str:
+        role = self.daemon.auth.role(self.login)
+        if role is None:
+            raise Gone(f"user {self.user!r} no longer exists in this cluster")
+        return role
 
     def __repr__(self) -> str:
         return (
@@ -113,6 +130,11 @@ class Shell:
             return 2
         if not words:
             return 0
+        try:
+            self.role = self._current_role()
+        except Gone as exc:
+            self.write(f"Error: {exc}: this session ends.")
+            raise
         name, args = words[0].lower(), words[1:]
         info = COMMANDS.get(name)
         handler = HANDLERS.get(name)
@@ -139,6 +161,9 @@ class Shell:
             return await handler(self, args)
         except Quit:
             raise
+        except KeyboardInterrupt:
+            self.write("Interrupted: nothing changed.")
+            return 1
         except Usage as exc:
             self.write(f"Usage: {exc}")
             return 2
@@ -157,9 +182,43 @@ class Shell:
             return 1
 
     def require_write(self, what: str) -> None:
-        """Refuse a change to a read-only user."""
+        """Refuse a change to a read-only user (the role as it is now)."""
+        self.role = self._current_role()
         if self.role in READ_ONLY_ROLES:
             raise ClusterdError(f"{self.user} ({self.role}) may not {what}")
+
+    def require_admin(self, feature: str, *, doing: str = "") -> None:
+        """Users and SSH settings are an admin's (operators cannot manage users)."""
+        self.role = self._current_role()
+        if feature in ADMIN_ONLY_FEATURES and self.role != "admin":
+            raise ClusterdError(
+                f"{self.user} ({self.role}) may not {doing or 'change ' + feature}: only "
+                "admins manage users and SSH settings"
+            )
+
+    def commit(
+        self,
+        session: Session,
+        comment: str,
+        on_conflict: str = "keep",
+        *,
+        passwd_of: str | None = None,
+    ) -> Commit | None:
+        """Commit ``session``'s pending changes as this user, the role checked again now
+        (it may have changed while a question waited); every commit of the shell goes
+        through here.  ``passwd_of``: the session holds only that user's new passphrase,
+        which every user may change for itself and an admin for anyone."""
+        role = self._current_role()
+        if passwd_of is not None:
+            if passwd_of != self.user and role != "admin":
+                raise ClusterdError("only an admin may change another user's passphrase")
+        else:
+            self.require_write("commit changes")
+            for feature in sorted({unit.feature for unit, _ in session.pending.items()}):
+                self.require_admin(feature)
+        made = session.commit(comment, on_conflict=on_conflict)
+        self.daemon.committed(made)
+        return made
 
     async def _mode_allows(self, restriction: Restriction) -> bool:
         """Cluster-only and machine-only commands offer to switch (in a cluster)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
 import sys
@@ -124,16 +123,13 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(identity.describe(config), indent=2))
     elif args.command == "run":
         from clusterd import config as cfg
-        from clusterd import daemon
+        from clusterd import daemon, logsetup
 
         conf = cfg.load(args.data_dir, _overrides(args))
-        logging.basicConfig(
-            level=conf.log_level,
-            format="%(asctime)s %(levelname)s %(name)s [" + conf.hostname + "] %(message)s",
-            handlers=[logging.StreamHandler(), logging.FileHandler(conf.log_file)],
-        )
-        logging.getLogger("asyncssh").setLevel(logging.WARNING)
-        daemon.run(conf)
+        logsetup.configure(conf)
+        from cli.serve import ShellChannel  # loaded now, not when the first admin logs in
+
+        daemon.run(conf, shells=ShellChannel)
     elif args.command == "status":
         from clusterd import control
 

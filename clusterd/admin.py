@@ -222,6 +222,11 @@ class Admin:
     def _admissible(self, request: JoinRequest, joiner: Joiner) -> str:
         d, state = self.daemon, self.store.state
         me = d.config.hostname
+        if joiner.kind == "passphrase" and joiner.role != "admin":  # first: tell nothing
+            raise JoinRefused(
+                f"user {joiner.name!r} is not a cluster admin (role {joiner.role}): "
+                "only an admin may add a machine"
+            )
         name = layers.cluster_name(state)
         if name is None:
             raise JoinRefused(f"{me} is not a member of a cluster")
@@ -244,11 +249,6 @@ class Admin:
         offered = key_text(str(request.machine.get("machine_key") or ""))
         if not offered or not request.machine.get("host_key"):
             raise JoinRefused("the join request carries no machine key or host key")
-        if joiner.kind == "passphrase" and joiner.role != "admin":
-            raise JoinRefused(
-                f"user {joiner.name!r} is not a cluster admin (role {joiner.role}): "
-                "only an admin may add a machine"
-            )
         if joiner.kind == "key":
             prepared = layers.prepared(state).get(joiner.name, {})
             if joiner.name != request.hostname:

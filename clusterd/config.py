@@ -35,6 +35,8 @@ class DaemonConfig(BaseModel):
     database: str = "store.db"  # a file in the data directory, or any SQLAlchemy URL
     software_version: str | None = None  # tests only: pretend to run another version
     log_level: str = "INFO"
+    log_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024  # clusterd.log rotates
+    log_backups: Annotated[int, Field(ge=0, le=100)] = 5  # ... keeping this many old files
     blocked_peers: list[str] = []  # serials never linked directly (a firewall, for tests)
     # Measurement and fault injection (benchmarks, fault campaigns; off by default):
     # append "<monotonic ns> commit|apply <origin> <seq>", "<ns> install <peer> <vv json>"
@@ -52,6 +54,14 @@ class DaemonConfig(BaseModel):
     login_failures: Annotated[int, Field(ge=1, le=1000)] = 5  # within login_window ...
     login_window: Annotated[float, Field(gt=0)] = 60.0
     login_lockout: Annotated[float, Field(ge=0)] = 60.0  # ... lock the source out this long
+    # What strangers may hold open (clusterd.transport.limits; members are never limited).
+    max_startups: Annotated[int, Field(ge=1, le=100_000)] = 64  # unauthenticated, in total
+    max_startups_per_source: Annotated[int, Field(ge=1, le=100_000)] = 8  # ... per address
+    login_grace_time: Annotated[float, Field(gt=0, le=3600)] = 30.0  # s to authenticate
+    max_auth_tries: Annotated[int, Field(ge=1, le=1000)] = 12  # attempts per connection
+    max_channels: Annotated[int, Field(ge=1, le=1000)] = 8  # sessions per connection
+    max_sessions_per_user: Annotated[int, Field(ge=1, le=10_000)] = 16  # shells at once
+    max_pending_changes: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000  # per session
 
     @field_validator("serial")
     @classmethod

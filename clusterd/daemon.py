@@ -14,12 +14,12 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncssh
 
-from clusterd import check, layers, lifecycle
+from clusterd import check, layers, lifecycle, logsetup
 from clusterd import config as cfg
 from clusterd.admin import Admin
 from clusterd.commitcheck import check_snapshot
@@ -28,7 +28,8 @@ from clusterd.digest import state_digest
 from clusterd.dns import Lookup, Resolver
 from clusterd.errors import BadCommit, ClusterdError, ProtocolError, TransportError
 from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinRequest
-from clusterd.members import MEMBERSHIP, Endpoint, endpoints, key_text, own_flag_step
+from clusterd.logins import ADMIN_ONLY_FEATURES, AdminLogin, Logins
+from clusterd.members import MEMBERSHIP, Endpoint, endpoints, own_flag_step
 from clusterd.merge import Outcome
 from clusterd.messages import FrameReader, decode_body, encode
 from clusterd.modes import Mode
@@ -47,14 +48,16 @@ from clusterd.peers import (
     Timing,
 )
 from clusterd.protocol import Node, catch_up, commits_behind
-from clusterd.ratelimit import Limiter
 from clusterd.state import definition
 from clusterd.store import Store
 from clusterd.transport import ssh
+from clusterd.transport.limits import Gate
+from clusterd.transport.server import AdminServer, CcsServer, ShellIO
 from clusterd.versions import Commit, Snapshot, VersionVector
-from schema.access import verify_passphrase
 
 log = logging.getLogger("clusterd.daemon")
+# Makes the shell of one admin session: (daemon, login, channel, command or None).
+ShellFactory = Callable[["Daemon", AdminLogin, Any, "str | None"], ShellIO]
 MAX_ALERTS = 200
 LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links close
 
@@ -76,8 +79,9 @@ class StoreLog:
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig) -> None:
+    def __init__(self, config: DaemonConfig, shells: ShellFactory | None = None) -> None:
         self.config = config
+        self.shell_factory = shells  # the admin shell (cli.serve), given by whoever runs us
         self.store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
         self.host_key = asyncssh.read_private_key(config.host_key)
         self.machine_key = asyncssh.read_private_key(config.machine_key)
@@ -99,7 +103,8 @@ class Daemon:
         self.resolver = Resolver(
             config.dns_servers or None, config.dns_port, config.dns_timeout, config.hosts_file
         )
-        self.limiter = Limiter(config.login_failures, config.login_window, config.login_lockout)
+        self.auth = Logins(self)
+        self.gate = Gate(config, self.trusted_source)
         self.reverse_seen: dict[str, Lookup] = {}  # serial -> reverse lookup when it connected
         self.shells: set[Any] = set()  # open admin shells (cli.serve.ShellChannel): who
         self.logins: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)  # recent logins: last
@@ -164,8 +169,9 @@ class Daemon:
             await self.admin_server.wait_closed()
             self.admin_server = None
         self.admin_server = await ssh.listen(
-            lambda: ssh.AdminServer(self), c.listen, c.ssh_port, self.host_key, self.algorithms()
-        )
+            lambda: AdminServer(self), c.listen, c.ssh_port, self.host_key, self.algorithms(),
+            c.login_grace_time,
+        )  # fmt: skip
 
     async def set_ccs_listener(self, on: bool) -> None:
         """Start or stop the CCS port, and remember the choice in ``clusterd.toml``."""
@@ -177,8 +183,8 @@ class Daemon:
         if on:
             try:
                 self.ccs_server = await ssh.listen(
-                    lambda: ssh.CcsServer(self), c.listen, c.ccs_port, self.host_key,
-                    self.algorithms(),
+                    lambda: CcsServer(self), c.listen, c.ccs_port, self.host_key,
+                    self.algorithms(), c.login_grace_time,
                 )  # fmt: skip
             except OSError as exc:
                 raise ClusterdError(f"cannot listen on CCS port {c.ccs_port}: {exc}") from None
@@ -299,10 +305,21 @@ class Daemon:
         touched = {feature for o in outcomes for feature, _ in o.touched}
         if touched & MEMBERSHIP:
             self._membership_changed = True
-        if "sshconfig" in touched:
-            self._algorithms = None
+        if touched & ADMIN_ONLY_FEATURES and self.shells:
             with contextlib.suppress(RuntimeError):  # no loop: not serving yet
-                asyncio.get_running_loop().create_task(self._restart_listeners())
+                asyncio.get_running_loop().call_soon(self._end_gone_sessions)
+        if "sshconfig" in touched:
+            before, self._algorithms = self._algorithms, None
+            if before is not None and before != self.algorithms():  # not for admin_keys
+                with contextlib.suppress(RuntimeError):  # no loop: not serving yet
+                    asyncio.get_running_loop().create_task(self._restart_listeners())
+
+    def _end_gone_sessions(self) -> None:
+        """Log out every shell whose user (or the key it logged in with) is gone."""
+        for shell in list(self.shells):
+            if self.auth.role(shell.login) is None:
+                shell.logout(f"user {shell.user!r} was removed from the cluster's users "
+                             "(or the key it logged in with from sshconfig)")  # fmt: skip
 
     async def _restart_listeners(self) -> None:
         """New algorithms apply to new connections; links already up stay."""
@@ -400,16 +417,6 @@ class Daemon:
 
     # -- transport events ---------------------------------------------------------------
 
-    def peer_for_key(self, key: str) -> str | None:
-        for serial, peer in self.peers.items():
-            if (
-                peer.machine_key
-                and key_text(peer.machine_key) == key
-                and serial != self.config.serial
-            ):
-                return serial
-        return None
-
     def link_up(self, io: ssh.LinkIO, peer: str, outbound: bool) -> int:
         link_id = self.next_link
         self.next_link += 1
@@ -440,44 +447,12 @@ class Daemon:
         if link_id in self.node.links:
             self.execute(self.node.link_closed(link_id, self.now(), reason))
 
-    def auth_failed(self, source: str, reason: str, *, counts: bool = False) -> None:
-        """Log and alert a refused login; ``counts`` (a wrong passphrase, an unknown join
-        key) adds a failure towards the lockout of the source's address.  Nothing ever
-        takes failures away but time (``clusterd.ratelimit``: no reset on success)."""
-        text = f"login from {source} refused: {reason}"
-        if counts:
-            self.logins.append({"at": time.time(), "source": source, "ok": False, "why": reason})
-        self.alert("authentication error", source, text)
-        host = source.rpartition(":")[0] or source
-        if counts and self.limiter.failed(host, self.now()):
-            text = f"{host}: {self.limiter.limit} failed logins; locked out for "
-            self.alert("authentication error", host, text + f"{self.limiter.lockout:.0f} s")
-
-    def auth_blocked(self, source: str) -> str | None:
-        left = self.limiter.blocked(source, self.now())
-        if not left:
-            return None
-        return f"too many failed logins from {source}: try again in {left:.0f} s"
-
     def alert(self, kind: str, peer: str, text: str) -> None:
         self.execute([Alert(kind, peer, text)])
 
-    def prepared_for_key(self, key: str) -> str | None:
-        for host, row in layers.prepared(self.store.state).items():
-            if key_text(str(row["machine_key"])) == key:
-                return host
-        return None
-
     def users(self) -> dict[str, Any]:
         """This machine's effective userconfig."""
-        return self.effective("userconfig").value or {}
-
-    def login(self, user: str, passphrase: str) -> tuple[str | None, str]:
-        """(the user's role, "") when the passphrase is right, else (None, why not)."""
-        row = self.users().get(user)
-        if row is None or not verify_passphrase(passphrase, str(row["passphrase_hash"])):
-            return None, f"wrong passphrase for user {user!r}"
-        return str(row["role"]), ""
+        return self.auth.users()
 
     async def reverse_check(self, serial: str, address: str) -> str | None:
         """Reverse-resolve a connecting member; a reason to refuse it, or None."""
@@ -503,22 +478,20 @@ class Daemon:
     def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
         return self.admin.admit(request, joiner)
 
-    def role_for_key(self, user: str, key: str) -> str | None:
-        """The role of ``user`` when ``key`` is theirs: the local admin key is admin's,
-        other keys are given to users in sshconfig."""
-        local = self.config.admin_key.with_suffix(".pub")
-        if user == "admin" and local.exists() and key_text(local.read_text()) == key:
-            return "admin"
-        keys = self.effective("sshconfig").value["admin_keys"]
-        row = self.users().get(user)
-        if row is not None and any(k["user"] == user and key_text(k["key"]) == key for k in keys):
-            return str(row["role"])
-        return None
+    def open_shell(self, login: AdminLogin, chan: Any, command: str | None) -> ShellIO | None:
+        """The shell for an admin session (None: this daemon was started without one)."""
+        if self.shell_factory is None:
+            return None
+        return self.shell_factory(self, login, chan, command)
 
-    def open_shell(self, user: str, role: str, chan: Any, command: str | None) -> ssh.ShellIO:
-        from cli.serve import ShellChannel
-
-        return ShellChannel(self, user, role, chan, command)
+    def trusted_source(self, host: str) -> bool:
+        """A source address the connection limits leave alone: this machine, a member's
+        recorded address, or where a member's link came from (``transport.limits``)."""
+        if host == self.config.listen:
+            return True
+        if self.config.listen in ("0.0.0.0", "::", "") and host in ("127.0.0.1", "::1"):
+            return True
+        return any(p.address == host for p in self.peers.values())
 
     # -- local operations (control socket; the shell later) ----------------------------
 
@@ -588,6 +561,7 @@ class Daemon:
             "waiting_commits": len(self.store.inbox),
             "catch_up": catch_up(ours, peers),
             "traffic": dict(self.traffic),
+            "gate": self.gate.status(),
             "alerts": list(self.alerts),
         }
 
@@ -627,12 +601,14 @@ class Daemon:
         return peers
 
 
-def run(config: DaemonConfig) -> None:
-    """Serve until SIGTERM or SIGINT."""
+def run(config: DaemonConfig, shells: ShellFactory | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; admin sessions get shells from ``shells``."""
 
     async def main() -> None:
-        daemon = Daemon(config)
+        daemon = Daemon(config, shells)
         loop = asyncio.get_running_loop()
+        log.info("open files allowed: %d", logsetup.raise_descriptor_limit())
+        logsetup.quiet_loop_errors(loop, daemon.gate.throttle)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stop)
         await daemon.serve()

@@ -9,6 +9,7 @@
           ├── UnknownMode (clusterd.modes)
           ├── LevelNotAllowed
           ├── NotDefined
+          ├── TooManyChanges      a session holds as many pending changes as it may
           └── BadCommit           a remote commit that is malformed or out of place
     Exception
      └── ClusterdError
@@ -44,6 +45,7 @@ __all__ = [
     "NotDefined",
     "ProtocolError",
     "StoreError",
+    "TooManyChanges",
     "TransportError",
     "UnknownFeature",
     "UnknownMode",
@@ -59,6 +61,14 @@ class LevelNotAllowed(InvalidSetting):
 
 class NotDefined(InvalidSetting):
     """Raised when an edit needs the feature (or a row) to be defined at the mode."""
+
+
+class TooManyChanges(InvalidSetting):
+    """Raised when an edit would take a session past the pending changes it may hold."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__([f"a session may hold {limit:,} pending changes at most: commit "
+                          "or clear them before more edits"])  # fmt: skip
 
 
 class BadCommit(InvalidSetting):

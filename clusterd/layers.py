@@ -34,6 +34,8 @@ CLUSTER = Mode.cluster().key
 
 class Reader(Protocol):
     def entries(self, feature: str, mode: str) -> ModeEntries: ...
+    def is_defined(self, feature: str, mode: str) -> bool: ...
+    def row(self, feature: str, mode: str, key: str) -> Any: ...
 
 
 # -- membership (the internal features kept at cluster mode) -------------------------
@@ -122,6 +124,23 @@ def resolve(reader: Reader, feature: Feature, modes: Iterable[Mode]) -> Resolved
     return Resolved(feature.command, feature.factory_value(), None, None, None)
 
 
+def defining_mode(reader: Reader, feature: Feature, modes: Iterable[Mode]) -> Mode | None:
+    """The first of ``modes`` that defines ``feature`` (None: the factory default)."""
+    return next((m for m in modes if reader.is_defined(feature.command, m.key)), None)
+
+
+def effective_row(
+    reader: Reader, feature: Feature, modes: Iterable[Mode], key: str
+) -> tuple[Any, Mode | None]:
+    """One row of a table as the machine of ``modes`` has it (None: no such row), and
+    the mode it comes from; reads that row only, never the whole table."""
+    mode = defining_mode(reader, feature, modes)
+    if mode is None:
+        defaults = feature.factory_value() or {}
+        return defaults.get(key), None
+    return reader.row(feature.command, mode.key, key), mode
+
+
 def effective(reader: Reader, catalogue: Catalogue, machine: str) -> dict[str, Resolved]:
     """Every user-visible feature of one machine, resolved."""
     modes = chain(reader, machine)
@@ -171,7 +190,8 @@ def all_modes(reader: Reader) -> list[Mode]:
 
 
 def is_defined(reader: Reader, feature: Feature, mode: Mode) -> bool:
-    return definition(reader.entries(feature.command, mode.key), feature.is_table) is not None
+    """Whether ``mode`` defines ``feature`` (its marker alone says so: no row is read)."""
+    return reader.is_defined(feature.command, mode.key)
 
 
 def defined_at(reader: Reader, feature: Feature) -> list[tuple[Mode, bool]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clusterd.clock import PENDING_HLC
+from clusterd.errors import TooManyChanges
 from clusterd.state import ModeEntries, State
 from clusterd.versions import JSON, MARKER, Commit, CommitId, Unit, Version, Write
 
@@ -36,8 +37,12 @@ class Conflict:
 
 
 class Pending:
-    def __init__(self) -> None:
+    """``limit``: the most units one session may hold (``TooManyChanges`` beyond it)."""
+
+    def __init__(self, limit: int | None = None) -> None:
         self._modes: dict[tuple[str, str], dict[str, PendingWrite]] = {}
+        self.limit = limit
+        self._count = 0
 
     def __bool__(self) -> bool:
         return bool(self._modes)
@@ -48,9 +53,10 @@ class Pending:
 
     def restore(self, saved: dict[tuple[str, str], dict[str, PendingWrite]]) -> None:
         self._modes = {mode: dict(keys) for mode, keys in saved.items()}
+        self._count = sum(len(keys) for keys in self._modes.values())
 
     def __len__(self) -> int:
-        return sum(len(keys) for keys in self._modes.values())
+        return self._count
 
     def items(self) -> list[tuple[Unit, PendingWrite]]:
         return [
@@ -63,16 +69,21 @@ class Pending:
         return self._modes.get((feature, mode), {})
 
     def write(self, state: State, unit: Unit, value: JSON | None, *, checked: bool = False) -> None:
-        keys = self._modes.setdefault((unit.feature, unit.mode), {})
+        keys = self._modes.get((unit.feature, unit.mode), {})
+        if self.limit is not None and unit.key not in keys and self._count >= self.limit:
+            raise TooManyChanges(self.limit)
+        self._modes[(unit.feature, unit.mode)] = keys
         if unit.is_marker:
             for key in [k for k in keys if k != MARKER]:
                 del keys[key]
+                self._count -= 1
         known = keys.get(unit.key)
         if known is not None:
             base = known.base
         else:
             current = state.get(unit)
             base = current.commit if current is not None else None
+            self._count += 1
         keys[unit.key] = PendingWrite(value, base, checked)
 
     def mark_checked(self, unit: Unit, value: JSON | None) -> None:
@@ -93,12 +104,14 @@ class Pending:
         for unit in units:
             keys = self._modes.get((unit.feature, unit.mode))
             if keys is not None:
-                keys.pop(unit.key, None)
+                if keys.pop(unit.key, None) is not None:
+                    self._count -= 1
                 if not keys:
                     del self._modes[(unit.feature, unit.mode)]
 
     def clear(self) -> None:
         self._modes.clear()
+        self._count = 0
 
     def conflicts(self, state: State) -> list[Conflict]:
         found = []
@@ -146,8 +159,7 @@ class View:
         mine = self.pending.of_mode(feature, mode).get(MARKER)
         if mine is not None:
             return mine.value is not None
-        marker = self.state.entries(feature, mode).marker
-        return marker is not None and marker.value is not None
+        return self.state.is_defined(feature, mode)
 
     def row(self, feature: str, mode: str, key: str) -> JSON | None:
         """One visible row's value (None: no such row), without walking the table."""

@@ -359,7 +359,7 @@ class Node:
             code, text = refusal
             kind = REFUSALS.get(code, AUTH_REFUSAL)[0]
             refused = self.peers.get(link.peer)
-            if refused is not None:
+            if refused is not None and refused.link is None:  # a live link is fresher news
                 refused.state = "refused"
                 if not link.outbound:
                     refused.reason = text
@@ -654,7 +654,9 @@ class Node:
         if peer is not None and peer.link == link.id:
             peer.link = None
             out += self._down(peer, now, text, alert, kind)
-        elif peer is not None and link.outbound and code not in QUIET_GOODBYES:
+        elif (
+            peer is not None and peer.link is None and link.outbound and code not in QUIET_GOODBYES
+        ):
             out += self._retry_later(peer, now, kind, text, peer.state)
         elif alert:
             out.append(Alert(kind, link.peer, text))

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
 
 class Session:
-    def __init__(self, store: Store, user: str) -> None:
+    def __init__(self, store: Store, user: str, limit: int | None = None) -> None:
         self.store = store
         self.user = user
-        self.pending = Pending()
+        self.pending = Pending(limit)
 
     def __repr__(self) -> str:
         return f"<Session {self.user}@{self.store.hostname} pending={len(self.pending)}>"

@@ -92,6 +92,16 @@ class State:
     def entries(self, feature: str, mode: str) -> ModeEntries:
         return self._modes.get((feature, mode), EMPTY)
 
+    def row(self, feature: str, mode: str, key: str) -> JSON | None:
+        """One visible row's value (None: no such row), without walking the table."""
+        version = self.entries(feature, mode).visible_row(key)
+        return version.value if version is not None else None
+
+    def is_defined(self, feature: str, mode: str) -> bool:
+        """Whether the mode defines the feature: its marker exists and is not None."""
+        marker = self.entries(feature, mode).marker
+        return marker is not None and marker.value is not None
+
     def get(self, unit: Unit) -> Version | None:
         entries = self._modes.get((unit.feature, unit.mode))
         if entries is None:

@@ -126,6 +126,7 @@ USERCONFIG = Feature(
     row_name=USER_NAME_RE,
     row_name_hint="a lower-case user name of at most 32 characters",
     description="empty by factory default: 'clusterd init' creates the admin user",
+    secrets=("passphrase_hash",),
 )
 
 # --- sshconfig ---------------------------------------------------------------------

@@ -104,6 +104,7 @@ class Feature:
     row_name: re.Pattern[str] = ROW_NAME
     row_name_hint: str = "a name without spaces, not starting with '#'"
     description: str = ""
+    secrets: tuple[str, ...] = ()  # fields never shown: ``shown`` prints "set" instead
     _adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +113,25 @@ class Feature:
     @property
     def is_table(self) -> bool:
         return self.kind is Kind.TABLE
+
+    def shown(self, value: Any) -> Any:
+        """``value`` (this feature's record, or its table of rows) as it may be shown to
+        anyone: every secret field that holds something reads ``"set"``.
+
+        >>> from schema.catalogue import CATALOGUE
+        >>> CATALOGUE["userconfig"].shown({"bob": {"role": "admin", "passphrase_hash": "x"}})
+        {'bob': {'role': 'admin', 'passphrase_hash': 'set'}}
+        """
+        if not self.secrets or not isinstance(value, Mapping):
+            return value
+        if self.is_table:
+            return {name: self._mask(row) for name, row in value.items()}
+        return self._mask(value)
+
+    def _mask(self, row: Any) -> Any:
+        if not isinstance(row, Mapping):
+            return row
+        return {k: ("set" if k in self.secrets and v else v) for k, v in row.items()}
 
     def validate_record(self, data: Mapping[str, Any]) -> JSON:
         """The canonical JSON of a record; raises InvalidSetting, one line per bad field."""

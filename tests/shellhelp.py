@@ -22,7 +22,11 @@ from cli.console import ScriptedConsole
 from cli.shell import Shell
 from clusterd import clusterops, identity, layers
 from clusterd.daemon import Daemon
+from clusterd.logins import AdminLogin
+from clusterd.modes import Mode
+from clusterd.session import Session
 from clusterd.testbed import free_port
+from schema.access import hash_passphrase
 
 NY = "newyork.example.com"
 LA = "losangeles.example.com"
@@ -30,6 +34,7 @@ LA_ADDRESS = "127.0.0.2"
 PASSPHRASE = "correct horse battery"
 NO_ANSWER = "the script has no answer"
 PROMPT = re.compile(r"\[[^\]\n]*\]>")
+ADMIN = AdminLogin("admin", "local-key")  # what `clusterd shell` logs in as
 
 
 def canonical(lines: list[str]) -> str:
@@ -80,12 +85,28 @@ def admit_la(daemon: Daemon, group: str) -> None:
     daemon.membership_changed()
 
 
+def login_as(daemon: Daemon, user: str = "admin", role: str = "admin") -> AdminLogin:
+    """A login of ``user`` with ``role``: the local admin key for admin, else a
+    passphrase login of a user that exists with that role (made so if need be: roles are
+    read from the users at every command, so the user must be real)."""
+    if user == "admin" and role == "admin":
+        return AdminLogin("admin", "local-key")
+    row = daemon.users().get(user)
+    if row is None or row["role"] != role:
+        mode = daemon.effective("userconfig").mode or Mode.machine(daemon.config.hostname)
+        session = Session(daemon.store, "admin")
+        hashed = row["passphrase_hash"] if row else hash_passphrase(f"{user} passphrase", n=2)
+        session.set_row("userconfig", mode, user, {"role": role, "passphrase_hash": hashed})
+        daemon.committed(session.commit(f"user {user} ({role})"))
+    return AdminLogin(user, "passphrase")
+
+
 class Term:
     """One login: a Shell on ``daemon`` with a console that answers from a script."""
 
     def __init__(self, daemon: Daemon, user: str = "admin", role: str = "admin") -> None:
         self.console = ScriptedConsole()
-        self.shell = Shell(daemon, user, self.console, role=role)
+        self.shell = Shell(daemon, login_as(daemon, user, role), self.console)
 
     def __repr__(self) -> str:
         return f"<Term {self.shell!r}>"

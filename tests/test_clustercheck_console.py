@@ -33,7 +33,7 @@ from clusterd.session import Session
 from clusterd.store import Store
 from clusterd.testbed import Machine, Testbed
 from clusterd.versions import Commit, Snapshot, Unit
-from tests.shellhelp import LA, NY, Term
+from tests.shellhelp import ADMIN, LA, NY, Term
 
 CLUSTER = Mode.cluster()
 SWITCH = 'Would you like to switch to "cluster" mode? [Y]>y'
@@ -430,7 +430,7 @@ async def test_digest_difference_shown_ignored_then_forced(tmp_path: Path) -> No
         assert (await cluster.digests(), dict(cluster.here.store.state.vv)) == before
 
         # A one-shot command reports and never forces (the menu's default would).
-        batch = Shell(cluster.here, "admin", BatchConsole())
+        batch = Shell(cluster.here, ADMIN, BatchConsole())
         batch.mode = CLUSTER
         assert await batch.run_line("clustercheck") == 1
         assert "(run clustercheck in an interactive shell to force a version)" in "\n".join(

@@ -78,7 +78,7 @@ from clusterd.versions import Snapshot, Write
 from schema.catalogue import CATALOGUE
 from schema.configfile import BadConfigFile, ConfigFile, dump, load
 from schema.restrictions import COMMANDS
-from tests.shellhelp import LA, NY, admit_la, new_daemon, public_key
+from tests.shellhelp import ADMIN, LA, NY, admit_la, login_as, new_daemon, public_key
 from tests.test_messages import EXAMPLES
 from tests.test_protocol import A, B, C, commit, hello_from, node, pair, state_of
 
@@ -1145,7 +1145,7 @@ def write_configs(d: Daemon) -> None:
 async def check_shell(d: Daemon, lines: list[str], answers: list[str], role: str) -> None:
     write_configs(d)
     console = ScriptedConsole(answers)
-    shell = Shell(d, "admin", console, role=role)
+    shell = Shell(d, login_as(d, "admin" if role == "admin" else role, role), console)
     for line in lines:
         pending = copy.deepcopy(shell.session.pending.saved())
         vv = dict(d.store.state.vv)
@@ -1205,7 +1205,7 @@ def fuzz_shell_quit(max_examples: int) -> None:
 
         async def body() -> None:
             async with cluster_daemon() as d:
-                shell = Shell(d, "admin", ScriptedConsole(["1", *answers]))
+                shell = Shell(d, ADMIN, ScriptedConsole(["1", *answers]))
                 if edit:
                     assert await shell.run_line("settz set timezone=UTC") == 0
                 try:
@@ -1789,7 +1789,7 @@ async def test_known_bug_loadconfig_of_a_hostile_file_escapes_the_shell(name: st
             + b"</feature></cluster></clusterconfig>"
         )
         console = ScriptedConsole()
-        assert await Shell(d, "admin", console).run_line(f"loadconfig {name}") == 1
+        assert await Shell(d, ADMIN, console).run_line(f"loadconfig {name}") == 1
 
 
 async def test_known_bug_control_deep_json() -> None:

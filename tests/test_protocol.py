@@ -348,6 +348,23 @@ def test_hello_for_another_node_than_the_authenticated_one_is_refused() -> None:
     assert b.peers[A].state == "refused" and b.peers[C].state == "down"
 
 
+def test_a_refused_second_link_leaves_the_live_one_and_its_peer_alone() -> None:
+    """A second link claiming a member that is already up, whose hello is refused, is
+    closed with an alert; the member's state and live link stay as they were."""
+    _, b = pair()
+    before = state_of(b)
+    assert b.link_opened(7, 1.0, peer=A, outbound=False) == []
+    out = b.received(7, hello_from(0, cluster="other"), 1.1)
+    assert shape(out) == [
+        ("send", 7, "goodbye", "cluster"),
+        ("close", 7),
+        ("alert", "authentication error", A),
+    ]
+    assert b.peers[A].state == "up" and b.peers[A].link == 2 and b.peers[A].reason == ""
+    del b.links[7]  # the transport reports the close; what is left is as before
+    assert state_of(b) == before
+
+
 def test_dialer_refuses_an_answer_from_the_wrong_node() -> None:
     a = node(0, 3)
     a.start(0.0)

@@ -1,7 +1,7 @@
 """No passphrase reaches a log or any file of a data directory.
 
 Command lines (``ssh host 'COMMAND'``) are logged, listed by ``who`` and kept for
-``last`` only through ``cli.serve.redact``; a control request is logged (on an internal
+``last`` only through ``cli.redact.redact``; a control request is logged (on an internal
 error) only through ``clusterd.control.for_log``.  The last test runs the forms that
 carry a passphrase against real daemons through the real OpenSSH client and greps
 every file of every data directory for it.
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cli.serve import redact, split_commands
+from cli.redact import redact, split_commands
 from clusterd import control, identity
 from clusterd.testbed import PASSPHRASE, Machine, Testbed
 
@@ -46,8 +46,13 @@ FP = "SHA256:1ERBj+5ghdmwU57jyVWxlogRZmVBPUX+ccH825yL588"
          "userconfig edit bob passphrase_hash=***; ***"),
         ("userconfig edit bob passphrase_hash=my;secret; commit x",
          "userconfig edit bob passphrase_hash=***; ***"),
-        ("tool --password secret --other x", "tool --password *** --other x"),
-        ("tool --password=secret", "tool --password=***"),
+        ("ldapconfig set --password secret --other x",
+         "ldapconfig set --password *** --other x"),
+        ("ldapconfig set --password=secret", "ldapconfig set --password=***"),
+        # a command the shell does not know shows none of its words
+        ("clusterconfg join 10.0.0.1 admin 'my secret words'", "clusterconfg ***"),
+        ("tool --password secret --other x", "tool ***"),
+        ("\x1b[31mred x", "unknown-command ***"),
         ("settz set timezone=UTC; commit why", "settz set timezone=UTC; commit why"),
         ("ldapconfig set auth=password", "ldapconfig set auth=password"),
         ("version 'open quote secret", "version ***"),
@@ -159,9 +164,10 @@ def test_no_passphrase_reaches_any_file_of_a_data_directory(tmp_path: Path) -> N
 
 def test_who_and_last_see_the_command_redacted() -> None:
     from cli.serve import ShellChannel
+    from tests.shellhelp import ADMIN
 
     chan = SimpleNamespace(get_extra_info=lambda name: ("127.0.0.1", 4242))
     line = f"clusterconfig join 127.0.0.1 22 {FP} Main_Group 'my secret words'"
-    shell = ShellChannel(SimpleNamespace(), "admin", "admin", chan, line)  # type: ignore[arg-type]
+    shell = ShellChannel(SimpleNamespace(), ADMIN, chan, line)  # type: ignore[arg-type]
     assert shell.command == f"clusterconfig join 127.0.0.1 22 {FP} ***"
-    assert ShellChannel(SimpleNamespace(), "admin", "admin", chan, None).command is None  # type: ignore[arg-type]
+    assert ShellChannel(SimpleNamespace(), ADMIN, chan, None).command is None  # type: ignore[arg-type]

@@ -29,13 +29,14 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from cli.commands import available
-from cli.serve import ShellChannel, ShellCompleter
+from cli.completer import ShellCompleter
+from cli.serve import ShellChannel
 from cli.shell import GUEST_COMMANDS
 from clusterd import identity
 from clusterd.daemon import Daemon
 from clusterd.testbed import Machine, Testbed
 from schema.access import SSHCONFIG, hash_passphrase
-from tests.shellhelp import LA, NY, PASSPHRASE, Term, new_daemon
+from tests.shellhelp import ADMIN, LA, NY, PASSPHRASE, Term, new_daemon
 
 GROUPS = ["Main_Group", "Paris"]
 MACHINES = [LA, NY]
@@ -234,6 +235,12 @@ class Channel:
     def exit(self, status: int) -> None:
         self.status = status
 
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
     @property
     def text(self) -> str:
         return self.out.decode("utf-8", errors="replace")
@@ -244,7 +251,7 @@ class Login:
 
     def __init__(self, daemon: Daemon, port: int) -> None:
         self.chan = Channel(port)
-        self.shell = ShellChannel(daemon, "admin", "admin", self.chan, None)
+        self.shell = ShellChannel(daemon, ADMIN, self.chan, None)
 
     async def type(self, keys: str) -> None:
         self.shell.feed(keys.encode())

@@ -25,6 +25,7 @@ from clusterd.dns import Lookup
 from clusterd.modes import Mode
 from schema.restrictions import COMMANDS, Restriction, switch_prompt
 from tests.shellhelp import (
+    ADMIN,
     LA,
     LA_ADDRESS,
     NY,
@@ -230,7 +231,7 @@ async def test_declining_cluster_mode_keeps_the_mode(ny: Term) -> None:
 
 async def test_batch_console_switches_to_cluster_mode_without_asking(americas: Daemon) -> None:
     batch = BatchConsole()
-    shell = Shell(americas, "admin", batch)
+    shell = Shell(americas, ADMIN, batch)
     assert await shell.run_line("clustermode cluster") == 0
     assert shell.prompt() == "(Cluster americas)> " and batch.output == ""
 
@@ -989,7 +990,7 @@ async def test_cluster_operation_refusals(
 
 async def test_deletegroup_batch_console_takes_the_default_group(americas: Daemon) -> None:
     batch = BatchConsole()
-    shell = Shell(americas, "admin", batch)
+    shell = Shell(americas, ADMIN, batch)
     assert await shell.run_line("clustermode cluster") == 0
     assert await shell.run_line("clusterconfig deletegroup Paris") == 0
     assert layers.group_of(americas.store.state, LA) == "Main_Group"
@@ -1182,7 +1183,7 @@ async def test_reconnect_confirms_in_an_interactive_shell(ny: Term) -> None:
 
 async def test_one_command_calls_do_not_ask_to_confirm(americas: Daemon) -> None:
     batch = BatchConsole()
-    shell = Shell(americas, "admin", batch)
+    shell = Shell(americas, ADMIN, batch)
     assert await shell.run_line("clustermode cluster") == 0
     for line, said in [
         (f"clusterconfig disconnect {NY}", f"{NY} disconnected."),

@@ -28,7 +28,7 @@ from clusterd.modes import Mode
 from clusterd.session import Session
 from clusterd.store import Store
 from clusterd.versions import CommitId
-from tests.shellhelp import LA, NY, Term
+from tests.shellhelp import ADMIN, LA, NY, Term
 
 COMMITTED = re.compile(r"Changes committed: \w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4}")
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -216,7 +216,7 @@ async def test_delete_from_the_menu(ny: Term) -> None:
 async def test_delete_in_batch_form_does_not_ask(americas: Daemon, ny: Term) -> None:
     await setup(ny, {Mode.cluster(): "Asia/Tokyo", PARIS: "Europe/Paris"})
     batch = BatchConsole()
-    shell = Shell(americas, "admin", batch)
+    shell = Shell(americas, ADMIN, batch)
     assert await shell.run_line("settz clusterset delete group Paris") == 0
     assert await shell.run_line("commit by batch") == 0
     assert batch.lines[:2] == [

@@ -25,10 +25,11 @@ import pytest
 from cli.shell import Quit
 from clusterd import __version__, layers
 from clusterd.daemon import Daemon
+from clusterd.logins import AdminLogin
 from clusterd.modes import Mode
 from clusterd.session import Session
 from schema.access import hash_passphrase
-from tests.shellhelp import LA, NY, PASSPHRASE, Term, new_daemon, public_key
+from tests.shellhelp import ADMIN, LA, NY, PASSPHRASE, Term, new_daemon, public_key
 
 CLUSTER_SWITCH = (
     'This command is restricted to "cluster" mode. Would you like to switch to "cluster" mode?'
@@ -136,8 +137,11 @@ async def test_passwd_own_passphrase_takes_effect_at_once(ny: Term) -> None:
         "Passphrase of admin changed.",
     ]
     assert PASSPHRASE not in ny.console.output and NEW not in ny.console.output
-    assert daemon.login("admin", NEW) == ("admin", "")
-    assert daemon.login("admin", PASSPHRASE) == (None, "wrong passphrase for user 'admin'")
+    assert await daemon.auth.check_passphrase("admin", NEW) == ("admin", "")
+    assert await daemon.auth.check_passphrase("admin", PASSPHRASE) == (
+        None,
+        "wrong passphrase for user 'admin'",
+    )
     assert ny.pending == 0  # committed at once, not left among the shell's changes
     detail = (await ny.ok("commitdetail 1")).splitlines()
     assert detail[0].endswith("  admin  'passwd admin'") and detail[1:] == [
@@ -164,7 +168,7 @@ async def test_passwd_refusals_change_nothing(
     assert status == 1
     assert out.splitlines()[0] == "Old passphrase:" and out.splitlines()[-1] == error
     assert (hash_of(daemon, "admin"), newest_commit(daemon)) == (before, head)
-    assert daemon.login("admin", PASSPHRASE) == ("admin", "")
+    assert await daemon.auth.check_passphrase("admin", PASSPHRASE) == ("admin", "")
     for answer in answers:
         assert answer not in ny.console.output
 
@@ -182,9 +186,12 @@ async def test_admin_changes_another_users_passphrase_without_the_old_one(ny: Te
         "Passphrase of bob changed.",
     ]
     assert NEW not in out
-    assert daemon.login("bob", NEW) == ("operator", "")
-    assert daemon.login("bob", "bob's first one")[0] is None
-    assert daemon.login("admin", PASSPHRASE) == ("admin", "")  # the admin's own is kept
+    assert await daemon.auth.check_passphrase("bob", NEW) == ("operator", "")
+    assert (await daemon.auth.check_passphrase("bob", "bob's first one"))[0] is None
+    assert await daemon.auth.check_passphrase("admin", PASSPHRASE) == (
+        "admin",
+        "",
+    )  # the admin's own is kept
     assert await ny.run("passwd nobody") == (1, "Error: no user 'nobody'")
 
 
@@ -221,8 +228,8 @@ async def test_guest_runs_passwd_in_any_mode_without_switching(
         "Passphrase of gina changed.",
     ]
     assert gina.shell.mode == mode
-    assert americas.login("gina", NEW) == ("guest", "")
-    assert americas.login("gina", "gina's first one")[0] is None
+    assert await americas.auth.check_passphrase("gina", NEW) == ("guest", "")
+    assert (await americas.auth.check_passphrase("gina", "gina's first one"))[0] is None
     made = americas.store.commit_log(1)[0]
     assert (made.user, made.comment) == ("gina", "passwd gina")
     assert {(w.unit.feature, w.unit.mode) for w in made.writes} == {
@@ -425,6 +432,7 @@ class FakeShell:
     source: str
     command: str | None = None
     since: float = field(default_factory=time.time)
+    login: AdminLogin = ADMIN
 
 
 async def test_who(ny: Term) -> None:
@@ -442,8 +450,8 @@ async def test_who(ny: Term) -> None:
 async def test_last_shows_accepted_and_refused_logins_newest_first(ny: Term) -> None:
     daemon = ny.shell.daemon
     assert await ny.run("last") == (0, "")
-    daemon.auth_failed("192.0.2.9:4022", "wrong passphrase for user 'admin'", counts=True)
-    daemon.auth_failed("192.0.2.9:4023", "not counted")  # an alert only, not a login
+    daemon.auth.failed("192.0.2.9:4022", "wrong passphrase for user 'admin'", counts=True)
+    daemon.auth.failed("192.0.2.9:4023", "not counted")  # an alert only, not a login
     daemon.logins.append(
         {"at": time.time(), "source": "192.0.2.7:50022", "ok": True, "user": "admin",
          "command": None}
