@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from clusterd.errors import ClusterdError
+from clusterd.text import printable
 
 
 class NoAnswer(ClusterdError):
@@ -77,7 +78,7 @@ class ScriptedConsole:
         return "\n".join(self.lines)
 
     def write(self, text: str = "") -> None:
-        self.lines.extend(text.split("\n"))
+        self.lines.extend(printable(text, keep_newlines=True).split("\n"))
 
     async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         self.lines.extend(prompt_text(question, default).rstrip().split("\n"))

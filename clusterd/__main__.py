@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     shellp.add_argument("words", nargs="*", help="one command to run instead of a shell")
     callp = sub.add_parser("call", help="send one control request (JSON), print the answer")
     callp.add_argument("--data-dir", type=Path, required=True)
-    callp.add_argument("request", help='e.g. \'{"op": "list"}\'')
+    callp.add_argument(
+        "request",
+        help='e.g. \'{"op": "list"}\', or - to read it from stdin (keeps a passphrase out '
+        "of the process list)",
+    )
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -126,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         from clusterd import daemon, logsetup
 
         conf = cfg.load(args.data_dir, _overrides(args))
+        os.umask(0o077)  # every file the daemon makes (log, store journals) is its own
         logsetup.configure(conf)
         from cli.serve import ShellChannel  # loaded now, not when the first admin logs in
 
@@ -146,8 +151,9 @@ def _run(args: argparse.Namespace) -> int:
         argv = identity.local_ssh(conf, " ".join(args.words) if args.words else None)
         os.execvp(argv[0], argv)
     elif args.command == "call":
+        text = sys.stdin.read() if args.request == "-" else args.request
         try:
-            message = json.loads(args.request)
+            message = json.loads(text)
         except ValueError as exc:
             raise ClusterdError(f"not a JSON request: {exc}") from None
         return _print(args.data_dir, message)

@@ -140,7 +140,11 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
             values = layers.effective_values(store.state, store.catalogue, store.hostname)
             return {"ok": True, "values": values}
         if op == "truncate":
-            return {"ok": True, "truncated": daemon.store.truncate_log(int(request["keep"]))}
+            keep = request.get("keep")
+            if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+                raise ValueError("'keep' is how many of the newest commits keep their "
+                                 "changes: a whole number, 0 or more")  # fmt: skip
+            return {"ok": True, "truncated": daemon.store.truncate_log(keep)}
         if op == "stop":
             daemon.stop()
             return {"ok": True}

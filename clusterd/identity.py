@@ -51,9 +51,11 @@ def init(
     if admin_passphrase is not None and len(admin_passphrase) < MIN_PASSPHRASE_LENGTH:
         raise ConfigError(f"the admin passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)  # an existing directory too: it holds keys and the store
     _new_key(config.host_key)
     _new_key(config.machine_key)
     _new_key(config.admin_key)
+    old_umask = os.umask(0o077)  # the store and its journal files: 0600
     store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
     try:
         if admin_passphrase is not None:
@@ -65,6 +67,7 @@ def init(
             session.commit("first admin user")
     finally:
         store.close()
+        os.umask(old_umask)
     (data_dir / CONFIG_NAME).write_text(dump_toml(config.file_settings()), encoding="utf-8")
     return config
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import asyncssh
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from clusterd.errors import ClusterdError
+from schema.fields import DOMAIN_RE, NAME_RE, checked
+from schema.membership import SERIAL_RE
 
 SUBSYSTEM = "clusterd-join"
 KEY_USER = "clusterd-join"  # the user a machine joining with a PREPJOIN key logs in as
@@ -39,11 +41,14 @@ class Wire(BaseModel):
 
 
 class JoinRequest(Wire):
+    """Checked before anything is logged: a host name, a serial, a group name, a
+    version, each a plain token (no spaces, no control characters)."""
+
     check: bool
-    hostname: Annotated[str, Field(min_length=1, max_length=253)]
-    serial: Annotated[str, Field(min_length=1, max_length=64)]
-    software: Annotated[str, Field(min_length=1, max_length=64)]
-    group: Annotated[str, Field(min_length=1, max_length=64)]
+    hostname: Annotated[str, AfterValidator(checked(DOMAIN_RE, "a host name"))]
+    serial: Annotated[str, AfterValidator(checked(SERIAL_RE, "a serial number"))]
+    software: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:+-]{1,64}$")]
+    group: Annotated[str, AfterValidator(checked(NAME_RE, "a group name"))]
     machine: dict[str, Any]  # the membership row: address, ports, transport, keys
 
 

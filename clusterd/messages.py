@@ -31,6 +31,11 @@ VV = Annotated[
 ]  # a version vector: one entry per origin (members, bounded), each a commit count
 
 
+# What a peer says about itself is checked before anything logs it: names are tokens
+# (no spaces, no control characters), so a hostile hello cannot forge a log line.
+Token = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:+-]{0,253}$")]
+
+
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -44,12 +49,12 @@ class Hello(Message):
     """First frame on a link, both ways: who I am and what I speak."""
 
     type: Literal["hello"] = "hello"
-    node: StrictStr
-    hostname: StrictStr
-    cluster: StrictStr
+    node: Token
+    hostname: Token
+    cluster: Token
     proto_min: StrictInt
     proto_max: StrictInt
-    software: StrictStr
+    software: Token
     vv: VV
 
 

@@ -32,6 +32,19 @@ def zone(m: Machine) -> str:
     return str(m.op("effective")["values"]["settz"]["timezone"])
 
 
+def diverge_time_zones(bed: Testbed, a: Machine, b: Machine) -> None:
+    """``a`` and ``b`` set the cluster's time zone while both are disconnected (Paris,
+    then Tokyo), then reconnect: Tokyo wins, Paris is recorded as lost."""
+    for m in (a, b):
+        m.op("disconnect")
+    a.edit({**TZ, "value": {"timezone": "Europe/Paris"}}, comment="a while away")
+    b.edit({**TZ, "value": {"timezone": "Asia/Tokyo"}}, comment="b while away")
+    for m in (a, b):
+        m.op("reconnect")
+    bed.wait(bed.linked, what="relinked")
+    bed.wait(bed.converged, what="converged on the newer change")
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
 def test_disconnected_edits_found_and_forced(tmp_path: Path) -> None:
     with Testbed(tmp_path, 3, seed=False) as bed:
@@ -42,14 +55,7 @@ def test_disconnected_edits_found_and_forced(tmp_path: Path) -> None:
         clean = ssh(c, "clustercheck")
         assert clean.returncode == 0 and "No inconsistencies found." in clean.stdout
         assert f"Checking {a.hostname}..." in clean.stdout
-        for m in (a, b):
-            m.op("disconnect")
-        a.edit({**TZ, "value": {"timezone": "Europe/Paris"}}, comment="a while away")
-        b.edit({**TZ, "value": {"timezone": "Asia/Tokyo"}}, comment="b while away")
-        for m in (a, b):
-            m.op("reconnect")
-        bed.wait(bed.linked, what="relinked")
-        bed.wait(bed.converged, what="converged on the newer change")
+        diverge_time_zones(bed, a, b)
         assert zone(a) == zone(b) == zone(c) == "Asia/Tokyo"  # b's change was the later one
         found = json.loads(ssh(c, "clustercheck --json").stdout)
         assert len(found["lost"]) == 1 and found["lost"][0]["unit"].startswith("settz")

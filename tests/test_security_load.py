@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,40 +228,49 @@ def _flood(port: int, count: int, sources: int = 11) -> list[socket.socket]:
     return held
 
 
+@contextlib.contextmanager
+def _flooded(
+    tmp_path: Path, nofile: int, **limits: Any
+) -> Iterator[tuple[Testbed, list[socket.socket]]]:
+    """Two linked members, the first allowed ``nofile`` open files, held by 1,100 idle
+    strangers' connections (closed when the block ends, or before by the caller)."""
+    with Testbed(tmp_path, 2, ping=1.0, **limits) as bed:
+        bed.machines[0].prefix = ["prlimit", f"--nofile={nofile}:{nofile}"]
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        held = _flood(bed.machines[0].config.ssh_port, 1100)
+        try:
+            yield bed, held
+        finally:
+            for s in held:
+                s.close()
+
+
 def test_strangers_holding_connections_lock_out_neither_members_nor_the_admin(
     tmp_path: Path,
 ) -> None:
     """1,100 idle connections from strangers against a daemon allowed 512 open files:
     refused beyond the limits and logged a few times, while a member restarts and
     links again and the local admin key logs in."""
-    with Testbed(tmp_path, 2, ping=1.0, login_grace_time=5.0) as bed:
+    with _flooded(tmp_path, 512, login_grace_time=5.0) as (bed, _), Probe(bed[0]) as probe:
         a, b = bed.machines
-        a.prefix = ["prlimit", "--nofile=512:512"]
-        bed.start()
-        bed.wait(bed.linked, what="linked")
-        held = _flood(a.config.ssh_port, 1100)
-        try:
-            with Probe(a) as probe:
-                time.sleep(1.0)
-                gate = a.status()["gate"]  # what the strangers hold: the limits
-                assert gate["unauthenticated"] <= 64, gate
-                b.stop()
-                b.start()
-                bed.wait(bed.linked, timeout=20, what="b linked again during the flood")
-                argv = identity.local_ssh(a.config, "version")
-                done = subprocess.run(argv, timeout=30, capture_output=True, text=True,
-                                      stdin=subprocess.DEVNULL)  # fmt: skip
-                assert done.returncode == 0 and a.hostname in done.stdout, done
-            assert probe.slowest < 0.5, (probe.slowest, probe.failed)
-        finally:
-            for s in held:
-                s.close()
-        refused = a.status()["gate"]["refused"]
-        assert refused.get("startups", 0) + refused.get("source", 0) > 500, refused
-        text = (a.dir / "clusterd.log").read_text()
-        assert 0 < text.count("(max_startups") + text.count("(max_startups_per_source") < 40
-        assert "Traceback" not in text and "Too many open files" not in text
-        assert len(text) < 200_000
+        time.sleep(1.0)
+        gate = a.status()["gate"]  # what the strangers hold: the limits
+        assert gate["unauthenticated"] <= 64, gate
+        b.stop()
+        b.start()
+        bed.wait(bed.linked, timeout=20, what="b linked again during the flood")
+        argv = identity.local_ssh(a.config, "version")
+        done = subprocess.run(argv, timeout=30, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+        assert done.returncode == 0 and a.hostname in done.stdout, done
+    assert probe.slowest < 0.5, (probe.slowest, probe.failed)
+    refused = gate["refused"]
+    assert refused.get("startups", 0) + refused.get("source", 0) > 100, refused
+    text = (a.dir / "clusterd.log").read_text()
+    assert 0 < text.count("(max_startups") + text.count("(max_startups_per_source") < 40
+    assert "Traceback" not in text and "Too many open files" not in text
+    assert len(text) < 200_000
 
 
 def test_a_connection_holds_so_many_channels_and_a_user_so_many_shells(
@@ -330,3 +340,87 @@ def test_a_stranger_that_never_logs_in_is_closed_after_the_grace_time(tmp_path: 
                 received += chunk
             assert received.startswith(b"SSH-2.0-")
             assert 0.8 < time.monotonic() - started < 5
+
+
+def test_running_out_of_file_descriptors_is_logged_once_and_survived(tmp_path: Path) -> None:
+    """Limits set too high for the descriptors allowed (128): accept() fails with
+    EMFILE, so nobody new gets in (the control socket neither) until some close.  One
+    line says so, no traceback; the link already up stays up (the other member watches
+    it), and once the flood ends the daemon answers at once."""
+    limits = {"max_startups": 1000, "max_startups_per_source": 1000}
+    with _flooded(tmp_path, 128, **limits) as (bed, held):
+        a, b = bed.machines
+        with Probe(b) as probe:
+            time.sleep(4.0)
+        assert probe.answers > 50 and probe.down == [], (probe.down, probe.failed)
+        for s in held:
+            s.close()
+        bed.wait(lambda: a.status()["ok"], what="a answering again")
+        bed.wait(bed.linked, what="linked after the flood")
+    text = (a.dir / "clusterd.log").read_text()
+    assert 1 <= text.count("Too many open files") <= 3
+    assert "Traceback" not in text
+
+
+LOTS = 8 * 1024 * 1024  # more than SSH's receive window (2 MiB) and our 64 KiB
+
+
+def _rss_kib(m: Machine) -> int:
+    assert m.proc is not None
+    for line in Path(f"/proc/{m.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_does_not_read_gets_backpressure_not_our_memory(
+    pinging: Testbed,
+) -> None:
+    """A shell whose client types 'help' over and over and never reads the answers: the
+    daemon stops reading once the output waits, so its memory stays put."""
+    import asyncio
+
+    import asyncssh
+
+    a, _ = pinging.machines
+
+    async def go() -> int:
+        async with asyncssh.connect(
+            a.config.listen, a.config.ssh_port, username="admin", known_hosts=None,
+            client_keys=[asyncssh.read_private_key(a.config.admin_key)], agent_path=None,
+            config=None,
+        ) as conn:  # fmt: skip
+            process = await conn.create_process(term_type="xterm")
+            await process.stdout.readuntil(">")
+            sent, chunk = 0, "help\r" * 2000  # 10,000 bytes, 2,000 screens of help
+            while sent < LOTS:
+                process.stdin.write(chunk)
+                sent += len(chunk)
+                try:
+                    await asyncio.wait_for(process.stdin.drain(), 1.0)
+                except TimeoutError:
+                    break  # the daemon stopped reading: backpressure reached us
+            await asyncio.sleep(3)
+            return sent
+
+    before = _rss_kib(a)
+    with Probe(a) as probe:
+        sent = asyncio.run(go())
+    grew = _rss_kib(a) - before
+    assert sent < LOTS, "the daemon read everything a non-reading client sent"
+    assert grew < 30_000, f"the daemon grew by {grew} KiB"
+    assert probe.slowest < 0.1 and probe.down == [], (probe.slowest, probe.down)
+
+
+def test_the_log_rotates(tmp_path: Path) -> None:
+    """Two log lines per one-command call, about 100 bytes each: 60 calls fill the 4 KiB
+    file three times over; one old file is kept."""
+    with Testbed(tmp_path, 1, seed=False, log_max_bytes=4096, log_backups=1) as bed:
+        bed.start()
+        (a,) = bed.machines
+        for _ in range(60):
+            subprocess.run(identity.local_ssh(a.config, "version"), capture_output=True,
+                           timeout=30, stdin=subprocess.DEVNULL)  # fmt: skip
+        logs = sorted(p.name for p in a.dir.glob("clusterd.log*"))
+        assert logs == ["clusterd.log", "clusterd.log.1"], logs
+        assert all((a.dir / name).stat().st_size <= 4096 for name in logs)
