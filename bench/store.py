@@ -27,12 +27,12 @@ from typing import Any
 
 import sqlalchemy
 
-from clusterd import layers, lifecycle
+from clusterd import layers, lifecycle, membership
 from clusterd.edits import Start
 from clusterd.modes import Mode
 from clusterd.session import Session
 from clusterd.store import Store
-from clusterd.versions import Commit, Unit
+from clusterd.versions import Commit
 from schema.catalogue import CATALOGUE
 from schema.feature import Level
 
@@ -163,20 +163,15 @@ def bench_remote(bench: Bench, count: int, batch: int = 1000) -> None:
     a.close()
 
 
-def membership(session: Session, machines: int, groups: int) -> list[str]:
-    """Groups G1..Gn and machines m000.example.com..., written as cluster operations do
-    (membership features are not edited through set_row)."""
+def add_members(session: Session, machines: int, groups: int) -> list[str]:
+    """Groups G1..Gn and machines m000.example.com..., written as cluster operations
+    write them (``clusterd.membership``)."""
     names = [f"m{i:03d}.example.com" for i in range(machines)]
-    rows = {
-        "groups": {f"G{g}": {} for g in range(1, groups + 1)},
-        "machines": {
-            n: {"serial": f"SER-M{i}", "group": f"G{1 + i % groups}"} for i, n in enumerate(names)
-        },
-    }
-    for command, table in rows.items():
-        feature = CATALOGUE[command]
-        for name, data in table.items():
-            session.view.write(Unit(command, CLUSTER.key, name), feature.validate_row(name, data))
+    view = session.view
+    for g in range(1, groups + 1):
+        membership.add_group(view, CATALOGUE, f"G{g}")
+    for i, name in enumerate(names):
+        membership.admit(view, CATALOGUE, name, {"serial": f"SER-M{i}"}, f"G{1 + i % groups}")
     session.commit("membership")
     return names
 
@@ -207,7 +202,7 @@ def bench_effective(bench: Bench, machines: int, groups: int = 5) -> None:
     bench.section(f"effective config: {machines} machines in {groups} groups")
     store = cluster_store(bench)
     session = Session(store, "admin")
-    names = membership(session, machines, groups)
+    names = add_members(session, machines, groups)
     settings(session, names, groups)
     features = sum(1 for f in CATALOGUE if not f.internal)
     with bench.timer() as each:

@@ -116,9 +116,15 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
             "unreachable": unreachable,
             "software": dict(sorted(software.items())),
             "inconsistencies": [{"feature": x.feature, "mode": x.mode.key,
-                                 "versions": x.versions, "choices": x.choices}
+                                 "mode_name": str(x.mode),
+                                 "versions": _versions_json(x.versions), "choices": x.choices}
                                 for x in found],
-            "lost": [{"unit": str(x.unit), "lost": str(x.loser.commit), "to": str(x.by)}
+            "lost": [{"unit": str(x.unit), "feature": x.unit.feature,
+                      "mode": str(Mode.from_key(x.unit.mode)),
+                      "row": None if x.unit.key == MARKER else x.unit.key,
+                      "lost": str(x.loser.commit), "to": str(x.by),
+                      "overwritten": _commit_facts(shell, x.loser.commit),
+                      "in_use": _commit_facts(shell, x.by)}
                      for x in losses],
             "facts": [f.to_json() for f in facts],
         }, indent=1))  # fmt: skip
@@ -139,6 +145,14 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
     elif not found and not losses and not facts:
         shell.write("No inconsistencies found.")
     return 1 if unreachable or left or facts else 0
+
+
+def _versions_json(versions: dict[str, Any]) -> dict[str, Any]:
+    """Each member's version as the text shows it: with the time written out."""
+    return {
+        host: None if entry is None else {**entry, "time": _when(entry["at"])}
+        for host, entry in versions.items()
+    }
 
 
 def _version_line(host: str, entry: dict[str, Any] | None) -> str:
@@ -212,13 +226,24 @@ def _force(shell: Shell, host: str, what: str, write: Callable[[Session], None])
     shell.write(f"The whole cluster now uses the {host} version.")
 
 
-def _updated(shell: Shell, cid: CommitId) -> str:
+def _commit_facts(shell: Shell, cid: CommitId) -> dict[str, Any]:
+    """What clustercheck says of one version: its commit, machine, and (while the log
+    holds it) when and by whom -- the same facts for the text and for ``--json``."""
     origin = layers.hostnames(shell.store.state).get(cid.origin, cid.origin)
+    facts: dict[str, Any] = {"commit": str(cid), "machine": origin, "at": None,
+                             "time": None, "user": None}  # fmt: skip
     try:
         commit = shell.store.get_commit(cid)
     except ClusterdError:
-        return f"{origin} version (commit {cid}, details truncated from the log)"
-    return f"{origin} version was updated {_when(commit.at)} by '{commit.user}' on {origin}"
+        return facts
+    return {**facts, "at": commit.at, "time": _when(commit.at), "user": commit.user}
+
+
+def _updated(shell: Shell, cid: CommitId) -> str:
+    f = _commit_facts(shell, cid)
+    if f["user"] is None:
+        return f"{f['machine']} version (commit {cid}, details truncated from the log)"
+    return f"{f['machine']} version was updated {f['time']} by '{f['user']}' on {f['machine']}"
 
 
 async def _resolve_loss(shell: Shell, loss: Loss) -> bool:

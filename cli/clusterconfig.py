@@ -74,7 +74,11 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
             return await _join_batch(shell, args[1:])
         if op == "prepjoin" and args[1:] == ["print"]:
             return _prepjoin_print(shell)
-        raise Usage("clusterconfig create NAME | join ... | prepjoin print (standalone)")
+        if op == "ccs":
+            return await _ccs(shell, args[1:])
+        raise Usage(
+            "clusterconfig create NAME | join ... | prepjoin print | ccs on|off (standalone)"
+        )
     shell.write("Do you want to join or create a cluster?")
     pick = await choose(
         shell.console,
@@ -344,13 +348,28 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                 return 1
             _done(shell, admin.set_disconnected(machine, op == "disconnect", _as(shell, op)))
             shell.write(f"{machine} {op}ed.")
-            if op == "reconnect":
-                await follow_catch_up(shell)
+            if op == "reconnect" and machine == shell.hostname:
+                return 0 if await follow_catch_up(shell) else 1
             return 0
         case "prepjoin":
             return await _prepjoin(shell, args)
+        case "ccs":
+            return await _ccs(shell, args)
         case _:
             raise Usage(f"unknown clusterconfig operation {op!r}; see 'help clusterconfig'")
+
+
+async def _ccs(shell: Shell, args: list[str]) -> int:
+    """CCS on or off on this machine: its listener, clusterd.toml, and (in a cluster)
+    how members reach it, at once (``clusterconfig ccs on|off``)."""
+    if len(args) != 1 or args[0].lower() not in ("on", "off"):
+        raise Usage("clusterconfig ccs on|off   (this machine's CCS port, from clusterd.toml)")
+    enabled = args[0].lower() == "on"
+    done = await shell.daemon.admin.set_ccs(enabled, _as(shell, "ccs"))
+    port = shell.daemon.config.ccs_port
+    shell.write(f"CCS is {'on, port ' + str(port) if enabled else 'off'} on {shell.hostname}"
+                + ("; members reach it that way now." if done.get("commit") else "."))  # fmt: skip
+    return 0
 
 
 def _as(shell: Shell, op: str) -> str:

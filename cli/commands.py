@@ -277,6 +277,7 @@ HELP = {
     "clusterconfig": "clusterconfig [create NAME | list | listdetail | connstatus |\n"
     "  addgroup G | setgroup MACHINE G | renamegroup OLD NEW | deletegroup G [TO] |\n"
     "  removemachine MACHINE | setname NAME | disconnect [MACHINE] | reconnect [MACHINE] |\n"
+    "  ccs on|off |\n"
     "  prepjoin print | prepjoin new HOST SERIAL KEY | prepjoin delete HOST | prepjoin list |\n"
     "  join [--port P] [--fingerprint FP] ADDRESS ADMIN [PASSPHRASE [GROUP]] |\n"
     "  join --key|--ccs [--port P] [--fingerprint FP] ADDRESS [GROUP] |\n"

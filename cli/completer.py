@@ -13,7 +13,7 @@ from clusterd import layers
 
 CLUSTERCONFIG_OPS = ["addgroup", "setgroup", "renamegroup", "deletegroup", "removemachine",
                      "setname", "list", "listdetail", "disconnect", "reconnect", "prepjoin",
-                     "connstatus", "create", "join"]  # fmt: skip
+                     "connstatus", "ccs", "create", "join"]  # fmt: skip
 FEATURE_OPS = ["print", "clustershow", "clusterset", "define", "undefine", "set", "new", "edit",
                "delete"]  # fmt: skip
 
@@ -28,7 +28,7 @@ class ShellCompleter(Completer):
     operations (``set`` for a record, ``new``/``edit``/``delete`` for a table), the row
     names of the mode the edit would run at, the levels the feature exists at."""
 
-    STANDALONE_OPS = ("create", "join", "prepjoin")
+    STANDALONE_OPS = ("create", "join", "prepjoin", "ccs")
     ROW_OPS = ("edit", "delete")
     TABLE_ONLY = ("new", "edit", "delete")
     FLAGS = ("--json",)
@@ -123,6 +123,7 @@ class ShellCompleter(Completer):
             "disconnect": [machines],
             "reconnect": [machines],
             "prepjoin": [list(self.PREPJOIN_OPS)],
+            "ccs": [["on", "off"]],
         }
         if op == "deletegroup" and n == 2:
             return [g for g in groups if g != args[1]]  # the group to move machines to

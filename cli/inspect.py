@@ -13,6 +13,7 @@ from clusterd.check import last_change
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
 from clusterd.state import definition
+from schema.fields import host_key
 
 
 def _machines(shell: Shell) -> list[str]:
@@ -75,7 +76,7 @@ async def explain(shell: Shell, args: list[str]) -> int:
     if not words:
         raise Usage("explain FEATURE [MACHINE] [--json]")
     feature = shell.store.catalogue[words[0]]
-    machine = words[1] if len(words) > 1 else shell.hostname
+    machine = host_key(words[1]) if len(words) > 1 else shell.hostname
     if machine not in _machines(shell):
         raise ClusterdError(f"no machine {machine!r} in the cluster")
     state = shell.store.state

@@ -74,5 +74,28 @@ async def follow_catch_up(
     up = [p for p in s["peers"] if p["state"] == "up"]
     got = _applied(s) - base
     caught = f"{got:,} commits received; " if got else ""
-    shell.write(f"Catch-up done: {caught}up to date with {len(up)} of {len(s['peers'])} members.")
-    return True
+    if len(up) == len(s["peers"]):
+        shell.write(f"Catch-up done: {caught}up to date with all members ({len(up)}).")
+        return True
+    return _not_linked(shell, s, up, caught)
+
+
+def _not_linked(shell: Shell, s: dict[str, Any], up: list[dict[str, Any]], caught: str) -> bool:
+    """Never a success while members are out of reach: say which, and why; a machine the
+    cluster removed while it was away is told so.  True only when the members left out
+    are disconnected on purpose."""
+    missing = [p for p in s["peers"] if p["state"] != "up"]
+    removed = [p["reason"] for p in missing if "was removed from the cluster" in p["reason"]]
+    if removed and not up:
+        why = removed[0].split(": user 'clusterd': ")[-1]
+        shell.write(f"{why}.")
+        shell.write("Its members refuse it; its settings are kept here as they were. Run "
+                    f"'clusterconfig removemachine {shell.hostname}' here to leave the "
+                    "cluster for good, or join it again.")  # fmt: skip
+        return False
+    total = len(s["peers"])
+    shell.write(f"Linked to {len(up)} of {total} members; {caught}not linked to:")
+    for p in missing:
+        why = "disconnected on purpose" if p["admin_off"] else (p["reason"] or p["state"])
+        shell.write(f"  {p['hostname']}: {why}")
+    return all(p["admin_off"] for p in missing)

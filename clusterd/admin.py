@@ -21,10 +21,9 @@ from clusterd.errors import ClusterdError, LifecycleError
 from clusterd.identity import public_key
 from clusterd.join import JoinAnswer, Joiner, JoinRefused, JoinRequest, call, fingerprint, probe
 from clusterd.members import key_text
-from clusterd.modes import Mode
-from clusterd.pending import Pending
+from clusterd.peers import Answered
 from clusterd.state import State
-from clusterd.versions import Commit, Snapshot, Unit
+from clusterd.versions import Commit, Snapshot
 
 if TYPE_CHECKING:
     from clusterd.daemon import Daemon
@@ -204,9 +203,9 @@ class Admin:
             name = self._admissible(request, joiner)
             if request.check:
                 return JoinAnswer(ok=True, cluster=name, member=me, software=d.config.software)
-            row = {**request.machine, "serial": request.serial, "group": request.group}
+            row = {**request.machine, "serial": request.serial}
             by = joiner.name if joiner.kind == "passphrase" else f"prepjoin:{joiner.name}"
-            commit = clusterops.admit(store, request.hostname, row, user=by)
+            commit = clusterops.admit(store, request.hostname, row, request.group, user=by)
         except (JoinRefused, LifecycleError) as exc:
             who = getattr(request, "hostname", "?")
             log.warning("join of %s refused: %s", who, exc)
@@ -319,7 +318,12 @@ class Admin:
                 ) from None
             return {"removed": machine, "flattened": True, **result}
         serial = rows[machine]["serial"]
-        answered = await d.ask(serial, "leave", {"by": user}, d.timeout * 2)
+        if rows[machine].get("disconnected") or d.node.route(serial) is None:
+            # Nobody to tell now (disconnected, or no link to it): do not wait for it.
+            why = "it is disconnected" if rows[machine].get("disconnected") else "no route"
+            answered = Answered(serial, 0, False, why)
+        else:
+            answered = await d.ask(serial, "leave", {"by": user}, d.timeout * 2)
         commit = clusterops.remove_machine(store, machine, user=user)
         result = {"removed": machine, "flattened": answered.ok, **self._done(commit)}
         if not answered.ok:
@@ -331,28 +335,17 @@ class Admin:
         return result
 
     def set_disconnected(self, machine: str, flag: bool, user: str) -> dict[str, Any]:
-        """DISCONNECT / RECONNECT of this machine: a membership flag the mesh acts on.
-
-        Both act on the machine they run on.  Disconnecting another machine is refused:
-        when that machine misses the commit (it is partitioned), its peers stop talking
-        to it and it cannot learn why, so neither side ever reconnects (found by the
-        simulation with membership changes; see RELIABILITY.md)."""
+        """DISCONNECT / RECONNECT of any machine: its flag, which it obeys wherever the
+        commit comes from (``docs/membership.md``)."""
         d, store = self.daemon, self.store
         rows = layers.machines(store.state)
         if machine not in rows:
             raise LifecycleError(f"no machine {machine!r} in the cluster")
-        if machine != d.config.hostname:
-            word = "DISCONNECT" if flag else "RECONNECT"
-            raise LifecycleError(f"{word} acts on the machine it runs on: run it on {machine}")
         if bool(rows[machine].get("disconnected")) == flag:
             state = "disconnected" if flag else "connected"
             who = "this machine" if machine == d.config.hostname else machine
             raise LifecycleError(f"{who} is already {state}")
-        pending = Pending()
-        row = {**rows[machine], "disconnected": flag}
-        pending.write(store.state, Unit("machines", Mode.cluster().key, machine), row)
-        word = "disconnect" if flag else "reconnect"
-        commit = store.commit(pending, user=user, comment=f"{word} {machine}")
+        commit = clusterops.set_flag(store, machine, flag, user=user)
         return self._done(commit)  # a disconnect reaches the peers before the links close
 
     async def connstatus(self) -> dict[str, Any]:
@@ -391,15 +384,11 @@ class Admin:
         d, store = self.daemon, self.store
         if enabled:
             await d.set_ccs_listener(True)
-        me = layers.machines(store.state).get(d.config.hostname)
         commit = None
-        if me is not None:
-            row = {**me, **self.my_row(ccs=enabled)}
-            row["disconnected"] = me.get("disconnected", False)
-            pending = Pending()
-            pending.write(store.state, Unit("machines", Mode.cluster().key, d.config.hostname), row)
-            word = "enable" if enabled else "disable"
-            commit = store.commit(pending, user=user, comment=f"{word} CCS on {d.config.hostname}")
+        if d.config.hostname in layers.machines(store.state):
+            commit = clusterops.set_reachability(
+                store, d.config.hostname, self.my_row(ccs=enabled), enabled, user=user
+            )
         result = self._done(commit)
         if not enabled:
             await d.set_ccs_listener(False)

@@ -22,9 +22,8 @@ from typing import Any
 from clusterd import layers, references
 from clusterd.clock import wall_ms
 from clusterd.errors import ClusterdError
-from clusterd.layers import Reader
 from clusterd.modes import Mode
-from clusterd.state import ModeEntries, definition
+from clusterd.state import ModeEntries, State, definition
 from clusterd.store import Store
 from schema.feature import Catalogue
 
@@ -123,7 +122,7 @@ def software_in(reason: str) -> dict[str, str]:
 class Fact:
     """Something members disagree on besides a (feature, mode): a message and its parts."""
 
-    kind: str  # software | interface | reference
+    kind: str  # software | membership | interface | reference
     message: str
     details: dict[str, Any]
 
@@ -175,10 +174,58 @@ def _reference_fact(catalogue: Catalogue, p: references.Unresolved) -> Fact:
     )
 
 
-def facts(reader: Reader, catalogue: Catalogue, me: str, software: dict[str, str]) -> list[Fact]:
-    """Software versions (member -> version, as far as known), then every reference that
-    does not resolve on some machine's effective configuration."""
+def membership_facts(reader: State, catalogue: Catalogue) -> list[Fact]:
+    """What concurrent membership operations can leave (``docs/membership.md``): a
+    machine whose group was deleted (it is in the fallback group), two groups of one
+    name, settings at a group mode that is no group's any more."""
+    found = []
+    for host, row in layers.machines(reader).items():
+        if row["fallback"]:
+            found.append(Fact(
+                "membership",
+                f"Machine {host}'s group was deleted while it was being moved or placed: it "
+                f"is in group {row['group']} by the fallback rule. Run 'clusterconfig "
+                f"setgroup {host} GROUP' to place it.",
+                {"machine": host, "group": row["group"]},
+            ))  # fmt: skip
+    table = layers.group_table(reader)
+    for name in sorted(set(table.values())):
+        ids = [gid for gid, n in table.items() if n == name]
+        if len(ids) > 1:
+            found.append(Fact(
+                "membership",
+                f"Two groups are named {name} (ids {', '.join(ids)}), renamed or added on "
+                f"members that were apart; they share the settings of Group {name}. "
+                "Rename one ('clusterconfig renamegroup').",
+                {"group": name, "ids": ids},
+            ))  # fmt: skip
+    names = set(table.values())
+    for feature in catalogue:
+        for key in _group_modes(reader, feature.command):
+            mode = Mode.from_key(key)
+            if mode.name not in names and reader.is_defined(feature.command, key):
+                found.append(Fact(
+                    "membership",
+                    f"{feature.title} is defined at {mode}, which is no group any more (a "
+                    "change made there by a member that had not seen the group renamed or "
+                    f"deleted): it applies to no machine. Run '{feature.command} clusterset "
+                    f"delete group {mode.name}' from cluster mode, or add the group back.",
+                    {"feature": feature.command, "mode": str(mode)},
+                ))  # fmt: skip
+    return found
+
+
+def _group_modes(reader: State, command: str) -> list[str]:
+    """The group modes the store holds anything of ``command`` at."""
+    return [m for f, m in reader.feature_modes() if f == command and m.startswith("group:")]
+
+
+def facts(reader: State, catalogue: Catalogue, me: str, software: dict[str, str]) -> list[Fact]:
+    """Software versions (member -> version, as far as known), membership left strange by
+    concurrent operations, then every reference that does not resolve on some machine's
+    effective configuration."""
     found = [f for f in [software_fact(software)] if f is not None]
+    found += membership_facts(reader, catalogue)
     for p in references.unresolved_everywhere(reader, catalogue, me):
         found.append(_reference_fact(catalogue, p))
     return found

@@ -5,22 +5,24 @@ hands it to the mesh); a refused operation raises ``LifecycleError`` with the re
 and changes nothing.  Membership operations take effect at once; only PREPJOIN entries
 are ordinary pending changes (``Session.prepjoin_new``), committed like any edit.
 
+The writes themselves, the same for the simulation's replicas, are
+``clusterd.membership``; this module checks the machine is in a cluster and commits.
 Settings follow the groups they belong to: renaming a group moves every feature it
 defines to the new name, deleting one drops them (its machines move to the group
-named).  Removing a machine deletes its membership row only: the machine flattens its
-own settings when it learns of it, and a later re-admission clears what is left of
-its old machine-level definitions.
+named).  Removing a machine deletes its membership row: the machine flattens its own
+settings when it learns of it, and a later re-admission clears what is left of its
+old machine-level definitions.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from clusterd import layers
+from clusterd import layers, membership
 from clusterd.errors import InvalidSetting, LifecycleError
-from clusterd.lifecycle import _write_definition
 from clusterd.modes import Mode
-from clusterd.pending import Pending
+from clusterd.pending import Pending, View
 from clusterd.state import definition
 from clusterd.store import Store
 from clusterd.versions import MARKER, Commit, Unit
@@ -35,109 +37,43 @@ def _cluster(store: Store) -> str:
     return name
 
 
-def _group_exists(store: Store, group: str) -> None:
-    if group not in layers.groups(store.state):
-        known = ", ".join(layers.groups(store.state))
-        raise LifecycleError(f"no group {group!r} (groups: {known})")
-
-
-def _machine_row(store: Store, machine: str) -> dict[str, Any]:
-    row = layers.machines(store.state).get(machine)
-    if row is None:
-        known = ", ".join(layers.machines(store.state))
-        raise LifecycleError(f"no machine {machine!r} in the cluster (machines: {known})")
-    return dict(row)
-
-
-def _row(store: Store, feature: str, name: str, value: dict[str, Any]) -> Any:
-    try:
-        return store.catalogue[feature].validate_row(name, value)
-    except InvalidSetting as exc:
-        raise LifecycleError("; ".join(exc.problems)) from None
-
-
 def _commit(store: Store, pending: Pending, user: str, comment: str) -> Commit:
     commit = store.commit(pending, user=user, comment=comment)
     assert commit is not None, "a membership operation always changes something"
     return commit
 
 
-def _members_of(store: Store, group: str) -> list[str]:
-    return [m for m, row in layers.machines(store.state).items() if row["group"] == group]
-
-
-def _move_definitions(store: Store, pending: Pending, src: Mode, dst: Mode | None) -> None:
-    """Every feature ``src`` defines moves to ``dst`` (or is dropped when None)."""
-    for feature in store.catalogue:
-        value = definition(store.state.entries(feature.command, src.key), feature.is_table)
-        if value is None:
-            continue
-        if dst is not None:
-            _write_definition(pending, store, feature, dst, value)
-        pending.write(store.state, Unit(feature.command, src.key, MARKER), None)
+def _plan(store: Store) -> tuple[Pending, View]:
+    _cluster(store)
+    pending = Pending()
+    return pending, View(store.state, pending)
 
 
 # -- groups --------------------------------------------------------------------------
 
 
 def add_group(store: Store, group: str, *, user: str) -> Commit:
-    _cluster(store)
-    if group in layers.groups(store.state):
-        raise LifecycleError(f"group {group!r} already exists")
-    pending = Pending()
-    pending.write(store.state, Unit("groups", CLUSTER, group), _row(store, "groups", group, {}))
-    _move_definitions(store, pending, Mode.group(group), None)  # a former group's leftovers
+    pending, view = _plan(store)
+    membership.add_group(view, store.catalogue, group)
     return _commit(store, pending, user, f"add group {group}")
 
 
 def rename_group(store: Store, old: str, new: str, *, user: str) -> Commit:
-    _cluster(store)
-    _group_exists(store, old)
-    if new in layers.groups(store.state):
-        raise LifecycleError(f"group {new!r} already exists")
-    pending = Pending()
-    pending.write(store.state, Unit("groups", CLUSTER, new), _row(store, "groups", new, {}))
-    pending.write(store.state, Unit("groups", CLUSTER, old), None)
-    _move_definitions(store, pending, Mode.group(new), None)  # a former group's leftovers
-    for machine in _members_of(store, old):
-        row = {**_machine_row(store, machine), "group": new}
-        pending.write(store.state, Unit("machines", CLUSTER, machine), row)
-    _move_definitions(store, pending, Mode.group(old), Mode.group(new))
+    pending, view = _plan(store)
+    membership.rename_group(view, store.catalogue, old, new)
     return _commit(store, pending, user, f"rename group {old} to {new}")
 
 
 def delete_group(store: Store, group: str, *, move_to: str | None, user: str) -> Commit:
-    _cluster(store)
-    _group_exists(store, group)
-    members = _members_of(store, group)
-    if len(layers.groups(store.state)) == 1:
-        raise LifecycleError(f"group {group!r} is the cluster's only group")
-    if members and move_to is None:
-        raise LifecycleError(
-            f"group {group!r} holds {', '.join(members)}: name the group that receives them"
-        )
-    if move_to is not None:
-        _group_exists(store, move_to)
-        if move_to == group:
-            raise LifecycleError(f"the machines of {group!r} cannot move to {group!r} itself")
-    pending = Pending()
-    pending.write(store.state, Unit("groups", CLUSTER, group), None)
-    for machine in members:
-        row = {**_machine_row(store, machine), "group": move_to}
-        pending.write(store.state, Unit("machines", CLUSTER, machine), row)
-    _move_definitions(store, pending, Mode.group(group), None)
-    where = f", machines to {move_to}" if members else ""
+    pending, view = _plan(store)
+    moved = membership.delete_group(view, store.catalogue, group, move_to)
+    where = f", machines to {move_to}" if moved else ""
     return _commit(store, pending, user, f"delete group {group}{where}")
 
 
 def set_group(store: Store, machine: str, group: str, *, user: str) -> Commit:
-    _cluster(store)
-    row = _machine_row(store, machine)
-    _group_exists(store, group)
-    if row["group"] == group:
-        raise LifecycleError(f"{machine} is already in group {group!r}")
-    pending = Pending()
-    pending.write(store.state, Unit("machines", CLUSTER, machine), {**row, "group": group})
+    pending, view = _plan(store)
+    membership.set_group(view, store.catalogue, machine, group)
     return _commit(store, pending, user, f"move {machine} to group {group}")
 
 
@@ -160,38 +96,52 @@ def set_name(store: Store, name: str, *, user: str) -> Commit:
 # -- machines ------------------------------------------------------------------------
 
 
-def admit(store: Store, hostname: str, row: dict[str, Any], *, user: str) -> Commit:
-    """Add a joining machine (checked by the caller) to membership.
+def admit(
+    store: Store, hostname: str, row: dict[str, Any], group: str | None = None, *, user: str
+) -> Commit:
+    """Add a joining machine (checked by the caller) to membership, in ``group`` (or the
+    group its ``row`` names)."""
+    pending, view = _plan(store)
+    row = dict(row)
+    group = group or str(row.pop("group", layers.MAIN_GROUP))
+    membership.admit(view, store.catalogue, hostname, row, group)
+    membership.clear_machine(view, store.catalogue, hostname)
+    return _commit(store, pending, user, f"{hostname} joins group {group}")
 
-    Clears what a former membership of the same host left at its machine mode, and
-    its PREPJOIN entry: a prepared key is good for one join."""
-    _cluster(store)
-    pending = Pending()
-    value = _row(store, "machines", hostname, row)
-    pending.write(store.state, Unit("machines", CLUSTER, hostname), value)
-    _move_definitions(store, pending, Mode.machine(hostname), None)
-    if hostname in layers.prepared(store.state):
-        pending.write(store.state, Unit("prepjoin", CLUSTER, hostname), None)
-    return _commit(store, pending, user, f"{hostname} joins group {row['group']}")
+
+def set_flag(store: Store, machine: str, disconnected: bool, *, user: str) -> Commit:
+    pending, view = _plan(store)
+    membership.set_flag(view, store.catalogue, machine, disconnected)
+    word = "disconnect" if disconnected else "reconnect"
+    return _commit(store, pending, user, f"{word} {machine}")
+
+
+def set_reachability(
+    store: Store, machine: str, row: dict[str, Any], ccs: bool, *, user: str
+) -> Commit:
+    """How members reach ``machine`` (CCS on or off, its ports and address)."""
+    pending, view = _plan(store)
+    membership.set_reachability(view, store.catalogue, machine, row)
+    word = "enable" if ccs else "disable"
+    return _commit(store, pending, user, f"{word} CCS on {machine}")
 
 
 def remove_machine(store: Store, machine: str, *, user: str) -> Commit:
     """Delete a member's row: every member stops linking to it."""
-    _cluster(store)
-    _machine_row(store, machine)
-    pending = Pending()
-    pending.write(store.state, Unit("machines", CLUSTER, machine), None)
+    pending, view = _plan(store)
+    membership.remove(view, store.catalogue, machine, by=user, at=time.time())
     return _commit(store, pending, user, f"remove machine {machine}")
 
 
 def listing(store: Store) -> dict[str, Any]:
-    """LIST / LISTDETAIL: machines by group, with what membership records of them."""
+    """LIST / LISTDETAIL: every machine, by the group it is in (every member lists the
+    same, whatever happened to the groups: ``docs/membership.md``)."""
     name = _cluster(store)
     machines = layers.machines(store.state)
     return {
         "cluster": name,
         "groups": {
-            group: {m: dict(machines[m]) for m in _members_of(store, group)}
+            group: {m: dict(row) for m, row in machines.items() if row["group"] == group}
             for group in layers.groups(store.state)
         },
         "prepared": {h: dict(row) for h, row in layers.prepared(store.state).items()},

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clusterd import __version__
 from clusterd.errors import ConfigError
+from schema.fields import DOMAIN_RE, host_key
 from schema.membership import SERIAL_RE
 
 CONFIG_NAME = "clusterd.toml"
@@ -62,6 +63,14 @@ class DaemonConfig(BaseModel):
     max_channels: Annotated[int, Field(ge=1, le=1000)] = 8  # sessions per connection
     max_sessions_per_user: Annotated[int, Field(ge=1, le=10_000)] = 16  # shells at once
     max_pending_changes: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000  # per session
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        name = host_key(value)
+        if not DOMAIN_RE.fullmatch(name):
+            raise ValueError("a fully qualified host name (two labels or more: ny.example.com)")
+        return name
 
     @field_validator("serial")
     @classmethod

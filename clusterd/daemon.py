@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncssh
 
-from clusterd import check, layers, lifecycle, logsetup
+from clusterd import check, clusterops, layers, lifecycle, logsetup
 from clusterd import config as cfg
 from clusterd.admin import Admin
 from clusterd.commitcheck import check_snapshot
@@ -29,7 +29,7 @@ from clusterd.dns import Lookup, Resolver
 from clusterd.errors import BadCommit, ClusterdError, ProtocolError, TransportError
 from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinRequest
 from clusterd.logins import ADMIN_ONLY_FEATURES, AdminLogin, Logins
-from clusterd.members import MEMBERSHIP, Endpoint, endpoints, own_flag_step
+from clusterd.members import MEMBERSHIP, Endpoint, endpoints, flag_of, own_flag_step
 from clusterd.merge import Outcome
 from clusterd.messages import FrameReader, decode_body, encode
 from clusterd.modes import Mode
@@ -41,9 +41,11 @@ from clusterd.peers import (
     Ask,
     Close,
     Dial,
+    Flag,
     Identity,
     Install,
     Note,
+    Reconnect,
     Send,
     Timing,
 )
@@ -76,6 +78,9 @@ class StoreLog:
 
     def snapshot(self) -> Snapshot:
         return self.store.export_state()
+
+    def flag(self, hostname: str) -> Flag | None:
+        return flag_of(self.store.state, hostname)
 
 
 class Daemon:
@@ -111,7 +116,6 @@ class Daemon:
         self._algorithms: Algorithms | None = None
         self._group: str | None = None  # this machine's group while a member
         self._membership_changed = True
-        self._flag_followed = False  # the first reload obeys our row's DISCONNECT flag
         # Mesh frames and bytes (framing included, SSH's own overhead not) since start.
         self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
         self.store.listeners.append(self._on_outcomes)
@@ -283,6 +287,8 @@ class Daemon:
                 future = self.waiting.pop(action.qid, None)
                 if future is not None and not future.done():
                     future.set_result(action)
+            case Reconnect(by):  # after the goodbye and close that come with it
+                asyncio.get_running_loop().call_soon(self._reconnected, by)
 
     def _apply(self, commits: list[Commit], peer: str) -> None:
         try:
@@ -338,11 +344,8 @@ class Daemon:
         members = [e.member for e in self.peers.values()]
         actions = self.node.set_members(members, self.now())
         me = self.peers.get(self.config.serial)
-        step = self._flag_step(starting=not self._flag_followed)
-        self._flag_followed = True
-        if step == "repair":
-            asyncio.get_running_loop().call_soon(self._repair_flag)
-        elif step is not None:
+        step = own_flag_step(self.store.state, self.config.hostname, self.node.disconnected)
+        if step is not None:
             flip = self.node.disconnect if step == "disconnect" else self.node.reconnect
             actions += flip(self.now())
         if me is not None:
@@ -352,20 +355,19 @@ class Daemon:
             self._schedule_leave(f"{self.config.hostname} was removed from the cluster")
         self.execute(actions)
 
-    def _flag_step(self, *, starting: bool) -> str | None:
-        c = self.config
-        return own_flag_step(
-            self.store.state, c.hostname, c.serial, self.node.disconnected, starting=starting
-        )
-
-    def _repair_flag(self) -> None:
-        """Another member rewrote our row with a stale DISCONNECT flag: put ours back."""
-        if self._flag_step(starting=False) != "repair":
-            return  # something else settled it meanwhile
+    def _reconnected(self, by: str) -> None:
+        """A member's hello showed a RECONNECT of this machine we had not seen: commit
+        our own flag off, which reconnects the node (``docs/membership.md``)."""
+        who = self.peers[by].hostname if by in self.peers else by
+        log.info("%s has seen a RECONNECT of this machine: reconnecting", who)
         try:
-            self.admin.set_disconnected(self.config.hostname, self.node.disconnected, "clusterd")
+            commit = clusterops.set_flag(
+                self.store, self.config.hostname, False, user=lifecycle.SYSTEM_USER
+            )
         except ClusterdError as exc:
-            log.warning("could not restore this machine's DISCONNECT flag: %s", exc)
+            log.warning("could not reconnect as %s asks: %s", who, exc)
+            return
+        self.committed(commit)
 
     def _schedule_leave(self, why: str) -> None:
         log.warning("%s: flattening settings and leaving", why)

@@ -18,6 +18,7 @@ from clusterd.pending import View
 from clusterd.state import definition
 from clusterd.versions import JSON, MARKER, Unit
 from schema.feature import Catalogue, Feature, Level
+from schema.fields import host_key
 
 
 def write_definition(
@@ -168,6 +169,7 @@ class Editor:
 
     def prepare(self, hostname: str, serial: str, machine_key: str) -> JSON:
         """PREPJOIN NEW: let ``hostname`` join with its machine key (needs a commit)."""
+        hostname = host_key(hostname)
         feature = self.feature("prepjoin", internal=True)
         if layers.cluster_name(self.view) is None:
             raise UnknownMode("cluster", "this machine is not in a cluster")
@@ -182,6 +184,7 @@ class Editor:
 
     def unprepare(self, hostname: str) -> None:
         """PREPJOIN DELETE."""
+        hostname = host_key(hostname)
         self.feature("prepjoin", internal=True)
         if self.view.row("prepjoin", CLUSTER, hostname) is None:
             raise NotDefined([f"no PREPJOIN entry for {hostname!r}"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -58,18 +59,35 @@ def init(
     old_umask = os.umask(0o077)  # the store and its journal files: 0600
     store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
     try:
+        session = Session(store, "clusterd")
+        me = Mode.machine(config.hostname)
         if admin_passphrase is not None:
-            session = Session(store, "clusterd")
-            me = Mode.machine(hostname)
             session.define("userconfig", me, Start.EMPTY)
             row = {"role": "admin", "passphrase_hash": hash_passphrase(admin_passphrase)}
             session.set_row("userconfig", me, "admin", row)
-            session.commit("first admin user")
+        interface = _listening_interface(config)
+        if interface is not None:
+            session.define("interfaceconfig", me, Start.EMPTY)
+            session.set_row("interfaceconfig", me, "Management", interface)
+        session.commit("clusterd init")
     finally:
         store.close()
         os.umask(old_umask)
     (data_dir / CONFIG_NAME).write_text(dump_toml(config.file_settings()), encoding="utf-8")
     return config
+
+
+def _listening_interface(config: DaemonConfig) -> dict[str, Any] | None:
+    """The interface clusterd listens on, as ``interfaceconfig`` keeps it (its prefix is
+    the host's own until the admin sets the real one); None when it listens on every
+    address (no one interface to name)."""
+    try:
+        address = ipaddress.ip_address(config.listen)
+    except ValueError:
+        return None
+    if address.is_unspecified:
+        return None
+    return {"address": str(address), "prefix": address.max_prefixlen, "hostname": config.hostname}
 
 
 def public_key(path: Path) -> str:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import asyncssh
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from clusterd.errors import ClusterdError
-from schema.fields import DOMAIN_RE, NAME_RE, checked
+from schema.fields import DOMAIN_RE, NAME_RE, checked, host_key
 from schema.membership import SERIAL_RE
 
 SUBSYSTEM = "clusterd-join"
@@ -45,7 +45,11 @@ class JoinRequest(Wire):
     version, each a plain token (no spaces, no control characters)."""
 
     check: bool
-    hostname: Annotated[str, AfterValidator(checked(DOMAIN_RE, "a host name"))]
+    hostname: Annotated[
+        str,
+        BeforeValidator(lambda v: host_key(v) if isinstance(v, str) else v),
+        AfterValidator(checked(DOMAIN_RE, "a host name")),
+    ]
     serial: Annotated[str, AfterValidator(checked(SERIAL_RE, "a serial number"))]
     software: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:+-]{1,64}$")]
     group: Annotated[str, AfterValidator(checked(NAME_RE, "a group name"))]

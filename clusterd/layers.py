@@ -58,23 +58,71 @@ def prepared(reader: Reader) -> dict[str, JSON]:
     return {name: row for name, row in sorted(rows.items())}
 
 
+MAIN_GROUP = "Main_Group"
+FIRST_GROUP = MAIN_GROUP  # the id of the group a new cluster starts with: never deleted
+
+
+def _rows(reader: Reader, feature: str) -> dict[str, JSON]:
+    return definition(reader.entries(feature, CLUSTER), is_table=True) or {}
+
+
+def group_table(reader: Reader) -> dict[str, str]:
+    """The live groups: id -> name (``docs/membership.md``)."""
+    rows = sorted(_rows(reader, "groups").items())
+    return {gid: str(row.get("name") or gid) for gid, row in rows}
+
+
 def groups(reader: Reader) -> list[str]:
-    return sorted(definition(reader.entries("groups", CLUSTER), is_table=True) or {})
+    """The names of the live groups, sorted (two groups of one name give one entry)."""
+    return sorted(set(group_table(reader).values()))
+
+
+def group_id(reader: Reader, name: str) -> str | None:
+    """The id of the group called ``name`` (of two so named, the smaller id)."""
+    return next((gid for gid, n in group_table(reader).items() if n == name), None)
+
+
+def fallback_group(table: dict[str, str]) -> str | None:
+    """Where a machine whose group is gone is: the cluster's first group (Main_Group,
+    whatever it is called now; it cannot be deleted), the same on every member."""
+    return FIRST_GROUP if FIRST_GROUP in table else next(iter(table), None)
 
 
 def machines(reader: Reader) -> dict[str, JSON]:
-    rows = definition(reader.entries("machines", CLUSTER), is_table=True) or {}
-    return {name: row for name, row in sorted(rows.items())}
+    """Every member by host name: its ``machines`` row, plus ``group`` (the name of the
+    group it is in), ``group_id``, ``disconnected``, and ``fallback`` (True when its own
+    group is gone and the fallback rule placed it)."""
+    table = group_table(reader)
+    placement, detached = _rows(reader, "placement"), _rows(reader, "detached")
+    found = {}
+    for host, row in sorted(_rows(reader, "machines").items()):
+        gid = placement.get(host, {}).get("group")
+        fallback = gid not in table
+        if fallback:
+            gid = fallback_group(table)
+        flag = bool(detached.get(host, {}).get("disconnected", False))
+        found[host] = {**row, "group": table.get(gid) if gid else None, "group_id": gid,
+                       "disconnected": flag, "fallback": fallback}  # fmt: skip
+    return found
 
 
 def hostnames(reader: Reader) -> dict[str, str]:
     """Member host names by serial (commits name their origin by serial)."""
-    return {str(row["serial"]): host for host, row in machines(reader).items()}
+    return {str(row["serial"]): host for host, row in _rows(reader, "machines").items()}
 
 
 def group_of(reader: Reader, machine: str) -> str | None:
-    row = reader.entries("machines", CLUSTER).visible_row(machine)
-    return str(row.value["group"]) if row is not None and row.value is not None else None
+    """The name of the group ``machine`` is in (by the fallback rule if its own is gone)."""
+    if reader.row("machines", CLUSTER, machine) is None:
+        return None
+    placed = reader.row("placement", CLUSTER, machine)
+    gid = placed.get("group") if placed else None
+    group = reader.row("groups", CLUSTER, gid) if gid else None
+    if group is None:
+        table = group_table(reader)
+        gid = fallback_group(table)
+        return table[gid] if gid else None
+    return str(group.get("name") or gid)
 
 
 def chain(reader: Reader, machine: str) -> list[Mode]:

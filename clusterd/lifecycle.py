@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterd import layers
+from clusterd import layers, membership
 from clusterd.edits import write_definition
 from clusterd.errors import LifecycleError
 from clusterd.modes import Mode
@@ -32,7 +32,7 @@ from clusterd.store import Store
 from clusterd.versions import MARKER, Commit, Snapshot, Unit
 from schema.feature import Feature, Level
 
-MAIN_GROUP = "Main_Group"
+MAIN_GROUP = layers.MAIN_GROUP
 SYSTEM_USER = "clusterd"
 
 
@@ -87,18 +87,10 @@ def _membership(
         Mode.cluster(),
         cat["cluster"].validate_record({"name": cluster, "id": secrets.token_hex(8)}),
     )
-    groups = cat["groups"]
-    pending.write(store.state, Unit("groups", Mode.cluster().key, MARKER), {})
-    pending.write(
-        store.state, Unit("groups", Mode.cluster().key, group), groups.validate_row(group, {})
-    )
-    machines = cat["machines"]
-    pending.write(store.state, Unit("machines", Mode.cluster().key, MARKER), {})
-    pending.write(
-        store.state,
-        Unit("machines", Mode.cluster().key, store.hostname),
-        machines.validate_row(store.hostname, {"serial": store.origin, "group": group, **row}),
-    )
+    view = View(store.state, pending)
+    membership.define_tables(view, cat)
+    membership.add_group(view, cat, group)
+    membership.admit(view, cat, store.hostname, {"serial": store.origin, **row}, group)
 
 
 def create_cluster(
@@ -165,14 +157,8 @@ def join(
     if group not in layers.groups(store.state):
         raise LifecycleError(f"cluster {name!r} has no group {group!r}")
     pending = Pending()
-    machines = store.catalogue["machines"]
-    pending.write(
-        store.state,
-        Unit("machines", Mode.cluster().key, store.hostname),
-        machines.validate_row(
-            store.hostname, {"serial": store.origin, "group": group, **(machine or {})}
-        ),
-    )
+    row = {"serial": store.origin, **(machine or {})}
+    membership.admit(View(store.state, pending), store.catalogue, store.hostname, row, group)
     me = Mode.machine(store.hostname)
     for command, value in keep.items():
         _write_definition(pending, store, store.catalogue[command], me, value)

@@ -100,6 +100,20 @@ class Logins:
                 return serial
         return None
 
+    def removed_for_key(self, key: str) -> str | None:
+        """Why ``key`` is no member's any more, if it was one: removed by whom, where,
+        when (the ``removed`` row of its machine)."""
+        state = self.daemon.store.state
+        for host, version in state.entries("removed", layers.CLUSTER).rows.items():
+            row = version.value
+            if row is None or key_text(str(row.get("machine_key") or "")) != key:
+                continue
+            where = layers.hostnames(state).get(version.origin, version.origin)
+            when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(row["at"])))
+            return (f"{host} was removed from the cluster by {row['by']!r} on {where} at "
+                    f"{when}")  # fmt: skip
+        return None
+
     def prepared_for_key(self, key: str) -> str | None:
         for host, row in layers.prepared(self.daemon.store.state).items():
             if key_text(str(row["machine_key"])) == key:

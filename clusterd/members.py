@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clusterd import layers
-from clusterd.peers import Member
+from clusterd.peers import Flag, Member
 from clusterd.state import State
 
-MEMBERSHIP = frozenset({"cluster", "groups", "machines"})
+MEMBERSHIP = frozenset({"cluster", "groups", "machines", "placement", "detached", "removed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +59,23 @@ def key_text(openssh_public_key: str) -> str:
     return " ".join(openssh_public_key.split()[:2])
 
 
-def own_flag_step(
-    state: State, hostname: str, serial: str, node_disconnected: bool, *, starting: bool
-) -> str | None:
-    """What this machine does when its own row's DISCONNECT flag differs from its links.
-
-    Only a machine flips its own flag (DISCONNECT and RECONNECT act where they run), so a
-    row whose winning write came from this machine is obeyed: ``"disconnect"`` or
-    ``"reconnect"``.  A row another member wrote (SETGROUP, SETNAME while this machine
-    was away) carries that member's possibly stale copy of the flag: ``"repair"`` means
-    re-commit the row with the flag this machine really has.  A machine starting up has no
-    other record than its row and obeys it whoever wrote it (``starting``).
-    """
-    row = state.entries("machines", layers.CLUSTER).visible_row(hostname)
-    if row is None or row.value is None:
+def flag_of(state: State, hostname: str) -> Flag | None:
+    """The winning write of ``hostname``'s DISCONNECT flag (what hellos carry)."""
+    version = state.entries("detached", layers.CLUSTER).rows.get(hostname)
+    if version is None or version.value is None:
         return None
-    flag = bool(row.value.get("disconnected", False))
+    return Flag(version.hlc, version.origin, bool(version.value.get("disconnected", False)))
+
+
+def own_flag_step(state: State, hostname: str, node_disconnected: bool) -> str | None:
+    """What this machine does when its DISCONNECT flag differs from its links:
+    ``"disconnect"`` or ``"reconnect"``.  The flag is a unit of its own (``detached``),
+    written by DISCONNECT or RECONNECT of this machine wherever they ran, so the newest
+    write is always the one to obey (``docs/membership.md``)."""
+    row = layers.machines(state).get(hostname)
+    if row is None:
+        return None
+    flag = bool(row["disconnected"])
     if flag == node_disconnected:
         return None
-    if starting or row.origin == serial:
-        return "disconnect" if flag else "reconnect"
-    return "repair"
+    return "disconnect" if flag else "reconnect"

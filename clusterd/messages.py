@@ -45,9 +45,23 @@ class Message(BaseModel):
         return str(self.__dict__["type"])
 
 
-class Hello(Message):
-    """First frame on a link, both ways: who I am and what I speak."""
+class FlagStamp(BaseModel):
+    """The sender's winning write of the receiver's DISCONNECT flag."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    hlc: Annotated[StrictInt, Field(ge=0, lt=1 << 63)]
+    origin: Token
+    disconnected: StrictBool
+
+
+class Hello(Message):
+    """First frame on a link, both ways: who I am and what I speak.
+
+    The one message every version must read, to refuse a peer of another version with
+    the reason: so it ignores fields it does not know (``flag`` came after version 1's
+    first release; an older peer ignores it)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
     type: Literal["hello"] = "hello"
     node: Token
     hostname: Token
@@ -56,6 +70,7 @@ class Hello(Message):
     proto_max: StrictInt
     software: Token
     vv: VV
+    flag: FlagStamp | None = None  # the receiver's DISCONNECT flag as the sender has it
 
 
 class Goodbye(Message):

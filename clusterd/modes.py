@@ -6,6 +6,7 @@ import functools
 from dataclasses import dataclass
 
 from schema.feature import Level
+from schema.fields import host_key
 from schema.validation import InvalidSetting
 
 
@@ -24,6 +25,8 @@ class Mode:
     def __post_init__(self) -> None:
         if (self.level is Level.CLUSTER) != (self.name == ""):
             raise UnknownMode(self.key, "cluster mode has no name, the others need one")
+        if self.level is Level.MACHINE:  # any spelling of a host name is the host
+            object.__setattr__(self, "name", host_key(self.name))
 
     @staticmethod
     def cluster() -> Mode:

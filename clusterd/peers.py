@@ -65,12 +65,22 @@ class Timing:
         return base * (0.75 + jitter)
 
 
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """The winning write of a member's DISCONNECT flag: its stamp and what it says."""
+
+    hlc: int
+    origin: str
+    disconnected: bool
+
+
 class Log(Protocol):
     """What the protocol reads from the member's store (writes are actions)."""
 
     def version_vector(self) -> VersionVector: ...
     def missing_from(self, vv: VersionVector) -> list[Commit] | None: ...
     def snapshot(self) -> Snapshot: ...
+    def flag(self, hostname: str) -> Flag | None: ...
 
 
 class LinkState(enum.Enum):
@@ -186,4 +196,12 @@ class Answered:
     body: Any
 
 
-Action = Send | Close | Dial | Apply | Install | Alert | Note | Ask | Answered
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """This disconnected member learnt from ``by``'s hello of a RECONNECT of it that it
+    had not seen: the driver commits its own flag off (then the node reconnects)."""
+
+    by: str
+
+
+Action = Send | Close | Dial | Apply | Install | Alert | Note | Ask | Answered | Reconnect

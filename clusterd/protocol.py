@@ -26,11 +26,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from clusterd.clock import Stamp, newer
 from clusterd.errors import ProtocolError
 from clusterd.messages import (
     RELAYABLE,
     Answer,
     CommitMsg,
+    FlagStamp,
     Goodbye,
     Hello,
     MembershipChange,
@@ -62,6 +64,7 @@ from clusterd.peers import (
     Member,
     Note,
     Peer,
+    Reconnect,
     Send,
     Timing,
 )
@@ -208,7 +211,8 @@ class Node:
         if not peer.dialing:
             raise ProtocolError("illegal", f"no dial to {serial} in progress")
         peer.dialing = False
-        return self._retry_later(peer, now, kind, reason)
+        state = AUTH_REFUSAL[1] if kind == AUTH_REFUSAL[0] else "down"  # refused our key
+        return self._retry_later(peer, now, kind, reason, state)
 
     def link_opened(self, link_id: int, now: float, *, peer: str, outbound: bool) -> list[Action]:
         """A transport link to an authenticated ``peer`` is open (not yet a member link)."""
@@ -221,8 +225,11 @@ class Node:
         link = self.links[link_id] = Link(link_id, peer, outbound, state, now, now)
         if outbound:
             p.dialing = False  # type: ignore[union-attr]
-        if p is None or self.disconnected or not self.started:
-            why = "disconnected" if self.disconnected else "unknown" if p is None else "starting"
+        # A disconnected member still reads an inbound hello: it may carry news of a
+        # RECONNECT of this member made elsewhere (``_on_handshake``).
+        off = self.disconnected and outbound
+        if p is None or off or not self.started:
+            why = "disconnected" if off else "unknown" if p is None else "starting"
             text = {
                 "disconnected": "this member is administratively disconnected",
                 "unknown": f"{peer} is not a member of cluster {self.me.cluster}",
@@ -232,7 +239,7 @@ class Node:
         if outbound:
             if p.link is None:  # a live link may already exist (both dialled at once)
                 p.state = "connecting"
-            return [Send(link_id, self._hello())]
+            return [Send(link_id, self._hello(p))]
         return []
 
     def link_closed(self, link_id: int, now: float, reason: str) -> list[Action]:
@@ -301,12 +308,16 @@ class Node:
         return out
 
     def reconnect(self, now: float) -> list[Action]:
-        """RECONNECT: try every member at once; the version vectors do the rest."""
+        """RECONNECT: try every member at once, whatever its flag says here (it may have
+        reconnected too, its commit still on the way; one still disconnected says so);
+        the version vectors do the rest."""
         if not self.disconnected:
             raise ProtocolError("illegal", "this member is not disconnected")
         self.disconnected = False
         for peer in self.peers.values():
-            peer.attempts, peer.next_dial = 0, now
+            peer.attempts, peer.next_dial, peer.admin_off = 0, now, False
+            if peer.link is None:
+                peer.state = "down"
         return self._dials(now)
 
     def query(
@@ -329,8 +340,9 @@ class Node:
 
     # -- handshake ----------------------------------------------------------------------
 
-    def _hello(self) -> Hello:
+    def _hello(self, peer: Peer) -> Hello:
         me = self.me
+        flag = self.log.flag(peer.hostname)
         return Hello(
             node=me.serial,
             hostname=me.hostname,
@@ -338,6 +350,9 @@ class Node:
             proto_min=me.proto_min,
             proto_max=me.proto_max,
             software=me.software,
+            flag=None
+            if flag is None
+            else FlagStamp(hlc=flag.hlc, origin=flag.origin, disconnected=flag.disconnected),
             vv=dict(self.log.version_vector()),
         )
 
@@ -355,6 +370,10 @@ class Node:
         if not isinstance(msg, Hello):
             raise ProtocolError("out-of-order", f"{msg.type_name} before hello")
         refusal = self._check_hello(link, msg)
+        if refusal is None and self.disconnected:
+            news = [Reconnect(link.peer)] if self._reconnected(msg) else []
+            text = "this member is administratively disconnected"
+            return news + self._close(link, "disconnected", text, now)
         if refusal is not None:
             code, text = refusal
             kind = REFUSALS.get(code, AUTH_REFUSAL)[0]
@@ -364,10 +383,20 @@ class Node:
                 if not link.outbound:
                     refused.reason = text
             return self._close(link, code, text, now, alert=True, kind=kind)
-        out: list[Action] = [] if link.outbound else [Send(link.id, self._hello())]
+        out: list[Action] = (
+            [] if link.outbound else [Send(link.id, self._hello(self.peers[link.peer]))]
+        )
         link.state = LinkState.UP
         link.proto = min(msg.proto_max, self.me.proto_max)
         return out + self._up(link, msg.vv, now)
+
+    def _reconnected(self, hello: Hello) -> bool:
+        """Whether ``hello`` says this (disconnected) member was reconnected by a write
+        of its flag newer than the one it holds (``docs/membership.md``)."""
+        theirs, mine = hello.flag, self.log.flag(self.me.hostname)
+        if theirs is None or theirs.disconnected:
+            return False
+        return mine is None or newer(Stamp(theirs.hlc, theirs.origin), Stamp(mine.hlc, mine.origin))
 
     def _check_hello(self, link: Link, msg: Hello) -> tuple[str, str] | None:
         """Why a hello is refused: (goodbye code, reason), or None."""

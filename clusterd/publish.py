@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from clusterd import layers
+from clusterd.members import MEMBERSHIP
 from clusterd.merge import Outcome
 from clusterd.store import Store
 
 log = logging.getLogger(__name__)
-
-MEMBERSHIP = {"cluster", "groups", "machines"}
 
 
 class Publisher:

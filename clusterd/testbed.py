@@ -25,12 +25,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from clusterd import control, identity, lifecycle
+from clusterd import control, identity, lifecycle, membership
 from clusterd.errors import ClusterdError
-from clusterd.modes import Mode
-from clusterd.pending import Pending
+from clusterd.pending import Pending, View
 from clusterd.store import Store
-from clusterd.versions import Unit
 from schema.catalogue import CATALOGUE
 
 _HANDED_OUT: set[int] = set()
@@ -99,7 +97,6 @@ class Machine:
     def row(self, ccs: bool = False) -> dict[str, Any]:
         row = {
             "serial": self.serial,
-            "group": lifecycle.MAIN_GROUP,
             "address": self.config.listen,
             "ssh_port": self.config.ssh_port,
             "host_key": self.info["host_key"],
@@ -202,10 +199,9 @@ def seed_membership(machines: list[Machine], ccs: bool = False, name: str = "tes
     store = Store(first.config.database_url, origin=first.serial, hostname=first.hostname)
     lifecycle.create_cluster(store, name, machine=first.row(ccs))
     pending = Pending()
-    rows = CATALOGUE["machines"]
+    view = View(store.state, pending)
     for m in machines[1:]:
-        unit = Unit("machines", Mode.cluster().key, m.hostname)
-        pending.write(store.state, unit, rows.validate_row(m.hostname, m.row(ccs)))
+        membership.admit(view, CATALOGUE, m.hostname, m.row(ccs), lifecycle.MAIN_GROUP)
     store.commit(pending, user="admin", comment="members")
     snapshot = store.export_state()
     store.close()

@@ -43,6 +43,16 @@ ADDRESS_PATTERN_RE = re.compile(
 SENDER_RE = re.compile(r"[^\s#]\S{0,253}")
 
 
+def host_key(name: str) -> str:
+    """A host name as clusterd keeps it: lower case, no trailing dot (DNS names are
+    case-insensitive; ``NewYork.Example.com.`` is ``newyork.example.com``).
+
+    >>> host_key(" NewYork.Example.com. ")
+    'newyork.example.com'
+    """
+    return name.strip().lower().rstrip(".")
+
+
 def checked(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
     """A validator refusing a string that ``pattern`` does not fully match."""
 

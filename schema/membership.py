@@ -4,6 +4,11 @@ These features are edited by cluster operations (create, join, add a group, move
 machine ...), never by a feature editor, and are replicated like every other setting.
 ``cluster`` has no factory default: its record is written when the cluster is created,
 so ``factory_value`` must not be called for it (it would report the missing name).
+
+Each fact a membership operation changes is a unit of its own (``docs/membership.md``):
+a machine's identity and reachability (``machines``), its group (``placement``), its
+DISCONNECT flag (``detached``), its removal (``removed``).  Groups are rows keyed by an
+id fixed at creation; their ``name`` is a field, so a rename writes no machine.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from schema.fields import (
     Model,
     Name,
     Port,
-    RowName,
     checked,
 )
 
@@ -36,19 +40,21 @@ class Cluster(Model):
 
 
 class Group(Model):
-    """A group has no settings of its own besides its name (the row name)."""
+    """A group, keyed by its id; ``name`` (None: the id itself) is what people use."""
+
+    name: Name | None = None
 
 
 class Machine(Model):
+    """Who a member is and how to reach it (its group and flag are units of their own)."""
+
     serial: Annotated[str, AfterValidator(checked(SERIAL_RE, "a serial number"))]
-    group: RowName
     address: IpAddress | None = None
     ssh_port: Port = 22
     ccs_port: Port | None = None
     transport: Literal["ssh", "ccs"] = "ssh"
     host_key: Annotated[str, Field(min_length=1, max_length=16384)] | None = None
     machine_key: Annotated[str, Field(min_length=1, max_length=16384)] | None = None
-    disconnected: bool = False
 
     @model_validator(mode="after")
     def _ccs_port(self) -> Self:
@@ -77,7 +83,7 @@ GROUPS = Feature(
     default={},
     internal=True,
     row_name=re.compile(rf"{NAME_RE.pattern}\Z"),
-    row_name_hint="a group name: letters, digits, '_', '.', '-' (64 at most)",
+    row_name_hint="a group id: letters, digits, '_', '.', '-' (64 at most)",
 )
 
 MACHINES = Feature(
@@ -87,7 +93,67 @@ MACHINES = Feature(
     model=Machine,
     levels=CLUSTER_ONLY,
     default={},
+    internal=True,
+    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
+    row_name_hint="a fully qualified host name",
+)
+
+
+class Placement(Model):
+    """The group a machine is in, by the group's id."""
+
+    group: Name
+
+
+PLACEMENT = Feature(
+    command="placement",
+    title="Machine groups",
+    kind=Kind.TABLE,
+    model=Placement,
+    levels=CLUSTER_ONLY,
+    default={},
     references=(Reference(path="group", target="groups"),),
+    internal=True,
+    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
+    row_name_hint="a fully qualified host name",
+)
+
+
+class Detached(Model):
+    """A machine's DISCONNECT flag."""
+
+    disconnected: bool = False
+
+
+DETACHED = Feature(
+    command="detached",
+    title="Disconnected machines",
+    kind=Kind.TABLE,
+    model=Detached,
+    levels=CLUSTER_ONLY,
+    default={},
+    internal=True,
+    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
+    row_name_hint="a fully qualified host name",
+)
+
+
+class Removed(Model):
+    """A machine removed from the cluster: what it was, so that members can tell it."""
+
+    serial: Annotated[str, AfterValidator(checked(SERIAL_RE, "a serial number"))]
+    machine_key: Annotated[str, Field(min_length=1, max_length=16384)] | None = None
+    by: Annotated[str, Field(max_length=64)] = ""  # the user who removed it
+    at: float = 0.0  # when (seconds since the epoch)
+
+
+REMOVED = Feature(
+    command="removed",
+    title="Removed machines",
+    kind=Kind.TABLE,
+    model=Removed,
+    levels=CLUSTER_ONLY,
+    default={},
     internal=True,
     row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
     row_name_hint="a fully qualified host name",
@@ -114,4 +180,4 @@ PREPJOIN = Feature(
     description="PREPJOIN NEW adds a row (a pending change); a join with the key removes it",
 )
 
-MEMBERSHIP_FEATURES = [CLUSTER, GROUPS, MACHINES, PREPJOIN]
+MEMBERSHIP_FEATURES = [CLUSTER, GROUPS, MACHINES, PLACEMENT, DETACHED, REMOVED, PREPJOIN]

@@ -10,21 +10,35 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import Field, model_validator
 
 from schema.feature import MACHINE_ONLY, Feature, Kind
-from schema.fields import Fqdn, IpAddress, IpNetwork, IPv4, IPv6, Model, Port
+from schema.fields import Fqdn, IpAddress, IpNetwork, IPv4, IPv6, Model
+
+# Where the ports a machine listens on are set: one place, the machine's own.
+PORTS_ELSEWHERE = (
+    "the SSH and CCS ports are not interface settings: CCS is turned on or off with "
+    "'clusterconfig ccs on|off' on the machine (ccs_port and ssh_port in its "
+    "clusterd.toml), and LISTDETAIL shows what members use"
+)
 
 
 class Interface(Model):
+    """One network interface of a machine: address, prefix, host name.  (Ports are not
+    here: ``PORTS_ELSEWHERE``.)"""
+
     address: IpAddress
     prefix: Annotated[int, Field(ge=0, le=128)]
     hostname: Fqdn
-    ssh_port: Port = 22
-    ccs_enabled: bool = False
-    ccs_port: Port = 2222
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_ports(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"ssh_port", "ccs_enabled", "ccs_port"} & set(data):
+            raise ValueError(PORTS_ELSEWHERE)
+        return data
 
     @model_validator(mode="after")
     def _prefix_fits(self) -> Self:
@@ -33,8 +47,6 @@ class Interface(Model):
             raise ValueError(
                 f"prefix {self.prefix} is too long for {self.address} (at most {width})"
             )
-        if self.ccs_enabled and self.ccs_port == self.ssh_port:
-            raise ValueError(f"ccs_port and ssh_port are both {self.ssh_port}")
         return self
 
 

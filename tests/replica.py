@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+from clusterd import layers, membership
 from clusterd.clock import HybridClock
 from clusterd.edits import Editor, write_definition
 from clusterd.merge import Inbox, apply, hidden_losses, merge
@@ -46,9 +47,13 @@ class Replica:
         self.apply_ready([commit])
         return commit
 
-    def receive(self, commits: Iterable[Commit]) -> None:
+    def receive(self, commits: Iterable[Commit]) -> list[Commit]:
+        """Take commits; apply every one that is ready (these, or earlier ones that were
+        waiting for them); returns those applied now, in order."""
         self.inbox.add(commits)
-        self.apply_ready(self.inbox.drain(self.state))
+        ready = self.inbox.drain(self.state)
+        self.apply_ready(ready)
+        return ready
 
     def apply_ready(self, commits: list[Commit]) -> None:
         for commit in commits:
@@ -72,20 +77,18 @@ def cluster_commit(
     name: str = "test",
     machines: Mapping[str, tuple[str, str]] | None = None,
 ) -> Commit:
-    """The commit that creates a small cluster: groups G1, G2 and its machines
+    """The commit that creates a small cluster: groups Main_Group, G1, G2 and its machines
     (host name -> (serial, group); by default the three of ``MACHINES``)."""
     if machines is None:
         machines = {host: (f"S-{host[:2]}", group) for host, group in MACHINES.items()}
     state, pending = State(), Pending()
     view = View(state, pending)
-    cluster = Mode.cluster()
-    write_definition(view.write, CATALOGUE["cluster"], cluster, {"name": name})
-    write_definition(view.write, CATALOGUE["groups"], cluster, {"G1": {}, "G2": {}})
-    rows = {
-        host: CATALOGUE["machines"].validate_row(host, {"serial": serial, "group": group})
-        for host, (serial, group) in machines.items()
-    }
-    write_definition(view.write, CATALOGUE["machines"], cluster, rows)
+    write_definition(view.write, CATALOGUE["cluster"], Mode.cluster(), {"name": name})
+    membership.define_tables(view, CATALOGUE)
+    for group in (layers.MAIN_GROUP, "G1", "G2"):  # as a real cluster: Main_Group first
+        membership.add_group(view, CATALOGUE, group)
+    for host, (serial, group) in machines.items():
+        membership.admit(view, CATALOGUE, host, {"serial": serial}, group)
     return make_commit(state, pending, origin=origin, hlc=hlc, user="admin", at=0.0, comment="")
 
 

@@ -18,19 +18,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clusterd import layers
+from clusterd import layers, membership
 from clusterd.digest import state_digest
 from clusterd.edits import Start
-from clusterd.members import own_flag_step
+from clusterd.members import flag_of, own_flag_step
 from clusterd.merge import merge_states
 from clusterd.modes import Mode
-from clusterd.peers import Identity, Member, Timing
+from clusterd.peers import Flag, Identity, Member, Timing
 from clusterd.protocol import Node
 from clusterd.state import State
 from clusterd.transport.memory import Faults, Network
-from clusterd.versions import Commit, Snapshot, Unit, VersionVector
+from clusterd.versions import Commit, Snapshot, VersionVector
 from schema.catalogue import CATALOGUE
 from tests.replica import Replica, accounted, cluster_commit
+from tests.sim_membership import attempt, random_change, removed
+from tests.sim_membership import problems as membership_problems
 from tests.test_merge_properties import run_op
 
 EPOCH_MS = 1_800_000_000_000
@@ -47,7 +49,6 @@ class SimHost:
         self.net: Network | None = None  # set when membership changes are simulated
         self.membership: list[Member] = []
         self.every: list[Commit] = []  # every commit of the run (shared by the hosts)
-        self.starting = True  # the node was just (re)created: it obeys its own row
 
     def members(self) -> list[Member]:
         """Membership as the replica's state says (what a daemon reloads)."""
@@ -70,17 +71,8 @@ class SimHost:
 
             def event(node: Node) -> list[Any]:
                 actions = list(node.set_members(members, net.now))
-                step = own_flag_step(
-                    self.replica.state,
-                    self.replica.hostname,
-                    me,
-                    node.disconnected,
-                    starting=self.starting,
-                )
-                self.starting = False
-                if step == "repair":  # as the daemon does: put our own flag back
-                    net.at(0.0, lambda: self._repair_flag(node.disconnected))
-                elif step is not None:
+                step = own_flag_step(self.replica.state, self.replica.hostname, node.disconnected)
+                if step is not None:
                     flip = node.disconnect if step == "disconnect" else node.reconnect
                     actions += flip(net.now)
                 return actions
@@ -88,18 +80,6 @@ class SimHost:
             net.call(me, event)
 
         net.at(0.0, tell)
-
-    def _repair_flag(self, flag: bool) -> None:
-        me, net = self.replica.hostname, self.net
-        row = layers.machines(self.replica.state).get(me)
-        if net is None or row is None or bool(row.get("disconnected")) == flag:
-            return
-        if not net.members[self.replica.origin].alive:
-            return
-        commit = self.replica.edit(lambda ed: _membership_change(ed, me, disconnect=True))
-        if commit is not None:
-            self.record(commit, net)
-            self.follow_membership()
 
     def record(self, commit: Commit, net: Network) -> None:
         """A commit made here: keep it, count it, and send it."""
@@ -109,6 +89,19 @@ class SimHost:
 
     def version_vector(self) -> VersionVector:
         return self.replica.state.vv
+
+    def flag(self, hostname: str) -> Flag | None:
+        return flag_of(self.replica.state, hostname)
+
+    def reconnect(self, by: str) -> None:
+        """As the daemon does when a hello shows a RECONNECT of this member it missed."""
+        me, net = self.replica.hostname, self.net
+        if net is None or not layers.machines(self.replica.state).get(me, {}).get("disconnected"):
+            return
+        commit = self.replica.edit(lambda ed: membership.set_flag(ed.view, CATALOGUE, me, False))
+        if commit is not None:
+            self.record(commit, net)
+            self.follow_membership()
 
     def missing_from(self, vv: VersionVector) -> list[Commit] | None:
         found = [c for (o, s), c in self.commits.items() if s > vv.get(o, 0)]
@@ -121,12 +114,8 @@ class SimHost:
         return Snapshot(tuple(self.commits.values()), tuple(state.units()), tuple(state.losses()))
 
     def apply(self, commits: Sequence[Commit]) -> None:
-        before = dict(self.replica.state.vv)
-        self.replica.receive(commits)
-        vv = self.replica.state.vv
-        for c in commits:
-            if before.get(c.id.origin, 0) < c.id.seq <= vv.get(c.id.origin, 0):
-                self.commits.setdefault((c.id.origin, c.id.seq), c)
+        for c in self.replica.receive(commits):  # these, and what waited for them
+            self.commits.setdefault((c.id.origin, c.id.seq), c)
         self.follow_membership()
 
     def install(self, snapshot: Snapshot) -> None:
@@ -136,7 +125,8 @@ class SimHost:
             if have is None or have.truncated:
                 self.commits[(c.id.origin, c.id.seq)] = c
             self.replica.clock.observe(c.hlc)
-        self.replica.receive([])  # what waited in the inbox may be ready now
+        for c in self.replica.receive([]):  # what waited in the inbox may be ready now
+            self.commits.setdefault((c.id.origin, c.id.seq), c)
         self.follow_membership()
 
     def truncate(self, keep: int) -> None:
@@ -206,19 +196,16 @@ class Outcome:
         )
 
 
-def _membership_change(ed: Any, host: str, disconnect: bool) -> None:
-    """Move a machine to the other group, or flip its DISCONNECT flag."""
-    row = dict(ed.view.row("machines", Mode.cluster().key, host))
-    if disconnect:
-        row["disconnected"] = not row.get("disconnected", False)
-    else:
-        row["group"] = "G1" if row["group"] == "G2" else "G2"
-    ed.view.write(Unit("machines", Mode.cluster().key, host), row)
+def survivors(hosts: Mapping[str, SimHost]) -> dict[str, SimHost]:
+    """The members nobody removed (a removed machine is refused by the others for good:
+    it keeps its own state, as its admin left it)."""
+    gone = removed(h.replica.state for h in hosts.values())
+    return {s: h for s, h in hosts.items() if h.replica.hostname not in gone}
 
 
 def _settled(hosts: Mapping[str, SimHost]) -> bool:
     """Same state and same commits everywhere, nothing waiting, nobody disconnected."""
-    replicas = [h.replica for h in hosts.values()]
+    replicas = [h.replica for h in survivors(hosts).values()]
     return (
         len({state_digest(r.state) for r in replicas}) == 1
         and len({tuple(sorted(r.state.vv.items())) for r in replicas}) == 1
@@ -235,7 +222,7 @@ def _reconnect_self(host: SimHost) -> Commit | None:
     row = layers.machines(host.replica.state).get(me)
     if row is None or not row.get("disconnected"):
         return None
-    return host.replica.edit(lambda ed: _membership_change(ed, me, disconnect=True))
+    return host.replica.edit(lambda ed: membership.set_flag(ed.view, CATALOGUE, me, False))
 
 
 def run(
@@ -270,6 +257,7 @@ def run(
             hosts[s].membership = hosts[s].members()
 
     crashed: set[str] = set()
+    removals_left = max(1, n // 8)  # REMOVEMACHINE: for good, so a few per run
     steps = sorted(rng.uniform(0, fault_time) for _ in range(edits + n // 5 + 8))
     for when in steps:
         net.run_until(when)
@@ -282,7 +270,6 @@ def run(
             back = rng.choice(sorted(crashed))
             crashed.discard(back)
             net.restart(back, PING / 4)
-            hosts[back].starting = True
             hosts[back].follow_membership(force=True)
         elif dice < 0.18:
             net.partition(rng.sample(sorted(hosts), rng.randint(1, n // 2)))
@@ -290,15 +277,16 @@ def run(
             net.heal()
         elif dice < 0.24:
             hosts[who].truncate(rng.randint(0, 5))
-        elif dice < 0.28 and membership and who not in crashed:
-            flip = rng.random() < 0.5  # DISCONNECT / RECONNECT: a machine does it itself
-            target = hosts[who].replica.hostname if flip else hostname(rng.randrange(n))
-            commit = hosts[who].replica.edit(
-                lambda ed, t=target, f=flip: _membership_change(ed, t, disconnect=f)
-            )
-            if commit is not None:
-                hosts[who].record(commit, net)
-                hosts[who].follow_membership()
+        elif dice < 0.30 and membership and who not in crashed:
+            state = hosts[who].replica.state
+            change = random_change(rng, state, hosts[who].replica.hostname, removals_left)
+            if change is not None:
+                before = len(removed([state]))
+                commit = hosts[who].replica.edit(attempt(change))
+                if commit is not None:
+                    removals_left -= len(removed([hosts[who].replica.state])) - before
+                    hosts[who].record(commit, net)
+                    hosts[who].follow_membership()
         elif who not in crashed:
             ops = [random_op(rng) for _ in range(rng.randint(1, 3))]
             commit = hosts[who].replica.edit(lambda ed, ops=ops: [run_op(ed, o) for o in ops])
@@ -309,11 +297,10 @@ def run(
     net.faults = Faults()
     for s in sorted(crashed):
         net.restart(s, PING / 4)
-        hosts[s].starting = True
         hosts[s].follow_membership(force=True)
     deadline = fault_time + 60 * PING
     while net.now < deadline:
-        for host in hosts.values():
+        for host in survivors(hosts).values():
             commit = _reconnect_self(host)
             if commit is not None:
                 host.record(commit, net)
@@ -321,18 +308,39 @@ def run(
         net.run_until(net.now + PING)
         if _settled(hosts):
             break
-    digests = {state_digest(h.replica.state) for h in hosts.values()}
+    alive = survivors(hosts)
+    digests = {state_digest(h.replica.state) for h in alive.values()}
     problems: list[str] = []
-    probe = next(iter(hosts.values())).replica
+    probe = next(iter(alive.values())).replica
+    gone = {h.replica.origin for s, h in hosts.items() if s not in alive}
     for commit in every:
+        if commit.id.origin in gone and commit.id.seq > probe.state.vv.get(commit.id.origin, 0):
+            continue  # made by a removed machine, never taken by the others: by design
         problems += accounted(commit, every, probe)
-    problems += _effective_differences(hosts)
+    problems += _effective_differences(alive)
+    problems += membership_problems({s: h.replica.state for s, h in alive.items()})
     if not _settled(hosts):
         problems.append("did not settle: version vectors differ or a member is disconnected")
     alerts = sum(len(m.alerts) for m in net.members.values())
     transfers = sum("state transfer" in line for line in net.log)
     settled = net.now - fault_time
+    if problems and DEBUG:
+        _describe(net, hosts)
     return Outcome(seed, digests, problems, len(every), net.frames, alerts, transfers, settled)
+
+
+DEBUG: list[bool] = []  # set by ``main --seed N``: print each member's view on failure
+
+
+def _describe(net: Network, hosts: Mapping[str, SimHost]) -> None:
+    for serial_, host in hosts.items():
+        node, state = net.members[serial_].node, host.replica.state
+        own = layers.machines(state).get(host.replica.hostname)
+        peers = {p.hostname[:3]: p.state for p in node.peers.values()}
+        print(f"  {serial_} alive={net.members[serial_].alive} node_off={node.disconnected} "
+              f"own={'gone' if own is None else own['disconnected']} vv={dict(state.vv)} "
+              f"inbox={len(host.replica.inbox)} peers={peers}")  # fmt: skip
+    print("\n".join(net.log[-40:]))
 
 
 def _effective_differences(hosts: Mapping[str, SimHost]) -> list[str]:
@@ -360,6 +368,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=50)
     args = parser.parse_args()
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
+    if args.seed is not None:
+        DEBUG.append(True)
     failed = 0
     for seed in seeds:
         outcome = run(seed, n=args.members)

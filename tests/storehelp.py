@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clusterd import lifecycle
+from clusterd import layers, lifecycle, membership
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View
 from clusterd.session import Session
 from clusterd.store import Store
-from clusterd.versions import Unit
 from schema.catalogue import CATALOGUE
 
 ME = "newyork.example.com"
@@ -24,13 +23,11 @@ def add_members(store: Store, members: dict[str, str]) -> None:
     """Add groups and machines to the store's cluster (as the join issue will)."""
     pending = Pending()
     view = View(store.state, pending)
-    groups = CATALOGUE["groups"]
-    machines = CATALOGUE["machines"]
     for group in sorted(set(members.values())):
-        view.write(Unit("groups", CLUSTER, group), groups.validate_row(group, {}))
+        if group not in layers.groups(view):
+            membership.add_group(view, CATALOGUE, group)
     for i, (name, group) in enumerate(members.items()):
-        row = machines.validate_row(name, {"serial": f"SER-{i}", "group": group})
-        view.write(Unit("machines", CLUSTER, name), row)
+        membership.admit(view, CATALOGUE, name, {"serial": f"SER-{i}"}, group)
     store.commit(pending, user="admin", comment="members")
 
 

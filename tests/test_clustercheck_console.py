@@ -25,7 +25,7 @@ import pytest
 from cli.clustercheck import _when
 from cli.console import BatchConsole
 from cli.shell import Shell
-from clusterd import check, layers
+from clusterd import check, layers, membership
 from clusterd.daemon import Daemon
 from clusterd.edits import Start
 from clusterd.modes import Mode
@@ -155,9 +155,8 @@ async def test_unreachable_member_is_named_and_fails(ny: Term) -> None:
 async def test_disconnected_member_and_disconnected_self(ny: Term) -> None:
     to_cluster(ny)
     d = ny.shell.daemon
-    row = {**layers.machines(d.store.state)[LA], "disconnected": True}
     s = Session(d.store, "admin")
-    s.view.write(Unit("machines", CLUSTER.key, LA), row)
+    membership.set_flag(s.view, d.store.catalogue, LA, True)
     d.committed(s.commit("losangeles disconnected itself"))
     status, out = await ny.run("clustercheck")
     assert status == 1

@@ -157,7 +157,7 @@ def test_add_group_refuses_a_duplicate_or_an_invalid_name(tmp_path: Path) -> Non
     store = clustered(tmp_path)
     refused(store, "already exists", clusterops.add_group, PARIS, user=USER)
     refused(store, "already exists", clusterops.add_group, MAIN_GROUP, user=USER)
-    refused(store, "bad row name", clusterops.add_group, "not a name", user=USER)
+    refused(store, "not a group name", clusterops.add_group, "not a name", user=USER)
 
 
 def test_add_group_needs_a_cluster(tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ def test_rename_group_refusals_change_nothing(tmp_path: Path) -> None:
     refused(store, "already exists", clusterops.rename_group, PARIS, LYON, user=USER)
     refused(store, "already exists", clusterops.rename_group, PARIS, PARIS, user=USER)
     refused(store, "no group 'Berlin'", clusterops.rename_group, "Berlin", "Rome", user=USER)
-    refused(store, "bad row name", clusterops.rename_group, PARIS, "bad name", user=USER)
+    refused(store, "not a group name", clusterops.rename_group, PARIS, "bad name", user=USER)
     assert layers.machines(store.state)[B]["group"] == PARIS
 
 
@@ -248,7 +248,7 @@ def test_delete_group_moves_machines_and_drops_group_settings(tmp_path: Path) ->
     assert layers.groups(store.state) == [MAIN_GROUP]
     machines = layers.machines(store.state)
     for m in (B, C):
-        assert machines[m] == {**rows_before[m], "group": MAIN_GROUP}
+        assert machines[m] == {**rows_before[m], "group": MAIN_GROUP, "group_id": MAIN_GROUP}
     assert group_definitions(store, PARIS) == {}
     resolved = layers.effective(store.state, store.catalogue, C)
     assert resolved["settz"].mode == Mode.cluster()
@@ -293,12 +293,18 @@ def test_delete_group_refusals_change_nothing(tmp_path: Path) -> None:
     )
 
 
-def test_the_only_group_cannot_be_deleted(tmp_path: Path) -> None:
+def test_the_first_group_cannot_be_deleted(tmp_path: Path) -> None:
+    """Main_Group takes in machines whose group was deleted concurrently: it stays, even
+    renamed and with other groups beside it."""
     store = new_store(tmp_path)
     lifecycle.create_cluster(store, "americas")
-    refused(store, "only group", clusterops.delete_group, MAIN_GROUP, move_to=None, user=USER)
-    refused(store, "only group", clusterops.delete_group, MAIN_GROUP, move_to=MAIN_GROUP, user=USER)
-    assert layers.groups(store.state) == [MAIN_GROUP]
+    refused(store, "first group", clusterops.delete_group, MAIN_GROUP, move_to=None, user=USER)
+    clusterops.add_group(store, LYON, user=USER)
+    refused(store, "first group", clusterops.delete_group, MAIN_GROUP, move_to=LYON, user=USER)
+    clusterops.rename_group(store, MAIN_GROUP, "Headquarters", user=USER)
+    refused(store, "first group", clusterops.delete_group, "Headquarters", move_to=LYON,
+            user=USER)  # fmt: skip
+    assert layers.groups(store.state) == ["Headquarters", LYON]
 
 
 # -- set_group ----------------------------------------------------------------------------
@@ -310,7 +316,7 @@ def test_set_group_moves_one_machine(tmp_path: Path) -> None:
     row = layers.machines(store.state)[C]
     one_commit(store, clusterops.set_group(store, C, MAIN_GROUP, user=USER))
     machines = layers.machines(store.state)
-    assert machines[C] == {**row, "group": MAIN_GROUP}
+    assert machines[C] == {**row, "group": MAIN_GROUP, "group_id": MAIN_GROUP}
     assert machines[B]["group"] == PARIS
     assert layers.effective(store.state, store.catalogue, C)["settz"].mode == Mode.cluster()
     assert group_definitions(store, PARIS) != {}  # the group keeps its settings

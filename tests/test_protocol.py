@@ -21,6 +21,7 @@ from clusterd.errors import ProtocolError
 from clusterd.messages import (
     Answer,
     CommitMsg,
+    FlagStamp,
     Goodbye,
     Hello,
     MembershipChange,
@@ -43,11 +44,13 @@ from clusterd.peers import (
     Ask,
     Close,
     Dial,
+    Flag,
     Identity,
     Install,
     LinkState,
     Member,
     Note,
+    Reconnect,
     Send,
     Timing,
 )
@@ -87,6 +90,7 @@ class TinyLog:
     def __init__(self, commits: Iterable[Commit] = ()) -> None:
         self.commits: dict[CommitId, Commit] = {}
         self.truncated = False
+        self.flags: dict[str, Flag] = {}  # DISCONNECT flags by host name
         self.add(*commits)
 
     def add(self, *commits: Commit) -> None:
@@ -106,6 +110,9 @@ class TinyLog:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(tuple(c for _, c in sorted(self.commits.items())), (), ())
+
+    def flag(self, hostname: str) -> Flag | None:
+        return self.flags.get(hostname)
 
 
 def node(i: int, n: int = 2, *, log: TinyLog | None = None, timing: Timing = T, **me: Any) -> Node:
@@ -914,11 +921,52 @@ def test_dialing_a_disconnected_member_backs_off() -> None:
     a.start(0.0)
     b.start(0.0)
     b.disconnect(0.0)
-    [goodbye, _] = b.link_opened(2, 0.1, peer=A, outbound=False)
-    a.link_opened(1, 0.1, peer=B, outbound=True)
+    assert b.link_opened(2, 0.1, peer=A, outbound=False) == []  # it reads the hello first
+    [hello] = sends(a.link_opened(1, 0.1, peer=B, outbound=True))
+    goodbye, close = b.received(2, hello, 0.1)
+    assert shape([goodbye, close]) == [("send", 2, "goodbye", "disconnected"), ("close", 2)]
     assert shape(a.received(1, goodbye.msg, 0.1)) == [("close", 1), ("note",)]
     assert a.tick(0.2) == []  # it dials us when it reconnects
     assert a.peers[B].state == "disconnected"
+
+
+def test_a_hello_carries_the_receivers_flag_and_a_newer_reconnect_is_news() -> None:
+    """b is disconnected (its flag, written by b at hlc 5); a has seen a RECONNECT of b
+    written later (hlc 9, by c): a's hello says so, and b acts on it.  An older RECONNECT
+    (hlc 3) is no news: b refuses as usual."""
+    b_log = TinyLog()
+    b_log.flags[hostname(1)] = Flag(5, B, True)
+    for seen, news in [(Flag(9, C, False), True), (Flag(3, C, False), False),
+                       (Flag(9, C, True), False), (None, False)]:  # fmt: skip
+        a_log = TinyLog()
+        if seen is not None:
+            a_log.flags[hostname(1)] = seen
+        a, b = node(0, log=a_log), node(1, log=b_log)
+        a.start(0.0)
+        b.start(0.0)
+        b.disconnect(0.0)
+        b.link_opened(2, 0.1, peer=A, outbound=False)
+        [hello] = sends(a.link_opened(1, 0.1, peer=B, outbound=True))
+        assert hello.flag == (None if seen is None else FlagStamp(
+            hlc=seen.hlc, origin=seen.origin, disconnected=seen.disconnected))  # fmt: skip
+        out = b.received(2, hello, 0.1)
+        expected = [("send", 2, "goodbye", "disconnected"), ("close", 2)]
+        assert shape(out) == expected
+        assert (Reconnect(A) in out) is news, (seen, out)
+
+
+def test_reconnect_dials_every_member_whatever_its_flag() -> None:
+    """Both members of a pair were disconnected; the first to reconnect dials the other
+    even though its flag here still says disconnected (it may have reconnected too)."""
+    a = node(0, 3)
+    for dial in a.start(0.0):
+        assert isinstance(dial, Dial)
+        a.dial_failed(dial.peer, 0.0, "connection failure", "nobody there yet")
+    a.set_members([Member(A, hostname(0)), Member(B, hostname(1), disconnected=True),
+                   Member(C, hostname(2))], 0.0)  # fmt: skip
+    a.disconnect(0.0)
+    assert a.peers[B].admin_off
+    assert set(a.reconnect(1.0)) == {Dial(B), Dial(C)}
 
 
 def test_stop_says_goodbye_on_every_link() -> None:
@@ -1003,7 +1051,8 @@ def test_disconnect_says_so_closes_everything_and_stops_dialling() -> None:
         assert a.tick(now) == []
         assert Dial(A) not in b.tick(now)
     assert a.committed(commit(A, 1), 100.0) == []
-    inbound = a.link_opened(9, 100.0, peer=B, outbound=False)
+    assert a.link_opened(9, 100.0, peer=B, outbound=False) == []  # the hello is read
+    inbound = a.received(9, hello_from(1), 100.0)
     assert shape(inbound) == [("send", 9, "goodbye", "disconnected"), ("close", 9)]
     assert a.link_closed(9, 100.0, "closed") == []
 

@@ -20,8 +20,11 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx4mpl3 admin@example.com"
 # One valid value per feature: (row name, value) for a table, (None, value) for a record.
 VALID: dict[str, tuple[str | None, dict[str, Any]]] = {
     "cluster": (None, {"name": "mail-cluster"}),
-    "groups": ("Europe", {}),
-    "machines": ("mx1.example.com", {"serial": "C100V-0001", "group": "Europe"}),
+    "groups": ("Europe", {"name": "Europe"}),
+    "machines": ("mx1.example.com", {"serial": "C100V-0001", "address": "192.0.2.10"}),
+    "placement": ("mx1.example.com", {"group": "Europe"}),
+    "detached": ("mx1.example.com", {"disconnected": True}),
+    "removed": ("mx3.example.com", {"serial": "C100V-0003", "machine_key": KEY}),
     "prepjoin": ("mx2.example.com", {"serial": "C100V-0002", "machine_key": KEY}),
     "dnsconfig": (None, {"mode": "local", "servers": [{"address": "10.0.0.53", "priority": 1}]}),
     "smtproutes": (".example.com", {"destinations": [{"host": "mail.example.com"}]}),
@@ -86,8 +89,10 @@ def test_every_feature_has_examples() -> None:
 
 def test_catalogue_order_and_levels() -> None:
     commands = CATALOGUE.commands()
-    assert commands[:4] == ["cluster", "groups", "machines", "prepjoin"]
-    assert commands[4:6] == ["dnsconfig", "smtproutes"]
+    assert commands[:7] == [
+        "cluster", "groups", "machines", "placement", "detached", "removed", "prepjoin"
+    ]  # fmt: skip
+    assert commands[7:9] == ["dnsconfig", "smtproutes"]
     assert commands[-4:] == ["interfaceconfig", "sethostname", "setgateway", "routeconfig"]
     for feature in CATALOGUE:
         if feature.internal:
@@ -181,7 +186,7 @@ def test_declared_references() -> None:
         ("ldapconfig", "profile", "ldapconfig", ("kind", "profile")),
         ("smtpauthconfig", "ldap_query", "ldapconfig", ("kind", "query")),
         ("ntpconfig", "source_interface", "interfaceconfig", None),
-        ("machines", "group", "groups", None),
+        ("placement", "group", "groups", None),
     }
 
 

@@ -26,8 +26,32 @@ INVALID: list[tuple[str, str | None, dict[str, Any], list[str]]] = [
     (
         "machines",
         "mx1.example.com",
-        {"serial": "S1", "group": "g", "transport": "ccs"},
+        {"serial": "S1", "transport": "ccs"},
         ["machines row 'mx1.example.com': transport 'ccs' needs a ccs_port"],
+    ),
+    (
+        "placement",
+        "mx1.example.com",
+        {"group": "-g"},
+        [
+            "placement row 'mx1.example.com' field 'group': not a name (letters, digits, '_', '.', "
+            "'-'): '-g'"
+        ],
+    ),
+    (
+        "detached",
+        "mx1.example.com",
+        {"disconnected": "perhaps"},
+        [
+            "detached row 'mx1.example.com' field 'disconnected': Input should be a valid boolean, "
+            "unable to interpret input"
+        ],
+    ),
+    (
+        "removed",
+        "mx1.example.com",
+        {"machine_key": "ssh-ed25519 AAAA"},
+        ["removed row 'mx1.example.com' field 'serial': Field required"],
     ),
     (
         "prepjoin",
@@ -142,6 +166,22 @@ INVALID: list[tuple[str, str | None, dict[str, Any], list[str]]] = [
         "Data1",
         {"address": "192.0.2.10", "prefix": 33, "hostname": "mx1.example.com"},
         ["interfaceconfig row 'Data1': prefix 33 is too long for 192.0.2.10 (at most 32)"],
+    ),
+    (
+        "interfaceconfig",
+        "Data1",
+        {
+            "address": "192.0.2.10",
+            "prefix": 24,
+            "hostname": "mx1.example.com",
+            "ccs_enabled": True,
+            "ccs_port": 2400,
+        },
+        [
+            "interfaceconfig row 'Data1': the SSH and CCS ports are not interface settings: CCS "
+            "is turned on or off with 'clusterconfig ccs on|off' on the machine (ccs_port and "
+            "ssh_port in its clusterd.toml), and LISTDETAIL shows what members use"
+        ],
     ),
     (
         "sethostname",

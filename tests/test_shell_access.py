@@ -42,7 +42,7 @@ GROUPS = ["Main_Group", "Paris"]
 MACHINES = [LA, NY]
 CLUSTER_OPS = ["addgroup", "setgroup", "renamegroup", "deletegroup", "removemachine",
                "setname", "list", "listdetail", "disconnect", "reconnect", "prepjoin",
-               "connstatus"]  # fmt: skip
+               "connstatus", "ccs"]  # fmt: skip
 TABLE_OPS = ["print", "clustershow", "clusterset", "define", "undefine", "new", "edit", "delete"]
 RECORD_OPS = ["print", "clustershow", "clusterset", "define", "undefine", "set"]
 UP, ENTER, TAB = "\x1b[A", "\r", "\t"
@@ -115,7 +115,8 @@ async def test_clusterconfig_operations_and_their_arguments(ny: Term, alone: Ter
     assert complete(ny, "clusterconfig ") == CLUSTER_OPS  # no create / join in a cluster
     assert complete(ny, "clusterconfig l") == ["list", "listdetail"]
     assert complete(ny, "clusterconfig re") == ["renamegroup", "removemachine", "reconnect"]
-    assert complete(alone, "clusterconfig ") == ["prepjoin", "create", "join"]
+    assert complete(alone, "clusterconfig ") == ["prepjoin", "ccs", "create", "join"]
+    assert complete(ny, "clusterconfig ccs ") == ["on", "off"]
     assert complete(alone, "clusterconfig prepjoin ") == ["print"]
     assert complete(alone, "clusterconfig create ") == []
 

@@ -87,7 +87,8 @@ def joined_lines(member: Machine, group: str, saved: list[Path], *, asked: bool)
         # The catch-up (cli.progress): the in-process joiner runs no mesh, so it waits
         # one handshake time-out for its link to the member and says so.
         f"Waiting for links to {member.hostname}...",
-        "Catch-up done: up to date with 0 of 1 members.",
+        "Linked to 0 of 1 members; not linked to:",
+        f"  {member.hostname}: down",
     ]
 
 

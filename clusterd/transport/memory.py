@@ -29,6 +29,7 @@ from clusterd.peers import (
     Install,
     Log,
     Note,
+    Reconnect,
     Send,
 )
 from clusterd.protocol import Node
@@ -43,6 +44,7 @@ class Host(Protocol):
     def apply(self, commits: Sequence[Commit]) -> None: ...
     def install(self, snapshot: Snapshot) -> None: ...
     def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]: ...
+    def reconnect(self, by: str) -> None: ...
 
 
 @dataclass
@@ -177,6 +179,15 @@ class Network:
                     self._do(m, m.node.answer(peer, qid, ok, body, self.now))
                 case Answered():
                     m.answers.append(action)
+                case Reconnect(by):
+                    self.at(0.0, self._reconnect(m, by))
+
+    def _reconnect(self, m: SimMember, by: str) -> Callable[[], None]:
+        def later() -> None:
+            if m.alive:
+                m.host.reconnect(by)
+
+        return later
 
     def _live(self, m: SimMember, incarnation: int) -> bool:
         return m.alive and m.incarnation == incarnation
@@ -254,8 +265,12 @@ class Network:
         target = self.members.get(peer)
         incarnation = m.incarnation
 
+        def dialing() -> bool:  # still ours to report (the peer may have been removed)
+            p = m.node.peers.get(peer)
+            return self._live(m, incarnation) and p is not None and p.dialing
+
         def fail(reason: str) -> None:
-            if self._live(m, incarnation):
+            if dialing():
                 self._do(m, m.node.dial_failed(peer, self.now, "connection failure", reason))
 
         if (
@@ -271,7 +286,7 @@ class Network:
         self.ends[b] = End(peer, m.serial, target.incarnation, other=a)
 
         def opened() -> None:
-            if not self._live(m, incarnation):
+            if not dialing():
                 self.ends[a].open = False
                 self._close_other(a, "dialer went away")
                 return

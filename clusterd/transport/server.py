@@ -357,8 +357,8 @@ class PeerServer(asyncssh.SSHServer):
         if username == PEER_USER:
             serial = auth.peer_for_key(text)
             if serial is None:
-                why = f"user {username!r}: not a member's machine key ({fp})"
-                return self._refuse(why, counts=False)
+                why = auth.removed_for_key(text) or f"not a member's machine key ({fp})"
+                return self._refuse(f"user {username!r}: {why}", counts=False)
             reason = await self.mesh.reverse_check(serial, self.host)
             if reason is not None:
                 return self._refuse(reason, counts=False)

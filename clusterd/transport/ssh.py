@@ -23,6 +23,7 @@ would do this below TCP; this is for machines without it (fault campaigns).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -78,10 +79,13 @@ class _LinkChannel:
         self._timer: asyncio.TimerHandle | None = None
 
     def write(self, data: bytes) -> None:
+        """Send a frame; never raises: a channel that cannot take it any more (closed
+        under us, a reconnect racing the other side's) becomes the link's loss, reported
+        to the mesh after the current event, like any other way a link goes down."""
         if self.chan is None:
             return
         if not self.delay and not self.jitter:
-            self.chan.write(data)
+            self._put(data)
             return
         loop = asyncio.get_running_loop()
         due = loop.time() + self.delay + random.uniform(0.0, self.jitter)
@@ -96,13 +100,20 @@ class _LinkChannel:
         self._timer = None
         loop = asyncio.get_running_loop()
         while self._held and self._held[0][0] <= loop.time():
-            try:
-                self.chan.write(self._held.popleft()[1])
-            except (OSError, asyncssh.Error):  # the channel closed under us
-                self._drop()
+            if not self._put(self._held.popleft()[1]):
                 return
         if self._held:
             self._timer = loop.call_at(self._held[0][0], self._release)
+
+    def _put(self, data: bytes) -> bool:
+        try:
+            self.chan.write(data)
+            return True
+        except (OSError, RuntimeError, asyncssh.Error) as exc:
+            self._drop()
+            self.chan = None  # nothing more is written to it
+            asyncio.get_running_loop().call_soon(self._lost, exc)
+            return False
 
     def _drop(self) -> None:
         """Forget the frames still held (the link is closing or gone)."""
@@ -114,7 +125,8 @@ class _LinkChannel:
     def close(self) -> None:
         self._drop()
         if self.chan is not None:
-            self.chan.close()
+            with contextlib.suppress(OSError, RuntimeError, asyncssh.Error):
+                self.chan.close()
 
     def _data(self, data: bytes) -> None:
         if self.link_id is not None:
