@@ -106,6 +106,12 @@ def machines(reader: Reader) -> dict[str, JSON]:
     return found
 
 
+def removed_serials(reader: Reader) -> set[str]:
+    """Serials of machines removed from the cluster (and not members again)."""
+    members = {str(row["serial"]) for row in _rows(reader, "machines").values()}
+    return {str(row["serial"]) for row in _rows(reader, "removed").values()} - members
+
+
 def hostnames(reader: Reader) -> dict[str, str]:
     """Member host names by serial (commits name their origin by serial)."""
     return {str(row["serial"]): host for host, row in _rows(reader, "machines").items()}

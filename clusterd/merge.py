@@ -180,6 +180,14 @@ class Inbox:
             self._waiting = {o: by_seq for o, by_seq in self._waiting.items() if by_seq}
         return released
 
+    def forget(self, origins: Iterable[str]) -> int:
+        """Drop what waits from ``origins`` (machines removed from the cluster: what they
+        made that nobody can apply never will be); returns how many were dropped."""
+        dropped = 0
+        for origin in origins:
+            dropped += len(self._waiting.pop(origin, {}))
+        return dropped
+
 
 def merge_states(ours: State, theirs: State) -> State:
     """The state after every commit applied at either side: a state transfer's merge.

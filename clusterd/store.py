@@ -252,6 +252,8 @@ class Store:
         self.inbox.add(checked)
         ready = self.inbox.drain(self.state)
         outcomes = self._apply_batch(ready) if ready else []
+        if not ready:  # (_apply_batch does it after a batch)
+            self.inbox.forget(layers.removed_serials(self.state))
         return ApplyResult([o.commit.id for o in outcomes], len(self.inbox))
 
     def _apply_batch(self, commits: list[Commit]) -> list[Outcome]:
@@ -282,6 +284,8 @@ class Store:
             if isinstance(exc, SQLAlchemyError):
                 raise StoreError(f"the store could not write the commit: {exc}") from exc
             raise
+        # What removed machines made that is still waiting waits for nobody now.
+        self.inbox.forget(layers.removed_serials(self.state))
         for listener in self.listeners:
             try:
                 listener(outcomes)

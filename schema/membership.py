@@ -14,7 +14,7 @@ id fixed at creation; their ``name`` is a field, so a rename writes no machine.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -43,6 +43,24 @@ class Group(Model):
     """A group, keyed by its id; ``name`` (None: the id itself) is what people use."""
 
     name: Name | None = None
+
+
+def _host_table(command: str, title: str, model: type[Model], **more: Any) -> Feature:
+    """An internal table of the cluster, one row per machine, keyed by host name."""
+    return Feature(
+        **{
+            "command": command,
+            "title": title,
+            "kind": Kind.TABLE,
+            "model": model,
+            "levels": CLUSTER_ONLY,
+            "default": {},
+            "internal": True,
+            "row_name": re.compile(rf"{DOMAIN_RE.pattern}\Z"),
+            "row_name_hint": "a fully qualified host name",
+            **more,
+        }
+    )
 
 
 class Machine(Model):
@@ -86,17 +104,7 @@ GROUPS = Feature(
     row_name_hint="a group id: letters, digits, '_', '.', '-' (64 at most)",
 )
 
-MACHINES = Feature(
-    command="machines",
-    title="Machines",
-    kind=Kind.TABLE,
-    model=Machine,
-    levels=CLUSTER_ONLY,
-    default={},
-    internal=True,
-    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
-    row_name_hint="a fully qualified host name",
-)
+MACHINES = _host_table("machines", "Machines", Machine)
 
 
 class Placement(Model):
@@ -105,17 +113,9 @@ class Placement(Model):
     group: Name
 
 
-PLACEMENT = Feature(
-    command="placement",
-    title="Machine groups",
-    kind=Kind.TABLE,
-    model=Placement,
-    levels=CLUSTER_ONLY,
-    default={},
+PLACEMENT = _host_table(
+    "placement", "Machine groups", Placement,
     references=(Reference(path="group", target="groups"),),
-    internal=True,
-    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
-    row_name_hint="a fully qualified host name",
 )
 
 
@@ -125,17 +125,7 @@ class Detached(Model):
     disconnected: bool = False
 
 
-DETACHED = Feature(
-    command="detached",
-    title="Disconnected machines",
-    kind=Kind.TABLE,
-    model=Detached,
-    levels=CLUSTER_ONLY,
-    default={},
-    internal=True,
-    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
-    row_name_hint="a fully qualified host name",
-)
+DETACHED = _host_table("detached", "Disconnected machines", Detached)
 
 
 class Removed(Model):
@@ -147,17 +137,7 @@ class Removed(Model):
     at: float = 0.0  # when (seconds since the epoch)
 
 
-REMOVED = Feature(
-    command="removed",
-    title="Removed machines",
-    kind=Kind.TABLE,
-    model=Removed,
-    levels=CLUSTER_ONLY,
-    default={},
-    internal=True,
-    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
-    row_name_hint="a fully qualified host name",
-)
+REMOVED = _host_table("removed", "Removed machines", Removed)
 
 
 class Prepared(Model):
@@ -167,15 +147,10 @@ class Prepared(Model):
     machine_key: Annotated[str, Field(max_length=16384), AfterValidator(public_key_line)]
 
 
-PREPJOIN = Feature(
-    command="prepjoin",
-    title="Machines prepared to join",
-    kind=Kind.TABLE,
-    model=Prepared,
-    levels=CLUSTER_ONLY,
-    default={},
-    internal=True,
-    row_name=re.compile(rf"{DOMAIN_RE.pattern}\Z"),
+PREPJOIN = _host_table(
+    "prepjoin",
+    "Machines prepared to join",
+    Prepared,
     row_name_hint="the joining machine's fully qualified host name",
     description="PREPJOIN NEW adds a row (a pending change); a join with the key removes it",
 )

@@ -53,6 +53,7 @@ class Replica:
         self.inbox.add(commits)
         ready = self.inbox.drain(self.state)
         self.apply_ready(ready)
+        self.inbox.forget(layers.removed_serials(self.state))  # as the store does
         return ready
 
     def apply_ready(self, commits: list[Commit]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import layers, lifecycle
+from clusterd import clusterops, layers, lifecycle
 from clusterd.digest import state_digest
 from clusterd.edits import Start
 from clusterd.errors import CommitConflict
@@ -223,6 +223,22 @@ def test_commits_arriving_early_wait_for_what_they_depend_on(tmp_path: Path) -> 
     assert second.applied == [c1.id, c2.id] and second.waiting == 0
     assert rows(la, CHI) == {"a@x.example": {"comment": ""}}
     assert la.apply_remote([c1, c2]).applied == []  # duplicates change nothing
+
+
+def test_what_a_removed_machine_made_waits_for_nobody(tmp_path: Path) -> None:
+    """losangeles commits twice; newyork receives only the second (it waits), then removes
+    losangeles: nothing can complete the waiting commit any more, so it goes."""
+    ny, la = pair(tmp_path)
+    s = session(la)
+    s.set_record("settz", Mode.machine(LA), {"timezone": "Asia/Tokyo"})
+    first = s.commit("one")
+    s.set_record("settz", Mode.machine(LA), {"timezone": "Europe/Paris"})
+    second = s.commit("two")
+    assert first is not None and second is not None
+    assert ny.apply_remote([second]).waiting == 1
+    clusterops.remove_machine(ny, LA, user="admin")
+    assert len(ny.inbox) == 0
+    assert ny.state.vv.get(la.origin, 0) == first.id.seq - 1  # neither was applied
 
 
 def test_effective_config_is_published_and_the_hook_runs_on_change(tmp_path: Path) -> None:
