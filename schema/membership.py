@@ -114,7 +114,9 @@ class Placement(Model):
 
 
 PLACEMENT = _host_table(
-    "placement", "Machine groups", Placement,
+    "placement",
+    "Machine groups",
+    Placement,
     references=(Reference(path="group", target="groups"),),
 )
 
