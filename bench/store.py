@@ -30,11 +30,11 @@ import sqlalchemy
 from clusterd import layers, lifecycle, membership
 from clusterd.edits import Start
 from clusterd.modes import Mode
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.schema.feature import Level
 from clusterd.session import Session
 from clusterd.store import Store
 from clusterd.versions import Commit
-from schema.catalogue import CATALOGUE
-from schema.feature import Level
 
 CLUSTER = Mode.cluster()
 ROUTE = {"destinations": [{"host": "mx.example.com", "port": 25}]}

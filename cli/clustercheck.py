@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cli.console import choose
-from cli.shell import Shell, Usage
 from clusterd import check, layers
+from clusterd.cli.console import choose
+from clusterd.cli.shell import Shell, Usage
 from clusterd.edits import write_definition
 from clusterd.errors import ClusterdError
 from clusterd.logins import READ_ONLY_ROLES

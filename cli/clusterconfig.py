@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cli.console import choose, confirm
-from cli.progress import follow_catch_up
-from cli.shell import Shell, Usage
 from clusterd import layers
+from clusterd.cli.console import choose, confirm
+from clusterd.cli.progress import follow_catch_up
+from clusterd.cli.shell import Shell, Usage
 from clusterd.lifecycle import MAIN_GROUP, discard_line
 
 CLUSTER_OPS = [

@@ -7,20 +7,22 @@ from __future__ import annotations
 import json
 import time
 
-from cli.clustercheck import clustercheck
-from cli.clusterconfig import clusterconfig
-from cli.console import confirm
-from cli.inspect import explain, preview
-from cli.machine import last, nslookup, ping, tail, who
-from cli.saveload import loadconfig, saveconfig
-from cli.shell import Handler, Quit, Shell, Usage
 from clusterd import __version__, layers
+from clusterd.cli.clustercheck import clustercheck
+from clusterd.cli.clusterconfig import clusterconfig
+from clusterd.cli.console import confirm
+from clusterd.cli.inspect import explain, preview
+from clusterd.cli.loadconfig import USAGE as LOADCONFIG_USAGE
+from clusterd.cli.loadconfig import loadconfig
+from clusterd.cli.machine import last, nslookup, ping, tail, who
+from clusterd.cli.saveload import saveconfig
+from clusterd.cli.shell import Handler, Quit, Shell, Usage
 from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
+from clusterd.schema.access import MIN_PASSPHRASE_LENGTH
+from clusterd.schema.restrictions import COMMANDS, Restriction
 from clusterd.session import Session
 from clusterd.versions import JSON, Commit, CommitId, Loss, Unit
-from schema.access import MIN_PASSPHRASE_LENGTH
-from schema.restrictions import COMMANDS, Restriction
 
 _WHERE = {
     Restriction.UNRESTRICTED: "",
@@ -32,7 +34,7 @@ _WHERE = {
 
 def available() -> list[str]:
     """Commands this shell runs: its own, and one editor per catalogue feature."""
-    from schema.catalogue import CATALOGUE
+    from clusterd.schema.catalogue import CATALOGUE
 
     features = {f.command for f in CATALOGUE if not f.internal}
     return sorted(name for name in COMMANDS if name in HANDLERS or name in features)
@@ -301,9 +303,12 @@ HELP = {
     "tail": "tail [N]   the last N lines of this machine's daemon log (20)",
     "ping": "ping MEMBER   three query round trips over the mesh",
     "nslookup": "nslookup NAME | ADDRESS   with this machine's resolver",
-    "saveconfig": "saveconfig [NAME]   writes DATA_DIR/configs/NAME (XML)",
-    "loadconfig": "loadconfig NAME [--yes]   maps the file's groups and machines, reviews,\n"
-    "  then makes the changes pending (commit applies them)",
+    "saveconfig": "saveconfig [NAME]   writes DATA_DIR/configs/NAME (XML; admins only)\n"
+    "  saveconfig --stdout   the same on standard output (ssh HOST 'saveconfig --stdout')",
+    "loadconfig": LOADCONFIG_USAGE + "\n"
+    "  maps the file's groups and machines (FILE=HERE), reviews, then makes the changes\n"
+    "  pending (commit applies them); - reads the file from standard input\n"
+    "  (ssh HOST 'loadconfig - --yes; commit why' < FILE)",
     "preview": "preview [--json]   per machine, what the pending changes would change",
     "explain": "explain FEATURE [MACHINE] [--json]   where the effective value comes from",
     "clustercheck": "clustercheck [--json]   compares every member; offers to force a version",

@@ -7,9 +7,9 @@ from typing import Any
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.document import Document
 
-from cli.editor import CLUSTERSET_OPS
-from cli.shell import Shell
 from clusterd import layers
+from clusterd.cli.editor import CLUSTERSET_OPS
+from clusterd.cli.shell import Shell
 
 CLUSTERCONFIG_OPS = ["addgroup", "setgroup", "renamegroup", "deletegroup", "removemachine",
                      "setname", "list", "listdetail", "disconnect", "reconnect", "prepjoin",
@@ -55,8 +55,8 @@ class ShellCompleter(Completer):
 
     def choices(self, before: list[str]) -> list[str]:
         """What the next word may be, after the words ``before`` it."""
-        from cli.commands import available
-        from cli.shell import GUEST_COMMANDS
+        from clusterd.cli.commands import available
+        from clusterd.cli.shell import GUEST_COMMANDS
 
         commands = available()
         if self.shell.role == "guest":
@@ -167,8 +167,8 @@ class ShellCompleter(Completer):
         """The rows an edit at the mode the command would run at can name: the mode's
         own, or (not defined there yet) the inherited ones a copy would start from."""
         from clusterd.modes import Mode
-        from schema.feature import Level
-        from schema.restrictions import COMMANDS, Restriction
+        from clusterd.schema.feature import Level
+        from clusterd.schema.restrictions import COMMANDS, Restriction
 
         shell, mode = self.shell, self.shell.mode
         info = COMMANDS.get(feature.command)

@@ -10,7 +10,7 @@ Commands never print: everything goes through the console.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from clusterd.errors import ClusterdError
@@ -21,6 +21,11 @@ class NoAnswer(ClusterdError):
     """Raised when a command needs an answer that nobody can give (batch, scripts)."""
 
 
+NO_STDIN = (
+    "this reads a file from the standard input of a one-command call: ssh HOST 'COMMAND -' < FILE"
+)
+
+
 class Console(Protocol):
     interactive: bool
 
@@ -28,6 +33,7 @@ class Console(Protocol):
     async def ask(
         self, question: str, default: str | None = None, *, secret: bool = False
     ) -> str: ...
+    async def read_stdin(self) -> bytes: ...
 
 
 def prompt_text(question: str, default: str | None) -> str:
@@ -65,13 +71,20 @@ async def choose(console: Console, question: str, options: list[str], default: i
 
 
 class ScriptedConsole:
-    """Answers given in advance (an empty answer takes the default); output collected."""
+    """Answers given in advance (an empty answer takes the default); output collected;
+    ``stdin``: what a one-command call would read from its standard input."""
 
     interactive = True
 
-    def __init__(self, answers: Iterable[str] = ()) -> None:
+    def __init__(self, answers: Iterable[str] = (), stdin: bytes | None = None) -> None:
         self.answers: deque[str] = deque(answers)
         self.lines: list[str] = []
+        self.stdin = stdin
+
+    async def read_stdin(self) -> bytes:
+        if self.stdin is None:
+            raise ClusterdError(NO_STDIN)
+        return self.stdin
 
     @property
     def output(self) -> str:
@@ -90,12 +103,19 @@ class ScriptedConsole:
 
 
 class BatchConsole(ScriptedConsole):
-    """One command from ``ssh host COMMAND``: defaults are taken, nothing else is asked."""
+    """One command from ``ssh host COMMAND``: defaults are taken, nothing else is asked;
+    ``stdin`` reads the call's standard input to its end (``ShellChannel``)."""
 
     interactive = False
 
-    def __init__(self) -> None:
+    def __init__(self, stdin: Callable[[], Awaitable[bytes]] | None = None) -> None:
         super().__init__()
+        self._read = stdin
+
+    async def read_stdin(self) -> bytes:
+        if self._read is None:
+            raise ClusterdError(NO_STDIN)
+        return await self._read()
 
     async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         if default is None:

@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cli.console import choose, confirm
-from cli.shell import Shell, Usage
 from clusterd import layers, references
+from clusterd.cli.console import choose, confirm
+from clusterd.cli.shell import Shell, Usage
 from clusterd.edits import Start
 from clusterd.errors import ClusterdError, LevelNotAllowed, NotDefined
 from clusterd.modes import Mode
-from schema.feature import Feature, Level
+from clusterd.schema.feature import Feature, Level
 
 OPS_TABLE = ["NEW", "EDIT", "DELETE", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]
 OPS_RECORD = ["SET", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]

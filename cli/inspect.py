@@ -7,13 +7,13 @@ import json
 import time
 from typing import Any
 
-from cli.shell import Shell, Usage
 from clusterd import layers
 from clusterd.check import last_change
+from clusterd.cli.shell import Shell, Usage
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
+from clusterd.schema.fields import host_key
 from clusterd.state import definition
-from schema.fields import host_key
 
 
 def _machines(shell: Shell) -> list[str]:

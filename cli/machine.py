@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from cli.shell import Shell, Usage
+from clusterd.cli.shell import Shell, Usage
 from clusterd.errors import ClusterdError
 
 

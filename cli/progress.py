@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from cli.shell import Shell
+from clusterd.cli.shell import Shell
 from clusterd.protocol import catch_up
 
 POLL = 0.1

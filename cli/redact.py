@@ -11,7 +11,7 @@ import re
 import shlex
 
 from clusterd.control import REDACTED, SECRET_NAME
-from schema.restrictions import COMMANDS
+from clusterd.schema.restrictions import COMMANDS
 
 JOIN_FLAGS = ("--ccs", "--key")  # cli.clusterconfig: the join batch forms
 JOIN_OPTIONS = ("--port", "--fingerprint")

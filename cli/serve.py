@@ -30,11 +30,12 @@ from prompt_toolkit.data_structures import Size
 from prompt_toolkit.history import DummyHistory, InMemoryHistory
 from prompt_toolkit.output.vt100 import Vt100_Output
 
-from cli.channelinput import MAX_LINE, ChannelInput
-from cli.completer import ShellCompleter
-from cli.console import BatchConsole, prompt_text
-from cli.redact import redact, split_commands
-from cli.shell import Quit, Shell
+from clusterd.cli.channelinput import MAX_LINE, ChannelInput
+from clusterd.cli.completer import ShellCompleter
+from clusterd.cli.console import NO_STDIN, BatchConsole, prompt_text
+from clusterd.cli.redact import redact, split_commands
+from clusterd.cli.shell import Quit, Shell
+from clusterd.errors import ClusterdError
 from clusterd.logins import AdminLogin
 from clusterd.text import printable
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from clusterd.daemon import Daemon
 
 log = logging.getLogger("clusterd.shell")
+MAX_STDIN = 16 * 1024 * 1024  # bytes a one-command call may send (loadconfig -)
 
 
 REDRAW_EVERY = 0.05  # s: at most 20 screen updates a second per shell, however fast keys come
@@ -72,6 +74,9 @@ class PromptConsole:
         out = get_app_session().output
         out.write(printable(text, keep_newlines=True) + "\n")
         out.flush()
+
+    async def read_stdin(self) -> bytes:
+        raise ClusterdError(NO_STDIN)
 
     async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         prompt = printable(prompt_text(question, default), keep_newlines=True)
@@ -112,6 +117,9 @@ class ShellChannel:
         self._command = command  # run as given; only ``command`` (redacted) is ever shown
         self.command = None if command is None else redact(command)  # logs, who, last
         self.input = ChannelInput(self._pause_reading)
+        self._stdin = bytearray()  # what a one-command call is sent, up to MAX_STDIN
+        self._stdin_ended = asyncio.Event()
+        self._stdin_over = False
         self._can_write = asyncio.Event()
         self._can_write.set()
         self.task: asyncio.Task[None] | None = None
@@ -140,8 +148,22 @@ class ShellChannel:
         self.task.add_done_callback(lambda _: self.daemon.shells.discard(self))
 
     def feed(self, data: bytes) -> None:
-        if self._command is None:  # one command reads no input
+        if self._command is None:
             self.input.feed(data)
+        elif len(self._stdin) + len(data) <= MAX_STDIN:
+            self._stdin += data
+        else:
+            self._stdin_over = True  # refused when read; nothing more is kept
+
+    def eof(self) -> None:
+        """The client closed its side: a one-command call's standard input is complete."""
+        self._stdin_ended.set()
+
+    async def _read_stdin(self) -> bytes:
+        await self._stdin_ended.wait()
+        if self._stdin_over:
+            raise ClusterdError(f"the standard input is larger than {MAX_STDIN:,} bytes")
+        return bytes(self._stdin)
 
     def stop(self) -> None:
         self.input.close()
@@ -174,7 +196,7 @@ class ShellChannel:
         return Size(rows=height or 24, columns=width or 80)
 
     async def _batch(self, command: str) -> None:
-        console = BatchConsole()
+        console = BatchConsole(self._read_stdin)
         shell = Shell(self.daemon, self.login, console)
         log.info("%s runs %r", self.user, self.command)
         status = 0

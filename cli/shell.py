@@ -16,15 +16,15 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from cli.console import Console, NoAnswer
 from clusterd import layers
+from clusterd.cli.console import Console, NoAnswer
 from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.logins import ADMIN_ONLY_FEATURES, READ_ONLY_ROLES, AdminLogin
 from clusterd.modes import Mode
+from clusterd.schema.feature import Level
+from clusterd.schema.restrictions import COMMANDS, Restriction, switch_prompt
 from clusterd.session import Session
 from clusterd.versions import Commit
-from schema.feature import Level
-from schema.restrictions import COMMANDS, Restriction, switch_prompt
 
 if TYPE_CHECKING:
     from clusterd.daemon import Daemon
@@ -120,8 +120,8 @@ class Shell:
     # -- running commands ---------------------------------------------------------------
 
     async def run_line(self, line: str) -> int:
-        from cli.commands import HANDLERS
-        from cli.editor import edit_feature
+        from clusterd.cli.commands import HANDLERS
+        from clusterd.cli.editor import edit_feature
 
         try:
             words = shlex.split(line)

@@ -25,10 +25,23 @@ FLAGS = {
 }
 
 
+HELP = {
+    "listen": "the address to listen on (0.0.0.0: all; members then resolve our name)",
+    "ssh_port": "the admin SSH port (members, joins and admins' shells)",
+    "ccs_port": "the CCS port (members and key joins only), when CCS is on",
+    "ping_interval": "seconds between pings of each member (60)",
+    "database": "store.db (a SQLite file in the data directory, the default) or a "
+    "PostgreSQL URL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (needs the driver: pip "
+    "install 'clusterd[postgres]')",
+    "software_version": "tests only: pretend to run another version",
+    "log_level": "DEBUG, INFO (default), WARNING or ERROR",
+}
+
+
 def _flags(parser: argparse.ArgumentParser, *, init: bool) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="the machine's directory")
     for name, kind in FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name, help=HELP[name])
     ccs = parser.add_mutually_exclusive_group()
     ccs.add_argument("--ccs", dest="ccs_enabled", action="store_true", default=None)
     ccs.add_argument("--no-ccs", dest="ccs_enabled", action="store_false")
@@ -132,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         conf = cfg.load(args.data_dir, _overrides(args))
         os.umask(0o077)  # every file the daemon makes (log, store journals) is its own
         logsetup.configure(conf)
-        from cli.serve import ShellChannel  # loaded now, not when the first admin logs in
+        from clusterd.cli.serve import ShellChannel  # loaded now, not when the first admin logs in
 
         daemon.run(conf, shells=ShellChannel)
     elif args.command == "status":

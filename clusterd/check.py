@@ -23,9 +23,9 @@ from clusterd import layers, references
 from clusterd.clock import wall_ms
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
+from clusterd.schema.feature import Catalogue
 from clusterd.state import ModeEntries, State, definition
 from clusterd.store import Store
-from schema.feature import Catalogue
 
 
 def _digest(value: Any) -> str:

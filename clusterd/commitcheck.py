@@ -7,8 +7,8 @@ from typing import Any
 from clusterd.clock import PENDING_HLC
 from clusterd.errors import BadCommit, InvalidSetting
 from clusterd.modes import Mode
+from clusterd.schema.feature import Catalogue, Feature
 from clusterd.versions import JSON, MARKER, Commit, Snapshot, Write
-from schema.feature import Catalogue, Feature
 
 # A commit's clock may run ahead of ours (skewed clocks), but not to the end of time:
 # past this, the clock could never move again (PENDING_HLC marks pending writes).

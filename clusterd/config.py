@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clusterd import __version__
 from clusterd.errors import ConfigError
-from schema.fields import DOMAIN_RE, host_key
-from schema.membership import SERIAL_RE
+from clusterd.schema.fields import DOMAIN_RE, host_key
+from clusterd.schema.membership import SERIAL_RE
 
 CONFIG_NAME = "clusterd.toml"
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -26,7 +26,7 @@ from clusterd.commitcheck import check_snapshot
 from clusterd.config import DaemonConfig
 from clusterd.digest import state_digest
 from clusterd.dns import Lookup, Resolver
-from clusterd.errors import BadCommit, ClusterdError, ProtocolError, TransportError
+from clusterd.errors import BadCommit, ClusterdError, ProtocolError, StoreError, TransportError
 from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinRequest
 from clusterd.logins import ADMIN_ONLY_FEATURES, AdminLogin, Logins
 from clusterd.members import MEMBERSHIP, Endpoint, endpoints, flag_of, own_flag_step
@@ -61,6 +61,7 @@ log = logging.getLogger("clusterd.daemon")
 # Makes the shell of one admin session: (daemon, login, channel, command or None).
 ShellFactory = Callable[["Daemon", AdminLogin, Any, "str | None"], ShellIO]
 MAX_ALERTS = 200
+STORE_PROBE = 2.0  # s between looks at a store that is down
 LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links close
 
 
@@ -74,7 +75,10 @@ class StoreLog:
         return self.store.state.vv
 
     def missing_from(self, vv: VersionVector) -> list[Commit] | None:
-        return self.store.commits_missing_from(vv)
+        try:
+            return self.store.commits_missing_from(vv)
+        except StoreError:  # the store is down: nothing to send now; asked again later
+            return []
 
     def snapshot(self) -> Snapshot:
         return self.store.export_state()
@@ -122,6 +126,7 @@ class Daemon:
         trace = config.data_dir / config.trace_file if config.trace_file else None
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self._summary: dict[str, Any] | None = None  # digest and losses, until a change
+        self._store_down = False
         self._reload_members()
 
     def __repr__(self) -> str:
@@ -220,9 +225,14 @@ class Daemon:
 
     async def _ticks(self) -> None:
         every = min(1.0, self.config.ping_interval / 4)
+        probed = 0.0
         while True:
             await asyncio.sleep(every)
             self.execute(self.node.tick(self.now()))
+            self._store_health()
+            if self.store.outage is not None and self.now() - probed >= STORE_PROBE:
+                probed = self.now()
+                await self._probe_store()
 
     @staticmethod
     def now() -> float:
@@ -295,6 +305,26 @@ class Daemon:
             self.store.apply_remote(commits)
         except BadCommit as exc:
             self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
+        except StoreError:
+            # Not applied, so not in our version vector: the peers send them again once
+            # the store is back.  The store logged the outage; we alert once.
+            self._store_health()
+
+    def _store_health(self) -> None:
+        """Alert once when the store goes down and once when it is back."""
+        outage = self.store.outage
+        if outage is not None and not self._store_down:
+            self._store_down = True
+            text = f"the store is unavailable: {outage['error']}; commits wait until it is back"
+            self.alert("store unavailable", self.config.hostname, text)
+        elif outage is None and self._store_down:
+            self._store_down = False
+            self.alert("store available", self.config.hostname, "the store is available again")
+
+    async def _probe_store(self) -> None:
+        """While the store is down, see (off the event loop) whether it is back."""
+        await asyncio.to_thread(self.store.probe)
+        self._store_health()
 
     def _traced(self, line: str) -> None:
         """One line of the trace file (``trace_file``), stamped with the monotonic clock."""
@@ -563,6 +593,7 @@ class Daemon:
             "waiting_commits": len(self.store.inbox),
             "catch_up": catch_up(ours, peers),
             "traffic": dict(self.traffic),
+            "store": {"ok": self.store.outage is None, **(self.store.outage or {})},
             "gate": self.gate.status(),
             "alerts": list(self.alerts),
         }

@@ -15,10 +15,10 @@ from clusterd import layers
 from clusterd.errors import InvalidSetting, LevelNotAllowed, NotDefined, UnknownMode
 from clusterd.modes import Mode
 from clusterd.pending import View
+from clusterd.schema.feature import Catalogue, Feature, Level
+from clusterd.schema.fields import host_key
 from clusterd.state import definition
 from clusterd.versions import JSON, MARKER, Unit
-from schema.feature import Catalogue, Feature, Level
-from schema.fields import host_key
 
 
 def write_definition(

@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from clusterd.modes import UnknownMode
-from schema.feature import UnknownFeature
-from schema.validation import InvalidSetting
+from clusterd.schema.feature import UnknownFeature
+from clusterd.schema.validation import InvalidSetting
 
 if TYPE_CHECKING:
     from clusterd.pending import Conflict

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,9 @@ from clusterd.config import CONFIG_NAME, DaemonConfig, dump_toml, parse
 from clusterd.edits import Start
 from clusterd.errors import ConfigError
 from clusterd.modes import Mode
+from clusterd.schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
 from clusterd.session import Session
 from clusterd.store import Store
-from schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
 
 
 def _new_key(path: Path) -> None:
@@ -40,10 +42,18 @@ def init(
     With ``admin_passphrase``, user ``admin`` (role admin) is created with its hash: the
     passphrase a cluster's members check when this machine's settings become the
     cluster's (create) and another machine joins with it.  A callable is asked only
-    once the directory and the settings are known to be good."""
+    once the directory and the settings are known to be good.
+
+    Atomic: everything is made in a scratch directory beside ``data_dir`` and renamed
+    into place at the end, so a failed init (a bad database URL, a passphrase refused,
+    Ctrl-C) leaves nothing behind and can simply be run again.  ``data_dir`` may exist
+    if it is empty (systemd's StateDirectory makes it so)."""
     data_dir = data_dir.resolve()
     if (data_dir / CONFIG_NAME).exists():
         raise ConfigError(f"{data_dir} already holds a machine ({CONFIG_NAME} exists)")
+    if data_dir.exists() and any(data_dir.iterdir()):
+        found = ", ".join(sorted(p.name for p in data_dir.iterdir())[:6])
+        raise ConfigError(f"{data_dir} is not empty ({found}): give an empty or new directory")
     settings = {"hostname": hostname, "serial": serial}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     config = parse(settings, data_dir, "command line")
@@ -51,8 +61,24 @@ def init(
         admin_passphrase = admin_passphrase()
     if admin_passphrase is not None and len(admin_passphrase) < MIN_PASSPHRASE_LENGTH:
         raise ConfigError(f"the admin passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data_dir.chmod(0o700)  # an existing directory too: it holds keys and the store
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.init-", dir=data_dir.parent))
+    try:
+        _make(config.model_copy(update={"data_dir": scratch}), admin_passphrase)
+        if data_dir.exists():
+            data_dir.rmdir()  # empty, checked above: the finished one takes its place
+        scratch.rename(data_dir)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    data_dir.chmod(0o700)  # it holds keys and the store
+    return config
+
+
+def _make(config: DaemonConfig, admin_passphrase: str | None) -> None:
+    """Keys, store and configuration file of a new machine, in ``config.data_dir``."""
+    data_dir = config.data_dir
+    data_dir.chmod(0o700)
     _new_key(config.host_key)
     _new_key(config.machine_key)
     _new_key(config.admin_key)
@@ -74,7 +100,6 @@ def init(
         store.close()
         os.umask(old_umask)
     (data_dir / CONFIG_NAME).write_text(dump_toml(config.file_settings()), encoding="utf-8")
-    return config
 
 
 def _listening_interface(config: DaemonConfig) -> dict[str, Any] | None:

@@ -22,8 +22,8 @@ import asyncssh
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from clusterd.errors import ClusterdError
-from schema.fields import DOMAIN_RE, NAME_RE, checked, host_key
-from schema.membership import SERIAL_RE
+from clusterd.schema.fields import DOMAIN_RE, NAME_RE, checked, host_key
+from clusterd.schema.membership import SERIAL_RE
 
 SUBSYSTEM = "clusterd-join"
 KEY_USER = "clusterd-join"  # the user a machine joining with a PREPJOIN key logs in as

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from clusterd.modes import Mode
+from clusterd.schema.feature import Catalogue, Feature, Level
 from clusterd.state import ModeEntries, definition
 from clusterd.versions import JSON, Version
-from schema.feature import Catalogue, Feature, Level
 
 CLUSTER = Mode.cluster().key
 

@@ -27,10 +27,10 @@ from clusterd.edits import write_definition
 from clusterd.errors import LifecycleError
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View
+from clusterd.schema.feature import Feature, Level
 from clusterd.state import definition
 from clusterd.store import Store
 from clusterd.versions import MARKER, Commit, Snapshot, Unit
-from schema.feature import Feature, Level
 
 MAIN_GROUP = layers.MAIN_GROUP
 SYSTEM_USER = "clusterd"

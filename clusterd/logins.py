@@ -34,7 +34,7 @@ from clusterd import layers
 from clusterd.join import Joiner
 from clusterd.members import key_text
 from clusterd.ratelimit import Limiter
-from schema.access import hash_passphrase, verify_passphrase
+from clusterd.schema.access import hash_passphrase, verify_passphrase
 
 if TYPE_CHECKING:
     from clusterd.daemon import Daemon

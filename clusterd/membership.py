@@ -16,10 +16,10 @@ from clusterd.edits import write_definition
 from clusterd.errors import InvalidSetting, LifecycleError
 from clusterd.modes import Mode
 from clusterd.pending import View
+from clusterd.schema.feature import Catalogue
+from clusterd.schema.fields import NAME_RE, host_key
 from clusterd.state import definition
 from clusterd.versions import JSON, MARKER, Unit
-from schema.feature import Catalogue
-from schema.fields import NAME_RE, host_key
 
 CLUSTER = Mode.cluster().key
 TABLES = ("groups", "machines", "placement", "detached", "removed", "prepjoin")

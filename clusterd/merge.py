@@ -108,17 +108,45 @@ def merge(state: State, commit: Commit) -> Outcome:
     return out
 
 
-def apply(state: State, out: Outcome) -> None:
-    """Make an outcome of ``merge`` part of the state."""
+@dataclass
+class Undo:
+    """What ``apply`` changed, to put back exactly (a write that failed changes nothing)."""
+
+    units: list[tuple[Unit, Version | None]] = field(default_factory=list)
+    losses: list[tuple[Unit, CommitId, Loss | None]] = field(default_factory=list)
+    vv: tuple[str, int | None] = ("", None)
+
+    def revert(self, state: State) -> None:
+        origin, seq = self.vv
+        if seq is None:
+            state.vv.pop(origin, None)
+        else:
+            state.vv[origin] = seq
+        for unit, loser, loss in reversed(self.losses):
+            state.drop_loss(unit, loser)
+            if loss is not None:
+                state.add_loss(loss)
+        for unit, previous in reversed(self.units):
+            state.unput(unit, previous)
+
+
+def apply(state: State, out: Outcome) -> Undo:
+    """Make an outcome of ``merge`` part of the state; returns how to take it back."""
+    undo = Undo()
     for unit, loser in out.dropped:
+        undo.losses.append((unit, loser, state.loss(unit, loser)))
         state.drop_loss(unit, loser)
     for unit, version in out.wins:
+        undo.units.append((unit, state.get(unit)))
         state.put(unit, version)
     for loss in out.added:
+        undo.losses.append((loss.unit, loss.loser.commit, state.loss(loss.unit, loss.loser.commit)))
         state.add_loss(loss)
     commit = out.commit.id
+    undo.vv = (commit.origin, state.vv.get(commit.origin))
     if state.vv.get(commit.origin, 0) < commit.seq:
         state.vv[commit.origin] = commit.seq
+    return undo
 
 
 def hidden_losses(state: State, feature: str, mode: str) -> list[Loss]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from schema.feature import Level
-from schema.fields import host_key
-from schema.validation import InvalidSetting
+from clusterd.schema.feature import Level
+from clusterd.schema.fields import host_key
+from clusterd.schema.validation import InvalidSetting
 
 
 class UnknownMode(InvalidSetting):

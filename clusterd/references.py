@@ -15,7 +15,7 @@ from typing import Any
 from clusterd import layers
 from clusterd.layers import Reader, Resolved
 from clusterd.modes import Mode
-from schema.feature import Catalogue, Feature, Reference
+from clusterd.schema.feature import Catalogue, Feature, Reference
 
 
 @dataclass(frozen=True, slots=True)

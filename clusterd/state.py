@@ -115,6 +115,25 @@ class State:
         else:
             entries.rows[unit.key] = version
 
+    def unput(self, unit: Unit, previous: Version | None) -> None:
+        """Put back what ``unit`` held before (``None``: it held nothing): undoes ``put``."""
+        if previous is not None:
+            self.put(unit, previous)
+            return
+        entries = self._modes.get((unit.feature, unit.mode))
+        if entries is None:
+            return
+        if unit.is_marker:
+            entries.marker = None
+        else:
+            entries.rows.pop(unit.key, None)
+        if entries.marker is None and not entries.rows:
+            del self._modes[(unit.feature, unit.mode)]
+
+    def loss(self, unit: Unit, loser: CommitId) -> Loss | None:
+        by_commit = self._losses.get(unit)
+        return None if by_commit is None else by_commit.get(loser)
+
     def units(self) -> Iterator[tuple[Unit, Version]]:
         for (feature, mode), entries in self._modes.items():
             if entries.marker is not None:

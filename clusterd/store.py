@@ -2,8 +2,16 @@
 
 The database is the durable truth; ``self.state`` is its image in memory, loaded at
 open and changed only by ``_apply_batch``, which merges commits into memory and
-writes the result in **one transaction**.  If the transaction fails, memory is
-reloaded from the database, so a failure leaves the store exactly as before.
+writes the result in **one transaction**.  If the transaction fails, every change to
+memory is undone (``merge.Undo``: no database read is needed, so this works while the
+database is down): the version vector, the state and the session's pending changes
+are as before, and the caller gets ``StoreError`` ("the store is unavailable: ...;
+nothing was committed").  Remote commits that could not be written are not applied,
+so the version vector keeps asking peers for them until the store is back.
+
+Every database error is mapped to ``StoreError`` here, reads included, and remembered
+(``outage``) until an operation succeeds again, so the daemon can say the store is
+unavailable, alert once and retry without churning.
 
 Local commits and remote commits take the same path: a local commit is a commit whose
 origin is this machine.  Remote commits are validated against the catalogue first and
@@ -24,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import and_, create_engine, delete, event, insert, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from clusterd import layers
 from clusterd import tables as t
@@ -39,7 +47,7 @@ from clusterd.errors import (
     LifecycleError,
     StoreError,
 )
-from clusterd.merge import Inbox, Outcome, apply, hidden_losses, merge, merge_states
+from clusterd.merge import Inbox, Outcome, Undo, apply, hidden_losses, merge, merge_states
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View, make_commit
 from clusterd.records import (
@@ -52,6 +60,8 @@ from clusterd.records import (
     entry_row,
     loss_row,
 )
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.schema.feature import Catalogue
 from clusterd.state import State
 from clusterd.versions import (
     Commit,
@@ -63,8 +73,6 @@ from clusterd.versions import (
     VersionVector,
     Write,
 )
-from schema.catalogue import CATALOGUE
-from schema.feature import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +94,55 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def engine_for(url_or_path: str | Path) -> Engine:
-    """A SQLAlchemy engine; a plain path means a SQLite file (WAL)."""
+def _contiguous(seqs: set[int]) -> int:
+    """The highest n such that 1..n are all in ``seqs``."""
+    n = 0
+    while n + 1 in seqs:
+        n += 1
+    return n
+
+
+def _why(exc: SQLAlchemyError) -> str:
+    """A database error in one line, without the SQL and parameters SQLAlchemy adds."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # -> the driver we ship: psycopg 3
+
+
+def database_url(url_or_path: str | Path) -> str:
+    """The SQLAlchemy URL of a ``database`` setting: a plain path is a SQLite file;
+    ``postgresql://`` (or ``postgres://``) means PostgreSQL through psycopg, the driver
+    of the ``[postgres]`` extra (SQLAlchemy would otherwise pick psycopg2).
+
+    >>> database_url("postgresql://clusterd@db.example.com/clusterd")
+    'postgresql+psycopg://clusterd@db.example.com/clusterd'
+    """
     text = str(url_or_path)
-    url = text if "://" in text else f"sqlite:///{text}"
-    engine = create_engine(url, future=True)
+    if "://" not in text:
+        return f"sqlite:///{text}"
+    for scheme in POSTGRES_SCHEMES:
+        if text.startswith(scheme):
+            return "postgresql+psycopg://" + text[len(scheme) :]
+    return text
+
+
+def engine_for(url_or_path: str | Path) -> Engine:
+    """A SQLAlchemy engine; a plain path means a SQLite file (WAL).  A database whose
+    driver is not installed is a ``StoreError`` that says what to install."""
+    url = database_url(url_or_path)
+    options: dict[str, Any] = {}
+    if url.startswith("postgresql"):  # a server that does not answer: fail, do not hang
+        options["connect_args"] = {"connect_timeout": 5}
+    try:
+        engine = create_engine(url, future=True, **options)
+    except ModuleNotFoundError as exc:
+        extra = " (pip install 'clusterd[postgres]')" if url.startswith("postgresql") else ""
+        raise StoreError(f"the database driver {exc.name!r} is not installed{extra}") from None
+    except ArgumentError as exc:
+        raise StoreError(f"not a database URL: {exc}") from None
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -133,16 +185,43 @@ class Store:
         self.state = State()
         self.inbox = Inbox()
         self.listeners: list[Listener] = []
+        self.outage: dict[str, Any] | None = None  # {"error": ..., "since": ...} while down
         try:
             t.metadata.create_all(self.engine)
             self._check_identity()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the store: {exc}") from exc
+            raise StoreError(f"cannot open the store: {_why(exc)}") from exc
         self.clock = HybridClock() if wall_ms is None else HybridClock(wall_ms)
         self._load()
 
     def __repr__(self) -> str:
         return f"<Store {self.hostname} origin={self.origin} vv={self.state.vv}>"
+
+    @contextlib.contextmanager
+    def _db(self, doing: str) -> Iterator[None]:
+        """Around every database access: errors become ``StoreError`` (and an outage,
+        until an access succeeds again)."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            why = _why(exc)
+            if self.outage is None:
+                self.outage = {"error": why, "since": time.time()}
+                log.error("the store is unavailable: %s", why)
+            raise StoreError(f"the store is unavailable: {why}; {doing}") from exc
+        if self.outage is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(self.outage["since"]))
+            log.warning("the store is available again (down since %s)", since)
+            self.outage = None
+
+    def probe(self) -> bool:
+        """Whether the database answers now (clears the outage when it does)."""
+        try:
+            with self._db("not available"), self.engine.connect() as conn:
+                conn.execute(select(t.meta.c.key).limit(1)).all()
+        except StoreError:
+            return False
+        return True
 
     def close(self) -> None:
         self.engine.dispose()
@@ -171,14 +250,17 @@ class Store:
         contexts: dict[tuple[str, int], dict[str, int]] = {}
         last_hlc = 0
         loads = json.loads
-        with self.engine.connect() as conn, gc_paused():
+        seqs: dict[str, set[int]] = {}
+        with self._db("nothing was loaded"), self.engine.connect() as conn, gc_paused():
             for origin, seq, hlc, ctx in self.bulk.select(
                 conn, t.commits, ("origin", "seq", "hlc", "context")
             ):
                 contexts[(origin, seq)] = loads(ctx)
                 last_hlc = max(last_hlc, hlc)
-                if state.vv.get(origin, 0) < seq:
-                    state.vv[origin] = seq
+                seqs.setdefault(origin, set()).add(seq)
+            # What was applied is what is contiguous: a gap (a commit the log lacks) is
+            # asked of peers again, never jumped over.
+            state.vv.update({origin: _contiguous(found) for origin, found in seqs.items()})
 
             def version(hlc: int, origin: str, seq: int, value: str | None, reset: Any) -> Version:
                 parsed = None if value is None else loads(value)
@@ -211,17 +293,21 @@ class Store:
         knowingly) or "discard" (drop those changes, commit the rest).
         """
         conflicts = pending.conflicts(self.state)
+        work = pending
         if conflicts:
-            if on_conflict == "discard":
-                pending.drop([c.unit for c in conflicts])
+            if on_conflict == "discard":  # on a copy: a failed write changes nothing
+                work = Pending()
+                work.restore(pending.saved())
+                work.drop([c.unit for c in conflicts])
             elif on_conflict != "keep":
                 raise CommitConflict(conflicts)
-        if not pending:
+        if not work:
+            pending.clear()
             return None
-        self._check_unchecked(pending)
+        self._check_unchecked(work)
         commit = make_commit(
             self.state,
-            pending,
+            work,
             origin=self.origin,
             hlc=self.clock.now(),
             user=user,
@@ -261,6 +347,7 @@ class Store:
         final: dict[Unit, Version] = {}
         loss_ops: dict[tuple[Unit, CommitId], Loss | None] = {}
         outcomes: list[Outcome] = []
+        undos: list[Undo] = []
         clock_before = self.clock.last
         try:
             with gc_paused():
@@ -274,15 +361,14 @@ class Store:
                         loss_ops[(unit, loser)] = None
                     for loss in out.added:
                         loss_ops[(loss.unit, loss.loser.commit)] = loss
-                    apply(self.state, out)
+                    undos.append(apply(self.state, out))
                     outcomes.append(out)
-                with self.engine.begin() as conn:
+                with self._db("nothing was committed"), self.engine.begin() as conn:
                     self._write(conn, commits, existed, final, loss_ops)
-        except BaseException as exc:
+        except BaseException:
+            for undo in reversed(undos):  # memory as it was: no database needed
+                undo.revert(self.state)
             self.clock.restore(clock_before)  # a refused batch must not move our clock
-            self._load()
-            if isinstance(exc, SQLAlchemyError):
-                raise StoreError(f"the store could not write the commit: {exc}") from exc
             raise
         # What removed machines made that is still waiting waits for nobody now.
         self.inbox.forget(layers.removed_serials(self.state))
@@ -330,7 +416,7 @@ class Store:
     def replace_state(self, snapshot: Snapshot) -> None:
         """Replace everything replicated by ``snapshot``, in one transaction."""
         try:
-            with self.engine.begin() as conn:
+            with self._db("the new state was not taken"), self.engine.begin() as conn:
                 for table in (t.entries, t.commits, t.losses):
                     conn.execute(delete(table))
                 rows = [commit_row(c, JsonCache()) for c in snapshot.commits]
@@ -339,10 +425,9 @@ class Store:
                 self.bulk.insert(conn, t.entries, ENTRY_COLS, rows)
                 rows = [loss_row(loss) for loss in snapshot.losses]
                 self.bulk.insert(conn, t.losses, LOSS_COLS, rows)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the store could not take the new state: {exc}") from exc
         finally:
-            self._load()
+            with contextlib.suppress(StoreError):  # down: memory stays as it was
+                self._load()
         self.inbox = Inbox()
 
     def merge_state(self, snapshot: Snapshot) -> None:
@@ -378,7 +463,7 @@ class Store:
         query = select(t.commits).order_by(order, t.commits.c.origin)
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._db("the log was not read"), self.engine.connect() as conn:
             return [commit_from_row(row) for row in conn.execute(query)]
 
     def commits_missing_from(self, vv: VersionVector) -> list[Commit] | None:
@@ -393,7 +478,7 @@ class Store:
             *[and_(c.origin == origin, c.seq > seq) for origin, seq in vv.items()],
         )
         query = select(t.commits).where(wanted).order_by(c.hlc, c.origin)
-        with self.engine.connect() as conn:
+        with self._db("the log was not read"), self.engine.connect() as conn:
             found = [commit_from_row(row) for row in conn.execute(query)]
         return None if any(commit.truncated for commit in found) else found
 
@@ -401,7 +486,7 @@ class Store:
         """Drop the writes of all but the newest ``keep`` commits; returns how many."""
         c = t.commits.c
         newest = select(c.origin, c.seq).order_by(c.hlc.desc(), c.origin.desc()).limit(keep)
-        with self.engine.begin() as conn:
+        with self._db("nothing was truncated"), self.engine.begin() as conn:
             kept = {tuple(row) for row in conn.execute(newest)}
             old = [
                 (origin, seq)
@@ -416,7 +501,7 @@ class Store:
         return len(old)
 
     def get_commit(self, cid: CommitId) -> Commit:
-        with self.engine.connect() as conn:
+        with self._db("the log was not read"), self.engine.connect() as conn:
             row = conn.execute(
                 select(t.commits).where(
                     and_(t.commits.c.origin == cid.origin, t.commits.c.seq == cid.seq)

@@ -28,8 +28,8 @@ from typing import Any
 from clusterd import control, identity, lifecycle, membership
 from clusterd.errors import ClusterdError
 from clusterd.pending import Pending, View
+from clusterd.schema.catalogue import CATALOGUE
 from clusterd.store import Store
-from schema.catalogue import CATALOGUE
 
 _HANDED_OUT: set[int] = set()
 
@@ -222,12 +222,15 @@ class Testbed:
         ping: float = 0.5,
         ccs: bool = False,
         seed: bool = True,
+        each: dict[int, dict[str, Any]] | None = None,
         **extra: Any,
     ) -> None:
-        """``seed=False``: n standalone machines, for create and join to build a cluster."""
+        """``seed=False``: n standalone machines, for create and join to build a cluster;
+        ``each``: settings of one machine (by index) on top of ``extra``."""
         if ccs:
             extra = {"ccs_enabled": True, **extra}
-        self.machines = [Machine(root, i, ping, dict(extra)) for i in range(n)]
+        own = each or {}
+        self.machines = [Machine(root, i, ping, {**extra, **own.get(i, {})}) for i in range(n)]
         if seed:
             seed_membership(self.machines, ccs=ccs)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from schema.catalogue import CATALOGUE
-from schema.feature import (
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.schema.feature import (
     ALL_LEVELS,
     CLUSTER_ONLY,
     MACHINE_ONLY,
@@ -14,7 +14,7 @@ from schema.feature import (
     Reference,
     UnknownFeature,
 )
-from schema.restrictions import (
+from clusterd.schema.restrictions import (
     COMMANDS,
     CommandInfo,
     Restriction,
@@ -22,7 +22,7 @@ from schema.restrictions import (
     restriction_of,
     switch_prompt,
 )
-from schema.validation import InvalidSetting
+from clusterd.schema.validation import InvalidSetting
 
 __all__ = [
     "ALL_LEVELS",

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from schema.feature import CLUSTER_ONLY, Feature, Kind
-from schema.fields import Model, Token, unique
+from clusterd.schema.feature import CLUSTER_ONLY, Feature, Kind
+from clusterd.schema.fields import Model, Token, unique
 
 # --- passphrases -------------------------------------------------------------------
 

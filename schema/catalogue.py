@@ -6,10 +6,10 @@ access (cluster level only), then the network features (machine level only).
 
 from __future__ import annotations
 
-from schema.access import ACCESS_FEATURES
-from schema.feature import Catalogue
-from schema.mail import MAIL_FEATURES
-from schema.membership import MEMBERSHIP_FEATURES
-from schema.network import NETWORK_FEATURES
+from clusterd.schema.access import ACCESS_FEATURES
+from clusterd.schema.feature import Catalogue
+from clusterd.schema.mail import MAIL_FEATURES
+from clusterd.schema.membership import MEMBERSHIP_FEATURES
+from clusterd.schema.network import NETWORK_FEATURES
 
 CATALOGUE = Catalogue([*MEMBERSHIP_FEATURES, *MAIL_FEATURES, *ACCESS_FEATURES, *NETWORK_FEATURES])

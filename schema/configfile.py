@@ -25,8 +25,8 @@ from typing import Any
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from schema.catalogue import CATALOGUE
-from schema.validation import InvalidSetting
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.schema.validation import InvalidSetting
 
 FORMAT = "1"
 MAX_FILE = 64 * 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schema.validation import InvalidSetting, problems_from
+from clusterd.schema.validation import InvalidSetting, problems_from
 
 JSON = dict[str, Any]
 
@@ -118,7 +118,7 @@ class Feature:
         """``value`` (this feature's record, or its table of rows) as it may be shown to
         anyone: every secret field that holds something reads ``"set"``.
 
-        >>> from schema.catalogue import CATALOGUE
+        >>> from clusterd.schema.catalogue import CATALOGUE
         >>> CATALOGUE["userconfig"].shown({"bob": {"role": "admin", "passphrase_hash": "x"}})
         {'bob': {'role': 'admin', 'passphrase_hash': 'set'}}
         """

@@ -17,8 +17,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from schema.feature import ALL_LEVELS, Feature, Kind, Reference
-from schema.fields import (
+from clusterd.schema.feature import ALL_LEVELS, Feature, Kind, Reference
+from clusterd.schema.fields import (
     ADDRESS_PATTERN_RE,
     DOMAIN,
     Domain,
@@ -32,7 +32,7 @@ from schema.fields import (
     SenderPattern,
     unique,
 )
-from schema.services import SERVICE_FEATURES
+from clusterd.schema.services import SERVICE_FEATURES
 
 # --- dnsconfig ---------------------------------------------------------------------
 

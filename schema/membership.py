@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from schema.access import public_key_line
-from schema.feature import CLUSTER_ONLY, Feature, Kind, Reference
-from schema.fields import (
+from clusterd.schema.access import public_key_line
+from clusterd.schema.feature import CLUSTER_ONLY, Feature, Kind, Reference
+from clusterd.schema.fields import (
     DOMAIN_RE,
     NAME_RE,
     IpAddress,

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, model_validator
 
-from schema.feature import MACHINE_ONLY, Feature, Kind
-from schema.fields import Fqdn, IpAddress, IpNetwork, IPv4, IPv6, Model
+from clusterd.schema.feature import MACHINE_ONLY, Feature, Kind
+from clusterd.schema.fields import Fqdn, IpAddress, IpNetwork, IPv4, IPv6, Model
 
 # Where the ports a machine listens on are set: one place, the machine's own.
 PORTS_ELSEWHERE = (

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from schema.catalogue import CATALOGUE
-from schema.feature import CLUSTER_ONLY, MACHINE_ONLY, Feature
-from schema.validation import InvalidSetting
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.schema.feature import CLUSTER_ONLY, MACHINE_ONLY, Feature
+from clusterd.schema.validation import InvalidSetting
 
 
 class Restriction(enum.Enum):

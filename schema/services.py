@@ -14,8 +14,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from schema.feature import ALL_LEVELS, Feature, Kind, Reference
-from schema.fields import ADDRESS_PATTERN_RE, EMAIL_RE, Host, Model, Port, RowName, unique
+from clusterd.schema.feature import ALL_LEVELS, Feature, Kind, Reference
+from clusterd.schema.fields import ADDRESS_PATTERN_RE, EMAIL_RE, Host, Model, Port, RowName, unique
 
 # --- ldapconfig --------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ from clusterd.edits import Editor, write_definition
 from clusterd.merge import Inbox, apply, hidden_losses, merge
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View, make_commit
+from clusterd.schema.catalogue import CATALOGUE
 from clusterd.state import State
 from clusterd.versions import Commit, CommitId, Unit, has_seen
-from schema.catalogue import CATALOGUE
 
 MACHINES = {"m0.example.com": "G1", "m1.example.com": "G1", "m2.example.com": "G2"}
 

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import asyncssh
 
-from cli.console import ScriptedConsole
-from cli.shell import Shell
 from clusterd import clusterops, identity, layers
+from clusterd.cli.console import ScriptedConsole
+from clusterd.cli.shell import Shell
 from clusterd.daemon import Daemon
 from clusterd.logins import AdminLogin
 from clusterd.modes import Mode
+from clusterd.schema.access import hash_passphrase
 from clusterd.session import Session
 from clusterd.testbed import free_port
-from schema.access import hash_passphrase
 
 NY = "newyork.example.com"
 LA = "losangeles.example.com"

@@ -26,10 +26,10 @@ from clusterd.merge import merge_states
 from clusterd.modes import Mode
 from clusterd.peers import Flag, Identity, Member, Timing
 from clusterd.protocol import Node
+from clusterd.schema.catalogue import CATALOGUE
 from clusterd.state import State
 from clusterd.transport.memory import Faults, Network
 from clusterd.versions import Commit, Snapshot, VersionVector
-from schema.catalogue import CATALOGUE
 from tests.replica import Replica, accounted, cluster_commit
 from tests.sim_membership import attempt, random_change, removed
 from tests.sim_membership import problems as membership_problems

@@ -22,8 +22,8 @@ from typing import Any
 
 from clusterd import layers, membership
 from clusterd.errors import LifecycleError
+from clusterd.schema.catalogue import CATALOGUE
 from clusterd.state import State
-from schema.catalogue import CATALOGUE
 
 NAMES = ["G1", "G2", "G3", "West", "East", "Lab"]
 Change = Callable[[Any], None]  # applied to an Editor (its view)

@@ -7,9 +7,9 @@ from pathlib import Path
 from clusterd import layers, lifecycle, membership
 from clusterd.modes import Mode
 from clusterd.pending import Pending, View
+from clusterd.schema.catalogue import CATALOGUE
 from clusterd.session import Session
 from clusterd.store import Store
-from schema.catalogue import CATALOGUE
 
 ME = "newyork.example.com"
 CLUSTER = Mode.cluster().key

@@ -13,10 +13,10 @@ from clusterd.digest import state_digest
 from clusterd.edits import Start
 from clusterd.errors import BadCommit, InvalidSetting, LevelNotAllowed, NotDefined, UnknownMode
 from clusterd.modes import Mode
+from clusterd.schema.feature import UnknownFeature
 from clusterd.session import Session
 from clusterd.store import Store
 from clusterd.versions import Commit, CommitId, Unit, Write
-from schema.feature import UnknownFeature
 from tests.storehelp import ME, americas, session, standalone
 
 CL, WEST = Mode.cluster(), Mode.group("West")

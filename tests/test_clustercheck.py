@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.clustercheck import _when
+from clusterd.cli.clustercheck import _when
 from clusterd.daemon import Daemon
 from clusterd.edits import Start
 from clusterd.modes import Mode

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from cli.clustercheck import _when
-from cli.console import BatchConsole
-from cli.shell import Shell
 from clusterd import check, layers, membership
+from clusterd.cli.clustercheck import _when
+from clusterd.cli.console import BatchConsole
+from clusterd.cli.shell import Shell
 from clusterd.daemon import Daemon
 from clusterd.edits import Start
 from clusterd.modes import Mode

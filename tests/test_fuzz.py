@@ -39,9 +39,9 @@ from hypothesis import HealthCheck, event, example, given, seed, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from cli.console import ScriptedConsole
-from cli.shell import Quit, Shell
 from clusterd import layers
+from clusterd.cli.console import ScriptedConsole
+from clusterd.cli.shell import Quit, Shell
 from clusterd.commitcheck import check_write
 from clusterd.control import _handle
 from clusterd.daemon import Daemon
@@ -74,10 +74,10 @@ from clusterd.messages import (
 from clusterd.modes import Mode
 from clusterd.peers import Action, Apply, Close, Install, LinkState, Send
 from clusterd.protocol import Node
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.schema.configfile import BadConfigFile, ConfigFile, dump, load
+from clusterd.schema.restrictions import COMMANDS
 from clusterd.versions import Snapshot, Write
-from schema.catalogue import CATALOGUE
-from schema.configfile import BadConfigFile, ConfigFile, dump, load
-from schema.restrictions import COMMANDS
 from tests.shellhelp import ADMIN, LA, NY, admit_la, login_as, new_daemon, public_key
 from tests.test_messages import EXAMPLES
 from tests.test_protocol import A, B, C, commit, hello_from, node, pair, state_of

@@ -209,7 +209,7 @@ ONLY_ADMIN = "only an admin may add a machine"
 def test_join_as_a_non_admin_or_with_a_taken_serial_is_refused(
     three: Testbed, tmp_path: Path
 ) -> None:
-    from schema.access import hash_passphrase
+    from clusterd.schema.access import hash_passphrase
 
     a, b, c = three.machines
     a.op("create", name="americas")

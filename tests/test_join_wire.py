@@ -23,7 +23,7 @@ from clusterd.join import (
     mismatch,
     probe,
 )
-from schema.catalogue import CATALOGUE
+from clusterd.schema.catalogue import CATALOGUE
 
 MEMBER = "10.0.0.1:22"
 REQUEST: dict[str, Any] = {

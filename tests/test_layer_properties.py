@@ -13,8 +13,8 @@ from clusterd import layers, lifecycle
 from clusterd.edits import Start
 from clusterd.errors import InvalidSetting
 from clusterd.modes import Mode
+from clusterd.schema.catalogue import CATALOGUE
 from clusterd.state import definition
-from schema.catalogue import CATALOGUE
 from tests.replica import MACHINES, Replica, cluster_commit
 from tests.storehelp import add_members, session, standalone
 

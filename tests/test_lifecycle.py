@@ -24,7 +24,7 @@ def configured(store: Store, zone: str, user: str) -> None:
     s = session(store)
     s.set_record("settz", me, {"timezone": zone})
     s.define("userconfig", me, Start.EMPTY)
-    from schema.access import hash_passphrase
+    from clusterd.schema.access import hash_passphrase
 
     s.set_row(
         "userconfig",

@@ -12,10 +12,10 @@ from clusterd import layers
 from clusterd.digest import state_digest
 from clusterd.edits import Start
 from clusterd.modes import Mode
+from clusterd.schema.validation import InvalidSetting
 from clusterd.session import Session
 from clusterd.store import Store
 from clusterd.versions import Commit, CommitId, Unit, Write
-from schema.validation import InvalidSetting
 
 pytestmark = pytest.mark.postgres
 
@@ -219,3 +219,36 @@ def test_invalid_value_raises_and_leaves_the_database_unchanged(fresh_pg_url: st
         assert again.version_vector == {ORIGIN: 1}
     finally:
         again.close()
+
+
+def test_the_plain_postgresql_url_form_works(fresh_pg_url: str) -> None:
+    """``postgresql://`` (what people write) means psycopg, the driver we ship."""
+    plain = fresh_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    store = open_store(plain)
+    try:
+        assert store.engine.dialect.name == "postgresql"
+        assert store.engine.dialect.driver == "psycopg"
+    finally:
+        store.close()
+
+
+def test_a_failed_init_leaves_nothing_and_can_be_run_again(tmp_path: Path) -> None:
+    """init against a database that does not answer fails with the reason, exit 2, and
+    leaves no directory, keys or scratch behind; run again with a good store it works."""
+    import subprocess
+    import sys
+
+    from clusterd.testbed import free_port
+
+    def init(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clusterd", "init", "--data-dir", str(tmp_path / "m"),
+             "--hostname", "m.example.com", "--no-admin", *extra],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    done = init("--database", f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    assert done.returncode == 2 and "cannot open the store" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m.init-*"))
+    assert init().returncode == 0

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from schema import CATALOGUE, Feature, InvalidSetting, Kind, Level, Reference
-from schema.access import hash_passphrase
-from schema.feature import ALL_LEVELS, CLUSTER_ONLY, MACHINE_ONLY
+from clusterd.schema import CATALOGUE, Feature, InvalidSetting, Kind, Level, Reference
+from clusterd.schema.access import hash_passphrase
+from clusterd.schema.feature import ALL_LEVELS, CLUSTER_ONLY, MACHINE_ONLY
 
 TABLES = [f for f in CATALOGUE if f.kind is Kind.TABLE]
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx4mpl3 admin@example.com"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schema import CATALOGUE, InvalidSetting
-from schema.access import hash_passphrase, verify_passphrase
+from clusterd.schema import CATALOGUE, InvalidSetting
+from clusterd.schema.access import hash_passphrase, verify_passphrase
 
 FAST = 2**4  # a cheap scrypt cost for tests that hash many times
 USERS = CATALOGUE["userconfig"]

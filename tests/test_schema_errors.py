@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from schema import CATALOGUE, InvalidSetting
-from schema.feature import UnknownFeature
+from clusterd.schema import CATALOGUE, InvalidSetting
+from clusterd.schema.feature import UnknownFeature
 
 # One invalid value per feature and exactly the lines it must give.
 INVALID: list[tuple[str, str | None, dict[str, Any], list[str]]] = [

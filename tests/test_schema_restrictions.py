@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schema import CATALOGUE, COMMANDS, InvalidSetting, Restriction, restriction_of
-from schema.restrictions import UnknownCommand, switch_prompt
+from clusterd.schema import CATALOGUE, COMMANDS, InvalidSetting, Restriction, restriction_of
+from clusterd.schema.restrictions import UnknownCommand, switch_prompt
 
 CLUSTER = Restriction.CLUSTER_ONLY
 MACHINE = Restriction.MACHINE_ONLY

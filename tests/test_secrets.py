@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from cli.redact import redact, split_commands
 from clusterd import control, identity
+from clusterd.cli.redact import redact, split_commands
 from clusterd.testbed import PASSPHRASE, Machine, Testbed
 
 FP = "SHA256:1ERBj+5ghdmwU57jyVWxlogRZmVBPUX+ccH825yL588"
@@ -163,7 +163,7 @@ def test_no_passphrase_reaches_any_file_of_a_data_directory(tmp_path: Path) -> N
 
 
 def test_who_and_last_see_the_command_redacted() -> None:
-    from cli.serve import ShellChannel
+    from clusterd.cli.serve import ShellChannel
     from tests.shellhelp import ADMIN
 
     chan = SimpleNamespace(get_extra_info=lambda name: ("127.0.0.1", 4242))

@@ -17,8 +17,8 @@ import asyncssh
 
 from clusterd import config as cfg
 from clusterd import identity
+from clusterd.schema.access import hash_passphrase
 from clusterd.testbed import Machine, Testbed
-from schema.access import hash_passphrase
 from tests.test_join_processes import americas
 
 GUEST = "visitor"

@@ -20,8 +20,8 @@ import asyncssh
 import pytest
 
 from clusterd.join import JoinAnswer, JoinRequest
+from clusterd.schema.access import hash_passphrase
 from clusterd.testbed import Machine, Testbed
-from schema.access import hash_passphrase
 from tests.rawssh import Key, Password, Query, Step, connect
 
 GUEST, GUEST_PASSPHRASE = "visitor", "just looking around"

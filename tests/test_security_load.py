@@ -142,7 +142,7 @@ def _viewer(m: Machine, tmp: Path, role: str = "read-only") -> Path:
     key's file."""
     import asyncssh
 
-    from schema.access import hash_passphrase
+    from clusterd.schema.access import hash_passphrase
 
     key = asyncssh.generate_private_key("ssh-ed25519")
     path = tmp / "viewer_key"

@@ -28,14 +28,14 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from cli.commands import available
-from cli.completer import ShellCompleter
-from cli.serve import ShellChannel
-from cli.shell import GUEST_COMMANDS
 from clusterd import identity
+from clusterd.cli.commands import available
+from clusterd.cli.completer import ShellCompleter
+from clusterd.cli.serve import ShellChannel
+from clusterd.cli.shell import GUEST_COMMANDS
 from clusterd.daemon import Daemon
+from clusterd.schema.access import SSHCONFIG, hash_passphrase
 from clusterd.testbed import Machine, Testbed
-from schema.access import SSHCONFIG, hash_passphrase
 from tests.shellhelp import ADMIN, LA, NY, PASSPHRASE, Term, new_daemon
 
 GROUPS = ["Main_Group", "Paris"]
@@ -77,7 +77,7 @@ async def alone(tmp_path: Path) -> AsyncIterator[Term]:
 
 
 def feature_commands() -> list[str]:
-    from schema.catalogue import CATALOGUE
+    from clusterd.schema.catalogue import CATALOGUE
 
     return [c for c in available() if c in CATALOGUE]
 

@@ -16,14 +16,14 @@ import re
 
 import pytest
 
-from cli.commands import HANDLERS
-from cli.console import BatchConsole
-from cli.shell import Quit, Shell
 from clusterd import __version__, identity, layers
+from clusterd.cli.commands import HANDLERS
+from clusterd.cli.console import BatchConsole
+from clusterd.cli.shell import Quit, Shell
 from clusterd.daemon import Daemon
 from clusterd.dns import Lookup
 from clusterd.modes import Mode
-from schema.restrictions import COMMANDS, Restriction, switch_prompt
+from clusterd.schema.restrictions import COMMANDS, Restriction, switch_prompt
 from tests.shellhelp import (
     ADMIN,
     LA,

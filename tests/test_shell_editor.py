@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from cli.commands import _commit_ref
-from cli.console import BatchConsole
-from cli.shell import Shell
 from clusterd import clusterops, layers
+from clusterd.cli.commands import _commit_ref
+from clusterd.cli.console import BatchConsole
+from clusterd.cli.shell import Shell
 from clusterd.daemon import Daemon
 from clusterd.modes import Mode
 from clusterd.session import Session

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from cli.console import BatchConsole
-from cli.shell import Shell
 from clusterd import layers
+from clusterd.cli.console import BatchConsole
+from clusterd.cli.shell import Shell
 from clusterd.daemon import Daemon
 from clusterd.join import JoinAnswer, JoinRequest
 from clusterd.join import call as real_call
@@ -183,7 +183,7 @@ async def test_batch_join_as_a_user_who_is_not_an_admin_is_refused(
     member: Machine, joiner: Daemon
 ) -> None:
     """ADMIN names the user the join logs in as: the member refuses a non-admin."""
-    from schema.access import hash_passphrase
+    from clusterd.schema.access import hash_passphrase
 
     row = {
         "full_name": "Oper",

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from cli.shell import Quit
 from clusterd import __version__, layers
+from clusterd.cli.loadconfig import USAGE as LOADCONFIG_USAGE
+from clusterd.cli.shell import Quit
 from clusterd.daemon import Daemon
 from clusterd.logins import AdminLogin
 from clusterd.modes import Mode
+from clusterd.schema.access import hash_passphrase
 from clusterd.session import Session
-from schema.access import hash_passphrase
 from tests.shellhelp import ADMIN, LA, NY, PASSPHRASE, Term, new_daemon, public_key
 
 CLUSTER_SWITCH = (
@@ -811,8 +812,10 @@ async def test_elements_inside_a_feature_are_refused(ny: Term) -> None:
     [
         ("loadconfig ../x", 2, BAD_NAME),
         ("loadconfig /etc/passwd", 2, BAD_NAME),
-        ("loadconfig", 2, "Usage: loadconfig FILE [--yes]   (a file of the configs directory)"),
-        ("loadconfig a b", 2, "Usage: loadconfig FILE [--yes]   (a file of the configs directory)"),
+        ("loadconfig", 2, f"Usage: {LOADCONFIG_USAGE}"),
+        ("loadconfig a b", 2, f"Usage: {LOADCONFIG_USAGE}"),
+        ("loadconfig a --group Paris", 2, "Usage: --group FILE=HERE, not 'Paris'"),
+        ("loadconfig a --bogus", 2, f"Usage: {LOADCONFIG_USAGE}"),
     ],
 )  # fmt: skip
 async def test_loadconfig_usage(ny: Term, line: str, status: int, text: str) -> None:

@@ -52,6 +52,7 @@ class ShellIO(Protocol):
 
     def start(self) -> None: ...
     def feed(self, data: bytes) -> None: ...
+    def eof(self) -> None: ...
     def stop(self) -> None: ...
     def writable(self, yes: bool) -> None: ...
 
@@ -243,6 +244,8 @@ class AdminSession(_Session):
         if self.join is not None:
             self.join.eof()
             return False
+        if self.shell is not None:
+            self.shell.eof()
         return True  # half-open: a command runs on after its input ends (ssh host CMD)
 
     def pause_writing(self) -> None:
