@@ -12,7 +12,7 @@ from typing import Any
 
 from clusterd import layers
 from clusterd.cli.console import choose, confirm
-from clusterd.cli.progress import follow_catch_up
+from clusterd.cli.progress import applied_now, follow_catch_up
 from clusterd.cli.shell import Shell, Usage
 from clusterd.lifecycle import MAIN_GROUP, discard_line
 
@@ -347,9 +347,10 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
             ):
                 return 1
             _done(shell, admin.set_disconnected(machine, op == "disconnect", _as(shell, op)))
+            base = applied_now(shell)  # (links come up later: nothing has arrived yet)
             shell.write(f"{machine} {op}ed.")
             if op == "reconnect" and machine == shell.hostname:
-                return 0 if await follow_catch_up(shell) else 1
+                return 0 if await follow_catch_up(shell, base=base) else 1
             return 0
         case "prepjoin":
             return await _prepjoin(shell, args)

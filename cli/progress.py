@@ -33,12 +33,24 @@ def _unlinked(status: dict[str, Any]) -> list[str]:
     ]
 
 
+def applied_now(shell: Shell) -> int:
+    """How many commits this machine holds: what a catch-up counts from."""
+    return sum(shell.daemon.store.state.vv.values())
+
+
 async def follow_catch_up(
-    shell: Shell, *, settle: float | None = None, timeout: float = 120.0, every: float = 0.5
+    shell: Shell,
+    *,
+    base: int | None = None,
+    settle: float | None = None,
+    timeout: float = 120.0,
+    every: float = 0.5,
 ) -> bool:
     """Show the catch-up until nothing is missing; False when ``timeout`` ran out first.
 
-    ``settle`` defaults to the handshake time-out: within it a dial has linked or failed.
+    ``base``: the commits held when the command started (``applied_now``), so what
+    arrives before this is called counts too; ``settle`` defaults to the handshake
+    time-out: within it a dial has linked or failed.
     """
     d = shell.daemon
 
@@ -49,6 +61,7 @@ async def follow_catch_up(
     settle = d.timing.handshake_timeout if settle is None else settle
     start = time.monotonic()
     s = status()
+    base = _applied(s) if base is None else base
     told = False
     while _unlinked(s) and time.monotonic() - start < settle:
         if not told and time.monotonic() - start >= every:
@@ -56,7 +69,7 @@ async def follow_catch_up(
             told = True
         await asyncio.sleep(POLL)
         s = status()
-    base, shown, last = _applied(s), -1, 0.0
+    shown, last = -1, 0.0
     while s["catch_up"]["missing"]:
         now = time.monotonic()
         if now - start > timeout:
