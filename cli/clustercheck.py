@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from clusterd import check, layers
+from clusterd import check, layers, nodechecks
 from clusterd.cli.console import choose
 from clusterd.cli.shell import Shell, Usage
 from clusterd.edits import write_definition
@@ -79,16 +79,23 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
     serials.setdefault(me, d.config.serial)
     digests: dict[str, str] = {}
     software: dict[str, str] = {}
+    reverse: dict[str, dict[str, Any]] = {}
+    held: dict[str, dict[str, Any]] = {}  # the cross-node checks, as each member holds them
+    ours = nodechecks.declared(d.config)
     unreachable: dict[str, str] = {}
     for host in sorted(serials):
         progress(f"Checking {host}...")
         if host == me:
             mine = d.status()
             digests[me], software[me] = mine["digest"], mine["software"]
+            reverse[me] = mine["reverse_dns"]
+            held[me] = await d.node_checks({})
             continue
         try:
             digests[host] = (await _ask(shell, serials[host], "digest", {}))["digest"]
-            software[host] = (await _ask(shell, serials[host], "status", {}))["software"]
+            theirs = await _ask(shell, serials[host], "status", {})
+            software[host], reverse[host] = theirs["software"], theirs.get("reverse_dns", {})
+            held[host] = await _ask(shell, serials[host], "checks", ours)
         except ClusterdError as exc:
             digests.pop(host, None)
             unreachable[host] = _why(shell, serials[host], str(exc))
@@ -109,7 +116,8 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
                 unreachable[host] = _why(shell, serials[host], str(exc))
         found = check.compare(summaries)
     losses = shell.store.inconsistencies()
-    facts = check.facts(shell.store.state, shell.store.catalogue, me, software)
+    await _every_check_everywhere(shell, held, serials, unreachable)
+    facts = check.facts(shell.store.state, shell.store.catalogue, me, software, reverse, held)
     if as_json:
         shell.write(json.dumps({
             "checked": sorted(h for h in digests if h not in unreachable),
@@ -145,6 +153,29 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
     elif not found and not losses and not facts:
         shell.write("No inconsistencies found.")
     return 1 if unreachable or left or facts else 0
+
+
+async def _every_check_everywhere(
+    shell: Shell,
+    held: dict[str, dict[str, Any]],
+    serials: dict[str, str],
+    unreachable: dict[str, str],
+) -> None:
+    """A check declared on one member only reached the members asked after it: ask the
+    others again, with every check, so that each is compared on every member."""
+    wanted = {k: sorted({n for a in held.values() for n in a.get(k, {})})
+              for k in nodechecks.KINDS}  # fmt: skip
+    for host, answer in list(held.items()):
+        if all(set(wanted[k]) <= set(answer.get(k, {})) for k in nodechecks.KINDS):
+            continue
+        try:
+            if host == shell.hostname:
+                held[host] = await shell.daemon.node_checks(wanted)
+            else:
+                held[host] = await _ask(shell, serials[host], "checks", wanted)
+        except ClusterdError as exc:
+            held.pop(host)
+            unreachable[host] = _why(shell, serials[host], str(exc))
 
 
 def _versions_json(versions: dict[str, Any]) -> dict[str, Any]:

@@ -7,13 +7,18 @@ once; PREPJOIN NEW / DELETE are pending changes of this shell's session.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 from clusterd import layers
 from clusterd.cli.console import choose, confirm
 from clusterd.cli.progress import applied_now, follow_catch_up
 from clusterd.cli.shell import Shell, Usage
+from clusterd.errors import ClusterdError
+from clusterd.join import KeyNotRegistered
+from clusterd.joincli import POLL, REGISTER, prepjoin_facts
 from clusterd.lifecycle import MAIN_GROUP, discard_line
 
 CLUSTER_OPS = [
@@ -31,11 +36,12 @@ CLUSTER_OPS = [
     ("CONNSTATUS", "Show the status of connections between machines in the cluster."),
 ]
 
+MAX_WAIT = 3600.0  # --wait: an hour at most
 SSH_PORT, CCS_PORT = 22, 2222  # the ports a join dials unless told otherwise
 CANCELLED = "Join cancelled. Nothing was changed."
 JOIN_USAGE = (
     "clusterconfig join [--port P] [--fingerprint FP] ADDRESS ADMIN [PASSPHRASE [GROUP]]\n"
-    "  | join --key|--ccs [--port P] [--fingerprint FP] ADDRESS [GROUP]\n"
+    "  | join --key|--ccs [--port P] [--fingerprint FP] [--wait SECONDS] ADDRESS [GROUP]\n"
     "  | join [--ccs] [--key] ADDRESS PORT FINGERPRINT [GROUP] [PASSPHRASE]"
 )
 
@@ -120,6 +126,8 @@ async def _join_menu(shell: Shell, *, ccs: bool) -> int:
         how = await choose(shell.console, "Authenticate with:", ways)
         if how == 1:
             passphrase = await ask(_passphrase_question("admin"), secret=True)
+    if passphrase is None:
+        _prepjoin_facts(shell)
     shell.write(f"Connecting to {address} port {port}...")
     fingerprint = await _confirm_host_key(shell, address, port)
     if fingerprint is None:
@@ -129,6 +137,16 @@ async def _join_menu(shell: Shell, *, ccs: bool) -> int:
                                "enable_ccs": enable, "passphrase": passphrase,
                                "fingerprint_expected": fingerprint}  # fmt: skip
     return await _check_and_join(shell, request, ask_first=True)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT:
+        raise Usage(f"--wait takes seconds, 0 to {MAX_WAIT:.0f}, not {text!r}")
+    return seconds
 
 
 def _port(text: str) -> int:
@@ -149,11 +167,16 @@ async def _confirm_host_key(shell: Shell, address: str, port: int) -> str | None
     return str(probed["fingerprint"])
 
 
-async def _check_and_join(shell: Shell, request: dict[str, Any], *, ask_first: bool) -> int:
+async def _check_and_join(
+    shell: Shell, request: dict[str, Any], *, ask_first: bool, wait: float | None = None
+) -> int:
     """The dry run and its report, the person's go-ahead (``ask_first``), the join."""
     admin = shell.daemon.admin
     shell.write("Checking the join with the member (nothing changes yet)...")
-    report = await admin.join(**request, dry_run=True)
+    report = await _until_registered(shell, request, wait)
+    if report is None:
+        shell.write(CANCELLED)
+        return 1
     _report(shell, report)
     if ask_first and not await confirm(shell.console, "Do you want to join?", False):
         shell.write(CANCELLED)
@@ -164,6 +187,46 @@ async def _check_and_join(shell: Shell, request: dict[str, Any], *, ask_first: b
     status = _done(shell, done)
     await follow_catch_up(shell)
     return status
+
+
+async def _until_registered(
+    shell: Shell, request: dict[str, Any], wait: float | None
+) -> dict[str, Any] | None:
+    """The dry run, once the member knows this machine's key: the person presses Enter
+    when it is registered (``wait``: try every ``POLL`` seconds, counting down, for that
+    long).  None: cancelled, or not registered in time.  Other refusals raise."""
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            return dict(await shell.daemon.admin.join(**request, dry_run=True))
+        except KeyNotRegistered:
+            if request.get("passphrase") is not None:
+                raise
+        if deadline is None:
+            if not shell.console.interactive:
+                raise ClusterdError(
+                    "the member does not know this machine's key: register it there "
+                    "(clusterconfig prepjoin new, then commit), or join with --wait SECONDS"
+                )
+            answer = await shell.console.ask(
+                "The member does not know this machine's key yet. Press Enter once it is "
+                "registered and committed (q to cancel)", "")  # fmt: skip
+            if answer.strip().lower() in ("q", "quit", "cancel"):
+                return None
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            shell.write(f"Still not registered after {wait:.0f} s.")
+            return None
+        shell.write(f"Not registered yet; trying again in {min(POLL, left):.0f} s "
+                    f"({left:.0f} s left).")  # fmt: skip
+        await asyncio.sleep(min(POLL, left))
+
+
+def _prepjoin_facts(shell: Shell) -> None:
+    shell.write(REGISTER)
+    for line in prepjoin_facts(shell.daemon.admin.prepjoin_print()):
+        shell.write(f"  {line}")
 
 
 def _report(shell: Shell, report: dict[str, Any]) -> None:
@@ -187,7 +250,7 @@ def _join_words(args: list[str]) -> tuple[dict[str, str | bool], list[str]]:
         name, eq, value = word.partition("=")
         if name in ("--ccs", "--key") and not eq:
             options[name[2:]] = True
-        elif name in ("--port", "--fingerprint"):
+        elif name in ("--port", "--fingerprint", "--wait"):
             if not eq:
                 value = next(rest, "")
             if not value or name[2:] in options:
@@ -232,6 +295,9 @@ async def _join_batch(shell: Shell, args: list[str]) -> int:
         found = options.get("fingerprint")
         fingerprint = None if found is None else str(found)
     port = _port(port_text)
+    wait = _seconds(str(options["wait"])) if "wait" in options else None
+    if wait is not None and not key:
+        raise Usage(f"--wait is for a join with a PREPJOIN key\n{JOIN_USAGE}")
     if fingerprint is None and not shell.console.interactive:
         raise Usage(
             "a one-command join does not trust a host key on first use: give the member's "
@@ -240,6 +306,8 @@ async def _join_batch(shell: Shell, args: list[str]) -> int:
         )
     if passphrase is None and not key:
         passphrase = await shell.console.ask(_passphrase_question(user), secret=True)
+    if key:
+        _prepjoin_facts(shell)
     shell.write(f"Connecting to {address} port {port}...")
     if fingerprint is None:
         fingerprint = await _confirm_host_key(shell, address, port)
@@ -248,14 +316,12 @@ async def _join_batch(shell: Shell, args: list[str]) -> int:
     request: dict[str, Any] = {"address": address, "port": port, "group": group, "ccs": ccs,
                                "enable_ccs": ccs, "passphrase": passphrase, "user": user,
                                "fingerprint_expected": fingerprint}  # fmt: skip
-    return await _check_and_join(shell, request, ask_first=shell.console.interactive)
+    return await _check_and_join(shell, request, ask_first=shell.console.interactive, wait=wait)
 
 
 def _prepjoin_print(shell: Shell) -> int:
-    info = shell.daemon.admin.prepjoin_print()
-    shell.write(f"Host: {info['hostname']}")
-    shell.write(f"Serial #: {info['serial']}")
-    shell.write(f"Machine key: {info['machine_key']}")
+    for line in prepjoin_facts(shell.daemon.admin.prepjoin_print()):
+        shell.write(line)
     return 0
 
 
@@ -305,6 +371,13 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                     shell.write(f"  reverse: {m['reverse']}")
                 if m.get("inbound_reverse"):
                     shell.write(f"  inbound reverse: {m['inbound_reverse']}")
+                if m["accepted_without_reverse"]:
+                    shell.write(f"  WARNING: {m['hostname']} was accepted although the reverse "
+                                "lookup of its address failed (reverse_dns = warn); the "
+                                "reference would refuse it. Add a PTR record for it.")  # fmt: skip
+                if m["reverse_mismatch"]:
+                    shell.write(f"  Note: the reverse lookup of its address does not name "
+                                f"{m['hostname']} (renamed? an interface's name?).")  # fmt: skip
             return 0
         case "addgroup":
             return _done(shell, admin.group_op(op, {"group": await _arg(

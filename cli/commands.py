@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
-from clusterd import __version__, layers
+from clusterd import layers, membership
 from clusterd.cli.clustercheck import clustercheck
 from clusterd.cli.clusterconfig import clusterconfig
 from clusterd.cli.console import confirm
@@ -17,6 +18,7 @@ from clusterd.cli.loadconfig import loadconfig
 from clusterd.cli.machine import last, nslookup, ping, tail, who
 from clusterd.cli.saveload import saveconfig
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
+from clusterd.cli.upgrade import upgrade
 from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
 from clusterd.schema.access import MIN_PASSPHRASE_LENGTH
@@ -107,11 +109,14 @@ async def commit(shell: Shell, args: list[str]) -> int:
             shell.write(f"  {c.unit.feature} at {where}{row}: {now}{by}")
         if not await confirm(shell.console, "Overwrite their changes with yours?", False):
             keep = "discard"
+    renames = membership.renamed_in(shell.session.pending)
     made = shell.commit(shell.session, comment, on_conflict=keep)
     if made is None:
         shell.write("Nothing left to commit.")
         return 0
     shell.write(f"Changes committed: {time.strftime('%a %b %d %H:%M:%S %Y', time.localtime())}")
+    for old, new in renames:
+        shell.write(f"Machine {old} is now {new}: its settings, group and links went with it.")
     return 0
 
 
@@ -220,11 +225,33 @@ async def status(shell: Shell, args: list[str]) -> int:
         extra += f", {p['behind']:,} commits behind it" if p["behind"] else ""
         why = f" ({p['reason']})" if p["reason"] else ""
         shell.write(f"  {p['hostname']:<30} {p['state']:<12}{extra}{why}")
+    _recent_alerts(shell, s["alerts"], s["alert_mail"])
     return 0
 
 
+RECENT_ALERTS = 10
+
+
+def _recent_alerts(shell: Shell, alerts: list[dict[str, Any]], mail: dict[str, Any]) -> None:
+    if not alerts:
+        shell.write("No alerts since clusterd started.")
+        return
+    shown = alerts[-RECENT_ALERTS:]
+    more = f" (the last {len(shown)} of {len(alerts)}; status --json has them all)"
+    shell.write(f"Recent alerts{more if len(shown) < len(alerts) else ''}:")
+    for a in shown:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))
+        shell.write(f"  {when} {a['kind']}: {a['peer']}: {a['text']}")
+    delivery = f"Alert mail via {mail['relay']}: {mail['sent']} sent"
+    if mail["queued"]:
+        delivery += f", {mail['queued']} waiting"
+    if mail["last_error"]:
+        delivery += f"; last delivery failed: {mail['last_error']}"
+    shell.write(delivery)
+
+
 async def version(shell: Shell, args: list[str]) -> int:
-    shell.write(f"clusterd {__version__} on {shell.hostname}")
+    shell.write(f"clusterd {shell.daemon.config.software} on {shell.hostname}")
     return 0
 
 
@@ -299,6 +326,8 @@ HELP = {
     "clearchanges": "clearchanges   discards the pending changes of every mode (asks first)",
     "passwd": "passwd [USER]   your passphrase, or (admin) another user's; effective at once",
     "who": "who   the shells open on this machine",
+    "upgrade": "upgrade   the upgrade routine: each member's version as known here, and the\n"
+    "  next step (docs/upgrade.md); it installs nothing",
     "last": "last [N]   recent logins to this machine, refused ones included",
     "tail": "tail [N]   the last N lines of this machine's daemon log (20)",
     "ping": "ping MEMBER   three query round trips over the mesh",
@@ -337,4 +366,5 @@ HANDLERS: dict[str, Handler] = {
     "nslookup": nslookup,
     "saveconfig": saveconfig,
     "loadconfig": loadconfig,
+    "upgrade": upgrade,
 }

@@ -108,9 +108,20 @@ class BatchConsole(ScriptedConsole):
 
     interactive = False
 
-    def __init__(self, stdin: Callable[[], Awaitable[bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        stdin: Callable[[], Awaitable[bytes]] | None = None,
+        out: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__()
         self._read = stdin
+        self._out = out  # each line also goes out at once (a long command shows progress)
+
+    def write(self, text: str = "") -> None:
+        if self._out is None:
+            super().write(text)
+        else:  # not kept as well: a 16 MiB saveconfig --stdout stays 16 MiB
+            self._out(printable(text, keep_newlines=True) + "\n")
 
     async def read_stdin(self) -> bytes:
         if self._read is None:

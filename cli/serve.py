@@ -180,6 +180,10 @@ class ShellChannel:
         self.stop()
         self._end(f"\nSession closed: {why}", 1)
 
+    def _write(self, text: str) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self.chan.write(text.encode())
+
     def _end(self, text: str, status: int) -> None:
         """Write ``text`` (if any) and end the channel with ``status``."""
         with contextlib.suppress(OSError, RuntimeError):
@@ -196,7 +200,7 @@ class ShellChannel:
         return Size(rows=height or 24, columns=width or 80)
 
     async def _batch(self, command: str) -> None:
-        console = BatchConsole(self._read_stdin)
+        console = BatchConsole(self._read_stdin, self._write)
         shell = Shell(self.daemon, self.login, console)
         log.info("%s runs %r", self.user, self.command)
         status = 0
@@ -215,9 +219,8 @@ class ShellChannel:
         if shell.session.pending:
             console.write(f"Warning: {len(shell.session.pending)} uncommitted change(s) "
                           "discarded; end the command with '; commit COMMENT'")  # fmt: skip
-        text = console.output
         log.info("%s: %r exits %d", self.user, self.command, status)
-        self._end(text, status)
+        self._end("", status)
 
     async def _interactive(self) -> None:
         term = self.chan.get_terminal_type() or "xterm"

@@ -107,8 +107,14 @@ class Shell:
         return text + "> "
 
     def _check_mode(self) -> None:
-        """A mode that no longer exists (group deleted, left the cluster) falls back."""
+        """A machine renamed meanwhile is followed to its new name; a mode that no longer
+        exists (group deleted, left the cluster) falls back to this machine."""
         state = self.store.state
+        for _ in range(len(self.daemon.former_names)):  # renamed again and again: follow
+            renamed = self.daemon.former_names.get(self.mode.name)
+            if self.mode.level is not Level.MACHINE or renamed is None:
+                break
+            self.mode = Mode.machine(renamed)
         gone = (
             self.cluster is None
             or (self.mode.level is Level.GROUP and self.mode.name not in layers.groups(state))

@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     join.add_argument("--user", default="admin", help="the cluster admin user")
     join.add_argument("--passphrase-file", type=Path)
     join.add_argument("--yes", action="store_true", help="do not ask before discarding")
+    join.add_argument("--wait", type=float, metavar="SECONDS",
+                      help="with --key or --ccs: until the key is registered, try again "
+                      "every 5 s for this long (default: wait for Enter)")  # fmt: skip
     prep = sub.add_parser("prepjoin", help="print what a member needs to register this machine")
     prep.add_argument("--data-dir", type=Path, required=True)
     prep.add_argument("action", choices=["print"])
@@ -185,6 +188,7 @@ def _run(args: argparse.Namespace) -> int:
             user=args.user,
             passphrase_file=args.passphrase_file,
             yes=args.yes,
+            wait=args.wait,
         )
     return 0
 

@@ -360,6 +360,7 @@ class Admin:
             reverse = await d.resolver.reverse(address) if address else None
             peer = status.get(e.serial, {})
             inbound = d.reverse_seen.get(e.serial)
+            fact = next((f for f in d.reverse_facts() if f["hostname"] == e.hostname), {})
             return {
                 "hostname": e.hostname,
                 "serial": e.serial,
@@ -374,6 +375,8 @@ class Admin:
                 "reverse": None if reverse is None else reverse.describe(),
                 "reverse_ok": None if reverse is None else reverse.ok,
                 "inbound_reverse": None if inbound is None else inbound.describe(),
+                "accepted_without_reverse": bool(fact.get("accepted")),
+                "reverse_mismatch": bool(fact.get("mismatch")),
             }
 
         found = await asyncio.gather(*(one(e) for e in others))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterd import layers, references
-from clusterd.clock import wall_ms
+from clusterd.clock import newer, wall_ms
 from clusterd.errors import ClusterdError
 from clusterd.modes import Mode
 from clusterd.schema.feature import Catalogue
@@ -142,6 +142,69 @@ def software_fact(software: dict[str, str]) -> Fact | None:
     )
 
 
+def dns_facts(reverse: dict[str, dict[str, Any]]) -> list[Fact]:
+    """Members let in although their reverse lookup failed (``reverse_dns = warn``):
+    ``reverse`` is each member's ``status()["reverse_dns"]``, by the member that saw it.
+    (A PTR naming another host is only a note of CONNSTATUS: a mail gateway's address
+    often carries its interface's name, not the machine's.)"""
+    found = []
+    for seen_by, facts in sorted(reverse.items()):
+        for f in facts.get("members", []):
+            if f["accepted"]:
+                found.append(Fact(
+                    "dns",
+                    f"DNS: {seen_by} accepted {f['hostname']} although the reverse lookup of "
+                    f"its address failed ({f['found']}); reverse_dns = warn lets it in, the "
+                    "reference would refuse it. Add a PTR record, or set reverse_dns = off "
+                    f"on {seen_by} to stop checking.",
+                    {"seen_by": seen_by, "member": f["hostname"], "address": f["address"]},
+                ))  # fmt: skip
+    return found
+
+
+def node_facts(held: dict[str, dict[str, Any]]) -> list[Fact]:
+    """The cross-node checks (``clusterd.nodechecks``) compared: ``held`` is what each
+    member answered.  Ids must be equal (and exist) everywhere; paths must exist and
+    addresses be assigned on every member.  Each fact names the members that differ."""
+    found = []
+    for host, answer in sorted(held.items()):
+        for error in answer.get("errors", []):
+            found.append(Fact("node", f"Check on {host}: {error}.", {"member": host}))
+    for kind, what in (("users", "User"), ("groups", "Group")):
+        names = sorted({n for a in held.values() for n in a.get(kind, {})})
+        for name in names:
+            ids: dict[str, list[str]] = {}
+            for host, answer in sorted(held.items()):
+                got = answer.get(kind, {}).get(name, "?")
+                ids.setdefault("none" if got is None else str(got), []).append(host)
+            if len(ids) > 1 or "none" in ids:
+                text = "; ".join(
+                    f"{'no such ' + what.lower() if i == 'none' else 'id ' + i} on "
+                    f"{', '.join(hosts)}"
+                    for i, hosts in sorted(ids.items())
+                )
+                found.append(Fact(
+                    "node",
+                    f"{what} {name} differs between members ({text}): a member taking over "
+                    "another would own its files under another id. Give it the same id "
+                    "everywhere.",
+                    {"check": kind, "name": name, "ids": ids},
+                ))  # fmt: skip
+    for kind, word in (("paths", "is missing"), ("addresses", "is not assigned")):
+        items = sorted({n for a in held.values() for n in a.get(kind, {})})
+        for item in items:
+            bad = [h for h, a in sorted(held.items()) if a.get(kind, {}).get(item) is False]
+            if bad:
+                label = "Path" if kind == "paths" else "Address"
+                found.append(Fact(
+                    "node",
+                    f"{label} {item} {word} on {', '.join(bad)} (every member needs it to "
+                    "take over).",
+                    {"check": kind, "name": item, "members": bad},
+                ))  # fmt: skip
+    return found
+
+
 def _reference_fact(catalogue: Catalogue, p: references.Unresolved) -> Fact:
     details = {
         "machine": p.machine,
@@ -177,7 +240,8 @@ def _reference_fact(catalogue: Catalogue, p: references.Unresolved) -> Fact:
 def membership_facts(reader: State, catalogue: Catalogue) -> list[Fact]:
     """What concurrent membership operations can leave (``docs/membership.md``): a
     machine whose group was deleted (it is in the fallback group), two groups of one
-    name, settings at a group mode that is no group's any more."""
+    name, settings at a group mode that is no group's any more, or at a machine's name
+    from before a rename."""
     found = []
     for host, row in layers.machines(reader).items():
         if row["fallback"]:
@@ -212,6 +276,31 @@ def membership_facts(reader: State, catalogue: Catalogue) -> list[Fact]:
                     f"delete group {mode.name}' from cluster mode, or add the group back.",
                     {"feature": feature.command, "mode": str(mode)},
                 ))  # fmt: skip
+    found += _left_at_old_names(reader, catalogue)
+    return found
+
+
+def _left_at_old_names(reader: State, catalogue: Catalogue) -> list[Fact]:
+    """Settings at the machine mode of a name its machine left by a rename, written by a
+    member that had not seen the rename (or left by a rename that lost to another)."""
+    found = []
+    for old, version in reader.entries("removed", layers.CLUSTER).visible_rows():
+        new = (version.value or {}).get("renamed_to")
+        if not new:
+            continue
+        key = Mode.machine(old).key
+        for feature in catalogue:
+            entries = reader.entries(feature.command, key)
+            late = [v for v in entries.rows.values() if v.value is not None
+                    and newer(v.stamp, version.stamp)]  # fmt: skip
+            if reader.is_defined(feature.command, key) or late:
+                found.append(Fact(
+                    "membership",
+                    f"{feature.title} was changed at Machine {old} after {old} was renamed "
+                    f"{new} (by a member that had not seen the rename): it applies to no "
+                    f"machine. Make the change again at Machine {new}.",
+                    {"feature": feature.command, "mode": f"Machine {old}", "renamed_to": new},
+                ))  # fmt: skip
     return found
 
 
@@ -220,12 +309,22 @@ def _group_modes(reader: State, command: str) -> list[str]:
     return [m for f, m in reader.feature_modes() if f == command and m.startswith("group:")]
 
 
-def facts(reader: State, catalogue: Catalogue, me: str, software: dict[str, str]) -> list[Fact]:
+def facts(
+    reader: State,
+    catalogue: Catalogue,
+    me: str,
+    software: dict[str, str],
+    reverse: dict[str, dict[str, Any]],
+    held: dict[str, dict[str, Any]],
+) -> list[Fact]:
     """Software versions (member -> version, as far as known), membership left strange by
-    concurrent operations, then every reference that does not resolve on some machine's
-    effective configuration."""
+    concurrent operations, members accepted without reverse DNS, the cross-node checks,
+    then every reference that does not resolve on some machine's effective
+    configuration."""
     found = [f for f in [software_fact(software)] if f is not None]
     found += membership_facts(reader, catalogue)
+    found += dns_facts(reverse)
+    found += node_facts(held)
     for p in references.unresolved_everywhere(reader, catalogue, me):
         found.append(_reference_fact(catalogue, p))
     return found

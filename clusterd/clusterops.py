@@ -133,6 +133,15 @@ def remove_machine(store: Store, machine: str, *, user: str) -> Commit:
     return _commit(store, pending, user, f"remove machine {machine}")
 
 
+def drop_stale_names(store: Store, stale: dict[str, str], *, user: str) -> Commit:
+    """Rows of this machine's former names that a concurrent rename left (``stale``:
+    old -> current name): the machine itself deletes them."""
+    pending, view = _plan(store)
+    for old, name in sorted(stale.items()):
+        membership.drop_stale_name(view, store.catalogue, old, name, at=time.time())
+    return _commit(store, pending, user, f"drop stale names {', '.join(sorted(stale))}")
+
+
 def listing(store: Store) -> dict[str, Any]:
     """LIST / LISTDETAIL: every machine, by the group it is in (every member lists the
     same, whatever happened to the groups: ``docs/membership.md``)."""

@@ -7,19 +7,25 @@ name and the key, before anything starts.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from clusterd import __version__
+from clusterd import __version__, nodechecks
+from clusterd.alertmail import parse_relay
 from clusterd.errors import ConfigError
 from clusterd.schema.fields import DOMAIN_RE, host_key
 from clusterd.schema.membership import SERIAL_RE
 
 CONFIG_NAME = "clusterd.toml"
 Port = Annotated[int, Field(ge=1, le=65535)]
+CheckList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=nodechecks.MAX_TEXT)]],
+    Field(max_length=nodechecks.MAX_ITEMS),
+]
 
 
 class DaemonConfig(BaseModel):
@@ -63,6 +69,19 @@ class DaemonConfig(BaseModel):
     max_channels: Annotated[int, Field(ge=1, le=1000)] = 8  # sessions per connection
     max_sessions_per_user: Annotated[int, Field(ge=1, le=10_000)] = 16  # shells at once
     max_pending_changes: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000  # per session
+    # Alerts by mail to the alertconfig recipients (clusterd.alertmail).
+    alert_relay: str = "localhost:25"  # host or host:port: a relay, or the local MTA
+    alert_from: str | None = None  # default clusterd@HOSTNAME
+    alert_gather: Annotated[float, Field(ge=0, le=3600)] = 10.0  # s to wait for company
+    alert_repeat: Annotated[float, Field(ge=0)] = 600.0  # one mail per (kind, member) per s
+    alert_max_per_hour: Annotated[int, Field(ge=1, le=10_000)] = 30
+    # Cross-node checks that clustercheck compares on every member (clusterd.nodechecks).
+    check_users: CheckList = []  # numeric uid equal everywhere
+    check_groups: CheckList = []  # numeric gid equal everywhere
+    check_paths: CheckList = []  # exists everywhere (relative: to the data directory)
+    check_addresses: CheckList = []  # assigned to an interface of every member
+    passwd_file: str = "/etc/passwd"
+    group_file: str = "/etc/group"
 
     @field_validator("hostname")
     @classmethod
@@ -71,6 +90,22 @@ class DaemonConfig(BaseModel):
         if not DOMAIN_RE.fullmatch(name):
             raise ValueError("a fully qualified host name (two labels or more: ny.example.com)")
         return name
+
+    @field_validator("alert_relay")
+    @classmethod
+    def _relay(cls, value: str) -> str:
+        parse_relay(value)
+        return value
+
+    @field_validator("check_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address") from None
+        return value
 
     @field_validator("serial")
     @classmethod

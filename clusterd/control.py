@@ -6,7 +6,7 @@ reaches it).  One JSON object per line each way.  Requests::
     {"op": "status"}
     {"op": "edit", "user": "admin", "comment": "...", "edits": [EDIT, ...]}
     {"op": "disconnect"} / {"op": "reconnect"}
-    {"op": "query", "peer": SERIAL, "kind": "digest"}
+    {"op": "query", "peer": SERIAL, "kind": "digest", "args": {...}}  (a member's query)
     {"op": "get", "feature": ..., "mode": ...}     what the mode defines (null: nothing)
     {"op": "effective"}                          this machine's effective configuration
     {"op": "truncate", "keep": N}
@@ -126,7 +126,10 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
         if op in ("disconnect", "reconnect"):
             return _membership_flag(daemon, op == "disconnect")
         if op == "query":
-            answered = await daemon.ask(str(request["peer"]), str(request["kind"]), {}, 10.0)
+            args = request.get("args") or {}
+            if not isinstance(args, dict):
+                raise ValueError("'args' of a query is a JSON object")
+            answered = await daemon.ask(str(request["peer"]), str(request["kind"]), args, 10.0)
             if not answered.ok:
                 return {"ok": False, "error": str(answered.body), "body": answered.body}
             return {"ok": True, "body": answered.body}
@@ -154,7 +157,7 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
     except InvalidSetting as exc:
         return {"ok": False, "error": "; ".join(exc.problems)}
     except ClusterdError as exc:
-        return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": str(exc), **({"code": exc.code} if exc.code else {})}
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import asyncssh
 
-from clusterd import check, clusterops, layers, lifecycle, logsetup
+from clusterd import check, clusterops, layers, lifecycle, logsetup, nodechecks
 from clusterd import config as cfg
 from clusterd.admin import Admin
+from clusterd.alertmail import AlertMail
 from clusterd.commitcheck import check_snapshot
 from clusterd.config import DaemonConfig
 from clusterd.digest import state_digest
@@ -102,6 +103,15 @@ class Daemon:
         self.readers: dict[int, FrameReader] = {}
         self.next_link = 1
         self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)
+        self.mail = AlertMail(
+            hostname=lambda: self.config.hostname,
+            rows=lambda: self.effective("alertconfig").value,
+            relay=config.alert_relay,
+            sender=config.alert_from,
+            gather=config.alert_gather,
+            repeat=config.alert_repeat,
+            max_per_hour=config.alert_max_per_hour,
+        )
         self.waiting: dict[int, asyncio.Future[Answered]] = {}
         self.servers: list[asyncssh.SSHAcceptor | asyncio.AbstractServer] = []
         self.admin_server: asyncssh.SSHAcceptor | None = None
@@ -115,6 +125,7 @@ class Daemon:
         self.auth = Logins(self)
         self.gate = Gate(config, self.trusted_source)
         self.reverse_seen: dict[str, Lookup] = {}  # serial -> reverse lookup when it connected
+        self.former_names: dict[str, str] = {}  # machines renamed while running: old -> new
         self.shells: set[Any] = set()  # open admin shells (cli.serve.ShellChannel): who
         self.logins: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)  # recent logins: last
         self._algorithms: Algorithms | None = None
@@ -156,10 +167,12 @@ class Daemon:
         )
         self.execute(self.node.start(self.now()))
         ticker = asyncio.create_task(self._ticks())
+        self.mail.start()
         try:
             await self.stopping.wait()
         finally:
             ticker.cancel()
+            self.mail.stop()
             self.execute(self.node.stop(self.now()))
             for server in [*self.servers, self.admin_server, self.ccs_server]:
                 if server is not None:
@@ -284,9 +297,12 @@ class Daemon:
                 name = self.peers[peer].hostname if peer in self.peers else peer
                 log.warning("ALERT %s: %s: %s", kind, name, text)
                 self.alerts.append({"at": time.time(), "kind": kind, "peer": name, "text": text})
+                self.mail.post(kind, name, text)
             case Note(text):
                 log.info("%s", text)
                 self._traced(f"note {text}")
+            case Ask(peer, qid, "checks", args):  # reads files: off the event loop
+                asyncio.get_running_loop().create_task(self._answer_checks(peer, qid, args))
             case Ask(peer, qid, kind, args):
                 try:
                     ok, body = self.answer(kind, args)
@@ -339,7 +355,7 @@ class Daemon:
                 kind = "commit" if cid.origin == self.config.serial else "apply"
                 self._traced(f"{kind} {cid.origin} {cid.seq}")
         touched = {feature for o in outcomes for feature, _ in o.touched}
-        if touched & MEMBERSHIP:
+        if touched & MEMBERSHIP or "sethostname" in touched:  # (a rename of this machine)
             self._membership_changed = True
         if touched & ADMIN_ONLY_FEATURES and self.shells:
             with contextlib.suppress(RuntimeError):  # no loop: not serving yet
@@ -369,7 +385,20 @@ class Daemon:
     def _reload_members(self) -> None:
         self._membership_changed = False
         was_member = self.config.serial in self.peers
+        names = {serial: e.hostname for serial, e in self.peers.items()}
         self.peers = endpoints(self.store.state)
+        for serial, e in self.peers.items():
+            if names.get(serial, e.hostname) != e.hostname:
+                self.former_names[names[serial]] = e.hostname
+        own = self.peers.get(self.config.serial)
+        name = own.hostname if own is not None else None
+        if name is None and layers.cluster_name(self.store.state) is None:
+            name = self.store.hostname  # standalone: renamed by a commit here
+        if name is not None and name != self.config.hostname:
+            self._renamed(name)
+        if self._stale_names():  # renamed two ways by members apart: the newest name stays
+            with contextlib.suppress(RuntimeError):  # no loop: not serving yet
+                asyncio.get_running_loop().call_soon(self._drop_stale_names)
         self.node.me = self._identity()
         members = [e.member for e in self.peers.values()]
         actions = self.node.set_members(members, self.now())
@@ -384,6 +413,39 @@ class Daemon:
         elif was_member and layers.cluster_name(self.store.state) is not None:
             self._schedule_leave(f"{self.config.hostname} was removed from the cluster")
         self.execute(actions)
+
+    def _renamed(self, new: str) -> None:
+        """This machine has a new name (a committed ``sethostname``, here or on any
+        member): the store, the log lines, the links' hellos and ``clusterd.toml``
+        follow.  Its serial, keys and links stay."""
+        old = self.config.hostname
+        log.warning("this machine is renamed from %s to %s", old, new)
+        self.store.hostname = new
+        self.former_names[old] = new  # (standalone: no peers table says so)
+        try:
+            self.config = cfg.save(self.config, hostname=new)
+        except (ClusterdError, OSError) as exc:
+            self.config = self.config.model_copy(update={"hostname": new})
+            self.alert("configuration", new, f"renamed from {old}, but {exc}: set hostname = "
+                       f"{new!r} in clusterd.toml before the next start")  # fmt: skip
+        logsetup.set_hostname(new)
+        self.node.me = self._identity()
+        self._traced(f"note renamed {old} {new}")
+
+    def _stale_names(self) -> dict[str, str]:
+        found = layers.stale_names(self.store.state).items()
+        return {old: new for old, new in found if new == self.config.hostname}
+
+    def _drop_stale_names(self) -> None:
+        stale = self._stale_names()
+        if not stale:
+            return
+        try:
+            commit = clusterops.drop_stale_names(self.store, stale, user=lifecycle.SYSTEM_USER)
+        except ClusterdError as exc:
+            log.warning("could not drop the stale names %s: %s", ", ".join(stale), exc)
+            return
+        self.committed(commit)
 
     def _reconnected(self, by: str) -> None:
         """A member's hello showed a RECONNECT of this machine we had not seen: commit
@@ -507,6 +569,27 @@ class Daemon:
         self.alert("DNS", name, text + " (reverse_dns = warn: accepted)")
         return None
 
+    def reverse_facts(self) -> list[dict[str, Any]]:
+        """What the reverse lookups of connecting members found, per member: ``accepted``
+        when one failed and ``reverse_dns = warn`` let the member in anyway (the
+        reference refuses it); ``mismatch`` when the names found do not include the
+        member's name (as after a rename, before DNS follows)."""
+        found = []
+        for serial, seen in sorted(self.reverse_seen.items()):
+            name = self.peers[serial].hostname if serial in self.peers else None
+            if name is None:
+                continue
+            names = {n.lower().rstrip(".") for n in seen.answers}
+            found.append({
+                "hostname": name,
+                "address": seen.query,
+                "ok": seen.ok,
+                "found": seen.describe(),
+                "accepted": not seen.ok and self.config.reverse_dns == "warn",
+                "mismatch": seen.ok and name not in names,
+            })  # fmt: skip
+        return found
+
     def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
         return self.admin.admit(request, joiner)
 
@@ -550,6 +633,29 @@ class Daemon:
             self._schedule_leave(f"removed by {args.get('by', '?')} on another member")
             return True, "leaving"
         return False, f"unknown query {kind!r}"
+
+    async def node_checks(self, asked: Mapping[str, Any]) -> dict[str, Any]:
+        """The cross-node checks (``clusterd.nodechecks``) asked and ours, as this
+        machine holds them; ValueError for a malformed query."""
+        checks = nodechecks.merged(asked, nodechecks.declared(self.config))
+        work = asyncio.to_thread(nodechecks.evaluate, checks, self.config)
+        try:
+            return await asyncio.wait_for(work, self.timeout)
+        except TimeoutError:
+            raise ClusterdError(
+                f"the cross-node checks took longer than {self.timeout} s (a slow disk?)"
+            ) from None
+
+    async def _answer_checks(self, peer: str, qid: int, args: Mapping[str, Any]) -> None:
+        body: Any
+        try:
+            ok, body = True, await self.node_checks(args)
+        except (ValueError, TypeError) as exc:
+            ok, body = False, f"bad checks query: {exc}"
+        except ClusterdError as exc:
+            ok, body = False, str(exc)
+        if peer in self.node.peers:
+            self.execute(self.node.answer(peer, qid, ok, body, self.now()))
 
     async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
         qid, actions = self.node.query(serial, kind, args, self.now())
@@ -596,6 +702,8 @@ class Daemon:
             "store": {"ok": self.store.outage is None, **(self.store.outage or {})},
             "gate": self.gate.status(),
             "alerts": list(self.alerts),
+            "alert_mail": self.mail.status(),
+            "reverse_dns": {"policy": self.config.reverse_dns, "members": self.reverse_facts()},
         }
 
     def peer_status(self) -> list[dict[str, Any]]:

@@ -36,12 +36,16 @@ HOSTS = {"newyork": "127.0.0.11", "losangeles": "127.0.0.12", "chicago": "127.0.
 class Demo:
     def __init__(self, root: Path, out: Callable[[str], None]) -> None:
         self.out = out
+        # The demo's own hosts file: members find (and reverse-resolve) each other by it,
+        # as they would by DNS on a real network.
+        hosts = root / "hosts"
+        hosts.write_text("".join(f"{a} {n}.example.com\n" for n, a in HOSTS.items()))
         self.machines = {
             name: Machine(
                 root,
                 i,
                 1.0,
-                {"listen": address, "ccs_enabled": name == "newyork"},
+                {"listen": address, "ccs_enabled": name == "newyork", "hosts_file": str(hosts)},
                 hostname=f"{name}.example.com",
             )
             for i, (name, address) in enumerate(HOSTS.items())

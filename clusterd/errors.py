@@ -78,6 +78,8 @@ class BadCommit(InvalidSetting):
 class ClusterdError(Exception):
     """Raised for failures that are not the caller's bad input."""
 
+    code: str | None = None  # for programs: what went wrong, in a word (control answers)
+
 
 class CommitConflict(ClusterdError):
     """Raised when pending changes collide with commits made since they were read."""

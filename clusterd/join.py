@@ -26,6 +26,7 @@ from clusterd.schema.fields import DOMAIN_RE, NAME_RE, checked, host_key
 from clusterd.schema.membership import SERIAL_RE
 
 SUBSYSTEM = "clusterd-join"
+KEY_HOW = "this machine's key (is it registered there with PREPJOIN NEW, and committed?)"
 KEY_USER = "clusterd-join"  # the user a machine joining with a PREPJOIN key logs in as
 MAX_REQUEST = 1 << 20
 # What asyncssh adds to the key exchange list by itself: not algorithms a side chose.
@@ -34,6 +35,12 @@ _KEX_MARKERS = ("ext-info-", "kex-strict-")
 
 class JoinRefused(ClusterdError):
     """A join that did not happen, and why; nothing changed on either side."""
+
+
+class KeyNotRegistered(JoinRefused):
+    """The member does not know this machine's key (yet): PREPJOIN NEW and commit it."""
+
+    code = "not-registered"
 
 
 class Wire(BaseModel):
@@ -154,7 +161,8 @@ def _refused(
         )
     if isinstance(exc, asyncssh.PermissionDenied):
         said = client.banners[-1] if client and client.banners else ""
-        return JoinRefused(f"{where} refused {how}" + (f": {said}" if said else ""))
+        refused = KeyNotRegistered if how == KEY_HOW else JoinRefused
+        return refused(f"{where} refused {how}" + (f": {said}" if said else ""))
     if isinstance(exc, TimeoutError):
         return JoinRefused(f"{where} did not answer in time")
     text = str(exc) or type(exc).__name__
@@ -202,7 +210,7 @@ async def call(
         how = f"the passphrase of user {passphrase[0]!r}"
     elif machine_key is not None:
         auth = {"username": KEY_USER, "client_keys": [machine_key], "preferred_auth": "publickey"}
-        how = "this machine's key (is it registered there with PREPJOIN NEW, and committed?)"
+        how = KEY_HOW
     else:
         raise JoinRefused("a join needs the admin passphrase or a key registered with PREPJOIN")
     try:

@@ -4,7 +4,11 @@
    it); ask "Is this a valid key for this host?" -- or, with ``--fingerprint``, compare
    without asking;
 2. authenticate (the cluster admin passphrase, or this machine's PREPJOIN key) and ask
-   the member to check the join: a dry run that lists every setting the join discards;
+   the member to check the join: a dry run that lists every setting the join discards.
+   With the key, print this machine's host name, serial number and key first (what the
+   admin registers on a member with PREPJOIN NEW and commits); while the member does not
+   know the key, wait for Enter (or, with ``--wait SECONDS``, try again every
+   ``POLL`` seconds, counting down) and go on once it does;
 3. after confirmation (or ``--yes``), join: the daemon keeps a copy of the standalone
    configuration and reports where.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +28,22 @@ from clusterd.errors import ClusterdError
 from clusterd.lifecycle import discard_line
 
 PASSPHRASE_ENV = "CLUSTERD_PASSPHRASE"
+POLL = 5.0  # s between tries while waiting for a PREPJOIN registration
+
+
+REGISTER = (
+    "Register this machine on a member of the cluster (clusterconfig prepjoin new, then "
+    "commit) with:"
+)
+
+
+def prepjoin_facts(info: dict[str, Any]) -> list[str]:
+    """What a member needs to register this machine, as the reference prints it."""
+    return [
+        f"Host: {info['hostname']}",
+        f"Serial #: {info['serial']}",
+        f"Machine key: {info['machine_key']}",
+    ]
 
 
 def _ask(question: str, stdin: TextIO, stdout: TextIO) -> bool:
@@ -37,6 +58,41 @@ def _call(data_dir: Path, message: dict[str, Any]) -> dict[str, Any]:
     if not answer.get("ok"):
         raise ClusterdError(str(answer.get("error")))
     return answer
+
+
+def _until_registered(
+    data_dir: Path,
+    request: dict[str, Any],
+    wait: float | None,
+    stdin: TextIO,
+    stdout: TextIO,
+) -> dict[str, Any] | None:
+    """The dry run's report once the member knows this machine's key; None: cancelled
+    (``q`` or the end of input), or ``wait`` seconds passed."""
+    out = stdout.write
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        answer = control.request(data_dir, {**request, "dry_run": True}, timeout=120.0)
+        if answer.get("ok"):
+            return answer
+        if answer.get("code") != "not-registered":
+            raise ClusterdError(str(answer.get("error")))
+        if deadline is None:
+            out("The member does not know this machine's key yet. Press Enter once it is "
+                "registered and committed (q to cancel)> ")  # fmt: skip
+            stdout.flush()
+            line = stdin.readline()
+            if not line or line.strip().lower() in ("q", "quit", "cancel"):
+                return None
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            out(f"Still not registered after {wait:.0f} s.\n")
+            return None
+        out(f"Not registered yet; trying again in {min(POLL, left):.0f} s "
+            f"({left:.0f} s left).\n")  # fmt: skip
+        stdout.flush()
+        time.sleep(min(POLL, left))
 
 
 def passphrase_from(path: Path | None, prompt: Callable[[str], str] = getpass.getpass) -> str:
@@ -67,6 +123,7 @@ def run(
     user: str,
     passphrase_file: Path | None,
     yes: bool,
+    wait: float | None = None,
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
 ) -> int:
@@ -91,7 +148,16 @@ def run(
     }
     if not (key or ccs):
         request["passphrase"] = passphrase_from(passphrase_file)
-    report = _call(data_dir, {**request, "dry_run": True})
+        report = _call(data_dir, {**request, "dry_run": True})
+    else:
+        out(REGISTER + "\n")
+        for line in prepjoin_facts(_call(data_dir, {"op": "prepjoin_print"})):
+            out(f"  {line}\n")
+        found = _until_registered(data_dir, request, wait, stdin, stdout)
+        if found is None:
+            out("Join cancelled. Nothing was changed.\n")
+            return 1
+        report = found
     out(f"Joining cluster {report['cluster']!r} through {report['member']}, group {group}.\n")
     if report["discard"]:
         out("These settings of this machine will be discarded and replaced by the cluster's:\n")

@@ -88,6 +88,30 @@ def fallback_group(table: dict[str, str]) -> str | None:
     return FIRST_GROUP if FIRST_GROUP in table else next(iter(table), None)
 
 
+def _machine_rows(reader: Reader) -> dict[str, JSON]:
+    """The ``machines`` rows, one per serial: when members that were apart renamed one
+    machine two ways, its newest name is its name on every member (``docs/membership.md``)."""
+    newest: dict[str, tuple[Any, str, JSON]] = {}
+    for host, version in reader.entries("machines", CLUSTER).visible_rows():
+        row = version.value or {}
+        stamp = (version.hlc, version.origin)
+        serial = str(row.get("serial"))
+        if serial not in newest or stamp > newest[serial][0]:
+            newest[serial] = (stamp, host, row)
+    return {host: row for _, host, row in newest.values()}
+
+
+def stale_names(reader: Reader) -> dict[str, str]:
+    """Machine rows a concurrent rename left behind: old name -> the serial's name."""
+    kept = _machine_rows(reader)
+    names = {str(row["serial"]): host for host, row in kept.items()}
+    return {
+        host: names[str((version.value or {}).get("serial"))]
+        for host, version in reader.entries("machines", CLUSTER).visible_rows()
+        if host not in kept
+    }
+
+
 def machines(reader: Reader) -> dict[str, JSON]:
     """Every member by host name: its ``machines`` row, plus ``group`` (the name of the
     group it is in), ``group_id``, ``disconnected``, and ``fallback`` (True when its own
@@ -95,7 +119,7 @@ def machines(reader: Reader) -> dict[str, JSON]:
     table = group_table(reader)
     placement, detached = _rows(reader, "placement"), _rows(reader, "detached")
     found = {}
-    for host, row in sorted(_rows(reader, "machines").items()):
+    for host, row in sorted(_machine_rows(reader).items()):
         gid = placement.get(host, {}).get("group")
         fallback = gid not in table
         if fallback:
@@ -108,18 +132,18 @@ def machines(reader: Reader) -> dict[str, JSON]:
 
 def removed_serials(reader: Reader) -> set[str]:
     """Serials of machines removed from the cluster (and not members again)."""
-    members = {str(row["serial"]) for row in _rows(reader, "machines").values()}
+    members = {str(row["serial"]) for row in _machine_rows(reader).values()}
     return {str(row["serial"]) for row in _rows(reader, "removed").values()} - members
 
 
 def hostnames(reader: Reader) -> dict[str, str]:
     """Member host names by serial (commits name their origin by serial)."""
-    return {str(row["serial"]): host for host, row in _rows(reader, "machines").items()}
+    return {str(row["serial"]): host for host, row in _machine_rows(reader).items()}
 
 
 def group_of(reader: Reader, machine: str) -> str | None:
     """The name of the group ``machine`` is in (by the fallback rule if its own is gone)."""
-    if reader.row("machines", CLUSTER, machine) is None:
+    if machine not in _machine_rows(reader):
         return None
     placed = reader.row("placement", CLUSTER, machine)
     gid = placed.get("group") if placed else None

@@ -106,7 +106,11 @@ class Logins:
         state = self.daemon.store.state
         for host, version in state.entries("removed", layers.CLUSTER).rows.items():
             row = version.value
-            if row is None or key_text(str(row.get("machine_key") or "")) != key:
+            if (
+                row is None
+                or row.get("renamed_to")
+                or key_text(str(row.get("machine_key") or "")) != key
+            ):
                 continue
             where = layers.hostnames(state).get(version.origin, version.origin)
             when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(row["at"])))

@@ -31,10 +31,13 @@ OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 class SafeFormatter(logging.Formatter):
     """A log line with every control character of its message escaped (tracebacks keep
-    their line breaks, nothing else)."""
+    their line breaks, nothing else), stamped with this machine's name (``host``)."""
+
+    host = "-"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)
+        record.host = self.host
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
@@ -43,9 +46,8 @@ class SafeFormatter(logging.Formatter):
 
 def configure(config: DaemonConfig) -> None:
     """Log to stderr and to the rotating file of the data directory."""
-    formatter = SafeFormatter(
-        "%(asctime)s %(levelname)s %(name)s [" + config.hostname + "] %(message)s"
-    )
+    formatter = SafeFormatter("%(asctime)s %(levelname)s %(name)s [%(host)s] %(message)s")
+    SafeFormatter.host = config.hostname
     file = logging.handlers.RotatingFileHandler(
         config.log_file, maxBytes=config.log_max_bytes, backupCount=config.log_backups
     )
@@ -54,6 +56,11 @@ def configure(config: DaemonConfig) -> None:
         handler.setFormatter(formatter)
     logging.basicConfig(level=config.log_level, handlers=handlers, force=True)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+def set_hostname(name: str) -> None:
+    """The name log lines carry, after this machine was renamed."""
+    SafeFormatter.host = name
 
 
 def raise_descriptor_limit() -> int:

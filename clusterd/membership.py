@@ -15,9 +15,9 @@ from clusterd import layers
 from clusterd.edits import write_definition
 from clusterd.errors import InvalidSetting, LifecycleError
 from clusterd.modes import Mode
-from clusterd.pending import View
-from clusterd.schema.feature import Catalogue
-from clusterd.schema.fields import NAME_RE, host_key
+from clusterd.pending import Pending, View
+from clusterd.schema.feature import Catalogue, Level
+from clusterd.schema.fields import DOMAIN_RE, NAME_RE, host_key
 from clusterd.state import definition
 from clusterd.versions import JSON, MARKER, Unit
 
@@ -173,6 +173,76 @@ def clear_machine(view: View, catalogue: Catalogue, hostname: str) -> None:
     """What a former membership of ``hostname`` left at its machine mode: cleared when
     a member admits it again (a re-admitted host starts clean)."""
     _move_settings(view, catalogue, Mode.machine(hostname), None)
+
+
+def rename_machine(
+    view: View, catalogue: Catalogue, old: str, new: str, *, by: str, at: float
+) -> None:
+    """A committed ``sethostname`` naming machine ``old`` anew (``docs/membership.md``):
+    its serial, group and flag go with it, and so does every setting of its machine
+    mode (interfaces named after the old name take the new one); ``removed`` keeps the
+    old name with ``renamed_to`` (what clustercheck reads to explain a late change made
+    at the old name).  Standalone, only the settings move.  Links know members by
+    serial, so none of them drops."""
+    old, new = host_key(old), host_key(new)
+    if not DOMAIN_RE.fullmatch(new):
+        raise LifecycleError(f"not a fully qualified host name: {new!r}")
+    clustered = layers.cluster_name(view) is not None
+    if clustered:
+        row = _machine(view, old)
+        if view.row("machines", CLUSTER, new) is not None:
+            raise LifecycleError(f"a machine named {new} is already a member of the cluster")
+        if view.row("prepjoin", CLUSTER, new) is not None:
+            raise LifecycleError(
+                f"{new} is registered with PREPJOIN for a machine about to join: "
+                f"delete that entry first (clusterconfig prepjoin delete {new})"
+            )
+        for feature in ("placement", "detached"):
+            _write(view, catalogue, feature, new, view.row(feature, CLUSTER, old))
+            _write(view, catalogue, feature, old, None)
+        _write(view, catalogue, "machines", new, row)
+        _write(view, catalogue, "machines", old, None)
+        if view.row("removed", CLUSTER, new) is not None:
+            _write(view, catalogue, "removed", new, None)
+        left = {"serial": row["serial"], "machine_key": row.get("machine_key"), "by": by,
+                "at": at, "renamed_to": new}  # fmt: skip
+        _write(view, catalogue, "removed", old, left)
+    _move_settings(view, catalogue, Mode.machine(new), None)  # a former member's leftovers
+    _move_settings(view, catalogue, Mode.machine(old), Mode.machine(new))
+    dst = Mode.machine(new).key
+    interfaces = view.entries("interfaceconfig", dst)
+    for name, version in interfaces.visible_rows():
+        row = version.value or {}
+        if row.get("hostname") == old:
+            view.write(Unit("interfaceconfig", dst, name), {**row, "hostname": new})
+    view.write(Unit("sethostname", dst, MARKER), {"hostname": new})
+
+
+def drop_stale_name(view: View, catalogue: Catalogue, stale: str, name: str, *, at: float) -> None:
+    """The row of a name that lost to a concurrent rename (``layers.stale_names``) goes,
+    as a rename's old name does, with the settings that rename moved there (the winning
+    rename moved the same ones to the name that stays)."""
+    row = dict(view.row("machines", CLUSTER, stale) or {})
+    _move_settings(view, catalogue, Mode.machine(stale), None)
+    for feature in ("machines", "placement", "detached"):
+        _write(view, catalogue, feature, stale, None)
+    left = {"serial": row["serial"], "machine_key": row.get("machine_key"), "by": "clusterd",
+            "at": at, "renamed_to": name}  # fmt: skip
+    _write(view, catalogue, "removed", stale, left)
+
+
+def renamed_in(pending: Pending) -> list[tuple[str, str]]:
+    """The (old, new) names of the ``sethostname`` edits among ``pending`` that name a
+    machine other than the one whose mode they are at."""
+    found = []
+    for unit, pw in pending.items():
+        if unit.feature != "sethostname" or not unit.is_marker or pw.value is None:
+            continue
+        mode = Mode.from_key(unit.mode)
+        new = host_key(str(pw.value.get("hostname", "")))
+        if mode.level is Level.MACHINE and new != mode.name:
+            found.append((mode.name, new))
+    return found
 
 
 def remove(view: View, catalogue: Catalogue, machine: str, *, by: str, at: float) -> None:

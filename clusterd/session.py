@@ -6,10 +6,13 @@ its own ``View``.  Nothing is visible to others until ``commit``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from clusterd import layers, membership
 from clusterd.edits import Editor, Start
+from clusterd.errors import LifecycleError
 from clusterd.modes import Mode
 from clusterd.pending import Conflict, Pending, View
 from clusterd.versions import JSON, Commit
@@ -39,9 +42,29 @@ class Session:
         return self.pending.conflicts(self.store.state)
 
     def commit(self, comment: str, on_conflict: str | None = None) -> Commit | None:
-        return self.store.commit(
-            self.pending, user=self.user, comment=comment, on_conflict=on_conflict
-        )
+        """Commit every pending change.  A ``sethostname`` that names a machine anew
+        renames it in the same commit (``membership.rename_machine``); standalone, this
+        store then belongs to the new name.  A refused commit leaves the pending changes
+        as they were."""
+        saved = self.pending.saved()
+        renames = membership.renamed_in(self.pending)
+        standalone = layers.cluster_name(self.store.state) is None
+        try:
+            for old, new in renames:
+                if standalone and old != self.store.hostname:
+                    raise LifecycleError(f"no machine {old!r} here (this is {self.store.hostname})")
+                membership.rename_machine(self.view, self.store.catalogue, old, new,
+                                          by=self.user, at=time.time())  # fmt: skip
+            if standalone and renames:
+                self.store.hostname = renames[-1][1]  # its own mode is the new one now
+            return self.store.commit(
+                self.pending, user=self.user, comment=comment, on_conflict=on_conflict
+            )
+        except BaseException:
+            if standalone and renames:
+                self.store.hostname = renames[0][0]
+            self.pending.restore(saved)
+            raise
 
     def clear(self) -> int:
         """Discard every pending change; returns how many there were."""

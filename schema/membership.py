@@ -131,12 +131,16 @@ DETACHED = _host_table("detached", "Disconnected machines", Detached)
 
 
 class Removed(Model):
-    """A machine removed from the cluster: what it was, so that members can tell it."""
+    """A machine removed from the cluster (or a name a machine left): what it was, so
+    that members can tell it."""
 
     serial: Annotated[str, AfterValidator(checked(SERIAL_RE, "a serial number"))]
     machine_key: Annotated[str, Field(min_length=1, max_length=16384)] | None = None
     by: Annotated[str, Field(max_length=64)] = ""  # the user who removed it
     at: float = 0.0  # when (seconds since the epoch)
+    # Not removed but renamed (the serial is a member under this name): see
+    # clusterd.membership.rename_machine.
+    renamed_to: Annotated[str, AfterValidator(checked(DOMAIN_RE, "a host name"))] | None = None
 
 
 REMOVED = _host_table("removed", "Removed machines", Removed)

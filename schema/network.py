@@ -96,6 +96,8 @@ SETHOSTNAME = Feature(
     levels=MACHINE_ONLY,
     default={"hostname": "localhost.localdomain"},
     network=True,
+    description="committing a new name renames the machine on every member: its serial, "
+    "settings, group and links stay (docs/membership.md)",
 )
 
 SETGATEWAY = Feature(

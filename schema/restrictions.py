@@ -84,6 +84,7 @@ _OTHER_COMMANDS: dict[Restriction, dict[str, str]] = {
         "tail": "Show the end of this machine's daemon log",
         "who": "Show who is logged in to this machine",
         "resetconfig": "Restore this machine's factory configuration",
+        "upgrade": "Where the upgrade routine stands on this machine, and what is next",
     },
 }
 

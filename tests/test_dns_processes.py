@@ -14,6 +14,8 @@ records where a test needs them, and none where it must not.
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from clusterd import identity
 from clusterd.testbed import Machine, Testbed
 from tests.dnsserver import Blackhole, DnsServer, dnsmasq_path
 
@@ -105,6 +108,14 @@ def _bed(
         dns_timeout=1.0,
         **settings,
     )
+
+
+def shell(m: Machine, command: str, status: int = 0) -> str:
+    """A one-command shell over the real ssh client: its output."""
+    done = subprocess.run(identity.local_ssh(m.config, command), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == status, done.stdout + done.stderr
+    return done.stdout
 
 
 def membership_addresses(m: Machine) -> dict[str, Any]:
@@ -302,6 +313,18 @@ def test_reverse_warn_accepts_a_member_without_ptr_with_an_alert(tmp_path: Path)
         assert entry["state"] == "up"
         assert entry["reverse_ok"] is False  # nor does CONNSTATUS find one for M1
         assert "NXDOMAIN" in entry["reverse"]
+        # Loud where an admin looks: CONNSTATUS on the side that let it in, clustercheck
+        # on any member (it asks every member what it accepted).
+        m, _ = warned[0]
+        other = m1 if m is m0 else m0
+        shown = shell(m, "clusterconfig connstatus")
+        assert (f"WARNING: {other.hostname} was accepted although the reverse lookup of its "
+                "address failed (reverse_dns = warn)") in shown, shown  # fmt: skip
+        for asker in (m0, m1):
+            checked = shell(asker, "clustermode cluster; clustercheck --json", status=1)
+            facts = [f for f in json.loads(checked)["facts"] if f["kind"] == "dns"]
+            assert {(f["seen_by"], f["member"]) for f in facts} >= {(m.hostname, other.hostname)}
+            assert all("reference would refuse it" in f["message"] for f in facts)
 
 
 def test_reverse_timeout_under_require_refuses_without_hanging(tmp_path: Path) -> None:

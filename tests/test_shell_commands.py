@@ -1066,6 +1066,8 @@ async def test_connstatus_shows_the_reverse_lookup_of_the_incoming_connection(ny
         f"  forward: {LA} -> {LA_ADDRESS} (hosts file)",
         f"  reverse: {LA_ADDRESS} -> {LA} (hosts file)",
         "  inbound reverse: 127.0.0.7: no such name: 7.0.0.127.in-addr.arpa",
+        f"  WARNING: {LA} was accepted although the reverse lookup of its address failed "
+        "(reverse_dns = warn); the reference would refuse it. Add a PTR record for it.",
     ]
     member = json.loads(await ny.ok("clusterconfig connstatus --json"))["members"][0]
     assert member["inbound_reverse"] == seen.describe()
