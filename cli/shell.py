@@ -222,9 +222,7 @@ class Shell:
             self.require_write("commit changes")
             for feature in sorted({unit.feature for unit, _ in session.pending.items()}):
                 self.require_admin(feature)
-        made = session.commit(comment, on_conflict=on_conflict)
-        self.daemon.committed(made)
-        return made
+        return session.commit(comment, on_conflict=on_conflict)
 
     async def _mode_allows(self, restriction: Restriction) -> bool:
         """Cluster-only and machine-only commands offer to switch (in a cluster)."""

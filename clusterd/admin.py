@@ -42,7 +42,6 @@ class Admin:
         return self.daemon.store
 
     def _done(self, commit: Commit | None) -> dict[str, Any]:
-        self.daemon.committed(commit)
         return {"commit": None if commit is None else str(commit.id)}
 
     def _standalone(self) -> None:

@@ -8,6 +8,7 @@ name and the key, before anything starts.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -69,6 +70,10 @@ class DaemonConfig(BaseModel):
     max_channels: Annotated[int, Field(ge=1, le=1000)] = 8  # sessions per connection
     max_sessions_per_user: Annotated[int, Field(ge=1, le=10_000)] = 16  # shells at once
     max_pending_changes: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000  # per session
+    # Run after every change of the effective configuration (clusterd.publish): a local
+    # setting only, never replicated (SECURITY.md).
+    publish_hook: str | None = None  # a command line; the changed features are appended
+    publish_hook_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # Alerts by mail to the alertconfig recipients (clusterd.alertmail).
     alert_relay: str = "localhost:25"  # host or host:port: a relay, or the local MTA
     alert_from: str | None = None  # default clusterd@HOSTNAME
@@ -95,6 +100,13 @@ class DaemonConfig(BaseModel):
     @classmethod
     def _relay(cls, value: str) -> str:
         parse_relay(value)
+        return value
+
+    @field_validator("publish_hook")
+    @classmethod
+    def _hook(cls, value: str | None) -> str | None:
+        if value is not None and not shlex.split(value):  # (unbalanced quotes: ValueError)
+            raise ValueError("an empty command line")
         return value
 
     @field_validator("check_addresses")

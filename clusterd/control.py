@@ -167,7 +167,6 @@ def _edit(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     for edit in request["edits"]:
         _one_edit(session, edit)
     commit = session.commit(str(request.get("comment", "")), on_conflict="keep")
-    daemon.committed(commit)
     if commit is None:
         return {"ok": True, "commit": None}
     return {"ok": True, "commit": str(commit.id), "hlc": commit.hlc}

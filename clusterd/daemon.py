@@ -30,7 +30,7 @@ from clusterd.dns import Lookup, Resolver
 from clusterd.errors import BadCommit, ClusterdError, ProtocolError, StoreError, TransportError
 from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinRequest
 from clusterd.logins import ADMIN_ONLY_FEATURES, AdminLogin, Logins
-from clusterd.members import MEMBERSHIP, Endpoint, endpoints, flag_of, own_flag_step
+from clusterd.members import WHO_WE_ARE, Endpoint, endpoints, flag_of, own_flag_step
 from clusterd.merge import Outcome
 from clusterd.messages import FrameReader, decode_body, encode
 from clusterd.modes import Mode
@@ -51,6 +51,7 @@ from clusterd.peers import (
     Timing,
 )
 from clusterd.protocol import Node, catch_up, commits_behind
+from clusterd.publish import Publisher
 from clusterd.state import definition
 from clusterd.store import Store
 from clusterd.transport import ssh
@@ -112,6 +113,9 @@ class Daemon:
             repeat=config.alert_repeat,
             max_per_hour=config.alert_max_per_hour,
         )
+        self.publisher = Publisher(
+            self.store, config.data_dir, config.publish_hook, config.publish_hook_timeout
+        )
         self.waiting: dict[int, asyncio.Future[Answered]] = {}
         self.servers: list[asyncssh.SSHAcceptor | asyncio.AbstractServer] = []
         self.admin_server: asyncssh.SSHAcceptor | None = None
@@ -168,11 +172,13 @@ class Daemon:
         self.execute(self.node.start(self.now()))
         ticker = asyncio.create_task(self._ticks())
         self.mail.start()
+        self.publisher.start()
         try:
             await self.stopping.wait()
         finally:
             ticker.cancel()
             self.mail.stop()
+            self.publisher.stop()
             self.execute(self.node.stop(self.now()))
             for server in [*self.servers, self.admin_server, self.ccs_server]:
                 if server is not None:
@@ -347,7 +353,11 @@ class Daemon:
         if self._trace is not None:
             self._trace.write(f"{time.monotonic_ns()} {line}\n")
 
-    def _on_outcomes(self, outcomes: list[Outcome]) -> None:
+    def _on_outcomes(self, outcomes: list[Outcome], local: bool) -> None:
+        """Every batch the store made durable: the one place after a commit.  A commit
+        made here (shell, control socket, web, the daemon itself) goes to the members
+        from here, so no caller can forget to replicate it; the publisher, another
+        listener, writes ``effective.json``."""
         self._summary = None
         if self._trace is not None:  # benchmarks: when each commit became durable here
             for o in outcomes:
@@ -355,7 +365,7 @@ class Daemon:
                 kind = "commit" if cid.origin == self.config.serial else "apply"
                 self._traced(f"{kind} {cid.origin} {cid.seq}")
         touched = {feature for o in outcomes for feature, _ in o.touched}
-        if touched & MEMBERSHIP or "sethostname" in touched:  # (a rename of this machine)
+        if touched & WHO_WE_ARE:
             self._membership_changed = True
         if touched & ADMIN_ONLY_FEATURES and self.shells:
             with contextlib.suppress(RuntimeError):  # no loop: not serving yet
@@ -365,6 +375,9 @@ class Daemon:
             if before is not None and before != self.algorithms():  # not for admin_keys
                 with contextlib.suppress(RuntimeError):  # no loop: not serving yet
                     asyncio.get_running_loop().create_task(self._restart_listeners())
+        if local and layers.cluster_name(self.store.state) is not None:  # (not a leaver's)
+            for o in outcomes:
+                self.execute(self.node.committed(o.commit, self.now()))
 
     def _end_gone_sessions(self) -> None:
         """Log out every shell whose user (or the key it logged in with) is gone."""
@@ -441,11 +454,9 @@ class Daemon:
         if not stale:
             return
         try:
-            commit = clusterops.drop_stale_names(self.store, stale, user=lifecycle.SYSTEM_USER)
+            clusterops.drop_stale_names(self.store, stale, user=lifecycle.SYSTEM_USER)
         except ClusterdError as exc:
             log.warning("could not drop the stale names %s: %s", ", ".join(stale), exc)
-            return
-        self.committed(commit)
 
     def _reconnected(self, by: str) -> None:
         """A member's hello showed a RECONNECT of this machine we had not seen: commit
@@ -453,13 +464,9 @@ class Daemon:
         who = self.peers[by].hostname if by in self.peers else by
         log.info("%s has seen a RECONNECT of this machine: reconnecting", who)
         try:
-            commit = clusterops.set_flag(
-                self.store, self.config.hostname, False, user=lifecycle.SYSTEM_USER
-            )
+            clusterops.set_flag(self.store, self.config.hostname, False, user=lifecycle.SYSTEM_USER)
         except ClusterdError as exc:
             log.warning("could not reconnect as %s asks: %s", who, exc)
-            return
-        self.committed(commit)
 
     def _schedule_leave(self, why: str) -> None:
         log.warning("%s: flattening settings and leaving", why)
@@ -610,12 +617,6 @@ class Daemon:
 
     # -- local operations (control socket; the shell later) ----------------------------
 
-    def committed(self, commit: Commit | None) -> None:
-        if commit is not None:
-            self.execute(self.node.committed(commit, self.now()))
-        if self._membership_changed:
-            self._reload_members()
-
     def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
         if kind == "digest":
             return True, {"digest": self._state_summary()["digest"], "vv": self.store.state.vv}
@@ -703,6 +704,7 @@ class Daemon:
             "gate": self.gate.status(),
             "alerts": list(self.alerts),
             "alert_mail": self.mail.status(),
+            "publish": self.publisher.status(),
             "reverse_dns": {"policy": self.config.reverse_dns, "members": self.reverse_facts()},
         }
 

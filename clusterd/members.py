@@ -14,6 +14,9 @@ from clusterd.peers import Flag, Member
 from clusterd.state import State
 
 MEMBERSHIP = frozenset({"cluster", "groups", "machines", "placement", "detached", "removed"})
+# What a commit may touch to change which machine this is or the chain of its modes
+# (a rename arrives as a new sethostname).
+WHO_WE_ARE = MEMBERSHIP | {"sethostname"}
 
 
 @dataclass(frozen=True, slots=True)

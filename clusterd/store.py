@@ -162,7 +162,9 @@ class ApplyResult:
     waiting: int  # commits held until what they depend on arrives
 
 
-Listener = Callable[[list[Outcome]], None]
+# Told of every batch applied, once it is durable: its outcomes, and whether it was
+# made here (``Store.commit``) rather than merged from members.
+Listener = Callable[[list[Outcome], bool], None]
 
 
 class Store:
@@ -314,7 +316,7 @@ class Store:
             at=time.time(),
             comment=comment,
         )
-        self._apply_batch([commit])
+        self._apply_batch([commit], local=True)
         pending.clear()
         return commit
 
@@ -342,7 +344,7 @@ class Store:
             self.inbox.forget(layers.removed_serials(self.state))
         return ApplyResult([o.commit.id for o in outcomes], len(self.inbox))
 
-    def _apply_batch(self, commits: list[Commit]) -> list[Outcome]:
+    def _apply_batch(self, commits: list[Commit], local: bool = False) -> list[Outcome]:
         existed: dict[Unit, bool] = {}
         final: dict[Unit, Version] = {}
         loss_ops: dict[tuple[Unit, CommitId], Loss | None] = {}
@@ -374,7 +376,7 @@ class Store:
         self.inbox.forget(layers.removed_serials(self.state))
         for listener in self.listeners:
             try:
-                listener(outcomes)
+                listener(outcomes, local)
             except Exception:
                 log.exception("store listener failed on %d commit(s)", len(outcomes))
         return outcomes

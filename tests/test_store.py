@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,6 @@ from clusterd.digest import state_digest
 from clusterd.edits import Start
 from clusterd.errors import CommitConflict
 from clusterd.modes import Mode
-from clusterd.publish import Publisher
 from clusterd.store import Store
 from tests.storehelp import ME, americas, session
 
@@ -239,27 +236,3 @@ def test_what_a_removed_machine_made_waits_for_nobody(tmp_path: Path) -> None:
     clusterops.remove_machine(ny, LA, user="admin")
     assert len(ny.inbox) == 0
     assert ny.state.vv.get(la.origin, 0) == first.id.seq - 1  # neither was applied
-
-
-def test_effective_config_is_published_and_the_hook_runs_on_change(tmp_path: Path) -> None:
-    ny, la = pair(tmp_path)
-    out = tmp_path / "hook.log"
-    script = tmp_path / "hook.py"
-    script.write_text(
-        f"import sys\nopen({str(out)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
-    )
-    hook = f"{sys.executable} {script}"
-    data = tmp_path / "la-data"
-    publisher = Publisher(la, data, hook=hook).attach()
-    document = json.loads((data / "effective.json").read_text())
-    assert document["machine"] == LA and document["cluster"] == "americas"
-    s = session(ny)
-    s.set_record("settz", CLUSTER, {"timezone": "Europe/Paris"})
-    s.set_record("settz", Mode.machine(CHI), {"timezone": "UTC"})  # not la's business
-    s.commit("tz")
-    sync(ny, la)  # a remote commit publishes too
-    document = json.loads((data / "effective.json").read_text())
-    assert document["features"]["settz"] == {"timezone": "Europe/Paris"}
-    assert out.read_text().splitlines()[-1] == "settz"
-    assert publisher.last_hook is not None and publisher.last_hook.returncode == 0
-    assert not list(data.glob(".effective.*"))  # no temporary file left behind
