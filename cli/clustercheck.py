@@ -40,7 +40,7 @@ def _when(at: float) -> str:
 
 
 async def _ask(shell: Shell, serial: str, kind: str, args: dict[str, Any]) -> Any:
-    answered = await shell.daemon.ask(serial, kind, args, shell.daemon.timeout * 2)
+    answered = await shell.api.ask(serial, kind, args, shell.api.timeout * 2)
     if not answered.ok:
         raise ClusterdError(str(answered.body))
     return answered.body
@@ -48,13 +48,13 @@ async def _ask(shell: Shell, serial: str, kind: str, args: dict[str, Any]) -> An
 
 def _why(shell: Shell, serial: str, error: str) -> str:
     """Why a member did not answer: what the links know, else the query's error."""
-    d = shell.daemon
-    if d.node.disconnected:
+    api = shell.api
+    if api.disconnected:
         return (
             f"{shell.hostname} is disconnected from the cluster "
             "(clusterconfig reconnect, then check again)"
         )
-    endpoint, peer = d.peers.get(serial), d.node.peers.get(serial)
+    endpoint, peer = api.members().get(serial), api.link(serial)
     if (endpoint is not None and endpoint.disconnected) or (peer is not None and peer.admin_off):
         return "it is disconnected from the cluster (clusterconfig reconnect on it)"
     if peer is not None and peer.state != "up":
@@ -63,7 +63,7 @@ def _why(shell: Shell, serial: str, error: str) -> str:
 
 
 async def clustercheck(shell: Shell, args: list[str]) -> int:
-    d = shell.daemon
+    api = shell.api
     if shell.cluster is None:
         raise ClusterdError("this machine is not in a cluster")
     if any(a not in JSON_FLAGS for a in args):
@@ -74,22 +74,22 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
         if not as_json:  # the JSON document is the whole output
             shell.write(text)
 
-    me = d.config.hostname
-    serials = {e.hostname: e.serial for e in d.peers.values()}
-    serials.setdefault(me, d.config.serial)
+    me = api.config.hostname
+    serials = {e.hostname: e.serial for e in api.members().values()}
+    serials.setdefault(me, api.config.serial)
     digests: dict[str, str] = {}
     software: dict[str, str] = {}
     reverse: dict[str, dict[str, Any]] = {}
     held: dict[str, dict[str, Any]] = {}  # the cross-node checks, as each member holds them
-    ours = nodechecks.declared(d.config)
+    ours = nodechecks.declared(api.config)
     unreachable: dict[str, str] = {}
     for host in sorted(serials):
         progress(f"Checking {host}...")
         if host == me:
-            mine = d.status()
+            mine = api.status()
             digests[me], software[me] = mine["digest"], mine["software"]
             reverse[me] = mine["reverse_dns"]
-            held[me] = await d.node_checks({})
+            held[me] = await api.node_checks({})
             continue
         try:
             digests[host] = (await _ask(shell, serials[host], "digest", {}))["digest"]
@@ -99,7 +99,7 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
         except ClusterdError as exc:
             digests.pop(host, None)
             unreachable[host] = _why(shell, serials[host], str(exc))
-            peer = d.node.peers.get(serials[host])
+            peer = api.link(serials[host])
             if peer is not None:  # a version refusal says who runs what
                 software.update(check.software_in(peer.reason))
     found: list[check.Inconsistency] = []
@@ -170,7 +170,7 @@ async def _every_check_everywhere(
             continue
         try:
             if host == shell.hostname:
-                held[host] = await shell.daemon.node_checks(wanted)
+                held[host] = await shell.api.node_checks(wanted)
             else:
                 held[host] = await _ask(shell, serials[host], "checks", wanted)
         except ClusterdError as exc:
@@ -251,7 +251,7 @@ async def _offer(shell: Shell, hosts: list[str]) -> int | None:
 
 def _force(shell: Shell, host: str, what: str, write: Callable[[Session], None]) -> None:
     """Forcing a version is an ordinary commit (of its own, not the shell's pending)."""
-    session = Session(shell.store, shell.user)
+    session = shell.api.session(shell.user)
     write(session)
     shell.commit(session, f"clustercheck: {host} version of {what}")
     shell.write(f"The whole cluster now uses the {host} version.")

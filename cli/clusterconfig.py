@@ -53,7 +53,7 @@ async def clusterconfig(shell: Shell, args: list[str]) -> int:
         return await _cluster_op(shell, args[0].lower(), args[1:])
     question = "This machine is disconnected. Reconnect it now?"
     if (
-        shell.daemon.node.disconnected
+        shell.api.disconnected
         and shell.console.interactive
         and await confirm(shell.console, question, True)
     ):
@@ -75,7 +75,7 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
     if args:
         op = args[0].lower()
         if op == "create" and len(args) == 2:
-            return _done(shell, shell.daemon.admin.create(args[1], _as(shell, "create")))
+            return _done(shell, shell.api.admin.create(args[1], _as(shell, "create")))
         if op == "join":
             return await _join_batch(shell, args[1:])
         if op == "prepjoin" and args[1:] == ["print"]:
@@ -100,7 +100,7 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
         return 0
     if pick == 2:
         name = await shell.console.ask("Enter the name of the new cluster.")
-        done = shell.daemon.admin.create(name.strip(), _as(shell, "create"))
+        done = shell.api.admin.create(name.strip(), _as(shell, "create"))
         shell.write(f"Cluster {done['cluster']} created.")
         return 0
     return await _join_menu(shell, ccs=pick == 4)
@@ -159,7 +159,7 @@ def _port(text: str) -> int:
 async def _confirm_host_key(shell: Shell, address: str, port: int) -> str | None:
     """Show the member's host key fingerprint; the person says whether it is the right
     one.  Returns it, or None (and says so) when it is not confirmed."""
-    probed = await shell.daemon.admin.probe(address, port)
+    probed = await shell.api.admin.probe(address, port)
     shell.write(f"The host key fingerprint of {address} port {port} is {probed['fingerprint']}")
     if not await confirm(shell.console, "Is this a valid key for this host?", False):
         shell.write(CANCELLED)
@@ -171,7 +171,7 @@ async def _check_and_join(
     shell: Shell, request: dict[str, Any], *, ask_first: bool, wait: float | None = None
 ) -> int:
     """The dry run and its report, the person's go-ahead (``ask_first``), the join."""
-    admin = shell.daemon.admin
+    admin = shell.api.admin
     shell.write("Checking the join with the member (nothing changes yet)...")
     report = await _until_registered(shell, request, wait)
     if report is None:
@@ -198,7 +198,7 @@ async def _until_registered(
     deadline = None if wait is None else time.monotonic() + wait
     while True:
         try:
-            return dict(await shell.daemon.admin.join(**request, dry_run=True))
+            return dict(await shell.api.admin.join(**request, dry_run=True))
         except KeyNotRegistered:
             if request.get("passphrase") is not None:
                 raise
@@ -225,7 +225,7 @@ async def _until_registered(
 
 def _prepjoin_facts(shell: Shell) -> None:
     shell.write(REGISTER)
-    for line in prepjoin_facts(shell.daemon.admin.prepjoin_print()):
+    for line in prepjoin_facts(shell.api.admin.prepjoin_print()):
         shell.write(f"  {line}")
 
 
@@ -320,7 +320,7 @@ async def _join_batch(shell: Shell, args: list[str]) -> int:
 
 
 def _prepjoin_print(shell: Shell) -> int:
-    for line in prepjoin_facts(shell.daemon.admin.prepjoin_print()):
+    for line in prepjoin_facts(shell.api.admin.prepjoin_print()):
         shell.write(line)
     return 0
 
@@ -341,7 +341,7 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
     """One operation, from the menu or a batch form.  REMOVEMACHINE, DISCONNECT and
     RECONNECT ask to confirm in an interactive shell however the machine was named
     (``confirmed``: the person already said yes); a one-command call does not ask."""
-    admin = shell.daemon.admin
+    admin = shell.api.admin
     ask_first = shell.console.interactive and not confirmed
     if op not in ("list", "listdetail", "connstatus", "prepjoin"):
         shell.require_write(f"change the cluster ({op})")
@@ -439,8 +439,8 @@ async def _ccs(shell: Shell, args: list[str]) -> int:
     if len(args) != 1 or args[0].lower() not in ("on", "off"):
         raise Usage("clusterconfig ccs on|off   (this machine's CCS port, from clusterd.toml)")
     enabled = args[0].lower() == "on"
-    done = await shell.daemon.admin.set_ccs(enabled, _as(shell, "ccs"))
-    port = shell.daemon.config.ccs_port
+    done = await shell.api.admin.set_ccs(enabled, _as(shell, "ccs"))
+    port = shell.api.config.ccs_port
     shell.write(f"CCS is {'on, port ' + str(port) if enabled else 'off'} on {shell.hostname}"
                 + ("; members reach it that way now." if done.get("commit") else "."))  # fmt: skip
     return 0

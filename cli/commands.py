@@ -23,7 +23,6 @@ from clusterd.errors import ClusterdError, InvalidSetting
 from clusterd.modes import Mode
 from clusterd.schema.access import MIN_PASSPHRASE_LENGTH
 from clusterd.schema.restrictions import COMMANDS, Restriction
-from clusterd.session import Session
 from clusterd.versions import JSON, Commit, CommitId, Loss, Unit
 
 _WHERE = {
@@ -211,7 +210,7 @@ def _by_text(ref: JSON) -> str:
 
 
 async def status(shell: Shell, args: list[str]) -> int:
-    s = shell.daemon.status()
+    s = shell.api.status()
     if "--json" in args or "-j" in args:
         shell.write(json.dumps(s, indent=1, default=str))
         return 0
@@ -251,7 +250,7 @@ def _recent_alerts(shell: Shell, alerts: list[dict[str, Any]], mail: dict[str, A
 
 
 async def version(shell: Shell, args: list[str]) -> int:
-    shell.write(f"clusterd {shell.daemon.config.software} on {shell.hostname}")
+    shell.write(f"clusterd {shell.api.config.software} on {shell.hostname}")
     return 0
 
 
@@ -260,25 +259,24 @@ async def passwd(shell: Shell, args: list[str]) -> int:
     user = args[0] if args else shell.user
     if user != shell.user and shell.role != "admin":
         raise ClusterdError("only an admin may change another user's passphrase")
-    users = shell.daemon.users()
+    users = shell.api.users()
     if user not in users:
         raise ClusterdError(f"no user {user!r}")
-    auth = shell.daemon.auth
     if user == shell.user:
         old = await shell.console.ask("Old passphrase:", secret=True)
-        if (await auth.check_passphrase(user, old))[0] is None:
+        if not await shell.api.check_passphrase(user, old):
             raise ClusterdError("the old passphrase is wrong; nothing changed")
     new = await shell.console.ask("New passphrase:", secret=True)
     if new != await shell.console.ask("Retype new passphrase:", secret=True):
         raise ClusterdError("the two passphrases differ; nothing changed")
     if len(new) < MIN_PASSPHRASE_LENGTH:
         raise ClusterdError(f"a passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
-    hashed = await auth.hash(new)
-    users = shell.daemon.users()  # again: the questions took time
+    hashed = await shell.api.hash_passphrase(new)
+    users = shell.api.users()  # again: the questions took time
     if user not in users:
         raise ClusterdError(f"no user {user!r} any more; nothing changed")
     mode = Mode.cluster() if shell.cluster is not None else Mode.machine(shell.hostname)
-    session = Session(shell.store, shell.user)  # not the shell's pending changes
+    session = shell.api.session(shell.user)  # not the shell's pending changes
     session.set_row("userconfig", _userconfig_mode(shell, mode), user,
                     {**users[user], "passphrase_hash": hashed})  # fmt: skip
     shell.commit(session, f"passwd {user}", passwd_of=user)
@@ -288,7 +286,7 @@ async def passwd(shell: Shell, args: list[str]) -> int:
 
 def _userconfig_mode(shell: Shell, mode: Mode) -> Mode:
     """Where userconfig is defined (cluster level in a cluster, the machine standalone)."""
-    return shell.daemon.effective("userconfig").mode or mode
+    return shell.api.effective("userconfig").mode or mode
 
 
 async def quit_(shell: Shell, args: list[str]) -> int:

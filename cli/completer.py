@@ -96,7 +96,7 @@ class ShellCompleter(Completer):
             return list(self.FLAGS)
         if command == "passwd":
             admin = self.shell.role == "admin"
-            return sorted(self.shell.daemon.users()) if admin and not args else []
+            return sorted(self.shell.api.users()) if admin and not args else []
         if command in self.JSON_COMMANDS:
             return list(self.FLAGS)
         if command in self.shell.store.catalogue:
@@ -155,7 +155,7 @@ class ShellCompleter(Completer):
             if n == 1:
                 return list(CLUSTERSET_OPS)
             if n == 2:
-                targets = [t for t in ("cluster", "group", "machine") if t in levels]
+                targets: list[str] = [t for t in ("cluster", "group", "machine") if t in levels]
                 if "group" in levels and args[1].lower() in ("copy", "delete"):
                     targets.append("allgroups")
                 return targets

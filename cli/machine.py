@@ -15,7 +15,7 @@ def _when(at: float) -> str:
 
 
 async def who(shell: Shell, args: list[str]) -> int:
-    for s in sorted(shell.daemon.shells, key=lambda s: s.since):
+    for s in sorted(shell.api.shells, key=lambda s: s.since):
         what = "shell" if s.command is None else f"command {s.command!r}"
         shell.write(f"{s.user:<12} {s.source:<22} since {_when(s.since)}  {what}")
     return 0
@@ -44,7 +44,7 @@ def last_lines(path: Path, count: int, block: int = 64 * 1024) -> list[str]:
 
 async def last(shell: Shell, args: list[str]) -> int:
     count = _count(args, "last [N]")
-    for login in list(shell.daemon.logins)[-count:][::-1]:
+    for login in list(shell.api.logins)[-count:][::-1]:
         if login["ok"]:
             shell.write(f"{login['user']:<12} {login['source']:<22} {_when(login['at'])}")
         else:
@@ -56,7 +56,7 @@ async def last(shell: Shell, args: list[str]) -> int:
 async def tail(shell: Shell, args: list[str]) -> int:
     """The end of this machine's daemon log (``tail [N]``, 20 lines)."""
     count = _count(args, "tail [N]")
-    path = shell.daemon.config.log_file
+    path = shell.api.config.log_file
     try:
         lines = await asyncio.to_thread(last_lines, path, count)  # off the event loop
     except OSError as exc:
@@ -76,8 +76,8 @@ async def ping(shell: Shell, args: list[str]) -> int:
         raise Usage("ping MEMBER")
     if shell.cluster is None:
         raise ClusterdError("this machine is not in a cluster: there is no member to ping")
-    me = shell.daemon.config.serial
-    by_name = {e.hostname.lower(): e for e in shell.daemon.peers.values()}
+    me = shell.api.config.serial
+    by_name = {e.hostname.lower(): e for e in shell.api.members().values()}
     peer = by_name.get(args[0].lower().rstrip("."))
     if peer is None:
         others = ", ".join(sorted(e.hostname for e in by_name.values() if e.serial != me))
@@ -87,7 +87,7 @@ async def ping(shell: Shell, args: list[str]) -> int:
         raise ClusterdError(f"{peer.hostname} is this machine: ping another member")
     for _ in range(3):
         started = time.perf_counter()
-        answered = await shell.daemon.ask(peer.serial, "digest", {}, 5.0)
+        answered = await shell.api.ask(peer.serial, "digest", {}, 5.0)
         took = (time.perf_counter() - started) * 1000
         if not answered.ok:
             why = str(answered.body)  # "no route to X", "no answer within 5.0 s", ...
@@ -106,8 +106,8 @@ async def nslookup(shell: Shell, args: list[str]) -> int:
 
     try:
         ipaddress.ip_address(args[0])
-        found = await shell.daemon.resolver.reverse(args[0])
+        found = await shell.api.lookup(args[0], reverse=True)
     except ValueError:
-        found = await shell.daemon.resolver.forward(args[0])
+        found = await shell.api.lookup(args[0], reverse=False)
     shell.write(found.describe())
     return 0 if found.ok else 1

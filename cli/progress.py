@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from clusterd.cli.shell import Shell
-from clusterd.protocol import catch_up
 
 POLL = 0.1
 
@@ -35,7 +34,7 @@ def _unlinked(status: dict[str, Any]) -> list[str]:
 
 def applied_now(shell: Shell) -> int:
     """How many commits this machine holds: what a catch-up counts from."""
-    return sum(shell.daemon.store.state.vv.values())
+    return sum(shell.api.store.state.vv.values())
 
 
 async def follow_catch_up(
@@ -52,13 +51,12 @@ async def follow_catch_up(
     arrives before this is called counts too; ``settle`` defaults to the handshake
     time-out: within it a dial has linked or failed.
     """
-    d = shell.daemon
+    api = shell.api
 
-    def status() -> dict[str, Any]:  # what status shows of it, without the digest
-        peers, vv = d.peer_status(), dict(d.store.state.vv)
-        return {"peers": peers, "vv": vv, "catch_up": catch_up(vv, peers)}
+    def status() -> dict[str, Any]:
+        return api.progress()
 
-    settle = d.timing.handshake_timeout if settle is None else settle
+    settle = api.handshake_timeout if settle is None else settle
     start = time.monotonic()
     s = status()
     base = _applied(s) if base is None else base

@@ -29,7 +29,7 @@ SKIP = "don't copy"
 def _path(shell: Shell, name: str) -> Path:
     if not NAME_RE.match(name):
         raise Usage("a file name in the configs directory: letters, digits, '.', '_', '-'")
-    folder = shell.daemon.config.data_dir / "configs"
+    folder = shell.api.config.data_dir / "configs"
     if folder.is_symlink():
         raise ClusterdError(f"{folder} is a symbolic link: configurations are only written "
                             "into a real directory of the data directory")  # fmt: skip

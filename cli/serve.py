@@ -40,7 +40,7 @@ from clusterd.logins import AdminLogin
 from clusterd.text import printable
 
 if TYPE_CHECKING:
-    from clusterd.daemon import Daemon
+    from clusterd.api import ClusterAPI
 
 log = logging.getLogger("clusterd.shell")
 MAX_STDIN = 16 * 1024 * 1024  # bytes a one-command call may send (loadconfig -)
@@ -109,8 +109,10 @@ class ChannelText:
 class ShellChannel:
     """One shell on one SSH channel, started by the transport once the channel opens."""
 
-    def __init__(self, daemon: Daemon, login: AdminLogin, chan: Any, command: str | None) -> None:
-        self.daemon = daemon
+    def __init__(
+        self, cluster: ClusterAPI, login: AdminLogin, chan: Any, command: str | None
+    ) -> None:
+        self.api = cluster
         self.login = login
         self.user = login.user
         self.chan = chan
@@ -131,21 +133,21 @@ class ShellChannel:
         return f"<ShellChannel {self.user}@{self.source} {self.command or 'shell'}>"
 
     def start(self) -> None:
-        limit = self.daemon.config.max_sessions_per_user
-        if sum(s.user == self.user for s in self.daemon.shells) >= limit:
-            self.daemon.gate.refuse(
+        limit = self.api.config.max_sessions_per_user
+        if sum(s.user == self.user for s in self.api.shells) >= limit:
+            self.api.refuse(
                 f"sessions {self.user}", f"{self.user}: {limit} sessions open "
                 f"(max_sessions_per_user): refused another from {self.source}",
             )  # fmt: skip
             self._end(f"Error: {self.user} already has {limit} sessions open on "
-                      f"{self.daemon.config.hostname}; close one first.", 1)  # fmt: skip
+                      f"{self.api.config.hostname}; close one first.", 1)  # fmt: skip
             return
         body = self._interactive() if self._command is None else self._batch(self._command)
-        self.daemon.shells.add(self)
-        self.daemon.logins.append({"at": self.since, "source": self.source, "ok": True,
+        self.api.shells.add(self)
+        self.api.logins.append({"at": self.since, "source": self.source, "ok": True,
                                    "user": self.user, "command": self.command})  # fmt: skip
         self.task = asyncio.get_running_loop().create_task(body)
-        self.task.add_done_callback(lambda _: self.daemon.shells.discard(self))
+        self.task.add_done_callback(lambda _: self.api.shells.discard(self))
 
     def feed(self, data: bytes) -> None:
         if self._command is None:
@@ -201,7 +203,7 @@ class ShellChannel:
 
     async def _batch(self, command: str) -> None:
         console = BatchConsole(self._read_stdin, self._write)
-        shell = Shell(self.daemon, self.login, console)
+        shell = Shell(self.api, self.login, console)
         log.info("%s runs %r", self.user, self.command)
         status = 0
         try:
@@ -235,9 +237,9 @@ class ShellChannel:
             self._end("", 0)
 
     async def _lines(self) -> None:
-        shell = Shell(self.daemon, self.login, PromptConsole())
+        shell = Shell(self.api, self.login, PromptConsole())
         lines = prompt_session(history=InMemoryHistory(), completer=ShellCompleter(shell))
-        shell.write(f"clusterd {self.daemon.config.software} on {shell.hostname}. "
+        shell.write(f"clusterd {self.api.config.software} on {shell.hostname}. "
                     "Type 'help' for the commands.")  # fmt: skip
         dropped = 0
         while True:

@@ -16,10 +16,10 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from clusterd import layers
+from clusterd import api, layers
 from clusterd.cli.console import Console, NoAnswer
 from clusterd.errors import ClusterdError, InvalidSetting
-from clusterd.logins import ADMIN_ONLY_FEATURES, READ_ONLY_ROLES, AdminLogin
+from clusterd.logins import AdminLogin
 from clusterd.modes import Mode
 from clusterd.schema.feature import Level
 from clusterd.schema.restrictions import COMMANDS, Restriction, switch_prompt
@@ -27,7 +27,8 @@ from clusterd.session import Session
 from clusterd.versions import Commit
 
 if TYPE_CHECKING:
-    from clusterd.daemon import Daemon
+    from clusterd.api import ClusterAPI
+    from clusterd.store import Store
 
 log = logging.getLogger("clusterd.shell")
 Handler = Callable[["Shell", list[str]], Awaitable[int]]
@@ -54,17 +55,17 @@ class Shell:
     command and at every commit (``clusterd.logins``): a user demoted or deleted on any
     member loses the right at once, in this shell too."""
 
-    def __init__(self, daemon: Daemon, login: AdminLogin, console: Console):
-        self.daemon = daemon
+    def __init__(self, cluster: ClusterAPI, login: AdminLogin, console: Console):
+        self.api = cluster
         self.login = login
         self.user = login.user
         self.console = console
-        self.session = Session(daemon.store, login.user, daemon.config.max_pending_changes)
-        self.mode = Mode.machine(daemon.config.hostname)
+        self.session = cluster.session(login.user)
+        self.mode = Mode.machine(cluster.hostname)
         self.role = self._current_role()
 
     def _current_role(self) -> str:
-        role = self.daemon.auth.role(self.login)
+        role = self.api.role(self.login)
         if role is None:
             raise Gone(f"user {self.user!r} no longer exists in this cluster")
         return role
@@ -76,11 +77,12 @@ class Shell:
 
     @property
     def hostname(self) -> str:
-        return self.daemon.config.hostname
+        return self.api.hostname
 
     @property
-    def store(self):  # type: ignore[no-untyped-def]
-        return self.daemon.store
+    def store(self) -> Store:
+        """For reading: changes go through ``commit``."""
+        return self.api.store
 
     @property
     def cluster(self) -> str | None:
@@ -102,7 +104,7 @@ class Shell:
                 text = f"(Group {self.mode.name})"
             case _:
                 text = f"(Machine {self.mode.name})"
-        if self.daemon.node.disconnected:
+        if self.api.disconnected:
             text += " [Disconnected]"
         return text + "> "
 
@@ -110,8 +112,8 @@ class Shell:
         """A machine renamed meanwhile is followed to its new name; a mode that no longer
         exists (group deleted, left the cluster) falls back to this machine."""
         state = self.store.state
-        for _ in range(len(self.daemon.former_names)):  # renamed again and again: follow
-            renamed = self.daemon.former_names.get(self.mode.name)
+        for _ in range(len(self.api.former_names)):  # renamed again and again: follow
+            renamed = self.api.former_names.get(self.mode.name)
             if self.mode.level is not Level.MACHINE or renamed is None:
                 break
             self.mode = Mode.machine(renamed)
@@ -190,17 +192,12 @@ class Shell:
     def require_write(self, what: str) -> None:
         """Refuse a change to a read-only user (the role as it is now)."""
         self.role = self._current_role()
-        if self.role in READ_ONLY_ROLES:
-            raise ClusterdError(f"{self.user} ({self.role}) may not {what}")
+        api.require_write(self.user, self.role, what)
 
     def require_admin(self, feature: str, *, doing: str = "") -> None:
-        """Users and SSH settings are an admin's (operators cannot manage users)."""
+        """Refuse users and SSH settings to all but an admin (the role as it is now)."""
         self.role = self._current_role()
-        if feature in ADMIN_ONLY_FEATURES and self.role != "admin":
-            raise ClusterdError(
-                f"{self.user} ({self.role}) may not {doing or 'change ' + feature}: only "
-                "admins manage users and SSH settings"
-            )
+        api.require_admin(self.user, self.role, feature, doing)
 
     def commit(
         self,
@@ -210,19 +207,13 @@ class Shell:
         *,
         passwd_of: str | None = None,
     ) -> Commit | None:
-        """Commit ``session``'s pending changes as this user, the role checked again now
-        (it may have changed while a question waited); every commit of the shell goes
-        through here.  ``passwd_of``: the session holds only that user's new passphrase,
-        which every user may change for itself and an admin for anyone."""
-        role = self._current_role()
-        if passwd_of is not None:
-            if passwd_of != self.user and role != "admin":
-                raise ClusterdError("only an admin may change another user's passphrase")
-        else:
-            self.require_write("commit changes")
-            for feature in sorted({unit.feature for unit, _ in session.pending.items()}):
-                self.require_admin(feature)
-        return session.commit(comment, on_conflict=on_conflict)
+        """Commit ``session``'s pending changes as this user, the role read again now (it
+        may have changed while a question waited); every commit of the shell goes
+        through here, and the rules are the API's."""
+        self.role = self._current_role()
+        return self.api.commit(
+            session, comment, role=self.role, on_conflict=on_conflict, passwd_of=passwd_of
+        )
 
     async def _mode_allows(self, restriction: Restriction) -> bool:
         """Cluster-only and machine-only commands offer to switch (in a cluster)."""

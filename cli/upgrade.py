@@ -28,11 +28,11 @@ def _version(p: dict[str, Any], mine: str) -> str | None:
 
 
 async def upgrade(shell: Shell, args: list[str]) -> int:
-    d = shell.daemon
-    mine = d.config.software
-    peers = d.peer_status()
+    api = shell.api
+    mine = api.config.software
+    peers = api.peer_status()
     shell.write(ROUTINE)
-    here = "disconnected" if d.node.disconnected else "connected"
+    here = "disconnected" if api.disconnected else "connected"
     shell.write(f"This machine: {shell.hostname}, clusterd {mine}, {here}.")
     versions: dict[str, str | None] = {}
     for p in peers:
@@ -50,7 +50,7 @@ def _next(shell: Shell, peers: list[dict[str, Any]], versions: dict[str, str | N
     if older:
         return (f"Next: upgrade {', '.join(older)} to {mine} (machines of different versions "
                 "do not link), then reconnect them.")  # fmt: skip
-    if shell.daemon.node.disconnected:
+    if shell.api.disconnected:
         return (f"Next: reconnect this machine (clusterconfig reconnect) once every machine "
                 f"runs {mine}; until then it keeps its own changes to itself.")  # fmt: skip
     connected = sorted(p["hostname"] for p in peers if not p["admin_off"])

@@ -56,7 +56,7 @@ from clusterd.session import Session
 from clusterd.state import definition
 
 if TYPE_CHECKING:
-    from clusterd.daemon import Daemon
+    from clusterd.api import ClusterAPI
 
 LIMIT = 64 * 1024 * 1024
 log = logging.getLogger("clusterd.control")
@@ -86,15 +86,15 @@ def for_log(line: bytes) -> str:
         return f"({len(line)} bytes, not JSON)"
 
 
-async def serve(daemon: Daemon) -> asyncio.AbstractServer:
-    path = daemon.config.control_socket
+async def serve(api: ClusterAPI) -> asyncio.AbstractServer:
+    path = api.config.control_socket
     path.unlink(missing_ok=True)
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
                 try:
-                    answer = await _handle(daemon, line)
+                    answer = await _handle(api, line)
                 except Exception:  # a bug answers as an error; the daemon goes on
                     log.exception("control request failed: %.200s", for_log(line))
                     answer = {"ok": False, "error": "internal error (see the daemon log)"}
@@ -113,33 +113,33 @@ async def serve(daemon: Daemon) -> asyncio.AbstractServer:
     return server
 
 
-async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
+async def _handle(api: ClusterAPI, line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
         op = request.get("op")
         if op == "status":
-            return {"ok": True, **daemon.status()}
+            return {"ok": True, **api.status()}
         if op == "edit":
-            return _edit(daemon, request)
+            return _edit(api, request)
         if op in ("disconnect", "reconnect"):
-            return _membership_flag(daemon, op == "disconnect")
+            return _membership_flag(api, op == "disconnect")
         if op == "query":
             args = request.get("args") or {}
             if not isinstance(args, dict):
                 raise ValueError("'args' of a query is a JSON object")
-            answered = await daemon.ask(str(request["peer"]), str(request["kind"]), args, 10.0)
+            answered = await api.ask(str(request["peer"]), str(request["kind"]), args, 10.0)
             if not answered.ok:
                 return {"ok": False, "error": str(answered.body), "body": answered.body}
             return {"ok": True, "body": answered.body}
         if op == "get":
-            feature = daemon.store.catalogue[str(request["feature"])]
+            feature = api.store.catalogue[str(request["feature"])]
             mode = Mode.from_key(str(request["mode"]))
-            entries = daemon.store.state.entries(feature.command, mode.key)
+            entries = api.store.state.entries(feature.command, mode.key)
             return {"ok": True, "value": definition(entries, feature.is_table)}
         if op == "effective":
-            store = daemon.store
+            store = api.store
             values = layers.effective_values(store.state, store.catalogue, store.hostname)
             return {"ok": True, "values": values}
         if op == "truncate":
@@ -147,12 +147,12 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
             if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
                 raise ValueError("'keep' is how many of the newest commits keep their "
                                  "changes: a whole number, 0 or more")  # fmt: skip
-            return {"ok": True, "truncated": daemon.store.truncate_log(keep)}
+            return {"ok": True, "truncated": api.truncate_log(keep)}
         if op == "stop":
-            daemon.stop()
+            api.stop()
             return {"ok": True}
         if op in CLUSTER_OPS:
-            return {"ok": True, **await CLUSTER_OPS[op](daemon, request)}
+            return {"ok": True, **await CLUSTER_OPS[op](api, request)}
         return {"ok": False, "error": f"unknown op {op!r}"}
     except InvalidSetting as exc:
         return {"ok": False, "error": "; ".join(exc.problems)}
@@ -162,11 +162,12 @@ async def _handle(daemon: Daemon, line: bytes) -> dict[str, Any]:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _edit(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
-    session = Session(daemon.store, str(request.get("user", "admin")))
+def _edit(api: ClusterAPI, request: dict[str, Any]) -> dict[str, Any]:
+    session = api.session(str(request.get("user", "admin")))
     for edit in request["edits"]:
         _one_edit(session, edit)
-    commit = session.commit(str(request.get("comment", "")), on_conflict="keep")
+    # The control socket is root's (mode 0600): what it asks, it asks as an admin.
+    commit = api.commit(session, str(request.get("comment", "")), role="admin")
     if commit is None:
         return {"ok": True, "commit": None}
     return {"ok": True, "commit": str(commit.id), "hlc": commit.hlc}
@@ -195,31 +196,31 @@ def _one_edit(session: Session, edit: dict[str, Any]) -> None:
             raise ValueError(f"unknown edit {other!r}")
 
 
-def _membership_flag(daemon: Daemon, disconnected: bool) -> dict[str, Any]:
+def _membership_flag(api: ClusterAPI, disconnected: bool) -> dict[str, Any]:
     """DISCONNECT / RECONNECT this machine."""
     try:
-        done = daemon.admin.set_disconnected(daemon.config.hostname, disconnected, "admin")
+        done = api.admin.set_disconnected(api.config.hostname, disconnected, "admin")
     except ClusterdError as exc:
         return {"ok": False, "error": str(exc)}
     return {"ok": True, **done}
 
 
-Op = Callable[["Daemon", dict[str, Any]], Awaitable[dict[str, Any]]]
+Op = Callable[["ClusterAPI", dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def _user(r: dict[str, Any]) -> str:
     return str(r.get("user", "admin"))
 
 
-async def _create(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _create(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     return d.admin.create(str(r["name"]), _user(r))
 
 
-async def _probe(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _probe(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     return await d.admin.probe(str(r["address"]), int(r["port"]))
 
 
-async def _join(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _join(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     passphrase = r.get("passphrase")
     return await d.admin.join(
         address=str(r["address"]),
@@ -234,27 +235,27 @@ async def _join(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-async def _prepjoin_print(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _prepjoin_print(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     return d.admin.prepjoin_print()
 
 
-async def _list(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _list(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     return d.admin.listing()
 
 
-async def _group_op(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _group_op(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     return d.admin.group_op(str(r["op"]), r, _user(r))
 
 
-async def _remove(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _remove(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     return await d.admin.remove(str(r["machine"]), _user(r))
 
 
-async def _connstatus(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _connstatus(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     return await d.admin.connstatus()
 
 
-async def _ccs(d: Daemon, r: dict[str, Any]) -> dict[str, Any]:
+async def _ccs(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
     enabled = r["enabled"]
     if not isinstance(enabled, bool):
         raise ValueError("'enabled' is true or false")

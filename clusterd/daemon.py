@@ -23,6 +23,7 @@ from clusterd import check, clusterops, layers, lifecycle, logsetup, nodechecks
 from clusterd import config as cfg
 from clusterd.admin import Admin
 from clusterd.alertmail import AlertMail
+from clusterd.api import ClusterAPI
 from clusterd.commitcheck import check_snapshot
 from clusterd.config import DaemonConfig
 from clusterd.digest import state_digest
@@ -61,7 +62,7 @@ from clusterd.versions import Commit, Snapshot, VersionVector
 
 log = logging.getLogger("clusterd.daemon")
 # Makes the shell of one admin session: (daemon, login, channel, command or None).
-ShellFactory = Callable[["Daemon", AdminLogin, Any, "str | None"], ShellIO]
+ShellFactory = Callable[[ClusterAPI, AdminLogin, Any, "str | None"], ShellIO]
 MAX_ALERTS = 200
 STORE_PROBE = 2.0  # s between looks at a store that is down
 LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links close
@@ -123,6 +124,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.left = asyncio.Event()  # set when this machine flattened out of its cluster
         self.admin = Admin(self)
+        self.api = ClusterAPI(self)  # what the front ends hold (clusterd.api)
         self.resolver = Resolver(
             config.dns_servers or None, config.dns_port, config.dns_timeout, config.hosts_file
         )
@@ -161,7 +163,7 @@ class Daemon:
         await self._listen_admin()
         if c.ccs_enabled:
             await self.set_ccs_listener(True)
-        self.servers.append(await control.serve(self))
+        self.servers.append(await control.serve(self.api))
         log.info(
             "%s serving on %s:%d (ccs %s)",
             c.hostname,
@@ -604,7 +606,7 @@ class Daemon:
         """The shell for an admin session (None: this daemon was started without one)."""
         if self.shell_factory is None:
             return None
-        return self.shell_factory(self, login, chan, command)
+        return self.shell_factory(self.api, login, chan, command)
 
     def trusted_source(self, host: str) -> bool:
         """A source address the connection limits leave alone: this machine, a member's

@@ -97,7 +97,7 @@ def login_as(daemon: Daemon, user: str = "admin", role: str = "admin") -> AdminL
         session = Session(daemon.store, "admin")
         hashed = row["passphrase_hash"] if row else hash_passphrase(f"{user} passphrase", n=2)
         session.set_row("userconfig", mode, user, {"role": role, "passphrase_hash": hashed})
-        daemon.committed(session.commit(f"user {user} ({role})"))
+        session.commit(f"user {user} ({role})")
     return AdminLogin(user, "passphrase")
 
 
@@ -106,7 +106,8 @@ class Term:
 
     def __init__(self, daemon: Daemon, user: str = "admin", role: str = "admin") -> None:
         self.console = ScriptedConsole()
-        self.shell = Shell(daemon, login_as(daemon, user, role), self.console)
+        self.daemon = daemon
+        self.shell = Shell(daemon.api, login_as(daemon, user, role), self.console)
 
     def __repr__(self) -> str:
         return f"<Term {self.shell!r}>"

@@ -154,10 +154,10 @@ async def test_unreachable_member_is_named_and_fails(ny: Term) -> None:
 
 async def test_disconnected_member_and_disconnected_self(ny: Term) -> None:
     to_cluster(ny)
-    d = ny.shell.daemon
+    d = ny.daemon
     s = Session(d.store, "admin")
     membership.set_flag(s.view, d.store.catalogue, LA, True)
-    d.committed(s.commit("losangeles disconnected itself"))
+    s.commit("losangeles disconnected itself")
     status, out = await ny.run("clustercheck")
     assert status == 1
     assert f"{LA} could not be checked: it is disconnected from the cluster" in out
@@ -186,7 +186,7 @@ def _listener_setup(d: Daemon, footer: bool = False) -> None:
         s.define("textconfig", la, Start.EMPTY)
         text = {"type": "disclaimer", "encoding": "utf-8", "text": "Sent from LA"}
         s.set_row("textconfig", la, "footer", text)
-    d.committed(s.commit("listener"))
+    s.commit("listener")
 
 
 INTERFACE_FACT = (
@@ -197,7 +197,7 @@ INTERFACE_FACT = (
 
 async def test_listener_interface_missing_on_a_machine(ny: Term) -> None:
     to_cluster(ny)
-    _listener_setup(ny.shell.daemon)
+    _listener_setup(ny.daemon)
     status, out = await ny.run("clustercheck")
     assert status == 1
     [line] = [x for x in out.splitlines() if x.startswith("Listener ")]
@@ -219,7 +219,7 @@ async def test_listener_interface_missing_on_a_machine(ny: Term) -> None:
 
 async def test_reference_unresolved_on_a_machine(ny: Term) -> None:
     to_cluster(ny)
-    _listener_setup(ny.shell.daemon, footer=True)
+    _listener_setup(ny.daemon, footer=True)
     status, out = await ny.run("clustercheck")
     assert status == 1
     problem = (
@@ -429,7 +429,7 @@ async def test_digest_difference_shown_ignored_then_forced(tmp_path: Path) -> No
         assert (await cluster.digests(), dict(cluster.here.store.state.vv)) == before
 
         # A one-shot command reports and never forces (the menu's default would).
-        batch = Shell(cluster.here, ADMIN, BatchConsole())
+        batch = Shell(cluster.here.api, ADMIN, BatchConsole())
         batch.mode = CLUSTER
         assert await batch.run_line("clustercheck") == 1
         assert "(run clustercheck in an interactive shell to force a version)" in "\n".join(

@@ -1145,7 +1145,7 @@ def write_configs(d: Daemon) -> None:
 async def check_shell(d: Daemon, lines: list[str], answers: list[str], role: str) -> None:
     write_configs(d)
     console = ScriptedConsole(answers)
-    shell = Shell(d, login_as(d, "admin" if role == "admin" else role, role), console)
+    shell = Shell(d.api, login_as(d, "admin" if role == "admin" else role, role), console)
     for line in lines:
         pending = copy.deepcopy(shell.session.pending.saved())
         vv = dict(d.store.state.vv)
@@ -1205,7 +1205,7 @@ def fuzz_shell_quit(max_examples: int) -> None:
 
         async def body() -> None:
             async with cluster_daemon() as d:
-                shell = Shell(d, ADMIN, ScriptedConsole(["1", *answers]))
+                shell = Shell(d.api, ADMIN, ScriptedConsole(["1", *answers]))
                 if edit:
                     assert await shell.run_line("settz set timezone=UTC") == 0
                 try:
@@ -1547,7 +1547,7 @@ async def check_control(d: Daemon, lines: list[bytes]) -> None:
     for line in lines:
         before = fingerprint(d)
         try:
-            answer = await asyncio.wait_for(_handle(d, line), LINE_TIMEOUT)
+            answer = await asyncio.wait_for(_handle(d.api, line), LINE_TIMEOUT)
         except TimeoutError:
             raise AssertionError(f"{line[:200]!r} hung for {LINE_TIMEOUT} s") from None
         except RecursionError as exc:
@@ -1789,12 +1789,12 @@ async def test_known_bug_loadconfig_of_a_hostile_file_escapes_the_shell(name: st
             + b"</feature></cluster></clusterconfig>"
         )
         console = ScriptedConsole()
-        assert await Shell(d, ADMIN, console).run_line(f"loadconfig {name}") == 1
+        assert await Shell(d.api, ADMIN, console).run_line(f"loadconfig {name}") == 1
 
 
 async def test_known_bug_control_deep_json() -> None:
     async with cluster_daemon() as d:
-        answer = await _handle(d, b"[" * 100_000)
+        answer = await _handle(d.api, b"[" * 100_000)
         assert answer["ok"] is False
 
 
@@ -1805,12 +1805,12 @@ async def test_known_bug_control_deep_json() -> None:
 async def test_control_truncate_keep_out_of_range_is_refused(keep: str) -> None:
     async with cluster_daemon() as d:
         before = fingerprint(d)
-        answer = await _handle(d, b'{"op": "truncate", "keep": ' + keep.encode() + b"}")
+        answer = await _handle(d.api, b'{"op": "truncate", "keep": ' + keep.encode() + b"}")
         assert answer["ok"] is False and answer["error"]
         assert fingerprint(d) == before
 
 
 async def test_control_failed_query_says_why() -> None:
     async with cluster_daemon() as d:
-        answer = await _handle(d, b'{"op": "query", "peer": "SER-LA", "kind": "digest"}')
+        answer = await _handle(d.api, b'{"op": "query", "peer": "SER-LA", "kind": "digest"}')
         assert answer["ok"] is False and answer["error"]

@@ -188,7 +188,7 @@ async def test_menu_join_with_pre_shared_keys_waits_for_enter(tmp_path: Path, be
         port = str(a.config.ssh_port)
         answers = ["3", "", "127.0.0.1", port, "2", "y", "", "", "", "y"]
         console = RegisteringConsole(a, answers)
-        shell = Shell(joiner, ADMIN, console)
+        shell = Shell(joiner.api, ADMIN, console)
         assert await shell.run_line("clusterconfig") == 0, console.output
         out = console.output
         assert f"Host: {NY}" in out and "Machine key: ssh-ed25519 " in out

@@ -135,7 +135,7 @@ async def test_clusterconfig_operations_and_their_arguments(ny: Term, alone: Ter
         assert complete(ny, f"clusterconfig {op} ") == ["--json"]
     assert complete(ny, "clusterconfig prepjoin ") == ["print", "new", "delete", "list"]
     assert complete(ny, "clusterconfig prepjoin delete ") == []
-    key = identity.public_key(ny.shell.daemon.config.machine_key)
+    key = identity.public_key(ny.daemon.config.machine_key)
     await ny.ok("clustermode cluster", "")
     await ny.ok(f"clusterconfig prepjoin new tokyo.example.com SER-TK {key}")
     assert complete(ny, "clusterconfig prepjoin delete t") == ["tokyo.example.com"]
@@ -207,7 +207,7 @@ async def test_help_explain_ping_and_the_json_flags(ny: Term, alone: Term) -> No
     for command in ("status", "commitdetail", "preview", "clustercheck"):
         assert complete(ny, f"{command} -") == ["--json"]
     assert complete(ny, "passwd ") == ["admin"]
-    assert complete(Term(ny.shell.daemon, "ro", role="read-only"), "passwd ") == []
+    assert complete(Term(ny.daemon, "ro", role="read-only"), "passwd ") == []
 
 
 # -- the interactive shell on a channel: completion wired, history ----------------------------
@@ -252,7 +252,7 @@ class Login:
 
     def __init__(self, daemon: Daemon, port: int) -> None:
         self.chan = Channel(port)
-        self.shell = ShellChannel(daemon, ADMIN, self.chan, None)
+        self.shell = ShellChannel(daemon.api, ADMIN, self.chan, None)
 
     async def type(self, keys: str) -> None:
         self.shell.feed(keys.encode())

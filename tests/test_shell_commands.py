@@ -231,7 +231,7 @@ async def test_declining_cluster_mode_keeps_the_mode(ny: Term) -> None:
 
 async def test_batch_console_switches_to_cluster_mode_without_asking(americas: Daemon) -> None:
     batch = BatchConsole()
-    shell = Shell(americas, ADMIN, batch)
+    shell = Shell(americas.api, ADMIN, batch)
     assert await shell.run_line("clustermode cluster") == 0
     assert shell.prompt() == "(Cluster americas)> " and batch.output == ""
 
@@ -853,7 +853,7 @@ async def test_standalone_refusals(term: Term, line: str, status: int, text: str
 
 
 async def test_standalone_prepjoin_print(term: Term) -> None:
-    key = identity.public_key(term.shell.daemon.config.machine_key).split()[:2]
+    key = identity.public_key(term.daemon.config.machine_key).split()[:2]
     assert await term.ok("clusterconfig prepjoin print") == (
         f"Host: {NY}\nSerial #: SER-NY\nMachine key: {' '.join(key)}"
     )
@@ -916,7 +916,7 @@ async def test_cluster_menu_by_typed_operation_name(ny: Term) -> None:
 
 
 def groups_of(t: Term) -> dict[str, list[str]]:
-    listed = t.shell.daemon.admin.listing()
+    listed = t.daemon.admin.listing()
     return {g: list(machines) for g, machines in listed["groups"].items()}
 
 
@@ -997,7 +997,7 @@ async def test_cluster_operation_refusals(
 
 async def test_deletegroup_batch_console_takes_the_default_group(americas: Daemon) -> None:
     batch = BatchConsole()
-    shell = Shell(americas, ADMIN, batch)
+    shell = Shell(americas.api, ADMIN, batch)
     assert await shell.run_line("clustermode cluster") == 0
     assert await shell.run_line("clusterconfig deletegroup Paris") == 0
     assert layers.group_of(americas.store.state, LA) == "Main_Group"
@@ -1016,7 +1016,7 @@ async def test_list_shape(ny: Term) -> None:
 
 async def test_listdetail(ny: Term) -> None:
     await in_cluster_mode(ny)
-    config = ny.shell.daemon.config
+    config = ny.daemon.config
     assert (await ny.ok("clusterconfig listdetail")).splitlines() == [
         "cluster = americas",
         "Group Main_Group:",
@@ -1059,7 +1059,7 @@ async def test_connstatus_from_the_hosts_file(ny: Term) -> None:
 async def test_connstatus_shows_the_reverse_lookup_of_the_incoming_connection(ny: Term) -> None:
     await in_cluster_mode(ny)
     seen = Lookup("127.0.0.7", False, (), "dns", "no such name: 7.0.0.127.in-addr.arpa")
-    ny.shell.daemon.reverse_seen["SER-LA"] = seen
+    ny.daemon.reverse_seen["SER-LA"] = seen
     lines = (await ny.ok("clusterconfig connstatus")).splitlines()
     assert lines[1:] == [
         f"{LA}: down",
@@ -1198,7 +1198,7 @@ async def test_reconnect_confirms_in_an_interactive_shell(ny: Term) -> None:
 
 async def test_one_command_calls_do_not_ask_to_confirm(americas: Daemon) -> None:
     batch = BatchConsole()
-    shell = Shell(americas, ADMIN, batch)
+    shell = Shell(americas.api, ADMIN, batch)
     assert await shell.run_line("clustermode cluster") == 0
     for line, said, status in [
         (f"clusterconfig disconnect {NY}", f"{NY} disconnected.", 0),

@@ -216,7 +216,7 @@ async def test_delete_from_the_menu(ny: Term) -> None:
 async def test_delete_in_batch_form_does_not_ask(americas: Daemon, ny: Term) -> None:
     await setup(ny, {Mode.cluster(): "Asia/Tokyo", PARIS: "Europe/Paris"})
     batch = BatchConsole()
-    shell = Shell(americas, ADMIN, batch)
+    shell = Shell(americas.api, ADMIN, batch)
     assert await shell.run_line("settz clusterset delete group Paris") == 0
     assert await shell.run_line("commit by batch") == 0
     assert batch.lines[:2] == [

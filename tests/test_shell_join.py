@@ -116,7 +116,7 @@ async def test_menu_join_over_ssh_succeeds(member: Machine, joiner: Daemon) -> N
 async def test_batch_join_in_the_reference_form(member: Machine, joiner: Daemon) -> None:
     """``join ADDRESS ADMIN PASSPHRASE GROUP`` in one command: stage lines, no question."""
     batch = BatchConsole()
-    shell = Shell(joiner, ADMIN, batch)
+    shell = Shell(joiner.api, ADMIN, batch)
     port, fp = member.config.ssh_port, member.fingerprint()
     line = (
         f"clusterconfig join --port {port} --fingerprint {fp} 127.0.0.1 admin '{PASSPHRASE}' Paris"
@@ -137,7 +137,7 @@ async def test_batch_join_without_a_fingerprint_is_a_usage_error(
     member: Machine, joiner: Daemon
 ) -> None:
     batch = BatchConsole()
-    shell = Shell(joiner, ADMIN, batch)
+    shell = Shell(joiner.api, ADMIN, batch)
     before = state_of(member)
     line = f"clusterconfig join --port {member.config.ssh_port} 127.0.0.1 admin '{PASSPHRASE}'"
     assert await shell.run_line(line) == 2
@@ -194,7 +194,7 @@ async def test_batch_join_as_a_user_who_is_not_an_admin_is_refused(
                  "value": row})  # fmt: skip
     before = state_of(member)
     batch = BatchConsole()
-    shell = Shell(joiner, ADMIN, batch)
+    shell = Shell(joiner.api, ADMIN, batch)
     port, fp = member.config.ssh_port, member.fingerprint()
     line = f"clusterconfig join --port={port} --fingerprint={fp} 127.0.0.1 oper 'operator pass'"
     assert await shell.run_line(line) == 1

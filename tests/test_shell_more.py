@@ -78,7 +78,7 @@ def add_user(daemon: Daemon, name: str, role: str, passphrase: str) -> None:
     session = Session(daemon.store, "admin")
     row = {"role": role, "passphrase_hash": hash_passphrase(passphrase)}
     session.set_row("userconfig", Mode.cluster(), name, row)
-    daemon.committed(session.commit(f"add {name}"))
+    session.commit(f"add {name}")
 
 
 def hash_of(daemon: Daemon, user: str) -> str:
@@ -125,7 +125,7 @@ def mapping_menu(what: str, name: str, options: list[str], answer: str) -> list[
 
 
 async def test_passwd_own_passphrase_takes_effect_at_once(ny: Term) -> None:
-    daemon = ny.shell.daemon
+    daemon = ny.daemon
     out = await ny.ok("passwd", "y", PASSPHRASE, NEW, NEW)
     assert out.splitlines() == [
         f"{CLUSTER_SWITCH} [Y]>y",
@@ -162,7 +162,7 @@ async def test_passwd_own_passphrase_takes_effect_at_once(ny: Term) -> None:
 async def test_passwd_refusals_change_nothing(
     ny: Term, answers: tuple[str, ...], error: str
 ) -> None:
-    daemon = ny.shell.daemon
+    daemon = ny.daemon
     await in_cluster_mode(ny)
     before, head = hash_of(daemon, "admin"), newest_commit(daemon)
     status, out = await ny.run("passwd", *answers)
@@ -175,7 +175,7 @@ async def test_passwd_refusals_change_nothing(
 
 
 async def test_admin_changes_another_users_passphrase_without_the_old_one(ny: Term) -> None:
-    daemon = ny.shell.daemon
+    daemon = ny.daemon
     add_user(daemon, "bob", "operator", "bob's first one")
     await in_cluster_mode(ny)
     out = await ny.ok("passwd bob", NEW, NEW)
@@ -438,7 +438,7 @@ class FakeShell:
 
 async def test_who(ny: Term) -> None:
     assert await ny.run("who") == (0, "")
-    daemon = ny.shell.daemon
+    daemon = ny.daemon
     daemon.shells.add(FakeShell("admin", "192.0.2.7:50022", since=time.time() - 60))
     daemon.shells.add(FakeShell("bob", "192.0.2.8:50023", command="status"))
     lines = (await ny.ok("who")).splitlines()
@@ -449,7 +449,7 @@ async def test_who(ny: Term) -> None:
 
 
 async def test_last_shows_accepted_and_refused_logins_newest_first(ny: Term) -> None:
-    daemon = ny.shell.daemon
+    daemon = ny.daemon
     assert await ny.run("last") == (0, "")
     daemon.auth.failed("192.0.2.9:4022", "wrong passphrase for user 'admin'", counts=True)
     daemon.auth.failed("192.0.2.9:4023", "not counted")  # an alert only, not a login
@@ -466,7 +466,7 @@ async def test_last_shows_accepted_and_refused_logins_newest_first(ny: Term) -> 
 
 
 async def test_tail_prints_the_end_of_the_daemon_log(ny: Term) -> None:
-    log = ny.shell.daemon.config.log_file
+    log = ny.daemon.config.log_file
     log.write_text("".join(f"line {i}\n" for i in range(30)), encoding="utf-8")
     assert (await ny.ok("tail")).splitlines() == [f"line {i}" for i in range(10, 30)]
     assert (await ny.ok("tail 3")).splitlines() == ["line 27", "line 28", "line 29"]
@@ -479,14 +479,14 @@ async def test_tail_prints_the_end_of_the_daemon_log(ny: Term) -> None:
 
 
 async def test_tail_without_a_log_file(ny: Term) -> None:
-    path = ny.shell.daemon.config.log_file
+    path = ny.daemon.config.log_file
     assert not path.exists()
     assert await ny.run("tail") == (1, f"Error: cannot read {path}: No such file or directory")
 
 
 async def test_tail_of_long_lines_gives_whole_lines(ny: Term) -> None:
     lines = [f"line {i} " + "x" * 300 for i in range(5)]
-    ny.shell.daemon.config.log_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ny.daemon.config.log_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert (await ny.ok("tail 2")).splitlines() == lines[-2:]
 
 
@@ -518,7 +518,7 @@ async def test_saved_cluster_file_shape(ny: Term) -> None:
     await committed(ny, "dnsconfig set timeout_seconds=20")
     await ny.ok(f"clustermode machine {LA}")
     await committed(ny, "settz set timezone=Europe/Paris")
-    path = configs(ny.shell.daemon) / "snap.xml"
+    path = configs(ny.daemon) / "snap.xml"
     assert await ny.ok("saveconfig snap.xml") == f"The configuration has been saved to {path}"
     root = ET.fromstring(path.read_bytes())
     assert root.tag == "clusterconfig"
@@ -553,16 +553,16 @@ async def test_saveconfig_default_name_and_bad_names(ny: Term) -> None:
     match = re.fullmatch(r"The configuration has been saved to (.*)", out)
     assert match is not None
     assert re.fullmatch(r"americas-\d{8}T\d{6}\.xml", Path(match[1]).name)
-    assert Path(match[1]).parent == configs(ny.shell.daemon)
+    assert Path(match[1]).parent == configs(ny.daemon)
     for name in ("../x", "/etc/x", ".hidden", "a/b"):
         assert await ny.run(f"saveconfig {name}") == (2, BAD_NAME)
-    assert not (ny.shell.daemon.config.data_dir / "x").exists()
+    assert not (ny.daemon.config.data_dir / "x").exists()
 
 
 async def test_saved_standalone_file_shape(term: Term) -> None:
     await committed(term, "settz set timezone=Asia/Tokyo")
     await term.ok("saveconfig alone.xml")
-    root = ET.fromstring((configs(term.shell.daemon) / "alone.xml").read_bytes())
+    root = ET.fromstring((configs(term.daemon) / "alone.xml").read_bytes())
     assert (root.get("kind"), root.get("name"), root.get("format")) == ("standalone", NY, "1")
     assert [(e.tag, e.get("name")) for e in root] == [("machine", NY)]
     features = {f.get("name"): json.loads(f.text or "") for f in root[0]}
@@ -679,7 +679,7 @@ async def test_standalone_file_refused_in_a_cluster(daemon: Daemon) -> None:
 
 async def test_cluster_file_refused_on_a_standalone_machine(ny: Term, other: Daemon) -> None:
     await ny.ok("saveconfig cluster.xml")
-    shutil.copy(configs(ny.shell.daemon) / "cluster.xml", configs(other) / "cluster.xml")
+    shutil.copy(configs(ny.daemon) / "cluster.xml", configs(other) / "cluster.xml")
     t = Term(other)
     status, out = await t.run("loadconfig cluster.xml", spare=True)
     assert (status, out) == (
@@ -694,7 +694,7 @@ async def test_standalone_file_loads_into_another_standalone_machine(
 ) -> None:
     await committed(term, "settz set timezone=Asia/Tokyo")
     await term.ok("saveconfig alone.xml")
-    shutil.copy(configs(term.shell.daemon) / "alone.xml", configs(other) / "alone.xml")
+    shutil.copy(configs(term.daemon) / "alone.xml", configs(other) / "alone.xml")
     t = Term(other)
     out = await t.ok("loadconfig alone.xml --yes")
     assert "  settz at Machine newyork.example.com: define" in out.splitlines()
@@ -789,7 +789,7 @@ HOSTILE = {
 @pytest.mark.parametrize("name", list(HOSTILE))
 async def test_hostile_or_malformed_files_are_refused(ny: Term, name: str) -> None:
     text, error = HOSTILE[name]
-    (configs(ny.shell.daemon) / name).write_text(text, encoding="utf-8")
+    (configs(ny.daemon) / name).write_text(text, encoding="utf-8")
     await in_cluster_mode(ny)
     await ny.ok("settz set timezone=Asia/Tokyo", "1")  # a change pending before
     status, out = await ny.run(f"loadconfig {name}", spare=True)
@@ -802,7 +802,7 @@ async def test_hostile_or_malformed_files_are_refused(ny: Term, name: str) -> No
 
 async def test_elements_inside_a_feature_are_refused(ny: Term) -> None:
     text = in_cluster("settz", '{"timezone": "Asia/Tokyo"}<evil/>trailing')
-    (configs(ny.shell.daemon) / "nested.xml").write_text(text, encoding="utf-8")
+    (configs(ny.daemon) / "nested.xml").write_text(text, encoding="utf-8")
     status, _ = await ny.run("loadconfig nested.xml --yes", "y", "", "", "", "", spare=True)
     assert status == 1 and ny.pending == 0
 
@@ -824,7 +824,7 @@ async def test_loadconfig_usage(ny: Term, line: str, status: int, text: str) -> 
 
 
 async def test_loadconfig_of_a_missing_file(ny: Term) -> None:
-    path = configs(ny.shell.daemon) / "missing.xml"
+    path = configs(ny.daemon) / "missing.xml"
     assert await ny.run("loadconfig missing.xml") == (
         1,
         f"Error: cannot read {path}: No such file or directory",
