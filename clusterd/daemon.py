@@ -77,9 +77,9 @@ class StoreLog:
     def version_vector(self) -> VersionVector:
         return self.store.state.vv
 
-    def missing_from(self, vv: VersionVector) -> list[Commit] | None:
+    def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
         try:
-            return self.store.commits_missing_from(vv)
+            return self.store.commits_missing_from(vv, limit)
         except StoreError:  # the store is down: nothing to send now; asked again later
             return []
 

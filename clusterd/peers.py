@@ -43,7 +43,7 @@ class Timing:
     backoff_min: float = 1.0
     backoff_max: float = 30.0
     handshake_timeout: float = 10.0
-    sync_batch: int = 2000  # commits per sync response frame
+    sync_batch: int = 2000  # commits per sync response frame (one page per request)
     relay_ttl: int = 3
     max_dials: int = 8  # dials and outbound handshakes in flight at once (start-up storms)
 
@@ -78,7 +78,10 @@ class Log(Protocol):
     """What the protocol reads from the member's store (writes are actions)."""
 
     def version_vector(self) -> VersionVector: ...
-    def missing_from(self, vv: VersionVector) -> list[Commit] | None: ...
+    def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
+        """The first ``limit`` commits a holder of ``vv`` lacks, oldest first (None: the
+        log was truncated past one of them)."""
+
     def snapshot(self) -> Snapshot: ...
     def flag(self, hostname: str) -> Flag | None: ...
 

@@ -465,9 +465,18 @@ class Node:
             return self._sync_response(link, msg.vv)
         if isinstance(msg, SyncResponse):
             commits = tuple(_commit(c) for c in msg.commits)
+            out: list[Action] = [Apply(commits, peer.serial)] if commits else []
             if not msg.more:
                 peer.syncing_since = None
-            return [Apply(commits, peer.serial)] if commits else []
+                return out
+            # One page at a time: ask for the next first, as if this one were applied
+            # (it is in causal order, so it will be), so that the sender reads it while
+            # this one is applied here.
+            peer.syncing_since = now
+            after = dict(self.log.version_vector())
+            for c in commits:
+                after[c.id.origin] = max(after.get(c.id.origin, 0), c.id.seq)
+            return [Send(link.id, SyncRequest(vv=after)), *out]
         if isinstance(msg, StateTransfer):
             return self._state_transfer(link, msg)
         if isinstance(msg, MembershipChange):
@@ -531,7 +540,10 @@ class Node:
         return []
 
     def _sync_response(self, link: Link, their_vv: Mapping[str, int]) -> list[Action]:
-        missing = self.log.missing_from(their_vv)
+        """The first page of what the asker lacks (it asks again for the next): one
+        page read and encoded per request, never the whole backlog at once."""
+        size = self.timing.sync_batch
+        missing = self.log.missing_from(their_vv, size)
         if missing is None:
             snap = self.log.snapshot()
             msg = StateTransfer(vv=snap.version_vector(), snapshot=snap.to_json())
@@ -539,12 +551,8 @@ class Node:
                 Send(link.id, msg),
                 Note(f"state transfer to {link.peer}: the log is truncated"),
             ]
-        size = self.timing.sync_batch
-        batches = [missing[i : i + size] for i in range(0, len(missing), size)] or [[]]
-        return [
-            Send(link.id, SyncResponse(commits=[c.to_json() for c in b], more=i < len(batches) - 1))
-            for i, b in enumerate(batches)
-        ]
+        more = len(missing) >= size
+        return [Send(link.id, SyncResponse(commits=[c.to_json() for c in missing], more=more))]
 
     def _state_transfer(self, link: Link, msg: StateTransfer) -> list[Action]:
         """Take the sender's whole state, merged with ours (it may lack some of ours)."""

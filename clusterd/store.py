@@ -468,8 +468,11 @@ class Store:
         with self._db("the log was not read"), self.engine.connect() as conn:
             return [commit_from_row(row) for row in conn.execute(query)]
 
-    def commits_missing_from(self, vv: VersionVector) -> list[Commit] | None:
-        """Commits of the log that a holder of version vector ``vv`` has not applied.
+    def commits_missing_from(
+        self, vv: VersionVector, limit: int | None = None
+    ) -> list[Commit] | None:
+        """Commits of the log that a holder of version vector ``vv`` has not applied,
+        oldest first (the first ``limit`` of them).
 
         ``None`` when the log was truncated past one of them: only a state transfer
         can bring that holder up to date.
@@ -479,7 +482,7 @@ class Store:
             c.origin.not_in(list(vv)),
             *[and_(c.origin == origin, c.seq > seq) for origin, seq in vv.items()],
         )
-        query = select(t.commits).where(wanted).order_by(c.hlc, c.origin)
+        query = select(t.commits).where(wanted).order_by(c.hlc, c.origin).limit(limit)
         with self._db("the log was not read"), self.engine.connect() as conn:
             found = [commit_from_row(row) for row in conn.execute(query)]
         return None if any(commit.truncated for commit in found) else found

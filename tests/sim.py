@@ -103,11 +103,10 @@ class SimHost:
             self.record(commit, net)
             self.follow_membership()
 
-    def missing_from(self, vv: VersionVector) -> list[Commit] | None:
+    def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
         found = [c for (o, s), c in self.commits.items() if s > vv.get(o, 0)]
-        if any(c.truncated for c in found):
-            return None
-        return sorted(found, key=lambda c: (c.hlc, c.id.origin))
+        page = sorted(found, key=lambda c: (c.hlc, c.id.origin))[:limit]
+        return None if any(c.truncated for c in page) else page
 
     def snapshot(self) -> Snapshot:
         state = self.replica.state

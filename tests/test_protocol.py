@@ -103,10 +103,11 @@ class TinyLog:
             vv[cid.origin] = max(vv.get(cid.origin, 0), cid.seq)
         return vv
 
-    def missing_from(self, vv: dict[str, int]) -> list[Commit] | None:
+    def missing_from(self, vv: dict[str, int], limit: int) -> list[Commit] | None:
         if self.truncated:
             return None
-        return [c for cid, c in sorted(self.commits.items()) if cid.seq > vv.get(cid.origin, 0)]
+        found = [c for cid, c in sorted(self.commits.items()) if cid.seq > vv.get(cid.origin, 0)]
+        return found[:limit]
 
     def snapshot(self) -> Snapshot:
         return Snapshot(tuple(c for _, c in sorted(self.commits.items())), (), ())
@@ -571,16 +572,20 @@ def test_ping_pong_and_sync_in_batches() -> None:
     assert a.peers[B].syncing_since == 1.25
     assert a.received(1, Pong(seq=1, vv={B: 5}, links=(A,)), 1.3) == []  # already asked
 
-    batches = b.received(2, SyncRequest(vv={}), 1.3)
-    assert [(type(x), x.link) for x in batches] == [(Send, 2)] * 3
-    msgs = sends(batches)
-    assert [(len(m.commits), m.more) for m in msgs] == [(2, True), (2, True), (1, False)]
-    applied = [x for m in msgs for x in a.received(1, m, 1.4)]
-    assert applied == [
-        Apply((missing[0], missing[1]), B),
-        Apply((missing[2], missing[3]), B),
-        Apply((missing[4],), B),
-    ]
+    # One page per request: the asker asks for the next while it applies this one.
+    request, pages = SyncRequest(vv={}), []
+    for _ in range(3):
+        [page] = sends(b.received(2, request, 1.3))
+        pages.append((len(page.commits), page.more))
+        out = a.received(1, page, 1.4)
+        assert out[-1] == Apply(tuple(missing[2 * len(pages) - 2 : 2 * len(pages)]), B)
+        if page.more:  # the next page is asked for before this one is applied
+            assert a.peers[B].syncing_since == 1.4
+            assert out[:-1] == [Send(1, SyncRequest(vv={B: 2 * len(pages)}))]
+            request = out[0].msg
+        else:
+            assert out[:-1] == []
+    assert pages == [(2, True), (2, True), (1, False)]
     assert a.peers[B].syncing_since is None
 
 
