@@ -293,7 +293,9 @@ def _log_problems(m: Machine) -> list[str]:
 def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     run = Run()
     report: dict[str, Any] = {}
-    with running(root, args.members, ping=args.ping) as bed:
+    # Every session logs in as admin: allow them all (the default is 16 per user).
+    limit = max(16, args.sessions)
+    with running(root, args.members, ping=args.ping, max_sessions_per_user=limit) as bed:
         bed.wait(bed.linked, timeout=30, what="every member linked")
         if not args.no_define:
             bed[0].edit({"do": "define", "feature": FEATURE, "mode": "cluster",

@@ -14,6 +14,13 @@ keeps what arrived in memory instead, and bounds it three ways:
   memory stays bounded; below ``LOW_WATER`` reading resumes.
 * **At most ``SLICE`` bytes are parsed per turn of the event loop**, so a burst of
   typed-ahead input never holds the loop that also carries member links.
+
+Plain characters that arrive together (a line sent at once, typed-ahead text) reach
+prompt_toolkit as one piece of text, as a bracketed paste does, instead of one key
+press each: every key press walks the layout to find its bindings, which made up
+most of a busy daemon's CPU (bench/load.py).  A character right after a key that may
+start a sequence (Escape, Ctrl-X, Ctrl-V ...) stays a key press of its own, so
+Meta-b or a quoted insert mean what they did.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from contextlib import AbstractContextManager
 from prompt_toolkit.input import Input
 from prompt_toolkit.input.vt100_parser import Vt100Parser
 from prompt_toolkit.key_binding import KeyPress
+from prompt_toolkit.keys import Keys
 
 MAX_LINE = 4096  # characters of one command line
 HIGH_WATER = 64 * 1024  # bytes waiting: stop reading the channel
@@ -36,6 +44,16 @@ SLICE = 32  # bytes parsed per turn of the event loop (each key costs ~0.1 ms)
 CTRL_C = b"\x03"
 PASTE_START, PASTE_END = b"\x1b[200~", b"\x1b[201~"
 _TOKEN = re.compile(rb"\r\n?|\n|\x1b\[20[01]~")
+# Keys after which a character is only a character (no binding waits for a second key).
+PLAIN_KEYS = frozenset({Keys.ControlM, Keys.ControlJ, Keys.ControlI, Keys.ControlH,
+                        Keys.Backspace, Keys.BracketedPaste, Keys.Left, Keys.Right,
+                        Keys.Up, Keys.Down, Keys.Home, Keys.End})  # fmt: skip
+
+
+def _text(chars: list[str]) -> KeyPress:
+    if len(chars) == 1:
+        return KeyPress(chars[0], chars[0])
+    return KeyPress(Keys.BracketedPaste, "".join(chars))
 
 
 class ChannelInput(Input):
@@ -45,6 +63,7 @@ class ChannelInput(Input):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._keys: list[KeyPress] = []
         self._parser = Vt100Parser(lambda key: self._keys.append(key))
+        self._after_plain = True  # the last key given out was a plain one (or none yet)
         self._ready: list[Callable[[], None] | None] = []  # attached callbacks, innermost last
         self._scheduled = False
         self._closed = False
@@ -123,7 +142,7 @@ class ChannelInput(Input):
         piece = bytes(self._bytes[:SLICE])
         del self._bytes[:SLICE]
         self._parser.feed(self._decoder.decode(piece))
-        keys, self._keys = self._keys, []
+        keys, self._keys = self._joined(self._keys), []
         if self._paused and len(self._bytes) < LOW_WATER:
             self._paused = False
             self._pause(False)
@@ -133,8 +152,26 @@ class ChannelInput(Input):
 
     def flush_keys(self) -> list[KeyPress]:
         self._parser.flush()
-        keys, self._keys = self._keys, []
+        keys, self._keys = self._joined(self._keys), []
         return keys
+
+    def _joined(self, keys: list[KeyPress]) -> list[KeyPress]:
+        """Runs of plain characters as one piece of text each (see the module)."""
+        out: list[KeyPress] = []
+        run: list[str] = []
+        for key in keys:
+            char = isinstance(key.key, str) and len(key.key) == 1 and key.key.isprintable()
+            if char and self._after_plain:
+                run.append(key.data)
+                continue
+            if run:
+                out.append(_text(run))
+                run = []
+            out.append(key)
+            self._after_plain = char or key.key in PLAIN_KEYS
+        if run:
+            out.append(_text(run))
+        return out
 
     @property
     def closed(self) -> bool:
