@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from clusterd import clusterops, layers, lifecycle
+from clusterd import clusterops, layers, lifecycle, status
 from clusterd.errors import ClusterdError, LifecycleError
 from clusterd.identity import public_key
 from clusterd.join import JoinAnswer, Joiner, JoinRefused, JoinRequest, call, fingerprint, probe
@@ -350,16 +350,16 @@ class Admin:
     async def connstatus(self) -> dict[str, Any]:
         """CONNSTATUS: per member, its link and the DNS facts about it, never hanging."""
         d = self.daemon
-        status = {p["serial"]: p for p in d.status()["peers"]}
+        linked = {p["serial"]: p for p in status.peers(d)}
         others = [e for e in d.peers.values() if e.serial != d.config.serial]
 
         async def one(e: Any) -> dict[str, Any]:
             forward = await d.resolver.forward(e.hostname)
             address = e.address or (forward.answers[0] if forward.ok else None)
             reverse = await d.resolver.reverse(address) if address else None
-            peer = status.get(e.serial, {})
+            peer = linked.get(e.serial, {})
             inbound = d.reverse_seen.get(e.serial)
-            fact = next((f for f in d.reverse_facts() if f["hostname"] == e.hostname), {})
+            fact = next((f for f in status.reverse_facts(d) if f["hostname"] == e.hostname), {})
             return {
                 "hostname": e.hostname,
                 "serial": e.serial,

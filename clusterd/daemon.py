@@ -19,14 +19,13 @@ from typing import Any
 
 import asyncssh
 
-from clusterd import check, clusterops, layers, lifecycle, logsetup, nodechecks
+from clusterd import check, clusterops, layers, lifecycle, logsetup, nodechecks, status
 from clusterd import config as cfg
 from clusterd.admin import Admin
 from clusterd.alertmail import AlertMail
 from clusterd.api import ClusterAPI
 from clusterd.commitcheck import check_snapshot
 from clusterd.config import DaemonConfig
-from clusterd.digest import state_digest
 from clusterd.dns import Lookup, Resolver
 from clusterd.errors import BadCommit, ClusterdError, ProtocolError, StoreError, TransportError
 from clusterd.join import Algorithms, JoinAnswer, Joiner, JoinRequest
@@ -51,7 +50,7 @@ from clusterd.peers import (
     Send,
     Timing,
 )
-from clusterd.protocol import Node, catch_up, commits_behind
+from clusterd.protocol import Node
 from clusterd.publish import Publisher
 from clusterd.state import definition
 from clusterd.store import Store
@@ -142,7 +141,7 @@ class Daemon:
         self.store.listeners.append(self._on_outcomes)
         trace = config.data_dir / config.trace_file if config.trace_file else None
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
-        self._summary: dict[str, Any] | None = None  # digest and losses, until a change
+        self.summary_cache: dict[str, Any] | None = None  # digest and losses, until a change
         self._store_down = False
         self._reload_members()
 
@@ -240,7 +239,7 @@ class Daemon:
 
     def membership_changed(self) -> None:
         """After a state replacement (join, leave): links and identity follow."""
-        self._summary = None
+        self.summary_cache = None
         self._algorithms = None
         self._reload_members()
 
@@ -262,20 +261,23 @@ class Daemon:
     # -- actions ------------------------------------------------------------------------
 
     def execute(self, actions: list[Action]) -> None:
+        frames: dict[int, bytes] = {}  # id(message) -> its frame, for this batch
         for action in actions:
             try:
-                self._execute(action)
+                self._execute(action, frames)
             except ClusterdError as exc:
                 log.error("could not carry out %s: %s", type(action).__name__, exc)
         if self._membership_changed:
             self._reload_members()
 
-    def _execute(self, action: Action) -> None:
+    def _execute(self, action: Action, frames: dict[int, bytes]) -> None:
         match action:
             case Send(link, msg):
                 io = self.ios.get(link)
                 if io is not None:
-                    data = encode(msg)
+                    data = frames.get(id(msg))
+                    if data is None:  # (a commit to every member is encoded once)
+                        data = frames[id(msg)] = encode(msg)
                     self.traffic["frames_out"] += 1
                     self.traffic["bytes_out"] += len(data)
                     io.write(data)
@@ -297,7 +299,7 @@ class Daemon:
                     return
                 self.store.merge_state(snapshot)
                 self._membership_changed = True
-                self._summary = None
+                self.summary_cache = None
                 if self._trace is not None:
                     vv = json.dumps(self.store.state.vv, separators=(",", ":"))
                     self._traced(f"install {peer} {vv}")
@@ -360,7 +362,7 @@ class Daemon:
         made here (shell, control socket, web, the daemon itself) goes to the members
         from here, so no caller can forget to replicate it; the publisher, another
         listener, writes ``effective.json``."""
-        self._summary = None
+        self.summary_cache = None
         if self._trace is not None:  # benchmarks: when each commit became durable here
             for o in outcomes:
                 cid = o.commit.id
@@ -578,26 +580,11 @@ class Daemon:
         self.alert("DNS", name, text + " (reverse_dns = warn: accepted)")
         return None
 
-    def reverse_facts(self) -> list[dict[str, Any]]:
-        """What the reverse lookups of connecting members found, per member: ``accepted``
-        when one failed and ``reverse_dns = warn`` let the member in anyway (the
-        reference refuses it); ``mismatch`` when the names found do not include the
-        member's name (as after a rename, before DNS follows)."""
-        found = []
-        for serial, seen in sorted(self.reverse_seen.items()):
-            name = self.peers[serial].hostname if serial in self.peers else None
-            if name is None:
-                continue
-            names = {n.lower().rstrip(".") for n in seen.answers}
-            found.append({
-                "hostname": name,
-                "address": seen.query,
-                "ok": seen.ok,
-                "found": seen.describe(),
-                "accepted": not seen.ok and self.config.reverse_dns == "warn",
-                "mismatch": seen.ok and name not in names,
-            })  # fmt: skip
-        return found
+    def status(self) -> dict[str, Any]:
+        return status.report(self)
+
+    def peer_status(self) -> list[dict[str, Any]]:
+        return status.peers(self)
 
     def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
         return self.admin.admit(request, joiner)
@@ -621,7 +608,7 @@ class Daemon:
 
     def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
         if kind == "digest":
-            return True, {"digest": self._state_summary()["digest"], "vv": self.store.state.vv}
+            return True, {"digest": status.summary(self)["digest"], "vv": self.store.state.vv}
         if kind == "status":
             return True, self.status()
         if kind == "summary":
@@ -670,80 +657,6 @@ class Daemon:
         except TimeoutError:
             self.waiting.pop(qid, None)
             return Answered(serial, qid, False, f"no answer within {timeout} s")
-
-    def _state_summary(self) -> dict[str, Any]:
-        """Digest and recorded losses: whole-state walks, so kept until the state changes."""
-        if self._summary is None:
-            self._summary = {
-                "digest": state_digest(self.store.state),
-                "inconsistencies": [
-                    {"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
-                    for x in self.store.inconsistencies()
-                ],
-            }
-        return self._summary
-
-    def status(self) -> dict[str, Any]:
-        node, ours = self.node, self.store.state.vv
-        peers = self.peer_status()
-        return {
-            "hostname": self.config.hostname,
-            "serial": self.config.serial,
-            "cluster": layers.cluster_name(self.store.state),
-            "software": self.config.software,
-            "disconnected": node.disconnected,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "ping_interval": self.config.ping_interval,
-            "links": len(node.live_peers()),
-            "peers": peers,
-            "routes": {p["hostname"]: p["route"] for p in peers},
-            "vv": dict(ours),
-            **self._state_summary(),
-            "waiting_commits": len(self.store.inbox),
-            "catch_up": catch_up(ours, peers),
-            "traffic": dict(self.traffic),
-            "store": {"ok": self.store.outage is None, **(self.store.outage or {})},
-            "gate": self.gate.status(),
-            "alerts": list(self.alerts),
-            "alert_mail": self.mail.status(),
-            "publish": self.publisher.status(),
-            "reverse_dns": {"policy": self.config.reverse_dns, "members": self.reverse_facts()},
-        }
-
-    def peer_status(self) -> list[dict[str, Any]]:
-        """Each member as this machine sees it: its link, route and how far behind it we
-        are (cheap: no digest, for whoever polls it often, e.g. cli.progress)."""
-        node, now = self.node, self.now()
-        ours = self.store.state.vv
-        peers = []
-        for serial, p in node.peers.items():
-            route = node.route(serial)
-            peers.append(
-                {
-                    "serial": serial,
-                    "hostname": p.hostname,
-                    "state": p.state,
-                    "link": p.link,
-                    "direction": None
-                    if p.link is None
-                    else ("out" if node.links[p.link].outbound else "in"),
-                    "since_s": round(now - p.since, 3) if p.since else None,
-                    "rtt_ms": None if p.rtt is None else round(p.rtt * 1000, 3),
-                    "reason": p.reason,
-                    "route": None
-                    if route is None
-                    else (
-                        "direct"
-                        if route.peer == serial
-                        else f"via {node.peers[route.peer].hostname}"
-                    ),
-                    "vv": p.vv,
-                    "admin_off": p.admin_off,  # that member is disconnected on purpose
-                    "behind": commits_behind(ours, p.vv),
-                    "syncing": p.syncing_since is not None,
-                }
-            )
-        return peers
 
 
 def run(config: DaemonConfig, shells: ShellFactory | None = None) -> None:

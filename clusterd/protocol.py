@@ -283,12 +283,19 @@ class Node:
         """A local commit: straight to every member reachable, relayed where needed."""
         if self.disconnected:
             return []
-        data = to_dict(CommitMsg(commit=commit.to_json()))
+        # One message for every member linked directly: the daemon encodes it once.
+        msg = CommitMsg(commit=commit.to_json())
+        relayed: dict[str, Any] | None = None
         out: list[Action] = []
         for peer in self.peers.values():
             if peer.admin_off:
                 continue
-            out += self._to_peer(peer.serial, data, alert=False)
+            link = self.route(peer.serial)
+            if link is not None and link.peer == peer.serial:
+                out.append(Send(link.id, msg))
+                continue
+            relayed = to_dict(msg) if relayed is None else relayed
+            out += self._to_peer(peer.serial, relayed, alert=False)
         return out
 
     def set_members(self, members: Iterable[Member], now: float) -> list[Action]:
