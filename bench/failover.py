@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
 
 
 def _gone(watchers: list[Machine], hostname: str) -> bool:

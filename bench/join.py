@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clusterd.testbed import Testbed
+from clusterd.dev.testbed import Testbed
 
 
 def main(argv: list[str] | None = None) -> int:

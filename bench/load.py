@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/load.py [--sessions 100] [--rounds 5] [--json]
 
-Starts 3 real daemons on 127.0.0.1 (``clusterd.testbed``), defines the ``unsubscribe``
+Starts 3 real daemons on 127.0.0.1 (``clusterd.dev.testbed``), defines the ``unsubscribe``
 table at cluster level once (as an admin would before handing out the work), then
 opens ``--sessions`` interactive shells at once (asyncssh, a PTY, the admin key),
 round-robin over the members (100 -> 34/33/33).  Each shell switches to cluster mode
@@ -60,8 +60,8 @@ import asyncssh
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shell import ShellClient, ShellError  # bench/shell.py
 
-from clusterd.errors import ClusterdError
-from clusterd.testbed import Machine, Testbed, running
+from clusterd.core.errors import ClusterdError
+from clusterd.dev.testbed import Machine, Testbed, running
 
 FEATURE = "unsubscribe"
 KINDS = ("login", "clustermode", "edit", "commit", "read")

@@ -7,7 +7,7 @@ Needs root, ``ip`` and ``nft``.  The network exists only inside namespaces this 
 creates (named ``cdf<pid>-...``): a "hub" namespace holding a bridge, and one namespace
 per member with its own ``lo`` up and a veth to the bridge carrying its address in
 10.213.7.0/24 (nothing is added to the root namespace).  Every member is a
-``clusterd.testbed`` machine (``clusterd init``, membership seeded into every store),
+``clusterd.dev.testbed`` machine (``clusterd init``, membership seeded into every store),
 its daemon started with ``ip netns exec NS python -m clusterd run`` listening on its
 namespace address, port 2200; the harness talks to the control sockets (Unix files)
 from the root namespace.  Namespaces and daemons are removed at the end whatever
@@ -86,9 +86,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterd import config as daemon_config
-from clusterd.errors import ClusterdError
-from clusterd.testbed import Machine, Testbed, seed_membership
+from clusterd.core.errors import ClusterdError
+from clusterd.dev.testbed import Machine, Testbed, seed_membership
+from clusterd.node import config as daemon_config
 
 SUBNET = "10.213.7"  # a private /24 that exists only inside our namespaces
 PORT = 2200

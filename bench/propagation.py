@@ -3,7 +3,7 @@
     .venv/bin/python bench/propagation.py [--quick] [--json] [--sizes 3,10,20]
         [--commits 500] [--catchup 10000] [--idle 10] [--no-etcd]
 
-Every cluster is a ``clusterd.testbed`` of real daemons (one process each, SSH links on
+Every cluster is a ``clusterd.dev.testbed`` of real daemons (one process each, SSH links on
 127.0.0.1) in a temporary directory, ping interval 1.0 s, stopped at the end whatever
 happens.  Sections:
 
@@ -59,8 +59,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from clusterd.errors import ClusterdError
-from clusterd.testbed import Machine, Testbed, free_port, running
+from clusterd.core.errors import ClusterdError
+from clusterd.dev.testbed import Machine, Testbed, free_port, running
 
 PING = 1.0  # the daemons' ping interval, seconds, for every run
 TRACE = "trace.log"  # every daemon's trace_file, in its data directory

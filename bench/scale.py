@@ -3,7 +3,7 @@
     .venv/bin/python bench/scale.py [--sizes 20,50,100] [--commits 200] [--idle 10]
         [--ping 1.0] [--json]
 
-Per size, a ``clusterd.testbed`` of N real daemons (SSH full mesh on 127.0.0.1, ping
+Per size, a ``clusterd.dev.testbed`` of N real daemons (SSH full mesh on 127.0.0.1, ping
 interval ``--ping``, every daemon with a trace file):
 
 * start: every process started at once, until each answers on its control socket;
@@ -45,8 +45,8 @@ from propagation import (
     wait_mesh,
 )
 
-from clusterd.errors import ClusterdError
-from clusterd.testbed import Machine, Testbed
+from clusterd.core.errors import ClusterdError
+from clusterd.dev.testbed import Machine, Testbed
 
 
 def idle_cost(bed: Testbed, seconds: float, ping: float) -> dict[str, Any]:

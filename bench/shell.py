@@ -31,8 +31,8 @@ from typing import Any
 
 import asyncssh
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 
 # prompt_toolkit turns bracketed paste on when a prompt (the shell's or a question's)
 # starts, off when its line is accepted, and shows the cursor when a render is complete.

@@ -27,14 +27,15 @@ from typing import Any
 
 import sqlalchemy
 
-from clusterd import layers, lifecycle, membership
-from clusterd.edits import Start
-from clusterd.modes import Mode
+from clusterd.core import layers, membership
+from clusterd.core.edits import Start
+from clusterd.core.modes import Mode
+from clusterd.core.versions import Commit
 from clusterd.schema.catalogue import CATALOGUE
 from clusterd.schema.feature import Level
-from clusterd.session import Session
-from clusterd.store import Store
-from clusterd.versions import Commit
+from clusterd.store.session import Session
+from clusterd.store.store import Store
+from clusterd.trust import lifecycle
 
 CLUSTER = Mode.cluster()
 ROUTE = {"destinations": [{"host": "mx.example.com", "port": 25}]}
@@ -165,7 +166,7 @@ def bench_remote(bench: Bench, count: int, batch: int = 1000) -> None:
 
 def add_members(session: Session, machines: int, groups: int) -> list[str]:
     """Groups G1..Gn and machines m000.example.com..., written as cluster operations
-    write them (``clusterd.membership``)."""
+    write them (``clusterd.core.membership``)."""
     names = [f"m{i:03d}.example.com" for i in range(machines)]
     view = session.view
     for g in range(1, groups + 1):

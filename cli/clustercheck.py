@@ -20,16 +20,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from clusterd import check, layers, nodechecks
 from clusterd.cli.console import choose
 from clusterd.cli.shell import Shell, Usage
-from clusterd.edits import write_definition
-from clusterd.errors import ClusterdError
-from clusterd.logins import READ_ONLY_ROLES
-from clusterd.modes import Mode
-from clusterd.session import Session
-from clusterd.state import definition
-from clusterd.versions import MARKER, CommitId, Loss, Unit
+from clusterd.core import layers
+from clusterd.core.edits import write_definition
+from clusterd.core.errors import ClusterdError
+from clusterd.core.modes import Mode
+from clusterd.core.state import definition
+from clusterd.core.versions import MARKER, CommitId, Loss, Unit
+from clusterd.node import check, nodechecks
+from clusterd.store.session import Session
+from clusterd.trust.logins import READ_ONLY_ROLES
 
 USAGE = "clustercheck [--json | -j]"
 JSON_FLAGS = ("--json", "-j")

@@ -1,7 +1,7 @@
 """``clusterconfig``: the standalone menu (create, join) and the cluster menu.
 
 Every operation has a batch form (``clusterconfig addgroup Paris``) and a menu path;
-both end in the same ``clusterd.admin`` call.  Membership operations take effect at
+both end in the same ``clusterd.node.admin`` call.  Membership operations take effect at
 once; PREPJOIN NEW / DELETE are pending changes of this shell's session.
 """
 
@@ -12,14 +12,14 @@ import json
 import time
 from typing import Any
 
-from clusterd import layers
 from clusterd.cli.console import choose, confirm
 from clusterd.cli.progress import applied_now, follow_catch_up
 from clusterd.cli.shell import Shell, Usage
-from clusterd.errors import ClusterdError
-from clusterd.join import KeyNotRegistered
-from clusterd.joincli import POLL, REGISTER, prepjoin_facts
-from clusterd.lifecycle import MAIN_GROUP, discard_line
+from clusterd.core import layers
+from clusterd.core.errors import ClusterdError
+from clusterd.trust.join import KeyNotRegistered
+from clusterd.trust.joincli import POLL, REGISTER, prepjoin_facts
+from clusterd.trust.lifecycle import MAIN_GROUP, discard_line
 
 CLUSTER_OPS = [
     ("ADDGROUP", "Add a cluster group."),

@@ -8,7 +8,6 @@ import json
 import time
 from typing import Any
 
-from clusterd import layers, membership
 from clusterd.cli.clustercheck import clustercheck
 from clusterd.cli.clusterconfig import clusterconfig
 from clusterd.cli.console import confirm
@@ -19,11 +18,12 @@ from clusterd.cli.machine import last, nslookup, ping, tail, who
 from clusterd.cli.saveload import saveconfig
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
 from clusterd.cli.upgrade import upgrade
-from clusterd.errors import ClusterdError, InvalidSetting
-from clusterd.modes import Mode
+from clusterd.core import layers, membership
+from clusterd.core.errors import ClusterdError, InvalidSetting
+from clusterd.core.modes import Mode
+from clusterd.core.versions import JSON, Commit, CommitId, Loss, Unit
 from clusterd.schema.access import MIN_PASSPHRASE_LENGTH
 from clusterd.schema.restrictions import COMMANDS, Restriction
-from clusterd.versions import JSON, Commit, CommitId, Loss, Unit
 
 _WHERE = {
     Restriction.UNRESTRICTED: "",

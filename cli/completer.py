@@ -7,9 +7,9 @@ from typing import Any
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.document import Document
 
-from clusterd import layers
 from clusterd.cli.editor import CLUSTERSET_OPS
 from clusterd.cli.shell import Shell
+from clusterd.core import layers
 
 CLUSTERCONFIG_OPS = ["addgroup", "setgroup", "renamegroup", "deletegroup", "removemachine",
                      "setname", "list", "listdetail", "disconnect", "reconnect", "prepjoin",
@@ -166,7 +166,7 @@ class ShellCompleter(Completer):
     def _rows(self, feature: Any) -> list[str]:
         """The rows an edit at the mode the command would run at can name: the mode's
         own, or (not defined there yet) the inherited ones a copy would start from."""
-        from clusterd.modes import Mode
+        from clusterd.core.modes import Mode
         from clusterd.schema.feature import Level
         from clusterd.schema.restrictions import COMMANDS, Restriction
 

@@ -13,8 +13,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from clusterd.errors import ClusterdError
-from clusterd.text import printable
+from clusterd.core.errors import ClusterdError
+from clusterd.core.text import printable
 
 
 class NoAnswer(ClusterdError):

@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clusterd import layers, references
 from clusterd.cli.console import choose, confirm
 from clusterd.cli.shell import Shell, Usage
-from clusterd.edits import Start
-from clusterd.errors import ClusterdError, LevelNotAllowed, NotDefined
-from clusterd.modes import Mode
+from clusterd.core import layers, references
+from clusterd.core.edits import Start
+from clusterd.core.errors import ClusterdError, LevelNotAllowed, NotDefined
+from clusterd.core.modes import Mode
 from clusterd.schema.feature import Feature, Level
 
 OPS_TABLE = ["NEW", "EDIT", "DELETE", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]

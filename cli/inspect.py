@@ -7,13 +7,13 @@ import json
 import time
 from typing import Any
 
-from clusterd import layers
-from clusterd.check import last_change
 from clusterd.cli.shell import Shell, Usage
-from clusterd.errors import ClusterdError
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.errors import ClusterdError
+from clusterd.core.modes import Mode
+from clusterd.core.state import definition
+from clusterd.node.check import last_change
 from clusterd.schema.fields import host_key
-from clusterd.state import definition
 
 
 def _machines(shell: Shell) -> list[str]:

@@ -29,17 +29,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterd import layers
 from clusterd.cli.console import choose, confirm
 from clusterd.cli.shell import Shell, Usage
-from clusterd.edits import write_definition
-from clusterd.errors import ClusterdError
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.edits import write_definition
+from clusterd.core.errors import ClusterdError
+from clusterd.core.modes import Mode
+from clusterd.core.state import definition
+from clusterd.core.versions import MARKER, Unit
 from clusterd.schema.configfile import ConfigFile, load
 from clusterd.schema.feature import Feature, Level
 from clusterd.schema.fields import host_key
-from clusterd.state import definition
-from clusterd.versions import MARKER, Unit
 
 SKIP = "don't copy"
 USAGE = ("loadconfig NAME|- [--group FILE=HERE ...] [--machine FILE=HERE ...] "

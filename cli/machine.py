@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from clusterd.cli.shell import Shell, Usage
-from clusterd.errors import ClusterdError
+from clusterd.core.errors import ClusterdError
 
 
 def _when(at: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from clusterd.control import REDACTED, SECRET_NAME
+from clusterd.node.control import REDACTED, SECRET_NAME
 from clusterd.schema.restrictions import COMMANDS
 
 JOIN_FLAGS = ("--ccs", "--key")  # cli.clusterconfig: the join batch forms

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clusterd import layers
 from clusterd.cli.console import confirm
 from clusterd.cli.shell import Shell, Usage
-from clusterd.errors import ClusterdError
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.errors import ClusterdError
+from clusterd.core.modes import Mode
+from clusterd.core.state import definition
 from clusterd.schema.configfile import ConfigFile, dump
-from clusterd.state import definition
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 SKIP = "don't copy"

@@ -35,12 +35,12 @@ from clusterd.cli.completer import ShellCompleter
 from clusterd.cli.console import NO_STDIN, BatchConsole, prompt_text
 from clusterd.cli.redact import redact, split_commands
 from clusterd.cli.shell import Quit, Shell
-from clusterd.errors import ClusterdError
-from clusterd.logins import AdminLogin
-from clusterd.text import printable
+from clusterd.core.errors import ClusterdError
+from clusterd.core.text import printable
+from clusterd.trust.logins import AdminLogin
 
 if TYPE_CHECKING:
-    from clusterd.api import ClusterAPI
+    from clusterd.node.api import ClusterAPI
 
 log = logging.getLogger("clusterd.shell")
 MAX_STDIN = 16 * 1024 * 1024  # bytes a one-command call may send (loadconfig -)

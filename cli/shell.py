@@ -16,19 +16,20 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from clusterd import api, layers
 from clusterd.cli.console import Console, NoAnswer
-from clusterd.errors import ClusterdError, InvalidSetting
-from clusterd.logins import AdminLogin
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.errors import ClusterdError, InvalidSetting
+from clusterd.core.modes import Mode
+from clusterd.core.versions import Commit
+from clusterd.node import api
 from clusterd.schema.feature import Level
 from clusterd.schema.restrictions import COMMANDS, Restriction, switch_prompt
-from clusterd.session import Session
-from clusterd.versions import Commit
+from clusterd.store.session import Session
+from clusterd.trust.logins import AdminLogin
 
 if TYPE_CHECKING:
-    from clusterd.api import ClusterAPI
-    from clusterd.store import Store
+    from clusterd.node.api import ClusterAPI
+    from clusterd.store.store import Store
 
 log = logging.getLogger("clusterd.shell")
 Handler = Callable[["Shell", list[str]], Awaitable[int]]
@@ -52,7 +53,7 @@ class Gone(Quit):
 
 class Shell:
     """One login's shell.  ``role`` is read again from the cluster's users at every
-    command and at every commit (``clusterd.logins``): a user demoted or deleted on any
+    command and at every commit (``clusterd.trust.logins``): a user demoted or deleted on any
     member loses the right at once, in this shell too."""
 
     def __init__(self, cluster: ClusterAPI, login: AdminLogin, console: Console):

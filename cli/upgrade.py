@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterd.check import software_in
 from clusterd.cli.shell import Shell
+from clusterd.node.check import software_in
 
 ROUTINE = (
     "The upgrade routine: 1. disconnect every machine (clusterconfig disconnect MACHINE, "

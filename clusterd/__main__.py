@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterd import __version__
-from clusterd.errors import ClusterdError
+from clusterd.core.errors import ClusterdError
 
 FLAGS = {
     "listen": str,
@@ -116,17 +116,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo" and args.store:
-        from clusterd import demo, demo_mesh
+        from clusterd.dev import demo, demo_mesh
 
         demo.run()
         print()
         demo_mesh.run()
     elif args.command == "demo":
-        from clusterd import demo_cluster
+        from clusterd.dev import demo_cluster
 
         return demo_cluster.run(shell=not args.no_shell and sys.stdin.isatty())
     elif args.command == "init":
-        from clusterd import identity, joincli
+        from clusterd.node import identity
+        from clusterd.trust import joincli
 
         serial = args.serial or f"CD-{secrets.token_hex(4).upper()}"
 
@@ -142,8 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(json.dumps(identity.describe(config), indent=2))
     elif args.command == "run":
-        from clusterd import config as cfg
-        from clusterd import daemon, logsetup
+        from clusterd.node import config as cfg
+        from clusterd.node import daemon, logsetup
 
         conf = cfg.load(args.data_dir, _overrides(args))
         os.umask(0o077)  # every file the daemon makes (log, store journals) is its own
@@ -152,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
 
         daemon.run(conf, shells=ShellChannel)
     elif args.command == "status":
-        from clusterd import control
+        from clusterd.node import control
 
         print(json.dumps(control.request(args.data_dir, {"op": "status"}), indent=2))
     elif args.command == "create":
@@ -160,8 +161,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "prepjoin":
         return _print(args.data_dir, {"op": "prepjoin_print"})
     elif args.command == "shell":
-        from clusterd import config as cfg
-        from clusterd import identity
+        from clusterd.node import config as cfg
+        from clusterd.node import identity
 
         conf = cfg.load(args.data_dir)
         argv = identity.local_ssh(conf, " ".join(args.words) if args.words else None)
@@ -174,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ClusterdError(f"not a JSON request: {exc}") from None
         return _print(args.data_dir, message)
     elif args.command == "join":
-        from clusterd import joincli
+        from clusterd.trust import joincli
 
         return joincli.run(
             args.data_dir,
@@ -194,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print(data_dir: Path, message: Any) -> int:
-    from clusterd import control
+    from clusterd.node import control
 
     if not isinstance(message, dict):
         raise ClusterdError("a request is a JSON object")

@@ -139,7 +139,7 @@ class Removed(Model):
     by: Annotated[str, Field(max_length=64)] = ""  # the user who removed it
     at: float = 0.0  # when (seconds since the epoch)
     # Not removed but renamed (the serial is a member under this name): see
-    # clusterd.membership.rename_machine.
+    # clusterd.core.membership.rename_machine.
     renamed_to: Annotated[str, AfterValidator(checked(DOMAIN_RE, "a host name"))] | None = None
 
 

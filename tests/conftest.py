@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterd.daemon import Daemon
+from clusterd.node.daemon import Daemon
 from tests.pghelp import PgServer
 from tests.shellhelp import Term, admit_la, new_daemon
 

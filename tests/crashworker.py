@@ -50,11 +50,11 @@ def run(path: str, round_no: int, wait: bool = False) -> None:
     # Imported here so that the test can import this module for its helpers cheaply.
     from sqlalchemy import event
 
-    from clusterd.edits import Start
-    from clusterd.modes import Mode
-    from clusterd.session import Session
-    from clusterd.state import definition
-    from clusterd.store import Store
+    from clusterd.core.edits import Start
+    from clusterd.core.modes import Mode
+    from clusterd.core.state import definition
+    from clusterd.store.session import Session
+    from clusterd.store.store import Store
 
     if wait:
         sys.stdin.readline()  # started ahead of time: the imports are done, wait for "go"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterd.testbed import free_port
+from clusterd.dev.testbed import free_port
 
 PG_USER = "clusterd"  # the superuser initdb creates; the server trusts local logins
 PG_DATABASE = "clusterd"

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from clusterd import layers, membership
-from clusterd.clock import HybridClock
-from clusterd.edits import Editor, write_definition
-from clusterd.merge import Inbox, apply, hidden_losses, merge
-from clusterd.modes import Mode
-from clusterd.pending import Pending, View, make_commit
+from clusterd.core import layers, membership
+from clusterd.core.clock import HybridClock
+from clusterd.core.edits import Editor, write_definition
+from clusterd.core.merge import Inbox, apply, hidden_losses, merge
+from clusterd.core.modes import Mode
+from clusterd.core.pending import Pending, View, make_commit
+from clusterd.core.state import State
+from clusterd.core.versions import Commit, CommitId, Unit, has_seen
 from clusterd.schema.catalogue import CATALOGUE
-from clusterd.state import State
-from clusterd.versions import Commit, CommitId, Unit, has_seen
 
 MACHINES = {"m0.example.com": "G1", "m1.example.com": "G1", "m2.example.com": "G2"}
 

@@ -18,15 +18,17 @@ from pathlib import Path
 
 import asyncssh
 
-from clusterd import clusterops, identity, layers
 from clusterd.cli.console import ScriptedConsole
 from clusterd.cli.shell import Shell
-from clusterd.daemon import Daemon
-from clusterd.logins import AdminLogin
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.modes import Mode
+from clusterd.dev.testbed import free_port
+from clusterd.node import identity
+from clusterd.node.daemon import Daemon
 from clusterd.schema.access import hash_passphrase
-from clusterd.session import Session
-from clusterd.testbed import free_port
+from clusterd.store.session import Session
+from clusterd.trust import clusterops
+from clusterd.trust.logins import AdminLogin
 
 NY = "newyork.example.com"
 LA = "losangeles.example.com"

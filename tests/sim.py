@@ -18,18 +18,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clusterd import layers, membership
-from clusterd.digest import state_digest
-from clusterd.edits import Start
-from clusterd.members import flag_of, own_flag_step
-from clusterd.merge import merge_states
-from clusterd.modes import Mode
-from clusterd.peers import Flag, Identity, Member, Timing
-from clusterd.protocol import Node
+from clusterd.core import layers, membership
+from clusterd.core.digest import state_digest
+from clusterd.core.edits import Start
+from clusterd.core.merge import merge_states
+from clusterd.core.modes import Mode
+from clusterd.core.state import State
+from clusterd.core.versions import Commit, Snapshot, VersionVector
+from clusterd.mesh.members import flag_of, own_flag_step
+from clusterd.mesh.peers import Flag, Identity, Member, Timing
+from clusterd.mesh.protocol import Node
+from clusterd.mesh.transport.memory import Faults, Network
 from clusterd.schema.catalogue import CATALOGUE
-from clusterd.state import State
-from clusterd.transport.memory import Faults, Network
-from clusterd.versions import Commit, Snapshot, VersionVector
 from tests.replica import Replica, accounted, cluster_commit
 from tests.sim_membership import attempt, random_change, removed
 from tests.sim_membership import problems as membership_problems

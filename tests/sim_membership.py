@@ -3,7 +3,7 @@
 Every operation of ``clusterconfig`` that changes membership is drawn here:
 ADDGROUP, RENAMEGROUP, DELETEGROUP, SETGROUP, REMOVEMACHINE, and DISCONNECT and
 RECONNECT of any machine.  Each is made by a random member on its own view, through the
-same writes the daemon makes (``clusterd.membership``), while partitions, crashes and
+same writes the daemon makes (``clusterd.core.membership``), while partitions, crashes and
 lost frames happen.  The invariants (``problems``), checked on every seed once the
 network has healed:
 
@@ -20,10 +20,10 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clusterd import layers, membership
-from clusterd.errors import LifecycleError
+from clusterd.core import layers, membership
+from clusterd.core.errors import LifecycleError
+from clusterd.core.state import State
 from clusterd.schema.catalogue import CATALOGUE
-from clusterd.state import State
 
 NAMES = ["G1", "G2", "G3", "West", "East", "Lab"]
 Change = Callable[[Any], None]  # applied to an Editor (its view)

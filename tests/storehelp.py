@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clusterd import layers, lifecycle, membership
-from clusterd.modes import Mode
-from clusterd.pending import Pending, View
+from clusterd.core import layers, membership
+from clusterd.core.modes import Mode
+from clusterd.core.pending import Pending, View
 from clusterd.schema.catalogue import CATALOGUE
-from clusterd.session import Session
-from clusterd.store import Store
+from clusterd.store.session import Session
+from clusterd.store.store import Store
+from clusterd.trust import lifecycle
 
 ME = "newyork.example.com"
 CLUSTER = Mode.cluster().key

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from clusterd import identity
-from clusterd.admin import Admin
+from clusterd.node import identity
+from clusterd.node.admin import Admin
 
 
 def row(tmp_path: Path, **overrides: Any) -> dict[str, Any]:

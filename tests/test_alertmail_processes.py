@@ -22,10 +22,10 @@ import asyncssh
 import pytest
 from aiosmtpd.controller import Controller
 
-from clusterd import identity
-from clusterd.alertmail import AlertMail, recipients
-from clusterd.config import ConfigError, parse
-from clusterd.testbed import Machine, Testbed, free_port
+from clusterd.dev.testbed import Machine, Testbed, free_port
+from clusterd.node import identity
+from clusterd.node.alertmail import AlertMail, recipients
+from clusterd.node.config import ConfigError, parse
 
 RECIPIENT = "ops@example.com"
 

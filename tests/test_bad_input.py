@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from clusterd.digest import state_digest
-from clusterd.edits import Start
-from clusterd.errors import BadCommit, InvalidSetting, LevelNotAllowed, NotDefined, UnknownMode
-from clusterd.modes import Mode
+from clusterd.core.digest import state_digest
+from clusterd.core.edits import Start
+from clusterd.core.errors import BadCommit, InvalidSetting, LevelNotAllowed, NotDefined, UnknownMode
+from clusterd.core.modes import Mode
+from clusterd.core.versions import Commit, CommitId, Unit, Write
 from clusterd.schema.feature import UnknownFeature
-from clusterd.session import Session
-from clusterd.store import Store
-from clusterd.versions import Commit, CommitId, Unit, Write
+from clusterd.store.session import Session
+from clusterd.store.store import Store
 from tests.storehelp import ME, americas, session, standalone
 
 CL, WEST = Mode.cluster(), Mode.group("West")
@@ -242,7 +242,7 @@ def test_checked_writes_keep_the_rows_written_with_their_marker(tmp_path: Path) 
     s.view.write(Unit("unsubscribe", "cluster", ""), {})
     s.view.write(Unit("unsubscribe", "cluster", "a@x.example"), {})  # comment defaults
     s.commit("direct writes")
-    from clusterd import layers
+    from clusterd.core import layers
 
     value = layers.effective(store.state, store.catalogue, ME)["unsubscribe"].value
     assert value == {"a@x.example": {"comment": ""}}  # validated, canonical, kept

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from clusterd import identity
-from clusterd.protocol import catch_up, commits_behind
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.mesh.protocol import catch_up, commits_behind
+from clusterd.node import identity
 
 COMMITS = 2500
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from clusterd.clock import HybridClock, Stamp, newer, pack, wall_ms
+from clusterd.core.clock import HybridClock, Stamp, newer, pack, wall_ms
 
 
 @pytest.mark.parametrize(

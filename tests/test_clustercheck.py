@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from clusterd.cli.clustercheck import _when
-from clusterd.daemon import Daemon
-from clusterd.edits import Start
-from clusterd.modes import Mode
-from clusterd.session import Session
-from clusterd.store import Store
-from clusterd.testbed import Machine, Testbed
+from clusterd.core.edits import Start
+from clusterd.core.modes import Mode
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node.daemon import Daemon
+from clusterd.store.session import Session
+from clusterd.store.store import Store
 from tests.shellhelp import Term
 from tests.test_clustercheck_console import mesh, until
 from tests.test_join_processes import americas

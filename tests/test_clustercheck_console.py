@@ -22,17 +22,18 @@ from typing import Any
 
 import pytest
 
-from clusterd import check, layers, membership
 from clusterd.cli.clustercheck import _when
 from clusterd.cli.console import BatchConsole
 from clusterd.cli.shell import Shell
-from clusterd.daemon import Daemon
-from clusterd.edits import Start
-from clusterd.modes import Mode
-from clusterd.session import Session
-from clusterd.store import Store
-from clusterd.testbed import Machine, Testbed
-from clusterd.versions import Commit, Snapshot, Unit
+from clusterd.core import layers, membership
+from clusterd.core.edits import Start
+from clusterd.core.modes import Mode
+from clusterd.core.versions import Commit, Snapshot, Unit
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import check
+from clusterd.node.daemon import Daemon
+from clusterd.store.session import Session
+from clusterd.store.store import Store
 from tests.shellhelp import ADMIN, LA, NY, Term
 
 CLUSTER = Mode.cluster()

@@ -14,17 +14,18 @@ from typing import Any
 import asyncssh
 import pytest
 
-from clusterd import clusterops, layers, lifecycle
-from clusterd.digest import state_digest
-from clusterd.edits import Start
-from clusterd.errors import InvalidSetting, LifecycleError
-from clusterd.lifecycle import MAIN_GROUP
-from clusterd.modes import Mode
-from clusterd.pending import Pending
-from clusterd.session import Session
-from clusterd.state import definition
-from clusterd.store import Store
-from clusterd.versions import MARKER, Commit, Unit
+from clusterd.core import layers
+from clusterd.core.digest import state_digest
+from clusterd.core.edits import Start
+from clusterd.core.errors import InvalidSetting, LifecycleError
+from clusterd.core.modes import Mode
+from clusterd.core.pending import Pending
+from clusterd.core.state import definition
+from clusterd.core.versions import MARKER, Commit, Unit
+from clusterd.store.session import Session
+from clusterd.store.store import Store
+from clusterd.trust import clusterops, lifecycle
+from clusterd.trust.lifecycle import MAIN_GROUP
 
 ME = "a.example.com"
 B = "b.example.com"

@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from clusterd import tables as t
-from clusterd.digest import state_digest
-from clusterd.modes import Mode
-from clusterd.state import definition
-from clusterd.store import Store
+from clusterd.core.digest import state_digest
+from clusterd.core.modes import Mode
+from clusterd.core.state import definition
+from clusterd.store import tables as t
+from clusterd.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_PATH = Path(__file__).resolve().with_name("crashworker.py")

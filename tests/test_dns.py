@@ -1,4 +1,4 @@
-"""clusterd.dns against a real DNS server (dnsmasq on a loopback address)."""
+"""clusterd.trust.dns against a real DNS server (dnsmasq on a loopback address)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import clusterd.dns as cdns
-from clusterd.dns import Lookup, Resolver
+import clusterd.trust.dns as cdns
+from clusterd.trust.dns import Lookup, Resolver
 from tests.dnsserver import Blackhole, DnsServer, dnsmasq_path
 
 NOT_INSTALLED = "dnsmasq is not installed (.ci/run installs it)"

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 from tests.dnsserver import Blackhole, DnsServer, dnsmasq_path
 
 pytestmark = pytest.mark.skipif(

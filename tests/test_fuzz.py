@@ -39,16 +39,14 @@ from hypothesis import HealthCheck, event, example, given, seed, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from clusterd import layers
 from clusterd.cli.console import ScriptedConsole
 from clusterd.cli.shell import Quit, Shell
-from clusterd.commitcheck import check_write
-from clusterd.control import _handle
-from clusterd.daemon import Daemon
-from clusterd.digest import state_digest
-from clusterd.errors import ProtocolError
-from clusterd.join import MAX_REQUEST, JoinLine, JoinRefused, JoinRequest
-from clusterd.messages import (
+from clusterd.core import layers
+from clusterd.core.digest import state_digest
+from clusterd.core.errors import ProtocolError
+from clusterd.core.modes import Mode
+from clusterd.core.versions import Snapshot, Write
+from clusterd.mesh.messages import (
     MAX_FRAME,
     REGISTRY,
     Answer,
@@ -71,13 +69,15 @@ from clusterd.messages import (
     from_dict,
     to_dict,
 )
-from clusterd.modes import Mode
-from clusterd.peers import Action, Apply, Close, Install, LinkState, Send
-from clusterd.protocol import Node
+from clusterd.mesh.peers import Action, Apply, Close, Install, LinkState, Send
+from clusterd.mesh.protocol import Node
+from clusterd.node.control import _handle
+from clusterd.node.daemon import Daemon
 from clusterd.schema.catalogue import CATALOGUE
 from clusterd.schema.configfile import BadConfigFile, ConfigFile, dump, load
 from clusterd.schema.restrictions import COMMANDS
-from clusterd.versions import Snapshot, Write
+from clusterd.store.commitcheck import check_write
+from clusterd.trust.join import MAX_REQUEST, JoinLine, JoinRefused, JoinRequest
 from tests.shellhelp import ADMIN, LA, NY, admit_la, login_as, new_daemon, public_key
 from tests.test_messages import EXAMPLES
 from tests.test_protocol import A, B, C, commit, hello_from, node, pair, state_of
@@ -1798,7 +1798,7 @@ async def test_known_bug_control_deep_json() -> None:
         assert answer["ok"] is False
 
 
-# Found by the control fuzzer, fixed in clusterd/control.py: now plain regression tests.
+# Found by the control fuzzer, fixed in clusterd/node/control.py: now plain regression tests.
 
 
 @pytest.mark.parametrize("keep", ["1e999", str(1 << 64)], ids=["inf", "over-int64"])

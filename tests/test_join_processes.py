@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from clusterd.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.dev.testbed import PASSPHRASE, Machine, Testbed
 
 TZ = {"do": "set_record", "feature": "settz", "value": {"timezone": "Europe/Paris"}}
 IFACE = {

@@ -12,7 +12,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from clusterd.join import (
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.trust.join import (
     MAX_REQUEST,
     Algorithms,
     JoinAnswer,
@@ -23,7 +24,6 @@ from clusterd.join import (
     mismatch,
     probe,
 )
-from clusterd.schema.catalogue import CATALOGUE
 
 MEMBER = "10.0.0.1:22"
 REQUEST: dict[str, Any] = {

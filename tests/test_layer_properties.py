@@ -9,12 +9,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterd import layers, lifecycle
-from clusterd.edits import Start
-from clusterd.errors import InvalidSetting
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.edits import Start
+from clusterd.core.errors import InvalidSetting
+from clusterd.core.modes import Mode
+from clusterd.core.state import definition
 from clusterd.schema.catalogue import CATALOGUE
-from clusterd.state import definition
+from clusterd.trust import lifecycle
 from tests.replica import MACHINES, Replica, cluster_commit
 from tests.storehelp import add_members, session, standalone
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import layers, lifecycle
-from clusterd.digest import state_digest
-from clusterd.edits import Start
-from clusterd.errors import LifecycleError
-from clusterd.modes import Mode
-from clusterd.store import Store
+from clusterd.core import layers
+from clusterd.core.digest import state_digest
+from clusterd.core.edits import Start
+from clusterd.core.errors import LifecycleError
+from clusterd.core.modes import Mode
+from clusterd.store.store import Store
+from clusterd.trust import lifecycle
 from tests.storehelp import ME, session, standalone
 
 LA = "losangeles.example.com"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import identity
+from clusterd.dev.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.node import identity
 from clusterd.schema.access import hash_passphrase
-from clusterd.testbed import PASSPHRASE, Machine, Testbed
 
 EUROPE_ADMIN = "eva"
 EUROPE_PASSPHRASE = "europe's own passphrase"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 from tests.test_join_processes import americas
 
 PARIS, LYON, MAIN = "Paris", "Lyon", "Main_Group"
@@ -171,7 +171,7 @@ def test_host_names_are_compared_whatever_their_spelling(paris: Testbed, tmp_pat
 
 
 def _passphrase() -> str:
-    from clusterd.testbed import PASSPHRASE
+    from clusterd.dev.testbed import PASSPHRASE
 
     return PASSPHRASE
 

@@ -9,12 +9,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterd.digest import state_digest
-from clusterd.edits import Editor, Start
-from clusterd.errors import InvalidSetting
-from clusterd.merge import merge_states
-from clusterd.modes import Mode
-from clusterd.versions import Commit
+from clusterd.core.digest import state_digest
+from clusterd.core.edits import Editor, Start
+from clusterd.core.errors import InvalidSetting
+from clusterd.core.merge import merge_states
+from clusterd.core.modes import Mode
+from clusterd.core.versions import Commit
 from tests.replica import Replica, accounted, cluster_commit
 
 MODES = [

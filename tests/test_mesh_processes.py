@@ -15,8 +15,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed, running
+from clusterd.dev.testbed import Machine, Testbed, running
+from clusterd.node import identity
 
 PING = 0.2
 ROW = "unsubscribe"

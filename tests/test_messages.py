@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterd import messages
-from clusterd.errors import ProtocolError
-from clusterd.messages import (
+from clusterd.core.errors import ProtocolError
+from clusterd.mesh import messages
+from clusterd.mesh.messages import (
     MAX_FRAME,
     REGISTRY,
     Answer,

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from bench import netns_faults
-from clusterd import config
-from clusterd.testbed import Machine, Testbed
-from clusterd.transport.ssh import _LinkChannel
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.mesh.transport.ssh import _LinkChannel
+from clusterd.node import config
 
 FEATURE = "unsubscribe"
 DEFINE = {"do": "define", "feature": FEATURE, "mode": "cluster", "start": "empty"}

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from bench import netns_faults
-from clusterd import config as cfg
-from clusterd import identity
-from clusterd.errors import ConfigError
-from clusterd.testbed import Machine, Testbed
+from clusterd.core.errors import ConfigError
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import config as cfg
+from clusterd.node import identity
 
 
 def accounts(root: Path, name: str, uid: int, groups: dict[str, int]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = (
-    "import clusterd.cli.serve, clusterd.schema.catalogue, clusterd.daemon; "
+    "import clusterd.cli.serve, clusterd.schema.catalogue, clusterd.node.daemon; "
     "import schema; assert schema.Schema(int).validate(3) == 3; "
     "import importlib.metadata as m; "
     "files = [str(f) for f in m.files('clusterd')]; "

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from clusterd import layers
-from clusterd.digest import state_digest
-from clusterd.edits import Start
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.digest import state_digest
+from clusterd.core.edits import Start
+from clusterd.core.modes import Mode
+from clusterd.core.versions import Commit, CommitId, Unit, Write
 from clusterd.schema.validation import InvalidSetting
-from clusterd.session import Session
-from clusterd.store import Store
-from clusterd.versions import Commit, CommitId, Unit, Write
+from clusterd.store.session import Session
+from clusterd.store.store import Store
 
 pytestmark = pytest.mark.postgres
 
@@ -238,7 +238,7 @@ def test_a_failed_init_leaves_nothing_and_can_be_run_again(tmp_path: Path) -> No
     import subprocess
     import sys
 
-    from clusterd.testbed import free_port
+    from clusterd.dev.testbed import free_port
 
     def init(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

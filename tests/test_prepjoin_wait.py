@@ -20,10 +20,11 @@ from typing import IO
 
 import pytest
 
-from clusterd import identity, layers
 from clusterd.cli.console import ScriptedConsole
 from clusterd.cli.shell import Shell
-from clusterd.testbed import Machine, Testbed
+from clusterd.core import layers
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 from tests.shellhelp import ADMIN, NY, new_daemon
 
 FACTS = re.compile(r"Host: (\S+)\n\s*Serial #: (\S+)\n\s*Machine key: (.+)\n")

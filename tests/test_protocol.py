@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from clusterd.errors import ProtocolError
-from clusterd.messages import (
+from clusterd.core.errors import ProtocolError
+from clusterd.core.versions import Commit, CommitId, Snapshot, Unit, Write
+from clusterd.mesh.messages import (
     Answer,
     CommitMsg,
     FlagStamp,
@@ -36,7 +37,7 @@ from clusterd.messages import (
     VersionVector,
     to_dict,
 )
-from clusterd.peers import (
+from clusterd.mesh.peers import (
     Action,
     Alert,
     Answered,
@@ -54,8 +55,7 @@ from clusterd.peers import (
     Send,
     Timing,
 )
-from clusterd.protocol import Node
-from clusterd.versions import Commit, CommitId, Snapshot, Unit, Write
+from clusterd.mesh.protocol import Node
 
 T = Timing.for_interval(1.0)  # ping 1 s, dead after 2.5 s, backoff 0.25-1 s, handshake 5 s
 DEAD = T.dead_after * T.ping_interval
@@ -1298,8 +1298,8 @@ def test_four_members_catch_up_by_ping_after_a_lost_commit() -> None:
 
 def test_a_late_second_dial_does_not_hide_a_live_link() -> None:
     """Both dial; ours completes after the peer's link is up: the peer stays "up"."""
-    from clusterd.peers import Identity, Member, Timing
-    from clusterd.protocol import Node
+    from clusterd.mesh.peers import Identity, Member, Timing
+    from clusterd.mesh.protocol import Node
     from tests.replica import Replica
     from tests.sim import SimHost, genesis
 

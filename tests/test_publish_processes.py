@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 from tests.test_security_load import Probe
 
 HOOK = """\

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterd.ratelimit import Limiter
+from clusterd.trust.ratelimit import Limiter
 
 SRC = "192.0.2.7"
 OTHER = "198.51.100.9"

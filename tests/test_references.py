@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clusterd.edits import Start
-from clusterd.modes import Mode
-from clusterd.references import unresolved, unresolved_everywhere
+from clusterd.core.edits import Start
+from clusterd.core.modes import Mode
+from clusterd.core.references import unresolved, unresolved_everywhere
 from tests.storehelp import ME, americas, session
 
 LA, CHI = "losangeles.example.com", "chicago.example.com"

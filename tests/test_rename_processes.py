@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 
 NEW = "mail1.example.com"
 

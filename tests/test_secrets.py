@@ -2,7 +2,7 @@
 
 Command lines (``ssh host 'COMMAND'``) are logged, listed by ``who`` and kept for
 ``last`` only through ``cli.redact.redact``; a control request is logged (on an internal
-error) only through ``clusterd.control.for_log``.  The last test runs the forms that
+error) only through ``clusterd.node.control.for_log``.  The last test runs the forms that
 carry a passphrase against real daemons through the real OpenSSH client and greps
 every file of every data directory for it.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from clusterd import control, identity
 from clusterd.cli.redact import redact, split_commands
-from clusterd.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.dev.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.node import control, identity
 
 FP = "SHA256:1ERBj+5ghdmwU57jyVWxlogRZmVBPUX+ccH825yL588"
 

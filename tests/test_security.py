@@ -15,10 +15,10 @@ from typing import Any
 
 import asyncssh
 
-from clusterd import config as cfg
-from clusterd import identity
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import config as cfg
+from clusterd.node import identity
 from clusterd.schema.access import hash_passphrase
-from clusterd.testbed import Machine, Testbed
 from tests.test_join_processes import americas
 
 GUEST = "visitor"
@@ -42,7 +42,7 @@ async def _run(m: Machine, user: str, command: str, **auth: Any) -> asyncssh.SSH
 
 
 def test_passphrase_lockout_holds_and_is_logged(tmp_path: Path) -> None:
-    from clusterd.testbed import PASSPHRASE
+    from clusterd.dev.testbed import PASSPHRASE
 
     async def attempts(m: Machine) -> list[str]:
         outcomes = []
@@ -91,7 +91,7 @@ def test_keys_an_admin_client_offers_first_do_not_lock_out(tmp_path: Path) -> No
     does not know is refused (and logged) but is no failed login, so an admin with one
     such key who types the right passphrase logs in every time; wrong passphrases still
     lock the address out."""
-    from clusterd.testbed import PASSPHRASE
+    from clusterd.dev.testbed import PASSPHRASE
 
     where = tmp_path / "client"
     where.mkdir()

@@ -19,9 +19,9 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from clusterd.join import JoinAnswer, JoinRequest
+from clusterd.dev.testbed import Machine, Testbed
 from clusterd.schema.access import hash_passphrase
-from clusterd.testbed import Machine, Testbed
+from clusterd.trust.join import JoinAnswer, JoinRequest
 from tests.rawssh import Key, Password, Query, Step, connect
 
 GUEST, GUEST_PASSPHRASE = "visitor", "just looking around"
@@ -198,7 +198,7 @@ def test_queries_alone_or_with_a_stranger_key_log_nobody_in(cluster: Cluster, po
 def test_a_passphrase_join_needs_an_admin_now(cluster: Cluster) -> None:
     """A guest's or an operator's join request is not read: the answer names the role
     and nothing of the cluster (members, serials, groups); an admin's request is read."""
-    from clusterd.testbed import PASSPHRASE
+    from clusterd.dev.testbed import PASSPHRASE
 
     target = cluster.target
     request = JoinRequest(check=True, hostname=target.hostname, serial="SER-X",
@@ -241,7 +241,7 @@ def test_a_second_link_with_a_refused_hello_leaves_the_live_link_up(cluster: Clu
     """A member's key (say, a member misconfigured, or a copy of its key) opens a second
     link while the first is up and says hello for another cluster: that link is closed,
     the live one and the peer's state stay as they were."""
-    from clusterd.messages import FrameReader, Goodbye, Hello, decode_body, encode
+    from clusterd.mesh.messages import FrameReader, Goodbye, Hello, decode_body, encode
 
     a, b = cluster.bed.machines
     k = cluster.keys

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed, free_port
+from clusterd.dev.testbed import Machine, Testbed, free_port
+from clusterd.node import identity
 
 
 def clusterd(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

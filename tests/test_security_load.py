@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from clusterd import identity
-from clusterd.errors import ClusterdError
-from clusterd.testbed import Machine, Testbed
+from clusterd.core.errors import ClusterdError
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 
 
 class Probe:

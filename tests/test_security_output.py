@@ -17,9 +17,9 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from clusterd import identity
-from clusterd.messages import Goodbye, encode
-from clusterd.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.dev.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.mesh.messages import Goodbye, encode
+from clusterd.node import identity
 from tests.rawssh import Key, Password, connect
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J\n2026-01-01 00:00:00 ALERT forged line"

@@ -17,8 +17,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from clusterd.dev.testbed import Machine, Testbed
 from clusterd.schema.access import hash_passphrase
-from clusterd.testbed import Machine, Testbed
 from tests.test_clustercheck import diverge_time_zones
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")

@@ -28,14 +28,14 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from clusterd import identity
 from clusterd.cli.commands import available
 from clusterd.cli.completer import ShellCompleter
 from clusterd.cli.serve import ShellChannel
 from clusterd.cli.shell import GUEST_COMMANDS
-from clusterd.daemon import Daemon
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
+from clusterd.node.daemon import Daemon
 from clusterd.schema.access import SSHCONFIG, hash_passphrase
-from clusterd.testbed import Machine, Testbed
 from tests.shellhelp import ADMIN, LA, NY, PASSPHRASE, Term, new_daemon
 
 GROUPS = ["Main_Group", "Paris"]

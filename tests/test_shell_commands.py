@@ -16,14 +16,16 @@ import re
 
 import pytest
 
-from clusterd import __version__, identity, layers
+from clusterd import __version__
 from clusterd.cli.commands import HANDLERS
 from clusterd.cli.console import BatchConsole
 from clusterd.cli.shell import Quit, Shell
-from clusterd.daemon import Daemon
-from clusterd.dns import Lookup
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.modes import Mode
+from clusterd.node import identity
+from clusterd.node.daemon import Daemon
 from clusterd.schema.restrictions import COMMANDS, Restriction, switch_prompt
+from clusterd.trust.dns import Lookup
 from tests.shellhelp import (
     ADMIN,
     LA,

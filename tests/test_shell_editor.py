@@ -19,15 +19,16 @@ from typing import Any
 
 import pytest
 
-from clusterd import clusterops, layers
 from clusterd.cli.commands import _commit_ref
 from clusterd.cli.console import BatchConsole
 from clusterd.cli.shell import Shell
-from clusterd.daemon import Daemon
-from clusterd.modes import Mode
-from clusterd.session import Session
-from clusterd.store import Store
-from clusterd.versions import CommitId
+from clusterd.core import layers
+from clusterd.core.modes import Mode
+from clusterd.core.versions import CommitId
+from clusterd.node.daemon import Daemon
+from clusterd.store.session import Session
+from clusterd.store.store import Store
+from clusterd.trust import clusterops
 from tests.shellhelp import ADMIN, LA, NY, Term
 
 COMMITTED = re.compile(r"Changes committed: \w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4}")

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from clusterd import layers
 from clusterd.cli.console import BatchConsole
 from clusterd.cli.shell import Shell
-from clusterd.daemon import Daemon
-from clusterd.join import JoinAnswer, JoinRequest
-from clusterd.join import call as real_call
-from clusterd.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.core import layers
+from clusterd.dev.testbed import PASSPHRASE, Machine, Testbed
+from clusterd.node.daemon import Daemon
+from clusterd.trust.join import JoinAnswer, JoinRequest
+from clusterd.trust.join import call as real_call
 from tests.shellhelp import ADMIN, NY, Term, menu_join_lines, new_daemon
 
 # newyork's own settings as init leaves them: what a join discards, row by row.
@@ -219,7 +219,7 @@ async def test_refused_final_join_leaves_ccs_and_clusterd_toml_alone(
             member.op("deletegroup", group="Paris")
         return await real_call(*args, request=request, **kwargs)
 
-    monkeypatch.setattr("clusterd.admin.call", call)
+    monkeypatch.setattr("clusterd.node.admin.call", call)
     toml = joiner.config.data_dir / "clusterd.toml"
     before = toml.read_bytes()
     term = Term(joiner)

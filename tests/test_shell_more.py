@@ -22,14 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import __version__, layers
+from clusterd import __version__
 from clusterd.cli.loadconfig import USAGE as LOADCONFIG_USAGE
 from clusterd.cli.shell import Quit
-from clusterd.daemon import Daemon
-from clusterd.logins import AdminLogin
-from clusterd.modes import Mode
+from clusterd.core import layers
+from clusterd.core.modes import Mode
+from clusterd.node.daemon import Daemon
 from clusterd.schema.access import hash_passphrase
-from clusterd.session import Session
+from clusterd.store.session import Session
+from clusterd.trust.logins import AdminLogin
 from tests.shellhelp import ADMIN, LA, NY, PASSPHRASE, Term, new_daemon, public_key
 
 CLUSTER_SWITCH = (

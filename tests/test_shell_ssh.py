@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 
 
 def ssh(m: Machine, command: str, key: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -154,7 +154,7 @@ def _ssh_password_session(tmux_name: str, m: Machine, user: str) -> Tmux:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
 def test_passphrase_logins_and_two_shells_at_once(pair: Testbed) -> None:
-    from clusterd.testbed import PASSPHRASE
+    from clusterd.dev.testbed import PASSPHRASE
 
     a, _ = pair.machines
     a.op("create", name="americas")

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import clusterops, layers, lifecycle
-from clusterd.digest import state_digest
-from clusterd.edits import Start
-from clusterd.errors import CommitConflict
-from clusterd.modes import Mode
-from clusterd.store import Store
+from clusterd.core import layers
+from clusterd.core.digest import state_digest
+from clusterd.core.edits import Start
+from clusterd.core.errors import CommitConflict
+from clusterd.core.modes import Mode
+from clusterd.store.store import Store
+from clusterd.trust import clusterops, lifecycle
 from tests.storehelp import ME, americas, session
 
 CLUSTER, WEST = Mode.cluster(), Mode.group("West")

@@ -1,6 +1,6 @@
 """The store failing under a running member: PostgreSQL stopped, a full disk, kill -9.
 
-Rule (``clusterd/store.py``): memory changes only after the transaction commits.  A
+Rule (``clusterd/store/store.py``): memory changes only after the transaction commits.  A
 write that fails changes nothing (state, version vector, pending changes); the user is
 told "the store is unavailable: ...; nothing was committed"; commits from peers that
 could not be written are not applied, so the version vector asks for them again once
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import identity
 from tests.pghelp import PgServer
 
 TZ = {"do": "set_record", "feature": "settz", "mode": "cluster"}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from clusterd import config as cfg
-from clusterd import identity
-from clusterd.testbed import Machine, Testbed
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node import config as cfg
+from clusterd.node import identity
 
 
 def ssh(m: Machine, command: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,193 @@
+"""The values the store replicates: units, versions, commits.
+
+A **unit** is the smallest thing last-writer order decides about:
+``(feature, mode, key)``.  ``key`` is a row name for a table row, or ``MARKER`` (the
+empty string, never a row name) for the per-(feature, mode) marker.  The marker says
+whether the mode defines the feature; for a record feature it carries the record
+itself, for a table feature ``{}``.  A marker ``value`` of ``None`` means "not defined
+here"; a row ``value`` of ``None`` is a deleted row (a tombstone).  Deletions are
+versions like any other, so they replicate.
+
+A **commit** is what one ``commit`` (or one remote apply) makes visible at once: an id
+``(origin, seq)``, one hybrid-logical stamp shared by all its writes, who, when, the
+comment, and its *context*: the writer's version vector when it committed, i.e. every
+commit it had seen.  The context is what tells a knowing overwrite from a conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from clusterd.core.clock import Stamp
+
+JSON = dict[str, Any]
+MARKER = ""
+VersionVector = Mapping[str, int]
+
+
+class Unit(NamedTuple):
+    feature: str
+    mode: str
+    key: str
+
+    @property
+    def is_marker(self) -> bool:
+        return self.key == MARKER
+
+    def __str__(self) -> str:
+        return f"{self.feature}@{self.mode}" + (f"[{self.key}]" if self.key else "")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class CommitId:
+    origin: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.origin}:{self.seq}"
+
+
+def has_seen(context: VersionVector, commit: CommitId) -> bool:
+    """True when a writer whose version vector is ``context`` had applied ``commit``."""
+    return context.get(commit.origin, 0) >= commit.seq
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One unit's value as written by one commit."""
+
+    hlc: int
+    origin: str
+    seq: int
+    value: JSON | None
+    with_reset: bool = False  # a row written by the same commit as its mode's marker
+    context: VersionVector = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.hlc, self.origin)
+
+    @property
+    def commit(self) -> CommitId:
+        return CommitId(self.origin, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    unit: Unit
+    value: JSON | None
+    with_reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    id: CommitId
+    hlc: int
+    user: str
+    at: float  # wall-clock seconds of the origin, for people; ordering uses hlc
+    comment: str
+    context: VersionVector
+    writes: tuple[Write, ...]
+    truncated: bool = False  # the log dropped the writes; only the header is kept
+
+    def version(self, write: Write) -> Version:
+        return Version(
+            self.hlc, self.id.origin, self.id.seq, write.value, write.with_reset, self.context
+        )
+
+    def to_json(self) -> JSON:
+        return {
+            "origin": self.id.origin,
+            "seq": self.id.seq,
+            "hlc": self.hlc,
+            "user": self.user,
+            "at": self.at,
+            "comment": self.comment,
+            "context": dict(self.context),
+            "writes": None if self.truncated else writes_to_json(self.writes),
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Commit:
+        return Commit(
+            id=CommitId(str(data["origin"]), int(data["seq"])),
+            hlc=int(data["hlc"]),
+            user=str(data["user"]),
+            at=float(data["at"]),
+            comment=str(data["comment"]),
+            context={str(k): int(v) for k, v in data["context"].items()},
+            writes=() if data["writes"] is None else writes_from_json(data["writes"]),
+            truncated=data["writes"] is None,
+        )
+
+
+def writes_to_json(writes: tuple[Write, ...]) -> list[list[Any]]:
+    return [[w.unit.feature, w.unit.mode, w.unit.key, w.value, w.with_reset] for w in writes]
+
+
+def writes_from_json(data: list[list[Any]]) -> tuple[Write, ...]:
+    found = []
+    for f, m, k, v, r in data:
+        if not (isinstance(f, str) and isinstance(m, str) and isinstance(k, str)):
+            raise ValueError(f"a write names its unit with strings, not {[f, m, k]!r}")
+        found.append(Write(Unit(f, m, k), v, bool(r)))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """A version superseded by a writer that had not seen it: an inconsistency."""
+
+    unit: Unit
+    loser: Version
+    by: CommitId
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A whole store's replicated state: what a state transfer carries."""
+
+    commits: tuple[Commit, ...]
+    entries: tuple[tuple[Unit, Version], ...]
+    losses: tuple[Loss, ...]
+
+    def version_vector(self) -> dict[str, int]:
+        vv: dict[str, int] = {}
+        for c in self.commits:
+            vv[c.id.origin] = max(vv.get(c.id.origin, 0), c.id.seq)
+        return vv
+
+    def to_json(self) -> JSON:
+        return {
+            "commits": [c.to_json() for c in self.commits],
+            "entries": [[*u, *_version_json(v)] for u, v in self.entries],
+            "losses": [
+                [*x.unit, *_version_json(x.loser), x.by.origin, x.by.seq] for x in self.losses
+            ],
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Snapshot:
+        commits = tuple(Commit.from_json(c) for c in data["commits"])
+        contexts = {(c.id.origin, c.id.seq): c.context for c in commits}
+
+        def version(hlc: Any, origin: Any, seq: Any, value: Any, reset: Any) -> Version:
+            ctx = contexts.get((str(origin), int(seq)), {})
+            return Version(int(hlc), str(origin), int(seq), value, bool(reset), ctx)
+
+        return Snapshot(
+            commits,
+            tuple(
+                (Unit(str(f), str(m), str(k)), version(*rest)) for f, m, k, *rest in data["entries"]
+            ),
+            tuple(
+                Loss(Unit(str(f), str(m), str(k)), version(*v), CommitId(str(bo), int(bs)))
+                for f, m, k, *v, bo, bs in data["losses"]
+            ),
+        )
+
+
+def _version_json(v: Version) -> list[Any]:
+    return [v.hlc, v.origin, v.seq, v.value, v.with_reset]

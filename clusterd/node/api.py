@@ -1,0 +1,198 @@
+"""The one way in for every front end: the admin shell, the control socket (and the
+``clusterd`` command line through it) and the web front end to come.
+
+A front end holds a ``ClusterAPI``, never the daemon: it reads the store (``store``,
+read only: every change is a commit), asks members through the links, and changes the
+cluster only with ``commit`` or an operation of ``admin`` (``clusterd.node.admin``: create,
+join, remove, disconnect, CCS ...).
+
+``commit`` is the only commit path for people, and the role rules live here so every
+front end enforces the same ones: a read-only role commits nothing, only an admin
+changes users and SSH settings, everyone may change their own passphrase.  After the
+store's durable write its listeners publish ``effective.json`` (``clusterd.node.publish``)
+and send the commit to the members (``Daemon._on_outcomes``), whoever committed.
+
+This module imports no front end; ``clusterd/`` never imports ``cli/``
+(tests/test_layers_imports.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from clusterd.core import layers
+from clusterd.core.errors import ClusterdError
+from clusterd.core.versions import Commit
+from clusterd.mesh.protocol import catch_up
+from clusterd.store.session import Session
+from clusterd.trust.logins import ADMIN_ONLY_FEATURES, READ_ONLY_ROLES, AdminLogin
+
+if TYPE_CHECKING:
+    from clusterd.mesh.members import Endpoint
+    from clusterd.mesh.peers import Answered, Peer
+    from clusterd.node.admin import Admin
+    from clusterd.node.config import DaemonConfig
+    from clusterd.node.daemon import Daemon
+    from clusterd.store.store import Store
+    from clusterd.trust.dns import Lookup
+
+
+def require_write(user: str, role: str, what: str) -> None:
+    """Refuse a change to a read-only role."""
+    if role in READ_ONLY_ROLES:
+        raise ClusterdError(f"{user} ({role}) may not {what}")
+
+
+def require_admin(user: str, role: str, feature: str, doing: str = "") -> None:
+    """Users and SSH settings are an admin's (operators cannot manage users)."""
+    if feature in ADMIN_ONLY_FEATURES and role != "admin":
+        raise ClusterdError(
+            f"{user} ({role}) may not {doing or 'change ' + feature}: only admins manage "
+            "users and SSH settings"
+        )
+
+
+class ClusterAPI:
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    # -- this machine -------------------------------------------------------------------
+
+    @property
+    def config(self) -> DaemonConfig:
+        return self._daemon.config
+
+    @property
+    def hostname(self) -> str:
+        return self._daemon.config.hostname
+
+    @property
+    def store(self) -> Store:
+        """For reading (state, catalogue, the log, losses); changes go through commit."""
+        return self._daemon.store
+
+    @property
+    def admin(self) -> Admin:
+        return self._daemon.admin
+
+    @property
+    def disconnected(self) -> bool:
+        return self._daemon.node.disconnected
+
+    @property
+    def handshake_timeout(self) -> float:
+        return self._daemon.timing.handshake_timeout
+
+    @property
+    def timeout(self) -> float:
+        return self._daemon.timeout
+
+    @property
+    def former_names(self) -> Mapping[str, str]:
+        return self._daemon.former_names
+
+    def effective(self, feature: str) -> layers.Resolved:
+        return self._daemon.effective(feature)
+
+    def status(self) -> dict[str, Any]:
+        return self._daemon.status()
+
+    def peer_status(self) -> list[dict[str, Any]]:
+        return self._daemon.peer_status()
+
+    def progress(self) -> dict[str, Any]:
+        """What ``status`` says of the links and the catch-up, without the digest."""
+        peers, vv = self._daemon.peer_status(), dict(self._daemon.store.state.vv)
+        return {"peers": peers, "vv": vv, "catch_up": catch_up(vv, peers)}
+
+    def members(self) -> dict[str, Endpoint]:
+        """The other members by serial, as membership says."""
+        return dict(self._daemon.peers)
+
+    def link(self, serial: str) -> Peer | None:
+        """What the links know of a member (state, reason, admin_off), or None."""
+        return self._daemon.node.peers.get(serial)
+
+    # -- users and roles ----------------------------------------------------------------
+
+    def users(self) -> dict[str, Any]:
+        return self._daemon.users()
+
+    def role(self, login: AdminLogin) -> str | None:
+        """The login's role now (None: its user or key is gone)."""
+        return self._daemon.auth.role(login)
+
+    async def check_passphrase(self, user: str, passphrase: str) -> bool:
+        return (await self._daemon.auth.check_passphrase(user, passphrase))[0] is not None
+
+    async def hash_passphrase(self, passphrase: str) -> str:
+        return await self._daemon.auth.hash(passphrase)
+
+    # -- changing -----------------------------------------------------------------------
+
+    def session(self, user: str, *, bounded: bool = True) -> Session:
+        """Pending changes of one person, up to ``max_pending_changes`` (``bounded``; the
+        control socket's requests are bounded by its line length instead)."""
+        limit = self._daemon.config.max_pending_changes if bounded else None
+        return Session(self._daemon.store, user, limit)
+
+    def commit(
+        self,
+        session: Session,
+        comment: str,
+        *,
+        role: str,
+        on_conflict: str = "keep",
+        passwd_of: str | None = None,
+    ) -> Commit | None:
+        """Commit ``session``'s pending changes as its user in ``role`` (as it is now: the
+        caller reads it again just before).  ``passwd_of``: the session holds only that
+        user's new passphrase, which every user may change for itself and an admin for
+        anyone."""
+        user = session.user
+        if passwd_of is not None:
+            if passwd_of != user and role != "admin":
+                raise ClusterdError("only an admin may change another user's passphrase")
+            if {unit.feature for unit, _ in session.pending.items()} - {"userconfig"}:
+                raise ClusterdError("a passphrase change holds the passphrase only")
+        else:
+            require_write(user, role, "commit changes")
+            for feature in sorted({unit.feature for unit, _ in session.pending.items()}):
+                require_admin(user, role, feature)
+        return session.commit(comment, on_conflict=on_conflict)
+
+    def truncate_log(self, keep: int) -> int:
+        """Drop the changes of all but the ``keep`` newest commits from the log."""
+        return self._daemon.store.truncate_log(keep)
+
+    def stop(self) -> None:
+        self._daemon.stop()
+
+    # -- asking the members and the world ----------------------------------------------
+
+    async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
+        return await self._daemon.ask(serial, kind, args, timeout)
+
+    async def node_checks(self, asked: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._daemon.node_checks(asked)
+
+    async def lookup(self, name_or_address: str, reverse: bool) -> Lookup:
+        resolver = self._daemon.resolver
+        if reverse:
+            return await resolver.reverse(name_or_address)
+        return await resolver.forward(name_or_address)
+
+    # -- sessions (who is logged in) -----------------------------------------------------
+
+    @property
+    def shells(self) -> set[Any]:
+        return self._daemon.shells
+
+    @property
+    def logins(self) -> Any:
+        return self._daemon.logins
+
+    def refuse(self, kind: str, text: str) -> None:
+        """Count and (throttled) log a refusal (``status``'s gate counts)."""
+        self._daemon.gate.refuse(kind, text)

@@ -1,0 +1,676 @@
+"""The daemon: drives the protocol ``Node`` with asyncio, the store and the transports.
+
+Every event (a link opened, bytes arrived, a timer, a local commit) goes to the node;
+``execute`` carries out the actions it returns, in order.  Everything runs on one event
+loop thread, so the node and the store are never used concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import asyncssh
+
+from clusterd.core import layers
+from clusterd.core.errors import BadCommit, ClusterdError, ProtocolError, StoreError, TransportError
+from clusterd.core.merge import Outcome
+from clusterd.core.modes import Mode
+from clusterd.core.state import definition
+from clusterd.core.versions import Commit, Snapshot, VersionVector
+from clusterd.mesh.members import WHO_WE_ARE, Endpoint, endpoints, flag_of, own_flag_step
+from clusterd.mesh.messages import FrameReader, decode_body, encode
+from clusterd.mesh.peers import (
+    Action,
+    Alert,
+    Answered,
+    Apply,
+    Ask,
+    Close,
+    Dial,
+    Flag,
+    Identity,
+    Install,
+    Note,
+    Reconnect,
+    Send,
+    Timing,
+)
+from clusterd.mesh.protocol import Node
+from clusterd.mesh.transport import ssh
+from clusterd.mesh.transport.limits import Gate
+from clusterd.mesh.transport.server import AdminServer, CcsServer, ShellIO
+from clusterd.node import check, logsetup, nodechecks, status
+from clusterd.node import config as cfg
+from clusterd.node.admin import Admin
+from clusterd.node.alertmail import AlertMail
+from clusterd.node.api import ClusterAPI
+from clusterd.node.config import DaemonConfig
+from clusterd.node.publish import Publisher
+from clusterd.store.commitcheck import check_snapshot
+from clusterd.store.store import Store
+from clusterd.trust import clusterops, lifecycle
+from clusterd.trust.dns import Lookup, Resolver
+from clusterd.trust.join import Algorithms, JoinAnswer, Joiner, JoinRequest
+from clusterd.trust.logins import ADMIN_ONLY_FEATURES, AdminLogin, Logins
+
+log = logging.getLogger("clusterd.daemon")
+# Makes the shell of one admin session: (daemon, login, channel, command or None).
+ShellFactory = Callable[[ClusterAPI, AdminLogin, Any, "str | None"], ShellIO]
+MAX_ALERTS = 200
+STORE_PROBE = 2.0  # s between looks at a store that is down
+LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links close
+
+
+class StoreLog:
+    """The protocol's read-only view of the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def version_vector(self) -> VersionVector:
+        return self.store.state.vv
+
+    def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
+        try:
+            return self.store.commits_missing_from(vv, limit)
+        except StoreError:  # the store is down: nothing to send now; asked again later
+            return []
+
+    def snapshot(self) -> Snapshot:
+        return self.store.export_state()
+
+    def flag(self, hostname: str) -> Flag | None:
+        return flag_of(self.store.state, hostname)
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, shells: ShellFactory | None = None) -> None:
+        self.config = config
+        self.shell_factory = shells  # the admin shell (cli.serve), given by whoever runs us
+        self.store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
+        self.host_key = asyncssh.read_private_key(config.host_key)
+        self.machine_key = asyncssh.read_private_key(config.machine_key)
+        self.started_at = time.time()
+        self.timing = Timing.for_interval(config.ping_interval)
+        self.peers: dict[str, Endpoint] = {}
+        self.node = Node(self._identity(), StoreLog(self.store), [], self.timing)
+        self.ios: dict[int, ssh.LinkIO] = {}
+        self.readers: dict[int, FrameReader] = {}
+        self.next_link = 1
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)
+        self.mail = AlertMail(
+            hostname=lambda: self.config.hostname,
+            rows=lambda: self.effective("alertconfig").value,
+            relay=config.alert_relay,
+            sender=config.alert_from,
+            gather=config.alert_gather,
+            repeat=config.alert_repeat,
+            max_per_hour=config.alert_max_per_hour,
+        )
+        self.publisher = Publisher(
+            self.store, config.data_dir, config.publish_hook, config.publish_hook_timeout
+        )
+        self.waiting: dict[int, asyncio.Future[Answered]] = {}
+        self.servers: list[asyncssh.SSHAcceptor | asyncio.AbstractServer] = []
+        self.admin_server: asyncssh.SSHAcceptor | None = None
+        self.ccs_server: asyncssh.SSHAcceptor | None = None
+        self.stopping = asyncio.Event()
+        self.left = asyncio.Event()  # set when this machine flattened out of its cluster
+        self.admin = Admin(self)
+        self.api = ClusterAPI(self)  # what the front ends hold (clusterd.node.api)
+        self.resolver = Resolver(
+            config.dns_servers or None, config.dns_port, config.dns_timeout, config.hosts_file
+        )
+        self.auth = Logins(self)
+        self.gate = Gate(config, self.trusted_source)
+        self.reverse_seen: dict[str, Lookup] = {}  # serial -> reverse lookup when it connected
+        self.former_names: dict[str, str] = {}  # machines renamed while running: old -> new
+        self.shells: set[Any] = set()  # open admin shells (cli.serve.ShellChannel): who
+        self.logins: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)  # recent logins: last
+        self._algorithms: Algorithms | None = None
+        self._group: str | None = None  # this machine's group while a member
+        self._membership_changed = True
+        # Mesh frames and bytes (framing included, SSH's own overhead not) since start.
+        self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
+        self.store.listeners.append(self._on_outcomes)
+        trace = config.data_dir / config.trace_file if config.trace_file else None
+        self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
+        self.summary_cache: dict[str, Any] | None = None  # digest and losses, until a change
+        self._store_down = False
+        self._reload_members()
+
+    def __repr__(self) -> str:
+        return f"<Daemon {self.config.hostname} {self.node!r}>"
+
+    def _identity(self) -> Identity:
+        c = self.config
+        cluster = layers.cluster_id(self.store.state) or ""
+        return Identity(c.serial, c.hostname, cluster, c.software)
+
+    # -- running ------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        from clusterd.node import control
+
+        c = self.config
+        await self._listen_admin()
+        if c.ccs_enabled:
+            await self.set_ccs_listener(True)
+        self.servers.append(await control.serve(self.api))
+        log.info(
+            "%s serving on %s:%d (ccs %s)",
+            c.hostname,
+            c.listen,
+            c.ssh_port,
+            c.ccs_port if c.ccs_enabled else "off",
+        )
+        self.execute(self.node.start(self.now()))
+        ticker = asyncio.create_task(self._ticks())
+        self.mail.start()
+        self.publisher.start()
+        try:
+            await self.stopping.wait()
+        finally:
+            ticker.cancel()
+            self.mail.stop()
+            self.publisher.stop()
+            self.execute(self.node.stop(self.now()))
+            for server in [*self.servers, self.admin_server, self.ccs_server]:
+                if server is not None:
+                    server.close()
+            await asyncio.sleep(0.05)  # let goodbyes leave
+            self.store.close()
+            log.info("%s stopped", c.hostname)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _listen_admin(self) -> None:
+        c = self.config
+        if self.admin_server is not None:
+            self.admin_server.close()
+            await self.admin_server.wait_closed()
+            self.admin_server = None
+        self.admin_server = await ssh.listen(
+            lambda: AdminServer(self), c.listen, c.ssh_port, self.host_key, self.algorithms(),
+            c.login_grace_time,
+        )  # fmt: skip
+
+    async def set_ccs_listener(self, on: bool) -> None:
+        """Start or stop the CCS port, and remember the choice in ``clusterd.toml``."""
+        c = self.config
+        if self.ccs_server is not None:
+            self.ccs_server.close()
+            await self.ccs_server.wait_closed()
+            self.ccs_server = None
+        if on:
+            try:
+                self.ccs_server = await ssh.listen(
+                    lambda: CcsServer(self), c.listen, c.ccs_port, self.host_key,
+                    self.algorithms(), c.login_grace_time,
+                )  # fmt: skip
+            except OSError as exc:
+                raise ClusterdError(f"cannot listen on CCS port {c.ccs_port}: {exc}") from None
+        if c.ccs_enabled != on:
+            self.config = cfg.save(c, ccs_enabled=on)
+        log.info("CCS %s", f"on port {c.ccs_port}" if on else "off")
+
+    def effective(self, command: str) -> layers.Resolved:
+        """This machine's effective value of one feature, and where it comes from."""
+        state = self.store.state
+        chain = layers.chain(state, self.config.hostname)
+        return layers.resolve(state, self.store.catalogue[command], chain)
+
+    def algorithms(self) -> Algorithms:
+        """The SSH algorithms of this machine's effective ``sshconfig``."""
+        if self._algorithms is None:
+            self._algorithms = Algorithms.from_sshconfig(self.effective("sshconfig").value)
+        return self._algorithms
+
+    @property
+    def timeout(self) -> float:
+        return max(self.timing.handshake_timeout, 5.0)
+
+    def membership_changed(self) -> None:
+        """After a state replacement (join, leave): links and identity follow."""
+        self.summary_cache = None
+        self._algorithms = None
+        self._reload_members()
+
+    async def _ticks(self) -> None:
+        every = min(1.0, self.config.ping_interval / 4)
+        probed = 0.0
+        while True:
+            await asyncio.sleep(every)
+            self.execute(self.node.tick(self.now()))
+            self._store_health()
+            if self.store.outage is not None and self.now() - probed >= STORE_PROBE:
+                probed = self.now()
+                await self._probe_store()
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    # -- actions ------------------------------------------------------------------------
+
+    def execute(self, actions: list[Action]) -> None:
+        frames: dict[int, bytes] = {}  # id(message) -> its frame, for this batch
+        for action in actions:
+            try:
+                self._execute(action, frames)
+            except ClusterdError as exc:
+                log.error("could not carry out %s: %s", type(action).__name__, exc)
+        if self._membership_changed:
+            self._reload_members()
+
+    def _execute(self, action: Action, frames: dict[int, bytes]) -> None:
+        match action:
+            case Send(link, msg):
+                io = self.ios.get(link)
+                if io is not None:
+                    data = frames.get(id(msg))
+                    if data is None:  # (a commit to every member is encoded once)
+                        data = frames[id(msg)] = encode(msg)
+                    self.traffic["frames_out"] += 1
+                    self.traffic["bytes_out"] += len(data)
+                    io.write(data)
+            case Close(link, reason):
+                io = self.ios.get(link)
+                if io is not None:
+                    log.info("closing link %d: %s", link, reason)
+                    io.close()
+            case Dial(peer):
+                asyncio.get_running_loop().create_task(self._dial(peer))
+            case Apply(commits, peer):
+                self._apply(list(commits), peer)
+            case Install(snapshot, peer):
+                log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
+                try:
+                    check_snapshot(self.store.catalogue, snapshot)
+                except BadCommit as exc:
+                    self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
+                    return
+                self.store.merge_state(snapshot)
+                self._membership_changed = True
+                self.summary_cache = None
+                if self._trace is not None:
+                    vv = json.dumps(self.store.state.vv, separators=(",", ":"))
+                    self._traced(f"install {peer} {vv}")
+            case Alert(kind, peer, text):
+                name = self.peers[peer].hostname if peer in self.peers else peer
+                log.warning("ALERT %s: %s: %s", kind, name, text)
+                self.alerts.append({"at": time.time(), "kind": kind, "peer": name, "text": text})
+                self.mail.post(kind, name, text)
+            case Note(text):
+                log.info("%s", text)
+                self._traced(f"note {text}")
+            case Ask(peer, qid, "checks", args):  # reads files: off the event loop
+                asyncio.get_running_loop().create_task(self._answer_checks(peer, qid, args))
+            case Ask(peer, qid, kind, args):
+                try:
+                    ok, body = self.answer(kind, args)
+                except (ClusterdError, KeyError, ValueError, TypeError) as exc:
+                    ok, body = False, f"bad {kind} query: {exc}"
+                self.execute(self.node.answer(peer, qid, ok, body, self.now()))
+            case Answered():
+                future = self.waiting.pop(action.qid, None)
+                if future is not None and not future.done():
+                    future.set_result(action)
+            case Reconnect(by):  # after the goodbye and close that come with it
+                asyncio.get_running_loop().call_soon(self._reconnected, by)
+
+    def _apply(self, commits: list[Commit], peer: str) -> None:
+        try:
+            self.store.apply_remote(commits)
+        except BadCommit as exc:
+            self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
+        except StoreError:
+            # Not applied, so not in our version vector: the peers send them again once
+            # the store is back.  The store logged the outage; we alert once.
+            self._store_health()
+
+    def _store_health(self) -> None:
+        """Alert once when the store goes down and once when it is back."""
+        outage = self.store.outage
+        if outage is not None and not self._store_down:
+            self._store_down = True
+            text = f"the store is unavailable: {outage['error']}; commits wait until it is back"
+            self.alert("store unavailable", self.config.hostname, text)
+        elif outage is None and self._store_down:
+            self._store_down = False
+            self.alert("store available", self.config.hostname, "the store is available again")
+
+    async def _probe_store(self) -> None:
+        """While the store is down, see (off the event loop) whether it is back."""
+        await asyncio.to_thread(self.store.probe)
+        self._store_health()
+
+    def _traced(self, line: str) -> None:
+        """One line of the trace file (``trace_file``), stamped with the monotonic clock."""
+        if self._trace is not None:
+            self._trace.write(f"{time.monotonic_ns()} {line}\n")
+
+    def _on_outcomes(self, outcomes: list[Outcome], local: bool) -> None:
+        """Every batch the store made durable: the one place after a commit.  A commit
+        made here (shell, control socket, web, the daemon itself) goes to the members
+        from here, so no caller can forget to replicate it; the publisher, another
+        listener, writes ``effective.json``."""
+        self.summary_cache = None
+        if self._trace is not None:  # benchmarks: when each commit became durable here
+            for o in outcomes:
+                cid = o.commit.id
+                kind = "commit" if cid.origin == self.config.serial else "apply"
+                self._traced(f"{kind} {cid.origin} {cid.seq}")
+        touched = {feature for o in outcomes for feature, _ in o.touched}
+        if touched & WHO_WE_ARE:
+            self._membership_changed = True
+        if touched & ADMIN_ONLY_FEATURES and self.shells:
+            with contextlib.suppress(RuntimeError):  # no loop: not serving yet
+                asyncio.get_running_loop().call_soon(self._end_gone_sessions)
+        if "sshconfig" in touched:
+            before, self._algorithms = self._algorithms, None
+            if before is not None and before != self.algorithms():  # not for admin_keys
+                with contextlib.suppress(RuntimeError):  # no loop: not serving yet
+                    asyncio.get_running_loop().create_task(self._restart_listeners())
+        if local and layers.cluster_name(self.store.state) is not None:  # (not a leaver's)
+            for o in outcomes:
+                self.execute(self.node.committed(o.commit, self.now()))
+
+    def _end_gone_sessions(self) -> None:
+        """Log out every shell whose user (or the key it logged in with) is gone."""
+        for shell in list(self.shells):
+            if self.auth.role(shell.login) is None:
+                shell.logout(f"user {shell.user!r} was removed from the cluster's users "
+                             "(or the key it logged in with from sshconfig)")  # fmt: skip
+
+    async def _restart_listeners(self) -> None:
+        """New algorithms apply to new connections; links already up stay."""
+        try:
+            await self._listen_admin()
+            if self.ccs_server is not None:
+                await self.set_ccs_listener(True)
+        except (OSError, ClusterdError, ValueError) as exc:
+            self.alert("configuration", self.config.hostname, f"SSH listeners: {exc}")
+
+    def _reload_members(self) -> None:
+        self._membership_changed = False
+        was_member = self.config.serial in self.peers
+        names = {serial: e.hostname for serial, e in self.peers.items()}
+        self.peers = endpoints(self.store.state)
+        for serial, e in self.peers.items():
+            if names.get(serial, e.hostname) != e.hostname:
+                self.former_names[names[serial]] = e.hostname
+        own = self.peers.get(self.config.serial)
+        name = own.hostname if own is not None else None
+        if name is None and layers.cluster_name(self.store.state) is None:
+            name = self.store.hostname  # standalone: renamed by a commit here
+        if name is not None and name != self.config.hostname:
+            self._renamed(name)
+        if self._stale_names():  # renamed two ways by members apart: the newest name stays
+            with contextlib.suppress(RuntimeError):  # no loop: not serving yet
+                asyncio.get_running_loop().call_soon(self._drop_stale_names)
+        self.node.me = self._identity()
+        members = [e.member for e in self.peers.values()]
+        actions = self.node.set_members(members, self.now())
+        me = self.peers.get(self.config.serial)
+        step = own_flag_step(self.store.state, self.config.hostname, self.node.disconnected)
+        if step is not None:
+            flip = self.node.disconnect if step == "disconnect" else self.node.reconnect
+            actions += flip(self.now())
+        if me is not None:
+            self._group = me.group
+            self.left.clear()
+        elif was_member and layers.cluster_name(self.store.state) is not None:
+            self._schedule_leave(f"{self.config.hostname} was removed from the cluster")
+        self.execute(actions)
+
+    def _renamed(self, new: str) -> None:
+        """This machine has a new name (a committed ``sethostname``, here or on any
+        member): the store, the log lines, the links' hellos and ``clusterd.toml``
+        follow.  Its serial, keys and links stay."""
+        old = self.config.hostname
+        log.warning("this machine is renamed from %s to %s", old, new)
+        self.store.hostname = new
+        self.former_names[old] = new  # (standalone: no peers table says so)
+        try:
+            self.config = cfg.save(self.config, hostname=new)
+        except (ClusterdError, OSError) as exc:
+            self.config = self.config.model_copy(update={"hostname": new})
+            self.alert("configuration", new, f"renamed from {old}, but {exc}: set hostname = "
+                       f"{new!r} in clusterd.toml before the next start")  # fmt: skip
+        logsetup.set_hostname(new)
+        self.node.me = self._identity()
+        self._traced(f"note renamed {old} {new}")
+
+    def _stale_names(self) -> dict[str, str]:
+        found = layers.stale_names(self.store.state).items()
+        return {old: new for old, new in found if new == self.config.hostname}
+
+    def _drop_stale_names(self) -> None:
+        stale = self._stale_names()
+        if not stale:
+            return
+        try:
+            clusterops.drop_stale_names(self.store, stale, user=lifecycle.SYSTEM_USER)
+        except ClusterdError as exc:
+            log.warning("could not drop the stale names %s: %s", ", ".join(stale), exc)
+
+    def _reconnected(self, by: str) -> None:
+        """A member's hello showed a RECONNECT of this machine we had not seen: commit
+        our own flag off, which reconnects the node (``docs/membership.md``)."""
+        who = self.peers[by].hostname if by in self.peers else by
+        log.info("%s has seen a RECONNECT of this machine: reconnecting", who)
+        try:
+            clusterops.set_flag(self.store, self.config.hostname, False, user=lifecycle.SYSTEM_USER)
+        except ClusterdError as exc:
+            log.warning("could not reconnect as %s asks: %s", who, exc)
+
+    def _schedule_leave(self, why: str) -> None:
+        log.warning("%s: flattening settings and leaving", why)
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(LEAVE_DELAY, self._leave, self._group)
+
+    def _leave(self, group: str | None) -> None:
+        """Keep behaving as before: the settings inherited become this machine's own."""
+        store, me = self.store, self.config.hostname
+        if layers.cluster_name(store.state) is None:
+            self.left.set()
+            return
+        modes = [Mode.machine(me), *([Mode.group(group)] if group else []), Mode.cluster()]
+        resolved = {
+            f.command: layers.resolve(store.state, f, modes)
+            for f in store.catalogue
+            if not f.internal
+        }
+        lifecycle.flatten(store, user=lifecycle.SYSTEM_USER, resolved=resolved)
+        self.membership_changed()
+        self.left.set()
+
+    async def _dial(self, serial: str) -> None:
+        peer = self.peers.get(serial)
+        try:
+            if peer is None:
+                raise TransportError("connection failure", f"{serial} is no longer a member")
+            if serial in self.config.blocked_peers:
+                raise TransportError("connection failure", f"{peer.hostname} is blocked here")
+            timeout = self.timing.handshake_timeout
+            address = peer.address
+            if address is None:
+                found = await self.resolver.forward(peer.hostname)
+                if not found.ok:
+                    raise TransportError("connection failure", f"DNS: {found.reason}")
+                address = found.answers[0]
+            algs = self.algorithms()
+            io = await ssh.dial(
+                self, peer, address, self.machine_key, algs, timeout, self.config.listen
+            )
+        except TransportError as exc:
+            if serial in self.node.peers and self.node.peers[serial].dialing:
+                self.execute(self.node.dial_failed(serial, self.now(), exc.kind, exc.reason))
+            return
+        if self.stopping.is_set() or serial not in self.node.peers:
+            io.close()
+            return
+        io.link_id = self.link_up(io, serial, outbound=True)
+
+    # -- transport events ---------------------------------------------------------------
+
+    def link_up(self, io: ssh.LinkIO, peer: str, outbound: bool) -> int:
+        link_id = self.next_link
+        self.next_link += 1
+        self.ios[link_id] = io
+        self.readers[link_id] = FrameReader()
+        self.execute(self.node.link_opened(link_id, self.now(), peer=peer, outbound=outbound))
+        return link_id
+
+    def link_data(self, link_id: int, data: bytes) -> None:
+        reader = self.readers.get(link_id)
+        if reader is None or link_id not in self.node.links:
+            return
+        self.traffic["bytes_in"] += len(data)
+        try:
+            for body in reader.feed(data):
+                self.traffic["frames_in"] += 1
+                msg = decode_body(body)
+                self.execute(self.node.received(link_id, msg, self.now()))
+                if link_id not in self.node.links:
+                    return
+        except ProtocolError as exc:
+            if link_id in self.node.links:
+                self.execute(self.node.frame_error(link_id, self.now(), exc))
+
+    def link_down(self, link_id: int, reason: str) -> None:
+        self.ios.pop(link_id, None)
+        self.readers.pop(link_id, None)
+        if link_id in self.node.links:
+            self.execute(self.node.link_closed(link_id, self.now(), reason))
+
+    def alert(self, kind: str, peer: str, text: str) -> None:
+        self.execute([Alert(kind, peer, text)])
+
+    def users(self) -> dict[str, Any]:
+        """This machine's effective userconfig."""
+        return self.auth.users()
+
+    async def reverse_check(self, serial: str, address: str) -> str | None:
+        """Reverse-resolve a connecting member; a reason to refuse it, or None."""
+        policy = self.config.reverse_dns
+        if policy == "off":
+            return None
+        # Decide before the dialler gives up on its handshake, whatever dns_timeout says.
+        cap = max(0.5, self.timing.handshake_timeout * 0.75)
+        try:
+            found = await asyncio.wait_for(self.resolver.reverse(address), cap)
+        except TimeoutError:
+            found = Lookup(address, False, (), "dns", f"reverse lookup timed out after {cap} s")
+        self.reverse_seen[serial] = found
+        if found.ok:
+            return None
+        name = self.peers[serial].hostname if serial in self.peers else serial
+        text = f"reverse lookup of {address} ({name}) failed: {found.reason}"
+        if policy == "require":
+            return text + " (reverse_dns = require)"
+        self.alert("DNS", name, text + " (reverse_dns = warn: accepted)")
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return status.report(self)
+
+    def peer_status(self) -> list[dict[str, Any]]:
+        return status.peers(self)
+
+    def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
+        return self.admin.admit(request, joiner)
+
+    def open_shell(self, login: AdminLogin, chan: Any, command: str | None) -> ShellIO | None:
+        """The shell for an admin session (None: this daemon was started without one)."""
+        if self.shell_factory is None:
+            return None
+        return self.shell_factory(self.api, login, chan, command)
+
+    def trusted_source(self, host: str) -> bool:
+        """A source address the connection limits leave alone: this machine, a member's
+        recorded address, or where a member's link came from (``transport.limits``)."""
+        if host == self.config.listen:
+            return True
+        if self.config.listen in ("0.0.0.0", "::", "") and host in ("127.0.0.1", "::1"):
+            return True
+        return any(p.address == host for p in self.peers.values())
+
+    # -- local operations (control socket; the shell later) ----------------------------
+
+    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+        if kind == "digest":
+            return True, {"digest": status.summary(self)["digest"], "vv": self.store.state.vv}
+        if kind == "status":
+            return True, self.status()
+        if kind == "summary":
+            return True, check.summary(self.store)
+        if kind == "definition":
+            feature = self.store.catalogue[str(args["feature"])]
+            entries = self.store.state.entries(feature.command, str(args["mode"]))
+            return True, {"value": definition(entries, feature.is_table)}
+        if kind == "leave":
+            if self.config.serial not in self.peers:
+                return False, "not a member"
+            self._schedule_leave(f"removed by {args.get('by', '?')} on another member")
+            return True, "leaving"
+        return False, f"unknown query {kind!r}"
+
+    async def node_checks(self, asked: Mapping[str, Any]) -> dict[str, Any]:
+        """The cross-node checks (``clusterd.node.nodechecks``) asked and ours, as this
+        machine holds them; ValueError for a malformed query."""
+        checks = nodechecks.merged(asked, nodechecks.declared(self.config))
+        work = asyncio.to_thread(nodechecks.evaluate, checks, self.config)
+        try:
+            return await asyncio.wait_for(work, self.timeout)
+        except TimeoutError:
+            raise ClusterdError(
+                f"the cross-node checks took longer than {self.timeout} s (a slow disk?)"
+            ) from None
+
+    async def _answer_checks(self, peer: str, qid: int, args: Mapping[str, Any]) -> None:
+        body: Any
+        try:
+            ok, body = True, await self.node_checks(args)
+        except (ValueError, TypeError) as exc:
+            ok, body = False, f"bad checks query: {exc}"
+        except ClusterdError as exc:
+            ok, body = False, str(exc)
+        if peer in self.node.peers:
+            self.execute(self.node.answer(peer, qid, ok, body, self.now()))
+
+    async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
+        qid, actions = self.node.query(serial, kind, args, self.now())
+        future: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
+        self.waiting[qid] = future
+        self.execute(actions)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self.waiting.pop(qid, None)
+            return Answered(serial, qid, False, f"no answer within {timeout} s")
+
+
+def run(config: DaemonConfig, shells: ShellFactory | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; admin sessions get shells from ``shells``."""
+
+    async def main() -> None:
+        daemon = Daemon(config, shells)
+        loop = asyncio.get_running_loop()
+        log.info("open files allowed: %d", logsetup.raise_descriptor_limit())
+        logsetup.quiet_loop_errors(loop, daemon.gate.throttle)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop)
+        await daemon.serve()
+
+    asyncio.run(main())

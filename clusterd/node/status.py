@@ -1,0 +1,112 @@
+"""What a member says of itself: ``status`` (control socket, shell, web) and its parts.
+
+Reads only: the daemon's node, store, gate, alerts, mail and publisher as they are now.
+The digest and the recorded losses walk the whole state, so they are kept on the
+daemon (``summary_cache``) until a commit changes the state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from clusterd.core import layers
+from clusterd.core.digest import state_digest
+from clusterd.mesh.protocol import catch_up, commits_behind
+
+if TYPE_CHECKING:
+    from clusterd.node.daemon import Daemon
+
+
+def report(d: Daemon) -> dict[str, Any]:
+    node, ours = d.node, d.store.state.vv
+    members = peers(d)
+    return {
+        "hostname": d.config.hostname,
+        "serial": d.config.serial,
+        "cluster": layers.cluster_name(d.store.state),
+        "software": d.config.software,
+        "disconnected": node.disconnected,
+        "uptime_s": round(time.time() - d.started_at, 1),
+        "ping_interval": d.config.ping_interval,
+        "links": len(node.live_peers()),
+        "peers": members,
+        "routes": {p["hostname"]: p["route"] for p in members},
+        "vv": dict(ours),
+        **summary(d),
+        "waiting_commits": len(d.store.inbox),
+        "catch_up": catch_up(ours, members),
+        "traffic": dict(d.traffic),
+        "store": {"ok": d.store.outage is None, **(d.store.outage or {})},
+        "gate": d.gate.status(),
+        "alerts": list(d.alerts),
+        "alert_mail": d.mail.status(),
+        "publish": d.publisher.status(),
+        "reverse_dns": {"policy": d.config.reverse_dns, "members": reverse_facts(d)},
+    }
+
+
+def summary(d: Daemon) -> dict[str, Any]:
+    """Digest and recorded losses: whole-state walks, so kept until the state changes."""
+    if d.summary_cache is None:
+        d.summary_cache = {
+            "digest": state_digest(d.store.state),
+            "inconsistencies": [
+                {"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
+                for x in d.store.inconsistencies()
+            ],
+        }
+    return d.summary_cache
+
+
+def peers(d: Daemon) -> list[dict[str, Any]]:
+    """Each member as this machine sees it: its link, route and how far behind it we
+    are (cheap: no digest, for whoever polls it often, e.g. cli.progress)."""
+    node, now = d.node, d.now()
+    ours = d.store.state.vv
+    found = []
+    for serial, p in node.peers.items():
+        route = node.route(serial)
+        if route is None:
+            via = None
+        else:
+            via = "direct" if route.peer == serial else f"via {node.peers[route.peer].hostname}"
+        found.append({
+            "serial": serial,
+            "hostname": p.hostname,
+            "state": p.state,
+            "link": p.link,
+            "direction": None if p.link is None else (
+                "out" if node.links[p.link].outbound else "in"),
+            "since_s": round(now - p.since, 3) if p.since else None,
+            "rtt_ms": None if p.rtt is None else round(p.rtt * 1000, 3),
+            "reason": p.reason,
+            "route": via,
+            "vv": p.vv,
+            "admin_off": p.admin_off,  # that member is disconnected on purpose
+            "behind": commits_behind(ours, p.vv),
+            "syncing": p.syncing_since is not None,
+        })  # fmt: skip
+    return found
+
+
+def reverse_facts(d: Daemon) -> list[dict[str, Any]]:
+    """What the reverse lookups of connecting members found, per member: ``accepted``
+    when one failed and ``reverse_dns = warn`` let the member in anyway (the reference
+    refuses it); ``mismatch`` when the names found do not include the member's name (as
+    after a rename, before DNS follows)."""
+    found = []
+    for serial, seen in sorted(d.reverse_seen.items()):
+        name = d.peers[serial].hostname if serial in d.peers else None
+        if name is None:
+            continue
+        names = {n.lower().rstrip(".") for n in seen.answers}
+        found.append({
+            "hostname": name,
+            "address": seen.query,
+            "ok": seen.ok,
+            "found": seen.describe(),
+            "accepted": not seen.ok and d.config.reverse_dns == "warn",
+            "mismatch": seen.ok and name not in names,
+        })  # fmt: skip
+    return found

@@ -1,0 +1,517 @@
+"""The layered, versioned settings store of one machine (SQLAlchemy).
+
+The database is the durable truth; ``self.state`` is its image in memory, loaded at
+open and changed only by ``_apply_batch``, which merges commits into memory and
+writes the result in **one transaction**.  If the transaction fails, every change to
+memory is undone (``merge.Undo``: no database read is needed, so this works while the
+database is down): the version vector, the state and the session's pending changes
+are as before, and the caller gets ``StoreError`` ("the store is unavailable: ...;
+nothing was committed").  Remote commits that could not be written are not applied,
+so the version vector keeps asking peers for them until the store is back.
+
+Every database error is mapped to ``StoreError`` here, reads included, and remembered
+(``outage``) until an operation succeeds again, so the daemon can say the store is
+unavailable, alert once and retry without churning.
+
+Local commits and remote commits take the same path: a local commit is a commit whose
+origin is this machine.  Remote commits are validated against the catalogue first and
+wait in an inbox until what they depend on has been applied (causal order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, create_engine, delete, event, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from clusterd.core import layers
+from clusterd.core.clock import HybridClock
+from clusterd.core.errors import (
+    BadCommit,
+    ClusterdError,
+    CommitConflict,
+    InvalidSetting,
+    LifecycleError,
+    StoreError,
+)
+from clusterd.core.merge import Inbox, Outcome, Undo, apply, hidden_losses, merge, merge_states
+from clusterd.core.modes import Mode
+from clusterd.core.pending import Pending, View, make_commit
+from clusterd.core.state import State
+from clusterd.core.versions import (
+    Commit,
+    CommitId,
+    Loss,
+    Snapshot,
+    Unit,
+    Version,
+    VersionVector,
+    Write,
+)
+from clusterd.schema.catalogue import CATALOGUE
+from clusterd.schema.feature import Catalogue
+from clusterd.store import tables as t
+from clusterd.store.bulk import Bulk
+from clusterd.store.commitcheck import check_commit, check_write
+from clusterd.store.records import (
+    COMMIT_COLS,
+    ENTRY_COLS,
+    LOSS_COLS,
+    JsonCache,
+    commit_from_row,
+    commit_row,
+    entry_row,
+    loss_row,
+)
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around bulk work.
+
+    Applying or loading 100,000 entries allocates several hundred thousand acyclic
+    objects; the collector would walk the growing heap again and again (0.6 s of a
+    2.6 s commit).  It resumes as soon as the bulk work ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _contiguous(seqs: set[int]) -> int:
+    """The highest n such that 1..n are all in ``seqs``."""
+    n = 0
+    while n + 1 in seqs:
+        n += 1
+    return n
+
+
+def _why(exc: SQLAlchemyError) -> str:
+    """A database error in one line, without the SQL and parameters SQLAlchemy adds."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # -> the driver we ship: psycopg 3
+
+
+def database_url(url_or_path: str | Path) -> str:
+    """The SQLAlchemy URL of a ``database`` setting: a plain path is a SQLite file;
+    ``postgresql://`` (or ``postgres://``) means PostgreSQL through psycopg, the driver
+    of the ``[postgres]`` extra (SQLAlchemy would otherwise pick psycopg2).
+
+    >>> database_url("postgresql://clusterd@db.example.com/clusterd")
+    'postgresql+psycopg://clusterd@db.example.com/clusterd'
+    """
+    text = str(url_or_path)
+    if "://" not in text:
+        return f"sqlite:///{text}"
+    for scheme in POSTGRES_SCHEMES:
+        if text.startswith(scheme):
+            return "postgresql+psycopg://" + text[len(scheme) :]
+    return text
+
+
+def engine_for(url_or_path: str | Path) -> Engine:
+    """A SQLAlchemy engine; a plain path means a SQLite file (WAL).  A database whose
+    driver is not installed is a ``StoreError`` that says what to install."""
+    url = database_url(url_or_path)
+    options: dict[str, Any] = {}
+    if url.startswith("postgresql"):  # a server that does not answer: fail, do not hang
+        options["connect_args"] = {"connect_timeout": 5}
+    try:
+        engine = create_engine(url, future=True, **options)
+    except ModuleNotFoundError as exc:
+        extra = " (pip install 'clusterd[postgres]')" if url.startswith("postgresql") else ""
+        raise StoreError(f"the database driver {exc.name!r} is not installed{extra}") from None
+    except ArgumentError as exc:
+        raise StoreError(f"not a database URL: {exc}") from None
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+    return engine
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: list[CommitId]
+    waiting: int  # commits held until what they depend on arrives
+
+
+# Told of every batch applied, once it is durable: its outcomes, and whether it was
+# made here (``Store.commit``) rather than merged from members.
+Listener = Callable[[list[Outcome], bool], None]
+
+
+class Store:
+    """Settings, commit log and recorded losses of the machine ``hostname``."""
+
+    def __init__(
+        self,
+        url_or_path: str | Path,
+        *,
+        origin: str,
+        hostname: str,
+        catalogue: Catalogue = CATALOGUE,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.origin = origin
+        self.hostname = hostname
+        self.catalogue = catalogue
+        self.engine = engine_for(url_or_path)
+        self.bulk = Bulk(self.engine.dialect)
+        self.state = State()
+        self.inbox = Inbox()
+        self.listeners: list[Listener] = []
+        self.outage: dict[str, Any] | None = None  # {"error": ..., "since": ...} while down
+        try:
+            t.metadata.create_all(self.engine)
+            self._check_identity()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store: {_why(exc)}") from exc
+        self.clock = HybridClock() if wall_ms is None else HybridClock(wall_ms)
+        self._load()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.hostname} origin={self.origin} vv={self.state.vv}>"
+
+    @contextlib.contextmanager
+    def _db(self, doing: str) -> Iterator[None]:
+        """Around every database access: errors become ``StoreError`` (and an outage,
+        until an access succeeds again)."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            why = _why(exc)
+            if self.outage is None:
+                self.outage = {"error": why, "since": time.time()}
+                log.error("the store is unavailable: %s", why)
+            raise StoreError(f"the store is unavailable: {why}; {doing}") from exc
+        if self.outage is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(self.outage["since"]))
+            log.warning("the store is available again (down since %s)", since)
+            self.outage = None
+
+    def probe(self) -> bool:
+        """Whether the database answers now (clears the outage when it does)."""
+        try:
+            with self._db("not available"), self.engine.connect() as conn:
+                conn.execute(select(t.meta.c.key).limit(1)).all()
+        except StoreError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _check_identity(self) -> None:
+        want = {"origin": self.origin, "hostname": self.hostname, "schema": t.SCHEMA_VERSION}
+        with self.engine.begin() as conn:
+            have = {k: v for k, v in conn.execute(select(t.meta.c.key, t.meta.c.value))}
+            if have.get("origin", self.origin) != self.origin:
+                raise LifecycleError(
+                    f"store belongs to origin {have['origin']!r}, not {self.origin!r}"
+                )
+            if have.get("schema", t.SCHEMA_VERSION) != t.SCHEMA_VERSION:
+                raise LifecycleError(f"store schema {have['schema']} is not {t.SCHEMA_VERSION}")
+            for key, value in want.items():
+                if key not in have:
+                    conn.execute(insert(t.meta).values(key=key, value=value))
+                elif have[key] != value:
+                    conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=value))
+
+    def _load(self) -> None:
+        """(Re)build the in-memory image from the database."""
+        state = State()
+        contexts: dict[tuple[str, int], dict[str, int]] = {}
+        last_hlc = 0
+        loads = json.loads
+        seqs: dict[str, set[int]] = {}
+        with self._db("nothing was loaded"), self.engine.connect() as conn, gc_paused():
+            for origin, seq, hlc, ctx in self.bulk.select(
+                conn, t.commits, ("origin", "seq", "hlc", "context")
+            ):
+                contexts[(origin, seq)] = loads(ctx)
+                last_hlc = max(last_hlc, hlc)
+                seqs.setdefault(origin, set()).add(seq)
+            # What was applied is what is contiguous: a gap (a commit the log lacks) is
+            # asked of peers again, never jumped over.
+            state.vv.update({origin: _contiguous(found) for origin, found in seqs.items()})
+
+            def version(hlc: int, origin: str, seq: int, value: str | None, reset: Any) -> Version:
+                parsed = None if value is None else loads(value)
+                return Version(
+                    hlc, origin, seq, parsed, bool(reset), contexts.get((origin, seq), {})
+                )
+
+            for feature, mode, key, *v in self.bulk.select(conn, t.entries, ENTRY_COLS):
+                state.put(Unit(feature, mode, key), version(*v))
+            for row in self.bulk.select(conn, t.losses, LOSS_COLS):
+                feature, mode, key, origin, seq, hlc, value, reset, by_origin, by_seq = row
+                loser = version(hlc, origin, seq, value, reset)
+                unit = Unit(feature, mode, key)
+                state.add_loss(Loss(unit, loser, CommitId(by_origin, by_seq)))
+        self.state = state
+        self.clock.observe(last_hlc)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def view(self, pending: Pending | None = None) -> View:
+        return View(self.state, pending)
+
+    def commit(
+        self, pending: Pending, *, user: str, comment: str, on_conflict: str | None = None
+    ) -> Commit | None:
+        """Make a session's pending changes visible at once, as one new commit.
+
+        Pending changes whose unit was committed by somebody else since the session
+        read it raise ``CommitConflict`` unless ``on_conflict`` says "keep" (overwrite,
+        knowingly) or "discard" (drop those changes, commit the rest).
+        """
+        conflicts = pending.conflicts(self.state)
+        work = pending
+        if conflicts:
+            if on_conflict == "discard":  # on a copy: a failed write changes nothing
+                work = Pending()
+                work.restore(pending.saved())
+                work.drop([c.unit for c in conflicts])
+            elif on_conflict != "keep":
+                raise CommitConflict(conflicts)
+        if not work:
+            pending.clear()
+            return None
+        self._check_unchecked(work)
+        commit = make_commit(
+            self.state,
+            work,
+            origin=self.origin,
+            hlc=self.clock.now(),
+            user=user,
+            at=time.time(),
+            comment=comment,
+        )
+        self._apply_batch([commit], local=True)
+        pending.clear()
+        return commit
+
+    def _check_unchecked(self, pending: Pending) -> None:
+        """Validate what no editor validated, as peers will: a bad value never leaves here."""
+        standalone = layers.cluster_name(self.state) is None
+        own = Mode.machine(self.hostname).key if standalone else None
+        fixed = []
+        for unit, pw in pending.unchecked():
+            try:
+                fixed.append((unit, check_write(self.catalogue, Write(unit, pw.value), own)))
+            except InvalidSetting as exc:
+                raise BadCommit([f"pending change {unit}: {p}" for p in exc.problems]) from None
+        for unit, write in fixed:
+            pending.mark_checked(unit, write.value)
+
+    def apply_remote(self, commits: Iterable[Commit]) -> ApplyResult:
+        """Merge commits from peers.  Any invalid commit: BadCommit, nothing applied."""
+        with gc_paused():
+            checked = [check_commit(self.catalogue, c) for c in commits]
+        self.inbox.add(checked)
+        ready = self.inbox.drain(self.state)
+        outcomes = self._apply_batch(ready) if ready else []
+        if not ready:  # (_apply_batch does it after a batch)
+            self.inbox.forget(layers.removed_serials(self.state))
+        return ApplyResult([o.commit.id for o in outcomes], len(self.inbox))
+
+    def _apply_batch(self, commits: list[Commit], local: bool = False) -> list[Outcome]:
+        existed: dict[Unit, bool] = {}
+        final: dict[Unit, Version] = {}
+        loss_ops: dict[tuple[Unit, CommitId], Loss | None] = {}
+        outcomes: list[Outcome] = []
+        undos: list[Undo] = []
+        clock_before = self.clock.last
+        try:
+            with gc_paused():
+                for commit in commits:
+                    self.clock.observe(commit.hlc)
+                    out = merge(self.state, commit)
+                    for unit, version in out.wins:
+                        existed.setdefault(unit, unit not in out.new_units)
+                        final[unit] = version
+                    for unit, loser in out.dropped:
+                        loss_ops[(unit, loser)] = None
+                    for loss in out.added:
+                        loss_ops[(loss.unit, loss.loser.commit)] = loss
+                    undos.append(apply(self.state, out))
+                    outcomes.append(out)
+                with self._db("nothing was committed"), self.engine.begin() as conn:
+                    self._write(conn, commits, existed, final, loss_ops)
+        except BaseException:
+            for undo in reversed(undos):  # memory as it was: no database needed
+                undo.revert(self.state)
+            self.clock.restore(clock_before)  # a refused batch must not move our clock
+            raise
+        # What removed machines made that is still waiting waits for nobody now.
+        self.inbox.forget(layers.removed_serials(self.state))
+        for listener in self.listeners:
+            try:
+                listener(outcomes, local)
+            except Exception:
+                log.exception("store listener failed on %d commit(s)", len(outcomes))
+        return outcomes
+
+    def _write(
+        self,
+        conn: Any,
+        commits: list[Commit],
+        existed: dict[Unit, bool],
+        final: dict[Unit, Version],
+        loss_ops: dict[tuple[Unit, CommitId], Loss | None],
+    ) -> None:
+        bulk = self.bulk
+        encoded = JsonCache()
+        bulk.insert(conn, t.commits, COMMIT_COLS, [commit_row(c, encoded) for c in commits])
+        inserts, updates = [], []
+        for unit, v in final.items():
+            value = encoded(v.value)
+            if existed[unit]:
+                updates.append((v.hlc, v.origin, v.seq, value, v.with_reset, *unit))
+            else:
+                inserts.append((*unit, v.hlc, v.origin, v.seq, value, v.with_reset))
+        bulk.insert(conn, t.entries, ENTRY_COLS, inserts)
+        bulk.update(conn, t.entries, ENTRY_COLS[3:], ENTRY_COLS[:3], updates)
+        if loss_ops:
+            keys = LOSS_COLS[:5]
+            bulk.delete(conn, t.losses, keys, [(*u, c.origin, c.seq) for u, c in loss_ops])
+            added = [loss_row(loss) for loss in loss_ops.values() if loss is not None]
+            bulk.insert(conn, t.losses, LOSS_COLS, added)
+
+    def export_state(self) -> Snapshot:
+        """Everything replicated: commit log, winning versions, recorded losses."""
+        return Snapshot(
+            tuple(self.commit_log(newest_first=False)),
+            tuple(self.state.units()),
+            tuple(self.state.losses()),
+        )
+
+    def replace_state(self, snapshot: Snapshot) -> None:
+        """Replace everything replicated by ``snapshot``, in one transaction."""
+        try:
+            with self._db("the new state was not taken"), self.engine.begin() as conn:
+                for table in (t.entries, t.commits, t.losses):
+                    conn.execute(delete(table))
+                rows = [commit_row(c, JsonCache()) for c in snapshot.commits]
+                self.bulk.insert(conn, t.commits, COMMIT_COLS, rows)
+                rows = [entry_row(u, v) for u, v in snapshot.entries]
+                self.bulk.insert(conn, t.entries, ENTRY_COLS, rows)
+                rows = [loss_row(loss) for loss in snapshot.losses]
+                self.bulk.insert(conn, t.losses, LOSS_COLS, rows)
+        finally:
+            with contextlib.suppress(StoreError):  # down: memory stays as it was
+                self._load()
+        self.inbox = Inbox()
+
+    def merge_state(self, snapshot: Snapshot) -> None:
+        """Take a peer's whole state (a state transfer), merged with ours."""
+        theirs = State.from_snapshot(snapshot)
+        merged = merge_states(self.state, theirs)
+        log = {c.id: c for c in self.commit_log(newest_first=False)}
+        for c in snapshot.commits:
+            if c.id not in log or log[c.id].truncated:
+                log[c.id] = c
+        inbox = self.inbox
+        self.replace_state(
+            Snapshot(tuple(log.values()), tuple(merged.units()), tuple(merged.losses()))
+        )
+        self.inbox = inbox
+        self.apply_remote([])  # what waited may be ready now
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def version_vector(self) -> dict[str, int]:
+        return dict(self.state.vv)
+
+    def inconsistencies(self) -> list[Loss]:
+        """Every recorded loss plus every row hidden by a reset whose writer missed it."""
+        found = self.state.losses()
+        for feature, mode in self.state.feature_modes():
+            found.extend(hidden_losses(self.state, feature, mode))
+        return sorted(found, key=lambda loss: (loss.unit, loss.loser.hlc))
+
+    def commit_log(self, limit: int | None = None, newest_first: bool = True) -> list[Commit]:
+        order = t.commits.c.hlc.desc() if newest_first else t.commits.c.hlc.asc()
+        query = select(t.commits).order_by(order, t.commits.c.origin)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            return [commit_from_row(row) for row in conn.execute(query)]
+
+    def commits_missing_from(
+        self, vv: VersionVector, limit: int | None = None
+    ) -> list[Commit] | None:
+        """Commits of the log that a holder of version vector ``vv`` has not applied,
+        oldest first (the first ``limit`` of them).
+
+        ``None`` when the log was truncated past one of them: only a state transfer
+        can bring that holder up to date.
+        """
+        c = t.commits.c
+        wanted = or_(
+            c.origin.not_in(list(vv)),
+            *[and_(c.origin == origin, c.seq > seq) for origin, seq in vv.items()],
+        )
+        query = select(t.commits).where(wanted).order_by(c.hlc, c.origin).limit(limit)
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            found = [commit_from_row(row) for row in conn.execute(query)]
+        return None if any(commit.truncated for commit in found) else found
+
+    def truncate_log(self, keep: int) -> int:
+        """Drop the writes of all but the newest ``keep`` commits; returns how many."""
+        c = t.commits.c
+        newest = select(c.origin, c.seq).order_by(c.hlc.desc(), c.origin.desc()).limit(keep)
+        with self._db("nothing was truncated"), self.engine.begin() as conn:
+            kept = {tuple(row) for row in conn.execute(newest)}
+            old = [
+                (origin, seq)
+                for origin, seq in conn.execute(
+                    select(c.origin, c.seq).where(c.writes.is_not(None))
+                )
+                if (origin, seq) not in kept
+            ]
+            self.bulk.update(
+                conn, t.commits, ("writes",), ("origin", "seq"), [(None, *k) for k in old]
+            )
+        return len(old)
+
+    def get_commit(self, cid: CommitId) -> Commit:
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.commits).where(
+                    and_(t.commits.c.origin == cid.origin, t.commits.c.seq == cid.seq)
+                )
+            ).one_or_none()
+        if row is None:
+            raise ClusterdError(f"no commit {cid} in the log")
+        return commit_from_row(row)
