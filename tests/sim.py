@@ -23,7 +23,7 @@ from clusterd.core.digest import state_digest
 from clusterd.core.edits import Start
 from clusterd.core.merge import merge_states
 from clusterd.core.modes import Mode
-from clusterd.core.state import State
+from clusterd.core.state import State, definition
 from clusterd.core.versions import Commit, Snapshot, VersionVector
 from clusterd.mesh.members import flag_of, own_flag_step
 from clusterd.mesh.peers import Flag, Identity, Member, Timing
@@ -34,6 +34,33 @@ from tests.replica import Replica, accounted, cluster_commit
 from tests.sim_membership import attempt, random_change, removed
 from tests.sim_membership import problems as membership_problems
 from tests.test_merge_properties import run_op
+
+
+def effective_all(reader: layers.Reader, catalogue: Any) -> dict[str, dict[str, Any]]:
+    """Effective values of every member, each (feature, mode) definition read once (what
+    the simulation compares between members after every run)."""
+    cache: dict[tuple[str, str], Any] = {}
+    defaults: dict[str, Any] = {}
+    result: dict[str, dict[str, Any]] = {}
+    features = [f for f in catalogue if not f.internal]
+    for machine in layers.machines(reader) or []:
+        modes = layers.chain(reader, machine)
+        values: dict[str, Any] = {}
+        for feature in features:
+            for mode in modes:
+                key = (feature.command, mode.key)
+                if key not in cache:
+                    cache[key] = definition(reader.entries(*key), feature.is_table)
+                if cache[key] is not None:
+                    values[feature.command] = cache[key]
+                    break
+            else:
+                if feature.command not in defaults:
+                    defaults[feature.command] = feature.factory_value()
+                values[feature.command] = defaults[feature.command]
+        result[machine] = values
+    return result
+
 
 EPOCH_MS = 1_800_000_000_000
 PING = 1.0
@@ -348,7 +375,7 @@ def _effective_differences(hosts: Mapping[str, SimHost]) -> list[str]:
     seen: dict[str, dict[str, dict[str, Any]]] = {}
     for serial_, host in hosts.items():
         state = host.replica.state
-        seen[serial_] = layers.effective_all(state, CATALOGUE)
+        seen[serial_] = effective_all(state, CATALOGUE)
     first = next(iter(seen.values()))
     digests = {state_digest(h.replica.state) for h in hosts.values()}
     if len(digests) != 1:

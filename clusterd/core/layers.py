@@ -229,31 +229,6 @@ def effective_values(reader: Reader, catalogue: Catalogue, machine: str) -> dict
     return {name: r.value for name, r in effective(reader, catalogue, machine).items()}
 
 
-def effective_all(reader: Reader, catalogue: Catalogue) -> dict[str, dict[str, Any]]:
-    """Effective values of every member, each (feature, mode) definition read once."""
-    cache: dict[tuple[str, str], Any] = {}
-    defaults: dict[str, Any] = {}
-    result: dict[str, dict[str, Any]] = {}
-    features = [f for f in catalogue if not f.internal]
-    for machine in machines(reader) or []:
-        modes = chain(reader, machine)
-        values: dict[str, Any] = {}
-        for feature in features:
-            for mode in modes:
-                key = (feature.command, mode.key)
-                if key not in cache:
-                    cache[key] = definition(reader.entries(*key), feature.is_table)
-                if cache[key] is not None:
-                    values[feature.command] = cache[key]
-                    break
-            else:
-                if feature.command not in defaults:
-                    defaults[feature.command] = feature.factory_value()
-                values[feature.command] = defaults[feature.command]
-        result[machine] = values
-    return result
-
-
 # -- where is a feature defined -------------------------------------------------------
 
 
