@@ -290,19 +290,47 @@ def _log_problems(m: Machine) -> list[str]:
     return [line for line in text.splitlines() if found.search(line)]
 
 
+TRACE = "trace.log"  # each daemon's trace_file: when every commit became durable there
+
+
+def _propagation_ms(bed: Testbed, since_ns: int) -> list[float]:
+    """For every commit made during the load: from durable at its origin to durable on
+    the last other member, read from the daemons' trace files (the machine-wide
+    monotonic clock), so nobody polls the daemons while commits travel."""
+    made: dict[tuple[str, str], int] = {}
+    durable: dict[tuple[str, str], list[int]] = {}
+    for m in bed.machines:
+        for line in (m.dir / TRACE).read_text().splitlines():
+            at, kind, *rest = line.split()
+            if kind not in ("commit", "apply") or int(at) < since_ns or len(rest) != 2:
+                continue
+            key = (rest[0], rest[1])
+            if kind == "commit":
+                made[key] = int(at)
+            else:
+                durable.setdefault(key, []).append(int(at))
+    others = len(bed.machines) - 1
+    return [
+        (max(durable[key]) - at) / 1e6
+        for key, at in made.items()
+        if len(durable.get(key, ())) == others
+    ]
+
+
 def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     run = Run()
     report: dict[str, Any] = {}
     # Every session logs in as admin: allow them all (the default is 16 per user).
     limit = max(16, args.sessions)
-    with running(root, args.members, ping=args.ping, max_sessions_per_user=limit) as bed:
+    with running(root, args.members, ping=args.ping, max_sessions_per_user=limit,
+                 trace_file=TRACE) as bed:  # fmt: skip
         bed.wait(bed.linked, timeout=30, what="every member linked")
         if not args.no_define:
             bed[0].edit({"do": "define", "feature": FEATURE, "mode": "cluster",
                          "start": "empty"}, comment="load: the table")  # fmt: skip
         bed.wait(lambda: _settled(bed), timeout=30, what="convergence before the load")
         before = sum(bed[0].status()["vv"].values())
-        load_started = time.time()
+        load_started, load_started_ns = time.time(), time.monotonic_ns()
         cpu_before = [_cpu_seconds(m) for m in bed.machines]
         monitor = Monitor(bed, args.monitor)
         monitor.start()
@@ -348,6 +376,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             daemon_cpu_s=cpu,
             control_status_ms=_percentiles(monitor.latency),
             control_unanswered=monitor.unanswered,
+            propagation_ms=_percentiles(_propagation_ms(bed, load_started_ns)),
             links_all_up_fraction=(
                 round(monitor.all_up / monitor.samples, 3) if monitor.samples else None
             ),
@@ -445,6 +474,8 @@ def render(report: dict[str, Any]) -> Iterator[str]:
         yield f"    {names[kind]:<24}{f['n']:>5} {_cells(f)}"
     f = r["control_status_ms"]
     yield f"    {'control status':<24}{f['n']:>5} {_cells(f)}"
+    f = r["propagation_ms"]
+    yield f"    {'propagation':<24}{f['n']:>5} {_cells(f)}  (durable at the origin -> on all)"
     yield f"  control status probes unanswered: {r['control_unanswered']}"
     m = r["machine"]
     yield (

@@ -84,7 +84,7 @@ def admit_la(daemon: Daemon, group: str) -> None:
         "machine_key": public_key(),
     }
     clusterops.admit(daemon.store, LA, row, user="admin")
-    daemon.membership_changed()
+    daemon.follower.replaced()
 
 
 def login_as(daemon: Daemon, user: str = "admin", role: str = "admin") -> AdminLogin:

@@ -465,7 +465,7 @@ async def test_commitdetail_falls_back_to_the_serial_of_a_former_member(
 ) -> None:
     alice, mine, bobs = await concurrent_edits(americas, tmp_path)
     clusterops.remove_machine(americas.store, LA, user="admin")
-    americas.membership_changed()
+    americas.follower.replaced()
     rows = {r["id"]: r for r in json.loads(await alice.ok("commitdetail 4 -j"))}
     assert (rows[bobs]["origin"], rows[bobs]["origin_serial"]) == ("SER-LA", "SER-LA")
     assert rows[mine]["superseded"][0]["of"]["origin"] == "SER-LA"

@@ -90,7 +90,7 @@ class Admin:
         self._standalone()
         ccs = self.daemon.config.ccs_enabled
         commit = lifecycle.create_cluster(self.store, name, user=user, machine=self.my_row(ccs=ccs))
-        self.daemon.membership_changed()
+        self.daemon.follower.replaced()
         return {"cluster": name, **self._done(commit)}
 
     async def probe(self, address: str, port: int) -> dict[str, Any]:
@@ -179,7 +179,7 @@ class Admin:
                     "this machine until it is (control operation 'ccs')"
                 )
                 log.warning("%s", warning)
-        d.membership_changed()
+        d.follower.replaced()
         log.info("joined cluster %s through %s (saved %s)", answer.cluster, answer.member, saved)
         done = {**report, "saved": str(saved), **self._done(commit)}
         return {**done, "warning": warning} if warning else done
@@ -314,7 +314,7 @@ class Admin:
             if len(rows) == 1:
                 name = layers.cluster_name(store.state)
                 commit = lifecycle.flatten(store, user=user)
-                d.membership_changed()
+                d.follower.replaced()
                 return {"removed": machine, "cluster_deleted": name, **self._done(commit)}
             commit = clusterops.remove_machine(store, machine, user=user)
             result = self._done(commit)

@@ -90,7 +90,7 @@ class ClusterAPI:
 
     @property
     def former_names(self) -> Mapping[str, str]:
-        return self._daemon.former_names
+        return self._daemon.follower.former_names
 
     def effective(self, feature: str) -> layers.Resolved:
         return self._daemon.effective(feature)

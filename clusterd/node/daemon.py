@@ -22,10 +22,9 @@ import asyncssh
 from clusterd.core import layers
 from clusterd.core.errors import BadCommit, ClusterdError, ProtocolError, StoreError, TransportError
 from clusterd.core.merge import Outcome
-from clusterd.core.modes import Mode
 from clusterd.core.state import definition
 from clusterd.core.versions import Commit, Snapshot, VersionVector
-from clusterd.mesh.members import WHO_WE_ARE, Endpoint, endpoints, flag_of, own_flag_step
+from clusterd.mesh.members import WHO_WE_ARE, Endpoint, flag_of
 from clusterd.mesh.messages import FrameReader, decode_body, encode
 from clusterd.mesh.peers import (
     Action,
@@ -53,10 +52,10 @@ from clusterd.node.admin import Admin
 from clusterd.node.alertmail import AlertMail
 from clusterd.node.api import ClusterAPI
 from clusterd.node.config import DaemonConfig
+from clusterd.node.follower import Follower
 from clusterd.node.publish import Publisher
 from clusterd.store.commitcheck import check_snapshot
 from clusterd.store.store import Store
-from clusterd.trust import clusterops, lifecycle
 from clusterd.trust.dns import Lookup, Resolver
 from clusterd.trust.join import Algorithms, JoinAnswer, Joiner, JoinRequest
 from clusterd.trust.logins import ADMIN_ONLY_FEATURES, AdminLogin, Logins
@@ -66,7 +65,6 @@ log = logging.getLogger("clusterd.daemon")
 ShellFactory = Callable[[ClusterAPI, AdminLogin, Any, "str | None"], ShellIO]
 MAX_ALERTS = 200
 STORE_PROBE = 2.0  # s between looks at a store that is down
-LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links close
 
 
 class StoreLog:
@@ -101,7 +99,7 @@ class Daemon:
         self.started_at = time.time()
         self.timing = Timing.for_interval(config.ping_interval)
         self.peers: dict[str, Endpoint] = {}
-        self.node = Node(self._identity(), StoreLog(self.store), [], self.timing)
+        self.node = Node(self.identity(), StoreLog(self.store), [], self.timing)
         self.ios: dict[int, ssh.LinkIO] = {}
         self.readers: dict[int, FrameReader] = {}
         self.next_link = 1
@@ -132,12 +130,10 @@ class Daemon:
         self.auth = Logins(self)
         self.gate = Gate(config, self.trusted_source)
         self.reverse_seen: dict[str, Lookup] = {}  # serial -> reverse lookup when it connected
-        self.former_names: dict[str, str] = {}  # machines renamed while running: old -> new
         self.shells: set[Any] = set()  # open admin shells (cli.serve.ShellChannel): who
         self.logins: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)  # recent logins: last
         self._algorithms: Algorithms | None = None
-        self._group: str | None = None  # this machine's group while a member
-        self._membership_changed = True
+        self.follower = Follower(self)  # membership changes: links, name, leaving
         # Mesh frames and bytes (framing included, SSH's own overhead not) since start.
         self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
         self.store.listeners.append(self._on_outcomes)
@@ -145,12 +141,12 @@ class Daemon:
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self.summary_cache: dict[str, Any] | None = None  # digest and losses, until a change
         self._store_down = False
-        self._reload_members()
+        self.follower.reload()
 
     def __repr__(self) -> str:
         return f"<Daemon {self.config.hostname} {self.node!r}>"
 
-    def _identity(self) -> Identity:
+    def identity(self) -> Identity:
         c = self.config
         cluster = layers.cluster_id(self.store.state) or ""
         return Identity(c.serial, c.hostname, cluster, c.software)
@@ -239,11 +235,10 @@ class Daemon:
     def timeout(self) -> float:
         return max(self.timing.handshake_timeout, 5.0)
 
-    def membership_changed(self) -> None:
-        """After a state replacement (join, leave): links and identity follow."""
+    def forget_caches(self) -> None:
+        """After a state replacement: the digest and the SSH algorithms are read again."""
         self.summary_cache = None
         self._algorithms = None
-        self._reload_members()
 
     async def _ticks(self) -> None:
         every = min(1.0, self.config.ping_interval / 4)
@@ -269,8 +264,8 @@ class Daemon:
                 self._execute(action, frames)
             except ClusterdError as exc:
                 log.error("could not carry out %s: %s", type(action).__name__, exc)
-        if self._membership_changed:
-            self._reload_members()
+        if self.follower.changed:
+            self.follower.reload()
 
     def _execute(self, action: Action, frames: dict[int, bytes]) -> None:
         match action:
@@ -300,11 +295,11 @@ class Daemon:
                     self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
                     return
                 self.store.merge_state(snapshot)
-                self._membership_changed = True
+                self.follower.changed = True
                 self.summary_cache = None
                 if self._trace is not None:
                     vv = json.dumps(self.store.state.vv, separators=(",", ":"))
-                    self._traced(f"install {peer} {vv}")
+                    self.traced(f"install {peer} {vv}")
             case Alert(kind, peer, text):
                 name = self.peers[peer].hostname if peer in self.peers else peer
                 log.warning("ALERT %s: %s: %s", kind, name, text)
@@ -312,7 +307,7 @@ class Daemon:
                 self.mail.post(kind, name, text)
             case Note(text):
                 log.info("%s", text)
-                self._traced(f"note {text}")
+                self.traced(f"note {text}")
             case Ask(peer, qid, "checks", args):  # reads files: off the event loop
                 asyncio.get_running_loop().create_task(self._answer_checks(peer, qid, args))
             case Ask(peer, qid, kind, args):
@@ -326,7 +321,7 @@ class Daemon:
                 if future is not None and not future.done():
                     future.set_result(action)
             case Reconnect(by):  # after the goodbye and close that come with it
-                asyncio.get_running_loop().call_soon(self._reconnected, by)
+                asyncio.get_running_loop().call_soon(self.follower.reconnected, by)
 
     def _apply(self, commits: list[Commit], peer: str) -> None:
         try:
@@ -354,7 +349,7 @@ class Daemon:
         await asyncio.to_thread(self.store.probe)
         self._store_health()
 
-    def _traced(self, line: str) -> None:
+    def traced(self, line: str) -> None:
         """One line of the trace file (``trace_file``), stamped with the monotonic clock."""
         if self._trace is not None:
             self._trace.write(f"{time.monotonic_ns()} {line}\n")
@@ -369,10 +364,10 @@ class Daemon:
             for o in outcomes:
                 cid = o.commit.id
                 kind = "commit" if cid.origin == self.config.serial else "apply"
-                self._traced(f"{kind} {cid.origin} {cid.seq}")
+                self.traced(f"{kind} {cid.origin} {cid.seq}")
         touched = {feature for o in outcomes for feature, _ in o.touched}
         if touched & WHO_WE_ARE:
-            self._membership_changed = True
+            self.follower.changed = True
         if touched & ADMIN_ONLY_FEATURES and self.shells:
             with contextlib.suppress(RuntimeError):  # no loop: not serving yet
                 asyncio.get_running_loop().call_soon(self._end_gone_sessions)
@@ -400,100 +395,6 @@ class Daemon:
                 await self.set_ccs_listener(True)
         except (OSError, ClusterdError, ValueError) as exc:
             self.alert("configuration", self.config.hostname, f"SSH listeners: {exc}")
-
-    def _reload_members(self) -> None:
-        self._membership_changed = False
-        was_member = self.config.serial in self.peers
-        names = {serial: e.hostname for serial, e in self.peers.items()}
-        self.peers = endpoints(self.store.state)
-        for serial, e in self.peers.items():
-            if names.get(serial, e.hostname) != e.hostname:
-                self.former_names[names[serial]] = e.hostname
-        own = self.peers.get(self.config.serial)
-        name = own.hostname if own is not None else None
-        if name is None and layers.cluster_name(self.store.state) is None:
-            name = self.store.hostname  # standalone: renamed by a commit here
-        if name is not None and name != self.config.hostname:
-            self._renamed(name)
-        if self._stale_names():  # renamed two ways by members apart: the newest name stays
-            with contextlib.suppress(RuntimeError):  # no loop: not serving yet
-                asyncio.get_running_loop().call_soon(self._drop_stale_names)
-        self.node.me = self._identity()
-        members = [e.member for e in self.peers.values()]
-        actions = self.node.set_members(members, self.now())
-        me = self.peers.get(self.config.serial)
-        step = own_flag_step(self.store.state, self.config.hostname, self.node.disconnected)
-        if step is not None:
-            flip = self.node.disconnect if step == "disconnect" else self.node.reconnect
-            actions += flip(self.now())
-        if me is not None:
-            self._group = me.group
-            self.left.clear()
-        elif was_member and layers.cluster_name(self.store.state) is not None:
-            self._schedule_leave(f"{self.config.hostname} was removed from the cluster")
-        self.execute(actions)
-
-    def _renamed(self, new: str) -> None:
-        """This machine has a new name (a committed ``sethostname``, here or on any
-        member): the store, the log lines, the links' hellos and ``clusterd.toml``
-        follow.  Its serial, keys and links stay."""
-        old = self.config.hostname
-        log.warning("this machine is renamed from %s to %s", old, new)
-        self.store.hostname = new
-        self.former_names[old] = new  # (standalone: no peers table says so)
-        try:
-            self.config = cfg.save(self.config, hostname=new)
-        except (ClusterdError, OSError) as exc:
-            self.config = self.config.model_copy(update={"hostname": new})
-            self.alert("configuration", new, f"renamed from {old}, but {exc}: set hostname = "
-                       f"{new!r} in clusterd.toml before the next start")  # fmt: skip
-        logsetup.set_hostname(new)
-        self.node.me = self._identity()
-        self._traced(f"note renamed {old} {new}")
-
-    def _stale_names(self) -> dict[str, str]:
-        found = layers.stale_names(self.store.state).items()
-        return {old: new for old, new in found if new == self.config.hostname}
-
-    def _drop_stale_names(self) -> None:
-        stale = self._stale_names()
-        if not stale:
-            return
-        try:
-            clusterops.drop_stale_names(self.store, stale, user=lifecycle.SYSTEM_USER)
-        except ClusterdError as exc:
-            log.warning("could not drop the stale names %s: %s", ", ".join(stale), exc)
-
-    def _reconnected(self, by: str) -> None:
-        """A member's hello showed a RECONNECT of this machine we had not seen: commit
-        our own flag off, which reconnects the node (``docs/membership.md``)."""
-        who = self.peers[by].hostname if by in self.peers else by
-        log.info("%s has seen a RECONNECT of this machine: reconnecting", who)
-        try:
-            clusterops.set_flag(self.store, self.config.hostname, False, user=lifecycle.SYSTEM_USER)
-        except ClusterdError as exc:
-            log.warning("could not reconnect as %s asks: %s", who, exc)
-
-    def _schedule_leave(self, why: str) -> None:
-        log.warning("%s: flattening settings and leaving", why)
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().call_later(LEAVE_DELAY, self._leave, self._group)
-
-    def _leave(self, group: str | None) -> None:
-        """Keep behaving as before: the settings inherited become this machine's own."""
-        store, me = self.store, self.config.hostname
-        if layers.cluster_name(store.state) is None:
-            self.left.set()
-            return
-        modes = [Mode.machine(me), *([Mode.group(group)] if group else []), Mode.cluster()]
-        resolved = {
-            f.command: layers.resolve(store.state, f, modes)
-            for f in store.catalogue
-            if not f.internal
-        }
-        lifecycle.flatten(store, user=lifecycle.SYSTEM_USER, resolved=resolved)
-        self.membership_changed()
-        self.left.set()
 
     async def _dial(self, serial: str) -> None:
         peer = self.peers.get(serial)
@@ -622,7 +523,7 @@ class Daemon:
         if kind == "leave":
             if self.config.serial not in self.peers:
                 return False, "not a member"
-            self._schedule_leave(f"removed by {args.get('by', '?')} on another member")
+            self.follower.schedule_leave(f"removed by {args.get('by', '?')} on another member")
             return True, "leaving"
         return False, f"unknown query {kind!r}"
 

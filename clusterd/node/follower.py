@@ -1,0 +1,145 @@
+"""The membership follower: what this member does when membership changes.
+
+Membership is replicated state (``clusterd.mesh.members``).  After every commit or
+state transfer that touches it, ``reload`` makes the running member follow: the links
+to dial or drop, this machine's own DISCONNECT flag, a new name (a committed
+``sethostname``: the store, ``clusterd.toml``, the log and the hellos follow), stale
+names left by renames made apart, and, for a machine removed from the cluster,
+flattening its settings and leaving (``docs/membership.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from clusterd.core import layers
+from clusterd.core.errors import ClusterdError
+from clusterd.core.modes import Mode
+from clusterd.mesh.members import endpoints, own_flag_step
+from clusterd.node import config as cfg
+from clusterd.node import logsetup
+from clusterd.trust import clusterops, lifecycle
+
+if TYPE_CHECKING:
+    from clusterd.node.daemon import Daemon
+
+log = logging.getLogger("clusterd.daemon")
+LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links close
+
+
+class Follower:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.changed = True  # membership changed since the last reload
+        self.group: str | None = None  # this machine's group while a member
+        self.former_names: dict[str, str] = {}  # machines renamed while running: old -> new
+
+    def replaced(self) -> None:
+        """After a state replacement (join, leave): links and identity follow."""
+        self.daemon.forget_caches()
+        self.reload()
+
+    def reload(self) -> None:
+        """Membership changed (a commit, a state transfer): links, identity, name and
+        group follow; a machine removed from the cluster flattens and leaves."""
+        d = self.daemon
+        self.changed = False
+        was_member = d.config.serial in d.peers
+        names = {serial: e.hostname for serial, e in d.peers.items()}
+        d.peers = endpoints(d.store.state)
+        for serial, e in d.peers.items():
+            if names.get(serial, e.hostname) != e.hostname:
+                self.former_names[names[serial]] = e.hostname
+        own = d.peers.get(d.config.serial)
+        name = own.hostname if own is not None else None
+        if name is None and layers.cluster_name(d.store.state) is None:
+            name = d.store.hostname  # standalone: renamed by a commit here
+        if name is not None and name != d.config.hostname:
+            self._renamed(name)
+        if self._stale_names():  # renamed two ways by members apart: the newest name stays
+            with contextlib.suppress(RuntimeError):  # no loop: not serving yet
+                asyncio.get_running_loop().call_soon(self._drop_stale_names)
+        d.node.me = d.identity()
+        members = [e.member for e in d.peers.values()]
+        actions = d.node.set_members(members, d.now())
+        me = d.peers.get(d.config.serial)
+        step = own_flag_step(d.store.state, d.config.hostname, d.node.disconnected)
+        if step is not None:
+            flip = d.node.disconnect if step == "disconnect" else d.node.reconnect
+            actions += flip(d.now())
+        if me is not None:
+            self.group = me.group
+            d.left.clear()
+        elif was_member and layers.cluster_name(d.store.state) is not None:
+            self.schedule_leave(f"{d.config.hostname} was removed from the cluster")
+        d.execute(actions)
+
+    def _renamed(self, new: str) -> None:
+        """This machine has a new name (a committed ``sethostname``, here or on any
+        member): the store, the log lines, the links' hellos and ``clusterd.toml``
+        follow.  Its serial, keys and links stay."""
+        d = self.daemon
+        old = d.config.hostname
+        log.warning("this machine is renamed from %s to %s", old, new)
+        d.store.hostname = new
+        self.former_names[old] = new  # (standalone: no peers table says so)
+        try:
+            d.config = cfg.save(d.config, hostname=new)
+        except (ClusterdError, OSError) as exc:
+            d.config = d.config.model_copy(update={"hostname": new})
+            d.alert("configuration", new, f"renamed from {old}, but {exc}: set hostname = "
+                    f"{new!r} in clusterd.toml before the next start")  # fmt: skip
+        logsetup.set_hostname(new)
+        d.node.me = d.identity()
+        d.traced(f"note renamed {old} {new}")
+
+    def _stale_names(self) -> dict[str, str]:
+        d = self.daemon
+        found = layers.stale_names(d.store.state).items()
+        return {old: new for old, new in found if new == d.config.hostname}
+
+    def _drop_stale_names(self) -> None:
+        d = self.daemon
+        stale = self._stale_names()
+        if not stale:
+            return
+        try:
+            clusterops.drop_stale_names(d.store, stale, user=lifecycle.SYSTEM_USER)
+        except ClusterdError as exc:
+            log.warning("could not drop the stale names %s: %s", ", ".join(stale), exc)
+
+    def reconnected(self, by: str) -> None:
+        """A member's hello showed a RECONNECT of this machine we had not seen: commit
+        our own flag off, which reconnects the node (``docs/membership.md``)."""
+        d = self.daemon
+        who = d.peers[by].hostname if by in d.peers else by
+        log.info("%s has seen a RECONNECT of this machine: reconnecting", who)
+        try:
+            clusterops.set_flag(d.store, d.config.hostname, False, user=lifecycle.SYSTEM_USER)
+        except ClusterdError as exc:
+            log.warning("could not reconnect as %s asks: %s", who, exc)
+
+    def schedule_leave(self, why: str) -> None:
+        log.warning("%s: flattening settings and leaving", why)
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(LEAVE_DELAY, self._leave, self.group)
+
+    def _leave(self, group: str | None) -> None:
+        """Keep behaving as before: the settings inherited become this machine's own."""
+        d = self.daemon
+        store, me = d.store, d.config.hostname
+        if layers.cluster_name(store.state) is None:
+            d.left.set()
+            return
+        modes = [Mode.machine(me), *([Mode.group(group)] if group else []), Mode.cluster()]
+        resolved = {
+            f.command: layers.resolve(store.state, f, modes)
+            for f in store.catalogue
+            if not f.internal
+        }
+        lifecycle.flatten(store, user=lifecycle.SYSTEM_USER, resolved=resolved)
+        self.replaced()
+        d.left.set()
