@@ -197,3 +197,23 @@ def test_passphrase_logins_and_two_shells_at_once(pair: Testbed) -> None:
         wrong.wait_for("wrong passphrase for user 'admin'")  # the banner says why
     finally:
         subprocess.run(["tmux", "kill-session", "-t", wrong.name], capture_output=True, timeout=10)
+
+
+def test_editing_keys_inside_a_line_sent_at_once_keep_their_meaning(pair: Testbed) -> None:
+    """Plain characters that arrive together reach prompt_toolkit as one piece of text
+    (cli/channelinput.py); the editing keys among them must still act where they
+    stand.  Through ``ssh -tt``, each line in one write: Meta-b (Escape b) moves back a
+    word, Ctrl-A to the start of the line, Ctrl-Q (Emacs mode's quoted insert) inserts
+    the next key as it is."""
+    from tests.test_security_load import _paste
+
+    a, _ = pair.machines
+    lines = (
+        b"sion\x1bbver\r"  # "sion", back a word, "ver" before it: "version"
+        b"ion\x01vers\r"  # "ion", to the start, "vers": "version"
+        b"hel\x11\x01p\r"  # a quoted Ctrl-A is a character: "hel?p", not "phel"
+    )
+    out = _paste(a, lines, seconds=4.0)
+    assert out.count(f"on {a.hostname}") >= 2, out[-2000:]  # version ran twice
+    assert "Unknown command: hel" in out and "Unknown command: phel" not in out, out[-2000:]
+    assert "Unknown command: sion" not in out and "Unknown command: vers" not in out
