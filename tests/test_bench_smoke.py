@@ -21,3 +21,15 @@ def test_store_benchmark_runs_in_quick_mode() -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout[done.stdout.index("{\n") :])
     assert report["quick"] is True and len(report["figures"]) >= 10
+
+
+def test_loop_isolation_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "loop_isolation.py"), "--shells", "2",
+         "--seconds", "0.5", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout[done.stdout.index("[\n") :])
+    assert [r["layout"] for r in results] == ["loop", "threads", "processes"]
+    assert all(r["ticks"] > 10 and r["lines_per_s"] > 0 for r in results), results
