@@ -127,3 +127,30 @@ def test_a_slow_or_failing_hook_delays_neither_links_nor_commits(tmp_path: Path)
         text = (b.dir / "clusterd.log").read_text()
         assert "publish hook" in text and "the service refused it" in text
         assert "Traceback" not in text
+
+
+def test_a_bad_hook_setting_is_refused_at_start_and_a_missing_program_is_said(
+    tmp_path: Path,
+) -> None:
+    """clusterd.toml is the only place a hook comes from: a line that is not a command
+    line stops ``clusterd run`` with the reason; a program that does not exist is a
+    failed hook run in status, and the daemon goes on."""
+    bed = Testbed(tmp_path, 1, each={0: {"publish_hook": "/nonexistent/apply-config"}})
+    (m,) = bed.machines
+    toml = m.dir / "clusterd.toml"
+    good = toml.read_text()
+    toml.write_text(good.replace('publish_hook = "/nonexistent/apply-config"',
+                                 "publish_hook = 'apply \"unbalanced'"))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "clusterd", "run", "--data-dir", str(m.dir)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "publish_hook" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    toml.write_text(good)
+    with bed:
+        bed.start()
+        bed.wait(lambda: m.status()["publish"]["last_hook"] is not None, what="a hook run")
+        run = m.status()["publish"]["last_hook"]
+        assert run["returncode"] is None and "cannot run /nonexistent/apply-config" in run[
+            "error"], run  # fmt: skip
+        unsubscribe(m, "after@example.com")  # the daemon goes on committing
+        assert "after@example.com" in m.op("effective")["values"]["unsubscribe"]
