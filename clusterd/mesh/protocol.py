@@ -283,19 +283,13 @@ class Node:
         """A local commit: straight to every member reachable, relayed where needed."""
         if self.disconnected:
             return []
-        # One message for every member linked directly: the daemon encodes it once.
+        # One message for every member: the daemon encodes it once for all direct links.
         msg = CommitMsg(commit=commit.to_json())
-        relayed: dict[str, Any] | None = None
         out: list[Action] = []
         for peer in self.peers.values():
             if peer.admin_off:
                 continue
-            link = self.route(peer.serial)
-            if link is not None and link.peer == peer.serial:
-                out.append(Send(link.id, msg))
-                continue
-            relayed = to_dict(msg) if relayed is None else relayed
-            out += self._to_peer(peer.serial, relayed, alert=False)
+            out += self._to_peer(peer.serial, msg, alert=False)
         return out
 
     def set_members(self, members: Iterable[Member], now: float) -> list[Action]:
@@ -334,8 +328,7 @@ class Node:
         qid = self.next_qid
         self.next_qid += 1
         self.queries[qid] = serial
-        msg = to_dict(Query(qid=qid, kind=kind, args=dict(args)))
-        out = self._to_peer(serial, msg, alert=True)
+        out = self._to_peer(serial, Query(qid=qid, kind=kind, args=dict(args)), alert=True)
         if not any(isinstance(a, Send) for a in out):
             del self.queries[qid]
             out.append(Answered(serial, qid, False, f"no route to {self.peers[serial].hostname}"))
@@ -343,7 +336,7 @@ class Node:
 
     def answer(self, serial: str, qid: int, ok: bool, body: Any, now: float) -> list[Action]:
         self._peer(serial)
-        return self._to_peer(serial, to_dict(Answer(qid=qid, ok=ok, body=body)), alert=True)
+        return self._to_peer(serial, Answer(qid=qid, ok=ok, body=body), alert=True)
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -594,7 +587,7 @@ class Node:
     def _to_peer(
         self,
         serial: str,
-        inner: dict[str, Any],
+        msg: Message | dict[str, Any],
         *,
         alert: bool,
         src: str = "",
@@ -608,8 +601,9 @@ class Node:
             how = "forward failed" if src else "no route"
             return [Alert(how, serial, f"no route to {self.peers[serial].hostname}")]
         if link.peer == serial and not src:
-            return [Send(link.id, from_dict(inner))]
+            return [Send(link.id, msg if isinstance(msg, Message) else from_dict(msg))]
         ttl = self.timing.relay_ttl if ttl < 0 else ttl
+        inner = to_dict(msg) if isinstance(msg, Message) else msg
         relay = Relay(src=src or self.me.serial, dst=serial, ttl=ttl, inner=inner)
         return [Send(link.id, relay)]
 
