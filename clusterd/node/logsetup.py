@@ -86,8 +86,22 @@ def quiet_loop_errors(loop: asyncio.AbstractEventLoop, throttle: Throttle) -> No
                           "exhausted; connections are refused until some close)",
                           logger=log)  # fmt: skip
             return
+        if _accept_retry_after_close(context):
+            log.debug("accept retry after its listening socket closed: ignored")
+            return
         kind = f"loop {type(exc).__name__ if exc else message[:60]}"
         if throttle.warn(kind, f"{message}: {exc!r}" if exc else message, logger=log) and exc:
             log.error("the first of these, in full:", exc_info=exc)
 
     loop.set_exception_handler(handler)
+
+
+def _accept_retry_after_close(context: dict[str, Any]) -> bool:
+    """asyncio retries ``accept`` a second after running out of descriptors; if the
+    listening socket closed in that second (the daemon stopping), the retry finds
+    descriptor -1.  Nothing is wrong then: the server is already gone."""
+    exc = context.get("exception")
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    return (isinstance(exc, ValueError) and "-1" in str(exc)
+            and getattr(callback, "__name__", "") == "_start_serving")  # fmt: skip
