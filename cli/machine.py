@@ -15,9 +15,9 @@ def _when(at: float) -> str:
 
 
 async def who(shell: Shell, args: list[str]) -> int:
-    for s in sorted(shell.api.shells, key=lambda s: s.since):
-        what = "shell" if s.command is None else f"command {s.command!r}"
-        shell.write(f"{s.user:<12} {s.source:<22} since {_when(s.since)}  {what}")
+    for s in shell.api.sessions():
+        what = "shell" if s["command"] is None else f"command {s['command']!r}"
+        shell.write(f"{s['user']:<12} {s['source']:<22} since {_when(s['since'])}  {what}")
     return 0
 
 

@@ -33,10 +33,10 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 from clusterd.cli.channelinput import MAX_LINE, ChannelInput
 from clusterd.cli.completer import ShellCompleter
 from clusterd.cli.console import NO_STDIN, BatchConsole, prompt_text
-from clusterd.cli.redact import redact, split_commands
 from clusterd.cli.shell import Quit, Shell
 from clusterd.core.errors import ClusterdError
 from clusterd.core.text import printable
+from clusterd.node.redact import redact, split_commands
 from clusterd.trust.logins import AdminLogin
 
 if TYPE_CHECKING:
@@ -133,21 +133,13 @@ class ShellChannel:
         return f"<ShellChannel {self.user}@{self.source} {self.command or 'shell'}>"
 
     def start(self) -> None:
-        limit = self.api.config.max_sessions_per_user
-        if sum(s.user == self.user for s in self.api.shells) >= limit:
-            self.api.refuse(
-                f"sessions {self.user}", f"{self.user}: {limit} sessions open "
-                f"(max_sessions_per_user): refused another from {self.source}",
-            )  # fmt: skip
-            self._end(f"Error: {self.user} already has {limit} sessions open on "
-                      f"{self.api.config.hostname}; close one first.", 1)  # fmt: skip
+        refusal = self.api.admit(self)
+        if refusal is not None:
+            self._end(refusal, 1)
             return
         body = self._interactive() if self._command is None else self._batch(self._command)
-        self.api.shells.add(self)
-        self.api.logins.append({"at": self.since, "source": self.source, "ok": True,
-                                   "user": self.user, "command": self.command})  # fmt: skip
         self.task = asyncio.get_running_loop().create_task(body)
-        self.task.add_done_callback(lambda _: self.api.shells.discard(self))
+        self.task.add_done_callback(lambda _: self.api.leave(self))
 
     def feed(self, data: bytes) -> None:
         if self._command is None:

@@ -149,9 +149,9 @@ def _run(args: argparse.Namespace) -> int:
         conf = cfg.load(args.data_dir, _overrides(args))
         os.umask(0o077)  # every file the daemon makes (log, store journals) is its own
         logsetup.configure(conf)
-        from clusterd.cli.serve import ShellChannel  # loaded now, not when the first admin logs in
+        from clusterd.node.workers import Workers  # each session's shell in its own process
 
-        daemon.run(conf, shells=ShellChannel)
+        daemon.run(conf, shells=Workers())
     elif args.command == "status":
         from clusterd.node import control
 

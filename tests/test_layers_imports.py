@@ -7,8 +7,9 @@ source with ``ast``: a rule broken by a new import fails here, whatever runs.
   I/O either, and nothing but the core.
 * ``clusterd/store/`` imports only the core.
 * The product never imports the front end (``cli/``) or the test bed
-  (``clusterd/dev/``); only ``__main__``, which puts the program together, hands the
-  daemon its shell factory and runs the demo.
+  (``clusterd/dev/``); only the entry points, which put the program together:
+  ``__main__`` (the daemon and its shell factory, the demo) and ``shellworker`` (the
+  shell worker processes).
 * The front ends reach the node only through ``clusterd.node.api``: never the daemon, the
   admin operations' module, the store, the links or the transports (a type named in
   an annotation only is allowed).
@@ -31,6 +32,7 @@ MAY_IMPORT = {
     "core": set(),
     "store": {"core"},
 }
+ENTRY_POINTS = ("__main__.py", "shellworker.py")
 FRONT_END_MAY_NOT = {
     "clusterd.node.daemon",
     "clusterd.node.admin",
@@ -102,13 +104,13 @@ def test_the_lower_layers_import_only_what_is_below_them(package: str) -> None:
 
 
 def test_the_product_never_imports_the_front_end_or_the_test_bed() -> None:
-    """Only ``__main__``, which puts the program together, gives the daemon its shell
-    factory and runs the demo."""
+    """Only the entry points, which put the program together: ``__main__`` (the
+    daemon, the demo) and ``shellworker`` (the shell worker processes)."""
     offenders = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE)
-        if relative.parts[0] in ("cli", "schema", "dev") or path.name == "__main__.py":
-            continue  # (the symlinked packages, the test bed itself, the entry point)
+        if relative.parts[0] in ("cli", "schema", "dev") or path.name in ENTRY_POINTS:
+            continue  # (the symlinked packages, the test bed itself, the entry points)
         found = {n for n in imports(path) if top(n) == "cli" or ours(n) == "dev"}
         if found:
             offenders[str(relative)] = found

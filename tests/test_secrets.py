@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from clusterd.cli.redact import redact, split_commands
 from clusterd.dev.testbed import PASSPHRASE, Machine, Testbed
 from clusterd.node import control, identity
+from clusterd.node.redact import redact, split_commands
 
 FP = "SHA256:1ERBj+5ghdmwU57jyVWxlogRZmVBPUX+ccH825yL588"
 

@@ -189,6 +189,29 @@ class ClusterAPI:
     def shells(self) -> set[Any]:
         return self._daemon.shells
 
+    def admit(self, shell: Any) -> str | None:
+        """Count a shell or command session in (``who``, ``last``); or why not: its user
+        has ``max_sessions_per_user`` open already (the words to end it with)."""
+        limit, user = self.config.max_sessions_per_user, shell.user
+        if sum(s.user == user for s in self._daemon.shells) >= limit:
+            self.refuse(f"sessions {user}", f"{user}: {limit} sessions open (max_sessions_"
+                        f"per_user): refused another from {shell.source}")  # fmt: skip
+            return (f"Error: {user} already has {limit} sessions open on "
+                    f"{self.config.hostname}; close one first.")  # fmt: skip
+        self._daemon.shells.add(shell)
+        self._daemon.logins.append({"at": shell.since, "source": shell.source, "ok": True,
+                                    "user": user, "command": shell.command})  # fmt: skip
+        return None
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Who is logged in here: user, source, command (None: a shell), since."""
+        return sorted(({"user": s.user, "source": s.source, "command": s.command,
+                        "since": s.since} for s in self._daemon.shells),
+                      key=lambda s: s["since"])  # fmt: skip
+
+    def leave(self, shell: Any) -> None:
+        self._daemon.shells.discard(shell)
+
     @property
     def logins(self) -> Any:
         return self._daemon.logins

@@ -54,6 +54,7 @@ from clusterd.node.api import ClusterAPI
 from clusterd.node.config import DaemonConfig
 from clusterd.node.follower import Follower
 from clusterd.node.publish import Publisher
+from clusterd.node.workers import Workers
 from clusterd.store.commitcheck import check_snapshot
 from clusterd.store.store import Store
 from clusterd.trust.dns import Lookup, Resolver
@@ -137,6 +138,9 @@ class Daemon:
         # Mesh frames and bytes (framing included, SSH's own overhead not) since start.
         self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
         self.store.listeners.append(self._on_outcomes)
+        if isinstance(shells, Workers):  # their images of the store follow ours
+            self.store.listeners.append(lambda outcomes, _local: shells.applied(outcomes))
+            self.store.on_replaced.append(shells.replaced)
         trace = config.data_dir / config.trace_file if config.trace_file else None
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self.summary_cache: dict[str, Any] | None = None  # digest and losses, until a change
@@ -172,12 +176,16 @@ class Daemon:
         ticker = asyncio.create_task(self._ticks())
         self.mail.start()
         self.publisher.start()
+        if isinstance(self.shell_factory, Workers):
+            self.shell_factory.start()
         try:
             await self.stopping.wait()
         finally:
             ticker.cancel()
             self.mail.stop()
             self.publisher.stop()
+            if isinstance(self.shell_factory, Workers):
+                self.shell_factory.close()
             self.execute(self.node.stop(self.now()))
             for server in [*self.servers, self.admin_server, self.ccs_server]:
                 if server is not None:

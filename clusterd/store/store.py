@@ -178,7 +178,12 @@ class Store:
         hostname: str,
         catalogue: Catalogue = CATALOGUE,
         wall_ms: Callable[[], int] | None = None,
+        readonly: bool = False,
+        image: State | None = None,
     ) -> None:
+        """``readonly``: an image for reading only (a shell worker's), which writes
+        nothing, not even the store's identity; ``image``: its state as given, not read
+        from the database."""
         self.origin = origin
         self.hostname = hostname
         self.catalogue = catalogue
@@ -187,14 +192,19 @@ class Store:
         self.state = State()
         self.inbox = Inbox()
         self.listeners: list[Listener] = []
+        self.on_replaced: list[Callable[[], None]] = []  # after a state transfer
         self.outage: dict[str, Any] | None = None  # {"error": ..., "since": ...} while down
         try:
-            t.metadata.create_all(self.engine)
-            self._check_identity()
+            if not readonly:
+                t.metadata.create_all(self.engine)
+                self._check_identity()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store: {_why(exc)}") from exc
         self.clock = HybridClock() if wall_ms is None else HybridClock(wall_ms)
-        self._load()
+        if image is None:
+            self._load()
+        else:
+            self.state = image
 
     def __repr__(self) -> str:
         return f"<Store {self.hostname} origin={self.origin} vv={self.state.vv}>"
@@ -245,6 +255,11 @@ class Store:
                     conn.execute(insert(t.meta).values(key=key, value=value))
                 elif have[key] != value:
                     conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=value))
+
+    def reload(self) -> None:
+        """Read the in-memory image again from the database (an image for reading, after
+        its writer replaced the state)."""
+        self._load()
 
     def _load(self) -> None:
         """(Re)build the in-memory image from the database."""
@@ -430,6 +445,8 @@ class Store:
         finally:
             with contextlib.suppress(StoreError):  # down: memory stays as it was
                 self._load()
+            for replaced in self.on_replaced:
+                replaced()
         self.inbox = Inbox()
 
     def merge_state(self, snapshot: Snapshot) -> None:

@@ -1,0 +1,334 @@
+"""The shell worker processes (``clusterd.node.workers`` is the node's side).
+
+``python -m clusterd.shellworker FD`` is the zygote: it loads the shell's libraries
+once, then forks one worker per admin session that the node sends it (a socket, over
+``FD``).  A worker reads its store image from the database once, then follows the
+batches the node sends; it runs the shell (``cli.serve.ShellChannel``) on a channel
+whose bytes the node relays, and asks the node (``RemoteAPI``) for everything else:
+status, the members, commits, membership operations.  Like ``__main__``, this module
+puts the program together, so it may import the front end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import itertools
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from clusterd.cli.serve import ShellChannel
+from clusterd.core.errors import ClusterdError, StoreError
+from clusterd.core.merge import apply, is_applied
+from clusterd.core.versions import Commit
+from clusterd.node.workerwire import Frames, frame
+from clusterd.store.session import Session
+from clusterd.store.store import Store
+
+CHUNK = 256 * 1024
+
+
+class Link:
+    """The worker's end of its socket: frames out, frames in, calls and their answers."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.frames = Frames(from_worker=False)
+        self.ids = itertools.count(1)
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.answers: dict[int, tuple[Any, ...]] = {}
+        self.held: list[tuple[Any, ...]] = []  # before the session took over
+        self.handler: Callable[[tuple[Any, ...]], None] = self.held.append
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(frame(message))
+
+    def _read(self) -> bool:
+        """Read what is there (nothing, if another reader took it since the event loop
+        saw it ready); False at end of file (the node went away)."""
+        if not select.select([self.sock], [], [], 0)[0]:
+            return True
+        try:
+            data = self.sock.recv(CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        for message in self.frames.feed(data):
+            self._dispatch(message)
+        return True
+
+    def first(self) -> tuple[Any, ...]:
+        while not self.held:
+            if not self._read():
+                raise SystemExit(0)
+        return self.held.pop(0)
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        if message[0] in ("ok", "err"):
+            future = self.waiting.pop(message[1], None)
+            if future is None:
+                self.answers[message[1]] = message
+            elif not future.done():
+                if message[0] == "ok":
+                    future.set_result(message[2])
+                else:
+                    future.set_exception(message[2])
+            return
+        self.handler(message)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Ask the node and wait (this process serves one session: nobody else waits)."""
+        cid = next(self.ids)
+        self.send(("call", cid, name, args, kwargs))
+        while cid not in self.answers:
+            select.select([self.sock], [], [])
+            if not self._read():
+                raise ClusterdError("the node went away")
+        answer = self.answers.pop(cid)
+        if answer[0] == "err":
+            raise answer[2]
+        return answer[2]
+
+    async def acall(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Ask the node; other work goes on meanwhile (questions that take seconds)."""
+        cid = next(self.ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[cid] = future
+        self.send(("call", cid, name, args, kwargs))
+        return await future
+
+
+class RemoteAdmin:
+    """The membership operations, carried out by the node."""
+
+    SYNC = ("listing", "prepjoin_print", "create", "group_op", "set_disconnected")
+    ASYNC = ("connstatus", "probe", "join", "remove", "set_ccs")
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name in self.SYNC:
+            return lambda *a, **k: self._link.call("admin." + name, *a, **k)
+        if name in self.ASYNC:
+            return lambda *a, **k: self._link.acall("admin." + name, *a, **k)
+        raise AttributeError(name)
+
+
+class RemoteAPI:
+    """``clusterd.node.api.ClusterAPI`` as a worker's shell sees it: reads of the store
+    from this process's image, everything else asked of the node."""
+
+    def __init__(self, link: Link, store: Store, max_pending: int) -> None:
+        self._link = link
+        self.store = store
+        self.admin = RemoteAdmin(link)
+        self._max_pending = max_pending
+
+    def __getattr__(self, name: str) -> Any:  # the plain questions: the node answers
+        if name in ("hostname", "config", "disconnected", "former_names", "logins"):
+            return self._link.call(name)
+        if name in ("effective", "status", "peer_status", "progress", "members", "link",
+                    "users", "sessions"):  # fmt: skip
+            return lambda *a: self._link.call(name, *a)
+        if name in ("check_passphrase", "hash_passphrase", "ask", "node_checks", "lookup"):
+            return lambda *a: self._link.acall(name, *a)
+        raise AttributeError(name)
+
+    @property
+    def handshake_timeout(self) -> float:
+        return float(self._link.call("timing")[0])
+
+    @property
+    def timeout(self) -> float:
+        return float(self._link.call("timing")[1])
+
+    def role(self, login: Any) -> str | None:
+        role = self._link.call("role")  # this session's login, as the node knows it
+        return None if role is None else str(role)
+
+    def session(self, user: str, *, bounded: bool = True) -> Session:
+        return Session(self.store, user, self._max_pending if bounded else None)
+
+    def commit(
+        self,
+        session: Session,
+        comment: str,
+        *,
+        role: str,
+        on_conflict: str = "keep",
+        passwd_of: str | None = None,
+    ) -> Commit | None:
+        made = self._link.call("commit", session.pending.saved(), comment, on_conflict,
+                               passwd_of)  # fmt: skip
+        session.pending.clear()
+        return made  # type: ignore[no-any-return]
+
+    def admit(self, shell: Any) -> str | None:
+        return None  # the node counted this session in before it started us
+
+    def leave(self, shell: Any) -> None:
+        pass
+
+
+class Channel:
+    """The SSH channel as the shell sees it: its bytes go through the node."""
+
+    def __init__(self, link: Link, info: dict[str, Any]) -> None:
+        self.link = link
+        self.size = info["size"]
+        self.term = info["term"]
+        self.peername = info["peername"]
+        self.status: int | None = None
+
+    def write(self, data: bytes) -> None:
+        self.link.send(("write", bytes(data)))
+
+    def exit(self, status: int) -> None:
+        if self.status is None:
+            self.status = status
+            self.link.send(("exit", status))
+
+    def pause_reading(self) -> None:
+        self.link.send(("pause", True))
+
+    def resume_reading(self) -> None:
+        self.link.send(("pause", False))
+
+    def get_terminal_size(self) -> tuple[int, int, int, int]:
+        return (self.size[0], self.size[1], 0, 0)
+
+    def get_terminal_type(self) -> str | None:
+        return self.term  # type: ignore[no-any-return]
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peername if name == "peername" else default
+
+
+class ToNode(logging.Handler):
+    """The worker's log lines go to the node's log."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__()
+        self.link = link
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += " | " + logging.Formatter().formatException(record.exc_info)
+        self.link.send(("log", record.levelno, record.name, text))
+
+
+async def _serve(link: Link, info: dict[str, Any]) -> None:
+    config = info["config"]
+    where = {"origin": config.serial, "hostname": info["hostname"], "readonly": True}
+    try:
+        store = Store(config.database_url, **where)
+    except StoreError:  # the database is down: the node's image (it changes nothing then)
+        store = Store(config.database_url, **where, image=link.call("state"))
+    api = RemoteAPI(link, store, config.max_pending_changes)
+    chan = Channel(link, info)
+    shell = ShellChannel(api, info["login"], chan, info["command"])  # type: ignore[arg-type]
+    ended = asyncio.Event()
+
+    def handle(message: tuple[Any, ...]) -> None:
+        match message:
+            case ("data", data):
+                shell.feed(data)
+            case ("eof",):
+                shell.eof()
+            case ("writable", yes):
+                shell.writable(yes)
+            case ("size", size):
+                chan.size = size
+            case ("stop",):
+                shell.stop()
+                ended.set()
+            case ("logout", why):
+                shell.logout(why)
+            case ("outcomes", outcomes):
+                for out in outcomes:
+                    if not is_applied(store.state, out.commit.id):
+                        apply(store.state, out)
+            case ("reload",):
+                store.reload()
+
+    held, link.held = link.held, []
+    link.handler = handle
+    for message in held:
+        handle(message)
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        if not link._read():
+            loop.remove_reader(link.sock.fileno())
+            shell.stop()
+            ended.set()
+
+    loop.add_reader(link.sock.fileno(), readable)
+    shell.start()
+    if shell.task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([shell.task, loop.create_task(ended.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    store.close()
+
+
+def session(fd: int) -> None:
+    """One admin session, in a process of its own (forked by the zygote)."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    link = Link(sock)
+    logging.basicConfig(level=logging.INFO, handlers=[ToNode(link)], force=True)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    start = link.first()
+    if start[0] != "start":
+        raise SystemExit(2)
+    try:
+        asyncio.run(_serve(link, start[1]))
+    except Exception:
+        logging.getLogger("clusterd.shell").exception("the shell worker failed")
+        Channel(link, start[1]).exit(3)
+
+
+def zygote(fd: int) -> None:
+    """Fork a worker for each socket the node sends; end when the node goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we end
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    control = socket.socket(fileno=fd)
+    gc.freeze()  # what is loaded now stays shared with every worker
+    while True:
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(control, 16, 8)
+        except OSError:
+            break
+        if not message:
+            break
+        for worker_fd in fds:
+            if os.fork() == 0:
+                control.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                code = 0
+                try:
+                    session(worker_fd)
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 0
+                except BaseException:
+                    code = 1
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+            os.close(worker_fd)
+
+
+if __name__ == "__main__":
+    zygote(int(sys.argv[1]))

@@ -1,0 +1,189 @@
+"""Shell worker processes (``clusterd.node.workers``, ``clusterd.shellworker``), on real
+daemons through OpenSSH: each session's shell runs in a process of its own, forked by
+the zygote; the worker's image of the store follows commits from anywhere; a worker
+that dies ends its session only; the zygote comes back; stopping the daemon ends them
+all; and a worker's frames cannot make the node build anything but data."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterd.core.errors import ProtocolError
+from clusterd.core.pending import PendingWrite
+from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node.workerwire import HEADER, Frames, frame
+from tests.test_shell_ssh import Tmux, ssh
+
+TZ = {"do": "set_record", "feature": "settz", "mode": "cluster"}
+TMUX = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)"
+)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def zygote_of(m: Machine) -> int:
+    assert m.proc is not None
+    found = [p for p in children(m.proc.pid)
+             if b"clusterd.shellworker" in Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
+    assert len(found) == 1, found
+    return found[0]
+
+
+def until(condition: object, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not in {timeout} s: {what}")
+
+
+@pytest.fixture
+def one(tmp_path: Path) -> Iterator[Testbed]:
+    with Testbed(tmp_path, 2, seed=False) as bed:
+        bed.start()
+        bed.machines[0].op("create", name="americas")
+        yield bed
+
+
+@pytest.fixture
+def tmux(one: Testbed) -> Iterator[Tmux]:
+    a = one.machines[0]
+    name = f"clusterd-workers-{a.config.ssh_port}"
+    command = f"{sys.executable} -m clusterd shell --data-dir {a.dir}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", command],
+                   check=True, timeout=10)  # fmt: skip
+    term = Tmux(name)
+    try:
+        term.wait_for(f"(Machine {a.hostname})>")
+        yield term
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+@TMUX
+def test_an_interactive_shell_runs_in_a_worker_process_that_ends_with_it(
+    one: Testbed, tmux: Tmux
+) -> None:
+    a = one.machines[0]
+    zygote = zygote_of(a)
+    workers = children(zygote)
+    assert len(workers) == 1 and workers[0] != a.proc.pid  # type: ignore[union-attr]
+    assert children(a.proc.pid) == [zygote]  # type: ignore[union-attr]  # no shell in the node
+    tmux.keys("quit", "Enter")
+    until(lambda: not alive(workers[0]), "the worker ends with its session")
+    assert alive(zygote)
+
+
+@TMUX
+def test_a_worker_shell_sees_commits_made_elsewhere_and_its_own(one: Testbed, tmux: Tmux) -> None:
+    a, _ = one.machines
+    tmux.keys("clustermode cluster", "Enter")
+    tmux.wait_for("Continue?")
+    tmux.keys("Enter")
+    tmux.wait_for("(Cluster americas)>")
+    a.edit({**TZ, "value": {"timezone": "Asia/Tokyo"}})
+    tmux.keys("settz print", "Enter")
+    tmux.wait_for("Asia/Tokyo")
+    tmux.keys("settz set timezone=Europe/Paris", "Enter")
+    tmux.keys("commit from the worker", "Enter")
+    tmux.wait_for("Changes committed:")
+    tmux.keys("commitdetail 1", "Enter")
+    tmux.wait_for("from the worker")
+    assert a.ask({"op": "effective"})["values"]["settz"]["timezone"] == "Europe/Paris"
+
+
+@TMUX
+def test_a_worker_that_dies_ends_its_session_and_nothing_else(one: Testbed, tmux: Tmux) -> None:
+    a, _ = one.machines
+    (worker,) = children(zygote_of(a))
+    os.kill(worker, signal.SIGKILL)
+    until(lambda: not tmux.alive(), "the ssh session ends")
+    assert a.status()["ok"]
+    done = ssh(a, "version")
+    assert done.returncode == 0, done.stderr
+    text = (a.dir / "clusterd.log").read_text()
+    assert "shell worker ended without an exit status" in text and "Traceback" not in text
+
+
+def test_the_zygote_comes_back_when_it_dies(one: Testbed) -> None:
+    a, _ = one.machines
+    zygote = zygote_of(a)
+    os.kill(zygote, signal.SIGKILL)
+    until(lambda: not alive(zygote), "the zygote is gone")
+    done = ssh(a, "version")
+    assert done.returncode == 0 and a.hostname in done.stdout, done.stderr
+    assert zygote_of(a) != zygote
+
+
+def test_stopping_the_daemon_ends_the_zygote_and_every_worker(one: Testbed) -> None:
+    a, _ = one.machines
+    zygote = zygote_of(a)
+    argv = [*identity_ssh(a), "-tt"]
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        until(lambda: len(children(zygote)) == 1, "a worker for the session")
+        (worker,) = children(zygote)
+        a.stop()
+        until(lambda: not alive(zygote) and not alive(worker), "zygote and worker gone")
+    finally:
+        client.kill()
+        client.communicate()
+
+
+def identity_ssh(m: Machine) -> list[str]:
+    from clusterd.node import identity
+
+    return identity.local_ssh(m.config, None)
+
+
+def test_a_worker_frame_builds_plain_data_and_core_values_only() -> None:
+    """The node reads its workers' frames with an unpickler that refuses every class
+    outside ``clusterd.core`` and builtins' plain data: a subverted worker cannot have
+    the node run ``os.system`` or open a store."""
+    saved = {("settz", "cluster"): {"": PendingWrite({"timezone": "UTC"}, None, True)}}
+    good = frame(("call", 1, "commit", (saved, "why", "keep", None), {}))
+    assert Frames(from_worker=True).feed(good)[0][3][0] == saved
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, ("touch /tmp/clusterd-pwned",))
+
+    for hostile in (
+        pickle.dumps(("call", 1, "x", (Evil(),), {})),
+        pickle.dumps(("call", 1, "x", (Path("/etc"),), {})),
+        pickle.dumps(("log", 20, "x", "y", Machine)),  # a class of the product, not the core
+        pickle.dumps("not a tuple"),
+        b"\x80\x05garbage",
+    ):
+        with pytest.raises(ProtocolError):
+            Frames(from_worker=True).feed(HEADER.pack(len(hostile)) + hostile)
+    assert not Path("/tmp/clusterd-pwned").exists()
+    with pytest.raises(ProtocolError):
+        Frames(from_worker=True).feed(HEADER.pack(1 << 30))
