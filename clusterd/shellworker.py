@@ -33,6 +33,8 @@ from clusterd.store.session import Session
 from clusterd.store.store import Store
 
 CHUNK = 256 * 1024
+WORKER_NICE = 19  # scheduling priority below the node's (docs/architecture.md)
+LAST_WORDS = 5.0  # s a worker waits, once its shell ended, for the node to say stop
 
 
 class Link:
@@ -280,6 +282,8 @@ async def _serve(link: Link, info: dict[str, Any]) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([shell.task, loop.create_task(ended.wait())],
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    with contextlib.suppress(TimeoutError):  # the node has read all we said: it says stop
+        await asyncio.wait_for(ended.wait(), LAST_WORDS)
     store.close()
 
 
@@ -305,6 +309,7 @@ def zygote(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we end
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     control = socket.socket(fileno=fd)
+    os.nice(WORKER_NICE)  # the links' process first when both want the CPU
     gc.freeze()  # what is loaded now stays shared with every worker
     while True:
         try:

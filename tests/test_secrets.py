@@ -1,7 +1,7 @@
 """No passphrase reaches a log or any file of a data directory.
 
 Command lines (``ssh host 'COMMAND'``) are logged, listed by ``who`` and kept for
-``last`` only through ``cli.redact.redact``; a control request is logged (on an internal
+``last`` only through ``clusterd.node.redact.redact``; a control request is logged (on an internal
 error) only through ``clusterd.node.control.for_log``.  The last test runs the forms that
 carry a passphrase against real daemons through the real OpenSSH client and greps
 every file of every data directory for it.

@@ -205,7 +205,6 @@ class ShellRelay(asyncio.Protocol):
 
     def stop(self) -> None:
         """The channel closed, or the daemon stops: the worker ends."""
-        self.send(("stop",))
         self._closed()
 
     def logout(self, why: str) -> None:
@@ -273,8 +272,11 @@ class ShellRelay(asyncio.Protocol):
         self._closed()
 
     def _closed(self) -> None:
+        """The session is over: the worker is told to go (it waits for this, so that it
+        never closes its end while its last frames are unread here)."""
         if self.ended:
             return
+        self.send(("stop",))
         self.ended = True
         self.early.clear()
         self.workers.relays.discard(self)
