@@ -22,15 +22,16 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clusterd.cli.serve import ShellChannel
 from clusterd.core.errors import ClusterdError, StoreError
 from clusterd.core.merge import apply, is_applied
-from clusterd.core.versions import Commit
 from clusterd.node.workerwire import Frames, frame
-from clusterd.store.session import Session
-from clusterd.store.store import Store
+
+if TYPE_CHECKING:  # loaded by the zygote once its priority is lowered (``zygote``)
+    from clusterd.core.versions import Commit
+    from clusterd.store.session import Session
+    from clusterd.store.store import Store
 
 CHUNK = 256 * 1024
 WORKER_NICE = 19  # scheduling priority below the node's (docs/architecture.md)
@@ -159,6 +160,8 @@ class RemoteAPI:
         return None if role is None else str(role)
 
     def session(self, user: str, *, bounded: bool = True) -> Session:
+        from clusterd.store.session import Session
+
         return Session(self.store, user, self._max_pending if bounded else None)
 
     def commit(
@@ -231,6 +234,9 @@ class ToNode(logging.Handler):
 
 
 async def _serve(link: Link, info: dict[str, Any]) -> None:
+    from clusterd.cli.serve import ShellChannel
+    from clusterd.store.store import Store
+
     config = info["config"]
     where = {"origin": config.serial, "hostname": info["hostname"], "readonly": True}
     try:
@@ -309,7 +315,10 @@ def zygote(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we end
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     control = socket.socket(fileno=fd)
-    os.nice(WORKER_NICE)  # the links' process first when both want the CPU
+    os.nice(WORKER_NICE)  # the links' process first when both want the CPU, imports too
+    import clusterd.cli.serve  # (once, for every worker)
+    import clusterd.store.store  # noqa: F401
+
     gc.freeze()  # what is loaded now stays shared with every worker
     while True:
         try:
