@@ -176,8 +176,6 @@ class Daemon:
         ticker = asyncio.create_task(self._ticks())
         self.mail.start()
         self.publisher.start()
-        if isinstance(self.shell_factory, Workers):
-            self.shell_factory.start()
         try:
             await self.stopping.wait()
         finally:
@@ -582,4 +580,6 @@ def run(config: DaemonConfig, shells: ShellFactory | None = None) -> None:
             loop.add_signal_handler(sig, daemon.stop)
         await daemon.serve()
 
+    if isinstance(shells, Workers):
+        shells.start()  # forked now: no loop, no thread yet
     asyncio.run(main())

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,25 +46,55 @@ ZYGOTE = "clusterd.shellworker"
 
 
 class Zygote:
-    """The process that forks workers: started once, the shell's imports done there."""
+    """The process that forks workers: started once, the shell's imports done there.
+
+    The first is forked from the node before its event loop and threads start, so it
+    shares the libraries the node loaded (copy-on-write) and loads only the shell.
+    One that died is replaced by a fresh interpreter (``python -m``): the node has
+    threads by then, and forking a threaded process is not safe."""
 
     def __init__(self) -> None:
+        self.pid: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
 
-    def _start(self) -> None:
+    def _start(self, fork: bool) -> None:
         ours, theirs = socket.socketpair()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", ZYGOTE, str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
-        )  # fmt: skip
+        if fork:
+            pid = os.fork()
+            if pid == 0:  # the zygote; only ever leaves through os._exit
+                code = 0
+                try:
+                    ours.close()
+                    importlib.import_module(ZYGOTE).zygote(theirs.detach())
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            self.pid = pid
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", ZYGOTE, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
+            )  # fmt: skip
+            self.pid = self.proc.pid
         theirs.close()
         self.sock = ours
 
-    def start(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def _alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid is None:
+            return False
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    def start(self, *, fork: bool = False) -> None:
+        if not self._alive():
             self.close()
-            self._start()
+            self._start(fork)
 
     def spawn(self) -> socket.socket:
         """A new worker's end of its socket pair (the worker has the other)."""
@@ -83,12 +116,18 @@ class Zygote:
         if self.sock is not None:
             self.sock.close()  # the zygote ends at end of file
             self.sock = None
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.5)
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc = None
+        deadline = time.monotonic() + 0.5
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._alive() and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            if self.proc is not None:
+                self.proc.wait()
+            else:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+        self.pid = self.proc = None
 
 
 class Workers:
@@ -99,7 +138,8 @@ class Workers:
         self.relays: set[ShellRelay] = set()
 
     def start(self) -> None:
-        self.zygote.start()
+        """Before the event loop and its threads: the zygote is forked from here."""
+        self.zygote.start(fork=True)
 
     def close(self) -> None:
         for relay in list(self.relays):
