@@ -188,3 +188,16 @@ def test_a_worker_frame_builds_plain_data_and_core_values_only() -> None:
     assert not Path("/tmp/clusterd-pwned").exists()
     with pytest.raises(ProtocolError):
         Frames(from_worker=True).feed(HEADER.pack(1 << 30))
+
+
+@TMUX
+def test_who_and_last_in_a_worker_list_the_sessions_the_node_counted(
+    one: Testbed, tmux: Tmux
+) -> None:
+    a, _ = one.machines
+    done = ssh(a, "who")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stdout
+    assert lines[0].endswith("  shell") and lines[1].endswith("  command 'who'")
+    tmux.keys("last 5", "Enter")
+    tmux.wait_for("admin        127.0.0.1")

@@ -185,10 +185,6 @@ class ClusterAPI:
 
     # -- sessions (who is logged in) -----------------------------------------------------
 
-    @property
-    def shells(self) -> set[Any]:
-        return self._daemon.shells
-
     def admit(self, shell: Any) -> str | None:
         """Count a shell or command session in (``who``, ``last``); or why not: its user
         has ``max_sessions_per_user`` open already (the words to end it with)."""
