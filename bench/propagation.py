@@ -19,7 +19,8 @@ happens.  Sections:
    missed commit durable (or a state transfer installed).  With etcd present, the same
    test on an etcd follower (stopped, N puts, started; until a local serializable read
    shows the last put) and the ratio of the two, process start to caught up.
-3. Idle cost: RSS and CPU of every daemon of the smallest and the largest cluster,
+3. Idle cost: RSS and CPU of every daemon of the smallest and the largest cluster
+   (and the memory of each member's processes: the daemon and its shell zygote),
    idle for ``--idle`` seconds after section 1.
 4. etcd: if ``etcd`` is on PATH, a 3-member etcd cluster (fsync on, its default) on
    127.0.0.1, put on member 0 through the v3 JSON gateway, watch on all 3 members;
@@ -254,6 +255,30 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
+def proc_pss_kib(pid: int) -> tuple[int, int]:
+    """Proportional and private memory of a process (``smaps_rollup``), KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def member_memory(pid: int) -> dict[str, float]:
+    """The daemon and its children (the shell zygote), PSS and private, MiB."""
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        kids = []
+    pss = private = 0
+    for p in [pid, *kids]:
+        a, b = proc_pss_kib(p)
+        pss, private = pss + a, private + b
+    daemon_pss = proc_pss_kib(pid)[0]
+    return {"pss": round(pss / 1024, 1), "private": round(private / 1024, 1),
+            "daemon_pss": round(daemon_pss / 1024, 1), "processes": 1 + len(kids)}  # fmt: skip
+
+
 def pid_of(m: Machine) -> int:
     if m.proc is None or m.proc.poll() is not None:
         raise BenchError(f"{m.hostname} is not running:\n{m.tail()}")
@@ -373,6 +398,7 @@ def bench_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
     after = [proc_cpu_ticks(p) for p in pids]
     statuses = [m.status() for m in bed.machines]
     rss = [round(proc_rss_kib(pid) / 1024, 1) for pid in pids]
+    memory = [member_memory(pid) for pid in pids]
     cpu = [(a - b) / CLK_TCK / wall * 100 for b, a in zip(before, after, strict=True)]
     pairs = list(zip(statuses, sent_before, strict=True))
     frames = [(s["traffic"]["frames_out"] - b["frames_out"]) / wall for s, b in pairs]
@@ -388,6 +414,10 @@ def bench_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
         "rss_mib_mean": round(statistics.fmean(rss), 1),
         "rss_mib_max": max(rss),
         "rss_mib_total": round(sum(rss), 1),
+        "member_pss_mib_mean": round(statistics.fmean(m["pss"] for m in memory), 1),
+        "member_private_mib_mean": round(statistics.fmean(m["private"] for m in memory), 1),
+        "daemon_pss_mib_mean": round(statistics.fmean(m["daemon_pss"] for m in memory), 1),
+        "processes_per_member": memory[0]["processes"],
         "cpu_pct_mean": round(statistics.fmean(cpu), 3),
         "cpu_pct_max": round(max(cpu), 3),
         "cpu_pct_total": round(sum(cpu), 3),
@@ -821,6 +851,11 @@ def print_report(report: dict[str, Any]) -> None:
             f"RSS mean {i['rss_mib_mean']:.1f} MiB (max {i['rss_mib_max']:.1f}, "
             f"total {i['rss_mib_total']:.0f}); CPU mean {i['cpu_pct_mean']:.2f}% "
             f"(max {i['cpu_pct_max']:.2f}%, total {i['cpu_pct_total']:.2f}%)"
+        )
+        print(
+            f"     per member ({i['processes_per_member']} processes: the daemon and its "
+            f"shell zygote): PSS {i['member_pss_mib_mean']:.1f} MiB (the daemon "
+            f"{i['daemon_pss_mib_mean']:.1f}), private {i['member_private_mib_mean']:.1f} MiB"
         )
         cells = [
             f"m{k}: {m['rss_mib']:.0f} MiB {m['cpu_pct']:.2f}%"
