@@ -20,7 +20,6 @@ from clusterd.mesh.messages import (
     MAX_FRAME,
     REGISTRY,
     Answer,
-    CommitMsg,
     FrameReader,
     Goodbye,
     Hello,
@@ -30,9 +29,7 @@ from clusterd.mesh.messages import (
     Pong,
     Query,
     Relay,
-    StateTransfer,
     SyncRequest,
-    SyncResponse,
     VersionVector,
     decode_body,
     encode,
@@ -83,12 +80,18 @@ EXAMPLES: dict[str, Message] = {
     "goodbye": Goodbye(code="version", reason="software versions differ"),
     "ping": Ping(seq=7, vv={"S000": 1}, links=("S001", "S002")),
     "pong": Pong(seq=7, vv={}, links=()),
-    "commit": CommitMsg(commit=COMMIT),
+    "commit": from_dict({"type": "commit", "commit": COMMIT}),
     "vv": VersionVector(vv={"S001": 3}),
     "sync_request": SyncRequest(vv={"S000": 1}),
-    "sync_response": SyncResponse(commits=[COMMIT, COMMIT], more=True),
-    "state_transfer": StateTransfer(
-        vv={"S001": 3}, snapshot={"commits": [COMMIT], "entries": [], "losses": []}
+    "sync_response": from_dict(
+        {"type": "sync_response", "commits": [COMMIT, COMMIT], "more": True}
+    ),
+    "state_transfer": from_dict(
+        {
+            "type": "state_transfer",
+            "vv": {"S001": 3},
+            "snapshot": {"commits": [COMMIT], "entries": [], "losses": []},
+        }
     ),
     "membership": MembershipChange(node="S002", disconnected=True),
     "query": Query(qid=5, kind="digest", args={"mode": None}),

@@ -21,6 +21,7 @@ from clusterd.core.errors import ProtocolError
 from clusterd.core.versions import Commit, CommitId, Snapshot, Unit, Write
 from clusterd.mesh.messages import (
     Answer,
+    CommitBody,
     CommitMsg,
     FlagStamp,
     Goodbye,
@@ -31,10 +32,12 @@ from clusterd.mesh.messages import (
     Pong,
     Query,
     Relay,
+    SnapshotBody,
     StateTransfer,
     SyncRequest,
     SyncResponse,
     VersionVector,
+    from_dict,
     to_dict,
 )
 from clusterd.mesh.peers import (
@@ -82,6 +85,11 @@ def commit(origin: str, seq: int) -> Commit:
         context={origin: seq - 1},
         writes=(Write(Unit("settz", "cluster", ""), {"timezone": f"Zone/{seq}"}),),
     )
+
+
+def wire(origin: str, seq: int) -> dict[str, Any]:
+    """``commit(origin, seq)`` as it travels: the JSON of its typed payload."""
+    return CommitBody.of(commit(origin, seq)).model_dump(mode="json")
 
 
 class TinyLog:
@@ -434,9 +442,9 @@ def test_an_acceptor_that_is_not_serving_is_not_an_authentication_error(
 
 EARLY = [
     Ping(seq=1, vv={}, links=()),
-    CommitMsg(commit=commit(A, 1).to_json()),
-    SyncResponse(commits=[commit(A, 1).to_json()], more=False),
-    StateTransfer(vv={}, snapshot={"commits": [], "entries": [], "losses": []}),
+    CommitMsg(commit=CommitBody.of(commit(A, 1))),
+    SyncResponse(commits=(CommitBody.of(commit(A, 1)),), more=False),
+    StateTransfer(vv={}, snapshot=SnapshotBody.of(Snapshot((), (), ()))),
 ]
 
 
@@ -458,7 +466,7 @@ def test_dialer_gets_a_message_before_the_hello_answer() -> None:
     a = node(0)
     a.start(0.0)
     a.link_opened(1, 0.0, peer=B, outbound=True)
-    out = a.received(1, CommitMsg(commit=commit(B, 1).to_json()), 0.1)
+    out = a.received(1, CommitMsg(commit=CommitBody.of(commit(B, 1))), 0.1)
     assert shape(out) == [
         ("send", 1, "goodbye", "protocol"),
         ("close", 1),
@@ -476,7 +484,9 @@ def test_a_second_hello_on_an_up_link_is_a_protocol_error() -> None:
     ]
     assert "hello after hello" in out[2].text
     assert b.peers[A].state == "down" and b.peers[A].link is None
-    assert b.received(2, CommitMsg(commit=commit(A, 1).to_json()), 1.1) == []  # nothing applied
+    assert (
+        b.received(2, CommitMsg(commit=CommitBody.of(commit(A, 1))), 1.1) == []
+    )  # nothing applied
     assert b.frame_error(2, 1.1, ProtocolError("malformed", "x")) == []
 
 
@@ -496,23 +506,42 @@ def test_frame_error_is_a_protocol_error(up: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("msg", "why"),
+    ("data", "why"),
     [
-        (CommitMsg(commit={"origin": A}), "bad commit in frame"),
-        (CommitMsg(commit={**commit(A, 1).to_json(), "writes": None}), "carries no writes"),
-        (SyncResponse(commits=[{"seq": "x"}], more=False), "bad commit in frame"),
-        (StateTransfer(vv={}, snapshot={"commits": 5}), "bad state transfer"),
+        ({"type": "commit", "commit": {"origin": A}}, "bad commit message: commit.seq"),
         (
-            StateTransfer(vv={A: 9}, snapshot=Snapshot((commit(A, 1),), (), ()).to_json()),
+            {
+                "type": "commit",
+                "commit": {**CommitBody.of(commit(A, 1)).model_dump(mode="json"), "writes": None},
+            },
+            "carries no writes",
+        ),
+        ({"type": "sync_response", "commits": [{"seq": "x"}], "more": False}, "commits.0"),
+        ({"type": "state_transfer", "vv": {}, "snapshot": {"commits": 5}}, "snapshot.commits"),
+        (
+            {
+                "type": "state_transfer",
+                "vv": {A: 9},
+                "snapshot": SnapshotBody.of(Snapshot((commit(A, 1),), (), ())).model_dump(
+                    mode="json"
+                ),
+            },
             "does not match its vector",
         ),
-        (MembershipChange(node=C, disconnected=True), "S001 spoke for S002"),
+        (to_dict(MembershipChange(node=C, disconnected=True)), "S001 spoke for S002"),
     ],
     ids=["commit", "truncated", "sync", "transfer", "transfer-vv", "membership"],
 )
-def test_bad_content_on_an_up_link_drops_it_and_applies_nothing(msg: Message, why: str) -> None:
+def test_bad_content_on_an_up_link_drops_it_and_applies_nothing(
+    data: dict[str, Any], why: str
+) -> None:
+    """Decoded as the daemon decodes a frame: a payload of the wrong shape fails there
+    (typed payloads), one that is well formed but wrong fails in the node."""
     a, _ = pair()
-    out = a.received(1, msg, 1.0)
+    try:
+        out = a.received(1, from_dict(data), 1.0)
+    except ProtocolError as exc:
+        out = a.frame_error(1, 1.0, exc)
     assert shape(out) == [
         ("send", 1, "goodbye", "protocol"),
         ("close", 1),
@@ -626,8 +655,8 @@ def test_pong_for_an_older_ping_does_not_set_rtt() -> None:
 
 def test_nothing_missing_gives_one_empty_last_batch() -> None:
     a, b = pair()
-    assert b.received(2, SyncRequest(vv={}), 1.0) == [Send(2, SyncResponse(commits=[], more=False))]
-    assert a.received(1, SyncResponse(commits=[], more=False), 1.0) == []
+    assert b.received(2, SyncRequest(vv={}), 1.0) == [Send(2, SyncResponse(commits=(), more=False))]
+    assert a.received(1, SyncResponse(commits=(), more=False), 1.0) == []
 
 
 def test_unanswered_sync_is_asked_again_later() -> None:
@@ -651,7 +680,7 @@ def test_state_transfer_when_the_log_is_truncated() -> None:
     assert shape(dialer) == [("note",), ("send", 1, "sync_request")]
     out = b.received(2, sends(dialer)[0], 1.0)
     assert out == [
-        Send(2, StateTransfer(vv={B: 2}, snapshot=log.snapshot().to_json())),
+        Send(2, StateTransfer(vv={B: 2}, snapshot=SnapshotBody.of(log.snapshot()))),
         Note("state transfer to S000: the log is truncated"),
     ]
     assert a.received(1, sends(out)[0], 1.1) == [Install(log.snapshot(), B)]
@@ -672,10 +701,10 @@ def test_local_commit_goes_direct_and_relayed_via_a_neighbour() -> None:
     assert a.route(C) is a.links[1]
 
     c1 = commit(A, 1)
-    data = to_dict(CommitMsg(commit=c1.to_json()))
+    data = to_dict(CommitMsg(commit=CommitBody.of(c1)))
     relay = Relay(src=A, dst=C, ttl=T.relay_ttl, inner=data)
-    assert a.committed(c1, 1.5) == [Send(1, CommitMsg(commit=c1.to_json())), Send(1, relay)]
-    assert b.received(2, CommitMsg(commit=c1.to_json()), 1.5) == [Apply((c1,), A)]
+    assert a.committed(c1, 1.5) == [Send(1, CommitMsg(commit=CommitBody.of(c1))), Send(1, relay)]
+    assert b.received(2, CommitMsg(commit=CommitBody.of(c1)), 1.5) == [Apply((c1,), A)]
     forwarded = Relay(src=A, dst=C, ttl=T.relay_ttl - 1, inner=data)
     assert b.received(2, relay, 1.5) == [Send(3, forwarded)]
     assert c.received(4, forwarded, 1.5) == [Apply((c1,), A)]
@@ -684,7 +713,7 @@ def test_local_commit_goes_direct_and_relayed_via_a_neighbour() -> None:
 def test_no_route_sends_nothing_and_queries_fail_at_once() -> None:
     a, _, _ = trio()  # a has not heard b's links yet
     c1 = commit(A, 1)
-    assert a.committed(c1, 0.5) == [Send(1, CommitMsg(commit=c1.to_json()))]
+    assert a.committed(c1, 0.5) == [Send(1, CommitMsg(commit=CommitBody.of(c1)))]
     assert a.route(C) is None
     qid, out = a.query(C, "digest", {}, 0.5)
     assert out == [
@@ -726,7 +755,7 @@ def test_query_and_answer_relayed() -> None:
 
 def test_relay_out_of_hops_is_an_alert() -> None:
     _, b, _ = trio()
-    inner = to_dict(CommitMsg(commit=commit(A, 1).to_json()))
+    inner = to_dict(CommitMsg(commit=CommitBody.of(commit(A, 1))))
     out = b.received(2, Relay(src=A, dst=C, ttl=0, inner=inner), 1.0)
     assert out == [Alert("forward failed", C, "message from S000 ran out of hops")]
 
@@ -734,7 +763,7 @@ def test_relay_out_of_hops_is_an_alert() -> None:
 def test_relay_with_no_route_onwards_is_an_alert() -> None:
     _, b, _ = trio()
     b.link_closed(3, 0.5, "reset")
-    inner = to_dict(CommitMsg(commit=commit(A, 1).to_json()))
+    inner = to_dict(CommitMsg(commit=CommitBody.of(commit(A, 1))))
     out = b.received(2, Relay(src=A, dst=C, ttl=2, inner=inner), 1.0)
     assert out == [Alert("forward failed", C, "no route to m2.example.com")]
 
@@ -746,7 +775,7 @@ def test_a_relay_never_goes_back_where_it_came_from() -> None:
     a, b, _ = trio()
     b.link_closed(3, 0.5, "reset")  # B lost C ...
     b.received(2, Ping(seq=1, vv={}, links=(B, C)), 0.6)  # ... and A says it has C
-    inner = to_dict(CommitMsg(commit=commit(A, 1).to_json()))
+    inner = to_dict(CommitMsg(commit=CommitBody.of(commit(A, 1))))
     out = b.received(2, Relay(src=A, dst=C, ttl=2, inner=inner), 1.0)
     assert out == [Alert("forward failed", C, "no route to m2.example.com")]  # not to A
     mine = a.received(1, Relay(src=A, dst=C, ttl=1, inner=inner), 1.0)
@@ -792,7 +821,7 @@ def test_committed_skips_members_marked_disconnected() -> None:
     assert b.peers[A].admin_off
     assert b.committed(commit(B, 1), 1.0) == []
     b.received(2, MembershipChange(node=A, disconnected=False), 1.0)
-    assert sends(b.committed(commit(B, 1), 1.0)) == [CommitMsg(commit=commit(B, 1).to_json())]
+    assert sends(b.committed(commit(B, 1), 1.0)) == [CommitMsg(commit=CommitBody.of(commit(B, 1)))]
 
 
 # -- dead peers, lost links, backoff -------------------------------------------------------

@@ -97,35 +97,6 @@ class Commit:
             self.hlc, self.id.origin, self.id.seq, write.value, write.with_reset, self.context
         )
 
-    def to_json(self) -> JSON:
-        return {
-            "origin": self.id.origin,
-            "seq": self.id.seq,
-            "hlc": self.hlc,
-            "user": self.user,
-            "at": self.at,
-            "comment": self.comment,
-            "context": dict(self.context),
-            "writes": None if self.truncated else writes_to_json(self.writes),
-        }
-
-    @staticmethod
-    def from_json(data: Mapping[str, Any]) -> Commit:
-        return Commit(
-            id=CommitId(str(data["origin"]), int(data["seq"])),
-            hlc=int(data["hlc"]),
-            user=str(data["user"]),
-            at=float(data["at"]),
-            comment=str(data["comment"]),
-            context={str(k): int(v) for k, v in data["context"].items()},
-            writes=() if data["writes"] is None else writes_from_json(data["writes"]),
-            truncated=data["writes"] is None,
-        )
-
-
-def writes_to_json(writes: tuple[Write, ...]) -> list[list[Any]]:
-    return [[w.unit.feature, w.unit.mode, w.unit.key, w.value, w.with_reset] for w in writes]
-
 
 def writes_from_json(data: list[list[Any]]) -> tuple[Write, ...]:
     found = []
@@ -158,36 +129,3 @@ class Snapshot:
         for c in self.commits:
             vv[c.id.origin] = max(vv.get(c.id.origin, 0), c.id.seq)
         return vv
-
-    def to_json(self) -> JSON:
-        return {
-            "commits": [c.to_json() for c in self.commits],
-            "entries": [[*u, *_version_json(v)] for u, v in self.entries],
-            "losses": [
-                [*x.unit, *_version_json(x.loser), x.by.origin, x.by.seq] for x in self.losses
-            ],
-        }
-
-    @staticmethod
-    def from_json(data: Mapping[str, Any]) -> Snapshot:
-        commits = tuple(Commit.from_json(c) for c in data["commits"])
-        contexts = {(c.id.origin, c.id.seq): c.context for c in commits}
-
-        def version(hlc: Any, origin: Any, seq: Any, value: Any, reset: Any) -> Version:
-            ctx = contexts.get((str(origin), int(seq)), {})
-            return Version(int(hlc), str(origin), int(seq), value, bool(reset), ctx)
-
-        return Snapshot(
-            commits,
-            tuple(
-                (Unit(str(f), str(m), str(k)), version(*rest)) for f, m, k, *rest in data["entries"]
-            ),
-            tuple(
-                Loss(Unit(str(f), str(m), str(k)), version(*v), CommitId(str(bo), int(bs)))
-                for f, m, k, *v, bo, bs in data["losses"]
-            ),
-        )
-
-
-def _version_json(v: Version) -> list[Any]:
-    return [v.hlc, v.origin, v.seq, v.value, v.with_reset]

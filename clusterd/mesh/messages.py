@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from pydantic import ValidationError as PydanticValidationError
 
 from clusterd.core.errors import ProtocolError
+from clusterd.core.versions import Commit, CommitId, Loss, Snapshot, Unit, Version, Write
 
 PROTOCOL_MIN = 1
 PROTOCOL_MAX = 1
@@ -34,6 +35,88 @@ VV = Annotated[
 # What a peer says about itself is checked before anything logs it: names are tokens
 # (no spaces, no control characters), so a hostile hello cannot forge a log line.
 Token = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:+-]{0,253}$")]
+
+
+Seq = Annotated[StrictInt, Field(ge=1, lt=1 << 62)]  # a commit's number at its origin
+Hlc = Annotated[StrictInt, Field(ge=0, lt=1 << 63)]  # a hybrid logical clock reading
+Wall = Annotated[float, Field(allow_inf_nan=False)]  # seconds, for people
+# A write: feature, mode, key, value (any JSON; the store validates it), with_reset.
+WireWrite = tuple[StrictStr, StrictStr, StrictStr, Any, StrictBool]
+# A winning version, and a recorded loss (the version and the commit that beat it).
+WireEntry = tuple[StrictStr, StrictStr, StrictStr, Hlc, Token, Seq, Any, StrictBool]
+WireLoss = tuple[StrictStr, StrictStr, StrictStr, Hlc, Token, Seq, Any, StrictBool, Token, Seq]
+PAYLOAD = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class CommitBody(BaseModel):
+    """A commit on the wire, typed down to its writes; ``writes`` is null for a commit
+    whose writes the log dropped (it travels only inside a state transfer)."""
+
+    model_config = PAYLOAD
+    origin: Token
+    seq: Seq
+    hlc: Hlc
+    user: StrictStr
+    at: Wall
+    comment: StrictStr
+    context: VV
+    writes: tuple[WireWrite, ...] | None
+
+    @classmethod
+    def of(cls, c: Commit) -> CommitBody:
+        """Ours, to send: built without validation (the receiver validates)."""
+        writes = None if c.truncated else tuple(
+            (w.unit.feature, w.unit.mode, w.unit.key, w.value, w.with_reset) for w in c.writes
+        )  # fmt: skip
+        return cls.model_construct(origin=c.id.origin, seq=c.id.seq, hlc=c.hlc, user=c.user,
+                                   at=c.at, comment=c.comment, context=dict(c.context),
+                                   writes=writes)  # fmt: skip
+
+    def commit(self) -> Commit:
+        writes = self.writes
+        return Commit(
+            CommitId(self.origin, self.seq), self.hlc, self.user, self.at, self.comment,
+            self.context,
+            () if writes is None else tuple(Write(Unit(f, m, k), v, r) for f, m, k, v, r in writes),
+            truncated=writes is None,
+        )  # fmt: skip
+
+
+def _version(row: tuple[Any, ...], contexts: dict[CommitId, Any]) -> Version:
+    hlc, origin, seq, value, reset = row
+    return Version(hlc, origin, seq, value, reset, contexts.get(CommitId(origin, seq), {}))
+
+
+class SnapshotBody(BaseModel):
+    """The whole replicated state on the wire: the log, the winners, the losses."""
+
+    model_config = PAYLOAD
+    commits: tuple[CommitBody, ...]
+    entries: tuple[WireEntry, ...]
+    losses: tuple[WireLoss, ...]
+
+    @classmethod
+    def of(cls, snap: Snapshot) -> SnapshotBody:
+        def version(v: Version) -> tuple[Any, ...]:
+            return (v.hlc, v.origin, v.seq, v.value, v.with_reset)
+
+        return cls.model_construct(
+            commits=tuple(CommitBody.of(c) for c in snap.commits),
+            entries=tuple((*u, *version(v)) for u, v in snap.entries),
+            losses=tuple((*x.unit, *version(x.loser), x.by.origin, x.by.seq) for x in snap.losses),
+        )
+
+    def snapshot(self) -> Snapshot:
+        commits = tuple(c.commit() for c in self.commits)
+        contexts = {c.id: c.context for c in commits}
+        return Snapshot(
+            commits,
+            tuple((Unit(*e[:3]), _version(e[3:], contexts)) for e in self.entries),
+            tuple(
+                Loss(Unit(*x[:3]), _version(x[3:8], contexts), CommitId(x[8], x[9]))
+                for x in self.losses
+            ),
+        )
 
 
 class Message(BaseModel):
@@ -105,7 +188,7 @@ class CommitMsg(Message):
     """A commit, sent by its origin straight to every member it can reach."""
 
     type: Literal["commit"] = "commit"
-    commit: dict[StrictStr, Any]
+    commit: CommitBody
 
 
 class VersionVector(Message):
@@ -126,7 +209,7 @@ class SyncResponse(Message):
     """Commits the requester lacked, in log order; ``more`` until the last batch."""
 
     type: Literal["sync_response"] = "sync_response"
-    commits: list[dict[StrictStr, Any]]
+    commits: tuple[CommitBody, ...]
     more: StrictBool
 
 
@@ -135,7 +218,7 @@ class StateTransfer(Message):
 
     type: Literal["state_transfer"] = "state_transfer"
     vv: VV
-    snapshot: dict[StrictStr, Any]
+    snapshot: SnapshotBody
 
 
 class MembershipChange(Message):

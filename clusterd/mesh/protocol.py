@@ -28,10 +28,11 @@ from typing import Any
 
 from clusterd.core.clock import Stamp, newer
 from clusterd.core.errors import ProtocolError
-from clusterd.core.versions import Commit, Snapshot
+from clusterd.core.versions import Commit
 from clusterd.mesh.messages import (
     RELAYABLE,
     Answer,
+    CommitBody,
     CommitMsg,
     FlagStamp,
     Goodbye,
@@ -42,6 +43,7 @@ from clusterd.mesh.messages import (
     Pong,
     Query,
     Relay,
+    SnapshotBody,
     StateTransfer,
     SyncRequest,
     SyncResponse,
@@ -83,14 +85,11 @@ REFUSALS = {
 AUTH_REFUSAL = ("authentication error", "refused")
 
 
-def _commit(data: Mapping[str, Any]) -> Commit:
-    try:
-        commit = Commit.from_json(data)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise ProtocolError("malformed", f"bad commit in frame: {exc!r}") from None
-    if commit.truncated or not commit.writes:  # (every commit made writes something)
-        raise ProtocolError("malformed", f"commit {commit.id} carries no writes")
-    return commit
+def _commit(body: CommitBody) -> Commit:
+    """A commit that came in a commit or sync message: it carries writes."""
+    if body.writes is None or not body.writes:  # (every commit made writes something)
+        raise ProtocolError("malformed", f"commit {body.origin}:{body.seq} carries no writes")
+    return body.commit()
 
 
 def _changes(
@@ -284,7 +283,7 @@ class Node:
         if self.disconnected:
             return []
         # One message for every member: the daemon encodes it once for all direct links.
-        msg = CommitMsg(commit=commit.to_json())
+        msg = CommitMsg(commit=CommitBody.of(commit))
         out: list[Action] = []
         for peer in self.peers.values():
             if peer.admin_off:
@@ -546,21 +545,20 @@ class Node:
         missing = self.log.missing_from(their_vv, size)
         if missing is None:
             snap = self.log.snapshot()
-            msg = StateTransfer(vv=snap.version_vector(), snapshot=snap.to_json())
+            msg = StateTransfer(vv=snap.version_vector(), snapshot=SnapshotBody.of(snap))
             return [
                 Send(link.id, msg),
                 Note(f"state transfer to {link.peer}: the log is truncated"),
             ]
         more = len(missing) >= size
-        return [Send(link.id, SyncResponse(commits=[c.to_json() for c in missing], more=more))]
+        return [
+            Send(link.id, SyncResponse(commits=tuple(CommitBody.of(c) for c in missing), more=more))
+        ]
 
     def _state_transfer(self, link: Link, msg: StateTransfer) -> list[Action]:
         """Take the sender's whole state, merged with ours (it may lack some of ours)."""
         peer = self.peers[link.peer]
-        try:
-            snapshot = Snapshot.from_json(msg.snapshot)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise ProtocolError("malformed", f"bad state transfer: {exc!r}") from None
+        snapshot = msg.snapshot.snapshot()
         if snapshot.version_vector() != msg.vv:
             raise ProtocolError("malformed", "state transfer does not match its vector")
         peer.syncing_since = None

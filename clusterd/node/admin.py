@@ -21,6 +21,7 @@ from clusterd.core.errors import ClusterdError, LifecycleError
 from clusterd.core.state import State
 from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.members import key_text
+from clusterd.mesh.messages import SnapshotBody
 from clusterd.mesh.peers import Answered
 from clusterd.node import status
 from clusterd.node.identity import public_key
@@ -186,8 +187,10 @@ class Admin:
 
     def _cluster_state(self, answer: JoinAnswer, host_key: str) -> Snapshot:
         """The state the member sent, if it pins the host key we confirmed for it."""
+        if answer.snapshot is None:
+            raise JoinRefused(f"{answer.member} sent no cluster state")
         try:
-            snapshot = Snapshot.from_json(answer.snapshot or {})
+            snapshot = answer.snapshot.snapshot()
             rows = layers.machines(State.from_snapshot(snapshot))
         except (KeyError, TypeError, ValueError) as exc:
             raise JoinRefused(
@@ -222,7 +225,7 @@ class Admin:
             return JoinAnswer(ok=False, error=str(exc), member=me)
         self._done(commit)
         log.info("admitted %s to group %s", request.hostname, request.group)
-        snapshot = store.export_state().to_json()
+        snapshot = SnapshotBody.of(store.export_state())
         return JoinAnswer(
             ok=True, cluster=name, member=me, software=d.config.software, snapshot=snapshot
         )

@@ -22,6 +22,7 @@ import asyncssh
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from clusterd.core.errors import ClusterdError
+from clusterd.mesh.messages import SnapshotBody
 from clusterd.schema.fields import DOMAIN_RE, NAME_RE, checked, host_key
 from clusterd.schema.membership import SERIAL_RE
 
@@ -69,7 +70,7 @@ class JoinAnswer(Wire):
     cluster: str = ""
     member: str = ""
     software: str = ""
-    snapshot: dict[str, Any] | None = None
+    snapshot: SnapshotBody | None = None  # the cluster's state, typed as a state transfer's
 
 
 @dataclass(frozen=True, slots=True)
