@@ -25,7 +25,7 @@ from clusterd.core.merge import merge_states
 from clusterd.core.modes import Mode
 from clusterd.core.state import State, definition
 from clusterd.core.versions import Commit, Snapshot, VersionVector
-from clusterd.mesh.members import flag_of, own_flag_step
+from clusterd.mesh.members import flag_of, follow, members_of
 from clusterd.mesh.peers import Flag, Identity, Member, Timing
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.transport.memory import Faults, Network
@@ -77,16 +77,9 @@ class SimHost:
         self.membership: list[Member] = []
         self.every: list[Commit] = []  # every commit of the run (shared by the hosts)
 
-    def members(self) -> list[Member]:
-        """Membership as the replica's state says (what a daemon reloads)."""
-        return [
-            Member(str(row["serial"]), host, bool(row.get("disconnected", False)))
-            for host, row in sorted(layers.machines(self.replica.state).items())
-        ]
-
     def follow_membership(self, force: bool = False) -> None:
         """Like the daemon: when membership changed, tell the node (after this event)."""
-        members = self.members()
+        members = members_of(self.replica.state)
         if self.net is None or (members == self.membership and not force):
             return
         self.membership = members
@@ -95,16 +88,8 @@ class SimHost:
         def tell() -> None:
             if not net.members[me].alive:
                 return
-
-            def event(node: Node) -> list[Any]:
-                actions = list(node.set_members(members, net.now))
-                step = own_flag_step(self.replica.state, self.replica.hostname, node.disconnected)
-                if step is not None:
-                    flip = node.disconnect if step == "disconnect" else node.reconnect
-                    actions += flip(net.now)
-                return actions
-
-            net.call(me, event)
+            state, host = self.replica.state, self.replica.hostname
+            net.call(me, lambda node: follow(node, state, host, net.now))
 
         net.at(0.0, tell)
 
@@ -280,7 +265,7 @@ def run(
         hosts[s].every = every
         if membership:
             hosts[s].net = net
-            hosts[s].membership = hosts[s].members()
+            hosts[s].membership = members_of(hosts[s].replica.state)
 
     crashed: set[str] = set()
     removals_left = max(1, n // 8)  # REMOVEMACHINE: for good, so a few per run

@@ -8,10 +8,14 @@ address or key, or a DISCONNECT flag through the same commits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clusterd.core import layers
 from clusterd.core.state import State
-from clusterd.mesh.peers import Flag, Member
+from clusterd.mesh.peers import Action, Flag, Member
+
+if TYPE_CHECKING:
+    from clusterd.mesh.protocol import Node
 
 MEMBERSHIP = frozenset({"cluster", "groups", "machines", "placement", "detached", "removed"})
 # What a commit may touch to change which machine this is or the chain of its modes
@@ -55,6 +59,26 @@ def endpoints(state: State) -> dict[str, Endpoint]:
             disconnected=bool(row.get("disconnected", False)),
         )
     return found
+
+
+def members_of(state: State) -> list[Member]:
+    """Every machine of the cluster as the links know it, in host-name order."""
+    return [
+        Member(str(row["serial"]), hostname, bool(row.get("disconnected", False)))
+        for hostname, row in sorted(layers.machines(state).items())
+    ]
+
+
+def follow(node: Node, state: State, hostname: str, now: float) -> list[Action]:
+    """What a member's links do once membership may have changed (a commit, a state
+    transfer): they follow the machines of ``state``, and the member obeys its own
+    DISCONNECT flag.  The daemon (``node.follower``) and the simulation (``tests/sim.py``)
+    both call this."""
+    actions = node.set_members(members_of(state), now)
+    step = own_flag_step(state, hostname, node.disconnected)
+    if step is not None:
+        actions += (node.disconnect if step == "disconnect" else node.reconnect)(now)
+    return actions
 
 
 def key_text(openssh_public_key: str) -> str:

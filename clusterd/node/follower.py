@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError
 from clusterd.core.modes import Mode
-from clusterd.mesh.members import endpoints, own_flag_step
+from clusterd.mesh.members import endpoints, follow
 from clusterd.node import config as cfg
 from clusterd.node import logsetup
 from clusterd.trust import clusterops, lifecycle
@@ -63,13 +63,8 @@ class Follower:
             with contextlib.suppress(RuntimeError):  # no loop: not serving yet
                 asyncio.get_running_loop().call_soon(self._drop_stale_names)
         d.node.me = d.identity()
-        members = [e.member for e in d.peers.values()]
-        actions = d.node.set_members(members, d.now())
+        actions = follow(d.node, d.store.state, d.config.hostname, d.now())
         me = d.peers.get(d.config.serial)
-        step = own_flag_step(d.store.state, d.config.hostname, d.node.disconnected)
-        if step is not None:
-            flip = d.node.disconnect if step == "disconnect" else d.node.reconnect
-            actions += flip(d.now())
         if me is not None:
             self.group = me.group
             d.left.clear()
