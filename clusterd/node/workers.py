@@ -93,7 +93,7 @@ class Zygote:
 
     def start(self, *, fork: bool = False) -> None:
         if not self._alive():
-            self.close()
+            self.close(wait=0.0)
             self._start(fork)
 
     def spawn(self) -> socket.socket:
@@ -104,7 +104,7 @@ class Zygote:
             assert self.sock is not None
             socket.send_fds(self.sock, [b"w"], [theirs.fileno()])
         except OSError:  # the zygote died since: once more with a new one
-            self.close()
+            self.close(wait=0.0)
             self.start()
             assert self.sock is not None
             socket.send_fds(self.sock, [b"w"], [theirs.fileno()])
@@ -112,11 +112,13 @@ class Zygote:
             theirs.close()
         return ours
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.5) -> None:
+        """End the zygote: end of file on its socket, then (after ``wait`` seconds, none
+        on the event loop) SIGKILL."""
         if self.sock is not None:
             self.sock.close()  # the zygote ends at end of file
             self.sock = None
-        deadline = time.monotonic() + 0.5
+        deadline = time.monotonic() + wait
         while self._alive() and time.monotonic() < deadline:
             time.sleep(0.01)
         if self._alive() and self.pid is not None:
