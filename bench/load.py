@@ -283,6 +283,20 @@ def _cpu_seconds(m: Machine) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _workers_cpu_seconds(m: Machine) -> float | None:
+    """CPU time of the daemon's shell workers that ended so far: the zygote (the
+    daemon's child) reaps them, so their time is its children's time."""
+    if m.proc is None:
+        return None
+    try:
+        kids = Path(f"/proc/{m.proc.pid}/task/{m.proc.pid}/children").read_text().split()
+        zygote = next(k for k in kids if Path(f"/proc/{k}/cmdline").exists())
+        fields = Path(f"/proc/{zygote}/stat").read_text().rpartition(")")[2].split()
+    except (OSError, StopIteration):
+        return None
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def _log_problems(m: Machine) -> list[str]:
     path = m.dir / "stderr.log"
     text = path.read_text(errors="replace") if path.exists() else ""
@@ -332,6 +346,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         before = sum(bed[0].status()["vv"].values())
         load_started, load_started_ns = time.time(), time.monotonic_ns()
         cpu_before = [_cpu_seconds(m) for m in bed.machines]
+        workers_before = [_workers_cpu_seconds(m) for m in bed.machines]
         monitor = Monitor(bed, args.monitor)
         monitor.start()
         try:
@@ -342,6 +357,12 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 None if a is None or b is None else round(b - a, 1)
                 for a, b in zip(cpu_before, map(_cpu_seconds, bed.machines), strict=True)
             ]
+            time.sleep(1.0)  # the last workers end once the node has read them
+            workers_cpu = [
+                None if a is None or b is None else round(b - a, 1)
+                for a, b in zip(workers_before, map(_workers_cpu_seconds, bed.machines),
+                                strict=True)
+            ]  # fmt: skip
             report["daemons_alive_after_load"] = [
                 m.proc is not None and m.proc.poll() is None for m in bed.machines
             ]
@@ -374,6 +395,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             daemon_log_problems={m.hostname: _log_problems(m)[:20] for m in bed.machines},
             alerts_during_load=_alerts(statuses, load_started),
             daemon_cpu_s=cpu,
+            workers_cpu_s=workers_cpu,
             control_status_ms=_percentiles(monitor.latency),
             control_unanswered=monitor.unanswered,
             propagation_ms=_percentiles(_propagation_ms(bed, load_started_ns)),
@@ -462,6 +484,10 @@ def render(report: dict[str, Any]) -> Iterator[str]:
             f"  daemon CPU during the load: {r['daemon_cpu_s']} s, {per:.0f} ms per shell "
             f"command ({commands} commands, logins included)"
         )
+    workers = r.get("workers_cpu_s") or [None]
+    if None not in workers and commands:
+        per = sum(workers) * 1000 / commands
+        yield f"  shell workers' CPU during the load: {workers} s, {per:.0f} ms per shell command"
     yield f"  latency, ms               {'n':>5} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}"
     names = {
         "login": "login -> prompt",

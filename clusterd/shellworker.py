@@ -24,9 +24,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from clusterd.core import layers
 from clusterd.core.errors import ClusterdError, StoreError
 from clusterd.core.merge import apply, is_applied
 from clusterd.node.workerwire import Frames, frame
+from clusterd.trust.logins import AdminLogin, role_in
 
 if TYPE_CHECKING:  # loaded by the zygote once its priority is lowered (``zygote``)
     from clusterd.core.versions import Commit
@@ -131,17 +133,17 @@ class RemoteAPI:
     """``clusterd.node.api.ClusterAPI`` as a worker's shell sees it: reads of the store
     from this process's image, everything else asked of the node."""
 
-    def __init__(self, link: Link, store: Store, max_pending: int) -> None:
+    def __init__(self, link: Link, store: Store, serial: str, max_pending: int) -> None:
         self._link = link
         self.store = store
+        self._serial = serial
         self.admin = RemoteAdmin(link)
         self._max_pending = max_pending
 
     def __getattr__(self, name: str) -> Any:  # the plain questions: the node answers
-        if name in ("hostname", "config", "disconnected", "former_names", "logins"):
+        if name in ("config", "disconnected", "former_names", "logins"):
             return self._link.call(name)
-        if name in ("effective", "status", "peer_status", "progress", "members", "link",
-                    "users", "sessions"):  # fmt: skip
+        if name in ("status", "peer_status", "progress", "members", "link", "sessions"):
             return lambda *a: self._link.call(name, *a)
         if name in ("check_passphrase", "hash_passphrase", "ask", "node_checks", "lookup"):
             return lambda *a: self._link.acall(name, *a)
@@ -155,9 +157,27 @@ class RemoteAPI:
     def timeout(self) -> float:
         return float(self._link.call("timing")[1])
 
-    def role(self, login: Any) -> str | None:
-        role = self._link.call("role")  # this session's login, as the node knows it
-        return None if role is None else str(role)
+    # -- read from the image of the store, as the node reads its store ------------------
+
+    @property
+    def hostname(self) -> str:
+        """This machine's name as the image says (it follows a rename)."""
+        for name, row in layers.machines(self.store.state).items():
+            if row.get("serial") == self._serial:
+                return name
+        return self.store.hostname  # standalone
+
+    def effective(self, feature: str) -> layers.Resolved:
+        state = self.store.state
+        return layers.resolve(state, self.store.catalogue[feature],
+                              layers.chain(state, self.hostname))  # fmt: skip
+
+    def users(self) -> dict[str, Any]:
+        return self.effective("userconfig").value or {}
+
+    def role(self, login: AdminLogin) -> str | None:
+        """For what the shell shows and offers; the node checks every change itself."""
+        return role_in(self.effective, login)
 
     def session(self, user: str, *, bounded: bool = True) -> Session:
         from clusterd.store.session import Session
@@ -243,7 +263,7 @@ async def _serve(link: Link, info: dict[str, Any]) -> None:
         store = Store(config.database_url, **where)
     except StoreError:  # the database is down: the node's image (it changes nothing then)
         store = Store(config.database_url, **where, image=link.call("state"))
-    api = RemoteAPI(link, store, config.max_pending_changes)
+    api = RemoteAPI(link, store, config.serial, config.max_pending_changes)
     chan = Channel(link, info)
     shell = ShellChannel(api, info["login"], chan, info["command"])  # type: ignore[arg-type]
     ended = asyncio.Event()
@@ -310,10 +330,17 @@ def session(fd: int) -> None:
         Channel(link, start[1]).exit(3)
 
 
+def _reap(_signum: int, _frame: Any) -> None:
+    """Collect every worker that ended."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
 def zygote(fd: int) -> None:
     """Fork a worker for each socket the node sends; end when the node goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we end
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    signal.signal(signal.SIGCHLD, _reap)  # (their CPU time then counts as ours: bench/)
     control = socket.socket(fileno=fd)
     os.nice(WORKER_NICE)  # the links' process first when both want the CPU, imports too
     import clusterd.cli.serve  # (once, for every worker)

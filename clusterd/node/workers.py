@@ -389,9 +389,6 @@ class Calls:
     def call_config(self) -> Any:
         return self.api.config
 
-    def call_hostname(self) -> str:
-        return self.api.hostname
-
     def call_disconnected(self) -> bool:
         return self.api.disconnected
 
@@ -404,9 +401,6 @@ class Calls:
     def call_state(self) -> Any:
         """The store's image, for a worker that cannot read the database."""
         return self.api.store.state
-
-    def call_effective(self, feature: str) -> Any:
-        return self.api.effective(feature)
 
     def call_status(self) -> dict[str, Any]:
         return self.api.status()
@@ -423,12 +417,6 @@ class Calls:
     def call_link(self, serial: str) -> Any:
         peer = self.api.link(serial)
         return peer
-
-    def call_users(self) -> dict[str, Any]:
-        return self.api.users()
-
-    def call_role(self) -> str | None:
-        return self.api.role(self.login)
 
     def call_sessions(self) -> list[dict[str, Any]]:
         return self.api.sessions()

@@ -26,6 +26,7 @@ import asyncio
 import functools
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,6 +68,23 @@ class AdminLogin:
 
 
 Login = PeerLogin | JoinLogin | AdminLogin
+
+
+def role_in(effective: Callable[[str], Any], login: AdminLogin) -> str | None:
+    """The role ``login`` has in a configuration (``effective``: a feature's effective
+    value on this machine, as ``Daemon.effective`` gives it); None: the user, or the key
+    it logged in with, is gone.  The node asks it of its store, a shell worker of its
+    image of the store."""
+    if login.method == "local-key":
+        return "admin"  # whoever holds the data directory's key holds the machine
+    row = (effective("userconfig").value or {}).get(login.user)
+    if row is None:
+        return None
+    if login.method == "key":
+        keys = effective("sshconfig").value["admin_keys"]
+        if not any(k["user"] == login.user and key_text(k["key"]) == login.key for k in keys):
+            return None
+    return str(row["role"])
 
 
 @functools.cache
@@ -141,16 +159,7 @@ class Logins:
 
     def role(self, login: AdminLogin) -> str | None:
         """The role ``login`` has *now* (None: the user, or its key, is gone)."""
-        if login.method == "local-key":
-            return "admin"  # whoever holds the data directory's key holds the machine
-        row = self.users().get(login.user)
-        if row is None:
-            return None
-        if login.method == "key":
-            keys = self.daemon.effective("sshconfig").value["admin_keys"]
-            if not any(k["user"] == login.user and key_text(k["key"]) == login.key for k in keys):
-                return None
-        return str(row["role"])
+        return role_in(self.daemon.effective, login)
 
     # -- passphrases --------------------------------------------------------------------
 
