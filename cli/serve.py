@@ -63,10 +63,11 @@ class PromptConsole:
     interactive = True
 
     def __init__(self) -> None:
-        self.questions: PromptSession[str] = prompt_session()
-        # Secret answers get a session that remembers nothing: Up at a later question
-        # must not bring back a passphrase.
-        self.secrets: PromptSession[str] = prompt_session(history=DummyHistory())
+        # Made at the first question (most logins ask none). Secret answers get a
+        # session that remembers nothing: Up at a later question must not bring back a
+        # passphrase.
+        self._questions: PromptSession[str] | None = None
+        self._secrets: PromptSession[str] | None = None
 
     def write(self, text: str = "") -> None:
         # Straight to the session's output: print_formatted_text renders through a
@@ -80,7 +81,10 @@ class PromptConsole:
 
     async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
         prompt = printable(prompt_text(question, default), keep_newlines=True)
-        session = self.secrets if secret else self.questions
+        if secret:
+            session = self._secrets = self._secrets or prompt_session(history=DummyHistory())
+        else:
+            session = self._questions = self._questions or prompt_session()
         answer = await session.prompt_async(prompt, is_password=secret)
         return answer if answer or default is None else default
 
