@@ -95,6 +95,24 @@ def test_disconnected_members_edit_alone_and_catch_up_on_reconnect(tmp_path: Pat
         assert bed[2].status()["inconsistencies"] == lost  # recorded the same everywhere
 
 
+def test_a_member_behind_a_truncated_log_takes_a_state_transfer(tmp_path: Path) -> None:
+    """b misses commits that a's log then drops: on reconnecting it takes a's whole
+    state.  The state holds what the cluster's creators wrote while standalone (their
+    users at machine level, hidden by the reset that creating the cluster wrote): that is
+    history, and the transfer is taken, not refused over it."""
+    with running(tmp_path, 2, ping=PING) as bed:
+        bed.wait(bed.linked, what="links")
+        a, b = bed.machines
+        assert b.ask({"op": "disconnect"})["ok"]
+        a.edit(define(), row("after@x.example", "while b was away"))
+        assert a.ask({"op": "truncate", "keep": 0})["ok"]
+        assert b.ask({"op": "reconnect"})["ok"]
+        bed.wait(bed.converged, what="b caught up by a state transfer")
+        assert "after@x.example" in rows(b)
+        text = (b.dir / "clusterd.log").read_text()
+        assert "state transfer from" in text and "ALERT" not in text, text[-2000:]
+
+
 def test_a_member_killed_during_a_stream_of_commits_catches_up(tmp_path: Path) -> None:
     with running(tmp_path, 3, ping=PING) as bed:
         bed.wait(bed.linked, what="links")

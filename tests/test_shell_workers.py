@@ -25,6 +25,7 @@ from clusterd.node.workerwire import HEADER, Frames, frame
 from tests.test_shell_ssh import Tmux, ssh
 
 TZ = {"do": "set_record", "feature": "settz", "mode": "cluster"}
+TOKYO = {"timezone": "Asia/Tokyo"}
 TMUX = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)"
 )
@@ -201,3 +202,35 @@ def test_who_and_last_in_a_worker_list_the_sessions_the_node_counted(
     assert lines[0].endswith("  shell") and lines[1].endswith("  command 'who'")
     tmux.keys("last 5", "Enter")
     tmux.wait_for("admin        127.0.0.1")
+
+
+@TMUX
+def test_a_worker_shell_follows_a_state_transfer(tmp_path: Path) -> None:
+    """The image of the store is read again when the node's store is replaced: b, with
+    a shell open, misses commits that a's log then drops; on reconnecting it takes a's
+    whole state, and the open shell shows it."""
+    with Testbed(tmp_path, 2) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        a, b = bed.machines
+        name = f"clusterd-workers-{b.config.ssh_port}"
+        command = f"{sys.executable} -m clusterd shell --data-dir {b.dir}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40",
+                        command], check=True, timeout=10)  # fmt: skip
+        term = Tmux(name)
+        try:
+            term.wait_for(f"(Machine {b.hostname})>")
+            b.op("disconnect")
+            a.edit({**TZ, "value": TOKYO})
+            a.op("truncate", keep=0)
+            b.op("reconnect")
+            until(lambda: "state transfer from" in (b.dir / "clusterd.log").read_text(),
+                  "a state transfer to b")  # fmt: skip
+            until(lambda: b.ask({"op": "effective"})["values"]["settz"] == TOKYO, "b has it")
+            term.keys("clustermode cluster", "Enter")
+            term.wait_for("Continue?")
+            term.keys("Enter")
+            term.keys("settz print", "Enter")
+            term.wait_for("Asia/Tokyo")
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)

@@ -7,6 +7,7 @@ from typing import Any
 from clusterd.core.clock import PENDING_HLC
 from clusterd.core.errors import BadCommit, InvalidSetting
 from clusterd.core.modes import Mode
+from clusterd.core.state import ModeEntries
 from clusterd.core.versions import JSON, MARKER, Commit, Snapshot, Write
 from clusterd.schema.feature import Catalogue, Feature
 
@@ -82,13 +83,21 @@ def _check_value(feature: Feature, key: str, value: Any) -> JSON | None:
 
 def check_snapshot(catalogue: Catalogue, snapshot: Snapshot) -> None:
     """A state transfer from a peer, checked like its commits before anything of it is
-    installed: every entry a valid write at an allowed level, every clock in range."""
+    installed: every entry a valid write at an allowed level, every clock in range.
+
+    A row that its mode's marker hides is history, not a setting: it is checked for its
+    value only.  Such rows are what a cluster's creator wrote while it was standalone
+    (its users at its machine level, where a cluster allows none), hidden by the reset
+    that creating the cluster wrote."""
     for commit in snapshot.commits:
         check_commit(catalogue, commit)
+    markers = {(u.feature, u.mode): v for u, v in snapshot.entries if u.key == MARKER}
     for unit, version in snapshot.entries:
         if not 0 < version.hlc < MAX_HLC or not 0 < version.seq < MAX_SEQ:
             raise BadCommit([f"state transfer: {unit}: bad version {version.hlc}"])
+        marker = markers.get((unit.feature, unit.mode))
+        hidden = unit.key != MARKER and ModeEntries(marker).hides(version)
         try:
-            _check_write(catalogue, Write(unit, version.value), None)
+            _check_write(catalogue, Write(unit, version.value), unit.mode if hidden else None)
         except InvalidSetting as exc:
             raise BadCommit([f"state transfer: {unit}: {p}" for p in exc.problems]) from None
