@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clusterd.shell")
 ZYGOTE = "clusterd.shellworker"
+SOCKET_HIGH_WATER = 64 * 1024  # bytes for a worker not read yet: then the channel waits
 
 
 class Zygote:
@@ -189,6 +190,7 @@ class ShellRelay(asyncio.Protocol):
         self.early: list[bytes] = []  # what came before the worker's socket was ready
         self.size: tuple[int, int] = (0, 0)
         self.ended = False
+        self.holds: set[str] = set()  # why the channel is not read: "worker", "socket"
         self.calls = Calls(self)
 
     def __repr__(self) -> str:
@@ -216,7 +218,9 @@ class ShellRelay(asyncio.Protocol):
         await loop.create_unix_connection(lambda: self, sock=sock)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=SOCKET_HIGH_WATER)
         chan = self.chan
         width, height = chan.get_terminal_size()[:2]
         self.size = (width, height)
@@ -243,7 +247,11 @@ class ShellRelay(asyncio.Protocol):
         self.send(("eof",))
 
     def writable(self, yes: bool) -> None:
+        """The client reads our output again, or stopped: the worker is told (it reads
+        no new line meanwhile) and its output waits in its socket, not in our memory."""
         self.send(("writable", yes))
+        if self.transport is not None and not self.transport.is_closing():
+            (self.transport.resume_reading if yes else self.transport.pause_reading)()
 
     def stop(self) -> None:
         """The channel closed, or the daemon stops: the worker ends."""
@@ -292,14 +300,29 @@ class ShellRelay(asyncio.Protocol):
             case ("exit", int() as status):
                 self._end("", status)
             case ("pause", bool() as pause):
-                with contextlib.suppress(OSError, RuntimeError):
-                    (self.chan.pause_reading if pause else self.chan.resume_reading)()
+                self._hold("worker", pause)
             case ("log", int() as level, str() as name, str() as text):
                 logging.getLogger(name).log(level, "%s", text)
             case ("call", int() as cid, str() as name, tuple() as args, dict() as kwargs):
                 self.calls.handle(cid, name, args, kwargs)
             case _:
                 log.error("%s: shell worker sent %r: ignored", self.user, message[0])
+
+    # -- flow control: the channel is read only while neither the worker (its input is
+    # full) nor its socket (the worker is not reading) holds it -------------------------
+
+    def pause_writing(self) -> None:
+        self._hold("socket", True)
+
+    def resume_writing(self) -> None:
+        self._hold("socket", False)
+
+    def _hold(self, why: str, on: bool) -> None:
+        before = bool(self.holds)
+        (self.holds.add if on else self.holds.discard)(why)
+        if bool(self.holds) != before:
+            with contextlib.suppress(OSError, RuntimeError):
+                (self.chan.pause_reading if self.holds else self.chan.resume_reading)()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ended:
