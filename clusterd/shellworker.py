@@ -288,7 +288,10 @@ async def _serve(link: Link, info: dict[str, Any]) -> None:
                     if not is_applied(store.state, out.commit.id):
                         apply(store.state, out)
             case ("reload",):
-                store.reload()
+                try:
+                    store.reload()
+                except StoreError:  # the database is down: the node's image
+                    store.state = link.call("state")
 
     held, link.held = link.held, []
     link.handler = handle

@@ -21,6 +21,7 @@ import pytest
 from clusterd.core.errors import ProtocolError
 from clusterd.core.pending import PendingWrite
 from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node.workers import BIG_BATCH
 from clusterd.node.workerwire import HEADER, Frames, frame
 from tests.test_shell_ssh import Tmux, ssh
 
@@ -227,6 +228,37 @@ def test_a_worker_shell_follows_a_state_transfer(tmp_path: Path) -> None:
             until(lambda: "state transfer from" in (b.dir / "clusterd.log").read_text(),
                   "a state transfer to b")  # fmt: skip
             until(lambda: b.ask({"op": "effective"})["values"]["settz"] == TOKYO, "b has it")
+            term.keys("clustermode cluster", "Enter")
+            term.wait_for("Continue?")
+            term.keys("Enter")
+            term.keys("settz print", "Enter")
+            term.wait_for("Asia/Tokyo")
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+@TMUX
+def test_a_worker_shell_follows_a_catch_up_of_many_commits(tmp_path: Path) -> None:
+    """A batch of more than ``BIG_BATCH`` commits (a page of a catch-up) reaches the
+    workers as "read the store again", not as pickled outcomes: b, with a shell open,
+    misses 120 commits and catches up; the shell shows the last one."""
+    with Testbed(tmp_path, 2) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        a, b = bed.machines
+        name = f"clusterd-workers-{b.config.ssh_port}"
+        command = f"{sys.executable} -m clusterd shell --data-dir {b.dir}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40",
+                        command], check=True, timeout=10)  # fmt: skip
+        term = Tmux(name)
+        try:
+            term.wait_for(f"(Machine {b.hostname})>")
+            b.op("disconnect")
+            for n in range(BIG_BATCH + 20):
+                a.edit({**TZ, "value": {"timezone": "Europe/Paris" if n % 2 else "UTC"}})
+            a.edit({**TZ, "value": TOKYO})
+            b.op("reconnect")
+            bed.wait(bed.converged, what="b caught up")
             term.keys("clustermode cluster", "Enter")
             term.wait_for("Continue?")
             term.keys("Enter")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clusterd.shell")
 ZYGOTE = "clusterd.shellworker"
+BIG_BATCH = 100  # commits in one batch above which workers read the store again
 SOCKET_HIGH_WATER = 64 * 1024  # bytes for a worker not read yet: then the channel waits
 
 
@@ -155,9 +156,12 @@ class Workers:
         return ShellRelay(self, api, login, chan, command)
 
     def applied(self, outcomes: list[Outcome]) -> None:
-        """A durable batch: every worker's image takes it (encoded once for all)."""
+        """A durable batch: every worker's image takes it (encoded once for all).  A
+        large one (a page of a catch-up) is not pickled here: the workers read the
+        store again, on their own CPU."""
         if self.relays:
-            data = frame(("outcomes", outcomes))
+            big = len(outcomes) > BIG_BATCH
+            data = frame(("reload",) if big else ("outcomes", outcomes))
             for relay in self.relays:
                 relay.send_bytes(data)
 
