@@ -6,13 +6,13 @@ all; and a worker's frames cannot make the node build anything but data."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,15 +57,6 @@ def zygote_of(m: Machine) -> int:
     return found[0]
 
 
-def until(condition: object, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not in {timeout} s: {what}")
-
-
 @pytest.fixture
 def one(tmp_path: Path) -> Iterator[Testbed]:
     with Testbed(tmp_path, 2, seed=False) as bed:
@@ -74,19 +65,34 @@ def one(tmp_path: Path) -> Iterator[Testbed]:
         yield bed
 
 
-@pytest.fixture
-def tmux(one: Testbed) -> Iterator[Tmux]:
-    a = one.machines[0]
-    name = f"clusterd-workers-{a.config.ssh_port}"
-    command = f"{sys.executable} -m clusterd shell --data-dir {a.dir}"
+@contextlib.contextmanager
+def shell_in_tmux(m: Machine) -> Iterator[Tmux]:
+    """An interactive shell on ``m`` through OpenSSH, in a tmux session, at its prompt."""
+    name = f"clusterd-workers-{m.config.ssh_port}"
+    command = f"{sys.executable} -m clusterd shell --data-dir {m.dir}"
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", command],
                    check=True, timeout=10)  # fmt: skip
     term = Tmux(name)
     try:
-        term.wait_for(f"(Machine {a.hostname})>")
+        term.wait_for(f"(Machine {m.hostname})>")
         yield term
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+@pytest.fixture
+def tmux(one: Testbed) -> Iterator[Tmux]:
+    with shell_in_tmux(one.machines[0]) as term:
+        yield term
+
+
+def shows_cluster_timezone(term: Tmux, zone: str) -> None:
+    """In cluster mode, ``settz print`` shows ``zone``."""
+    term.keys("clustermode cluster", "Enter")
+    term.wait_for("Continue?")
+    term.keys("Enter")
+    term.keys("settz print", "Enter")
+    term.wait_for(zone)
 
 
 @TMUX
@@ -99,20 +105,15 @@ def test_an_interactive_shell_runs_in_a_worker_process_that_ends_with_it(
     assert len(workers) == 1 and workers[0] != a.proc.pid  # type: ignore[union-attr]
     assert children(a.proc.pid) == [zygote]  # type: ignore[union-attr]  # no shell in the node
     tmux.keys("quit", "Enter")
-    until(lambda: not alive(workers[0]), "the worker ends with its session")
+    one.wait(lambda: not alive(workers[0]), what="the worker ends with its session")
     assert alive(zygote)
 
 
 @TMUX
 def test_a_worker_shell_sees_commits_made_elsewhere_and_its_own(one: Testbed, tmux: Tmux) -> None:
     a, _ = one.machines
-    tmux.keys("clustermode cluster", "Enter")
-    tmux.wait_for("Continue?")
-    tmux.keys("Enter")
-    tmux.wait_for("(Cluster americas)>")
-    a.edit({**TZ, "value": {"timezone": "Asia/Tokyo"}})
-    tmux.keys("settz print", "Enter")
-    tmux.wait_for("Asia/Tokyo")
+    a.edit({**TZ, "value": TOKYO})  # after the shell read its image
+    shows_cluster_timezone(tmux, "Asia/Tokyo")
     tmux.keys("settz set timezone=Europe/Paris", "Enter")
     tmux.keys("commit from the worker", "Enter")
     tmux.wait_for("Changes committed:")
@@ -126,7 +127,7 @@ def test_a_worker_that_dies_ends_its_session_and_nothing_else(one: Testbed, tmux
     a, _ = one.machines
     (worker,) = children(zygote_of(a))
     os.kill(worker, signal.SIGKILL)
-    until(lambda: not tmux.alive(), "the ssh session ends")
+    one.wait(lambda: not tmux.alive(), what="the ssh session ends")
     assert a.status()["ok"]
     done = ssh(a, "version")
     assert done.returncode == 0, done.stderr
@@ -138,7 +139,7 @@ def test_the_zygote_comes_back_when_it_dies(one: Testbed) -> None:
     a, _ = one.machines
     zygote = zygote_of(a)
     os.kill(zygote, signal.SIGKILL)
-    until(lambda: not alive(zygote), "the zygote is gone")
+    one.wait(lambda: not alive(zygote), what="the zygote is gone")
     done = ssh(a, "version")
     assert done.returncode == 0 and a.hostname in done.stdout, done.stderr
     assert zygote_of(a) != zygote
@@ -151,10 +152,10 @@ def test_stopping_the_daemon_ends_the_zygote_and_every_worker(one: Testbed) -> N
     client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        until(lambda: len(children(zygote)) == 1, "a worker for the session")
+        one.wait(lambda: len(children(zygote)) == 1, what="a worker for the session")
         (worker,) = children(zygote)
         a.stop()
-        until(lambda: not alive(zygote) and not alive(worker), "zygote and worker gone")
+        one.wait(lambda: not alive(zygote) and not alive(worker), what="zygote, worker gone")
     finally:
         client.kill()
         client.communicate()
@@ -214,27 +215,16 @@ def test_a_worker_shell_follows_a_state_transfer(tmp_path: Path) -> None:
         bed.start()
         bed.wait(bed.linked, what="linked")
         a, b = bed.machines
-        name = f"clusterd-workers-{b.config.ssh_port}"
-        command = f"{sys.executable} -m clusterd shell --data-dir {b.dir}"
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40",
-                        command], check=True, timeout=10)  # fmt: skip
-        term = Tmux(name)
-        try:
-            term.wait_for(f"(Machine {b.hostname})>")
+        with shell_in_tmux(b) as term:
             b.op("disconnect")
             a.edit({**TZ, "value": TOKYO})
             a.op("truncate", keep=0)
             b.op("reconnect")
-            until(lambda: "state transfer from" in (b.dir / "clusterd.log").read_text(),
-                  "a state transfer to b")  # fmt: skip
-            until(lambda: b.ask({"op": "effective"})["values"]["settz"] == TOKYO, "b has it")
-            term.keys("clustermode cluster", "Enter")
-            term.wait_for("Continue?")
-            term.keys("Enter")
-            term.keys("settz print", "Enter")
-            term.wait_for("Asia/Tokyo")
-        finally:
-            subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+            bed.wait(lambda: "state transfer from" in (b.dir / "clusterd.log").read_text(),
+                     what="a state transfer to b")  # fmt: skip
+            bed.wait(lambda: b.ask({"op": "effective"})["values"]["settz"] == TOKYO,
+                     what="b has it")  # fmt: skip
+            shows_cluster_timezone(term, "Asia/Tokyo")
 
 
 @TMUX
@@ -246,23 +236,11 @@ def test_a_worker_shell_follows_a_catch_up_of_many_commits(tmp_path: Path) -> No
         bed.start()
         bed.wait(bed.linked, what="linked")
         a, b = bed.machines
-        name = f"clusterd-workers-{b.config.ssh_port}"
-        command = f"{sys.executable} -m clusterd shell --data-dir {b.dir}"
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40",
-                        command], check=True, timeout=10)  # fmt: skip
-        term = Tmux(name)
-        try:
-            term.wait_for(f"(Machine {b.hostname})>")
+        with shell_in_tmux(b) as term:
             b.op("disconnect")
             for n in range(BIG_BATCH + 20):
                 a.edit({**TZ, "value": {"timezone": "Europe/Paris" if n % 2 else "UTC"}})
             a.edit({**TZ, "value": TOKYO})
             b.op("reconnect")
             bed.wait(bed.converged, what="b caught up")
-            term.keys("clustermode cluster", "Enter")
-            term.wait_for("Continue?")
-            term.keys("Enter")
-            term.keys("settz print", "Enter")
-            term.wait_for("Asia/Tokyo")
-        finally:
-            subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+            shows_cluster_timezone(term, "Asia/Tokyo")
