@@ -160,14 +160,14 @@ class Workers:
         large one (a page of a catch-up) is not pickled here: the workers read the
         store again, on their own CPU."""
         if self.relays:
-            big = len(outcomes) > BIG_BATCH
-            data = frame(("reload",) if big else ("outcomes", outcomes))
-            for relay in self.relays:
-                relay.send_bytes(data)
+            self._to_all(("reload",) if len(outcomes) > BIG_BATCH else ("outcomes", outcomes))
 
     def replaced(self) -> None:
         """The store was replaced (a state transfer): every worker reads it again."""
-        data = frame(("reload",))
+        self._to_all(("reload",))
+
+    def _to_all(self, message: tuple[Any, ...]) -> None:
+        data = frame(message)
         for relay in self.relays:
             relay.send_bytes(data)
 
@@ -215,6 +215,7 @@ class ShellRelay(asyncio.Protocol):
             self._end("Error: the shell could not start here (logged).", 3)
             return
         self.workers.relays.add(self)
+        self._hold("socket", True)  # the channel is read once the worker can be told
         asyncio.get_running_loop().create_task(self._connect(sock))
 
     async def _connect(self, sock: socket.socket) -> None:
@@ -242,6 +243,7 @@ class ShellRelay(asyncio.Protocol):
         for data in self.early:
             self.send_bytes(data)
         self.early.clear()
+        self._hold("socket", False)
 
     def feed(self, data: bytes) -> None:
         self._resized()
