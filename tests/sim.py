@@ -14,22 +14,26 @@ exactly.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from clusterd.core import layers, membership
 from clusterd.core.digest import state_digest
-from clusterd.core.edits import Start
-from clusterd.core.merge import merge_states
+from clusterd.core.edits import Editor, Start
+from clusterd.core.merge import Inbox, merge_states
 from clusterd.core.modes import Mode
+from clusterd.core.pending import Pending
 from clusterd.core.state import State, definition
 from clusterd.core.versions import Commit, Snapshot, VersionVector
+from clusterd.mesh.member import Member as MeshMember
 from clusterd.mesh.members import flag_of, follow, members_of
-from clusterd.mesh.peers import Flag, Identity, Member, Timing
+from clusterd.mesh.peers import Action, Flag, Identity, Machine, Timing
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.transport.memory import Faults, Network
+from clusterd.node.storehost import StoreHost
 from clusterd.schema.catalogue import CATALOGUE
+from clusterd.store.store import Store
 from tests.replica import Replica, accounted, cluster_commit
 from tests.sim_membership import attempt, random_change, removed
 from tests.sim_membership import problems as membership_problems
@@ -67,37 +71,38 @@ PING = 1.0
 
 
 class SimHost:
-    """A replica with a commit log: the persistent part of a simulated member."""
+    """A replica with a commit log: the persistent part of a simulated member (the
+    shipped ``Member`` runs over it: ``clusterd.mesh.transport.memory``)."""
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.commits: dict[tuple[str, int], Commit] = {}
         self.log = self
+        self.member: MeshMember | None = None  # set by the network at each start
         self.net: Network | None = None  # set when membership changes are simulated
-        self.membership: list[Member] = []
+        self.membership: list[Machine] = []
         self.every: list[Commit] = []  # every commit of the run (shared by the hosts)
 
     def follow_membership(self, force: bool = False) -> None:
-        """Like the daemon: when membership changed, tell the node (after this event)."""
+        """Like the daemon: when membership changed, the member's links follow (after
+        the batch of actions under way, or now when none is)."""
         members = members_of(self.replica.state)
-        if self.net is None or (members == self.membership and not force):
+        if self.net is None or self.member is None or (members == self.membership and not force):
             return
         self.membership = members
-        net, me = self.net, self.replica.origin
+        self.member.membership_changed = True
+        if force:  # (a member just started: no batch under way)
+            self.member.execute([])
 
-        def tell() -> None:
-            if not net.members[me].alive:
-                return
-            state, host = self.replica.state, self.replica.hostname
-            net.call(me, lambda node: follow(node, state, host, net.now))
-
-        net.at(0.0, tell)
+    def follow(self, node: Node, now: float) -> list[Action]:
+        return follow(node, self.replica.state, self.replica.hostname, now)
 
     def record(self, commit: Commit, net: Network) -> None:
-        """A commit made here: keep it, count it, and send it."""
+        """A commit made here: keep it, count it, and send it (membership follows)."""
         self.commits[(commit.id.origin, commit.id.seq)] = commit
         self.every.append(commit)
-        net.commit(self.replica.origin, commit)
+        self.follow_membership()
+        net.members[self.replica.origin].member.committed([commit])
 
     def version_vector(self) -> VersionVector:
         return self.replica.state.vv
@@ -113,7 +118,6 @@ class SimHost:
         commit = self.replica.edit(lambda ed: membership.set_flag(ed.view, CATALOGUE, me, False))
         if commit is not None:
             self.record(commit, net)
-            self.follow_membership()
 
     def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
         found = [c for (o, s), c in self.commits.items() if s > vv.get(o, 0)]
@@ -124,12 +128,12 @@ class SimHost:
         state = self.replica.state
         return Snapshot(tuple(self.commits.values()), tuple(state.units()), tuple(state.losses()))
 
-    def apply(self, commits: Sequence[Commit]) -> None:
+    def apply(self, commits: Sequence[Commit], peer: str = "") -> None:
         for c in self.replica.receive(commits):  # these, and what waited for them
             self.commits.setdefault((c.id.origin, c.id.seq), c)
         self.follow_membership()
 
-    def install(self, snapshot: Snapshot) -> None:
+    def install(self, snapshot: Snapshot, peer: str) -> None:
         self.replica.state = merge_states(self.replica.state, State.from_snapshot(snapshot))
         for c in snapshot.commits:
             have = self.commits.get((c.id.origin, c.id.seq))
@@ -150,6 +154,74 @@ class SimHost:
     def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
         if kind == "digest":
             return True, state_digest(self.replica.state)
+        return False, f"unknown query {kind!r}"
+
+
+class StoreReplica:
+    """The replica side of a store-backed member: edits through the store's commit."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.origin, self.hostname = store.origin, store.hostname
+
+    @property
+    def state(self) -> State:
+        return self.store.state
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.store.inbox
+
+    def edit(self, change: Callable[[Editor], object], comment: str = "") -> Commit | None:
+        pending = Pending()
+        change(Editor(self.store.view(pending), CATALOGUE, self.hostname))
+        return self.store.commit(pending, user="admin", comment=comment) if pending else None
+
+    loss_ids = Replica.loss_ids
+
+
+class StoreSimHost(StoreHost):
+    """A member over a real ``Store`` (SQLite in memory) and the daemon's own glue for
+    it (``clusterd.node.storehost``): peers' commits and state transfers are checked
+    and made durable, and local commits replicated, exactly as the daemon does."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.replica = StoreReplica(store)
+        self.net: Network | None = None
+        self.membership: list[Machine] = []
+        self.every: list[Commit] = []
+
+    def record(self, commit: Commit, net: Network) -> None:
+        """A commit made here (the store's listener has sent it): count it."""
+        self.every.append(commit)
+
+    def follow_membership(self, force: bool = False) -> None:
+        if force and self.member is not None:  # (a member just started: no batch under way)
+            self.member.membership_changed = True
+            self.member.execute([])
+
+    def follow(self, node: Node, now: float) -> list[Action]:
+        if self.net is None:
+            return []
+        return follow(node, self.store.state, self.store.hostname, now)
+
+    def reconnect(self, by: str) -> None:
+        me = self.store.hostname
+        if self.net is None or not layers.machines(self.store.state).get(me, {}).get(
+            "disconnected"
+        ):
+            return
+        commit = self.replica.edit(lambda ed: membership.set_flag(ed.view, CATALOGUE, me, False))
+        if commit is not None:
+            self.record(commit, self.net)
+
+    def truncate(self, keep: int) -> None:
+        self.store.truncate_log(keep)
+
+    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+        if kind == "digest":
+            return True, state_digest(self.store.state)
         return False, f"unknown query {kind!r}"
 
 
@@ -241,24 +313,28 @@ def run(
     n: int = 50,
     edits: int = 40,
     fault_time: float = 8.0,
-    wire: bool = True,
     membership: bool = True,
+    store: bool = False,
 ) -> Outcome:
+    """One seeded run; ``store``: members over real stores (``StoreSimHost``), else over
+    pure replicas (``SimHost``: faster, for thousands of seeds)."""
     rng = random.Random(seed)
-    net = Network(seed, Faults(drop=0.02, duplicate=0.02, reorder=0.05), wire=wire)
+    net = Network(seed, Faults(drop=0.02, duplicate=0.02, reorder=0.05))
     base = genesis(n)
-    members = [Member(serial(i), hostname(i)) for i in range(n)]
+    members = [Machine(serial(i), hostname(i)) for i in range(n)]
     timing = Timing.for_interval(PING)
-    hosts: dict[str, SimHost] = {}
+    hosts: dict[str, Any] = {}  # SimHost or StoreSimHost
     for i in range(n):
         skew_ms = rng.randint(-300_000, 300_000)
-        replica = Replica(
-            serial(i), hostname(i), lambda s=skew_ms: EPOCH_MS + int(net.now * 1000) + s
-        )
-        host = hosts[serial(i)] = SimHost(replica)
-        host.apply([base])
+        wall = lambda s=skew_ms: EPOCH_MS + int(net.now * 1000) + s  # noqa: E731
+        if store:
+            db = Store("sqlite://", origin=serial(i), hostname=hostname(i), wall_ms=wall)
+            host = hosts[serial(i)] = StoreSimHost(db)
+        else:
+            host = hosts[serial(i)] = SimHost(Replica(serial(i), hostname(i), wall))
+        host.apply([base], "")
         me = Identity(serial(i), hostname(i), "sim", "1.0")
-        net.add(serial(i), host, lambda me=me, host=host: Node(me, host, members, timing))
+        net.add(serial(i), host, lambda me=me, host=host: Node(me, host.log, members, timing))
     every: list[Commit] = [base]
     for s in hosts:
         net.start(s, PING / 4)
@@ -297,7 +373,6 @@ def run(
                 if commit is not None:
                     removals_left -= len(removed([hosts[who].replica.state])) - before
                     hosts[who].record(commit, net)
-                    hosts[who].follow_membership()
         elif who not in crashed:
             ops = [random_op(rng) for _ in range(rng.randint(1, 3))]
             commit = hosts[who].replica.edit(lambda ed, ops=ops: [run_op(ed, o) for o in ops])
@@ -315,7 +390,6 @@ def run(
             commit = _reconnect_self(host)
             if commit is not None:
                 host.record(commit, net)
-                host.follow_membership()
         net.run_until(net.now + PING)
         if _settled(hosts):
             break
@@ -377,13 +451,14 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="print failures only")
     parser.add_argument("--members", type=int, default=50)
+    parser.add_argument("--store", action="store_true", help="members over real stores")
     args = parser.parse_args()
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     if args.seed is not None:
         DEBUG.append(True)
     failed = 0
     for seed in seeds:
-        outcome = run(seed, n=args.members)
+        outcome = run(seed, n=args.members, store=args.store)
         ok = len(outcome.digests) == 1 and not outcome.problems
         failed += not ok
         if not (ok and args.quiet):

@@ -198,7 +198,7 @@ async def test_menu_join_with_pre_shared_keys_waits_for_enter(tmp_path: Path, be
         assert NY in a.op("list")["groups"]["Main_Group"]
     finally:
         joiner.stopping.set()
-        joiner.execute(joiner.node.stop(joiner.now()))
-        for io in list(joiner.ios.values()):
+        joiner.member.stop()
+        for io in list(joiner.member.wires.values()):
             io.close()
         joiner.store.close()

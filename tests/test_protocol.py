@@ -19,6 +19,7 @@ import pytest
 
 from clusterd.core.errors import ProtocolError
 from clusterd.core.versions import Commit, CommitId, Snapshot, Unit, Write
+from clusterd.mesh.member import page
 from clusterd.mesh.messages import (
     Answer,
     CommitBody,
@@ -52,8 +53,9 @@ from clusterd.mesh.peers import (
     Identity,
     Install,
     LinkState,
-    Member,
+    Machine,
     Note,
+    ReadLog,
     Reconnect,
     Send,
     Timing,
@@ -126,8 +128,15 @@ class TinyLog:
 
 def node(i: int, n: int = 2, *, log: TinyLog | None = None, timing: Timing = T, **me: Any) -> Node:
     ident = {"cluster": "prod", "software": "1.0", **me}
-    members = [Member(serial(j), hostname(j)) for j in range(n)]
+    members = [Machine(serial(j), hostname(j)) for j in range(n)]
     return Node(Identity(serial(i), hostname(i), **ident), log or TinyLog(), members, timing)
+
+
+def served(n: Node, link: int, request: SyncRequest, now: float) -> list[Action]:
+    """A sync request, and the page its ``ReadLog`` reads (as a driver does)."""
+    [read] = n.received(link, request, now)
+    assert read == ReadLog(link, request.vv, n.timing.sync_batch)
+    return n.log_read(link, page(n.log, read.vv, read.limit), now)  # type: ignore[arg-type]
 
 
 def sends(actions: list[Action]) -> list[Message]:
@@ -235,7 +244,7 @@ def test_start_smaller_serial_dials_at_once_larger_waits() -> None:
 def test_no_dial_before_start() -> None:
     a = node(0)
     assert a.tick(10.0) == []
-    assert a.set_members([Member(A, hostname(0)), Member(B, hostname(1))], 10.0) == []
+    assert a.set_members([Machine(A, hostname(0)), Machine(B, hostname(1))], 10.0) == []
 
 
 def test_larger_serial_waits_whenever_it_starts() -> None:
@@ -604,11 +613,11 @@ def test_ping_pong_and_sync_in_batches() -> None:
     # One page per request: the asker asks for the next while it applies this one.
     request, pages = SyncRequest(vv={}), []
     for _ in range(3):
-        [page] = sends(b.received(2, request, 1.3))
-        pages.append((len(page.commits), page.more))
-        out = a.received(1, page, 1.4)
+        [response] = sends(served(b, 2, request, 1.3))
+        pages.append((len(response.commits), response.more))
+        out = a.received(1, response, 1.4)
         assert out[-1] == Apply(tuple(missing[2 * len(pages) - 2 : 2 * len(pages)]), B)
-        if page.more:  # the next page is asked for before this one is applied
+        if response.more:  # the next page is asked for before this one is applied
             assert a.peers[B].syncing_since == 1.4
             assert out[:-1] == [Send(1, SyncRequest(vv={B: 2 * len(pages)}))]
             request = out[0].msg
@@ -655,7 +664,7 @@ def test_pong_for_an_older_ping_does_not_set_rtt() -> None:
 
 def test_nothing_missing_gives_one_empty_last_batch() -> None:
     a, b = pair()
-    assert b.received(2, SyncRequest(vv={}), 1.0) == [Send(2, SyncResponse(commits=(), more=False))]
+    assert served(b, 2, SyncRequest(vv={}), 1.0) == [Send(2, SyncResponse(commits=(), more=False))]
     assert a.received(1, SyncResponse(commits=(), more=False), 1.0) == []
 
 
@@ -678,7 +687,7 @@ def test_state_transfer_when_the_log_is_truncated() -> None:
     b.start(0.0)
     _, dialer = handshake(a, 1, b, 2)
     assert shape(dialer) == [("note",), ("send", 1, "sync_request")]
-    out = b.received(2, sends(dialer)[0], 1.0)
+    out = served(b, 2, sends(dialer)[0], 1.0)
     assert out == [
         Send(2, StateTransfer(vv={B: 2}, snapshot=SnapshotBody.of(log.snapshot()))),
         Note("state transfer to S000: the log is truncated"),
@@ -686,6 +695,17 @@ def test_state_transfer_when_the_log_is_truncated() -> None:
     assert a.received(1, sends(out)[0], 1.1) == [Install(log.snapshot(), B)]
     a.log.add(*log.commits.values())
     assert a.received(1, sends(out)[0], 1.2) == []  # a late copy: nothing new in it
+
+
+def test_a_page_read_for_a_link_gone_meanwhile_is_dropped() -> None:
+    """The log is read off the links' loop: the link may be closed when the page comes."""
+    _, b = pair()
+    b.log.add(commit(B, 1))
+    [read] = b.received(2, SyncRequest(vv={}), 1.0)
+    assert read == ReadLog(2, {}, T.sync_batch)
+    b.link_closed(2, 1.1, "connection lost")
+    assert b.log_read(2, [commit(B, 1)], 1.2) == []
+    assert b.log_read(99, [commit(B, 1)], 1.2) == []  # never a link
 
 
 # -- local commits, routes and queries -----------------------------------------------------
@@ -996,8 +1016,8 @@ def test_reconnect_dials_every_member_whatever_its_flag() -> None:
     for dial in a.start(0.0):
         assert isinstance(dial, Dial)
         a.dial_failed(dial.peer, 0.0, "connection failure", "nobody there yet")
-    a.set_members([Member(A, hostname(0)), Member(B, hostname(1), disconnected=True),
-                   Member(C, hostname(2))], 0.0)  # fmt: skip
+    a.set_members([Machine(A, hostname(0)), Machine(B, hostname(1), disconnected=True),
+                   Machine(C, hostname(2))], 0.0)  # fmt: skip
     a.disconnect(0.0)
     assert a.peers[B].admin_off
     assert set(a.reconnect(1.0)) == {Dial(B), Dial(C)}
@@ -1110,12 +1130,12 @@ def test_a_dial_completing_while_disconnected_is_closed_quietly() -> None:
 
 def test_set_members_adds_removes_and_disconnects() -> None:
     a, _ = pair()
-    two = [Member(A, hostname(0)), Member(B, hostname(1))]
-    added = [*two, Member(C, hostname(2))]
+    two = [Machine(A, hostname(0)), Machine(B, hostname(1))]
+    added = [*two, Machine(C, hostname(2))]
     assert a.set_members(added, 1.0) == [Dial(C)]
     assert a.peers[C].state == "down"
 
-    flagged = [Member(A, hostname(0)), Member(B, "renamed", disconnected=True)]
+    flagged = [Machine(A, hostname(0)), Machine(B, "renamed", disconnected=True)]
     assert a.set_members(flagged, 2.0) == []  # B's live link is fresher news than the flag
     assert C not in a.peers and a.peers[B].state == "up"
     assert a.peers[B].hostname == "renamed"
@@ -1129,7 +1149,7 @@ def test_set_members_adds_removes_and_disconnects() -> None:
     assert a.peers[B].state == "down"
 
     a2, _ = pair()
-    out = a2.set_members([Member(A, hostname(0))], 1.0)
+    out = a2.set_members([Machine(A, hostname(0))], 1.0)
     assert shape(out) == [("send", 1, "goodbye", "removed"), ("close", 1), ("note",)]
     assert a2.peers == {} and a2.link_closed(1, 1.0, "closed") == []
 
@@ -1140,7 +1160,7 @@ def test_a_stale_disconnect_flag_never_closes_a_reconnected_members_link() -> No
     link then told B "disconnected", B took it as news about us, and neither side ever
     dialled again."""
     a, _ = pair()
-    stale = [Member(A, hostname(0)), Member(B, hostname(1), disconnected=True)]
+    stale = [Machine(A, hostname(0)), Machine(B, hostname(1), disconnected=True)]
     assert a.set_members(stale, 1.0) == []
     assert a.peers[B].state == "up" and a.peers[B].link == 1
     # Without a link the flag stops our dials, and B's own dial is still welcome.
@@ -1201,6 +1221,8 @@ class Net:
                     n.log.add(*commits)
                 case Ask(peer, qid, kind):
                     self.do(me, n.answer(peer, qid, True, f"{kind} of {me}", self.now))
+                case ReadLog(link, vv, limit):
+                    self.do(me, n.log_read(link, page(n.log, vv, limit), self.now))  # type: ignore[arg-type]
 
     def dial(self, src: str, dst: str) -> None:
         if frozenset((src, dst)) in self.blocked:
@@ -1327,7 +1349,7 @@ def test_four_members_catch_up_by_ping_after_a_lost_commit() -> None:
 
 def test_a_late_second_dial_does_not_hide_a_live_link() -> None:
     """Both dial; ours completes after the peer's link is up: the peer stays "up"."""
-    from clusterd.mesh.peers import Identity, Member, Timing
+    from clusterd.mesh.peers import Identity, Machine, Timing
     from clusterd.mesh.protocol import Node
     from tests.replica import Replica
     from tests.sim import SimHost, genesis
@@ -1336,7 +1358,7 @@ def test_a_late_second_dial_does_not_hide_a_live_link() -> None:
         h = SimHost(Replica(serial, host, lambda: 1))
         h.apply([genesis(2)])
         me = Identity(serial, host, "sim", "1.0")
-        members = [Member("S000", "m0.example.com"), Member("S001", "m1.example.com")]
+        members = [Machine("S000", "m0.example.com"), Machine("S001", "m1.example.com")]
         return Node(me, h, members, Timing.for_interval(1.0))
 
     a, b = node("S000", "m0.example.com"), node("S001", "m1.example.com")

@@ -56,8 +56,8 @@ async def joiner(tmp_path: Path) -> AsyncIterator[Daemon]:
         yield d
     finally:
         d.stopping.set()
-        d.execute(d.node.stop(d.now()))
-        for io in list(d.ios.values()):
+        d.member.stop()
+        for io in list(d.member.wires.values()):
             io.close()
         if d.ccs_server is not None:
             d.ccs_server.close()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from clusterd.core import layers
 from clusterd.core.state import State
-from clusterd.mesh.peers import Action, Flag, Member
+from clusterd.mesh.peers import Action, Flag, Machine
 
 if TYPE_CHECKING:
     from clusterd.mesh.protocol import Node
@@ -38,8 +38,8 @@ class Endpoint:
     disconnected: bool
 
     @property
-    def member(self) -> Member:
-        return Member(self.serial, self.hostname, self.disconnected)
+    def member(self) -> Machine:
+        return Machine(self.serial, self.hostname, self.disconnected)
 
 
 def endpoints(state: State) -> dict[str, Endpoint]:
@@ -61,10 +61,10 @@ def endpoints(state: State) -> dict[str, Endpoint]:
     return found
 
 
-def members_of(state: State) -> list[Member]:
+def members_of(state: State) -> list[Machine]:
     """Every machine of the cluster as the links know it, in host-name order."""
     return [
-        Member(str(row["serial"]), hostname, bool(row.get("disconnected", False)))
+        Machine(str(row["serial"]), hostname, bool(row.get("disconnected", False)))
         for hostname, row in sorted(layers.machines(state).items())
     ]
 

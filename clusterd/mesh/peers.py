@@ -28,7 +28,7 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
+class Machine:
     """A machine of the cluster as membership records it (keys are the transport's)."""
 
     serial: str
@@ -75,15 +75,26 @@ class Flag:
 
 
 class Log(Protocol):
-    """What the protocol reads from the member's store (writes are actions)."""
+    """What the protocol reads from the member's state in memory.  Reading the commit
+    log (a disk) is an action, ``ReadLog``, whose result comes back as an event."""
 
     def version_vector(self) -> VersionVector: ...
+    def flag(self, hostname: str) -> Flag | None: ...
+
+
+class LogPages(Log, Protocol):
+    """A log as its driver reads it for ``ReadLog`` (``clusterd.mesh.member.page``)."""
+
     def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
         """The first ``limit`` commits a holder of ``vv`` lacks, oldest first (None: the
         log was truncated past one of them)."""
 
     def snapshot(self) -> Snapshot: ...
-    def flag(self, hostname: str) -> Flag | None: ...
+
+
+# A page of the log for one sync request: the commits the asker lacks, or, when the log
+# was truncated past one of them, the whole state (a state transfer).
+Page = list[Commit] | Snapshot
 
 
 class LinkState(enum.Enum):
@@ -192,6 +203,16 @@ class Ask:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadLog:
+    """Read what a holder of ``vv`` lacks, at most ``limit`` commits (off the links'
+    loop: it is a disk read), and give the page to ``Node.log_read``."""
+
+    link: int
+    vv: Mapping[str, int]
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class Answered:
     peer: str
     qid: int
@@ -207,4 +228,4 @@ class Reconnect:
     by: str
 
 
-Action = Send | Close | Dial | Apply | Install | Alert | Note | Ask | Answered | Reconnect
+Action = Send | Close | Dial | Apply | Install | Alert | Note | Ask | Answered | Reconnect | ReadLog

@@ -28,7 +28,7 @@ from typing import Any
 
 from clusterd.core.clock import Stamp, newer
 from clusterd.core.errors import ProtocolError
-from clusterd.core.versions import Commit
+from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.messages import (
     RELAYABLE,
     Answer,
@@ -64,9 +64,11 @@ from clusterd.mesh.peers import (
     Link,
     LinkState,
     Log,
-    Member,
+    Machine,
     Note,
+    Page,
     Peer,
+    ReadLog,
     Reconnect,
     Send,
     Timing,
@@ -133,7 +135,7 @@ def _lacks(vv: Mapping[str, int], other: Mapping[str, int]) -> bool:
 
 class Node:
     def __init__(
-        self, me: Identity, log: Log, members: Iterable[Member], timing: Timing | None = None
+        self, me: Identity, log: Log, members: Iterable[Machine], timing: Timing | None = None
     ) -> None:
         self.me = me
         self.log = log
@@ -291,7 +293,7 @@ class Node:
             out += self._to_peer(peer.serial, msg, alert=False)
         return out
 
-    def set_members(self, members: Iterable[Member], now: float) -> list[Action]:
+    def set_members(self, members: Iterable[Machine], now: float) -> list[Action]:
         """Membership changed (a commit touched it): dial new members, drop removed ones."""
         return self._members(members, now) + self._dials(now)
 
@@ -540,20 +542,24 @@ class Node:
 
     def _sync_response(self, link: Link, their_vv: Mapping[str, int]) -> list[Action]:
         """The first page of what the asker lacks (it asks again for the next): one
-        page read and encoded per request, never the whole backlog at once."""
-        size = self.timing.sync_batch
-        missing = self.log.missing_from(their_vv, size)
-        if missing is None:
-            snap = self.log.snapshot()
-            msg = StateTransfer(vv=snap.version_vector(), snapshot=SnapshotBody.of(snap))
+        page read and encoded per request, never the whole backlog at once.  The driver
+        reads it and gives it to ``log_read``."""
+        return [ReadLog(link.id, dict(their_vv), self.timing.sync_batch)]
+
+    def log_read(self, link_id: int, page: Page, now: float) -> list[Action]:
+        """A page read for ``ReadLog``: to the asker, if its link is still up."""
+        link = self.links.get(link_id)
+        if link is None or link.state is not LinkState.UP:
+            return []
+        if isinstance(page, Snapshot):
+            msg = StateTransfer(vv=page.version_vector(), snapshot=SnapshotBody.of(page))
             return [
                 Send(link.id, msg),
                 Note(f"state transfer to {link.peer}: the log is truncated"),
             ]
-        more = len(missing) >= size
-        return [
-            Send(link.id, SyncResponse(commits=tuple(CommitBody.of(c) for c in missing), more=more))
-        ]
+        more = len(page) >= self.timing.sync_batch
+        commits = tuple(CommitBody.of(c) for c in page)
+        return [Send(link.id, SyncResponse(commits=commits, more=more))]
 
     def _state_transfer(self, link: Link, msg: StateTransfer) -> list[Action]:
         """Take the sender's whole state, merged with ours (it may lack some of ours)."""
@@ -607,7 +613,7 @@ class Node:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _members(self, members: Iterable[Member], now: float) -> list[Action]:
+    def _members(self, members: Iterable[Machine], now: float) -> list[Action]:
         wanted = {m.serial: m for m in members if m.serial != self.me.serial}
         out: list[Action] = []
         for serial in [s for s in self.peers if s not in wanted]:

@@ -1,15 +1,17 @@
-"""The daemon: drives the protocol ``Node`` with asyncio, the store and the transports.
+"""The daemon: one machine's member of the cluster, served with asyncio.
 
-Every event (a link opened, bytes arrived, a timer, a local commit) goes to the node;
-``execute`` carries out the actions it returns, in order.  Everything runs on one event
-loop thread, so the node and the store are never used concurrently.
+It holds the store and the configuration and starts the roles, each in its own module:
+the link driver (``clusterd.node.links``: the mesh ``Member`` over SSH), authentication
+(``clusterd.trust.logins``), status (``clusterd.node.status``), the membership follower
+(``clusterd.node.follower``), the front ends' API (``clusterd.node.api``) and the shell
+workers.  Links, timers and the store run on one event loop thread, so the node and the
+store are never used concurrently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import time
@@ -20,28 +22,11 @@ from typing import Any
 import asyncssh
 
 from clusterd.core import layers
-from clusterd.core.errors import BadCommit, ClusterdError, ProtocolError, StoreError, TransportError
+from clusterd.core.errors import ClusterdError
 from clusterd.core.merge import Outcome
 from clusterd.core.state import definition
-from clusterd.core.versions import Commit, Snapshot, VersionVector
-from clusterd.mesh.members import WHO_WE_ARE, Endpoint, flag_of
-from clusterd.mesh.messages import FrameReader, decode_body, encode
-from clusterd.mesh.peers import (
-    Action,
-    Alert,
-    Answered,
-    Apply,
-    Ask,
-    Close,
-    Dial,
-    Flag,
-    Identity,
-    Install,
-    Note,
-    Reconnect,
-    Send,
-    Timing,
-)
+from clusterd.mesh.members import Endpoint
+from clusterd.mesh.peers import Alert, Answered, Identity, Timing
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.transport import ssh
 from clusterd.mesh.transport.limits import Gate
@@ -53,9 +38,9 @@ from clusterd.node.alertmail import AlertMail
 from clusterd.node.api import ClusterAPI
 from clusterd.node.config import DaemonConfig
 from clusterd.node.follower import Follower
+from clusterd.node.links import Links
 from clusterd.node.publish import Publisher
 from clusterd.node.workers import Workers
-from clusterd.store.commitcheck import check_snapshot
 from clusterd.store.store import Store
 from clusterd.trust.dns import Lookup, Resolver
 from clusterd.trust.join import Algorithms, JoinAnswer, Joiner, JoinRequest
@@ -68,28 +53,6 @@ MAX_ALERTS = 200
 STORE_PROBE = 2.0  # s between looks at a store that is down
 
 
-class StoreLog:
-    """The protocol's read-only view of the store."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def version_vector(self) -> VersionVector:
-        return self.store.state.vv
-
-    def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
-        try:
-            return self.store.commits_missing_from(vv, limit)
-        except StoreError:  # the store is down: nothing to send now; asked again later
-            return []
-
-    def snapshot(self) -> Snapshot:
-        return self.store.export_state()
-
-    def flag(self, hostname: str) -> Flag | None:
-        return flag_of(self.store.state, hostname)
-
-
 class Daemon:
     def __init__(self, config: DaemonConfig, shells: ShellFactory | None = None) -> None:
         self.config = config
@@ -100,10 +63,6 @@ class Daemon:
         self.started_at = time.time()
         self.timing = Timing.for_interval(config.ping_interval)
         self.peers: dict[str, Endpoint] = {}
-        self.node = Node(self.identity(), StoreLog(self.store), [], self.timing)
-        self.ios: dict[int, ssh.LinkIO] = {}
-        self.readers: dict[int, FrameReader] = {}
-        self.next_link = 1
         self.alerts: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)
         self.mail = AlertMail(
             hostname=lambda: self.config.hostname,
@@ -117,7 +76,6 @@ class Daemon:
         self.publisher = Publisher(
             self.store, config.data_dir, config.publish_hook, config.publish_hook_timeout
         )
-        self.waiting: dict[int, asyncio.Future[Answered]] = {}
         self.servers: list[asyncssh.SSHAcceptor | asyncio.AbstractServer] = []
         self.admin_server: asyncssh.SSHAcceptor | None = None
         self.ccs_server: asyncssh.SSHAcceptor | None = None
@@ -135,8 +93,6 @@ class Daemon:
         self.logins: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)  # recent logins: last
         self._algorithms: Algorithms | None = None
         self.follower = Follower(self)  # membership changes: links, name, leaving
-        # Mesh frames and bytes (framing included, SSH's own overhead not) since start.
-        self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
         self.store.listeners.append(self._on_outcomes)
         if isinstance(shells, Workers):  # their images of the store follow ours
             self.store.listeners.append(lambda outcomes, _local: shells.applied(outcomes))
@@ -145,10 +101,20 @@ class Daemon:
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self.summary_cache: dict[str, Any] | None = None  # digest and losses, until a change
         self._store_down = False
-        self.follower.reload()
+        self.links = Links(self)  # the mesh member; replicates what the store made durable
+        self.member = self.links.mesh
+        self.member.execute(self.follower.reload())
 
     def __repr__(self) -> str:
         return f"<Daemon {self.config.hostname} {self.node!r}>"
+
+    @property
+    def node(self) -> Node:
+        return self.member.node
+
+    @property
+    def tracing(self) -> bool:
+        return self._trace is not None
 
     def identity(self) -> Identity:
         c = self.config
@@ -172,7 +138,7 @@ class Daemon:
             c.ssh_port,
             c.ccs_port if c.ccs_enabled else "off",
         )
-        self.execute(self.node.start(self.now()))
+        self.member.start()
         ticker = asyncio.create_task(self._ticks())
         self.mail.start()
         self.publisher.start()
@@ -184,7 +150,7 @@ class Daemon:
             self.publisher.stop()
             if isinstance(self.shell_factory, Workers):
                 self.shell_factory.close()
-            self.execute(self.node.stop(self.now()))
+            self.member.stop()
             for server in [*self.servers, self.admin_server, self.ccs_server]:
                 if server is not None:
                     server.close()
@@ -251,8 +217,8 @@ class Daemon:
         probed = 0.0
         while True:
             await asyncio.sleep(every)
-            self.execute(self.node.tick(self.now()))
-            self._store_health()
+            self.member.tick()
+            self.store_health()
             if self.store.outage is not None and self.now() - probed >= STORE_PROBE:
                 probed = self.now()
                 await self._probe_store()
@@ -261,85 +227,7 @@ class Daemon:
     def now() -> float:
         return time.monotonic()
 
-    # -- actions ------------------------------------------------------------------------
-
-    def execute(self, actions: list[Action]) -> None:
-        frames: dict[int, bytes] = {}  # id(message) -> its frame, for this batch
-        for action in actions:
-            try:
-                self._execute(action, frames)
-            except ClusterdError as exc:
-                log.error("could not carry out %s: %s", type(action).__name__, exc)
-        if self.follower.changed:
-            self.follower.reload()
-
-    def _execute(self, action: Action, frames: dict[int, bytes]) -> None:
-        match action:
-            case Send(link, msg):
-                io = self.ios.get(link)
-                if io is not None:
-                    data = frames.get(id(msg))
-                    if data is None:  # (a commit to every member is encoded once)
-                        data = frames[id(msg)] = encode(msg)
-                    self.traffic["frames_out"] += 1
-                    self.traffic["bytes_out"] += len(data)
-                    io.write(data)
-            case Close(link, reason):
-                io = self.ios.get(link)
-                if io is not None:
-                    log.info("closing link %d: %s", link, reason)
-                    io.close()
-            case Dial(peer):
-                asyncio.get_running_loop().create_task(self._dial(peer))
-            case Apply(commits, peer):
-                self._apply(list(commits), peer)
-            case Install(snapshot, peer):
-                log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
-                try:
-                    check_snapshot(self.store.catalogue, snapshot)
-                except BadCommit as exc:
-                    self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
-                    return
-                self.store.merge_state(snapshot)
-                self.follower.changed = True
-                self.summary_cache = None
-                if self._trace is not None:
-                    vv = json.dumps(self.store.state.vv, separators=(",", ":"))
-                    self.traced(f"install {peer} {vv}")
-            case Alert(kind, peer, text):
-                name = self.peers[peer].hostname if peer in self.peers else peer
-                log.warning("ALERT %s: %s: %s", kind, name, text)
-                self.alerts.append({"at": time.time(), "kind": kind, "peer": name, "text": text})
-                self.mail.post(kind, name, text)
-            case Note(text):
-                log.info("%s", text)
-                self.traced(f"note {text}")
-            case Ask(peer, qid, "checks", args):  # reads files: off the event loop
-                asyncio.get_running_loop().create_task(self._answer_checks(peer, qid, args))
-            case Ask(peer, qid, kind, args):
-                try:
-                    ok, body = self.answer(kind, args)
-                except (ClusterdError, KeyError, ValueError, TypeError) as exc:
-                    ok, body = False, f"bad {kind} query: {exc}"
-                self.execute(self.node.answer(peer, qid, ok, body, self.now()))
-            case Answered():
-                future = self.waiting.pop(action.qid, None)
-                if future is not None and not future.done():
-                    future.set_result(action)
-            case Reconnect(by):  # after the goodbye and close that come with it
-                asyncio.get_running_loop().call_soon(self.follower.reconnected, by)
-
-    def _apply(self, commits: list[Commit], peer: str) -> None:
-        try:
-            self.store.apply_remote(commits)
-        except BadCommit as exc:
-            self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))
-        except StoreError:
-            # Not applied, so not in our version vector: the peers send them again once
-            # the store is back.  The store logged the outage; we alert once.
-            self._store_health()
-
-    def _store_health(self) -> None:
+    def store_health(self) -> None:
         """Alert once when the store goes down and once when it is back."""
         outage = self.store.outage
         if outage is not None and not self._store_down:
@@ -353,7 +241,7 @@ class Daemon:
     async def _probe_store(self) -> None:
         """While the store is down, see (off the event loop) whether it is back."""
         await asyncio.to_thread(self.store.probe)
-        self._store_health()
+        self.store_health()
 
     def traced(self, line: str) -> None:
         """One line of the trace file (``trace_file``), stamped with the monotonic clock."""
@@ -361,10 +249,9 @@ class Daemon:
             self._trace.write(f"{time.monotonic_ns()} {line}\n")
 
     def _on_outcomes(self, outcomes: list[Outcome], local: bool) -> None:
-        """Every batch the store made durable: the one place after a commit.  A commit
-        made here (shell, control socket, web, the daemon itself) goes to the members
-        from here, so no caller can forget to replicate it; the publisher, another
-        listener, writes ``effective.json``."""
+        """Every batch the store made durable: caches, the trace, sessions whose user is
+        gone, new SSH algorithms.  The link driver, another listener, replicates a
+        commit made here; the publisher writes ``effective.json``."""
         self.summary_cache = None
         if self._trace is not None:  # benchmarks: when each commit became durable here
             for o in outcomes:
@@ -372,8 +259,6 @@ class Daemon:
                 kind = "commit" if cid.origin == self.config.serial else "apply"
                 self.traced(f"{kind} {cid.origin} {cid.seq}")
         touched = {feature for o in outcomes for feature, _ in o.touched}
-        if touched & WHO_WE_ARE:
-            self.follower.changed = True
         if touched & ADMIN_ONLY_FEATURES and self.shells:
             with contextlib.suppress(RuntimeError):  # no loop: not serving yet
                 asyncio.get_running_loop().call_soon(self._end_gone_sessions)
@@ -382,9 +267,6 @@ class Daemon:
             if before is not None and before != self.algorithms():  # not for admin_keys
                 with contextlib.suppress(RuntimeError):  # no loop: not serving yet
                     asyncio.get_running_loop().create_task(self._restart_listeners())
-        if local and layers.cluster_name(self.store.state) is not None:  # (not a leaver's)
-            for o in outcomes:
-                self.execute(self.node.committed(o.commit, self.now()))
 
     def _end_gone_sessions(self) -> None:
         """Log out every shell whose user (or the key it logged in with) is gone."""
@@ -402,67 +284,19 @@ class Daemon:
         except (OSError, ClusterdError, ValueError) as exc:
             self.alert("configuration", self.config.hostname, f"SSH listeners: {exc}")
 
-    async def _dial(self, serial: str) -> None:
-        peer = self.peers.get(serial)
-        try:
-            if peer is None:
-                raise TransportError("connection failure", f"{serial} is no longer a member")
-            if serial in self.config.blocked_peers:
-                raise TransportError("connection failure", f"{peer.hostname} is blocked here")
-            timeout = self.timing.handshake_timeout
-            address = peer.address
-            if address is None:
-                found = await self.resolver.forward(peer.hostname)
-                if not found.ok:
-                    raise TransportError("connection failure", f"DNS: {found.reason}")
-                address = found.answers[0]
-            algs = self.algorithms()
-            io = await ssh.dial(
-                self, peer, address, self.machine_key, algs, timeout, self.config.listen
-            )
-        except TransportError as exc:
-            if serial in self.node.peers and self.node.peers[serial].dialing:
-                self.execute(self.node.dial_failed(serial, self.now(), exc.kind, exc.reason))
-            return
-        if self.stopping.is_set() or serial not in self.node.peers:
-            io.close()
-            return
-        io.link_id = self.link_up(io, serial, outbound=True)
-
     # -- transport events ---------------------------------------------------------------
 
     def link_up(self, io: ssh.LinkIO, peer: str, outbound: bool) -> int:
-        link_id = self.next_link
-        self.next_link += 1
-        self.ios[link_id] = io
-        self.readers[link_id] = FrameReader()
-        self.execute(self.node.link_opened(link_id, self.now(), peer=peer, outbound=outbound))
-        return link_id
+        return self.links.link_up(io, peer, outbound)
 
     def link_data(self, link_id: int, data: bytes) -> None:
-        reader = self.readers.get(link_id)
-        if reader is None or link_id not in self.node.links:
-            return
-        self.traffic["bytes_in"] += len(data)
-        try:
-            for body in reader.feed(data):
-                self.traffic["frames_in"] += 1
-                msg = decode_body(body)
-                self.execute(self.node.received(link_id, msg, self.now()))
-                if link_id not in self.node.links:
-                    return
-        except ProtocolError as exc:
-            if link_id in self.node.links:
-                self.execute(self.node.frame_error(link_id, self.now(), exc))
+        self.member.data(link_id, data)
 
     def link_down(self, link_id: int, reason: str) -> None:
-        self.ios.pop(link_id, None)
-        self.readers.pop(link_id, None)
-        if link_id in self.node.links:
-            self.execute(self.node.link_closed(link_id, self.now(), reason))
+        self.member.closed(link_id, reason)
 
     def alert(self, kind: str, peer: str, text: str) -> None:
-        self.execute([Alert(kind, peer, text)])
+        self.links.alert(Alert(kind, peer, text))
 
     def users(self) -> dict[str, Any]:
         """This machine's effective userconfig."""
@@ -545,27 +379,8 @@ class Daemon:
                 f"the cross-node checks took longer than {self.timeout} s (a slow disk?)"
             ) from None
 
-    async def _answer_checks(self, peer: str, qid: int, args: Mapping[str, Any]) -> None:
-        body: Any
-        try:
-            ok, body = True, await self.node_checks(args)
-        except (ValueError, TypeError) as exc:
-            ok, body = False, f"bad checks query: {exc}"
-        except ClusterdError as exc:
-            ok, body = False, str(exc)
-        if peer in self.node.peers:
-            self.execute(self.node.answer(peer, qid, ok, body, self.now()))
-
     async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
-        qid, actions = self.node.query(serial, kind, args, self.now())
-        future: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
-        self.waiting[qid] = future
-        self.execute(actions)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            self.waiting.pop(qid, None)
-            return Answered(serial, qid, False, f"no answer within {timeout} s")
+        return await self.links.ask_peer(serial, kind, args, timeout)
 
 
 def run(config: DaemonConfig, shells: ShellFactory | None = None) -> None:

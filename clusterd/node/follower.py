@@ -19,6 +19,7 @@ from clusterd.core import layers
 from clusterd.core.errors import ClusterdError
 from clusterd.core.modes import Mode
 from clusterd.mesh.members import endpoints, follow
+from clusterd.mesh.peers import Action
 from clusterd.node import config as cfg
 from clusterd.node import logsetup
 from clusterd.trust import clusterops, lifecycle
@@ -33,20 +34,19 @@ LEAVE_DELAY = 0.5  # s: let the removal commit or the answer go out before links
 class Follower:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.changed = True  # membership changed since the last reload
         self.group: str | None = None  # this machine's group while a member
         self.former_names: dict[str, str] = {}  # machines renamed while running: old -> new
 
     def replaced(self) -> None:
         """After a state replacement (join, leave): links and identity follow."""
         self.daemon.forget_caches()
-        self.reload()
+        self.daemon.member.execute(self.reload())
 
-    def reload(self) -> None:
+    def reload(self) -> list[Action]:
         """Membership changed (a commit, a state transfer): links, identity, name and
-        group follow; a machine removed from the cluster flattens and leaves."""
+        group follow (the links' actions are returned); a machine removed from the
+        cluster flattens and leaves."""
         d = self.daemon
-        self.changed = False
         was_member = d.config.serial in d.peers
         names = {serial: e.hostname for serial, e in d.peers.items()}
         d.peers = endpoints(d.store.state)
@@ -70,7 +70,7 @@ class Follower:
             d.left.clear()
         elif was_member and layers.cluster_name(d.store.state) is not None:
             self.schedule_leave(f"{d.config.hostname} was removed from the cluster")
-        d.execute(actions)
+        return actions
 
     def _renamed(self, new: str) -> None:
         """This machine has a new name (a committed ``sethostname``, here or on any

@@ -36,7 +36,7 @@ def report(d: Daemon) -> dict[str, Any]:
         **summary(d),
         "waiting_commits": len(d.store.inbox),
         "catch_up": catch_up(ours, members),
-        "traffic": dict(d.traffic),
+        "traffic": dict(d.member.traffic),
         "store": {"ok": d.store.outage is None, **(d.store.outage or {})},
         "gate": d.gate.status(),
         "alerts": list(d.alerts),

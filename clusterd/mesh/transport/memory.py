@@ -1,10 +1,12 @@
-"""An in-memory network of protocol nodes, in virtual time, with seeded faults.
+"""An in-memory network of mesh members, in virtual time, with seeded faults.
 
 One process, one ``random.Random(seed)``: the same seed replays the same run exactly.
-Faults: frames dropped, duplicated, delayed or reordered; members partitioned (their
-frames vanish, like a black hole); members crashed (links reset or silent) and
-restarted with a fresh ``Node`` over the same persistent host.  Frames go through the
-real wire encoding (``wire=True``) so the simulation also exercises framing.
+Each member is the shipped ``clusterd.mesh.member.Member`` (the daemon drives the same
+class over SSH); this module is only its transport and its clock.  Faults: frames
+dropped, duplicated, delayed or reordered; members partitioned (their frames vanish,
+like a black hole); members crashed (links reset or silent) and restarted with a fresh
+``Node`` over the same persistent host.  Frames travel as the bytes the member encodes,
+so the simulation also exercises framing.
 """
 
 from __future__ import annotations
@@ -16,35 +18,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clusterd.core.errors import ProtocolError
 from clusterd.core.versions import Commit, Snapshot
-from clusterd.mesh.messages import FrameReader, Message, decode_body, encode
-from clusterd.mesh.peers import (
-    Action,
-    Alert,
-    Answered,
-    Apply,
-    Ask,
-    Close,
-    Dial,
-    Install,
-    Log,
-    Note,
-    Reconnect,
-    Send,
-)
+from clusterd.mesh.member import Member, page
+from clusterd.mesh.peers import Action, Alert, Answered, LogPages, Page
 from clusterd.mesh.protocol import Node
 
 
 class Host(Protocol):
-    """The persistent side of a simulated member (its store)."""
+    """The persistent side of a simulated member (its store), kept across crashes."""
 
-    log: Log
+    member: Member | None  # the member running over it now (set at each start)
 
-    def apply(self, commits: Sequence[Commit]) -> None: ...
-    def install(self, snapshot: Snapshot) -> None: ...
+    @property
+    def log(self) -> LogPages: ...
+
+    def apply(self, commits: list[Commit], peer: str) -> None: ...
+    def install(self, snapshot: Snapshot, peer: str) -> None: ...
     def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]: ...
     def reconnect(self, by: str) -> None: ...
+    def follow(self, node: Node, now: float) -> list[Action]: ...
 
 
 @dataclass
@@ -58,31 +50,96 @@ class Faults:
 
 @dataclass
 class SimMember:
+    """One member's place in the network: its host, its running ``Member`` and what
+    that member reported (a ``clusterd.mesh.member.Host`` and ``Transport``)."""
+
+    net: Network
     serial: str
     host: Host
     factory: Callable[[], Node]
-    node: Node
+    member: Member = field(init=False)
     alive: bool = False
     incarnation: int = 0
     alerts: list[Alert] = field(default_factory=list)
     answers: list[Answered] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.fresh()
+
+    def fresh(self) -> None:
+        self.member = Member(self.factory(), self, self, lambda: self.net.now)
+        self.host.member = self.member
+
+    @property
+    def node(self) -> Node:
+        return self.member.node
+
+    @property
+    def log(self) -> LogPages:
+        return self.host.log
+
+    # -- as the member's host and transport ---------------------------------------------
+
+    def apply(self, commits: list[Commit], peer: str) -> None:
+        self.host.apply(commits, peer)
+
+    def install(self, snapshot: Snapshot, peer: str) -> None:
+        self.host.install(snapshot, peer)
+
+    def read_log(self, link: int, vv: Mapping[str, int], limit: int) -> Page:
+        return page(self.host.log, vv, limit)
+
+    def ask(self, peer: str, qid: int, kind: str, args: Mapping[str, Any]) -> Any:
+        return self.host.answer(kind, args)
+
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def note(self, text: str) -> None:
+        self.net.log.append(f"{self.net.now:9.3f} {self.serial}: {text}")
+
+    def answered(self, answer: Answered) -> None:
+        self.answers.append(answer)
+
+    def reconnect(self, by: str) -> None:
+        incarnation = self.incarnation
+
+        def later() -> None:
+            if self.net.live(self, incarnation):
+                self.host.reconnect(by)
+
+        self.net.at(0.0, later)
+
+    def follow(self, node: Node, now: float) -> list[Action]:
+        return self.host.follow(node, now)
+
+    def dial(self, peer: str) -> None:
+        self.net.dial(self, peer)
+
 
 @dataclass
 class End:
+    """One end of a link: the ``Wire`` its member writes to."""
+
+    net: Network
+    id: int
     owner: str
     peer: str
     incarnation: int
     other: int = 0
     open: bool = True
-    reader: FrameReader = field(default_factory=FrameReader)
+
+    def write(self, data: bytes) -> None:
+        self.net.send(self, data)
+
+    def close(self) -> None:
+        self.net.close(self)
 
 
 class Network:
-    def __init__(self, seed: int, faults: Faults | None = None, *, wire: bool = True) -> None:
+    def __init__(self, seed: int, faults: Faults | None = None) -> None:
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
-        self.wire = wire
         self.now = 0.0
         self.members: dict[str, SimMember] = {}
         self.ends: dict[int, End] = {}
@@ -96,13 +153,13 @@ class Network:
     # -- set-up and faults ----------------------------------------------------------------
 
     def add(self, serial: str, host: Host, factory: Callable[[], Node]) -> SimMember:
-        member = self.members[serial] = SimMember(serial, host, factory, factory())
+        member = self.members[serial] = SimMember(self, serial, host, factory)
         return member
 
     def start(self, serial: str, tick: float) -> None:
         m = self.members[serial]
         m.alive = True
-        self._do(m, m.node.start(self.now))
+        m.member.start()
         self._ticks(m, m.incarnation, tick, first=self.rng.uniform(0, tick))
 
     def crash(self, serial: str) -> None:
@@ -110,15 +167,14 @@ class Network:
         m.alive = False
         m.incarnation += 1
         reset = self.rng.random() < 0.5  # else silent: peers find out by missed pings
-        for end_id, end in self.ends.items():
+        for end in self.ends.values():
             if end.owner == serial and end.open:
                 end.open = False
                 if reset:
-                    self._close_other(end_id, "connection reset by peer")
+                    self._close_other(end, "connection reset by peer")
 
     def restart(self, serial: str, tick: float) -> None:
-        m = self.members[serial]
-        m.node = m.factory()
+        self.members[serial].fresh()
         self.start(serial, tick)
 
     def partition(self, side: Sequence[str]) -> None:
@@ -146,59 +202,22 @@ class Network:
             fn()
         self.now = max(self.now, until)
 
-    def commit(self, serial: str, commit: Commit) -> None:
-        m = self.members[serial]
-        self._do(m, m.node.committed(commit, self.now))
-
     def call(self, serial: str, event: Callable[[Node], list[Action]]) -> None:
         """Feed any event to a member's node and carry out what it asks."""
-        m = self.members[serial]
-        self._do(m, event(m.node))
+        self.members[serial].member.call(event)
 
-    # -- actions ------------------------------------------------------------------------
-
-    def _do(self, m: SimMember, actions: list[Action]) -> None:
-        for action in actions:
-            match action:
-                case Send(link, msg):
-                    self._send(link, msg)
-                case Close(link, reason):
-                    self._close(m, link, reason)
-                case Dial(peer):
-                    self._dial(m, peer)
-                case Apply(commits, _):
-                    m.host.apply(commits)
-                case Install(snapshot, _):
-                    m.host.install(snapshot)
-                case Alert():
-                    m.alerts.append(action)
-                case Note(text):
-                    self.log.append(f"{self.now:9.3f} {m.serial}: {text}")
-                case Ask(peer, qid, kind, args):
-                    ok, body = m.host.answer(kind, args)
-                    self._do(m, m.node.answer(peer, qid, ok, body, self.now))
-                case Answered():
-                    m.answers.append(action)
-                case Reconnect(by):
-                    self.at(0.0, self._reconnect(m, by))
-
-    def _reconnect(self, m: SimMember, by: str) -> Callable[[], None]:
-        def later() -> None:
-            if m.alive:
-                m.host.reconnect(by)
-
-        return later
-
-    def _live(self, m: SimMember, incarnation: int) -> bool:
+    def live(self, m: SimMember, incarnation: int) -> bool:
         return m.alive and m.incarnation == incarnation
 
     def _ticks(self, m: SimMember, incarnation: int, every: float, first: float) -> None:
         def tick() -> None:
-            if self._live(m, incarnation):
-                self._do(m, m.node.tick(self.now))
+            if self.live(m, incarnation):
+                m.member.tick()
                 self.at(every, tick)
 
         self.at(first, tick)
+
+    # -- the transport --------------------------------------------------------------------
 
     def _latency(self) -> float:
         f = self.faults
@@ -207,71 +226,55 @@ class Network:
             delay += self.rng.uniform(0, f.hold)
         return delay
 
-    def _send(self, link: int, msg: Message) -> None:
-        end = self.ends.get(link)
-        if end is None or not end.open or frozenset((end.owner, end.peer)) in self.blocked:
+    def send(self, end: End, data: bytes) -> None:
+        if not end.open or frozenset((end.owner, end.peer)) in self.blocked:
             return
         f = self.faults
         if f.drop and self.rng.random() < f.drop:
             return
         copies = 2 if f.duplicate and self.rng.random() < f.duplicate else 1
-        data: bytes | Message = encode(msg) if self.wire else msg
         for _ in range(copies):
-            self.at(self._latency(), lambda: self._deliver(end.other, data))
+            self.at(self._latency(), lambda: self._deliver(self.ends[end.other], data))
 
-    def _deliver(self, end_id: int, data: bytes | Message) -> None:
-        end = self.ends[end_id]
+    def _deliver(self, end: End, data: bytes) -> None:
         m = self.members[end.owner]
-        if not end.open or not self._live(m, end.incarnation):
+        if not end.open or not self.live(m, end.incarnation):
             return
         self.frames += 1
-        if isinstance(data, Message):
-            self._do(m, m.node.received(end_id, data, self.now))
-            return
-        try:
-            bodies = end.reader.feed(data)
-            for body in bodies:
-                msg = decode_body(body)
-                self._do(m, m.node.received(end_id, msg, self.now))
-        except ProtocolError as exc:
-            if end.open:
-                self._do(m, m.node.frame_error(end_id, self.now, exc))
+        m.member.data(end.id, data)
 
-    def _close(self, m: SimMember, link: int, reason: str) -> None:
-        end = self.ends.get(link)
-        if end is None or not end.open:
+    def close(self, end: End) -> None:
+        if not end.open:
             return
         end.open = False
-        incarnation = end.incarnation
-        self.at(0.0, lambda: self._closed(m, incarnation, link, "closed here"))
-        self._close_other(link, reason)
+        m = self.members[end.owner]
+        self.at(0.0, lambda: self._closed(m, end, "closed here"))
+        self._close_other(end, "closed by peer")
 
-    def _close_other(self, link: int, reason: str) -> None:
-        other_id = self.ends[link].other
-        other = self.ends[other_id]
+    def _close_other(self, end: End, reason: str) -> None:
+        other = self.ends[end.other]
 
         def closed() -> None:
             if other.open:
                 other.open = False
-                self._closed(self.members[other.owner], other.incarnation, other_id, reason)
+                self._closed(self.members[other.owner], other, reason)
 
         self.at(self._latency(), closed)
 
-    def _closed(self, m: SimMember, incarnation: int, link: int, reason: str) -> None:
-        if self._live(m, incarnation) and link in m.node.links:
-            self._do(m, m.node.link_closed(link, self.now, reason))
+    def _closed(self, m: SimMember, end: End, reason: str) -> None:
+        if self.live(m, end.incarnation):
+            m.member.closed(end.id, reason)
 
-    def _dial(self, m: SimMember, peer: str) -> None:
+    def dial(self, m: SimMember, peer: str) -> None:
         target = self.members.get(peer)
         incarnation = m.incarnation
 
         def dialing() -> bool:  # still ours to report (the peer may have been removed)
-            p = m.node.peers.get(peer)
-            return self._live(m, incarnation) and p is not None and p.dialing
+            return self.live(m, incarnation) and m.member.dialing(peer)
 
         def fail(reason: str) -> None:
             if dialing():
-                self._do(m, m.node.dial_failed(peer, self.now, "connection failure", reason))
+                m.member.dial_failed(peer, "connection failure", reason)
 
         if (
             target is None
@@ -282,19 +285,19 @@ class Network:
             self.at(self.rng.uniform(0.01, 0.3), lambda: fail(f"cannot connect to {peer}"))
             return
         a, b = next(self._ids), next(self._ids)
-        self.ends[a] = End(m.serial, peer, incarnation, other=b)
-        self.ends[b] = End(peer, m.serial, target.incarnation, other=a)
+        ours = self.ends[a] = End(self, a, m.serial, peer, incarnation, other=b)
+        theirs = self.ends[b] = End(self, b, peer, m.serial, target.incarnation, other=a)
 
         def opened() -> None:
             if not dialing():
-                self.ends[a].open = False
-                self._close_other(a, "dialer went away")
+                ours.open = False
+                self._close_other(ours, "dialer went away")
                 return
-            if not self._live(target, self.ends[b].incarnation):
-                self.ends[a].open = self.ends[b].open = False
+            if not self.live(target, theirs.incarnation):
+                ours.open = theirs.open = False
                 fail(f"{peer} went away")
                 return
-            self._do(target, target.node.link_opened(b, self.now, peer=m.serial, outbound=False))
-            self._do(m, m.node.link_opened(a, self.now, peer=peer, outbound=True))
+            target.member.opened(b, theirs, m.serial, outbound=False)
+            m.member.opened(a, ours, peer, outbound=True)
 
         self.at(self._latency(), opened)

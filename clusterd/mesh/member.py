@@ -1,0 +1,230 @@
+"""One member of the mesh, whatever carries its links: the protocol ``Node``, its
+frames, and the driving of every action the node returns.
+
+The daemon (``clusterd.node.daemon``, links over SSH) and the in-memory simulation
+(``clusterd.mesh.transport.memory``) both drive this class, so the simulation runs the
+code that ships.  What differs between them is given, not copied:
+
+* a ``Host``: the member's machine (its store and what it does with alerts, questions
+  and membership changes);
+* a ``Transport``: how a link is dialled; each open link is a ``Wire``;
+* a clock.
+
+Every event goes to the node; ``execute`` carries out what it answers, in order, and
+then lets membership follow once if the batch changed it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from clusterd.core.errors import BadCommit, ProtocolError
+from clusterd.core.versions import Commit, Snapshot
+from clusterd.mesh.messages import FrameReader, decode_body, encode
+from clusterd.mesh.peers import (
+    Action,
+    Alert,
+    Answered,
+    Apply,
+    Ask,
+    Close,
+    Dial,
+    Install,
+    Log,
+    LogPages,
+    Note,
+    Page,
+    ReadLog,
+    Reconnect,
+    Send,
+)
+from clusterd.mesh.protocol import Node
+
+log = logging.getLogger("clusterd.daemon")
+
+
+class Wire(Protocol):
+    """One open link, as its transport carries it."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    def dial(self, peer: str) -> None:
+        """Open a link to ``peer``: later ``Member.opened``, or ``Member.dial_failed``."""
+
+
+class Host(Protocol):
+    """The member's machine: its store, and what it does with what the links bring."""
+
+    @property
+    def log(self) -> Log: ...
+
+    def apply(self, commits: list[Commit], peer: str) -> None:
+        """Make commits from a peer durable; BadCommit refuses them (and the link)."""
+
+    def install(self, snapshot: Snapshot, peer: str) -> None:
+        """Merge a peer's state transfer; BadCommit refuses it."""
+
+    def read_log(self, link: int, vv: Mapping[str, int], limit: int) -> Page | None:
+        """A page of the log for a sync request on ``link`` (``page``): now, or None to
+        give it later with ``Member.log_read`` (the daemon reads it in a thread)."""
+
+    def ask(self, peer: str, qid: int, kind: str, args: Mapping[str, Any]) -> Any:
+        """Answer a peer's question: ``(ok, body)`` now, or None to answer later with
+        ``Member.reply``."""
+
+    def alert(self, alert: Alert) -> None: ...
+    def note(self, text: str) -> None: ...
+    def answered(self, answer: Answered) -> None: ...
+    def reconnect(self, by: str) -> None:
+        """A peer has seen a RECONNECT of this machine that we missed (after this
+        batch: its goodbye and close come first)."""
+
+    def follow(self, node: Node, now: float) -> list[Action]:
+        """Membership changed: what the links do about it (``clusterd.mesh.members``)."""
+
+
+def page(log: LogPages, vv: Mapping[str, int], limit: int) -> Page:
+    """What a holder of ``vv`` lacks: at most ``limit`` commits, or the whole state when
+    the log was truncated past one of them."""
+    missing = log.missing_from(dict(vv), limit)
+    return log.snapshot() if missing is None else missing
+
+
+class Member:
+    def __init__(self, node: Node, host: Host, transport: Transport, clock: Callable[[], float]):
+        self.node = node
+        self.host = host
+        self.transport = transport
+        self.now = clock
+        self.wires: dict[int, Wire] = {}
+        self.readers: dict[int, FrameReader] = {}
+        self.membership_changed = False  # set by the host; followed after the batch
+        # Mesh frames and bytes (framing included, the transport's own overhead not).
+        self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
+
+    def __repr__(self) -> str:
+        return f"<Member {self.node!r}>"
+
+    # -- events ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.execute(self.node.start(self.now()))
+
+    def stop(self) -> None:
+        self.execute(self.node.stop(self.now()))
+
+    def tick(self) -> None:
+        self.execute(self.node.tick(self.now()))
+
+    def committed(self, commits: Iterable[Commit]) -> None:
+        """Commits made here, durable: to every member."""
+        for commit in commits:
+            self.execute(self.node.committed(commit, self.now()))
+
+    def opened(self, link: int, wire: Wire, peer: str, outbound: bool) -> None:
+        self.wires[link] = wire
+        self.readers[link] = FrameReader()
+        self.execute(self.node.link_opened(link, self.now(), peer=peer, outbound=outbound))
+
+    def data(self, link: int, data: bytes) -> None:
+        reader = self.readers.get(link)
+        if reader is None or link not in self.node.links:
+            return
+        self.traffic["bytes_in"] += len(data)
+        try:
+            for body in reader.feed(data):
+                self.traffic["frames_in"] += 1
+                self.execute(self.node.received(link, decode_body(body), self.now()))
+                if link not in self.node.links:
+                    return
+        except ProtocolError as exc:
+            if link in self.node.links:
+                self.execute(self.node.frame_error(link, self.now(), exc))
+
+    def closed(self, link: int, reason: str) -> None:
+        self.wires.pop(link, None)
+        self.readers.pop(link, None)
+        if link in self.node.links:
+            self.execute(self.node.link_closed(link, self.now(), reason))
+
+    def dial_failed(self, peer: str, kind: str, reason: str) -> None:
+        p = self.node.peers.get(peer)
+        if p is not None and p.dialing:
+            self.execute(self.node.dial_failed(peer, self.now(), kind, reason))
+
+    def dialing(self, peer: str) -> bool:
+        """Whether a dial to ``peer`` is still wanted (it may have been removed)."""
+        p = self.node.peers.get(peer)
+        return p is not None and p.dialing
+
+    def reply(self, peer: str, qid: int, ok: bool, body: Any) -> None:
+        if peer in self.node.peers:
+            self.execute(self.node.answer(peer, qid, ok, body, self.now()))
+
+    def log_read(self, link: int, page: Page) -> None:
+        self.execute(self.node.log_read(link, page, self.now()))
+
+    def call(self, event: Callable[[Node], list[Action]]) -> None:
+        """Feed any other event to the node and carry out what it asks."""
+        self.execute(event(self.node))
+
+    # -- actions --------------------------------------------------------------------------
+
+    def execute(self, actions: list[Action]) -> None:
+        frames: dict[int, bytes] = {}  # id(message) -> its frame, for this batch
+        for action in actions:
+            self._execute(action, frames)
+        if self.membership_changed:
+            self.membership_changed = False
+            self.execute(self.host.follow(self.node, self.now()))
+
+    def _execute(self, action: Action, frames: dict[int, bytes]) -> None:
+        match action:
+            case Send(link, msg):
+                wire = self.wires.get(link)
+                if wire is not None:
+                    data = frames.get(id(msg))
+                    if data is None:  # (a commit to every member is encoded once)
+                        data = frames[id(msg)] = encode(msg)
+                    self.traffic["frames_out"] += 1
+                    self.traffic["bytes_out"] += len(data)
+                    wire.write(data)
+            case Close(link, reason):
+                wire = self.wires.get(link)
+                if wire is not None:
+                    log.info("closing link %d: %s", link, reason)
+                    wire.close()
+            case Dial(peer):
+                self.transport.dial(peer)
+            case Apply(commits, peer):
+                self._refusing(peer, self.host.apply, list(commits))
+            case Install(snapshot, peer):
+                self._refusing(peer, self.host.install, snapshot)
+            case Alert():
+                self.host.alert(action)
+            case Note(text):
+                self.host.note(text)
+            case Ask(peer, qid, kind, args):
+                answer = self.host.ask(peer, qid, kind, args)
+                if answer is not None:
+                    self.reply(peer, qid, *answer)
+            case Answered():
+                self.host.answered(action)
+            case Reconnect(by):
+                self.host.reconnect(by)
+            case ReadLog(link, vv, limit):
+                found = self.host.read_log(link, vv, limit)
+                if found is not None:
+                    self.log_read(link, found)
+
+    def _refusing(self, peer: str, take: Callable[[Any, str], None], what: Any) -> None:
+        """Hand the host what a peer sent; a bad commit refuses that peer."""
+        try:
+            take(what, peer)
+        except BadCommit as exc:
+            self.execute(self.node.rejected(peer, self.now(), "; ".join(exc.problems[:3])))

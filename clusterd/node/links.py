@@ -1,0 +1,171 @@
+"""The daemon's link driver: its ``Member`` (``clusterd.mesh.member``) over SSH links.
+
+It is the member's host and transport for the daemon: links dialled over SSH (names
+resolved through DNS), peers' commits into the store, alerts to the log, the alert
+list and mail, peers' questions answered (the cross-node checks off the event loop),
+and membership followed through ``clusterd.node.follower``.  The SSH servers report
+links here (``link_up``, ``link_data``, ``link_down``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
+
+from clusterd.core.errors import ClusterdError, StoreError, TransportError
+from clusterd.core.versions import Commit, Snapshot
+from clusterd.mesh.member import Member
+from clusterd.mesh.peers import Action, Alert, Answered, Page
+from clusterd.mesh.protocol import Node
+from clusterd.mesh.transport import ssh
+from clusterd.node.storehost import StoreHost
+
+if TYPE_CHECKING:
+    from clusterd.node.daemon import Daemon
+
+log = logging.getLogger("clusterd.daemon")
+
+
+class Links(StoreHost):
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(daemon.store)
+        self.daemon = daemon
+        node = Node(daemon.identity(), self.log, [], daemon.timing)
+        self.mesh = self.member = Member(node, self, self, daemon.now)
+        self.next_link = 1
+        self.waiting: dict[int, asyncio.Future[Answered]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # dials, reads, checks under way
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- the SSH servers' reports ---------------------------------------------------------
+
+    def link_up(self, io: ssh.LinkIO, peer: str, outbound: bool) -> int:
+        link, self.next_link = self.next_link, self.next_link + 1
+        self.mesh.opened(link, io, peer, outbound)
+        return link
+
+    def dial(self, peer: str) -> None:
+        self._background(self._dial(peer))
+
+    async def _dial(self, serial: str) -> None:
+        d = self.daemon
+        peer = d.peers.get(serial)
+        try:
+            if peer is None:
+                raise TransportError("connection failure", f"{serial} is no longer a member")
+            if serial in d.config.blocked_peers:
+                raise TransportError("connection failure", f"{peer.hostname} is blocked here")
+            address = peer.address
+            if address is None:
+                found = await d.resolver.forward(peer.hostname)
+                if not found.ok:
+                    raise TransportError("connection failure", f"DNS: {found.reason}")
+                address = found.answers[0]
+            io = await ssh.dial(
+                d, peer, address, d.machine_key, d.algorithms(), d.timing.handshake_timeout,
+                d.config.listen,
+            )  # fmt: skip
+        except TransportError as exc:
+            self.mesh.dial_failed(serial, exc.kind, exc.reason)
+            return
+        if d.stopping.is_set() or serial not in self.mesh.node.peers:
+            io.close()
+            return
+        io.link_id = self.link_up(io, serial, outbound=True)
+
+    # -- the member's host ----------------------------------------------------------------
+
+    def apply(self, commits: list[Commit], peer: str) -> None:
+        try:
+            super().apply(commits, peer)
+        except StoreError:
+            # Not applied, so not in our version vector: the peers send them again once
+            # the store is back.  The store logged the outage; we alert once.
+            self.daemon.store_health()
+
+    def install(self, snapshot: Snapshot, peer: str) -> None:
+        d = self.daemon
+        log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
+        super().install(snapshot, peer)
+        d.summary_cache = None
+        if d.tracing:
+            d.traced(f"install {peer} {json.dumps(self.store.state.vv, separators=(',', ':'))}")
+
+    def read_log(self, link: int, vv: Mapping[str, int], limit: int) -> Page | None:
+        """A sync page is read in a thread: a disk read never holds the links' loop.  A
+        state transfer (the log was truncated past the asker) is read on the loop, where
+        the commit log and the state in memory are one consistent picture."""
+
+        async def read() -> None:
+            try:
+                found = await asyncio.to_thread(self.store.commits_missing_from, dict(vv), limit)
+            except StoreError:  # down: nothing to send now; asked again later
+                found = []
+            self.mesh.log_read(link, self.log.snapshot() if found is None else found)
+
+        self._background(read())
+        return None
+
+    def ask(self, peer: str, qid: int, kind: str, args: Mapping[str, Any]) -> Any:
+        if kind == "checks":  # reads files: off the event loop
+            self._background(self._answer_checks(peer, qid, args))
+            return None
+        try:
+            return self.daemon.answer(kind, args)
+        except (ClusterdError, KeyError, ValueError, TypeError) as exc:
+            return False, f"bad {kind} query: {exc}"
+
+    async def _answer_checks(self, peer: str, qid: int, args: Mapping[str, Any]) -> None:
+        body: Any
+        try:
+            ok, body = True, await self.daemon.node_checks(args)
+        except (ValueError, TypeError) as exc:
+            ok, body = False, f"bad checks query: {exc}"
+        except ClusterdError as exc:
+            ok, body = False, str(exc)
+        self.mesh.reply(peer, qid, ok, body)
+
+    def alert(self, alert: Alert) -> None:
+        d = self.daemon
+        name = d.peers[alert.peer].hostname if alert.peer in d.peers else alert.peer
+        log.warning("ALERT %s: %s: %s", alert.kind, name, alert.text)
+        d.alerts.append({"at": time.time(), "kind": alert.kind, "peer": name, "text": alert.text})
+        d.mail.post(alert.kind, name, alert.text)
+
+    def note(self, text: str) -> None:
+        log.info("%s", text)
+        self.daemon.traced(f"note {text}")
+
+    def answered(self, answer: Answered) -> None:
+        future = self.waiting.pop(answer.qid, None)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    def reconnect(self, by: str) -> None:  # after the goodbye and close that come with it
+        asyncio.get_running_loop().call_soon(self.daemon.follower.reconnected, by)
+
+    def follow(self, node: Node, now: float) -> list[Action]:
+        return self.daemon.follower.reload()
+
+    # -- asking peers ---------------------------------------------------------------------
+
+    async def ask_peer(
+        self, serial: str, kind: str, args: dict[str, Any], timeout: float
+    ) -> Answered:
+        future: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
+        qid, actions = self.mesh.node.query(serial, kind, args, self.daemon.now())
+        self.waiting[qid] = future  # (before the actions: "no route" answers at once)
+        self.mesh.execute(actions)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self.waiting.pop(qid, None)
+            return Answered(serial, qid, False, f"no answer within {timeout} s")

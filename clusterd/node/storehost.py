@@ -1,0 +1,75 @@
+"""A member's store as the mesh sees it: the part of a member's ``Host``
+(``clusterd.mesh.member``) that the daemon and the store-backed simulation share.
+
+The protocol reads the log through ``StoreLog``; commits and state transfers from peers
+are checked and made durable here, and every batch the store makes durable tells the
+member whether membership changed (so its links follow once, after the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from clusterd.core import layers
+from clusterd.core.errors import StoreError
+from clusterd.core.merge import Outcome
+from clusterd.core.versions import Commit, Snapshot, VersionVector
+from clusterd.mesh.member import Member
+from clusterd.mesh.members import WHO_WE_ARE, flag_of
+from clusterd.mesh.peers import Flag, LogPages
+from clusterd.store.commitcheck import check_snapshot
+from clusterd.store.store import Store
+
+
+class StoreLog:
+    """The protocol's read-only view of the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def version_vector(self) -> VersionVector:
+        return self.store.state.vv
+
+    def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
+        try:
+            return self.store.commits_missing_from(vv, limit)
+        except StoreError:  # the store is down: nothing to send now; asked again later
+            return []
+
+    def snapshot(self) -> Snapshot:
+        return self.store.export_state()
+
+    def flag(self, hostname: str) -> Flag | None:
+        return flag_of(self.store.state, hostname)
+
+
+class StoreHost:
+    """Commits and state transfers from peers into the store (BadCommit refuses them),
+    and membership changes to the member."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.log: LogPages = StoreLog(store)
+        self.member: Member | None = None  # set once the member is built over this host
+        store.listeners.append(self._durable)
+
+    def apply(self, commits: list[Commit], peer: str) -> None:
+        self.store.apply_remote(commits)
+
+    def install(self, snapshot: Snapshot, peer: str) -> None:
+        check_snapshot(self.store.catalogue, snapshot)
+        self.store.merge_state(snapshot)
+        self.membership_changed()
+
+    def membership_changed(self) -> None:
+        if self.member is not None:
+            self.member.membership_changed = True
+
+    def _durable(self, outcomes: Sequence[Outcome], local: bool) -> None:
+        """Every batch the store made durable: the one place after a commit.  A commit
+        made here (shell, control socket, web, the daemon itself) goes to the members
+        from here, so no caller can forget to replicate it (not a leaver's)."""
+        if any(feature in WHO_WE_ARE for o in outcomes for feature, _ in o.touched):
+            self.membership_changed()
+        if local and self.member is not None and layers.cluster_name(self.store.state) is not None:
+            self.member.committed(o.commit for o in outcomes)
