@@ -51,13 +51,17 @@ log = logging.getLogger("clusterd.daemon")
 ShellFactory = Callable[[ClusterAPI, AdminLogin, Any, "str | None"], ShellIO]
 MAX_ALERTS = 200
 STORE_PROBE = 2.0  # s between looks at a store that is down
+CHECKPOINT_EVERY = 1.0  # s: the WAL grows by at most this much writing between syncs
 
 
 class Daemon:
     def __init__(self, config: DaemonConfig, shells: ShellFactory | None = None) -> None:
         self.config = config
         self.shell_factory = shells  # the admin shell (cli.serve), given by whoever runs us
-        self.store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
+        self.store = Store(
+            config.database_url, origin=config.serial, hostname=config.hostname,
+            own_checkpoints=True,  # the disk is synced from a thread (_checkpoints)
+        )  # fmt: skip
         self.host_key = asyncssh.read_private_key(config.host_key)
         self.machine_key = asyncssh.read_private_key(config.machine_key)
         self.started_at = time.time()
@@ -101,6 +105,8 @@ class Daemon:
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self.summary_cache: dict[str, Any] | None = None  # digest and losses, until a change
         self._store_down = False
+        self._written = True  # the store wrote since its last checkpoint
+        self.store.on_replaced.append(self._wrote)
         self.links = Links(self)  # the mesh member; replicates what the store made durable
         self.member = self.links.mesh
         self.member.execute(self.follower.reload())
@@ -140,12 +146,14 @@ class Daemon:
         )
         self.member.start()
         ticker = asyncio.create_task(self._ticks())
+        checkpoints = asyncio.create_task(self._checkpoints())
         self.mail.start()
         self.publisher.start()
         try:
             await self.stopping.wait()
         finally:
             ticker.cancel()
+            checkpoints.cancel()
             self.mail.stop()
             self.publisher.stop()
             if isinstance(self.shell_factory, Workers):
@@ -157,6 +165,9 @@ class Daemon:
             await asyncio.sleep(0.05)  # let goodbyes leave
             self.store.close()
             log.info("%s stopped", c.hostname)
+
+    def _wrote(self) -> None:
+        self._written = True
 
     def stop(self) -> None:
         self.stopping.set()
@@ -223,6 +234,14 @@ class Daemon:
                 probed = self.now()
                 await self._probe_store()
 
+    async def _checkpoints(self) -> None:
+        """The store's disk syncs, off the links' loop: once a second after writes."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            if self._written:
+                self._written = False
+                await asyncio.to_thread(self.store.checkpoint)
+
     @staticmethod
     def now() -> float:
         return time.monotonic()
@@ -253,6 +272,7 @@ class Daemon:
         gone, new SSH algorithms.  The link driver, another listener, replicates a
         commit made here; the publisher writes ``effective.json``."""
         self.summary_cache = None
+        self._written = True
         if self._trace is not None:  # benchmarks: when each commit became durable here
             for o in outcomes:
                 cid = o.commit.id

@@ -129,9 +129,12 @@ def database_url(url_or_path: str | Path) -> str:
     return text
 
 
-def engine_for(url_or_path: str | Path) -> Engine:
+def engine_for(url_or_path: str | Path, *, own_checkpoints: bool = False) -> Engine:
     """A SQLAlchemy engine; a plain path means a SQLite file (WAL).  A database whose
-    driver is not installed is a ``StoreError`` that says what to install."""
+    driver is not installed is a ``StoreError`` that says what to install.
+
+    ``own_checkpoints``: SQLite never checkpoints inside a commit (the only time it
+    syncs the disk); the owner calls ``Store.checkpoint``, the daemon from a thread."""
     url = database_url(url_or_path)
     options: dict[str, Any] = {}
     if url.startswith("postgresql"):  # a server that does not answer: fail, do not hang
@@ -151,6 +154,8 @@ def engine_for(url_or_path: str | Path) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=5000")
+            if own_checkpoints:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
     return engine
@@ -180,14 +185,15 @@ class Store:
         wall_ms: Callable[[], int] | None = None,
         readonly: bool = False,
         image: State | None = None,
+        own_checkpoints: bool = False,
     ) -> None:
         """``readonly``: an image for reading only (a shell worker's), which writes
         nothing, not even the store's identity; ``image``: its state as given, not read
-        from the database."""
+        from the database; ``own_checkpoints``: see ``engine_for``."""
         self.origin = origin
         self.hostname = hostname
         self.catalogue = catalogue
-        self.engine = engine_for(url_or_path)
+        self.engine = engine_for(url_or_path, own_checkpoints=own_checkpoints)
         self.bulk = Bulk(self.engine.dialect)
         self.state = State()
         self.inbox = Inbox()
@@ -237,6 +243,18 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, syncing both: the disk's
+        slow part, kept out of commits (``own_checkpoints``).  PASSIVE: it never waits
+        for, nor blocks, a writer.  Safe from another thread; a failure is logged."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except SQLAlchemyError as exc:
+            log.warning("store checkpoint failed (tried again later): %s", _why(exc))
 
     # -- loading -----------------------------------------------------------------------
 
