@@ -119,6 +119,8 @@ class Monitor(threading.Thread):
         self.samples = 0
         self.all_up = 0  # samples in which the member had a live link to every other one
         self.unanswered = 0
+        self.loop_p99: list[float] = []  # each probe's "timers late, last minute, p99"
+        self.loop_max = 0.0  # the latest any member's loop ran a timer during the load
 
     def run(self) -> None:
         others = len(self.bed.machines) - 1
@@ -131,6 +133,10 @@ class Monitor(threading.Thread):
                     self.unanswered += 1
                     continue
                 self.latency.append((time.perf_counter() - started) * 1000)
+                lag = status["loop"]["last_minute"]
+                if lag:
+                    self.loop_p99.append(lag["p99_ms"])
+                    self.loop_max = max(self.loop_max, lag["max_ms"])
                 up = {p["hostname"] for p in status["peers"] if p["state"] == "up"}
                 self.samples += 1
                 self.all_up += len(up - {m.hostname}) >= others
@@ -397,6 +403,11 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             daemon_cpu_s=cpu,
             workers_cpu_s=workers_cpu,
             control_status_ms=_percentiles(monitor.latency),
+            loop_late_ms={
+                "p99_highest": max(monitor.loop_p99, default=None),
+                "p99_median": _percentiles(monitor.loop_p99).get("p50"),
+                "max": monitor.loop_max,
+            },
             control_unanswered=monitor.unanswered,
             propagation_ms=_percentiles(_propagation_ms(bed, load_started_ns)),
             links_all_up_fraction=(
@@ -477,6 +488,11 @@ def render(report: dict[str, Any]) -> Iterator[str]:
     yield f"  rows present without a confirmed commit: {len(r['unconfirmed_rows_present'])}"
     yield f"  links all up in {r['links_all_up_fraction']} of the status probes during the load"
     yield f"  alerts raised during the load: {r['alerts_during_load']}"
+    late = r["loop_late_ms"]
+    yield (
+        f"  links' loop, timers late (each member's last minute, per probe): p99 median "
+        f"{late['p99_median']} ms, highest {late['p99_highest']} ms; latest {late['max']} ms"
+    )
     commands = sum(f["n"] for f in r["latency_ms"].values())
     if None not in r["daemon_cpu_s"] and commands:
         per = sum(r["daemon_cpu_s"]) * 1000 / commands

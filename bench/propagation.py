@@ -503,8 +503,10 @@ def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
         finally:
             trace.close()
         with Control(m2, timeout) as c2:
-            if c2.status()["vv"].get(origin, 0) < seq:
+            after = c2.status()
+            if after["vv"].get(origin, 0) < seq:
                 raise BenchError("member 2's trace and its version vector disagree")
+            loop_worst = after["loop"]["worst_ms"]  # since its start: the catch-up included
         logs = (m2.dir / "stderr.log").read_text(errors="replace")
         transfer = installed is not None or "state transfer" in logs
     first = min(applied) if applied else t_done
@@ -520,6 +522,7 @@ def bench_catchup(root: Path, commits: int, timeout: float) -> dict[str, Any]:
         "catchup_rate": round(commits / max(1e-9, (t_done - (t_link or t_ready)) / 1e9), 1),
         "with_startup_s": round((t_done - t_start) / 1e9, 3),
         "state_transfer": transfer,
+        "loop_worst_ms": loop_worst,
         "mesh_anomalies": anomalies,
     }
 
@@ -821,6 +824,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"   catch-up (first link up -> caught up): {c['catchup_s']:.3f} s "
             f"= {c['catchup_rate']:,.0f} commits/s; process start -> caught up: "
             f"{c['with_startup_s']:.2f} s; state transfer: {c['state_transfer']}"
+        )
+        print(
+            f"   member 2's links' loop, latest timer since its start (the catch-up "
+            f"included): {c.get('loop_worst_ms')} ms"
         )
         for text in c.get("mesh_anomalies", []):
             print(f"   MESH ANOMALY before the test: {text}")

@@ -216,6 +216,11 @@ async def status(shell: Shell, args: list[str]) -> int:
         return 0
     shell.write(f"Machine {s['hostname']} (Serial #: {s['serial']}), clusterd {s['software']}")
     shell.write(f"Cluster: {s['cluster'] or '(standalone)'}, up {s['uptime_s']:.0f} s")
+    lag = s["loop"]["last_minute"]
+    if lag:
+        worst = s["loop"]["worst_ms"]
+        shell.write(f"Links' loop: timers late by {lag['p99_ms']} ms at p99, {lag['max_ms']} "
+                    f"ms at most in the last minute ({worst} ms since start)")  # fmt: skip
     if s["catch_up"]["missing"]:
         source = ", ".join(s["catch_up"]["from"])
         shell.write(f"Catching up: {s['catch_up']['missing']:,} commits to receive from {source}")

@@ -39,6 +39,7 @@ from clusterd.node.api import ClusterAPI
 from clusterd.node.config import DaemonConfig
 from clusterd.node.follower import Follower
 from clusterd.node.links import Links
+from clusterd.node.looplag import LoopLag
 from clusterd.node.publish import Publisher
 from clusterd.node.workers import Workers
 from clusterd.store.store import Store
@@ -107,6 +108,7 @@ class Daemon:
         self._store_down = False
         self._written = True  # the store wrote since its last checkpoint
         self.store.on_replaced.append(self._wrote)
+        self.lag = LoopLag()  # how late the loop runs its timers (status: "loop")
         self.links = Links(self)  # the mesh member; replicates what the store made durable
         self.member = self.links.mesh
         self.member.execute(self.follower.reload())
@@ -147,6 +149,7 @@ class Daemon:
         self.member.start()
         ticker = asyncio.create_task(self._ticks())
         checkpoints = asyncio.create_task(self._checkpoints())
+        probe = asyncio.create_task(self.lag.run())
         self.mail.start()
         self.publisher.start()
         try:
@@ -154,6 +157,7 @@ class Daemon:
         finally:
             ticker.cancel()
             checkpoints.cancel()
+            probe.cancel()
             self.mail.stop()
             self.publisher.stop()
             if isinstance(self.shell_factory, Workers):

@@ -37,6 +37,7 @@ def report(d: Daemon) -> dict[str, Any]:
         "waiting_commits": len(d.store.inbox),
         "catch_up": catch_up(ours, members),
         "traffic": dict(d.member.traffic),
+        "loop": d.lag.report(),
         "store": {"ok": d.store.outage is None, **(d.store.outage or {})},
         "gate": d.gate.status(),
         "alerts": list(d.alerts),
