@@ -14,6 +14,7 @@ exactly.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -180,6 +181,37 @@ class StoreReplica:
     loss_ids = Replica.loss_ids
 
 
+class SimWriter:
+    """The store's writer in virtual time (as the daemon's thread, ``ThreadWriter``):
+    peers' batches are merged at once and written a little later, in order."""
+
+    def __init__(self, net: Network, serial: str) -> None:
+        self.net, self.serial = net, serial
+        self.jobs: deque[tuple[Callable[[], None], Callable[[], None]]] = deque()
+
+    def submit(self, job: Callable[[], None], done: Callable[[], None]) -> None:
+        self.jobs.append((job, done))
+        self.net.at(WRITE_DELAY, self._next)
+
+    def _next(self) -> None:
+        if not self.jobs:
+            return  # (taken by wait)
+        job, done = self.jobs.popleft()
+        job()
+        done()
+        m = self.net.members[self.serial]
+        if m.alive:
+            m.member.execute([])  # membership follows, as the daemon does after a write
+
+    def wait(self) -> None:
+        while self.jobs:
+            job, _ = self.jobs.popleft()
+            job()  # (the store's flush takes the outcomes)
+
+
+WRITE_DELAY = 0.002  # virtual seconds between a batch merged and written
+
+
 class StoreSimHost(StoreHost):
     """A member over a real ``Store`` (SQLite in memory) and the daemon's own glue for
     it (``clusterd.node.storehost``): peers' commits and state transfers are checked
@@ -330,6 +362,7 @@ def run(
         if store:
             db = Store("sqlite://", origin=serial(i), hostname=hostname(i), wall_ms=wall)
             host = hosts[serial(i)] = StoreSimHost(db)
+            db.writer = SimWriter(net, serial(i))
         else:
             host = hosts[serial(i)] = SimHost(Replica(serial(i), hostname(i), wall))
         host.apply([base], "")

@@ -1,6 +1,7 @@
 """The store failing under a running member: PostgreSQL stopped, a full disk, kill -9.
 
-Rule (``clusterd/store/store.py``): memory changes only after the transaction commits.  A
+Rule (``clusterd/store/store.py``): a batch whose transaction fails is undone in memory
+(a peers' batch, written by the store's writer thread, after its merge).  A
 write that fails changes nothing (state, version vector, pending changes); the user is
 told "the store is unavailable: ...; nothing was committed"; commits from peers that
 could not be written are not applied, so the version vector asks for them again once

@@ -43,6 +43,7 @@ from clusterd.node.looplag import LoopLag
 from clusterd.node.publish import Publisher
 from clusterd.node.workers import Workers
 from clusterd.store.store import Store
+from clusterd.store.writer import ThreadWriter
 from clusterd.trust.dns import Lookup, Resolver
 from clusterd.trust.join import Algorithms, JoinAnswer, Joiner, JoinRequest
 from clusterd.trust.logins import ADMIN_ONLY_FEATURES, AdminLogin, Logins
@@ -104,7 +105,7 @@ class Daemon:
             self.store.on_replaced.append(shells.replaced)
         trace = config.data_dir / config.trace_file if config.trace_file else None
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
-        self.summary_cache: dict[str, Any] | None = None  # digest and losses, until a change
+        self.summary_cache: tuple[Any, dict[str, Any]] | None = None  # status.summary
         self._store_down = False
         self._written = True  # the store wrote since its last checkpoint
         self.store.on_replaced.append(self._wrote)
@@ -146,6 +147,11 @@ class Daemon:
             c.ssh_port,
             c.ccs_port if c.ccs_enabled else "off",
         )
+        loop = asyncio.get_running_loop()
+        writer = ThreadWriter(
+            lambda done: loop.call_soon_threadsafe(self._peers_batch_written, done)
+        )
+        self.store.writer = writer  # peers' batches are written in its thread
         self.member.start()
         ticker = asyncio.create_task(self._ticks())
         checkpoints = asyncio.create_task(self._checkpoints())
@@ -167,8 +173,15 @@ class Daemon:
                 if server is not None:
                     server.close()
             await asyncio.sleep(0.05)  # let goodbyes leave
-            self.store.close()
+            self.store.close()  # (what the writer still held is written first)
+            writer.close()
             log.info("%s stopped", c.hostname)
+
+    def _peers_batch_written(self, done: Callable[[], None]) -> None:
+        """The store's writer wrote a batch from peers: its listeners run (``done``),
+        then membership follows if the batch changed it."""
+        done()
+        self.member.execute([])
 
     def _wrote(self) -> None:
         self._written = True
@@ -275,7 +288,6 @@ class Daemon:
         """Every batch the store made durable: caches, the trace, sessions whose user is
         gone, new SSH algorithms.  The link driver, another listener, replicates a
         commit made here; the publisher writes ``effective.json``."""
-        self.summary_cache = None
         self._written = True
         if self._trace is not None:  # benchmarks: when each commit became durable here
             for o in outcomes:

@@ -95,7 +95,6 @@ class Links(StoreHost):
         d = self.daemon
         log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
         super().install(snapshot, peer)
-        d.summary_cache = None
         if d.tracing:
             d.traced(f"install {peer} {json.dumps(self.store.state.vv, separators=(',', ':'))}")
 

@@ -48,16 +48,23 @@ def report(d: Daemon) -> dict[str, Any]:
 
 
 def summary(d: Daemon) -> dict[str, Any]:
-    """Digest and recorded losses: whole-state walks, so kept until the state changes."""
-    if d.summary_cache is None:
-        d.summary_cache = {
-            "digest": state_digest(d.store.state),
-            "inconsistencies": [
-                {"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
-                for x in d.store.inconsistencies()
-            ],
-        }
-    return d.summary_cache
+    """Digest and recorded losses: whole-state walks, so kept for as long as the version
+    vector stays the same.  The state is a function of the commits applied (merge is
+    deterministic), so the vector names it, whenever memory changes (a peers' batch is
+    merged before its listeners run, and may be undone)."""
+    key = tuple(sorted(d.store.state.vv.items()))
+    if d.summary_cache is None or d.summary_cache[0] != key:
+        d.summary_cache = (
+            key,
+            {
+                "digest": state_digest(d.store.state),
+                "inconsistencies": [
+                    {"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
+                    for x in d.store.inconsistencies()
+                ],
+            },
+        )
+    return d.summary_cache[1]
 
 
 def peers(d: Daemon) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ class StoreHost:
         store.listeners.append(self._durable)
 
     def apply(self, commits: list[Commit], peer: str) -> None:
-        self.store.apply_remote(commits)
+        self.store.queue_remote(commits)  # written by the store's writer, if it has one
 
     def install(self, snapshot: Snapshot, peer: str) -> None:
         check_snapshot(self.store.catalogue, snapshot)

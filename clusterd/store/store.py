@@ -1,13 +1,19 @@
 """The layered, versioned settings store of one machine (SQLAlchemy).
 
 The database is the durable truth; ``self.state`` is its image in memory, loaded at
-open and changed only by ``_apply_batch``, which merges commits into memory and
-writes the result in **one transaction**.  If the transaction fails, every change to
-memory is undone (``merge.Undo``: no database read is needed, so this works while the
-database is down): the version vector, the state and the session's pending changes
-are as before, and the caller gets ``StoreError`` ("the store is unavailable: ...;
-nothing was committed").  Remote commits that could not be written are not applied,
-so the version vector keeps asking peers for them until the store is back.
+open and changed only by batches (``_merge``), each written in **one transaction**.
+If the transaction fails, every change to memory is undone (``merge.Undo``: no
+database read is needed, so this works while the database is down): the version
+vector, the state and the session's pending changes are as before, and the caller
+gets ``StoreError`` ("the store is unavailable: ...; nothing was committed").  Remote
+commits that could not be written are not applied, so the version vector keeps asking
+peers for them until the store is back.
+
+With a ``writer`` (the daemon's thread: ``clusterd.store.writer``), batches from peers
+are merged first and written by the writer (``queue_remote``); their listeners run
+once they are durable, and a failed write undoes them and every batch queued after
+them.  A commit made here flushes the writer's queue first, so the database always
+follows memory's order (``docs/store-writer.md``).
 
 Every database error is mapped to ``StoreError`` here, reads included, and remembered
 (``outage``) until an operation succeeds again, so the daemon can say the store is
@@ -25,6 +31,7 @@ import gc
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +80,7 @@ from clusterd.store.records import (
     entry_row,
     loss_row,
 )
+from clusterd.store.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +175,25 @@ class ApplyResult:
     waiting: int  # commits held until what they depend on arrives
 
 
+@dataclass
+class _Batch:
+    """A batch merged into memory, with what its transaction writes and how to take it
+    back out of memory."""
+
+    commits: list[Commit]
+    existed: dict[Unit, bool]
+    final: dict[Unit, Version]
+    loss_ops: dict[tuple[Unit, CommitId], Loss | None]
+    outcomes: list[Outcome]
+    undos: list[Undo]
+    epoch: int = 0
+    error: BaseException | None = None  # set by the writer when its transaction failed
+
+    def revert(self, state: State) -> None:
+        for undo in reversed(self.undos):  # memory as it was: no database needed
+            undo.revert(state)
+
+
 # Told of every batch applied, once it is durable: its outcomes, and whether it was
 # made here (``Store.commit``) rather than merged from members.
 Listener = Callable[[list[Outcome], bool], None]
@@ -200,6 +227,10 @@ class Store:
         self.listeners: list[Listener] = []
         self.on_replaced: list[Callable[[], None]] = []  # after a state transfer
         self.outage: dict[str, Any] | None = None  # {"error": ..., "since": ...} while down
+        self.writer: Writer | None = None  # peers' batches are written there (queue_remote)
+        self._queued: deque[_Batch] = deque()  # merged in memory, not yet known durable
+        self._epoch = 0  # batches of an older epoch than a failure are not written
+        self._failed_epoch = -1
         try:
             if not readonly:
                 t.metadata.create_all(self.engine)
@@ -242,6 +273,7 @@ class Store:
         return True
 
     def close(self) -> None:
+        self.flush()
         self.engine.dispose()
 
     def checkpoint(self) -> None:
@@ -277,6 +309,7 @@ class Store:
     def reload(self) -> None:
         """Read the in-memory image again from the database (an image for reading, after
         its writer replaced the state)."""
+        self.flush()
         self._load()
 
     def _load(self) -> None:
@@ -327,6 +360,7 @@ class Store:
         read it raise ``CommitConflict`` unless ``on_conflict`` says "keep" (overwrite,
         knowingly) or "discard" (drop those changes, commit the rest).
         """
+        self.flush()
         conflicts = pending.conflicts(self.state)
         work = pending
         if conflicts:
@@ -367,52 +401,124 @@ class Store:
             pending.mark_checked(unit, write.value)
 
     def apply_remote(self, commits: Iterable[Commit]) -> ApplyResult:
-        """Merge commits from peers.  Any invalid commit: BadCommit, nothing applied."""
+        """Merge commits from peers, durable on return.  Any invalid commit: BadCommit,
+        nothing applied."""
+        self.flush()
+        ready = self._ready(commits)
+        outcomes = self._apply_batch(ready) if ready else []
+        return ApplyResult([o.commit.id for o in outcomes], len(self.inbox))
+
+    def queue_remote(self, commits: Iterable[Commit]) -> ApplyResult:
+        """Merge commits from peers into memory now, and have ``writer`` write them
+        (``apply_remote`` without one).  Their listeners run once they are durable; a
+        failed write takes them, and every batch queued after them, back out of memory
+        (peers send them again: version vectors).  Any invalid commit: BadCommit,
+        nothing applied."""
+        if self.writer is None:
+            return self.apply_remote(commits)
+        ready = self._ready(commits)
+        if not ready:
+            return ApplyResult([], len(self.inbox))
+        batch = self._merge(ready)
+        batch.epoch = self._epoch
+        self._queued.append(batch)
+        self.writer.submit(lambda: self._write_queued(batch), lambda: self._written(batch))
+        return ApplyResult([c.id for c in ready], len(self.inbox))
+
+    def flush(self) -> None:
+        """Every queued batch written, and its outcome taken: before a write of our own
+        or a read of the whole log, so that the database follows memory's order."""
+        if not self._queued or self.writer is None:
+            return
+        self.writer.wait()
+        for batch in list(self._queued):
+            self._written(batch)
+
+    def _ready(self, commits: Iterable[Commit]) -> list[Commit]:
+        """Check commits from peers, and take those ready to apply (these, or earlier
+        ones that waited for them) out of the inbox."""
         with gc_paused():
             checked = [check_commit(self.catalogue, c) for c in commits]
         self.inbox.add(checked)
         ready = self.inbox.drain(self.state)
-        outcomes = self._apply_batch(ready) if ready else []
-        if not ready:  # (_apply_batch does it after a batch)
+        if not ready:  # (after a batch, _done does it)
             self.inbox.forget(layers.removed_serials(self.state))
-        return ApplyResult([o.commit.id for o in outcomes], len(self.inbox))
+        return ready
+
+    def _write_queued(self, batch: _Batch) -> None:
+        """The writer's job: one batch's transaction (skipped after a failure of an
+        earlier one, whose revert takes this one out of memory too)."""
+        if batch.epoch <= self._failed_epoch:
+            batch.error = StoreError("an earlier batch could not be written")
+            return
+        try:
+            self._persist(batch)
+        except BaseException as exc:  # the owner's thread reverts
+            self._failed_epoch = batch.epoch
+            batch.error = exc
+
+    def _written(self, batch: _Batch) -> None:
+        """On the owner's thread, once the writer ran ``batch``."""
+        if not self._queued or self._queued[0] is not batch:
+            return  # taken already (by flush, or reverted with an earlier failure)
+        if batch.error is None:
+            self._queued.popleft()
+            self._done(batch, local=False)
+            return
+        self._epoch += 1
+        for queued in reversed(self._queued):
+            queued.revert(self.state)
+        log.warning("%d batch(es) of commits from peers not applied: %s; they are asked "
+                    "for again", len(self._queued), batch.error)  # fmt: skip
+        self._queued.clear()
 
     def _apply_batch(self, commits: list[Commit], local: bool = False) -> list[Outcome]:
-        existed: dict[Unit, bool] = {}
-        final: dict[Unit, Version] = {}
-        loss_ops: dict[tuple[Unit, CommitId], Loss | None] = {}
-        outcomes: list[Outcome] = []
-        undos: list[Undo] = []
         clock_before = self.clock.last
+        batch = self._merge(commits)
+        try:
+            self._persist(batch)
+        except BaseException:
+            batch.revert(self.state)
+            self.clock.restore(clock_before)  # a refused batch must not move our clock
+            raise
+        self._done(batch, local)
+        return batch.outcomes
+
+    def _merge(self, commits: list[Commit]) -> _Batch:
+        """Merge a batch into memory (taken back out if anything fails meanwhile)."""
+        batch = _Batch(commits, {}, {}, {}, [], [])
         try:
             with gc_paused():
                 for commit in commits:
                     self.clock.observe(commit.hlc)
                     out = merge(self.state, commit)
                     for unit, version in out.wins:
-                        existed.setdefault(unit, unit not in out.new_units)
-                        final[unit] = version
+                        batch.existed.setdefault(unit, unit not in out.new_units)
+                        batch.final[unit] = version
                     for unit, loser in out.dropped:
-                        loss_ops[(unit, loser)] = None
+                        batch.loss_ops[(unit, loser)] = None
                     for loss in out.added:
-                        loss_ops[(loss.unit, loss.loser.commit)] = loss
-                    undos.append(apply(self.state, out))
-                    outcomes.append(out)
-                with self._db("nothing was committed"), self.engine.begin() as conn:
-                    self._write(conn, commits, existed, final, loss_ops)
+                        batch.loss_ops[(loss.unit, loss.loser.commit)] = loss
+                    batch.undos.append(apply(self.state, out))
+                    batch.outcomes.append(out)
         except BaseException:
-            for undo in reversed(undos):  # memory as it was: no database needed
-                undo.revert(self.state)
-            self.clock.restore(clock_before)  # a refused batch must not move our clock
+            batch.revert(self.state)
             raise
-        # What removed machines made that is still waiting waits for nobody now.
+        return batch
+
+    def _persist(self, batch: _Batch) -> None:
+        with gc_paused(), self._db("nothing was committed"), self.engine.begin() as conn:
+            self._write(conn, batch.commits, batch.existed, batch.final, batch.loss_ops)
+
+    def _done(self, batch: _Batch, local: bool) -> None:
+        """A batch is durable: what removed machines made and still waits, waits for
+        nobody now; the listeners are told."""
         self.inbox.forget(layers.removed_serials(self.state))
         for listener in self.listeners:
             try:
-                listener(outcomes, local)
+                listener(batch.outcomes, local)
             except Exception:
-                log.exception("store listener failed on %d commit(s)", len(outcomes))
-        return outcomes
+                log.exception("store listener failed on %d commit(s)", len(batch.outcomes))
 
     def _write(
         self,
@@ -442,6 +548,7 @@ class Store:
 
     def export_state(self) -> Snapshot:
         """Everything replicated: commit log, winning versions, recorded losses."""
+        self.flush()
         return Snapshot(
             tuple(self.commit_log(newest_first=False)),
             tuple(self.state.units()),
@@ -450,6 +557,7 @@ class Store:
 
     def replace_state(self, snapshot: Snapshot) -> None:
         """Replace everything replicated by ``snapshot``, in one transaction."""
+        self.flush()
         try:
             with self._db("the new state was not taken"), self.engine.begin() as conn:
                 for table in (t.entries, t.commits, t.losses):
@@ -469,6 +577,7 @@ class Store:
 
     def merge_state(self, snapshot: Snapshot) -> None:
         """Take a peer's whole state (a state transfer), merged with ours."""
+        self.flush()
         theirs = State.from_snapshot(snapshot)
         merged = merge_states(self.state, theirs)
         log = {c.id: c for c in self.commit_log(newest_first=False)}
@@ -524,6 +633,7 @@ class Store:
 
     def truncate_log(self, keep: int) -> int:
         """Drop the writes of all but the newest ``keep`` commits; returns how many."""
+        self.flush()
         c = t.commits.c
         newest = select(c.origin, c.seq).order_by(c.hlc.desc(), c.origin.desc()).limit(keep)
         with self._db("nothing was truncated"), self.engine.begin() as conn:
