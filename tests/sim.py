@@ -71,7 +71,26 @@ EPOCH_MS = 1_800_000_000_000
 PING = 1.0
 
 
-class SimHost:
+class Answers:
+    """What both kinds of simulated host do alike, through their ``replica``."""
+
+    replica: Any
+    net: Network | None
+    record: Callable[[Commit, Network], None]
+
+    def reconnect(self, by: str) -> None:
+        """As the daemon does when a hello shows a RECONNECT of this member it missed."""
+        commit = _reconnect_self(self) if self.net is not None else None
+        if commit is not None and self.net is not None:
+            self.record(commit, self.net)
+
+    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+        if kind == "digest":
+            return True, state_digest(self.replica.state)
+        return False, f"unknown query {kind!r}"
+
+
+class SimHost(Answers):
     """A replica with a commit log: the persistent part of a simulated member (the
     shipped ``Member`` runs over it: ``clusterd.mesh.transport.memory``)."""
 
@@ -111,15 +130,6 @@ class SimHost:
     def flag(self, hostname: str) -> Flag | None:
         return flag_of(self.replica.state, hostname)
 
-    def reconnect(self, by: str) -> None:
-        """As the daemon does when a hello shows a RECONNECT of this member it missed."""
-        me, net = self.replica.hostname, self.net
-        if net is None or not layers.machines(self.replica.state).get(me, {}).get("disconnected"):
-            return
-        commit = self.replica.edit(lambda ed: membership.set_flag(ed.view, CATALOGUE, me, False))
-        if commit is not None:
-            self.record(commit, net)
-
     def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
         found = [c for (o, s), c in self.commits.items() if s > vv.get(o, 0)]
         page = sorted(found, key=lambda c: (c.hlc, c.id.origin))[:limit]
@@ -152,10 +162,6 @@ class SimHost:
                 c.id, c.hlc, c.user, c.at, c.comment, c.context, (), truncated=True
             )
 
-    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
-        if kind == "digest":
-            return True, state_digest(self.replica.state)
-        return False, f"unknown query {kind!r}"
 
 
 class StoreReplica:
@@ -212,7 +218,7 @@ class SimWriter:
 WRITE_DELAY = 0.002  # virtual seconds between a batch merged and written
 
 
-class StoreSimHost(StoreHost):
+class StoreSimHost(Answers, StoreHost):
     """A member over a real ``Store`` (SQLite in memory) and the daemon's own glue for
     it (``clusterd.node.storehost``): peers' commits and state transfers are checked
     and made durable, and local commits replicated, exactly as the daemon does."""
@@ -238,23 +244,9 @@ class StoreSimHost(StoreHost):
             return []
         return follow(node, self.store.state, self.store.hostname, now)
 
-    def reconnect(self, by: str) -> None:
-        me = self.store.hostname
-        if self.net is None or not layers.machines(self.store.state).get(me, {}).get(
-            "disconnected"
-        ):
-            return
-        commit = self.replica.edit(lambda ed: membership.set_flag(ed.view, CATALOGUE, me, False))
-        if commit is not None:
-            self.record(commit, self.net)
-
     def truncate(self, keep: int) -> None:
         self.store.truncate_log(keep)
 
-    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
-        if kind == "digest":
-            return True, state_digest(self.store.state)
-        return False, f"unknown query {kind!r}"
 
 
 def hostname(i: int) -> str:
@@ -331,7 +323,7 @@ def _settled(hosts: Mapping[str, SimHost]) -> bool:
     )
 
 
-def _reconnect_self(host: SimHost) -> Commit | None:
+def _reconnect_self(host: Any) -> Commit | None:
     """A machine whose own row says DISCONNECT reconnects itself (as an admin would)."""
     me = host.replica.hostname
     row = layers.machines(host.replica.state).get(me)
