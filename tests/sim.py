@@ -163,7 +163,6 @@ class SimHost(Answers):
             )
 
 
-
 class StoreReplica:
     """The replica side of a store-backed member: edits through the store's commit."""
 
@@ -246,7 +245,6 @@ class StoreSimHost(Answers, StoreHost):
 
     def truncate(self, keep: int) -> None:
         self.store.truncate_log(keep)
-
 
 
 def hostname(i: int) -> str:
