@@ -64,7 +64,8 @@ class Host(Protocol):
     def log(self) -> Log: ...
 
     def apply(self, commits: list[Commit], peer: str) -> None:
-        """Make commits from a peer durable; BadCommit refuses them (and the link)."""
+        """Take commits from a peer: durable now, or once the store's writer wrote them
+        (the daemon's); BadCommit refuses them (and the link)."""
 
     def install(self, snapshot: Snapshot, peer: str) -> None:
         """Merge a peer's state transfer; BadCommit refuses it."""
