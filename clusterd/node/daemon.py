@@ -107,7 +107,7 @@ class Daemon:
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self.summary_cache: tuple[Any, dict[str, Any]] | None = None  # status.summary
         self._store_down = False
-        self._written = True  # the store wrote since its last checkpoint
+        self._wal_dirty = True  # the store wrote since its last checkpoint
         self.store.on_replaced.append(self._wrote)
         self.lag = LoopLag()  # how late the loop runs its timers (status: "loop")
         self.links = Links(self)  # the mesh member; replicates what the store made durable
@@ -184,7 +184,7 @@ class Daemon:
         self.member.execute([])
 
     def _wrote(self) -> None:
-        self._written = True
+        self._wal_dirty = True
 
     def stop(self) -> None:
         self.stopping.set()
@@ -255,8 +255,8 @@ class Daemon:
         """The store's disk syncs, off the links' loop: once a second after writes."""
         while True:
             await asyncio.sleep(CHECKPOINT_EVERY)
-            if self._written:
-                self._written = False
+            if self._wal_dirty:
+                self._wal_dirty = False
                 await asyncio.to_thread(self.store.checkpoint)
 
     @staticmethod
@@ -288,7 +288,7 @@ class Daemon:
         """Every batch the store made durable: caches, the trace, sessions whose user is
         gone, new SSH algorithms.  The link driver, another listener, replicates a
         commit made here; the publisher writes ``effective.json``."""
-        self._written = True
+        self._wal_dirty = True
         if self._trace is not None:  # benchmarks: when each commit became durable here
             for o in outcomes:
                 cid = o.commit.id

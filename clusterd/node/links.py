@@ -104,10 +104,7 @@ class Links(StoreHost):
         the commit log and the state in memory are one consistent picture."""
 
         async def read() -> None:
-            try:
-                found = await asyncio.to_thread(self.store.commits_missing_from, dict(vv), limit)
-            except StoreError:  # down: nothing to send now; asked again later
-                found = []
+            found = await asyncio.to_thread(self.log.missing_from, dict(vv), limit)
             self.mesh.log_read(link, self.log.snapshot() if found is None else found)
 
         self._background(read())
