@@ -26,7 +26,9 @@ import pytest
 
 from clusterd.dev.testbed import Machine, Testbed
 
-pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+pytestmark = pytest.mark.skipif(
+    shutil.which("strace") is None, reason="strace is not installed (.ci/run does)"
+)
 SYNC = re.compile(r"^(\d+)\s+(?:fsync|fdatasync)\(\d+<([^>]*)>")
 
 
