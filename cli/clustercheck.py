@@ -231,7 +231,7 @@ async def _resolve(shell: Shell, x: check.Inconsistency, serials: dict[str, str]
         else:
             write_definition(session.view.write, feature, x.mode, value)
 
-    _force(shell, host, f"{feature.command} at {x.mode}", write)
+    await _force(shell, host, f"{feature.command} at {x.mode}", write)
     return True
 
 
@@ -250,11 +250,11 @@ async def _offer(shell: Shell, hosts: list[str]) -> int | None:
     return pick - 1 if pick <= len(hosts) else None
 
 
-def _force(shell: Shell, host: str, what: str, write: Callable[[Session], None]) -> None:
+async def _force(shell: Shell, host: str, what: str, write: Callable[[Session], None]) -> None:
     """Forcing a version is an ordinary commit (of its own, not the shell's pending)."""
     session = shell.api.session(shell.user)
     write(session)
-    shell.commit(session, f"clustercheck: {host} version of {what}")
+    await shell.commit(session, f"clustercheck: {host} version of {what}")
     shell.write(f"The whole cluster now uses the {host} version.")
 
 
@@ -298,5 +298,5 @@ async def _resolve_loss(shell: Shell, loss: Loss) -> bool:
     version = current.marker if unit.key == MARKER else current.rows.get(unit.key)
     kept = version.value if version is not None else None
     value = kept if pick == 0 else loss.loser.value
-    _force(shell, names[pick], str(unit), lambda session: session.view.write(unit, value))
+    await _force(shell, names[pick], str(unit), lambda session: session.view.write(unit, value))
     return True

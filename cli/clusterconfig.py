@@ -75,7 +75,7 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
     if args:
         op = args[0].lower()
         if op == "create" and len(args) == 2:
-            return _done(shell, shell.api.admin.create(args[1], _as(shell, "create")))
+            return _done(shell, await shell.api.admin.create(args[1], _as(shell, "create")))
         if op == "join":
             return await _join_batch(shell, args[1:])
         if op == "prepjoin" and args[1:] == ["print"]:
@@ -100,7 +100,7 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
         return 0
     if pick == 2:
         name = await shell.console.ask("Enter the name of the new cluster.")
-        done = shell.api.admin.create(name.strip(), _as(shell, "create"))
+        done = await shell.api.admin.create(name.strip(), _as(shell, "create"))
         shell.write(f"Cluster {done['cluster']} created.")
         return 0
     return await _join_menu(shell, ccs=pick == 4)
@@ -380,17 +380,17 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                                 f"{m['hostname']} (renamed? an interface's name?).")  # fmt: skip
             return 0
         case "addgroup":
-            return _done(shell, admin.group_op(op, {"group": await _arg(
+            return _done(shell, await admin.group_op(op, {"group": await _arg(
                 shell, args, 0, "Enter the name of the new group.")},  _as(shell, op)))  # fmt: skip
         case "setgroup":
             machine = await _arg(shell, args, 0, "Enter the machine to move.")
             group = await _arg(shell, args, 1, "Enter the group to put it in.")
             moved = {"machine": machine, "group": group}
-            return _done(shell, admin.group_op(op, moved, _as(shell, op)))
+            return _done(shell, await admin.group_op(op, moved, _as(shell, op)))
         case "renamegroup":
             old = await _arg(shell, args, 0, "Enter the group to rename.")
             new = await _arg(shell, args, 1, "Enter the new name of the group.")
-            return _done(shell, admin.group_op(op, {"old": old, "new": new}, _as(shell, op)))
+            return _done(shell, await admin.group_op(op, {"old": old, "new": new}, _as(shell, op)))
         case "deletegroup":
             group = await _arg(shell, args, 0, "Enter the group to remove.")
             members = admin.listing()["groups"].get(group) or {}
@@ -400,10 +400,10 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                     f"Group {group} has machines. Which group should receive them?", MAIN_GROUP
                 )
             spec = {"group": group, "move_to": move_to}
-            return _done(shell, admin.group_op(op, spec, _as(shell, op)))
+            return _done(shell, await admin.group_op(op, spec, _as(shell, op)))
         case "setname":
             name = await _arg(shell, args, 0, "Enter the new name of the cluster.")
-            return _done(shell, admin.group_op(op, {"name": name}, _as(shell, op)))
+            return _done(shell, await admin.group_op(op, {"name": name}, _as(shell, op)))
         case "removemachine":
             machine = await _arg(shell, args, 0, "Enter the machine to remove.")
             if ask_first and not await confirm(
@@ -419,7 +419,7 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                 shell.console, f"{op.capitalize()} {machine}?", True
             ):
                 return 1
-            _done(shell, admin.set_disconnected(machine, op == "disconnect", _as(shell, op)))
+            _done(shell, await admin.set_disconnected(machine, op == "disconnect", _as(shell, op)))
             base = applied_now(shell)  # (links come up later: nothing has arrived yet)
             shell.write(f"{machine} {op}ed.")
             if op == "reconnect" and machine == shell.hostname:

@@ -109,7 +109,7 @@ async def commit(shell: Shell, args: list[str]) -> int:
         if not await confirm(shell.console, "Overwrite their changes with yours?", False):
             keep = "discard"
     renames = membership.renamed_in(shell.session.pending)
-    made = shell.commit(shell.session, comment, on_conflict=keep)
+    made = await shell.commit(shell.session, comment, on_conflict=keep)
     if made is None:
         shell.write("Nothing left to commit.")
         return 0
@@ -284,7 +284,7 @@ async def passwd(shell: Shell, args: list[str]) -> int:
     session = shell.api.session(shell.user)  # not the shell's pending changes
     session.set_row("userconfig", _userconfig_mode(shell, mode), user,
                     {**users[user], "passphrase_hash": hashed})  # fmt: skip
-    shell.commit(session, f"passwd {user}", passwd_of=user)
+    await shell.commit(session, f"passwd {user}", passwd_of=user)
     shell.write(f"Passphrase of {user} changed.")
     return 0
 

@@ -200,7 +200,7 @@ class Shell:
         self.role = self._current_role()
         api.require_admin(self.user, self.role, feature, doing)
 
-    def commit(
+    async def commit(
         self,
         session: Session,
         comment: str,
@@ -212,7 +212,7 @@ class Shell:
         may have changed while a question waited); every commit of the shell goes
         through here, and the rules are the API's."""
         self.role = self._current_role()
-        return self.api.commit(
+        return await self.api.commit(
             session, comment, role=self.role, on_conflict=on_conflict, passwd_of=passwd_of
         )
 

@@ -115,8 +115,17 @@ class Link:
 class RemoteAdmin:
     """The membership operations, carried out by the node."""
 
-    SYNC = ("listing", "prepjoin_print", "create", "group_op", "set_disconnected")
-    ASYNC = ("connstatus", "probe", "join", "remove", "set_ccs")
+    SYNC = ("listing", "prepjoin_print")
+    ASYNC = (
+        "connstatus",
+        "probe",
+        "join",
+        "remove",
+        "set_ccs",
+        "create",
+        "group_op",
+        "set_disconnected",
+    )  # (a change: the node answers once it is durable)
 
     def __init__(self, link: Link) -> None:
         self._link = link
@@ -184,7 +193,7 @@ class RemoteAPI:
 
         return Session(self.store, user, self._max_pending if bounded else None)
 
-    def commit(
+    async def commit(
         self,
         session: Session,
         comment: str,
@@ -193,8 +202,8 @@ class RemoteAPI:
         on_conflict: str = "keep",
         passwd_of: str | None = None,
     ) -> Commit | None:
-        made = self._link.call("commit", session.pending.saved(), comment, on_conflict,
-                               passwd_of)  # fmt: skip
+        made = await self._link.acall("commit", session.pending.saved(), comment, on_conflict,
+                                      passwd_of)  # fmt: skip
         session.pending.clear()
         return made  # type: ignore[no-any-return]
 

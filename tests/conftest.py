@@ -115,8 +115,8 @@ async def term(daemon: Daemon) -> Term:
 
 @pytest.fixture
 async def americas(daemon: Daemon) -> Daemon:
-    daemon.admin.create("americas", "admin")
-    daemon.admin.group_op("addgroup", {"group": "Paris"}, "admin")
+    await daemon.admin.create("americas", "admin")
+    await daemon.admin.group_op("addgroup", {"group": "Paris"}, "admin")
     admit_la(daemon, "Paris")
     return daemon
 

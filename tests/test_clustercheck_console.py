@@ -162,7 +162,7 @@ async def test_disconnected_member_and_disconnected_self(ny: Term) -> None:
     status, out = await ny.run("clustercheck")
     assert status == 1
     assert f"{LA} could not be checked: it is disconnected from the cluster" in out
-    d.admin.set_disconnected(NY, True, "admin")
+    await d.admin.set_disconnected(NY, True, "admin")
     status, out = await ny.run("clustercheck -j")
     assert status == 1
     assert json.loads(out)["unreachable"][LA].startswith(f"{NY} is disconnected")
@@ -238,7 +238,7 @@ async def test_reference_unresolved_on_a_machine(ny: Term) -> None:
 
 
 async def test_a_single_member_cluster_is_consistent(daemon: Daemon) -> None:
-    daemon.admin.create("solo", "admin")
+    await daemon.admin.create("solo", "admin")
     t = Term(daemon)
     to_cluster(t)
     assert await t.ok("clustercheck") == f"Checking {NY}...\nNo inconsistencies found."

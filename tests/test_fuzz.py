@@ -598,8 +598,8 @@ async def cluster_daemon() -> AsyncIterator[Daemon]:
             d.set_ccs_listener = _nothing  # type: ignore[method-assign]
             d.admin.probe = _no_network  # type: ignore[method-assign]
             d.admin.join = _no_network  # type: ignore[method-assign]
-            d.admin.create("americas", "admin")
-            d.admin.group_op("addgroup", {"group": "Paris"}, "admin")
+            await d.admin.create("americas", "admin")
+            await d.admin.group_op("addgroup", {"group": "Paris"}, "admin")
             admit_la(d, "Paris")
             yield d
         finally:
@@ -1740,8 +1740,8 @@ async def test_known_bug_a_peer_commit_with_a_huge_hlc_breaks_local_commits(hlc:
         # Expected: refused as a bad commit (a stamp far in the future), and in any case
         # this machine can still commit afterwards.  Observed: OverflowError, and the
         # clock keeps the stamp, so every later local commit fails to be written.
-        d.admin.group_op("addgroup", {"group": "G1"}, "admin")
-        d.admin.group_op("addgroup", {"group": "G2"}, "admin")
+        await d.admin.group_op("addgroup", {"group": "G1"}, "admin")
+        await d.admin.group_op("addgroup", {"group": "G2"}, "admin")
 
 
 async def test_known_bug_sync_request_with_a_huge_seq() -> None:

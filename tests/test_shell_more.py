@@ -668,7 +668,7 @@ async def test_standalone_file_refused_in_a_cluster(daemon: Daemon) -> None:
     alone = Term(daemon)
     await committed(alone, "settz set timezone=Asia/Tokyo")
     await alone.ok("saveconfig alone.xml")
-    daemon.admin.create("americas", "admin")
+    await daemon.admin.create("americas", "admin")
     t = Term(daemon)
     status, out = await t.run("loadconfig alone.xml", spare=True)
     assert (status, out) == (

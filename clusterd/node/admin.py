@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from clusterd.core import layers
-from clusterd.core.errors import ClusterdError, LifecycleError
+from clusterd.core.errors import ClusterdError, LifecycleError, StoreError
 from clusterd.core.state import State
 from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.members import key_text
@@ -52,7 +52,9 @@ class Admin:
     def store(self) -> Any:
         return self.daemon.store
 
-    def _done(self, commit: Commit | None) -> dict[str, Any]:
+    async def _done(self, commit: Commit | None) -> dict[str, Any]:
+        """Once ``commit`` is durable (written off the links' loop), what to answer."""
+        await self.store.durable(commit)
         return {"commit": None if commit is None else str(commit.id)}
 
     def _standalone(self) -> None:
@@ -87,12 +89,13 @@ class Admin:
 
     # -- create and join (standalone side) --------------------------------------------
 
-    def create(self, name: str, user: str) -> dict[str, Any]:
+    async def create(self, name: str, user: str) -> dict[str, Any]:
         self._standalone()
         ccs = self.daemon.config.ccs_enabled
         commit = lifecycle.create_cluster(self.store, name, user=user, machine=self.my_row(ccs=ccs))
+        done = await self._done(commit)
         self.daemon.follower.replaced()
-        return {"cluster": name, **self._done(commit)}
+        return {"cluster": name, **done}
 
     async def probe(self, address: str, port: int) -> dict[str, Any]:
         key = await probe(address, port, self.daemon.algorithms(), self.daemon.timeout)
@@ -168,6 +171,7 @@ class Admin:
         )
         snapshot = self._cluster_state(answer, key_text(key.export_public_key().decode()))
         commit = lifecycle.join(self.store, snapshot, group=group, machine=row)
+        written = await self._done(commit)
         # Only now that the join happened does this machine change: CCS on (listener and
         # clusterd.toml), before the links start so members find the port open.
         warning = None
@@ -182,7 +186,7 @@ class Admin:
                 log.warning("%s", warning)
         d.follower.replaced()
         log.info("joined cluster %s through %s (saved %s)", answer.cluster, answer.member, saved)
-        done = {**report, "saved": str(saved), **self._done(commit)}
+        done = {**report, "saved": str(saved), **written}
         return {**done, "warning": warning} if warning else done
 
     def _cluster_state(self, answer: JoinAnswer, host_key: str) -> Snapshot:
@@ -206,7 +210,7 @@ class Admin:
 
     # -- the member side of a join ----------------------------------------------------
 
-    def admit(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
+    async def admit(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
         d, store = self.daemon, self.store
         me = d.config.hostname
         try:
@@ -218,12 +222,12 @@ class Admin:
             row = {**request.machine, "serial": request.serial}
             by = joiner.name if joiner.kind == "passphrase" else f"prepjoin:{joiner.name}"
             commit = clusterops.admit(store, request.hostname, row, request.group, user=by)
-        except (JoinRefused, LifecycleError) as exc:
+            await self._done(commit)
+        except (JoinRefused, LifecycleError, StoreError) as exc:
             who = getattr(request, "hostname", "?")
             log.warning("join of %s refused: %s", who, exc)
             d.alert("join refused", who, str(exc))
             return JoinAnswer(ok=False, error=str(exc), member=me)
-        self._done(commit)
         log.info("admitted %s to group %s", request.hostname, request.group)
         snapshot = SnapshotBody.of(store.export_state())
         return JoinAnswer(
@@ -282,7 +286,7 @@ class Admin:
         listed = clusterops.listing(self.store)
         return {**listed, "text": clusterops.list_text(listed)}
 
-    def group_op(self, op: str, args: dict[str, Any], user: str) -> dict[str, Any]:
+    async def group_op(self, op: str, args: dict[str, Any], user: str) -> dict[str, Any]:
         s = self.store
         match op:
             case "addgroup":
@@ -303,7 +307,7 @@ class Admin:
                 commit = clusterops.set_name(s, str(args["name"]), user=user)
             case _:
                 raise LifecycleError(f"unknown cluster operation {op!r}")
-        return self._done(commit)
+        return await self._done(commit)
 
     async def remove(self, machine: str, user: str) -> dict[str, Any]:
         """REMOVEMACHINE: the machine flattens its settings and leaves every membership."""
@@ -317,10 +321,11 @@ class Admin:
             if len(rows) == 1:
                 name = layers.cluster_name(store.state)
                 commit = lifecycle.flatten(store, user=user)
+                done = await self._done(commit)
                 d.follower.replaced()
-                return {"removed": machine, "cluster_deleted": name, **self._done(commit)}
+                return {"removed": machine, "cluster_deleted": name, **done}
             commit = clusterops.remove_machine(store, machine, user=user)
-            result = self._done(commit)
+            result = await self._done(commit)
             try:
                 await asyncio.wait_for(d.left.wait(), LEAVE_TIMEOUT)
             except TimeoutError:
@@ -337,7 +342,7 @@ class Admin:
         else:
             answered = await d.ask(serial, "leave", {"by": user}, d.timeout * 2)
         commit = clusterops.remove_machine(store, machine, user=user)
-        result = {"removed": machine, "flattened": answered.ok, **self._done(commit)}
+        result = {"removed": machine, "flattened": answered.ok, **await self._done(commit)}
         if not answered.ok:
             result["warning"] = (
                 f"{machine} could not be told ({answered.body}); it keeps its cluster "
@@ -346,7 +351,7 @@ class Admin:
             )
         return result
 
-    def set_disconnected(self, machine: str, flag: bool, user: str) -> dict[str, Any]:
+    async def set_disconnected(self, machine: str, flag: bool, user: str) -> dict[str, Any]:
         """DISCONNECT / RECONNECT of any machine: its flag, which it obeys wherever the
         commit comes from (``docs/membership.md``)."""
         d, store = self.daemon, self.store
@@ -358,7 +363,7 @@ class Admin:
             who = "this machine" if machine == d.config.hostname else machine
             raise LifecycleError(f"{who} is already {state}")
         commit = clusterops.set_flag(store, machine, flag, user=user)
-        return self._done(commit)  # a disconnect reaches the peers before the links close
+        return await self._done(commit)  # a disconnect reaches the peers before the links close
 
     async def connstatus(self) -> dict[str, Any]:
         """CONNSTATUS: per member, its link and the DNS facts about it, never hanging."""
@@ -404,7 +409,7 @@ class Admin:
             commit = clusterops.set_reachability(
                 store, d.config.hostname, self.my_row(ccs=enabled), enabled, user=user
             )
-        result = self._done(commit)
+        result = await self._done(commit)
         if not enabled:
             await d.set_ccs_listener(False)
         return {"ccs": enabled, **result}

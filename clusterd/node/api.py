@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from clusterd.core import layers
-from clusterd.core.errors import ClusterdError
+from clusterd.core.errors import ClusterdError, StoreError
 from clusterd.core.versions import Commit
 from clusterd.mesh.protocol import catch_up
 from clusterd.store.session import Session
@@ -137,7 +137,7 @@ class ClusterAPI:
         limit = self._daemon.config.max_pending_changes if bounded else None
         return Session(self._daemon.store, user, limit)
 
-    def commit(
+    async def commit(
         self,
         session: Session,
         comment: str,
@@ -147,9 +147,11 @@ class ClusterAPI:
         passwd_of: str | None = None,
     ) -> Commit | None:
         """Commit ``session``'s pending changes as its user in ``role`` (as it is now: the
-        caller reads it again just before).  ``passwd_of``: the session holds only that
-        user's new passphrase, which every user may change for itself and an admin for
-        anyone."""
+        caller reads it again just before), and return once it is durable.  The write is
+        the store's writer's (off the links' loop); if it fails, the session's changes are
+        pending again and ``StoreError`` says why.  ``passwd_of``: the session holds only
+        that user's new passphrase, which every user may change for itself and an admin
+        for anyone."""
         user = session.user
         if passwd_of is not None:
             if passwd_of != user and role != "admin":
@@ -160,7 +162,15 @@ class ClusterAPI:
             require_write(user, role, "commit changes")
             for feature in sorted({unit.feature for unit, _ in session.pending.items()}):
                 require_admin(user, role, feature)
-        return session.commit(comment, on_conflict=on_conflict)
+        saved, hostname = session.pending.saved(), session.store.hostname
+        made = session.commit(comment, on_conflict=on_conflict)
+        try:
+            await session.store.durable(made)
+        except StoreError:
+            session.pending.restore(saved)
+            session.store.hostname = hostname  # (a standalone rename, undone)
+            raise
+        return made
 
     def truncate_log(self, keep: int) -> int:
         """Drop the changes of all but the ``keep`` newest commits from the log."""

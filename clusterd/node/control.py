@@ -122,9 +122,9 @@ async def _handle(api: ClusterAPI, line: bytes) -> dict[str, Any]:
         if op == "status":
             return {"ok": True, **api.status()}
         if op == "edit":
-            return _edit(api, request)
+            return await _edit(api, request)
         if op in ("disconnect", "reconnect"):
-            return _membership_flag(api, op == "disconnect")
+            return await _membership_flag(api, op == "disconnect")
         if op == "query":
             args = request.get("args") or {}
             if not isinstance(args, dict):
@@ -162,12 +162,12 @@ async def _handle(api: ClusterAPI, line: bytes) -> dict[str, Any]:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _edit(api: ClusterAPI, request: dict[str, Any]) -> dict[str, Any]:
+async def _edit(api: ClusterAPI, request: dict[str, Any]) -> dict[str, Any]:
     session = api.session(str(request.get("user", "admin")), bounded=False)
     for edit in request["edits"]:
         _one_edit(session, edit)
     # The control socket is root's (mode 0600): what it asks, it asks as an admin.
-    commit = api.commit(session, str(request.get("comment", "")), role="admin")
+    commit = await api.commit(session, str(request.get("comment", "")), role="admin")
     if commit is None:
         return {"ok": True, "commit": None}
     return {"ok": True, "commit": str(commit.id), "hlc": commit.hlc}
@@ -196,10 +196,10 @@ def _one_edit(session: Session, edit: dict[str, Any]) -> None:
             raise ValueError(f"unknown edit {other!r}")
 
 
-def _membership_flag(api: ClusterAPI, disconnected: bool) -> dict[str, Any]:
+async def _membership_flag(api: ClusterAPI, disconnected: bool) -> dict[str, Any]:
     """DISCONNECT / RECONNECT this machine."""
     try:
-        done = api.admin.set_disconnected(api.config.hostname, disconnected, "admin")
+        done = await api.admin.set_disconnected(api.config.hostname, disconnected, "admin")
     except ClusterdError as exc:
         return {"ok": False, "error": str(exc)}
     return {"ok": True, **done}
@@ -213,7 +213,7 @@ def _user(r: dict[str, Any]) -> str:
 
 
 async def _create(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
-    return d.admin.create(str(r["name"]), _user(r))
+    return await d.admin.create(str(r["name"]), _user(r))
 
 
 async def _probe(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +244,7 @@ async def _list(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _group_op(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:
-    return d.admin.group_op(str(r["op"]), r, _user(r))
+    return await d.admin.group_op(str(r["op"]), r, _user(r))
 
 
 async def _remove(d: ClusterAPI, r: dict[str, Any]) -> dict[str, Any]:

@@ -148,10 +148,8 @@ class Daemon:
             c.ccs_port if c.ccs_enabled else "off",
         )
         loop = asyncio.get_running_loop()
-        writer = ThreadWriter(
-            lambda done: loop.call_soon_threadsafe(self._peers_batch_written, done)
-        )
-        self.store.writer = writer  # peers' batches are written in its thread
+        writer = ThreadWriter(lambda done: loop.call_soon_threadsafe(self._batch_written, done))
+        self.store.writer = writer  # every batch is written in its thread
         self.member.start()
         ticker = asyncio.create_task(self._ticks())
         checkpoints = asyncio.create_task(self._checkpoints())
@@ -177,9 +175,10 @@ class Daemon:
             writer.close()
             log.info("%s stopped", c.hostname)
 
-    def _peers_batch_written(self, done: Callable[[], None]) -> None:
-        """The store's writer wrote a batch from peers: its listeners run (``done``),
-        then membership follows if the batch changed it."""
+    def _batch_written(self, done: Callable[[], None]) -> None:
+        """The store's writer wrote a batch: its listeners run (``done``: replication of
+        a commit made here, the publisher, the workers' images), then membership follows
+        if the batch changed it."""
         done()
         self.member.execute([])
 
@@ -365,8 +364,8 @@ class Daemon:
     def peer_status(self) -> list[dict[str, Any]]:
         return status.peers(self)
 
-    def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
-        return self.admin.admit(request, joiner)
+    async def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer:
+        return await self.admin.admit(request, joiner)
 
     def open_shell(self, login: AdminLogin, chan: Any, command: str | None) -> ShellIO | None:
         """The shell for an admin session (None: this daemon was started without one)."""

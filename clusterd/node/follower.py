@@ -16,8 +16,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from clusterd.core import layers
-from clusterd.core.errors import ClusterdError
+from clusterd.core.errors import ClusterdError, StoreError
 from clusterd.core.modes import Mode
+from clusterd.core.versions import Commit
 from clusterd.mesh.members import endpoints, follow
 from clusterd.mesh.peers import Action
 from clusterd.node import config as cfg
@@ -36,6 +37,7 @@ class Follower:
         self.daemon = daemon
         self.group: str | None = None  # this machine's group while a member
         self.former_names: dict[str, str] = {}  # machines renamed while running: old -> new
+        self._leaving: asyncio.Future[None] | None = None
 
     def replaced(self) -> None:
         """After a state replacement (join, leave): links and identity follow."""
@@ -135,6 +137,19 @@ class Follower:
             for f in store.catalogue
             if not f.internal
         }
-        lifecycle.flatten(store, user=lifecycle.SYSTEM_USER, resolved=resolved)
+        commit = lifecycle.flatten(store, user=lifecycle.SYSTEM_USER, resolved=resolved)
         self.replaced()
+        self._leaving = asyncio.ensure_future(self._left(commit, group))
+
+    async def _left(self, commit: Commit | None, group: str | None) -> None:
+        """Left once the flattening is durable; if its write failed (memory is back as
+        before), membership follows the store again and the leave is tried again."""
+        d = self.daemon
+        try:
+            await d.store.durable(commit)
+        except StoreError as exc:
+            log.warning("could not flatten this machine's settings (%s): trying again", exc)
+            self.replaced()
+            asyncio.get_running_loop().call_later(LEAVE_DELAY, self._leave, group)
+            return
         d.left.set()

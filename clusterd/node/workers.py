@@ -463,7 +463,7 @@ class Calls:
 
     # -- changing -------------------------------------------------------------------------
 
-    def call_commit(
+    async def call_commit(
         self,
         saved: dict[tuple[str, str], dict[str, PendingWrite]],
         comment: str,
@@ -477,7 +477,7 @@ class Calls:
         pending.restore({mode: {key: PendingWrite(pw.value, pw.base) for key, pw in rows.items()}
                          for mode, rows in saved.items()})  # fmt: skip
         session.pending = pending
-        return self.api.commit(session, comment, role=self._role(), on_conflict=on_conflict,
+        return await self.api.commit(session, comment, role=self._role(), on_conflict=on_conflict,
                                passwd_of=passwd_of)  # fmt: skip
 
     async def call_ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Any:
@@ -504,22 +504,24 @@ class Calls:
         self._write("probe a member")
         return await self.api.admin.probe(address, port)
 
-    def call_admin_create(self, name: str, user: str) -> dict[str, Any]:
-        return self.api.admin.create(name, self._write("create a cluster"))
+    async def call_admin_create(self, name: str, user: str) -> dict[str, Any]:
+        return await self.api.admin.create(name, self._write("create a cluster"))
 
     async def call_admin_join(self, **request: Any) -> dict[str, Any]:
         self._write("join a cluster")
         return await self.api.admin.join(**request)
 
-    def call_admin_group_op(self, op: str, args: dict[str, Any], user: str) -> dict[str, Any]:
-        return self.api.admin.group_op(op, args, self._write(f"change the cluster ({op})"))
+    async def call_admin_group_op(self, op: str, args: dict[str, Any], user: str) -> dict[str, Any]:
+        return await self.api.admin.group_op(op, args, self._write(f"change the cluster ({op})"))
 
     async def call_admin_remove(self, machine: str, user: str) -> dict[str, Any]:
         return await self.api.admin.remove(machine, self._write("change the cluster (remove)"))
 
-    def call_admin_set_disconnected(self, machine: str, flag: bool, user: str) -> dict[str, Any]:
+    async def call_admin_set_disconnected(
+        self, machine: str, flag: bool, user: str
+    ) -> dict[str, Any]:
         by = self._write("change the cluster (disconnect)")
-        return self.api.admin.set_disconnected(machine, flag, by)
+        return await self.api.admin.set_disconnected(machine, flag, by)
 
     async def call_admin_set_ccs(self, enabled: bool, user: str) -> dict[str, Any]:
         return await self.api.admin.set_ccs(enabled, self._write("change the cluster (ccs)"))

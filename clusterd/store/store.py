@@ -9,11 +9,12 @@ gets ``StoreError`` ("the store is unavailable: ...; nothing was committed").  R
 commits that could not be written are not applied, so the version vector keeps asking
 peers for them until the store is back.
 
-With a ``writer`` (the daemon's thread: ``clusterd.store.writer``), batches from peers
-are merged first and written by the writer (``queue_remote``); their listeners run
-once they are durable, and a failed write undoes them and every batch queued after
-them.  A commit made here flushes the writer's queue first, so the database always
-follows memory's order (``docs/store-writer.md``).
+With a ``writer`` (the daemon's thread: ``clusterd.store.writer``), every batch is
+merged into memory first and written by the writer, in merge order, so the database
+follows memory's order: peers' batches (``queue_remote``) and commits made here
+(``commit``, whose maker awaits ``durable``).  Listeners run once a batch is durable
+(so a commit made here is sent to nobody before), and a failed write undoes that
+batch and every batch queued after it (``docs/store-writer.md``).
 
 Every database error is mapped to ``StoreError`` here, reads included, and remembered
 (``outage``) until an operation succeeds again, so the daemon can say the store is
@@ -26,6 +27,7 @@ wait in an inbox until what they depend on has been applied (causal order).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -33,7 +35,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,9 @@ class ApplyResult:
     waiting: int  # commits held until what they depend on arrives
 
 
+Waiter = Callable[[BaseException | None], None]  # told once a batch is durable, or why not
+
+
 @dataclass
 class _Batch:
     """A batch merged into memory, with what its transaction writes and how to take it
@@ -188,6 +193,8 @@ class _Batch:
     undos: list[Undo]
     epoch: int = 0
     error: BaseException | None = None  # set by the writer when its transaction failed
+    local: bool = False  # made here (``Store.commit``)
+    waiting: list[Waiter] = field(default_factory=list)
 
     def revert(self, state: State) -> None:
         for undo in reversed(self.undos):  # memory as it was: no database needed
@@ -197,6 +204,11 @@ class _Batch:
 # Told of every batch applied, once it is durable: its outcomes, and whether it was
 # made here (``Store.commit``) rather than merged from members.
 Listener = Callable[[list[Outcome], bool], None]
+
+
+def _tell(waiting: list[Waiter], error: BaseException | None) -> None:
+    for wake in waiting:
+        wake(error)
 
 
 class Store:
@@ -359,8 +371,11 @@ class Store:
         Pending changes whose unit was committed by somebody else since the session
         read it raise ``CommitConflict`` unless ``on_conflict`` says "keep" (overwrite,
         knowingly) or "discard" (drop those changes, commit the rest).
+
+        Without a writer the commit is durable on return.  With one, it is in memory
+        and queued: ``await durable(commit)`` says when it is written (or raises, the
+        commit taken back out of memory); it reaches the members only then.
         """
-        self.flush()
         conflicts = pending.conflicts(self.state)
         work = pending
         if conflicts:
@@ -383,9 +398,33 @@ class Store:
             at=time.time(),
             comment=comment,
         )
-        self._apply_batch([commit], local=True)
+        if self.writer is None:
+            self._apply_batch([commit], local=True)
+        else:
+            self._queue(self._merge([commit]), local=True)
         pending.clear()
         return commit
+
+    async def durable(self, commit: Commit | None) -> None:
+        """Return once ``commit`` (made here, by ``commit``) is durable; ``StoreError`` if
+        its write failed: it is then out of memory again, as if never made."""
+        if commit is None:
+            return
+        batch = next((b for b in self._queued if b.local and b.commits[0] is commit), None)
+        if batch is None:
+            if self.state.vv.get(commit.id.origin, 0) < commit.id.seq:
+                raise StoreError(f"commit {commit.id} was not written")
+            return
+        written: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+        def wake(error: BaseException | None) -> None:
+            if not written.done():  # (the waiting caller may have been cancelled)
+                written.set_result(error)
+
+        batch.waiting.append(wake)
+        error = await written
+        if error is not None:
+            raise StoreError(str(error)) from None
 
     def _check_unchecked(self, pending: Pending) -> None:
         """Validate what no editor validated, as peers will: a bad value never leaves here."""
@@ -419,15 +458,20 @@ class Store:
         ready = self._ready(commits)
         if not ready:
             return ApplyResult([], len(self.inbox))
-        batch = self._merge(ready)
-        batch.epoch = self._epoch
-        self._queued.append(batch)
-        self.writer.submit(lambda: self._write_queued(batch), lambda: self._written(batch))
+        self._queue(self._merge(ready), local=False)
         return ApplyResult([c.id for c in ready], len(self.inbox))
 
+    def _queue(self, batch: _Batch, local: bool) -> None:
+        """A batch merged into memory goes to the writer, after every batch before it."""
+        assert self.writer is not None
+        batch.epoch, batch.local = self._epoch, local
+        self._queued.append(batch)
+        self.writer.submit(lambda: self._write_queued(batch), lambda: self._written(batch))
+
     def flush(self) -> None:
-        """Every queued batch written, and its outcome taken: before a write of our own
-        or a read of the whole log, so that the database follows memory's order."""
+        """Every queued batch written, and its outcome taken (blocking): before a write
+        that does not go through the queue (a state transfer, a truncation) or a read of
+        the whole log, so that the database follows memory's order."""
         if not self._queued or self.writer is None:
             return
         self.writer.wait()
@@ -463,14 +507,22 @@ class Store:
             return  # taken already (by flush, or reverted with an earlier failure)
         if batch.error is None:
             self._queued.popleft()
-            self._done(batch, local=False)
+            self._done(batch, local=batch.local)
+            _tell(batch.waiting, None)
             return
         self._epoch += 1
         for queued in reversed(self._queued):
             queued.revert(self.state)
-        log.warning("%d batch(es) of commits from peers not applied: %s; they are asked "
-                    "for again", len(self._queued), batch.error)  # fmt: skip
+        failed = list(self._queued)
         self._queued.clear()
+        ours = sum(b.local for b in failed)
+        log.warning("%d batch(es) of commits (%d made here) not applied: %s; peers' are "
+                    "asked for again", len(failed), ours, batch.error)  # fmt: skip
+        error = batch.error
+        if not isinstance(error, StoreError):
+            error = StoreError(f"the store could not write: {error}; nothing was committed")
+        for queued in failed:
+            _tell(queued.waiting, error)
 
     def _apply_batch(self, commits: list[Commit], local: bool = False) -> list[Outcome]:
         clock_before = self.clock.last

@@ -29,6 +29,7 @@ both ports.  ``clusterd.mesh.transport.limits`` bounds connections, attempts and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any, Protocol
@@ -67,7 +68,7 @@ class Mesh(Protocol):
     @property
     def gate(self) -> Gate: ...
     async def reverse_check(self, serial: str, address: str) -> str | None: ...
-    def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer: ...
+    async def admit_request(self, request: JoinRequest | str, joiner: Joiner) -> JoinAnswer: ...
     def open_shell(self, login: AdminLogin, chan: Any, command: str | None) -> ShellIO | None: ...
     def link_up(self, link: Any, peer: str, outbound: bool) -> int: ...
     def link_data(self, link_id: int, data: bytes) -> None: ...
@@ -147,6 +148,7 @@ class _JoinExchange:
         self.refusal = refusal
         self.line = JoinLine()
         self.answered = False
+        self.task: asyncio.Future[None] | None = None  # the answer, once the line is read
 
     def feed(self, data: bytes) -> None:
         if not self.answered:
@@ -160,10 +162,17 @@ class _JoinExchange:
 
     def _answer(self, request: JoinRequest | str) -> None:
         self.answered = True
+        self.task = asyncio.ensure_future(self._reply(request))
+
+    async def _reply(self, request: JoinRequest | str) -> None:
         if self.refusal:
             answer = JoinAnswer(ok=False, error=self.refusal)
         else:
-            answer = self.mesh.admit_request(request, self.joiner)
+            try:
+                answer = await self.mesh.admit_request(request, self.joiner)
+            except Exception:  # never the joiner's to see; the log has it
+                log.exception("join request failed")
+                answer = JoinAnswer(ok=False, error="the member failed to answer; see its log")
         with contextlib.suppress(OSError, asyncssh.Error):
             self.chan.write(answer.model_dump_json().encode() + b"\n")
             self.chan.exit(0 if answer.ok else 1)
@@ -190,6 +199,7 @@ class JoinSession(_Session):
     def eof_received(self) -> bool:
         if self.join is not None:
             self.join.eof()
+            return True  # half-open until the answer is written (it closes the channel)
         return False
 
 
@@ -243,7 +253,7 @@ class AdminSession(_Session):
     def eof_received(self) -> bool:
         if self.join is not None:
             self.join.eof()
-            return False
+            return True  # half-open until the answer is written (it closes the channel)
         if self.shell is not None:
             self.shell.eof()
         return True  # half-open: a command runs on after its input ends (ssh host CMD)
