@@ -125,7 +125,7 @@ def test_a_slow_or_failing_hook_delays_neither_links_nor_commits(tmp_path: Path)
         bad = b.status()["publish"]["last_hook"]
         assert bad["returncode"] == 3 and "the service refused it" in bad["error"], bad
         text = (b.dir / "clusterd.log").read_text()
-        assert "publish hook" in text and "the service refused it" in text
+        assert "target publish_hook: reload failed" in text and "the service refused it" in text
         assert "Traceback" not in text
 
 

@@ -75,6 +75,9 @@ class DaemonConfig(BaseModel):
     # setting only, never replicated (SECURITY.md).
     publish_hook: str | None = None  # a command line; the changed features are appended
     publish_hook_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Targets: service files rendered, validated, swapped in and reloaded (docs/services.md),
+    # declared in [[target]] tables of the files of this directory (beside clusterd.toml).
+    targets_dir: str = "targets.d"
     # Alerts by mail to the alertconfig recipients (clusterd.node.alertmail).
     alert_relay: str = "localhost:25"  # host or host:port: a relay, or the local MTA
     alert_from: str | None = None  # default clusterd@HOSTNAME

@@ -31,7 +31,7 @@ from clusterd.mesh.protocol import Node
 from clusterd.mesh.transport import ssh
 from clusterd.mesh.transport.limits import Gate
 from clusterd.mesh.transport.server import AdminServer, CcsServer, ShellIO
-from clusterd.node import check, logsetup, nodechecks, status
+from clusterd.node import check, logsetup, nodechecks, status, targets
 from clusterd.node import config as cfg
 from clusterd.node.admin import Admin
 from clusterd.node.alertmail import AlertMail
@@ -79,9 +79,9 @@ class Daemon:
             repeat=config.alert_repeat,
             max_per_hour=config.alert_max_per_hour,
         )
-        self.publisher = Publisher(
-            self.store, config.data_dir, config.publish_hook, config.publish_hook_timeout
-        )
+        self.publisher = Publisher(self.store, config.data_dir)
+        self.targets = targets.build(config, self.publisher, lambda: self.config.hostname,
+                                     self.alert)  # fmt: skip
         self.servers: list[asyncssh.SSHAcceptor | asyncio.AbstractServer] = []
         self.admin_server: asyncssh.SSHAcceptor | None = None
         self.ccs_server: asyncssh.SSHAcceptor | None = None
@@ -156,6 +156,7 @@ class Daemon:
         probe = asyncio.create_task(self.lag.run())
         self.mail.start()
         self.publisher.start()
+        self.targets.start()
         try:
             await self.stopping.wait()
         finally:
@@ -164,6 +165,7 @@ class Daemon:
             probe.cancel()
             self.mail.stop()
             self.publisher.stop()
+            self.targets.stop()
             if isinstance(self.shell_factory, Workers):
                 self.shell_factory.close()
             self.member.stop()

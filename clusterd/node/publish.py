@@ -1,55 +1,52 @@
 """Writing this machine's effective configuration where a real service can read it.
 
 After every commit applied here (made here or arriving from a member), the features
-whose effective value changed are recomputed and ``effective.json`` in the data
-directory is replaced atomically (write a temporary file, fsync, rename).  Then the
-``publish_hook`` of ``clusterd.toml`` runs with the changed feature names as arguments
-and ``CLUSTERD_EFFECTIVE`` set to the file's path.
+whose effective value changed are recomputed; each change is an entry of the journal
+(``effective.log``, ``clusterd.services.journal``: what ``watch`` streams), numbered by
+this machine's version, and ``effective.json`` in the data directory is replaced
+atomically (write a temporary file, fsync, rename), carrying that version.  Then the
+targets that read a changed feature start their wait (``clusterd.services.applier``):
+the old ``publish_hook`` of ``clusterd.toml`` is one of them, run with the changed
+feature names as arguments and ``CLUSTERD_EFFECTIVE`` set to the file's path
+(``docs/services.md``).
 
 Nothing here runs on the event loop's time but the recomputation (from memory): the
-file is written in a worker thread, and the hook is a child process waited for
-asynchronously, killed after ``publish_hook_timeout``.  Commits arriving meanwhile are
-gathered and published together once the previous round is done, so a slow hook gets
-one call for a burst of commits, never a queue of them.  A failing hook is logged and
-shown in ``status``; it never undoes or blocks a commit.  The hook is a local setting:
-nothing that arrives from another member names a command (SECURITY.md).
+files are written in a worker thread.  Commits arriving meanwhile are gathered and
+published together once the previous round is done.  Targets and hooks are local
+settings: nothing that arrives from another member names a command (SECURITY.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import shlex
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from clusterd.core import layers
 from clusterd.core.merge import Outcome
-from clusterd.core.text import printable
+from clusterd.core.versions import CommitId
 from clusterd.mesh.members import WHO_WE_ARE
+from clusterd.services.applier import Targets
+from clusterd.services.journal import NAME as JOURNAL
+from clusterd.services.journal import Journal
 from clusterd.store.store import Store
 
 log = logging.getLogger("clusterd.publish")
-
-HOOK_OUTPUT = 2000  # characters of a failing hook's stderr kept for status and the log
+RETRY = 1.0  # s before publishing again after a failed write
 
 
 class Publisher:
-    def __init__(
-        self, store: Store, data_dir: Path, hook: str | None = None, hook_timeout: float = 60.0
-    ) -> None:
+    def __init__(self, store: Store, data_dir: Path) -> None:
         self.store = store
         self.path = Path(data_dir) / "effective.json"
-        self.hook = hook
-        self.hook_timeout = hook_timeout
-        self.values: dict[str, Any] = {}
+        self.journal = Journal(self.path.parent / JOURNAL)
+        self.values, self.sources = self._published()
+        self.targets: Targets | None = None  # told of every entry journaled
         self.written = 0  # documents written since start
-        self.last_hook: dict[str, Any] | None = None  # how the last hook run went
         self._touched: set[str] | None = None  # features to recompute; None: all
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -57,6 +54,8 @@ class Publisher:
     def start(self) -> None:
         """Publish everything now, and what changes after every commit applied."""
         self.store.listeners.append(self.on_commits)
+        if self.targets is not None:
+            self.targets.published([{"feature": f, **s} for f, s in self.sources.items()])
         self._wake.set()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -72,48 +71,89 @@ class Publisher:
             self._touched |= touched
         self._wake.set()
 
+    def _published(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """What the last run published (so a restart journals only real changes)."""
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}, {}
+        if not isinstance(document, dict) or document.get("version") != self.journal.head:
+            return {}, {}  # (not the journal's: publish everything again)
+        return dict(document.get("features") or {}), dict(document.get("sources") or {})
+
     def status(self) -> dict[str, Any]:
-        return {"path": str(self.path), "written": self.written, "hook": bool(self.hook),
-                "last_hook": self.last_hook}  # fmt: skip
+        return {"path": str(self.path), "written": self.written, "version": self.journal.head}
 
     async def _run(self) -> None:
+        first = True
         while True:
             await self._wake.wait()
             self._wake.clear()
             features, self._touched = self._touched, set()
-            try:
-                changed, document = self._recompute(features)
-                if changed or features is None:
-                    await asyncio.to_thread(self._write, document)
-                    self.written += 1
-                if changed and self.hook:
-                    await self._run_hook(changed)
-            except OSError as exc:
-                log.error("could not publish %s: %s", self.path, exc)
+            entries, document = self._recompute(features)
+            if entries or features is None:
+                await self._publish(entries, document)
+            if first and self.targets is not None:
+                first = False
+                self.targets.ready()  # every target applies once at start
 
-    def _recompute(self, features: set[str] | None) -> tuple[list[str], dict[str, Any]]:
-        """The features whose effective value changed, and the document to write."""
+    async def _publish(self, entries: list[dict[str, Any]], document: dict[str, Any]) -> None:
+        try:
+            numbered = await asyncio.to_thread(self._write, entries, document)
+        except OSError as exc:
+            log.error("could not publish %s: %s (trying again)", self.path, exc)
+            for e in entries:  # not published: found changed again next time
+                self.values.pop(e["feature"], None)
+                if self._touched is not None:
+                    self._touched.add(e["feature"])
+            asyncio.get_running_loop().call_later(RETRY, self._wake.set)
+            return
+        self.written += 1
+        for e in numbered:
+            self.sources[e["feature"]] = {k: e[k] for k in ("mode", "commit", "version")}
+        if self.targets is not None and numbered:
+            self.targets.published(numbered)
+
+    def _recompute(self, features: set[str] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The journal entries of the features whose effective value or source changed,
+        and the document to write."""
         store = self.store
         modes = layers.chain(store.state, store.hostname)
-        changed = []
+        entries = []
         for feature in store.catalogue:
-            if feature.internal or (features is not None and feature.command not in features):
+            command = feature.command
+            if feature.internal or (features is not None and command not in features):
                 continue
-            value = layers.resolve(store.state, feature, modes).value
-            if feature.command not in self.values or self.values[feature.command] != value:
-                self.values[feature.command] = value
-                changed.append(feature.command)
+            resolved = layers.resolve(store.state, feature, modes)
+            mode = None if resolved.mode is None else resolved.mode.key
+            before = self.sources.get(command, {}).get("mode")
+            if command in self.values and (self.values[command], before) == (resolved.value, mode):
+                continue
+            self.values[command] = resolved.value
+            last = resolved.last_change
+            commit = None if last is None else str(CommitId(last.origin, last.seq))
+            entries.append({"feature": command, "value": resolved.value, "mode": mode,
+                            "commit": commit})  # fmt: skip
         document = {
             "machine": store.hostname,
             "cluster": layers.cluster_name(store.state),
             "version_vector": dict(store.version_vector),
             "features": dict(self.values),
+            "sources": {f: dict(s) for f, s in self.sources.items()},
         }
-        return changed, document
+        return entries, document
 
-    def _write(self, document: dict[str, Any]) -> None:
-        """In a worker thread: the values are never changed in place, only replaced."""
+    def _write(
+        self, entries: list[dict[str, Any]], document: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """In a worker thread: the journal first, then the document with its version
+        (the values are never changed in place, only replaced); the entries numbered."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        head = self.journal.head
+        document["version"] = self.journal.append(entries)
+        numbered = [{**e, "version": head + i} for i, e in enumerate(entries, 1)]
+        for e in numbered:
+            document["sources"][e["feature"]] = {k: e[k] for k in ("mode", "commit", "version")}
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".effective.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -124,35 +164,4 @@ class Publisher:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-    async def _run_hook(self, changed: list[str]) -> None:
-        assert self.hook is not None
-        argv = [*shlex.split(self.hook), *changed]
-        env = {**os.environ, "CLUSTERD_EFFECTIVE": str(self.path)}
-        started = time.time()
-        run: dict[str, Any] = {"at": started, "features": changed, "returncode": None,
-                               "error": None}  # fmt: skip
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-        except OSError as exc:
-            run["error"] = f"cannot run {argv[0]}: {exc.strerror or exc}"
-        else:
-            try:
-                _, err = await asyncio.wait_for(proc.communicate(), self.hook_timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                run["error"] = f"timed out after {self.hook_timeout:g} s: killed"
-            else:
-                run["returncode"] = proc.returncode
-                if proc.returncode != 0:
-                    text = printable(err.decode(errors="replace").strip())[-HOOK_OUTPUT:]
-                    run["error"] = f"exited {proc.returncode}: {text}"
-        run["took"] = round(time.time() - started, 3)
-        self.last_hook = run
-        if run["error"]:
-            log.error("publish hook %s %s", argv[0], run["error"])
+        return numbered

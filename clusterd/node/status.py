@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from clusterd.core import layers
 from clusterd.core.digest import state_digest
 from clusterd.mesh.protocol import catch_up, commits_behind
+from clusterd.node import targets
 
 if TYPE_CHECKING:
     from clusterd.node.daemon import Daemon
@@ -42,7 +43,7 @@ def report(d: Daemon) -> dict[str, Any]:
         "gate": d.gate.status(),
         "alerts": list(d.alerts),
         "alert_mail": d.mail.status(),
-        "publish": d.publisher.status(),
+        **targets.status(d.publisher, d.targets),
         "reverse_dns": {"policy": d.config.reverse_dns, "members": reverse_facts(d)},
     }
 
