@@ -16,6 +16,7 @@ from clusterd.cli.loadconfig import USAGE as LOADCONFIG_USAGE
 from clusterd.cli.loadconfig import loadconfig
 from clusterd.cli.machine import last, nslookup, ping, tail, who
 from clusterd.cli.saveload import saveconfig
+from clusterd.cli.services import TARGET_USAGE, WATCH_USAGE, target, target_line, watch
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
 from clusterd.cli.upgrade import upgrade
 from clusterd.core import layers, membership
@@ -229,6 +230,8 @@ async def status(shell: Shell, args: list[str]) -> int:
         extra += f", {p['behind']:,} commits behind it" if p["behind"] else ""
         why = f" ({p['reason']})" if p["reason"] else ""
         shell.write(f"  {p['hostname']:<30} {p['state']:<12}{extra}{why}")
+    for name, t in s["targets"].items():
+        shell.write(target_line(name, t))
     _recent_alerts(shell, s["alerts"], s["alert_mail"])
     return 0
 
@@ -344,6 +347,12 @@ HELP = {
     "preview": "preview [--json]   per machine, what the pending changes would change",
     "explain": "explain FEATURE [MACHINE] [--json]   where the effective value comes from",
     "clustercheck": "clustercheck [--json]   compares every member; offers to force a version",
+    "watch": WATCH_USAGE + "\n"
+    "  this machine's effective changes as JSON lines, until the connection closes\n"
+    "  (ssh HOST 'watch --json'); --since resumes after a version without gaps",
+    "target": TARGET_USAGE + "\n"
+    "  service targets: what each applied, failures, drift; rollback to an older\n"
+    "  generation; force past the guard against emptied maps (docs/services.md)",
 }
 
 HANDLERS: dict[str, Handler] = {
@@ -370,4 +379,6 @@ HANDLERS: dict[str, Handler] = {
     "saveconfig": saveconfig,
     "loadconfig": loadconfig,
     "upgrade": upgrade,
+    "watch": watch,
+    "target": target,
 }

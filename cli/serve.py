@@ -200,6 +200,7 @@ class ShellChannel:
     async def _batch(self, command: str) -> None:
         console = BatchConsole(self._read_stdin, self._write)
         shell = Shell(self.api, self.login, console)
+        shell.can_write = self._can_write
         log.info("%s runs %r", self.user, self.command)
         status = 0
         try:

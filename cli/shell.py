@@ -11,6 +11,7 @@ the reference's prompt; login-host-only commands act on this machine whatever th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
@@ -64,6 +65,8 @@ class Shell:
         self.session = cluster.session(login.user)
         self.mode = Mode.machine(cluster.hostname)
         self.role = self._current_role()
+        # Set while the client reads what we write (SSH flow control); None: no channel.
+        self.can_write: asyncio.Event | None = None
 
     def _current_role(self) -> str:
         role = self.api.role(self.login)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -106,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         help='e.g. \'{"op": "list"}\', or - to read it from stdin (keeps a passphrase out '
         "of the process list)",
     )
+    watch = sub.add_parser("watch", help="stream this machine's effective changes (JSON lines)")
+    watch.add_argument("--data-dir", type=Path, required=True)
+    watch.add_argument("--feature", help="only this feature's changes")
+    watch.add_argument("--since", type=int, metavar="VERSION",
+                       help="resume after this version (default: from now on)")  # fmt: skip
+    target = sub.add_parser("target", help="service targets: status, rollback, force")
+    target.add_argument("--data-dir", type=Path, required=True)
+    target.add_argument("action", choices=["status", "rollback", "force"])
+    target.add_argument("name", nargs="?", help="the target (rollback, force)")
+    target.add_argument("back", nargs="?", type=int, default=1,
+                        help="rollback: generations back from the live one (1)")  # fmt: skip
+    check = sub.add_parser("postfix-check", help="validate a rendered Postfix directory")
+    check.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -174,6 +188,17 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ClusterdError(f"not a JSON request: {exc}") from None
         return _print(args.data_dir, message)
+    elif args.command == "watch":
+        return _watch(args.data_dir, args.feature, args.since)
+    elif args.command == "target":
+        if args.action != "status" and not args.name:
+            raise ClusterdError(f"target {args.action} needs the target's name")
+        return _print(args.data_dir, {"op": "target", "action": args.action,
+                                      "name": args.name, "back": args.back})  # fmt: skip
+    elif args.command == "postfix-check":
+        from clusterd.services import postfixcheck
+
+        return postfixcheck.main(args.directory)
     elif args.command == "join":
         from clusterd.trust import joincli
 
@@ -191,6 +216,33 @@ def _run(args: argparse.Namespace) -> int:
             yes=args.yes,
             wait=args.wait,
         )
+    return 0
+
+
+def _watch(data_dir: Path, feature: str | None, since: int | None) -> int:
+    """Until interrupted: exit 0 on Ctrl-C or a closed pipe, 3 when ``since`` is too old."""
+    import asyncio
+
+    from clusterd.schema.catalogue import CATALOGUE
+    from clusterd.services import journal
+
+    if feature is not None and feature not in CATALOGUE:
+        raise ClusterdError(f"no feature {feature!r} (help in the shell lists them)")
+    if not (data_dir / "clusterd.toml").exists():
+        raise ClusterdError(f"{data_dir} is not a clusterd data directory")
+
+    async def write(line: str) -> bool:
+        print(line, flush=True)
+        return True
+
+    try:
+        asyncio.run(journal.stream(data_dir / journal.NAME, since, feature, write))
+    except journal.Compacted as exc:
+        print(f"clusterd: {exc}", file=sys.stderr)
+        return 3
+    except (KeyboardInterrupt, BrokenPipeError):
+        with contextlib.suppress(OSError):
+            sys.stdout.close()
     return 0
 
 

@@ -152,7 +152,8 @@ class RemoteAPI:
     def __getattr__(self, name: str) -> Any:  # the plain questions: the node answers
         if name in ("config", "disconnected", "former_names", "logins"):
             return self._link.call(name)
-        if name in ("status", "peer_status", "progress", "members", "link", "sessions"):
+        if name in ("status", "peer_status", "progress", "members", "link", "sessions",
+                    "targets"):  # fmt: skip
             return lambda *a: self._link.call(name, *a)
         if name in ("check_passphrase", "hash_passphrase", "ask", "node_checks", "lookup"):
             return lambda *a: self._link.acall(name, *a)
@@ -206,6 +207,12 @@ class RemoteAPI:
                                       passwd_of)  # fmt: skip
         session.pending.clear()
         return made  # type: ignore[no-any-return]
+
+    async def target_rollback(self, user: str, role: str, name: str, back: int) -> Any:
+        return await self._link.acall("target_rollback", name, back)  # (the node's rules)
+
+    def target_force(self, user: str, role: str, name: str) -> Any:
+        return self._link.call("target_force", name)
 
     def admit(self, shell: Any) -> str | None:
         return None  # the node counted this session in before it started us

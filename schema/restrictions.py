@@ -85,6 +85,8 @@ _OTHER_COMMANDS: dict[Restriction, dict[str, str]] = {
         "who": "Show who is logged in to this machine",
         "resetconfig": "Restore this machine's factory configuration",
         "upgrade": "Where the upgrade routine stands on this machine, and what is next",
+        "watch": "Stream this machine's effective configuration changes (JSON lines)",
+        "target": "Show, roll back or force this machine's service targets",
     },
 }
 

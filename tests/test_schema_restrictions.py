@@ -58,7 +58,7 @@ def test_every_command() -> None:
         "clustermode", "commit", "clearchanges", "clear", "commitdetail", "preview", "explain",
         "saveconfig", "loadconfig", "help", "quit", "exit",
         "status", "version", "nslookup",
-        "last", "ping", "tail", "who", "resetconfig", "upgrade",
+        "last", "ping", "tail", "who", "resetconfig", "upgrade", "watch", "target",
     ]  # fmt: skip
     assert list(COMMANDS) == features + others
     for name, info in COMMANDS.items():

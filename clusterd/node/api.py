@@ -172,6 +172,21 @@ class ClusterAPI:
             raise
         return made
 
+    # -- service targets (docs/services.md) ----------------------------------------------
+
+    def targets(self) -> dict[str, Any]:
+        return self._daemon.targets.status()
+
+    async def target_rollback(self, user: str, role: str, name: str, back: int) -> dict[str, Any]:
+        """The generation ``back`` before the live one, live again (and reloaded)."""
+        require_write(user, role, "roll a target back")
+        return await self._daemon.targets.get(name).rollback(back)
+
+    def target_force(self, user: str, role: str, name: str) -> dict[str, Any]:
+        """The next apply of ``name`` passes the guards against emptied maps, once."""
+        require_write(user, role, "force a target")
+        return self._daemon.targets.force(name)
+
     def truncate_log(self, keep: int) -> int:
         """Drop the changes of all but the ``keep`` newest commits from the log."""
         return self._daemon.store.truncate_log(keep)

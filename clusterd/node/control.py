@@ -151,6 +151,8 @@ async def _handle(api: ClusterAPI, line: bytes) -> dict[str, Any]:
         if op == "stop":
             api.stop()
             return {"ok": True}
+        if op == "target":
+            return {"ok": True, **await _target(api, request)}
         if op in CLUSTER_OPS:
             return {"ok": True, **await CLUSTER_OPS[op](api, request)}
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -171,6 +173,20 @@ async def _edit(api: ClusterAPI, request: dict[str, Any]) -> dict[str, Any]:
     if commit is None:
         return {"ok": True, "commit": None}
     return {"ok": True, "commit": str(commit.id), "hlc": commit.hlc}
+
+
+async def _target(api: ClusterAPI, request: dict[str, Any]) -> dict[str, Any]:
+    action, name = request.get("action"), str(request.get("name"))
+    if action == "status":
+        return {"targets": api.targets()}
+    if action == "rollback":
+        back = request.get("back", 1)
+        if not isinstance(back, int) or isinstance(back, bool):
+            raise ValueError("'back' is a whole number of generations")
+        return await api.target_rollback("admin", "admin", name, back)
+    if action == "force":
+        return api.target_force("admin", "admin", name)
+    raise ValueError(f"unknown target action {action!r} (status, rollback, force)")
 
 
 def _one_edit(session: Session, edit: dict[str, Any]) -> None:

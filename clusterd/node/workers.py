@@ -480,6 +480,15 @@ class Calls:
         return await self.api.commit(session, comment, role=self._role(), on_conflict=on_conflict,
                                passwd_of=passwd_of)  # fmt: skip
 
+    def call_targets(self) -> dict[str, Any]:
+        return self.api.targets()
+
+    async def call_target_rollback(self, name: str, back: int) -> dict[str, Any]:
+        return await self.api.target_rollback(self.login.user, self._role(), name, back)
+
+    def call_target_force(self, name: str) -> dict[str, Any]:
+        return self.api.target_force(self.login.user, self._role(), name)
+
     async def call_ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Any:
         return await self.api.ask(serial, kind, args, timeout)
 

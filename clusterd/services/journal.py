@@ -21,10 +21,11 @@ watches on from the version that document carries.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,27 @@ class Reader:
         lines = data.split("\n")
         self._partial = lines.pop()  # an unfinished line waits for the rest
         return iter(lines)
+
+
+POLL = 0.2  # s between looks at the journal
+
+
+async def stream(
+    path: Path,
+    since: int | None,
+    feature: str | None,
+    write: Callable[[str], Awaitable[bool]],
+) -> None:
+    """Write each entry after ``since`` (None: from now on) as a JSON line, until ``write``
+    says the reader is gone (False).  ``Compacted`` if ``since`` is too old."""
+    if since is None:
+        since = await asyncio.to_thread(lambda: _last_version(path)[0])
+    reader = Reader(path, since, feature)
+    try:
+        while True:
+            for entry in await asyncio.to_thread(reader.poll):
+                if not await write(json.dumps(entry, sort_keys=True)):
+                    return
+            await asyncio.sleep(POLL)
+    finally:
+        reader.close()
