@@ -55,7 +55,9 @@ def _run(argv: list[str], quiet: bool = False) -> list[str]:
         return [f"{argv[0]}: {exc}"]
     said = [line for line in done.stderr.splitlines() if "warning:" in line or "fatal:" in line]
     if done.returncode != 0 and not said:
-        said = [f"{argv[0]} exited {done.returncode}: {done.stderr.strip()}"]
+        why = done.stderr.strip() or "no reason given here (Postfix logs it: are "
+        why = why if done.stderr.strip() else why + "queue_directory and data_directory there?)"
+        said = [f"{argv[0]} exited {done.returncode}: {why}"]
     return said
 
 
