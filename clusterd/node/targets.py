@@ -36,7 +36,7 @@ def build(
     """The targets of this machine (``ConfigError`` names a bad file and key)."""
     declared = targetconfig.load(config.data_dir / config.targets_dir, hook_target(config))
     values: Callable[[], Mapping[str, Any]] = lambda: dict(publisher.values)  # noqa: E731
-    targets = Targets(declared, config.data_dir / "targets", values=values, hostname=hostname,
+    targets = Targets(declared, values=values, hostname=hostname,
                       alert=alert, effective_path=publisher.path)  # fmt: skip
     publisher.targets = targets
     return targets

@@ -59,11 +59,13 @@ class Sources:
 class Applier:
     """One target's state and task."""
 
-    def __init__(self, target: Target, root: Path, owner: Targets) -> None:
+    def __init__(self, target: Target, owner: Targets) -> None:
         self.target = target
         self.owner = owner
         self.generations = (
-            Generations(root / target.name, target.path, GENERATIONS) if target.path else None
+            Generations(generations_of(target.path), target.path, GENERATIONS)
+            if target.path
+            else None
         )
         self.state = "starting"
         self.changed: set[str] = set(target.reads)  # everything, at start
@@ -307,6 +309,13 @@ class Applier:
         }
 
 
+def generations_of(link: Path) -> Path:
+    """Where a target's generations live: beside its link (``/etc/.postfix-clusterd.
+    generations`` for ``/etc/postfix-clusterd``), so the service reads them with the
+    permissions of that directory, never through the data directory (root's only)."""
+    return link.parent / f".{link.name}.generations"
+
+
 def _same(staging: Path, live: Path) -> bool:
     return digest(staging) == digest(live)
 
@@ -317,7 +326,6 @@ class Targets:
     def __init__(
         self,
         targets: list[Target],
-        root: Path,
         *,
         values: Callable[[], Mapping[str, Any]],
         hostname: Callable[[], str],
@@ -329,7 +337,7 @@ class Targets:
         self.alert = alert
         self.effective_path = effective_path
         self.sources = Sources()
-        self.appliers = {t.name: Applier(t, root, self) for t in targets}
+        self.appliers = {t.name: Applier(t, self) for t in targets}
         self._drift: asyncio.Task[None] | None = None
 
     def start(self) -> None:

@@ -43,7 +43,7 @@ async def run(
     try:
         proc = await asyncio.create_subprocess_exec(
             *words, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, umask=0o022,
             env={**os.environ, **(env or {})},
         )  # fmt: skip
     except OSError as exc:

@@ -1,7 +1,9 @@
 """A target's files on disk: generations, and the link that is swapped between them.
 
-``DATA_DIR/targets/NAME/`` holds the generation directories ``g000001``, ... and the
-target's ``path`` (say ``/etc/postfix-clusterd``) is a symbolic link to one of them.
+A directory beside the target's ``path`` (``/etc/.postfix-clusterd.generations`` for
+``/etc/postfix-clusterd``) holds the generation directories ``g000001``, ..., and
+``path`` is a symbolic link to one of them.  Generations are readable by everyone
+(0755, files as the target's ``file_mode``): the service's own user reads them.
 A change is rendered into a new staging directory, validated there, renamed to the next
 generation and swapped in with one ``rename`` of a new link over ``path``: readers see
 the old set of files or the new one, never a mixture.  The newest ``GENERATIONS`` are
@@ -59,9 +61,11 @@ class Generations:
     def stage(self, rendered: Rendered, mode: int, meta: dict[str, Any]) -> Path:
         """A new staging directory holding ``rendered`` (and the metadata)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
         staging = self.root / f"staging-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(mode=0o755)
+        staging.mkdir()
+        os.chmod(staging, 0o755)  # (the daemon's umask is 077; the service reads these)
         for name, text in rendered.files.items():
             path = staging / name
             path.write_text(text, encoding="utf-8")

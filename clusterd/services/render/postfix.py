@@ -92,7 +92,7 @@ def render(values: Mapping[str, Any], hostname: str, options: Mapping[str, Any])
         services.append(
             f"{address}:{listener.get('port', 25)} inet n - n - - smtpd\n"
             f"  -o syslog_name=postfix/{name}\n"
-            f"  -o smtpd_recipient_restrictions={restrictions}\n"
+            f"  -o {{ smtpd_recipient_restrictions = {restrictions} }}\n"
         )
         relay_from += _relay_senders(listener.get("hat") or [])
     main = _main_cf(host, routes, values, sorted(set(relay_from), key=relay_from.index))

@@ -1,0 +1,192 @@
+"""A real Postfix driven by a target of a running member, with real mail on loopback.
+
+Two members; m1 has a Postfix target (``targets.d/postfix.toml``: the built-in
+renderer, ``clusterd postfix-check`` in staging, ``postfix reload``, an SMTP probe) and
+its own Postfix instance listening on 127.0.0.1.  Sinks A and B are SMTP servers
+(aiosmtpd).  An admin on m0 routes ``example.org`` to A at cluster level, the group of
+m1 overrides it to B, a bad value is refused by validation while Postfix keeps running
+with the last good files, and the next good commit applies.  ``watch`` follows the same
+changes, locally and over SSH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from clusterd.dev.testbed import Machine, Testbed, free_port
+from clusterd.node import identity
+from tests.test_alertmail_processes import Sink
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("postfix") is None or os.geteuid() != 0,
+    reason="needs Postfix (.ci/run installs it) and root (Postfix's own user runs it)",
+)
+
+
+def sink() -> tuple[Sink, Controller]:
+    handler = Sink()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    return handler, controller
+
+
+def target_file(m: Machine, root: Path, listen_port: int) -> Path:
+    """``root``: a directory Postfix's own user may reach (pytest's are root's only)."""
+    live = root / "postfix-live"
+    queue, data = root / "queue", root / "data"
+    queue.mkdir()
+    data.mkdir()
+    shutil.chown(data, "postfix")
+    (m.dir / "targets.d").mkdir()
+    reload = (
+        "postfix -c {live} status >/dev/null 2>&1 && postfix -c {live} reload "
+        "|| postfix -c {live} start"
+    )
+    (m.dir / "targets.d" / "postfix.toml").write_text(f"""
+[[target]]
+name = "postfix"
+renderer = "postfix"
+path = "{live}"
+validate = "{sys.executable} -m clusterd postfix-check {{staging}}"
+reload = "sh -c '{reload}'"
+probe = "smtp 127.0.0.1:{listen_port}"
+wait = "0.1s"
+timeout = 20
+
+[target.options.main_cf]
+queue_directory = "{queue}"
+data_directory = "{data}"
+inet_protocols = "ipv4"
+maillog_file_prefixes = "/tmp, {root}"
+maillog_file = "{root / "maillog"}"
+""")
+    return live
+
+
+def mail(port: int, to: str, subject: str) -> None:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "alice@example.com", to, subject
+    msg.set_content("hello")
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+        smtp.send_message(msg)
+
+
+def received(s: Sink, subject: str) -> bool:
+    return any(m["Subject"] == subject for _, m in s.mails)
+
+
+def status(m: Machine) -> dict[str, Any]:
+    return dict(m.status()["targets"]["postfix"])
+
+
+def route(port: int) -> dict[str, Any]:
+    return {"destinations": [{"host": "127.0.0.1", "port": port, "priority": 0}]}
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path,
+) -> Iterator[tuple[Testbed, Path, int, tuple[Sink, int], tuple[Sink, int]]]:
+    (a, ca), (b, cb) = sink(), sink()
+    listen = free_port()
+    bed = Testbed(tmp_path, 2)
+    m1 = bed.machines[1]
+    service = Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp"))
+    os.chmod(service, 0o755)
+    live = target_file(m1, service, listen)
+    try:
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        me = f"machine:{m1.hostname}"
+        m1.edit({"do": "define", "feature": "interfaceconfig", "mode": me, "start": "empty"},
+                {"do": "set_row", "feature": "interfaceconfig", "mode": me, "row": "Data",
+                 "value": {"address": "127.0.0.1", "prefix": 8, "hostname": m1.hostname}},
+                {"do": "define", "feature": "listenerconfig", "mode": me, "start": "empty"},
+                {"do": "set_row", "feature": "listenerconfig", "mode": me, "row": "In",
+                 "value": {"interface": "Data", "port": listen, "type": "private"}})  # fmt: skip
+        try:
+            bed.wait(lambda: status(m1)["state"] == "applied" and status(m1)["applied"],
+                     timeout=60, what="Postfix started by the target")  # fmt: skip
+        except AssertionError:
+            raise AssertionError(status(m1)) from None
+        yield bed, live, listen, (a, ca.port), (b, cb.port)
+    finally:
+        bed.stop()
+        subprocess.run(["postfix", "-c", str(live), "stop"], capture_output=True, timeout=60)
+        ca.stop()
+        cb.stop()
+        shutil.rmtree(service, ignore_errors=True)
+
+
+def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
+    cluster: tuple[Testbed, Path, int, tuple[Sink, int], tuple[Sink, int]],
+) -> None:
+    bed, live, listen, (a, a_port), (b, b_port) = cluster
+    m0, m1 = bed.machines
+    # Step 1: a route at cluster level, committed on m0, carries mail through m1's Postfix.
+    m0.edit({"do": "define", "feature": "smtproutes", "mode": "cluster", "start": "empty"},
+            {"do": "set_row", "feature": "smtproutes", "mode": "cluster", "row": "example.org",
+             "value": route(a_port)})  # fmt: skip
+    wanted = m0.status()["vv"]
+    bed.wait(lambda: "example.org" in (live / "transport").read_text(), timeout=30,
+             what="the route in m1's live transport map")  # fmt: skip
+    assert f"example.org smtp:[127.0.0.1]:{a_port}" in (live / "transport").read_text()
+    bed.wait(lambda: status(m1)["applied"] == f"SER-000:{wanted['SER-000']}", timeout=30,
+             what="status: the route's commit applied")  # fmt: skip
+    mail(listen, "bob@example.org", "step 1")
+    bed.wait(lambda: received(a, "step 1"), timeout=30, what="step 1 at sink A")
+    # Step 2: m1's group overrides the route to sink B.
+    m0.op("addgroup", group="Paris")
+    m0.op("setgroup", machine=m1.hostname, group="Paris")
+    m0.edit({"do": "define", "feature": "smtproutes", "mode": "group:Paris", "start": "empty"},
+            {"do": "set_row", "feature": "smtproutes", "mode": "group:Paris",
+             "row": "example.org", "value": route(b_port)})  # fmt: skip
+    bed.wait(lambda: f"[127.0.0.1]:{b_port}" in (live / "transport").read_text(), timeout=30,
+             what="the group's route live on m1")  # fmt: skip
+    mail(listen, "bob@example.org", "step 2")
+    bed.wait(lambda: received(b, "step 2"), timeout=30, what="step 2 at sink B")
+    # Step 3: a second listener on the same port passes the schema; Postfix's master would
+    # fail to bind it.  Validation refuses it: the live files stay, Postfix keeps working.
+    good = os.readlink(live)
+    before = (Path(good) / "master.cf").read_text()
+    me = f"machine:{m1.hostname}"
+    m1.edit({"do": "set_row", "feature": "listenerconfig", "mode": me, "row": "Twin",
+             "value": {"interface": "Data", "port": listen, "type": "private"}})  # fmt: skip
+    bed.wait(lambda: status(m1)["state"] == "failed", timeout=30, what="validation failed")
+    failed = status(m1)
+    assert failed["error"]["stage"] == "validate"
+    assert "defined twice" in failed["error"]["text"]
+    assert failed["error"]["commit"] == f"SER-001:{m1.status()['vv']['SER-001']}"
+    assert os.readlink(live) == good and (Path(good) / "master.cf").read_text() == before
+    assert any(x["kind"] == "target failed" for x in m1.status()["alerts"])
+    mail(listen, "bob@example.org", "step 3")
+    bed.wait(lambda: received(b, "step 3"), timeout=30, what="mail during the failure")
+    # The next good commit applies.
+    m1.edit({"do": "delete_row", "feature": "listenerconfig", "mode": me, "row": "Twin"})
+    m0.edit({"do": "set_row", "feature": "smtproutes", "mode": "group:Paris",
+             "row": "example.org", "value": route(a_port)})  # fmt: skip
+    bed.wait(lambda: status(m1)["state"] == "applied"
+             and f"[127.0.0.1]:{a_port}" in (live / "transport").read_text(), timeout=30,
+             what="the next good commit applied")  # fmt: skip
+    assert status(m1)["error"] is None and os.readlink(live) != good
+    mail(listen, "bob@example.org", "step 4")
+    bed.wait(lambda: received(a, "step 4"), timeout=30, what="step 4 at sink A")
+    # Rollback by hand, through the shell over SSH: B is the route again.
+    done = subprocess.run(identity.local_ssh(m1.config, "target rollback postfix"),
+                          capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is live again" in done.stdout
+    assert f"[127.0.0.1]:{b_port}" in (live / "transport").read_text()
