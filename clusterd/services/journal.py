@@ -155,6 +155,7 @@ class Reader:
             if self._opened:
                 self._opened = False
                 if version > self.last + 1:
+                    self.close()
                     raise Compacted(
                         f"version {self.last + 1} is no longer in the journal (it starts at "
                         f"{version}): read effective.json and watch on from its version"
