@@ -145,7 +145,7 @@ class Applier:
             await asyncio.to_thread(self.generations.discard, staging)
             self.rendered = self.desired
             self.live_hash = await asyncio.to_thread(digest, live)
-            return self._applied()  # the same files: nothing to reload
+            return self._applied("unchanged")  # the same files: nothing to reload
         places = {"staging": str(staging), "live": str(t.path)}
         if t.validate_command:
             ran = await commands.run(t.validate_command, places, t.timeout, self._env())
@@ -165,7 +165,7 @@ class Applier:
             return
         self.live_hash = await asyncio.to_thread(digest, generation)
         await asyncio.to_thread(self.generations.prune)
-        self._applied()
+        self._applied(f"{generation.name} live")
 
     def _render(self, values: Mapping[str, Any]) -> Rendered:
         t = self.target
@@ -240,7 +240,8 @@ class Applier:
         self.owner.alert("target reverted", self.target.name, f"back to {previous.name}")
         self.live_hash = await asyncio.to_thread(digest, previous)
 
-    def _applied(self) -> None:
+    def _applied(self, how: str = "run") -> None:
+        log.info("target %s: commit %s applied (%s)", self.target.name, self.desired, how)
         self.state, self.failure = "applied", None
         self.applied, self.applied_at = self.desired, time.time()
         self.drift = False

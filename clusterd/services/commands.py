@@ -51,14 +51,22 @@ async def run(
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill(proc.pid)
         await proc.wait()
         return Ran(False, f"{words[0]} timed out after {timeout:g} s: killed")
+    except asyncio.CancelledError:  # the daemon stops: nothing of ours outlives it
+        _kill(proc.pid)
+        raise
     text = printable(out.decode(errors="replace").strip())[-OUTPUT:]
     if proc.returncode != 0:
         return Ran(False, f"{words[0]} exited {proc.returncode}: {text}", proc.returncode)
     return Ran(True, text, 0)
+
+
+def _kill(pid: int) -> None:
+    """The command and whatever it started (its own session, so its own group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 async def probe(spec: str, places: Mapping[str, str], timeout: float) -> Ran:
