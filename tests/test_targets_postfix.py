@@ -17,6 +17,7 @@ import smtplib
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -91,6 +92,12 @@ def status(m: Machine) -> dict[str, Any]:
     return dict(m.status()["targets"]["postfix"])
 
 
+def applied(bed: Testbed, commit: str) -> None:
+    """Until m1's target says ``commit`` is applied: reloaded and probed."""
+    m1 = bed.machines[1]
+    bed.wait(lambda: status(m1)["applied"] == commit, timeout=30, what=f"{commit} applied")
+
+
 def route(port: int) -> dict[str, Any]:
     return {"destinations": [{"host": "127.0.0.1", "port": port, "priority": 0}]}
 
@@ -155,6 +162,7 @@ def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
              "row": "example.org", "value": route(b_port)})  # fmt: skip
     bed.wait(lambda: f"[127.0.0.1]:{b_port}" in (live / "transport").read_text(), timeout=30,
              what="the group's route live on m1")  # fmt: skip
+    applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}")  # (reloaded and probed)
     mail(listen, "bob@example.org", "step 2")
     bed.wait(lambda: received(b, "step 2"), timeout=30, what="step 2 at sink B")
     # Step 3: a second listener on the same port passes the schema; Postfix's master would
@@ -181,6 +189,7 @@ def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
              and f"[127.0.0.1]:{a_port}" in (live / "transport").read_text(), timeout=30,
              what="the next good commit applied")  # fmt: skip
     assert status(m1)["error"] is None and os.readlink(live) != good
+    applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}")
     mail(listen, "bob@example.org", "step 4")
     bed.wait(lambda: received(a, "step 4"), timeout=30, what="step 4 at sink A")
     # Rollback by hand, through the shell over SSH: B is the route again.
@@ -190,3 +199,32 @@ def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is live again" in done.stdout
     assert f"[127.0.0.1]:{b_port}" in (live / "transport").read_text()
+
+
+def test_a_value_that_passes_validation_but_fails_the_probe_is_reverted(
+    cluster: tuple[Testbed, Path, int, tuple[Sink, int], tuple[Sink, int]],
+) -> None:
+    """The listener moved onto a port another server holds: ``postfix check`` has nothing
+    against it, but Postfix no longer answers where the probe asks.  Within 5 s the last
+    good files are live again, reloaded, and the target says why."""
+    bed, live, listen, (_, taken), _ = cluster
+    m1 = bed.machines[1]
+    good = os.readlink(live)
+    moved = {"interface": "Data", "port": taken, "type": "private"}
+    m1.edit({"do": "set_row", "feature": "listenerconfig", "mode": f"machine:{m1.hostname}",
+             "row": "In", "value": moved})  # fmt: skip
+    bed.wait(lambda: os.readlink(live) != good, timeout=20, what="the bad files swapped in")
+    swapped = time.monotonic()  # (then reloaded; the probe fails)
+    bed.wait(lambda: os.readlink(live) == good, timeout=10, what="the good files back")
+    assert time.monotonic() - swapped < 5.0
+    bed.wait(lambda: (status(m1)["error"] or {}).get("stage") == "probe", what="said why")
+    error = status(m1)["error"]
+    assert f"127.0.0.1:{listen}" in error["text"] and "reverted to" in error["text"]
+    bed.wait(lambda: any(x["kind"] == "target reverted" for x in m1.status()["alerts"]),
+             what="the revert alerted")  # fmt: skip
+    bed.wait(lambda: _greets(listen), timeout=10, what="Postfix answering again")
+
+
+def _greets(port: int) -> bool:
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        return smtp.noop()[0] == 250

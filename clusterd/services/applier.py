@@ -27,7 +27,7 @@ from clusterd.services.render.template import render_templates
 from clusterd.services.targetconfig import GENERATIONS, Target
 
 log = logging.getLogger("clusterd.targets")
-PROBE_LIMIT = 4.0  # s: a failed probe is reverted within 5 s (docs/services.md)
+PROBE_LIMIT = 3.5  # s of probing after ``settle``: reverted within 5 s (docs/services.md)
 DRIFT_EVERY = 5.0  # s between checks of the live files against what was applied
 
 Alert = Callable[[str, str, str], None]  # kind, target, text
@@ -211,6 +211,7 @@ class Applier:
         if not t.probe:
             return True
         places = {"live": str(t.path or "")}
+        await asyncio.sleep(t.settle)
         deadline = time.monotonic() + PROBE_LIMIT
         while True:  # a service may take a moment to listen again after its reload
             ran = await commands.probe(t.probe, places, min(t.timeout, 1.0))
@@ -233,10 +234,10 @@ class Applier:
         except (OSError, SwapError) as exc:
             self.failure = Failure("revert", str(exc), self.desired)
             return
-        await self._reload([])
-        self.failure = failure
         if failure is not None:
             failure.text += f"; reverted to {previous.name}"
+        await self._reload([])
+        self.failure = failure  # (what made it revert, not the reload's own outcome)
         self.owner.alert("target reverted", self.target.name, f"back to {previous.name}")
         self.live_hash = await asyncio.to_thread(digest, previous)
 

@@ -40,6 +40,9 @@ class Target(BaseModel):
     validate_: str | None = Field(None, alias="validate")
     reload: str | None = None
     probe: str | None = None  # "smtp HOST:PORT ...", or a command
+    # s after the reload before the probe: a service may apply a reload after the command
+    # returns (Postfix's master does), and a probe too early sees the old one.
+    settle: Annotated[float, Field(ge=0, le=3)] = 1.0
     wait: str = "0.2s"  # MIN[:MAX]; MAX is 4 x MIN when left out
     timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
     max_shrink: Annotated[float, Field(ge=0, le=1)] = 0.5
