@@ -15,7 +15,6 @@ import os
 import shutil
 import smtplib
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,12 +25,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from clusterd.dev import postfixbed
 from clusterd.dev.testbed import Machine, Testbed, free_port
 from clusterd.node import identity
 from tests.test_alertmail_processes import Sink
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("postfix") is None or os.geteuid() != 0,
+    not postfixbed.available() or os.geteuid() != 0,
     reason="needs Postfix (.ci/run installs it) and root (Postfix's own user runs it)",
 )
 
@@ -41,39 +41,6 @@ def sink() -> tuple[Sink, Controller]:
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     return handler, controller
-
-
-def target_file(m: Machine, root: Path, listen_port: int) -> Path:
-    """``root``: a directory Postfix's own user may reach (pytest's are root's only)."""
-    live = root / "postfix-live"
-    queue, data = root / "queue", root / "data"
-    queue.mkdir()
-    data.mkdir()
-    shutil.chown(data, "postfix")
-    (m.dir / "targets.d").mkdir()
-    reload = (
-        "postfix -c {live} status >/dev/null 2>&1 && postfix -c {live} reload "
-        "|| postfix -c {live} start"
-    )
-    (m.dir / "targets.d" / "postfix.toml").write_text(f"""
-[[target]]
-name = "postfix"
-renderer = "postfix"
-path = "{live}"
-validate = "{sys.executable} -m clusterd postfix-check {{staging}}"
-reload = "sh -c '{reload}'"
-probe = "smtp 127.0.0.1:{listen_port}"
-wait = "0.1s"
-timeout = 20
-
-[target.options.main_cf]
-queue_directory = "{queue}"
-data_directory = "{data}"
-inet_protocols = "ipv4"
-maillog_file_prefixes = "/tmp, {root}"
-maillog_file = "{root / "maillog"}"
-""")
-    return live
 
 
 def mail(port: int, to: str, subject: str) -> None:
@@ -112,17 +79,11 @@ def cluster(
     m1 = bed.machines[1]
     service = Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp"))
     os.chmod(service, 0o755)
-    live = target_file(m1, service, listen)
+    live = postfixbed.declare(m1, service, listen)
     try:
         bed.start()
         bed.wait(bed.linked, what="linked")
-        me = f"machine:{m1.hostname}"
-        m1.edit({"do": "define", "feature": "interfaceconfig", "mode": me, "start": "empty"},
-                {"do": "set_row", "feature": "interfaceconfig", "mode": me, "row": "Data",
-                 "value": {"address": "127.0.0.1", "prefix": 8, "hostname": m1.hostname}},
-                {"do": "define", "feature": "listenerconfig", "mode": me, "start": "empty"},
-                {"do": "set_row", "feature": "listenerconfig", "mode": me, "row": "In",
-                 "value": {"interface": "Data", "port": listen, "type": "private"}})  # fmt: skip
+        postfixbed.listen(m1, listen)
         try:
             bed.wait(lambda: status(m1)["state"] == "applied" and status(m1)["applied"],
                      timeout=60, what="Postfix started by the target")  # fmt: skip
@@ -131,7 +92,7 @@ def cluster(
         yield bed, live, listen, (a, ca.port), (b, cb.port)
     finally:
         bed.stop()
-        subprocess.run(["postfix", "-c", str(live), "stop"], capture_output=True, timeout=60)
+        postfixbed.stop(live)
         ca.stop()
         cb.stop()
         shutil.rmtree(service, ignore_errors=True)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ from clusterd.core.errors import ClusterdError
 from clusterd.services.render import Rendered
 
 META = ".clusterd.json"  # in each generation: its commit and map sizes
+# Rendered files are dated this many seconds back: Postfix's tools will not read a
+# file changed within the last second (it may be half-written), and wait 300 ms at a
+# time until it is older, which made each validation take seconds.  Ours are complete
+# before anything reads them.
+SETTLED = 2.0
 
 
 class SwapError(ClusterdError):
@@ -66,10 +72,12 @@ class Generations:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         os.chmod(staging, 0o755)  # (the daemon's umask is 077; the service reads these)
+        settled = time.time() - SETTLED
         for name, text in rendered.files.items():
             path = staging / name
             path.write_text(text, encoding="utf-8")
             os.chmod(path, mode)
+            os.utime(path, (settled, settled))
         for name, points_to in rendered.links.items():
             os.symlink(points_to, staging / name)
         (staging / META).write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")

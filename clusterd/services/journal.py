@@ -175,7 +175,7 @@ class Reader:
         return iter(lines)
 
 
-POLL = 0.2  # s between looks at the journal
+POLL = 0.05  # s between looks at the journal (a stat of one file)
 
 
 async def stream(

@@ -1,0 +1,70 @@
+"""A real Postfix instance driven by a target of a test-bed machine (tests, the demo,
+``bench/targets.py``).
+
+``declare`` writes ``targets.d/postfix.toml`` into the machine's data directory: the
+built-in renderer, ``clusterd postfix-check`` in staging, a reload that starts Postfix
+when it is not running, an SMTP probe of the listener, and Postfix's own queue and data
+directories under ``root`` (a directory Postfix's user may reach).  ``listen`` makes the
+machine's interface and listener (machine level) so that Postfix listens on
+127.0.0.1:``port``.  ``stop`` stops the instance.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from clusterd.dev.testbed import Machine
+
+RELOAD = (
+    "postfix -c {live} status >/dev/null 2>&1 && postfix -c {live} reload "
+    "|| postfix -c {live} start"
+)
+
+
+def available() -> bool:
+    return shutil.which("postfix") is not None
+
+
+def declare(m: Machine, root: Path, port: int, wait: str = "0.1s") -> Path:
+    """The target; returns its live path (a link, once the first apply made it)."""
+    live, queue, data = root / "postfix-live", root / "queue", root / "data"
+    queue.mkdir(parents=True, exist_ok=True)
+    data.mkdir(exist_ok=True)
+    shutil.chown(data, "postfix")
+    (m.dir / "targets.d").mkdir(exist_ok=True)
+    (m.dir / "targets.d" / "postfix.toml").write_text(f"""
+[[target]]
+name = "postfix"
+renderer = "postfix"
+path = "{live}"
+validate = "{sys.executable} -m clusterd postfix-check {{staging}}"
+reload = "sh -c '{RELOAD}'"
+probe = "smtp 127.0.0.1:{port}"
+wait = "{wait}"
+timeout = 20
+
+[target.options.main_cf]
+queue_directory = "{queue}"
+data_directory = "{data}"
+inet_protocols = "ipv4"
+maillog_file_prefixes = "{root}"
+maillog_file = "{root / "maillog"}"
+""")
+    return live
+
+
+def listen(m: Machine, port: int) -> None:
+    me = f"machine:{m.hostname}"
+    m.edit({"do": "define", "feature": "interfaceconfig", "mode": me, "start": "empty"},
+           {"do": "set_row", "feature": "interfaceconfig", "mode": me, "row": "Data",
+            "value": {"address": "127.0.0.1", "prefix": 8, "hostname": m.hostname}},
+           {"do": "define", "feature": "listenerconfig", "mode": me, "start": "empty"},
+           {"do": "set_row", "feature": "listenerconfig", "mode": me, "row": "In",
+            "value": {"interface": "Data", "port": port, "type": "private"}})  # fmt: skip
+
+
+def stop(live: Path) -> None:
+    subprocess.run(["postfix", "-c", str(live), "stop"], capture_output=True, timeout=60)
