@@ -11,6 +11,7 @@ changes, locally and over SSH.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import smtplib
@@ -140,6 +141,14 @@ def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
     assert failed["error"]["commit"] == f"SER-001:{m1.status()['vv']['SER-001']}"
     assert os.readlink(live) == good and (Path(good) / "master.cf").read_text() == before
     assert any(x["kind"] == "target failed" for x in m1.status()["alerts"])
+    # clustercheck on m0 names the member whose target failed, and why.
+    checked = subprocess.run(identity.local_ssh(m0.config, "clustercheck -j"),
+                             capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)  # fmt: skip
+    assert checked.returncode == 1, checked.stdout
+    facts = [f for f in json.loads(checked.stdout)["facts"] if f["kind"] == "target"]
+    assert [(f["member"], f["target"]) for f in facts] == [(m1.hostname, "postfix")]
+    assert "failed at validate" in facts[0]["message"] and "defined twice" in facts[0]["message"]
     mail(listen, "bob@example.org", "step 3")
     bed.wait(lambda: received(b, "step 3"), timeout=30, what="mail during the failure")
     # The next good commit applies.

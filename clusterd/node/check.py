@@ -122,7 +122,7 @@ def software_in(reason: str) -> dict[str, str]:
 class Fact:
     """Something members disagree on besides a (feature, mode): a message and its parts."""
 
-    kind: str  # software | membership | interface | reference
+    kind: str  # software | membership | interface | reference | node | target
     message: str
     details: dict[str, Any]
 
@@ -190,6 +190,7 @@ def node_facts(held: dict[str, dict[str, Any]]) -> list[Fact]:
                     "everywhere.",
                     {"check": kind, "name": name, "ids": ids},
                 ))  # fmt: skip
+    found += target_facts(held)
     for kind, word in (("paths", "is missing"), ("addresses", "is not assigned")):
         items = sorted({n for a in held.values() for n in a.get(kind, {})})
         for item in items:
@@ -202,6 +203,29 @@ def node_facts(held: dict[str, dict[str, Any]]) -> list[Fact]:
                     "take over).",
                     {"check": kind, "name": item, "members": bad},
                 ))  # fmt: skip
+    return found
+
+
+def target_facts(held: dict[str, dict[str, Any]]) -> list[Fact]:
+    """Service targets (``docs/services.md``) that failed, that have not applied what
+    they read, or whose live files were edited by hand, member by member."""
+    found = []
+    for host, answer in sorted(held.items()):
+        for name, t in sorted((answer.get("targets") or {}).items()):
+            where = {"member": host, "target": name}
+            error = t.get("error")
+            if error:
+                found.append(Fact("target", f"Target {name} on {host} failed at "
+                                  f"{error['stage']} (commit {error['commit'] or '-'}): "
+                                  f"{error['text']}.", where))  # fmt: skip
+            elif t.get("applied") != t.get("desired") and t.get("state") != "applying":
+                found.append(Fact("target", f"Target {name} on {host} applied "
+                                  f"{t.get('applied') or 'nothing'}, not {t.get('desired')} "
+                                  "(what its features are at now).", where))  # fmt: skip
+            if t.get("drift"):
+                found.append(Fact("target", f"Target {name} on {host}: its live files were "
+                                  "edited by hand (drift); the next change replaces them.",
+                                  where))  # fmt: skip
     return found
 
 

@@ -410,11 +410,12 @@ class Daemon:
         checks = nodechecks.merged(asked, nodechecks.declared(self.config))
         work = asyncio.to_thread(nodechecks.evaluate, checks, self.config)
         try:
-            return await asyncio.wait_for(work, self.timeout)
+            found = await asyncio.wait_for(work, self.timeout)
         except TimeoutError:
             raise ClusterdError(
                 f"the cross-node checks took longer than {self.timeout} s (a slow disk?)"
             ) from None
+        return {**found, "targets": targets.summary(self.targets)}
 
     async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
         return await self.links.ask_peer(serial, kind, args, timeout)

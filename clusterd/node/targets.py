@@ -42,6 +42,12 @@ def build(
     return targets
 
 
+def summary(targets: Targets) -> dict[str, dict[str, Any]]:
+    """What clustercheck compares of this machine's targets (the ``checks`` answer)."""
+    keep = ("state", "desired", "applied", "drift", "error")
+    return {name: {k: t[k] for k in keep} for name, t in targets.status().items()}
+
+
 def status(publisher: Publisher, targets: Targets) -> dict[str, Any]:
     """``status``'s ``publish`` (with the old hook's last run, as before) and ``targets``."""
     hook = targets.appliers.get(HOOK)
