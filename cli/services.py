@@ -15,7 +15,7 @@ from clusterd.schema.catalogue import CATALOGUE
 from clusterd.services import journal
 
 WATCH_USAGE = "watch [--json] [--feature FEATURE] [--since VERSION]"
-SLOW = 30.0  # s a watcher may leave its output unread before it is dropped
+WATCHDOG = 0.2  # s between looks at whether the client reads
 
 
 def _watch_args(args: list[str]) -> tuple[str | None, int | None]:
@@ -41,33 +41,46 @@ def _watch_args(args: list[str]) -> tuple[str | None, int | None]:
 
 async def watch(shell: Shell, args: list[str]) -> int:
     """This machine's effective changes, one JSON line each, until the connection
-    closes.  A client that leaves them unread for ``SLOW`` seconds is dropped, told the
-    version to resume from."""
+    closes.  A client that leaves them unread for ``watch_unread_drop`` seconds is
+    dropped, told the version to resume from."""
     feature, since = _watch_args(args)
     if shell.console.interactive:
         raise ClusterdError("watch streams until the connection closes: run it as a command "
                             "(ssh HOST 'watch --json')")  # fmt: skip
     last = since
+    can_write = shell.can_write or asyncio.Event()
+    if shell.can_write is None:
+        can_write.set()
 
     async def write(line: str) -> bool:
         nonlocal last
-        if shell.can_write is not None and not shell.can_write.is_set():
-            try:
-                await asyncio.wait_for(shell.can_write.wait(), SLOW)
-            except TimeoutError:
-                shell.write(json.dumps({"error": f"dropped: nothing read for {SLOW:g} s",
-                                        "resume": f"watch --since {last}"}))  # fmt: skip
-                return False
+        await can_write.wait()  # (the watchdog below ends a wait that lasts)
         shell.write(line)
         last = json.loads(line)["version"]
+        await asyncio.sleep(0)  # flow control's news comes in between lines
         return True
 
     path = shell.api.config.data_dir / journal.NAME
+    streaming = asyncio.ensure_future(journal.stream(path, since, feature, write))
+    slow, unread_since = shell.api.config.watch_unread_drop, None
     try:
-        await journal.stream(path, since, feature, write)
+        while not streaming.done():
+            await asyncio.wait({streaming}, timeout=WATCHDOG)
+            if can_write.is_set():
+                unread_since = None
+                continue
+            unread_since = unread_since or time.monotonic()
+            if time.monotonic() - unread_since >= slow:
+                streaming.cancel()
+                shell.write(json.dumps({"error": f"dropped: nothing read for {slow:g} s",
+                                        "resume": f"watch --since {last}"}))  # fmt: skip
+                return 1
+        streaming.result()
     except journal.Compacted as exc:
         raise ClusterdError(str(exc)) from None
-    return 1  # (dropped: the stream ends only then, or with the connection)
+    finally:
+        streaming.cancel()
+    return 0
 
 
 TARGET_USAGE = "target [status] [--json] | target rollback NAME [N] | target force NAME"

@@ -21,6 +21,7 @@ import select
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,10 +52,47 @@ class Link:
         self.answers: dict[int, tuple[Any, ...]] = {}
         self.held: list[tuple[Any, ...]] = []  # before the session took over
         self.handler: Callable[[tuple[Any, ...]], None] = self.held.append
+        # Once the session's loop runs, frames go out without blocking it: what the
+        # socket does not take waits here (the node stops reading us while our client
+        # reads nothing), and the loop still hears the node meanwhile.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.out = bytearray()
+        self._writer = False
 
     def send(self, message: tuple[Any, ...]) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.sendall(frame(message))
+        if self.loop is None:  # (before the session: nothing else to do meanwhile)
+            with contextlib.suppress(OSError):
+                self.sock.sendall(frame(message))
+            return
+        self.out += frame(message)
+        self._flush()
+
+    def run_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sock.setblocking(False)
+
+    def _flush(self) -> None:
+        try:
+            while self.out:
+                del self.out[: self.sock.send(self.out)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.out.clear()  # the node went away: the reader says so
+        if self.loop is not None and bool(self.out) != self._writer:
+            fd = self.sock.fileno()
+            (self.loop.add_writer(fd, self._flush) if self.out else self.loop.remove_writer(fd))
+            self._writer = bool(self.out)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Block until every frame is out (a call's question must reach the node)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.out:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            select.select([], [self.sock], [], left)
+            self._flush()
 
     def _read(self) -> bool:
         """Read what is there (nothing, if another reader took it since the event loop
@@ -94,6 +132,7 @@ class Link:
         """Ask the node and wait (this process serves one session: nobody else waits)."""
         cid = next(self.ids)
         self.send(("call", cid, name, args, kwargs))
+        self.drain()
         while cid not in self.answers:
             select.select([self.sock], [], [])
             if not self._read():
@@ -314,6 +353,7 @@ async def _serve(link: Link, info: dict[str, Any]) -> None:
     for message in held:
         handle(message)
     loop = asyncio.get_running_loop()
+    link.run_on(loop)
 
     def readable() -> None:
         if not link._read():
@@ -329,6 +369,7 @@ async def _serve(link: Link, info: dict[str, Any]) -> None:
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
     with contextlib.suppress(TimeoutError):  # the node has read all we said: it says stop
         await asyncio.wait_for(ended.wait(), LAST_WORDS)
+    link.drain(LAST_WORDS)
     store.close()
 
 

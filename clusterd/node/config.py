@@ -78,6 +78,8 @@ class DaemonConfig(BaseModel):
     # Targets: service files rendered, validated, swapped in and reloaded (docs/services.md),
     # declared in [[target]] tables of the files of this directory (beside clusterd.toml).
     targets_dir: str = "targets.d"
+    # s a watcher over SSH may leave what it is sent unread before it is dropped.
+    watch_unread_drop: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Alerts by mail to the alertconfig recipients (clusterd.node.alertmail).
     alert_relay: str = "localhost:25"  # host or host:port: a relay, or the local MTA
     alert_from: str | None = None  # default clusterd@HOSTNAME
