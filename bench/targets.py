@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if not postfixbed.available() or os.geteuid() != 0:
+    if not postfixbed.available():
         print("bench/targets.py needs Postfix and root", file=sys.stderr)
         return 2
     root = Path(tempfile.mkdtemp(prefix="clusterd-bench-targets-", dir="/tmp"))

@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from clusterd.dev import postfixbed
+
 
 def test_demo_walks_through_create_join_experiment_and_a_conflict() -> None:
     done = subprocess.run(
@@ -55,3 +57,8 @@ def test_demo_walkthrough_on_three_live_machines_through_the_shell() -> None:
     assert listed in out
     assert "      Cluster: Yes\n      Group Main_Group: No" in out
     assert out.rstrip().endswith("No inconsistencies found.")
+    if postfixbed.available():  # the services part: a route reaches chicago's Postfix
+        assert "example.org smtp:[mx.example.org]:25" in out
+        assert "postfix          applied" in out
+    else:
+        assert "the services part of the demo is skipped" in out

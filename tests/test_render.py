@@ -50,7 +50,6 @@ def test_postfix_transport_lowest_priority_first_and_every_form() -> None:
 
 def test_postfix_main_cf_exactly() -> None:
     values = {
-        "sethostname": {"hostname": "gw1.example.com"},
         "smtproutes": {"example.org": ROUTE},
         "listenerconfig": {"Incoming": {**LISTENER, "hat": [
             {"name": "Relay", "senders": ["10.0.0.0/8", "2001:db8::/32", ".example.com"],
@@ -62,7 +61,7 @@ def test_postfix_main_cf_exactly() -> None:
         "destconfig": {"Default": {"max_concurrent_connections": 20,
                                    "max_messages_per_connection": 10, "tls": "none"}},
     }  # fmt: skip
-    out = postfix.render(values, "ny.example.com", {"main_cf": {"queue_directory": "/q"}})
+    out = postfix.render(values, "gw1.example.com", {"main_cf": {"queue_directory": "/q"}})
     header = HEADER.replace("ny.example.com", "gw1.example.com")
     assert out.files["main.cf"] == header + (
         "compatibility_level = 3.6\n"

@@ -11,7 +11,11 @@ admin key), printed with its output:
 4. a group ``West`` is added and losangeles moved into it;
 5. the experiment: a cluster setting is copied down to losangeles, changed there, and
    moved back up to the cluster;
-6. LIST, CLUSTERSHOW and clustercheck.
+6. with Postfix installed (and root), chicago runs a Postfix instance through a
+   target (``clusterd.dev.postfixbed``): newyork commits a route, and chicago's rendered
+   ``transport`` map and its target's status are shown (without Postfix: one line says
+   the part is skipped);
+7. LIST, CLUSTERSHOW and clustercheck.
 
 Then the user is dropped into the shell on newyork (``--no-shell``: not; used by tests).
 """
@@ -19,6 +23,8 @@ Then the user is dropped into the shell on newyork (``--no-shell``: not; used by
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clusterd.core.errors import ClusterdError
-from clusterd.dev.testbed import PASSPHRASE, Machine
+from clusterd.dev import postfixbed
+from clusterd.dev.testbed import PASSPHRASE, Machine, free_port
 from clusterd.node import identity
 
 HOSTS = {"newyork": "127.0.0.11", "losangeles": "127.0.0.12", "chicago": "127.0.0.13"}
@@ -50,6 +57,14 @@ class Demo:
             )
             for i, (name, address) in enumerate(HOSTS.items())
         }
+        self.postfix: tuple[Path, int] | None = None  # chicago's live link, its port
+        if postfixbed.available():
+            where = Path(tempfile.mkdtemp(prefix="clusterd-demo-postfix-", dir="/tmp"))
+            os.chmod(where, 0o755)  # (Postfix's own user reads its directories)
+            port = free_port()
+            chicago = self.machines["chicago"]
+            self.postfix = (postfixbed.declare(chicago, where, port,
+                                               address=HOSTS["chicago"]), port)  # fmt: skip
 
     def __getitem__(self, name: str) -> Machine:
         return self.machines[name]
@@ -103,9 +118,35 @@ class Demo:
         self.shell("newyork", f"explain settz {la.hostname}")
         self.shell("newyork", f"clustermode machine {la.hostname}; settz clusterset move "
                               "cluster; commit the whole cluster takes it")  # fmt: skip
+        self.services()
         self.shell("chicago", "clusterconfig list")
         self.shell("chicago", "clustermode cluster; settz clustershow")
         self.shell("newyork", "clustercheck")
+
+    def services(self) -> None:
+        """A route committed on newyork, rendered into chicago's Postfix and reloaded."""
+        if self.postfix is None:
+            self.out("(Postfix is not installed, or this is not root: the services part of "
+                     "the demo is skipped; docs/services.md shows it.)")  # fmt: skip
+            return
+        live, port = self.postfix
+        chi = self["chicago"]
+        postfixbed.listen(chi, port, HOSTS["chicago"])
+        self.out(f"chicago runs Postfix on {HOSTS['chicago']}:{port}, driven by its target "
+                 "(targets.d/postfix.toml)")  # fmt: skip
+        route = """'destinations=[{"host": "mx.example.org", "port": 25}]'"""
+        self.shell("newyork", f"clustermode cluster; smtproutes new example.org {route}; "
+                              "commit route example.org")  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            target = chi.status()["targets"]["postfix"]
+            if target["applied"] and target["applied"] == target["desired"]:
+                break
+            time.sleep(0.1)
+        self.out(f"chicago's live {live}/transport:")
+        for line in (live / "transport").read_text().splitlines():
+            self.out(f"  {line}")
+        self.shell("chicago", "target status")
 
     def start(self) -> None:
         for m in self.machines.values():
@@ -114,6 +155,9 @@ class Demo:
     def stop(self) -> None:
         for m in self.machines.values():
             m.stop()
+        if self.postfix is not None:
+            postfixbed.stop(self.postfix[0])
+            shutil.rmtree(self.postfix[0].parent, ignore_errors=True)
 
 
 def run(*, shell: bool = True, out: Callable[[str], None] = print) -> int:

@@ -11,6 +11,7 @@ machine's interface and listener (machine level) so that Postfix listens on
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -25,10 +26,13 @@ RELOAD = (
 
 
 def available() -> bool:
-    return shutil.which("postfix") is not None
+    """Postfix is installed, and we may run it (as root: it drops to its own user)."""
+    return shutil.which("postfix") is not None and os.geteuid() == 0
 
 
-def declare(m: Machine, root: Path, port: int, wait: str = "0.1s") -> Path:
+def declare(
+    m: Machine, root: Path, port: int, wait: str = "0.1s", address: str = "127.0.0.1"
+) -> Path:
     """The target; returns its live path (a link, once the first apply made it)."""
     live, queue, data = root / "postfix-live", root / "queue", root / "data"
     queue.mkdir(parents=True, exist_ok=True)
@@ -42,7 +46,7 @@ renderer = "postfix"
 path = "{live}"
 validate = "{sys.executable} -m clusterd postfix-check {{staging}}"
 reload = "sh -c '{RELOAD}'"
-probe = "smtp 127.0.0.1:{port}"
+probe = "smtp {address}:{port}"
 wait = "{wait}"
 timeout = 20
 
@@ -56,11 +60,11 @@ maillog_file = "{root / "maillog"}"
     return live
 
 
-def listen(m: Machine, port: int) -> None:
+def listen(m: Machine, port: int, address: str = "127.0.0.1") -> None:
     me = f"machine:{m.hostname}"
     m.edit({"do": "define", "feature": "interfaceconfig", "mode": me, "start": "empty"},
            {"do": "set_row", "feature": "interfaceconfig", "mode": me, "row": "Data",
-            "value": {"address": "127.0.0.1", "prefix": 8, "hostname": m.hostname}},
+            "value": {"address": address, "prefix": 8, "hostname": m.hostname}},
            {"do": "define", "feature": "listenerconfig", "mode": me, "start": "empty"},
            {"do": "set_row", "feature": "listenerconfig", "mode": me, "row": "In",
             "value": {"interface": "Data", "port": port, "type": "private"}})  # fmt: skip

@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from clusterd.core import layers
 from clusterd.core.merge import Outcome
 from clusterd.core.versions import CommitId
 from clusterd.mesh.members import WHO_WE_ARE
+from clusterd.services import files
 from clusterd.services.applier import Targets
 from clusterd.services.journal import NAME as JOURNAL
 from clusterd.services.journal import Journal
@@ -154,14 +153,5 @@ class Publisher:
         numbered = [{**e, "version": head + i} for i, e in enumerate(entries, 1)]
         for e in numbered:
             document["sources"][e["feature"]] = {k: e[k] for k in ("mode", "commit", "version")}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".effective.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(document, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        files.replace(self.path, json.dumps(document, indent=1, sort_keys=True))
         return numbered

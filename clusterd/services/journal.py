@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clusterd.core.errors import ClusterdError
+from clusterd.services import files
 
 KEEP = 10_000
 NAME = "effective.log"
@@ -79,16 +79,7 @@ class Journal:
 
     def _compact(self) -> None:
         kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[-self.keep :]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".effective-log.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.writelines(kept)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        files.replace(self.path, "".join(kept))
         self.lines = len(kept)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from clusterd.services.render import Rendered, RenderError
 
 FEATURES = (
-    "sethostname",
+    "sethostname",  # (the machine's name, which follows it, is myhostname)
     "smtproutes",
     "listenerconfig",
     "interfaceconfig",
@@ -63,7 +63,7 @@ postlog    unix-dgram n  -       n       -       1       postlogd
 
 
 def render(values: Mapping[str, Any], hostname: str, options: Mapping[str, Any]) -> Rendered:
-    host = (values.get("sethostname") or {}).get("hostname") or hostname
+    host = hostname  # (a committed sethostname renames the machine: this follows it)
     routes = values.get("smtproutes") or {}
     listeners = values.get("listenerconfig") or {}
     interfaces = values.get("interfaceconfig") or {}
