@@ -1,12 +1,14 @@
-"""A real Postfix driven by a target of a running member, with real mail on loopback.
+"""Real Postfix instances driven by targets of running members, with real mail on
+loopback.
 
-Two members; m1 has a Postfix target (``targets.d/postfix.toml``: the built-in
-renderer, ``clusterd postfix-check`` in staging, ``postfix reload``, an SMTP probe) and
-its own Postfix instance listening on 127.0.0.1.  Sinks A and B are SMTP servers
-(aiosmtpd).  An admin on m0 routes ``example.org`` to A at cluster level, the group of
-m1 overrides it to B, a bad value is refused by validation while Postfix keeps running
-with the last good files, and the next good commit applies.  ``watch`` follows the same
-changes, locally and over SSH.
+Three members; m1 and m2 each have a Postfix target (``clusterd.dev.postfixbed``: the
+built-in renderer, ``clusterd postfix-check`` in staging, ``postfix reload``, an SMTP
+probe) and their own Postfix instance on 127.0.0.1.  Sinks A and B are SMTP servers
+(aiosmtpd).  An admin on m0 routes ``example.org`` to A at cluster level (mail through
+both Postfixes reaches A), m1's group overrides it to B (mail through m1 reaches B,
+through m2 still A), a bad value is refused by validation while Postfix keeps running
+with the last good files, the next good commit applies, and a value that fails the
+probe is reverted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -60,73 +63,92 @@ def status(m: Machine) -> dict[str, Any]:
     return dict(m.status()["targets"]["postfix"])
 
 
-def applied(bed: Testbed, commit: str) -> None:
-    """Until m1's target says ``commit`` is applied: reloaded and probed."""
-    m1 = bed.machines[1]
-    bed.wait(lambda: status(m1)["applied"] == commit, timeout=30, what=f"{commit} applied")
+def applied(bed: Testbed, commit: str, *members: int) -> None:
+    """Until the targets of ``members`` (m1) say ``commit`` is applied: reloaded, probed."""
+    for i in members or (1,):
+        m = bed.machines[i]
+        bed.wait(lambda m=m: status(m)["applied"] == commit, timeout=30,
+                 what=f"{commit} applied on {m.hostname}")  # fmt: skip
 
 
 def route(port: int) -> dict[str, Any]:
     return {"destinations": [{"host": "127.0.0.1", "port": port, "priority": 0}]}
 
 
+@dataclass
+class Mail:
+    """Three members: m0 (newyork) commits; m1 (chicago) and m2 (losangeles) each run
+    a Postfix through a target; sinks A and B receive."""
+
+    bed: Testbed
+    live: dict[int, Path]  # member index -> its target's live link
+    port: dict[int, int]  # member index -> its Postfix's SMTP port
+    a: tuple[Sink, int]
+    b: tuple[Sink, int]
+
+
 @pytest.fixture
-def cluster(
-    tmp_path: Path,
-) -> Iterator[tuple[Testbed, Path, int, tuple[Sink, int], tuple[Sink, int]]]:
+def cluster(tmp_path: Path) -> Iterator[Mail]:
     (a, ca), (b, cb) = sink(), sink()
-    listen = free_port()
-    bed = Testbed(tmp_path, 2)
-    m1 = bed.machines[1]
-    service = Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp"))
-    os.chmod(service, 0o755)
-    live = postfixbed.declare(m1, service, listen)
+    bed = Testbed(tmp_path, 3)
+    services, live, port = [], {}, {}
+    for i in (1, 2):
+        services.append(Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp")))
+        os.chmod(services[-1], 0o755)
+        port[i] = free_port()
+        live[i] = postfixbed.declare(bed.machines[i], services[-1], port[i])
     try:
         bed.start()
         bed.wait(bed.linked, what="linked")
-        postfixbed.listen(m1, listen)
-        try:
-            bed.wait(lambda: status(m1)["state"] == "applied" and status(m1)["applied"],
-                     timeout=60, what="Postfix started by the target")  # fmt: skip
-        except AssertionError:
-            raise AssertionError(status(m1)) from None
-        yield bed, live, listen, (a, ca.port), (b, cb.port)
+        for i in (1, 2):
+            postfixbed.listen(bed.machines[i], port[i])
+        for i in (1, 2):
+            m = bed.machines[i]
+            bed.wait(lambda m=m: status(m)["state"] == "applied" and status(m)["applied"],
+                     timeout=60, what=f"Postfix started by {m.hostname}'s target")  # fmt: skip
+        yield Mail(bed, live, port, (a, ca.port), (b, cb.port))
     finally:
         bed.stop()
-        postfixbed.stop(live)
+        for path in live.values():
+            postfixbed.stop(path)
         ca.stop()
         cb.stop()
-        shutil.rmtree(service, ignore_errors=True)
+        for service in services:
+            shutil.rmtree(service, ignore_errors=True)
 
 
 def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
-    cluster: tuple[Testbed, Path, int, tuple[Sink, int], tuple[Sink, int]],
+    cluster: Mail,
 ) -> None:
-    bed, live, listen, (a, a_port), (b, b_port) = cluster
-    m0, m1 = bed.machines
-    # Step 1: a route at cluster level, committed on m0, carries mail through m1's Postfix.
+    bed, live = cluster.bed, cluster.live[1]
+    listen, other = cluster.port[1], cluster.port[2]
+    (a, a_port), (b, b_port) = cluster.a, cluster.b
+    m0, m1, _ = bed.machines
+    # Step 1: a route at cluster level, committed on m0, carries mail through both
+    # Postfixes (m1, m2) to sink A.
     m0.edit({"do": "define", "feature": "smtproutes", "mode": "cluster", "start": "empty"},
             {"do": "set_row", "feature": "smtproutes", "mode": "cluster", "row": "example.org",
              "value": route(a_port)})  # fmt: skip
-    wanted = m0.status()["vv"]
-    bed.wait(lambda: "example.org" in (live / "transport").read_text(), timeout=30,
-             what="the route in m1's live transport map")  # fmt: skip
+    applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}", 1, 2)
     assert f"example.org smtp:[127.0.0.1]:{a_port}" in (live / "transport").read_text()
-    bed.wait(lambda: status(m1)["applied"] == f"SER-000:{wanted['SER-000']}", timeout=30,
-             what="status: the route's commit applied")  # fmt: skip
-    mail(listen, "bob@example.org", "step 1")
-    bed.wait(lambda: received(a, "step 1"), timeout=30, what="step 1 at sink A")
-    # Step 2: m1's group overrides the route to sink B.
+    mail(listen, "bob@example.org", "step 1 via m1")
+    mail(other, "bob@example.org", "step 1 via m2")
+    bed.wait(lambda: received(a, "step 1 via m1") and received(a, "step 1 via m2"),
+             timeout=30, what="step 1 at sink A through both")  # fmt: skip
+    # Step 2: the group Paris (m1's) overrides the route to sink B; m2 keeps A.
     m0.op("addgroup", group="Paris")
     m0.op("setgroup", machine=m1.hostname, group="Paris")
     m0.edit({"do": "define", "feature": "smtproutes", "mode": "group:Paris", "start": "empty"},
             {"do": "set_row", "feature": "smtproutes", "mode": "group:Paris",
              "row": "example.org", "value": route(b_port)})  # fmt: skip
-    bed.wait(lambda: f"[127.0.0.1]:{b_port}" in (live / "transport").read_text(), timeout=30,
-             what="the group's route live on m1")  # fmt: skip
     applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}")  # (reloaded and probed)
-    mail(listen, "bob@example.org", "step 2")
-    bed.wait(lambda: received(b, "step 2"), timeout=30, what="step 2 at sink B")
+    assert f"[127.0.0.1]:{b_port}" in (live / "transport").read_text()
+    assert f"[127.0.0.1]:{a_port}" in (cluster.live[2] / "transport").read_text()
+    mail(listen, "bob@example.org", "step 2 via m1")
+    mail(other, "bob@example.org", "step 2 via m2")
+    bed.wait(lambda: received(b, "step 2 via m1") and received(a, "step 2 via m2"),
+             timeout=30, what="step 2: m1 to B, m2 to A")  # fmt: skip
+    assert not received(a, "step 2 via m1") and not received(b, "step 2 via m2")
     # Step 3: a second listener on the same port passes the schema; Postfix's master would
     # fail to bind it.  Validation refuses it: the live files stay, Postfix keeps working.
     good = os.readlink(live)
@@ -172,12 +194,12 @@ def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
 
 
 def test_a_value_that_passes_validation_but_fails_the_probe_is_reverted(
-    cluster: tuple[Testbed, Path, int, tuple[Sink, int], tuple[Sink, int]],
+    cluster: Mail,
 ) -> None:
     """The listener moved onto a port another server holds: ``postfix check`` has nothing
     against it, but Postfix no longer answers where the probe asks.  Within 5 s the last
     good files are live again, reloaded, and the target says why."""
-    bed, live, listen, (_, taken), _ = cluster
+    bed, live, listen, (_, taken) = cluster.bed, cluster.live[1], cluster.port[1], cluster.a
     m1 = bed.machines[1]
     good = os.readlink(live)
     moved = {"interface": "Data", "port": taken, "type": "private"}
