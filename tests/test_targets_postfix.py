@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from clusterd.dev import postfixbed
 from clusterd.dev.testbed import Machine, Testbed, free_port
@@ -220,3 +222,98 @@ def test_a_value_that_passes_validation_but_fails_the_probe_is_reverted(
 def _greets(port: int) -> bool:
     with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
         return smtp.noop()[0] == 250
+
+
+# -- invalid values never reach the live files --------------------------------------------
+
+LISTENER = {"interface": "Data", "type": "private"}
+ports = st.integers(1, 65535)
+bad_values = st.one_of(
+    # a second listener on the port the first holds: refused by validation
+    st.builds(lambda row: ("listenerconfig", row, "PORT"),
+              st.from_regex(r"T[a-z]{1,6}", fullmatch=True)),
+    # values the schema refuses at commit
+    st.builds(lambda port: ("listenerconfig", "Bad", {"interface": "Data", "port": port}),
+              st.one_of(st.integers(max_value=0), st.integers(min_value=65536))),
+    st.builds(lambda host: ("smtproutes", "example.org", {"destinations": [{"host": host}]}),
+              st.text(st.characters(codec="ascii"), min_size=1, max_size=20)
+              .filter(lambda h: not h.replace(".", "").replace("-", "").isalnum())),
+    st.builds(lambda name: ("listenerconfig", name, {"interface": "Nowhere", "port": 2600,
+                                                     "type": "private"}),
+              st.from_regex(r"N[a-z]{1,6}", fullmatch=True)),
+)  # fmt: skip
+
+
+def _invalid_values_never_go_live(mail_bed: tuple[Testbed, Path, int], values: Any) -> None:
+    bed, live, port = mail_bed
+    (m,) = bed.machines
+    me = f"machine:{m.hostname}"
+    before = postfix_files(live)
+    for feature, row, value in values:
+        if value == "PORT":
+            value = {**LISTENER, "port": port}
+        mode = "cluster" if feature == "smtproutes" else me
+        answer = m.ask(
+            {
+                "op": "edit",
+                "edits": [
+                    {"do": "set_row", "feature": feature, "mode": mode, "row": row, "value": value}
+                ],
+            }
+        )
+        if answer.get("ok"):  # accepted: the target refuses it, and it is taken back
+            commit = answer["commit"]
+            bed.wait(lambda c=commit: (status(m)["error"] or {}).get("commit") == c,
+                     timeout=30, what=f"{commit} refused by the target")  # fmt: skip
+            assert status(m)["error"]["stage"] in ("render", "validate")
+            m.edit({"do": "delete_row", "feature": feature, "mode": mode, "row": row})
+        assert postfix_files(live) == before  # byte for byte
+        assert _greets(port)
+    bed.wait(lambda: status(m)["error"] is None, timeout=30, what="good again")
+
+
+def postfix_files(live: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(os.readlink(live)).iterdir())}
+
+
+@pytest.fixture
+def mail_bed(tmp_path: Path) -> Iterator[tuple[Testbed, Path, int]]:
+    bed = Testbed(tmp_path, 1)
+    service = Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp"))
+    os.chmod(service, 0o755)
+    port = free_port()
+    live = postfixbed.declare(bed.machines[0], service, port)
+    try:
+        bed.start()
+        postfixbed.listen(bed.machines[0], port)
+        bed.wait(lambda: status(bed.machines[0])["state"] == "applied", timeout=60,
+                 what="Postfix started")  # fmt: skip
+        yield bed, live, port
+    finally:
+        bed.stop()
+        postfixbed.stop(live)
+        shutil.rmtree(service, ignore_errors=True)
+
+
+PROPERTY = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                          HealthCheck.too_slow],
+                    phases=[Phase.explicit, Phase.generate])  # fmt: skip
+
+
+@settings(max_examples=3, **PROPERTY)
+@given(values=st.lists(bad_values, min_size=5, max_size=8))
+def test_invalid_values_never_reach_the_live_files(
+    mail_bed: tuple[Testbed, Path, int], values: Any
+) -> None:
+    """CI's bounded run: 3 lists of 5 to 8 invalid values, on one running member."""
+    _invalid_values_never_go_live(mail_bed, values)
+
+
+@pytest.mark.slow
+@settings(max_examples=125, **PROPERTY)
+@given(values=st.lists(bad_values, min_size=8, max_size=8))
+def test_a_thousand_invalid_values_never_reach_the_live_files(
+    mail_bed: tuple[Testbed, Path, int], values: Any
+) -> None:
+    """The soak: 125 lists of 8, 1,000 invalid values."""
+    _invalid_values_never_go_live(mail_bed, values)
