@@ -123,8 +123,7 @@ class Applier:
         self.desired = self.owner.sources.newest(t.reads)
         values = self.owner.values()
         if self.generations is None:  # a command only (the old publish hook)
-            await self._reload(sorted(features))
-            if self.failure is None:
+            if await self._reload(sorted(features)):
                 self._applied()
             return
         self.state = "applying"
@@ -132,8 +131,8 @@ class Applier:
             rendered = await asyncio.to_thread(self._render, values)
         except RenderError as exc:
             return self.fail("render", str(exc))
-        live = self.generations.live()
-        refused = self._guard(rendered, Generations.meta(live))
+        live = await asyncio.to_thread(self.generations.live)
+        refused = self._guard(rendered, await asyncio.to_thread(Generations.meta, live))
         if refused:
             return self.fail("guard", refused)
         meta = {"commit": self.desired, "maps": rendered.maps}
@@ -266,8 +265,8 @@ class Applier:
         if self.generations is None:
             raise SwapError(f"target {self.target.name} has no files")
         async with self.lock:
-            kept = self.generations.list()
-            live = self.generations.live()
+            kept = await asyncio.to_thread(self.generations.list)
+            live = await asyncio.to_thread(self.generations.live)
             if live not in kept:
                 raise SwapError(f"target {self.target.name} has no live generation")
             index = kept.index(live) - back
@@ -278,7 +277,7 @@ class Applier:
             await asyncio.to_thread(self.generations.swap, chosen)
             ok = await self._reload([])
             self.live_hash = await asyncio.to_thread(digest, chosen)
-            meta = Generations.meta(chosen)
+            meta = await asyncio.to_thread(Generations.meta, chosen)
             self.applied = meta.get("commit")
             self.state = "applied (rolled back)" if ok else "failed"
             return {"target": self.target.name, "generation": chosen.name, "reloaded": ok,
@@ -287,7 +286,8 @@ class Applier:
     async def check_drift(self) -> None:
         if self.generations is None or self.live_hash is None:
             return
-        now = await asyncio.to_thread(digest, self.generations.live())
+        generations = self.generations
+        now = await asyncio.to_thread(lambda: digest(generations.live()))
         self.drift = now != self.live_hash
 
     def status(self) -> dict[str, Any]:
