@@ -78,11 +78,7 @@ def main() -> int:
     sinks = [free_port(), free_port()]
     bed = Testbed(root / "bed", 2, ping=1.0)
     m0, m1 = bed.machines
-    live = postfixbed.declare(m1, root / "postfix", port, wait="0")
-    toml = m1.dir / "targets.d" / "postfix.toml"
-    toml.write_text(
-        toml.read_text().replace("timeout = 20", f"timeout = 20\nsettle = {args.settle}")
-    )
+    live = postfixbed.declare(m1, root / "postfix", port, wait="0", settle=args.settle)
     watch = None
     rows: list[dict[str, float]] = []
     try:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -95,6 +94,11 @@ max_shrink = 0.5
         # Unknown targets and actions are refused with the reason.
         assert "no target 'nosuch'" in b.refused("target", action="force", name="nosuch")
         assert "unknown target action" in b.refused("target", action="explode", name="pf")
+        assert "'back' is a whole number" in b.refused("target", action="rollback", name="pf",
+                                                       back="2; rm -rf /")  # fmt: skip
+        assert "no 40 back" in b.refused("target", action="rollback", name="pf", back=40)
+        rolled = b.op("target", action="rollback", name="pf")  # the generation before force
+        assert rolled["reloaded"] is True and "u19@example.com" in (pf / "unsubscribe").read_text()
 
 
 def test_a_hundred_hanging_reloads_delay_neither_links_nor_commits(tmp_path: Path) -> None:
@@ -152,4 +156,4 @@ def test_a_bad_targets_file_stops_the_daemon_with_its_name_and_key(tmp_path: Pat
     done = subprocess.run([sys.executable, "-m", "clusterd", "run", "--data-dir", str(m.dir)],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and "no feature 'nosuch'" in done.stderr, done.stderr
-    assert json.loads(json.dumps({"ok": True}))  # (the file is read before anything starts)
+    assert not (m.dir / "control.sock").exists()  # refused before anything started

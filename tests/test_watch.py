@@ -141,6 +141,34 @@ def test_watch_over_ssh_for_a_read_only_user(pair: Testbed, tmp_path: Path) -> N
                          capture_output=True, text=True, timeout=60,
                          stdin=subprocess.DEVNULL)  # fmt: skip
     assert bad.returncode == 1 and "no feature 'nosuch'" in bad.stdout, bad.stdout
+    hostile_lines = (
+        "watch --since abc",
+        "watch --feature",
+        "watch --since -1",
+        "watch --since 1 --bogus",
+        "target rollback x y",
+        "target explode",
+    )
+    for hostile in hostile_lines:
+        refused = subprocess.run(identity.local_ssh(b.config, hostile), capture_output=True,
+                                 text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+        assert refused.returncode == 2 and "Usage:" in refused.stdout, (hostile, refused.stdout)
+        assert "Traceback" not in refused.stdout + refused.stderr
+    # A read-only user may read the targets, not roll them back or force them.
+    for line, words in (("target rollback postfix", "may not roll a target back"),
+                        ("target force postfix", "may not force a target")):  # fmt: skip
+        as_rita = identity.local_ssh(b.config, line)
+        as_rita[as_rita.index("-i") + 1] = str(keys["rita"])
+        as_rita[-2] = as_rita[-2].replace("admin@", "rita@")
+        done = subprocess.run(as_rita, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+        assert done.returncode == 1 and f"rita (read-only) {words}" in done.stdout, done.stdout
+    as_rita = identity.local_ssh(b.config, "target status --json")
+    as_rita[as_rita.index("-i") + 1] = str(keys["rita"])
+    as_rita[-2] = as_rita[-2].replace("admin@", "rita@")
+    done = subprocess.run(as_rita, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout) == {}, done.stdout
 
 
 def test_a_compacted_version_is_refused_and_the_journal_stays_whole(tmp_path: Path) -> None:

@@ -31,7 +31,12 @@ def available() -> bool:
 
 
 def declare(
-    m: Machine, root: Path, port: int, wait: str = "0.1s", address: str = "127.0.0.1"
+    m: Machine,
+    root: Path,
+    port: int,
+    wait: str = "0.1s",
+    address: str = "127.0.0.1",
+    settle: float = 1.0,
 ) -> Path:
     """The target; returns its live path (a link, once the first apply made it)."""
     live, queue, data = root / "postfix-live", root / "queue", root / "data"
@@ -48,6 +53,7 @@ validate = "{sys.executable} -m clusterd postfix-check {{staging}}"
 reload = "sh -c '{RELOAD}'"
 probe = "smtp {address}:{port}"
 wait = "{wait}"
+settle = {settle}
 timeout = 20
 
 [target.options.main_cf]

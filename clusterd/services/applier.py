@@ -68,7 +68,8 @@ class Applier:
             else None
         )
         self.state = "starting"
-        self.changed: set[str] = set(target.reads)  # everything, at start
+        self.reads = target.reads  # (worked out once: every publication asks)
+        self.changed: set[str] = set(self.reads)  # everything, at start
         self.first_change: float | None = time.monotonic()
         self.last_change = time.monotonic()
         self.wake = asyncio.Event()  # set by the first publication (Targets.ready)
@@ -120,7 +121,7 @@ class Applier:
 
     async def apply(self, features: set[str]) -> None:
         t = self.target
-        self.desired = self.owner.sources.newest(t.reads)
+        self.desired = self.owner.sources.newest(self.reads)
         values = self.owner.values()
         if self.generations is None:  # a command only (the old publish hook)
             if await self._reload(sorted(features)):
@@ -295,7 +296,7 @@ class Applier:
         f = self.failure
         return {
             "state": self.state,
-            "reads": sorted(t.reads),
+            "reads": sorted(self.reads),
             "path": None if t.path is None else str(t.path),
             "desired": self.desired,
             "rendered": self.rendered,
@@ -368,7 +369,7 @@ class Targets:
             self.sources.commits[e["feature"]] = e["commit"]
         changed = {e["feature"] for e in entries}
         for applier in self.appliers.values():
-            touched = changed & applier.target.reads
+            touched = changed & applier.reads
             if touched:
                 applier.touch(touched)
 
