@@ -137,6 +137,21 @@ def test_watch_over_ssh_for_a_read_only_user(pair: Testbed, tmp_path: Path) -> N
         watcher.close()
     versions = [e["version"] for e in seen]
     assert versions == sorted(set(versions)) and all(e["feature"] == "unsubscribe" for e in seen)
+    # The users' passphrase hashes are not for a read-only user's eyes: "set".
+    argv = identity.local_ssh(b.config, "watch --json --feature userconfig --since 0")
+    argv[argv.index("-i") + 1] = str(keys["rita"])
+    argv[-2] = argv[-2].replace("admin@", "rita@")
+    watcher = Lines(argv)
+    try:
+        users = [watcher.take(1)[0]]
+        while "rita" not in users[-1]["value"]:
+            users += watcher.take(1)
+    finally:
+        watcher.close()
+    hashes = {row["passphrase_hash"] for entry in users for row in entry["value"].values()}
+    assert hashes == {"set"}, users
+    stored = a.op("effective")["values"]["userconfig"]["rita"]["passphrase_hash"]
+    assert stored.startswith("scrypt$") and stored not in json.dumps(users)
     bad = subprocess.run(identity.local_ssh(b.config, "watch --feature nosuch"),
                          capture_output=True, text=True, timeout=60,
                          stdin=subprocess.DEVNULL)  # fmt: skip

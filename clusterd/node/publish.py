@@ -142,6 +142,13 @@ class Publisher:
         }
         return entries, document
 
+    def _shown(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A journal entry as ``watch`` may show it to anyone, read-only users too: each
+        secret field reads "set" (the targets and ``effective.json``, which only this
+        machine's root reads, keep the values)."""
+        feature = self.store.catalogue[entry["feature"]]
+        return {**entry, "value": feature.shown(entry["value"])}
+
     def _write(
         self, entries: list[dict[str, Any]], document: dict[str, Any]
     ) -> list[dict[str, Any]]:
@@ -149,7 +156,7 @@ class Publisher:
         (the values are never changed in place, only replaced); the entries numbered."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         head = self.journal.head
-        document["version"] = self.journal.append(entries)
+        document["version"] = self.journal.append([self._shown(e) for e in entries])
         numbered = [{**e, "version": head + i} for i, e in enumerate(entries, 1)]
         for e in numbered:
             document["sources"][e["feature"]] = {k: e[k] for k in ("mode", "commit", "version")}
