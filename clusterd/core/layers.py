@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from clusterd.core.clock import newer
 from clusterd.core.modes import Mode
 from clusterd.core.state import ModeEntries, definition
 from clusterd.core.versions import JSON, Version
@@ -178,7 +179,7 @@ class Resolved:
     value: Any
     mode: Mode | None  # None: the factory default
     defined_by: Version | None  # the marker: who defined the feature there, and when
-    last_change: Version | None  # the newest visible version at that mode
+    last_change: Version | None  # the newest version at that mode (a deletion too)
 
     @property
     def source(self) -> str:
@@ -194,9 +195,12 @@ def resolve(reader: Reader, feature: Feature, modes: Iterable[Mode]) -> Resolved
         if not feature.is_table:
             return Resolved(feature.command, marker.value, mode, marker, marker)
         rows, newest = {}, marker
-        for name, row in entries.visible_rows():
-            rows[name] = row.value
-            if row.hlc > newest.hlc:
+        for name, row in entries.rows.items():
+            if newer(marker.stamp, row.stamp):
+                continue  # (before the mode's reset: hidden)
+            if row.value is not None:
+                rows[name] = row.value
+            if row.hlc > newest.hlc:  # a row deleted since is a change too
                 newest = row
         return Resolved(feature.command, rows, mode, marker, newest)
     return Resolved(feature.command, feature.factory_value(), None, None, None)
