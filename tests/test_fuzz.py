@@ -667,6 +667,12 @@ def daemon_bases() -> list[dict[str, Any]]:
             "kind": "definition",
             "args": {"feature": "settz", "mode": "cluster"},
         },
+        {
+            "type": "query",
+            "qid": 3,
+            "kind": "canary",
+            "args": {"target": "postfix", "vector": {"SER-LA": 1}},
+        },
         {"type": "answer", "qid": 1, "ok": True, "body": {}},
         {
             "type": "relay",

@@ -49,11 +49,11 @@ def sink() -> tuple[Sink, Controller]:
     return handler, controller
 
 
-def mail(port: int, to: str, subject: str) -> None:
+def mail(port: int, to: str, subject: str, address: str = "127.0.0.1") -> None:
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = "alice@example.com", to, subject
     msg.set_content("hello")
-    with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+    with smtplib.SMTP(address, port, timeout=20) as smtp:
         smtp.send_message(msg)
 
 
@@ -219,9 +219,116 @@ def test_a_value_that_passes_validation_but_fails_the_probe_is_reverted(
     bed.wait(lambda: _greets(listen), timeout=10, what="Postfix answering again")
 
 
-def _greets(port: int) -> bool:
-    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
-        return smtp.noop()[0] == 250
+# -- canary rollout ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def canaries(tmp_path: Path) -> Iterator[Mail]:
+    """As ``cluster``, with ``canary`` on both targets and one listener for both at
+    cluster level: m1's Postfix on 127.0.0.11, m2's on 127.0.0.12, the same port.  m0,
+    the lowest serial, has no Postfix target: m1 is the canary of the (single) group."""
+    (a, ca), (b, cb) = sink(), sink()
+    bed = Testbed(tmp_path, 3)
+    services, live, address = [], {}, {1: "127.0.0.11", 2: "127.0.0.12"}
+    port = free_port()
+    for i in (1, 2):
+        services.append(Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp")))
+        os.chmod(services[-1], 0o755)
+        live[i] = postfixbed.declare(bed.machines[i], services[-1], port, address=address[i],
+                                     canary=True)  # fmt: skip
+    try:
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        m0 = bed.machines[0]
+        for i, m in enumerate(bed.machines):  # (interfaces are per machine only)
+            me = f"machine:{m.hostname}"
+            data = {"address": address.get(i, "127.0.0.1"), "prefix": 8, "hostname": m.hostname}
+            m.edit({"do": "define", "feature": "interfaceconfig", "mode": me, "start": "empty"},
+                   {"do": "set_row", "feature": "interfaceconfig", "mode": me, "row": "Data",
+                    "value": data})  # fmt: skip
+        bed.wait(bed.converged, what="the interfaces everywhere")
+        m0.edit({"do": "define", "feature": "listenerconfig", "mode": "cluster",
+                 "start": "empty"}, _listener(port))  # fmt: skip
+        for i in (1, 2):
+            m = bed.machines[i]
+            bed.wait(lambda m=m, i=i: status(m)["state"] == "applied"
+                     and _greets(port, address[i]), timeout=60,
+                     what=f"Postfix started by {m.hostname}'s target")  # fmt: skip
+        yield Mail(bed, live, {1: port, 2: port}, (a, ca.port), (b, cb.port))
+    finally:
+        bed.stop()
+        for path in live.values():
+            postfixbed.stop(path)
+        ca.stop()
+        cb.stop()
+        for service in services:
+            shutil.rmtree(service, ignore_errors=True)
+
+
+def _listener(port: int) -> dict[str, Any]:
+    return {"do": "set_row", "feature": "listenerconfig", "mode": "cluster", "row": "In",
+            "value": {"interface": "Data", "port": port, "type": "private"}}  # fmt: skip
+
+
+def test_with_canary_a_value_that_breaks_postfix_reaches_one_member_only(
+    canaries: Mail,
+) -> None:
+    """Step 4 with canary on: a listener moved (``postfix check`` passes, the probe
+    fails), committed for the whole cluster, goes live on the canary (m1) only; it is
+    reverted there, and m2 holds back and says why.  The next good commit reaches m1
+    first, then m2."""
+    bed, port = canaries.bed, canaries.port[1]
+    m0, m1, m2 = bed.machines
+    (a, a_port), (b, b_port) = canaries.a, canaries.b
+    # A good change: the canary first, then m2 after it applied and probed.
+    m0.edit({"do": "define", "feature": "smtproutes", "mode": "cluster", "start": "empty"},
+            {"do": "set_row", "feature": "smtproutes", "mode": "cluster", "row": "example.org",
+             "value": route(a_port)})  # fmt: skip
+    applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}", 1, 2)
+    assert status(m2)["applied_at"] >= status(m1)["applied_at"]
+    mail(port, "bob@example.org", "canary: good via m2", "127.0.0.12")
+    bed.wait(lambda: received(a, "canary: good via m2"), timeout=30, what="mail through m2")
+    # The bad value, for everyone.  m2's live files must never change.
+    good = {i: os.readlink(canaries.live[i]) for i in (1, 2)}
+    seen_on_m2: set[str] = set()
+    m0.edit(_listener(a_port))
+    bad = f"SER-000:{m0.status()['vv']['SER-000']}"
+    deadline = time.monotonic() + 30
+    went_live_on_m1 = False
+    while time.monotonic() < deadline:
+        seen_on_m2.add(os.readlink(canaries.live[2]))
+        went_live_on_m1 |= os.readlink(canaries.live[1]) != good[1]
+        error = status(m2)["error"] or {}
+        if error.get("stage") == "canary" and (status(m1)["error"] or {}).get("stage") == "probe":
+            break
+        time.sleep(0.05)
+    assert went_live_on_m1, "the canary never tried the bad value"
+    assert seen_on_m2 == {good[2]}, "the bad value reached m2's live files"
+    held = status(m2)
+    assert held["state"] == "failed" and held["error"]["commit"] == bad, held
+    assert f"the canary {m1.hostname} failed: probe" in held["error"]["text"]
+    assert status(m1)["error"]["commit"] == bad
+    bed.wait(lambda: os.readlink(canaries.live[1]) == good[1], timeout=10, what="m1 reverted")
+    for _ in range(20):  # m2 keeps its files, and serving, while the canary is failed
+        assert os.readlink(canaries.live[2]) == good[2] and _greets(port, "127.0.0.12")
+        time.sleep(0.1)
+    # The next good commit (the listener back, a new route) applies: m1, then m2.
+    m0.edit(_listener(port), {"do": "set_row", "feature": "smtproutes", "mode": "cluster",
+                              "row": "example.org", "value": route(b_port)})  # fmt: skip
+    applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}", 1, 2)
+    assert status(m2)["error"] is None and status(m2)["applied_at"] >= status(m1)["applied_at"]
+    for i in (1, 2):
+        assert f"[127.0.0.1]:{b_port}" in (canaries.live[i] / "transport").read_text()
+    mail(port, "bob@example.org", "canary: next via m2", "127.0.0.12")
+    bed.wait(lambda: received(b, "canary: next via m2"), timeout=30, what="the next via m2")
+
+
+def _greets(port: int, address: str = "127.0.0.1") -> bool:
+    try:
+        with smtplib.SMTP(address, port, timeout=5) as smtp:
+            return smtp.noop()[0] == 250
+    except OSError:
+        return False
 
 
 # -- invalid values never reach the live files --------------------------------------------

@@ -157,3 +157,64 @@ def test_a_bad_targets_file_stops_the_daemon_with_its_name_and_key(tmp_path: Pat
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and "no feature 'nosuch'" in done.stderr, done.stderr
     assert not (m.dir / "control.sock").exists()  # refused before anything started
+
+
+def test_canary_holds_the_group_back_force_passes_and_a_stopped_canary_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """Three members with the same canary target; its probe fails when the rendered list
+    names ``poison``.  m0 (lowest serial) is the canary: a poisoned list goes live there
+    only, is reverted, and holds m1 and m2 back; ``target force`` applies on one member
+    at once; with m0 stopped, m1 is the canary and m2 follows it."""
+    template = tmp_path / "list.j2"
+    template.write_text("{% for a in values.unsubscribe or {} %}{{ a }}\n{% endfor %}")
+    live = {i: tmp_path / f"live{i}" for i in range(3)}
+    with Testbed(tmp_path, 3) as bed:
+        for i, m in enumerate(bed.machines):
+            declare(m, f"""
+[[target]]
+name = "list"
+templates = {{ "unsubscribed.txt" = "{template}" }}
+features = ["unsubscribe"]
+path = "{live[i]}"
+probe = "sh -c '! grep -q poison {{live}}/unsubscribed.txt'"
+settle = 0
+wait = "0.1s"
+canary = true
+canary_delay = 0.3
+""")  # fmt: skip
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        m0, m1, m2 = bed.machines
+        m2.edit({"do": "define", "feature": "unsubscribe", "mode": "cluster", "start": "empty"},
+                {**UNSUB, "row": "ok@example.com", "value": {"comment": ""}})  # fmt: skip
+        first = f"SER-002:{m2.status()['vv']['SER-002']}"
+        for m in bed.machines:
+            bed.wait(lambda m=m: target(m, "list")["applied"] == first,
+                     what=f"the list on {m.hostname}")  # fmt: skip
+        m2.edit({**UNSUB, "row": "poison@example.com", "value": {"comment": ""}})
+        poison = f"SER-002:{m2.status()['vv']['SER-002']}"
+        for m in (m1, m2):
+            bed.wait(lambda m=m: (target(m, "list")["error"] or {}).get("stage") == "canary",
+                     what=f"{m.hostname} held back")  # fmt: skip
+        assert (target(m0, "list")["error"] or {}).get("stage") == "probe"
+        held = target(m1, "list")["error"]
+        assert held["commit"] == poison and f"the canary {m0.hostname} failed" in held["text"]
+        for i in range(3):
+            assert "poison" not in (live[i] / "unsubscribed.txt").read_text()
+        # Forced, m1 applies without the canary (and its own probe reverts it).
+        assert m1.op("target", action="force", name="list")["forced"] is True
+        bed.wait(lambda: (target(m1, "list")["error"] or {}).get("stage") == "probe",
+                 what="m1 applied, forced")  # fmt: skip
+        # m0 stopped: m1 is the canary now, m2 follows it.
+        m0.stop()
+        bed.wait(lambda: bed.linked([m1, m2]) and not any(
+            p["state"] == "up" for p in m2.status()["peers"] if p["hostname"] == m0.hostname),
+            what="m0 gone")  # fmt: skip
+        m2.edit({"do": "delete_row", "feature": "unsubscribe", "mode": "cluster",
+                 "row": "poison@example.com"})  # fmt: skip
+        clean = f"SER-002:{m2.status()['vv']['SER-002']}"
+        for m in (m1, m2):
+            bed.wait(lambda m=m: target(m, "list")["applied"] == clean,
+                     what=f"the clean list on {m.hostname}")  # fmt: skip
+        assert target(m2, "list")["applied_at"] >= target(m1, "list")["applied_at"]

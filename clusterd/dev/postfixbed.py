@@ -37,6 +37,7 @@ def declare(
     wait: str = "0.1s",
     address: str = "127.0.0.1",
     settle: float = 1.0,
+    canary: bool = False,
 ) -> Path:
     """The target; returns its live path (a link, once the first apply made it)."""
     live, queue, data = root / "postfix-live", root / "queue", root / "data"
@@ -55,6 +56,8 @@ probe = "smtp {address}:{port}"
 wait = "{wait}"
 settle = {settle}
 timeout = 20
+canary = {str(canary).lower()}
+canary_delay = 1.0
 
 [target.options.main_cf]
 queue_directory = "{queue}"

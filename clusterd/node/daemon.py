@@ -31,7 +31,7 @@ from clusterd.mesh.protocol import Node
 from clusterd.mesh.transport import ssh
 from clusterd.mesh.transport.limits import Gate
 from clusterd.mesh.transport.server import AdminServer, CcsServer, ShellIO
-from clusterd.node import check, logsetup, nodechecks, status, targets
+from clusterd.node import canary, check, logsetup, nodechecks, status, targets
 from clusterd.node import config as cfg
 from clusterd.node.admin import Admin
 from clusterd.node.alertmail import AlertMail
@@ -82,6 +82,7 @@ class Daemon:
         self.publisher = Publisher(self.store, config.data_dir)
         self.targets = targets.build(config, self.publisher, lambda: self.config.hostname,
                                      self.alert)  # fmt: skip
+        self.targets.canary = canary.Canaries(self)
         self.servers: list[asyncssh.SSHAcceptor | asyncio.AbstractServer] = []
         self.admin_server: asyncssh.SSHAcceptor | None = None
         self.ccs_server: asyncssh.SSHAcceptor | None = None
@@ -397,6 +398,8 @@ class Daemon:
             feature = self.store.catalogue[str(args["feature"])]
             entries = self.store.state.entries(feature.command, str(args["mode"]))
             return True, {"value": definition(entries, feature.is_table)}
+        if kind == "canary":
+            return True, canary.answer(self, args)
         if kind == "leave":
             if self.config.serial not in self.peers:
                 return False, "not a member"

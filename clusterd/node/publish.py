@@ -90,13 +90,14 @@ class Publisher:
             self._wake.clear()
             features, self._touched = self._touched, set()
             entries, document = self._recompute(features)
-            if entries or features is None:
-                await self._publish(entries, document)
+            done = await self._publish(entries, document) if entries or features is None else True
+            if done and self.targets is not None:
+                self.targets.seen(document["version_vector"])
             if first and self.targets is not None:
                 first = False
                 self.targets.ready()  # every target applies once at start
 
-    async def _publish(self, entries: list[dict[str, Any]], document: dict[str, Any]) -> None:
+    async def _publish(self, entries: list[dict[str, Any]], document: dict[str, Any]) -> bool:
         try:
             numbered = await asyncio.to_thread(self._write, entries, document)
         except OSError as exc:
@@ -106,12 +107,13 @@ class Publisher:
                 if self._touched is not None:
                     self._touched.add(e["feature"])
             asyncio.get_running_loop().call_later(RETRY, self._wake.set)
-            return
+            return False
         self.written += 1
         for e in numbered:
             self.sources[e["feature"]] = {k: e[k] for k in ("mode", "commit", "version")}
         if self.targets is not None and numbered:
             self.targets.published(numbered)
+        return True
 
     def _recompute(self, features: set[str] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The journal entries of the features whose effective value or source changed,

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,23 @@ from clusterd.services.targetconfig import GENERATIONS, Target
 log = logging.getLogger("clusterd.targets")
 PROBE_LIMIT = 3.5  # s of probing after ``settle``: reverted within 5 s (docs/services.md)
 DRIFT_EVERY = 5.0  # s between checks of the live files against what was applied
+CANARY_POLL = 0.25  # s between questions to a canary that is not there yet
 
 Alert = Callable[[str, str, str], None]  # kind, target, text
+
+
+@dataclass
+class Verdict:
+    """What the canary of a target says of the commits this machine holds: ``self``
+    (this machine is the canary), ``ready`` (it applied and probed them, healthy),
+    ``waiting`` (not yet) or ``failed`` (``text``: why)."""
+
+    kind: str
+    who: str
+    text: str = ""
+
+
+Canary = Callable[[str, dict[str, int]], Awaitable[Verdict]]  # target, vector
 
 
 @dataclass
@@ -122,6 +138,9 @@ class Applier:
     async def apply(self, features: set[str]) -> None:
         t = self.target
         self.desired = self.owner.sources.newest(self.reads)
+        if t.canary and not self.forced and self.owner.canary and not await self._follow_canary():
+            return
+        self.desired = self.owner.sources.newest(self.reads)  # (newer, after waiting)
         values = self.owner.values()
         if self.generations is None:  # a command only (the old publish hook)
             if await self._reload(sorted(features)):
@@ -166,6 +185,34 @@ class Applier:
         self.live_hash = await asyncio.to_thread(digest, generation)
         await asyncio.to_thread(self.generations.prune)
         self._applied(f"{generation.name} live")
+
+    async def _follow_canary(self) -> bool:
+        """Wait until this machine may apply: it is its group's canary, or the canary
+        applied and probed every commit this machine holds and is healthy (then a random
+        delay, so that the group does not reload at once).  False: the canary failed;
+        held back, and shown as failed, until the next change."""
+        assert self.owner.canary is not None
+        delayed = False
+        while True:
+            vector = dict(self.owner.vector)
+            verdict = await self.owner.canary(self.target.name, vector)
+            if verdict.kind == "self" or (verdict.kind == "ready" and delayed):
+                return True
+            if verdict.kind == "failed":
+                self.fail("canary", f"held back: the canary {verdict.who} failed: {verdict.text}")
+                return False
+            if verdict.kind == "ready" and self.owner.vector == vector:
+                delayed = True
+                self.state = f"following the canary {verdict.who}"
+                await asyncio.sleep(random.uniform(0, self.target.canary_delay))
+                continue
+            self.state = f"waiting for the canary {verdict.who}"
+            await asyncio.sleep(CANARY_POLL)
+
+    @property
+    def busy(self) -> bool:
+        """Changes wait for this target, or it is applying them."""
+        return self.lock.locked() or bool(self.changed) or self.wake.is_set()
 
     def _render(self, values: Mapping[str, Any]) -> Rendered:
         t = self.target
@@ -340,6 +387,8 @@ class Targets:
         self.alert = alert
         self.effective_path = effective_path
         self.sources = Sources()
+        self.vector: dict[str, int] = {}  # the commits of the last publication told here
+        self.canary: Canary | None = None  # asks a target's canary (the node's)
         self.appliers = {t.name: Applier(t, self) for t in targets}
         self._drift: asyncio.Task[None] | None = None
 
@@ -372,6 +421,26 @@ class Targets:
             touched = changed & applier.reads
             if touched:
                 applier.touch(touched)
+
+    def seen(self, vector: Mapping[str, int]) -> None:
+        """A publication round is done (its entries, if any, told first): the targets
+        know every change of these commits."""
+        self.vector = dict(vector)
+
+    def canary_answer(self, name: str, vector: Mapping[str, int]) -> dict[str, Any]:
+        """What this machine says, as a canary, to a member holding ``vector``."""
+        applier = self.appliers.get(name)
+        if applier is None or not applier.target.canary:
+            return {"canary": False}
+        if any(self.vector.get(origin, 0) < seq for origin, seq in vector.items()):
+            return {"canary": True, "verdict": "waiting", "text": "not at these commits yet"}
+        if applier.busy or applier.state == "starting":  # (a failure shown may be old)
+            return {"canary": True, "verdict": "waiting", "text": applier.state}
+        failure = applier.failure
+        if failure is not None:
+            text = f"{failure.stage} (commit {failure.commit}): {failure.text}"
+            return {"canary": True, "verdict": "failed", "text": text}
+        return {"canary": True, "verdict": "ready"}
 
     def get(self, name: str) -> Applier:
         if name not in self.appliers:

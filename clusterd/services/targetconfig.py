@@ -49,6 +49,11 @@ class Target(BaseModel):
     file_mode: str = "0644"
     options: dict[str, Any] = {}  # the renderer's (local: instance paths, extra settings)
     changed_arguments: bool = False  # append the changed features to reload (the old hook)
+    # One member of each group applies first; the others wait until it applied and
+    # probed the same commits healthily, then apply after a random delay up to
+    # ``canary_delay`` s (docs/services.md, "Canary rollout").
+    canary: bool = False
+    canary_delay: Annotated[float, Field(ge=0, le=600)] = 2.0
 
     @field_validator("name")
     @classmethod
