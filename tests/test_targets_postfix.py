@@ -239,16 +239,8 @@ def canaries(tmp_path: Path) -> Iterator[Mail]:
     try:
         bed.start()
         bed.wait(bed.linked, what="linked")
-        m0 = bed.machines[0]
-        for i, m in enumerate(bed.machines):  # (interfaces are per machine only)
-            me = f"machine:{m.hostname}"
-            data = {"address": address.get(i, "127.0.0.1"), "prefix": 8, "hostname": m.hostname}
-            m.edit({"do": "define", "feature": "interfaceconfig", "mode": me, "start": "empty"},
-                   {"do": "set_row", "feature": "interfaceconfig", "mode": me, "row": "Data",
-                    "value": data})  # fmt: skip
-        bed.wait(bed.converged, what="the interfaces everywhere")
-        m0.edit({"do": "define", "feature": "listenerconfig", "mode": "cluster",
-                 "start": "empty"}, _listener(port))  # fmt: skip
+        postfixbed.shared_listener(bed.machines, address, port)
+        bed.wait(bed.converged, what="the listener everywhere")
         for i in (1, 2):
             m = bed.machines[i]
             bed.wait(lambda m=m, i=i: status(m)["state"] == "applied"
@@ -263,11 +255,6 @@ def canaries(tmp_path: Path) -> Iterator[Mail]:
         cb.stop()
         for service in services:
             shutil.rmtree(service, ignore_errors=True)
-
-
-def _listener(port: int) -> dict[str, Any]:
-    return {"do": "set_row", "feature": "listenerconfig", "mode": "cluster", "row": "In",
-            "value": {"interface": "Data", "port": port, "type": "private"}}  # fmt: skip
 
 
 def test_with_canary_a_value_that_breaks_postfix_reaches_one_member_only(
@@ -291,7 +278,7 @@ def test_with_canary_a_value_that_breaks_postfix_reaches_one_member_only(
     # The bad value, for everyone.  m2's live files must never change.
     good = {i: os.readlink(canaries.live[i]) for i in (1, 2)}
     seen_on_m2: set[str] = set()
-    m0.edit(_listener(a_port))
+    m0.edit(postfixbed.listener_edit(a_port))
     bad = f"SER-000:{m0.status()['vv']['SER-000']}"
     deadline = time.monotonic() + 30
     went_live_on_m1 = False
@@ -313,8 +300,9 @@ def test_with_canary_a_value_that_breaks_postfix_reaches_one_member_only(
         assert os.readlink(canaries.live[2]) == good[2] and _greets(port, "127.0.0.12")
         time.sleep(0.1)
     # The next good commit (the listener back, a new route) applies: m1, then m2.
-    m0.edit(_listener(port), {"do": "set_row", "feature": "smtproutes", "mode": "cluster",
-                              "row": "example.org", "value": route(b_port)})  # fmt: skip
+    m0.edit(postfixbed.listener_edit(port),
+            {"do": "set_row", "feature": "smtproutes", "mode": "cluster", "row": "example.org",
+             "value": route(b_port)})  # fmt: skip
     applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}", 1, 2)
     assert status(m2)["error"] is None and status(m2)["applied_at"] >= status(m1)["applied_at"]
     for i in (1, 2):

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from clusterd.dev.testbed import Machine
 
@@ -77,6 +78,27 @@ def listen(m: Machine, port: int, address: str = "127.0.0.1") -> None:
            {"do": "define", "feature": "listenerconfig", "mode": me, "start": "empty"},
            {"do": "set_row", "feature": "listenerconfig", "mode": me, "row": "In",
             "value": {"interface": "Data", "port": port, "type": "private"}})  # fmt: skip
+
+
+def shared_listener(machines: list[Machine], addresses: dict[int, str], port: int) -> None:
+    """One listener for all, at cluster level (``listener_edit``): each machine's
+    interface ``Data`` on its own address (127.0.0.1 for those ``addresses`` leaves out),
+    the same ``port``.  A change of the listener is then a change for the whole cluster
+    (the canary's test and bench)."""
+    for i, m in enumerate(machines):  # (interfaces are per machine only)
+        me = f"machine:{m.hostname}"
+        data = {"address": addresses.get(i, "127.0.0.1"), "prefix": 8, "hostname": m.hostname}
+        m.edit({"do": "define", "feature": "interfaceconfig", "mode": me, "start": "empty"},
+               {"do": "set_row", "feature": "interfaceconfig", "mode": me, "row": "Data",
+                "value": data})  # fmt: skip
+    machines[0].edit({"do": "define", "feature": "listenerconfig", "mode": "cluster",
+                      "start": "empty"}, listener_edit(port))  # fmt: skip
+
+
+def listener_edit(port: int) -> dict[str, Any]:
+    """The cluster's listener ``In`` on ``port`` (an edit for ``Machine.edit``)."""
+    return {"do": "set_row", "feature": "listenerconfig", "mode": "cluster", "row": "In",
+            "value": {"interface": "Data", "port": port, "type": "private"}}  # fmt: skip
 
 
 def stop(live: Path) -> None:
