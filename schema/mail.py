@@ -32,7 +32,7 @@ from clusterd.schema.fields import (
     SenderPattern,
     unique,
 )
-from clusterd.schema.services import SERVICE_FEATURES
+from clusterd.schema.services import ADDED, SERVICE_FEATURES
 
 # --- dnsconfig ---------------------------------------------------------------------
 
@@ -73,6 +73,7 @@ class RouteDestination(Model):
 
 class SmtpRoute(Model):
     destinations: Annotated[list[RouteDestination], Field(min_length=1)]
+    smtp_auth_profile: RowName | None = ADDED  # an "outgoing" smtpauthconfig profile
 
 
 # --- listenerconfig ----------------------------------------------------------------
@@ -207,6 +208,9 @@ SMTPROUTES = Feature(
     row_name=re.compile(rf"(?:ALL|\.?{DOMAIN})\Z"),
     row_name_hint="a domain, '.domain' for its subdomains, or 'ALL'",
     description="mail for a domain goes to its destinations, lowest priority first",
+    references=(
+        Reference(path="smtp_auth_profile", target="smtpauthconfig", where=("type", "outgoing")),
+    ),
 )
 
 LISTENERCONFIG = Feature(

@@ -17,6 +17,39 @@ from pydantic import AfterValidator, Field, model_validator
 from clusterd.schema.feature import ALL_LEVELS, Feature, Kind, Reference
 from clusterd.schema.fields import ADDRESS_PATTERN_RE, EMAIL_RE, Host, Model, Port, RowName, unique
 
+# --- shared by the models below ------------------------------------------------------
+
+
+def _user_name(value: str) -> str:
+    """A user name as Postfix's ``user:password`` tables hold it: the first ':' ends it."""
+    if any(ch.isspace() or ch == ":" or not ch.isprintable() for ch in value):
+        raise ValueError("a user name has no whitespace, ':' or control characters")
+    return value
+
+
+def _password(value: str) -> str:
+    """A password that fits on one line of a Postfix table or ``.cf`` file, which trims
+    the ends of a value: printable characters, none of them space at either end."""
+    if not value.isprintable():
+        raise ValueError("a password has no newline or other control characters")
+    if value != value.strip():
+        raise ValueError("a password does not start or end with whitespace")
+    return value
+
+
+UserName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_user_name)]
+Password = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_password)]
+LdapAttribute = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")]
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
+# The default of an optional field added to a model that already had rows: left out of
+# the canonical JSON while unset, so a row that does not use it reads as it did before.
+ADDED = Field(default=None, exclude_if=_unset)
+
 # --- ldapconfig --------------------------------------------------------------------
 
 
@@ -29,22 +62,29 @@ class LdapProfile(Model):
     base_dn: Annotated[str, Field(min_length=1, max_length=1024)]
     auth: Literal["anonymous", "password"] = "anonymous"
     bind_dn: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    bind_password: Password | None = ADDED
     connection_security: Literal["none", "starttls", "ssl"] = "none"
 
     @model_validator(mode="after")
     def _bind(self) -> Self:
         if self.auth == "password" and self.bind_dn is None:
             raise ValueError("auth 'password' needs a bind_dn")
+        if self.auth == "password" and self.bind_password is None:
+            raise ValueError("auth 'password' needs a bind_password")
         return self
 
 
 class LdapQuery(Model):
-    """One query run against the directory of an LDAP profile."""
+    """One query run against the directory of an LDAP profile.  ``query_string`` names
+    the address looked up as ``{a}``, its local part as ``{u}`` and its domain as
+    ``{d}``; ``result_attribute`` is the attribute of the entries found that is the
+    answer (the rewritten address of a routing or masquerading query; unset: ``mail``)."""
 
     kind: Literal["query"]
     profile: RowName
     query_type: Literal["accept", "routing", "masquerade", "group", "smtpauth"]
     query_string: Annotated[str, Field(min_length=1, max_length=1024)]
+    result_attribute: LdapAttribute | None = ADDED
 
 
 LdapEntry = Annotated[LdapProfile | LdapQuery, Field(discriminator="kind")]
@@ -59,9 +99,15 @@ class ForwardServer(Model):
 
 
 class SmtpAuthProfile(Model):
-    type: Literal["ldap", "forward"]
+    """How SMTP clients authenticate: "ldap" and "forward" profiles check the clients of
+    a listener; an "outgoing" profile is what this gateway gives the servers of a route
+    (``smtproutes`` ``smtp_auth_profile``)."""
+
+    type: Literal["ldap", "forward", "outgoing"]
     ldap_query: RowName | None = None
     forward_servers: list[ForwardServer] = Field(default_factory=list)
+    username: UserName | None = ADDED
+    password: Password | None = ADDED
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -69,6 +115,8 @@ class SmtpAuthProfile(Model):
             raise ValueError("an 'ldap' profile needs an ldap_query")
         if self.type == "forward" and not self.forward_servers:
             raise ValueError("a 'forward' profile needs at least one forward server")
+        if self.type == "outgoing" and (self.username is None or self.password is None):
+            raise ValueError("an 'outgoing' profile needs a username and a password")
         return self
 
 
@@ -125,6 +173,7 @@ LDAPCONFIG = Feature(
     references=(Reference(path="profile", target="ldapconfig", where=("kind", "profile")),),
     description="rows of kind 'profile' say how to reach a directory; rows of kind "
     "'query' run a query against a profile",
+    secrets=("bind_password",),
 )
 
 SMTPAUTHCONFIG = Feature(
@@ -135,6 +184,7 @@ SMTPAUTHCONFIG = Feature(
     levels=ALL_LEVELS,
     default={},
     references=(Reference(path="ldap_query", target="ldapconfig", where=("kind", "query")),),
+    secrets=("password",),
 )
 
 NTPCONFIG = Feature(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from clusterd.services.generations import Generations
-from clusterd.services.render import RenderError, chrony, postfix, resolv, timezone
+from clusterd.services.render import RenderError, chrony, postfix, postfix_routes, resolv, timezone
 from clusterd.services.render.template import render_templates
 
 HEADER = ("# Written by clusterd from the effective configuration of ny.example.com; edits "
@@ -98,6 +99,7 @@ def test_postfix_access_maps_from_rat_unsubscribe_and_tls_policy() -> None:
             {"recipient": "example.org", "action": "ACCEPT"},
             {"recipient": "@example.net", "action": "ACCEPT"},
             {"recipient": "boss@example.org", "action": "REJECT"},
+            {"recipient": "example.net", "action": "REJECT"},  # (@example.net came first)
             {"recipient": "ALL", "action": "REJECT"}]}},
         "interfaceconfig": DATA,
         "unsubscribe": {"gone@example.org": {"comment": "x"}},
@@ -115,7 +117,9 @@ def test_postfix_access_maps_from_rat_unsubscribe_and_tls_policy() -> None:
         "gone@example.org REJECT this address asked for no mail\n"
     )
     assert out.files["tls_policy"] == HEADER + "maybe.example may\nsecure.example encrypt\n"
-    assert out.maps == {"transport": 0, "unsubscribe": 1, "tls_policy": 2, "rat_In": 3}
+    # (limits of their own, and no Default row: each domain is a transport entry)
+    assert out.maps == {"transport": 2, "unsubscribe": 1, "tls_policy": 2, "sasl_passwd": 0,
+                        "rat_In": 3}  # fmt: skip
 
 
 def test_a_listener_on_an_interface_this_machine_lacks_is_an_error() -> None:
@@ -168,12 +172,47 @@ hosts = st.one_of(st.from_regex(r"mx[0-9]\.[a-z]{1,6}\.example", fullmatch=True)
 destinations = st.lists(
     st.fixed_dictionaries({"host": hosts, "port": st.integers(1, 65535),
                            "priority": st.integers(0, 100)}), min_size=1, max_size=3)  # fmt: skip
-routes = st.dictionaries(st.one_of(domains, domains.map(lambda d: "." + d), st.just("ALL")),
-                         destinations.map(lambda d: {"destinations": d}), max_size=6)  # fmt: skip
+routes = st.dictionaries(
+    st.one_of(domains, domains.map(lambda d: "." + d), st.just("ALL")),
+    st.fixed_dictionaries({"destinations": destinations,
+                           "smtp_auth_profile": st.sampled_from([None, "out"])}),
+    max_size=6)  # fmt: skip
+dest = st.dictionaries(domains, st.fixed_dictionaries({
+    "max_concurrent_connections": st.sampled_from([10, 500]),
+    "max_messages_per_connection": st.sampled_from([5, 50]),
+    "tls": st.sampled_from(["none", "preferred", "required"])}), max_size=4)  # fmt: skip
+DEFAULT_DEST = {"max_concurrent_connections": 500, "max_messages_per_connection": 50,
+                "tls": "none"}  # fmt: skip
+AUTH = {"out": {"type": "outgoing", "username": "gw@example.org", "password": "p a:ss #%$"}}
+LDAP = {
+    "corp": {"kind": "profile", "hostnames": ["ldap.example.com"], "port": 389,
+             "base_dn": "dc=example,dc=com", "auth": "password", "bind_dn": "cn=gw",
+             "bind_password": "100% $ecret", "connection_security": "starttls"},
+    **{kind: {"kind": "query", "profile": "corp", "query_type": kind,
+              "query_string": "(mail={a})", "result_attribute": "mail"}
+       for kind in ("accept", "routing", "masquerade")},
+}  # fmt: skip
+
+
+def _map_types() -> set[str]:
+    """The types of table this machine's Postfix has (``ldap`` with postfix-ldap)."""
+    if shutil.which("postconf") is None:
+        return set()
+    with tempfile.TemporaryDirectory() as empty:
+        (Path(empty) / "main.cf").touch()
+        done = subprocess.run(["postconf", "-c", empty, "-m"], capture_output=True, text=True)
+    return set(done.stdout.split())
+
+
+HAS_LDAP = "ldap" in _map_types()
+queries = (st.sets(st.sampled_from(["accept", "routing", "masquerade"])).map(
+    lambda kinds: [{"kind": k, "query": k} for k in sorted(kinds)])
+    if HAS_LDAP else st.just([]))  # fmt: skip
 listeners = st.dictionaries(
     st.from_regex(r"L[a-z]{1,5}", fullmatch=True),
     st.fixed_dictionaries({"interface": st.just("Data"), "port": st.integers(1025, 65535),
                            "type": st.just("private"), "hat": st.just([]),
+                           "ldap_queries": queries,
                            "rat": st.lists(st.fixed_dictionaries({
                                "recipient": domains, "action": st.sampled_from(["ACCEPT",
                                                                                 "REJECT"])}),
@@ -196,12 +235,14 @@ def checked(directory: Path, rendered: Any) -> subprocess.CompletedProcess[str]:
 @settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow,
                                  HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(routes=routes, listeners=listeners)
+@given(routes=routes, listeners=listeners, dest=dest)
 def test_every_rendered_postfix_directory_passes_postfix(
-    tmp_path: Path, routes: dict[str, Any], listeners: dict[str, Any]
+    tmp_path: Path, routes: dict[str, Any], listeners: dict[str, Any], dest: dict[str, Any]
 ) -> None:
     ports = [listener["port"] for listener in listeners.values()]
-    values = {"smtproutes": routes, "listenerconfig": listeners, "interfaceconfig": DATA}
+    values = {"smtproutes": routes, "listenerconfig": listeners, "interfaceconfig": DATA,
+              "destconfig": {"Default": DEFAULT_DEST, **dest}, "smtpauthconfig": AUTH,
+              "ldapconfig": LDAP}  # fmt: skip
     rendered = postfix.render(
         values,
         "ny.example.com",
@@ -220,19 +261,34 @@ def test_every_rendered_postfix_directory_passes_postfix(
     staging = next((tmp_path / "pf").glob("staging-*"))
     for name in rendered.maps:
         assert (staging / f"{name}.db").exists()
+    assert (staging / "sasl_passwd.db").stat().st_mode & 0o777 == 0o600
     asked = ["postconf", "-c", str(staging), "-h", "relay_domains", "transport_maps"]
     conf = subprocess.run(asked, capture_output=True, text=True, check=True)
     assert conf.stdout.splitlines() == [
         ", ".join(d for d in sorted(routes) if d != "ALL"),
         "hash:$config_directory/transport",
     ]
+    own = postfix_routes.limited({"Default": DEFAULT_DEST, **dest})
     for domain, route in routes.items():
         key = "*" if domain == "ALL" else domain
-        query = ["postmap", "-c", str(staging), "-q", key, f"hash:{staging}/transport"]
-        found = subprocess.run(query, capture_output=True, text=True)
+        found = _lookup(staging, "transport", key)
         first = min(route["destinations"], key=lambda d: d["priority"])
-        assert found.stdout.startswith("smtp:["), (key, found.stdout)
-        assert f":{first['port']}" in found.stdout.split(",")[0]
+        transport = postfix_routes.transport_name(own[key]) if key in own else "smtp"
+        assert found.startswith(f"{transport}:["), (key, found)
+        assert f":{first['port']}" in found.split(",")[0]
+        for hop in postfix_routes.hops(domain, route) if route["smtp_auth_profile"] else []:
+            assert _lookup(staging, "sasl_passwd", hop) == "gw@example.org:p a:ss #%$"
+    strictness = postfix_routes.STRICTNESS
+    for domain, row in dest.items():  # a routed domain's policy is its next hops'
+        found = postfix_routes.route_for(domain, routes)
+        for hop in postfix_routes.hops(*found) if found else []:
+            policy = _lookup(staging, "tls_policy", hop)
+            assert strictness.index(policy) >= strictness.index(postfix_routes.TLS[row["tls"]])
+
+
+def _lookup(staging: Path, table: str, key: str) -> str:
+    query = ["postmap", "-c", str(staging), "-q", key, f"hash:{staging}/{table}"]
+    return subprocess.run(query, capture_output=True, text=True).stdout.strip()
 
 
 @needs_postfix

@@ -182,6 +182,7 @@ def test_declared_references() -> None:
         ("listenerconfig", "disclaimer_below", "textconfig", ("type", "disclaimer")),
         ("listenerconfig", "smtp_auth_profile", "smtpauthconfig", None),
         ("listenerconfig", "ldap_queries.query", "ldapconfig", ("kind", "query")),
+        ("smtproutes", "smtp_auth_profile", "smtpauthconfig", ("type", "outgoing")),
         ("destconfig", "bounce_profile", "bounceconfig", None),
         ("ldapconfig", "profile", "ldapconfig", ("kind", "profile")),
         ("smtpauthconfig", "ldap_query", "ldapconfig", ("kind", "query")),

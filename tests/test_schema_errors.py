@@ -278,6 +278,44 @@ def test_discriminated_union_locations() -> None:
     assert line.startswith("ldapconfig row 'p': Input tag 'directory'")
 
 
+def test_outgoing_credentials_fit_a_postfix_table_and_are_secrets() -> None:
+    def row(**fields: str) -> dict[str, Any]:
+        return {"type": "outgoing", "username": "gw@example.org", "password": "x", **fields}
+
+    assert problems("smtpauthconfig", "o", {"type": "outgoing", "username": "gw"}) == [
+        "smtpauthconfig row 'o': an 'outgoing' profile needs a username and a password"
+    ]
+    bad_user = "smtpauthconfig row 'o' field 'username': a user name has no whitespace, ':' or "
+    for user in ("g w", "g:w", "g\x07w", ""):
+        (line,) = problems("smtpauthconfig", "o", row(username=user))
+        assert line.startswith(bad_user) or "at least 1 character" in line, line
+    assert problems("smtpauthconfig", "o", row(password="a\nb")) == [
+        "smtpauthconfig row 'o' field 'password': a password has no newline or other control "
+        "characters"
+    ]
+    for edge in (" x", "x "):
+        assert problems("smtpauthconfig", "o", row(password=edge)) == [
+            "smtpauthconfig row 'o' field 'password': a password does not start or end with "
+            "whitespace"
+        ]
+    (line,) = problems("smtpauthconfig", "o", row(password="x" * 257))
+    assert "at most 256 characters" in line
+    kept = validate("smtpauthconfig", "o", row(password="pa ss:#%$é"))
+    assert kept["password"] == "pa ss:#%$é"
+    assert CATALOGUE["smtpauthconfig"].shown({"o": kept})["o"]["password"] == "set"
+    profile = {"kind": "profile", "hostnames": ["ldap"], "base_dn": "dc=x", "auth": "password",
+               "bind_dn": "cn=gw"}  # fmt: skip
+    assert problems("ldapconfig", "p", profile) == [
+        "ldapconfig row 'p': auth 'password' needs a bind_password"
+    ]
+    bound = validate("ldapconfig", "p", {**profile, "bind_password": "s3cret"})
+    assert CATALOGUE["ldapconfig"].shown({"p": bound})["p"]["bind_password"] == "set"
+    query = {"kind": "query", "profile": "p", "query_type": "routing", "query_string": "(a={a})"}
+    assert "result_attribute" not in validate("ldapconfig", "q", query)  # (the renderer: mail)
+    (line,) = problems("ldapconfig", "q", {**query, "result_attribute": "mail;x"})
+    assert line.startswith("ldapconfig row 'q' field 'result_attribute': String should match")
+
+
 def test_canonical_forms() -> None:
     route = validate("routeconfig", "r", {"destination": "10.1.2.3/8", "gateway": "10.0.0.1"})
     assert route == {"destination": "10.0.0.0/8", "gateway": "10.0.0.1"}

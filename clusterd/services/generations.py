@@ -75,8 +75,9 @@ class Generations:
         settled = time.time() - SETTLED
         for name, text in rendered.files.items():
             path = staging / name
-            path.write_text(text, encoding="utf-8")
-            os.chmod(path, mode)
+            path.write_text(text, encoding="utf-8")  # (0600 from the start: umask 077)
+            os.chmod(path, 0o600 if name in rendered.private else mode)  # (before postmap:
+            # the compiled map takes its source's mode)
             os.utime(path, (settled, settled))
         for name, points_to in rendered.links.items():
             os.symlink(points_to, staging / name)

@@ -5,10 +5,14 @@ on warnings), so this is stricter, and it is what a Postfix target's ``validate`
 runs (``validate = "clusterd postfix-check {staging}"``):
 
 1. every map the renderer wrote is built with ``postmap`` (its ``.db`` is part of the
-   generation swapped in);
+   generation swapped in); an ``ldap:`` table is a settings file, asked at each lookup,
+   and has nothing to build;
 2. ``postconf -n`` and ``postfix check`` run on the directory;
 3. ``master.cf`` names each service once (two listeners on one address and port would
    make Postfix's master fail at its reload);
+4. every type of table named (``hash:``, ``ldap:``) is one this Postfix has (``postconf
+   -m``): ``postfix check`` passes an ``ldap:`` table without the ``postfix-ldap``
+   package, and the SMTP server then stops at its first connection;
 
 and any warning or error of Postfix's fails the check, with Postfix's words.
 """
@@ -16,6 +20,7 @@ and any warning or error of Postfix's fails the check, with Postfix's words.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +28,7 @@ from pathlib import Path
 from clusterd.services.generations import META
 
 TIMEOUT = 60.0
+TABLE = re.compile(r"\b([a-z][a-z0-9_]*):(?=[$/])")  # hash:/x, ldap:$config_directory/x
 
 
 def problems(directory: Path) -> list[str]:
@@ -44,6 +50,11 @@ def problems(directory: Path) -> list[str]:
             if (words[0], words[1]) in seen:
                 found.append(f"master.cf: service {words[0]} ({words[1]}) is defined twice")
             seen.add((words[0], words[1]))
+    named = _run_out(["postconf", *config, "-n"]) + _run_out(["postconf", *config, "-P"])
+    known = set(_run_out(["postconf", *config, "-m"]).split())
+    for kind in sorted(set(TABLE.findall(named)) - known):
+        found.append(f"this Postfix has no {kind}: tables (postconf -m); install them "
+                     f"(Debian: postfix-{kind})")  # fmt: skip
     return found
 
 

@@ -3,9 +3,10 @@
 A renderer is a function ``(values, hostname, options) -> Rendered``: ``values`` are the
 machine's effective values by feature (what ``effective.json`` holds), ``options`` the
 target's local ``options`` table.  It returns every file of the target's directory
-(and symbolic links, for a file that must point elsewhere) and, per map file, how many
-entries it holds (the guard against emptied maps).  A renderer
-is pure: no I/O, so its exact output is unit-tested.
+(and symbolic links, for a file that must point elsewhere), per map file, how many
+entries it holds (the guard against emptied maps), and which files hold a secret (a
+password: written readable by their owner only).  A renderer is pure: no I/O, so its
+exact output is unit-tested.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Rendered:
     files: dict[str, str]
     maps: dict[str, int] = field(default_factory=dict)  # map file -> entries
     links: dict[str, str] = field(default_factory=dict)  # name -> where it points
+    private: set[str] = field(default_factory=set)  # files holding a secret: mode 0600
 
 
 class RenderError(ValueError):

@@ -1,10 +1,13 @@
-"""Postfix: ``main.cf``, ``master.cf`` and the maps, from the mail features.
+"""Postfix: ``main.cf``, ``master.cf``, the maps and the LDAP tables, from the mail
+features.
 
 Every map is a ``hash:`` table under ``$config_directory``, so a staging directory is
 checked with its own maps (``postfix -c STAGING check``; ``postmap`` builds them).  The
 mapping, setting by setting, is the table in ``docs/services.md``.  What Postfix cannot
 say is said there too: destinations of equal priority are tried in the order given (no
-random choice among them), and sender groups match addresses and networks only.
+random choice among them), and sender groups match addresses and networks only.  Where
+mail goes (transport, TLS policy, credentials, limits) is ``postfix_routes``; the LDAP
+tables are ``postfix_ldap``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from clusterd.services.render import Rendered, RenderError
+from clusterd.services.render import Rendered, RenderError, postfix_ldap, postfix_routes
 
 FEATURES = (
     "sethostname",  # (the machine's name, which follows it, is myhostname)
@@ -23,14 +26,24 @@ FEATURES = (
     "bounceconfig",
     "destconfig",
     "unsubscribe",
+    "smtpauthconfig",
+    "ldapconfig",
 )
-MAPS = ("transport", "unsubscribe", "tls_policy")  # and one rat_LISTENER per listener
+# and one rat_LISTENER per listener
+MAPS = ("transport", "unsubscribe", "tls_policy", "sasl_passwd")
 HEADER = (
     "# Written by clusterd from the effective configuration of {host}; edits here are\n"
     "# replaced at the next change (docs/services.md).\n"
 )
-TLS = {"none": "none", "preferred": "may", "required": "encrypt"}
 LOOPBACK = ["127.0.0.0/8", "[::1]/128"]
+# When a route names an "outgoing" profile.  Plaintext mechanisms (PLAIN, LOGIN) inside
+# TLS only: a password never crosses the network in clear (docs/services.md).
+SASL = {
+    "smtp_sasl_auth_enable": "yes",
+    "smtp_sasl_password_maps": "hash:$config_directory/sasl_passwd",
+    "smtp_sasl_security_options": "noanonymous, noplaintext",
+    "smtp_sasl_tls_security_options": "noanonymous",
+}
 
 # The services every Postfix needs (master.cf of Postfix 3.7, without the SMTP server,
 # which each listener adds).
@@ -64,43 +77,63 @@ postlog    unix-dgram n  -       n       -       1       postlogd
 
 def render(values: Mapping[str, Any], hostname: str, options: Mapping[str, Any]) -> Rendered:
     host = hostname  # (a committed sethostname renames the machine: this follows it)
+    header = HEADER.format(host=host)
     routes = values.get("smtproutes") or {}
     listeners = values.get("listenerconfig") or {}
     interfaces = values.get("interfaceconfig") or {}
+    dest = values.get("destconfig") or {}
+    ldap = values.get("ldapconfig") or {}
     files: dict[str, str] = {}
     maps: dict[str, int] = {}
+    private = {"sasl_passwd"}
 
     def table(name: str, rows: list[tuple[str, str]]) -> None:
-        files[name] = HEADER.format(host=host) + "".join(f"{k} {v}\n" for k, v in rows)
+        files[name] = header + "".join(f"{k} {v}\n" for k, v in rows)
         maps[name] = len(rows)
 
-    table("transport", [(_pattern(domain), _nexthops(domain, route))
-                        for domain, route in sorted(routes.items())])  # fmt: skip
+    table("transport", postfix_routes.transport_rows(routes, dest))
     table("unsubscribe", [(address, "REJECT this address asked for no mail")
                           for address in sorted(values.get("unsubscribe") or {})])  # fmt: skip
-    table("tls_policy", _tls_rows(values.get("destconfig") or {}))
-    services, relay_from = [], list(LOOPBACK)
+    table("tls_policy", postfix_routes.tls_rows(routes, dest))
+    sasl = postfix_routes.sasl_rows(routes, values.get("smtpauthconfig") or {})
+    table("sasl_passwd", sasl)  # (always there, like every map: the guard counts it)
+    limits = sorted(set(postfix_routes.limited(dest).values()))
+    services = [f"{postfix_routes.transport_name(pair)} unix - - n - - smtp\n" for pair in limits]
+    relay_from, queries = list(LOOPBACK), set()
     for name, listener in sorted(listeners.items()):
         address = _listen_address(name, listener, interfaces)
         rat = f"rat_{name}"
-        table(rat, [(_rat_key(e["recipient"]), "OK" if e["action"] == "ACCEPT" else "REJECT")
-                    for e in listener.get("rat") or [] if e["recipient"] != "ALL"])  # fmt: skip
+        table(rat, _rat_rows(listener.get("rat") or []))
         final = _rat_default(listener.get("rat") or [])
         restrictions = (f"check_recipient_access hash:$config_directory/unsubscribe,"
                         f"check_recipient_access hash:$config_directory/{rat},"
                         f"permit_mynetworks,{final}")  # fmt: skip
+        used = postfix_ldap.uses(name, listener, ldap)
+        queries |= set(used.values())
         services.append(
             f"{address}:{listener.get('port', 25)} inet n - n - - smtpd\n"
             f"  -o syslog_name=postfix/{name}\n"
             f"  -o {{ smtpd_recipient_restrictions = {restrictions} }}\n"
+            + postfix_ldap.smtpd_options(name, used)
+            + postfix_ldap.cleanup_service(name, used)
         )
         relay_from += _relay_senders(listener.get("hat") or [])
+    for name, (text, secret) in postfix_ldap.tables(queries, ldap, header).items():
+        files[name] = text
+        if secret:
+            private.add(name)
     main = _main_cf(host, routes, values, sorted(set(relay_from), key=relay_from.index))
+    for pair in limits:  # (as the Default row's limits are said, per transport)
+        transport = postfix_routes.transport_name(pair)
+        main[f"{transport}_destination_concurrency_limit"] = str(pair[0])
+        main[f"{transport}_destination_recipient_limit"] = str(pair[1])
+    if sasl:
+        main.update(SASL)
     for key, value in (options.get("main_cf") or {}).items():  # the machine's own (local)
         main[str(key)] = str(value)
-    files["main.cf"] = HEADER.format(host=host) + "".join(f"{k} = {v}\n" for k, v in main.items())
-    files["master.cf"] = HEADER.format(host=host) + MASTER_BASE + "".join(services)
-    return Rendered(files, maps)
+    files["main.cf"] = header + "".join(f"{k} = {v}\n" for k, v in main.items())
+    files["master.cf"] = header + MASTER_BASE + "".join(services)
+    return Rendered(files, maps, private=private)
 
 
 def _main_cf(
@@ -132,32 +165,6 @@ def _main_cf(
     return main
 
 
-def _pattern(domain: str) -> str:
-    return "*" if domain == "ALL" else domain
-
-
-def _nexthops(domain: str, route: Mapping[str, Any]) -> str:
-    """``smtp:[a]:25, [b]:25``, lowest priority first (Postfix 3.5 and later try the
-    list in order; equal priorities keep the order given)."""
-    ordered = sorted(route["destinations"], key=lambda d: d.get("priority", 0))
-    if not ordered:
-        raise RenderError(f"smtproutes {domain}: no destination")
-    return "smtp:" + ", ".join(f"[{_host(d['host'])}]:{d.get('port', 25)}" for d in ordered)
-
-
-def _host(host: str) -> str:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    return f"ipv6:{address}" if address.version == 6 else str(address)
-
-
-def _tls_rows(dest: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(domain, TLS[row.get("tls", "none")])
-            for domain, row in sorted(dest.items()) if domain != "Default"]  # fmt: skip
-
-
 def _listen_address(name: str, listener: Mapping[str, Any], interfaces: Mapping[str, Any]) -> str:
     interface = interfaces.get(listener["interface"])
     if interface is None:
@@ -166,10 +173,17 @@ def _listen_address(name: str, listener: Mapping[str, Any], interfaces: Mapping[
     return f"[{address}]" if address.version == 6 else str(address)
 
 
-def _rat_key(recipient: str) -> str:
+def _rat_rows(rat: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """RAT entries as Postfix access keys: ``domain``, ``user@domain``, ``user@``
-    (``@domain`` is the domain itself)."""
-    return recipient[1:] if recipient.startswith("@") else recipient
+    (``@domain`` is the domain itself).  An entry whose key an earlier one already has
+    is left out: the first match wins in a RAT, and ``postmap`` warns of a key twice
+    (keys fold to lower case)."""
+    rows: dict[str, tuple[str, str]] = {}
+    for entry in rat:
+        if entry["recipient"] != "ALL":
+            key = entry["recipient"].removeprefix("@")
+            rows.setdefault(key.lower(), (key, "OK" if entry["action"] == "ACCEPT" else "REJECT"))
+    return list(rows.values())
 
 
 def _rat_default(rat: list[Mapping[str, Any]]) -> str:
