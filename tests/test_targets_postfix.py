@@ -1,5 +1,6 @@
 """Real Postfix instances driven by targets of running members, with real mail on
-loopback.
+loopback (and, at the end, a relay that wants a login inside TLS: the route's
+"outgoing" credentials).
 
 Three members; m1 and m2 each have a Postfix target (``clusterd.dev.postfixbed``: the
 built-in renderer, ``clusterd postfix-check`` in staging, ``postfix reload``, an SMTP
@@ -13,11 +14,14 @@ probe is reverted.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
 import smtplib
+import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +32,11 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +44,7 @@ from clusterd.dev import postfixbed
 from clusterd.dev.testbed import Machine, Testbed, free_port
 from clusterd.node import identity
 from tests.test_alertmail_processes import Sink
+from tests.test_watch import Lines
 
 pytestmark = pytest.mark.skipif(
     not postfixbed.available(),
@@ -412,3 +422,89 @@ def test_a_thousand_invalid_values_never_reach_the_live_files(
 ) -> None:
     """The soak: 125 lists of 8, 1,000 invalid values."""
     _invalid_values_never_go_live(mail_bed, values)
+
+
+# -- outgoing credentials: a relay that wants a login inside TLS ---------------------------
+
+PASSWORD = "s3cret pass:word%"  # (a space, a colon and a percent sign inside)
+
+
+def tls_context(where: Path) -> ssl.SSLContext:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.example.net")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    (where / "relay.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (where / "relay.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(where / "relay.pem", where / "relay.key")
+    return context
+
+
+class Relay(Sink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.logins: list[tuple[str, bool]] = []
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                     data: Any) -> AuthResult:  # fmt: skip
+        ok = isinstance(data, LoginPassword) and data.password.decode() == PASSWORD
+        self.logins.append((data.login.decode() if isinstance(data, LoginPassword) else "?", ok))
+        return AuthResult(success=ok)
+
+
+def test_mail_to_a_relay_that_wants_a_login_goes_authenticated_inside_tls(
+    cluster: Mail, tmp_path: Path
+) -> None:
+    relay = Relay()
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port(),
+                            tls_context=tls_context(tmp_path), require_starttls=True,
+                            auth_required=True, auth_require_tls=True,
+                            authenticator=relay.authenticate)  # fmt: skip
+    controller.start()
+    try:
+        bed, live = cluster.bed, cluster.live[1]
+        m0 = bed.machines[0]
+        m0.edit({"do": "define", "feature": "smtpauthconfig", "mode": "cluster",
+                 "start": "empty"},
+                {"do": "set_row", "feature": "smtpauthconfig", "mode": "cluster",
+                 "row": "relaylogin", "value": {"type": "outgoing", "username": "gateway",
+                                                "password": PASSWORD}},
+                {"do": "define", "feature": "destconfig", "mode": "cluster",
+                 "start": "defaults"},
+                {"do": "set_row", "feature": "destconfig", "mode": "cluster",
+                 "row": "example.net", "value": {"tls": "required"}},
+                {"do": "define", "feature": "smtproutes", "mode": "cluster", "start": "empty"},
+                {"do": "set_row", "feature": "smtproutes", "mode": "cluster",
+                 "row": "example.net", "value": {
+                     "destinations": [{"host": "127.0.0.1", "port": controller.port}],
+                     "smtp_auth_profile": "relaylogin"}})  # fmt: skip
+        applied(bed, f"SER-000:{m0.status()['vv']['SER-000']}")
+        hop = f"[127.0.0.1]:{controller.port}"
+        assert f"{hop} gateway:{PASSWORD}" in (live / "sasl_passwd").read_text()
+        assert f"{hop} encrypt" in (live / "tls_policy").read_text()
+        for name in ("sasl_passwd", "sasl_passwd.db"):
+            assert (live / name).stat().st_mode & 0o777 == 0o600, name
+        mail(cluster.port[1], "carol@example.net", "authenticated")
+        bed.wait(lambda: received(relay, "authenticated"), timeout=60,
+                 what="the mail at the relay")  # fmt: skip
+        assert ("gateway", True) in relay.logins and all(ok for _, ok in relay.logins)
+        # Nobody reads the password back: watch (read-only users may run it) says "set".
+        watcher = Lines([sys.executable, "-m", "clusterd", "watch", "--data-dir",
+                         str(m0.dir), "--feature", "smtpauthconfig", "--since", "0"])  # fmt: skip
+        try:
+            entries = watcher.take(1)
+            while "relaylogin" not in (entries[-1]["value"] or {}):
+                entries += watcher.take(1)
+        finally:
+            watcher.close()
+        assert entries[-1]["value"]["relaylogin"]["password"] == "set"
+        assert PASSWORD not in json.dumps(entries)
+    finally:
+        controller.stop()
