@@ -14,6 +14,7 @@ probe is reverted.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -99,25 +100,35 @@ class Mail:
     b: tuple[Sink, int]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Mail]:
+@contextlib.contextmanager
+def postfixes(tmp_path: Path, canary: bool) -> Iterator[Mail]:
+    """m1 and m2 with a Postfix each.  Without canary: on 127.0.0.1, a port each, the
+    listener at machine level.  With it: on 127.0.0.11 and 127.0.0.12, one port and one
+    listener at cluster level (a change of it is a change for everyone)."""
     (a, ca), (b, cb) = sink(), sink()
     bed = Testbed(tmp_path, 3)
-    services, live, port = [], {}, {}
+    services, live = [], {}
+    address = {1: "127.0.0.11", 2: "127.0.0.12"} if canary else {1: "127.0.0.1", 2: "127.0.0.1"}
+    shared = free_port()
+    port = {i: shared if canary else free_port() for i in (1, 2)}
     for i in (1, 2):
         services.append(Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp")))
         os.chmod(services[-1], 0o755)
-        port[i] = free_port()
-        live[i] = postfixbed.declare(bed.machines[i], services[-1], port[i])
+        live[i] = postfixbed.declare(bed.machines[i], services[-1], port[i], address=address[i],
+                                     canary=canary)  # fmt: skip
     try:
         bed.start()
         bed.wait(bed.linked, what="linked")
-        for i in (1, 2):
-            postfixbed.listen(bed.machines[i], port[i])
+        if canary:
+            postfixbed.shared_listener(bed.machines, address, shared)
+        else:
+            for i in (1, 2):
+                postfixbed.listen(bed.machines[i], port[i])
         for i in (1, 2):
             m = bed.machines[i]
-            bed.wait(lambda m=m: status(m)["state"] == "applied" and status(m)["applied"],
-                     timeout=60, what=f"Postfix started by {m.hostname}'s target")  # fmt: skip
+            bed.wait(lambda m=m, i=i: status(m)["state"] == "applied" and status(m)["applied"]
+                     and _greets(port[i], address[i]), timeout=60,
+                     what=f"Postfix started by {m.hostname}'s target")  # fmt: skip
         yield Mail(bed, live, port, (a, ca.port), (b, cb.port))
     finally:
         bed.stop()
@@ -127,6 +138,12 @@ def cluster(tmp_path: Path) -> Iterator[Mail]:
         cb.stop()
         for service in services:
             shutil.rmtree(service, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Mail]:
+    with postfixes(tmp_path, canary=False) as mail_bed:
+        yield mail_bed
 
 
 def test_a_route_committed_anywhere_reaches_postfix_and_a_bad_value_never_does(
@@ -234,37 +251,10 @@ def test_a_value_that_passes_validation_but_fails_the_probe_is_reverted(
 
 @pytest.fixture
 def canaries(tmp_path: Path) -> Iterator[Mail]:
-    """As ``cluster``, with ``canary`` on both targets and one listener for both at
-    cluster level: m1's Postfix on 127.0.0.11, m2's on 127.0.0.12, the same port.  m0,
-    the lowest serial, has no Postfix target: m1 is the canary of the (single) group."""
-    (a, ca), (b, cb) = sink(), sink()
-    bed = Testbed(tmp_path, 3)
-    services, live, address = [], {}, {1: "127.0.0.11", 2: "127.0.0.12"}
-    port = free_port()
-    for i in (1, 2):
-        services.append(Path(tempfile.mkdtemp(prefix="clusterd-postfix-", dir="/tmp")))
-        os.chmod(services[-1], 0o755)
-        live[i] = postfixbed.declare(bed.machines[i], services[-1], port, address=address[i],
-                                     canary=True)  # fmt: skip
-    try:
-        bed.start()
-        bed.wait(bed.linked, what="linked")
-        postfixbed.shared_listener(bed.machines, address, port)
-        bed.wait(bed.converged, what="the listener everywhere")
-        for i in (1, 2):
-            m = bed.machines[i]
-            bed.wait(lambda m=m, i=i: status(m)["state"] == "applied"
-                     and _greets(port, address[i]), timeout=60,
-                     what=f"Postfix started by {m.hostname}'s target")  # fmt: skip
-        yield Mail(bed, live, {1: port, 2: port}, (a, ca.port), (b, cb.port))
-    finally:
-        bed.stop()
-        for path in live.values():
-            postfixbed.stop(path)
-        ca.stop()
-        cb.stop()
-        for service in services:
-            shutil.rmtree(service, ignore_errors=True)
+    """m0, the lowest serial, has no Postfix target: m1 is the canary of the (single)
+    group."""
+    with postfixes(tmp_path, canary=True) as mail_bed:
+        yield mail_bed
 
 
 def test_with_canary_a_value_that_breaks_postfix_reaches_one_member_only(
