@@ -10,7 +10,7 @@ from typing import Any
 from clusterd.cli.shell import Shell, Usage
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError
-from clusterd.core.modes import Mode
+from clusterd.core.preview import effect as preview_effect
 from clusterd.core.state import definition
 from clusterd.node.check import last_change
 from clusterd.schema.fields import host_key
@@ -30,23 +30,8 @@ async def preview(shell: Shell, args: list[str]) -> int:
     if not pending:
         shell.write("There are no pending changes.")
         return 0
-    state, view, cat = shell.store.state, shell.session.view, shell.store.catalogue
-    touched = sorted({(u.feature, u.mode) for u, _ in pending.items()})
-    report: dict[str, Any] = {}
-    for machine in _machines(shell):
-        before = layers.effective_values(state, cat, machine)
-        after = layers.effective_values(view, cat, machine)
-        changes = {f: [cat[f].shown(before.get(f)), cat[f].shown(after[f])]
-                   for f in after if before.get(f) != after[f]}  # fmt: skip
-        chain = layers.chain(view, machine)
-        shielded = []
-        for f, m in touched:
-            if f not in after or f in changes or m not in {c.key for c in chain}:
-                continue
-            own = layers.resolve(view, cat[f], chain).mode
-            if own is not None and _below(own, Mode.from_key(m)):
-                shielded.append({"feature": f, "at": str(Mode.from_key(m)), "by": str(own)})
-        report[machine] = {"changes": changes, "shielded": shielded}
+    report = preview_effect(shell.store.state, shell.session.view, shell.store.catalogue,
+                            pending, _machines(shell))  # fmt: skip
     if "--json" in args or "-j" in args:
         shell.write(json.dumps(report, indent=1))
         return 0
@@ -60,14 +45,6 @@ async def preview(shell: Shell, args: list[str]) -> int:
             shell.write(f"  not affected by {s['feature']} at {s['at']}: "
                         f"its own setting at {s['by']} overrides it")  # fmt: skip
     return 0
-
-
-_DEPTH = {"cluster": 0, "group": 1, "machine": 2}
-
-
-def _below(a: Mode, b: Mode) -> bool:
-    """``a`` is a more specific level than ``b``."""
-    return _DEPTH[a.key.split(":")[0]] > _DEPTH[b.key.split(":")[0]]
 
 
 async def explain(shell: Shell, args: list[str]) -> int:
