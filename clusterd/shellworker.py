@@ -144,10 +144,18 @@ class Link:
 
     async def acall(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Ask the node; other work goes on meanwhile (questions that take seconds)."""
+        return await self._asked(lambda cid: ("call", cid, name, args, kwargs))
+
+    async def acall_as(self, token: str | None, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``acall`` for one web session (``clusterd.node.web``: the node answers with
+        that session's login; None: before one, to log in)."""
+        return await self._asked(lambda cid: ("call", cid, name, args, kwargs, token))
+
+    async def _asked(self, question: Callable[[int], tuple[Any, ...]]) -> Any:
         cid = next(self.ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[cid] = future
-        self.send(("call", cid, name, args, kwargs))
+        self.send(question(cid))
         return await future
 
 
@@ -308,22 +316,50 @@ class ToNode(logging.Handler):
         self.link.send(("log", record.levelno, record.name, text))
 
 
-async def _serve(link: Link, info: dict[str, Any]) -> None:
-    from clusterd.cli.serve import ShellChannel
+def image(link: Link, info: dict[str, Any]) -> Store:
+    """A worker's read-only image of the store: read from the database once (``follow``
+    keeps it current), or the node's, while the database is down."""
     from clusterd.store.store import Store
 
     config = info["config"]
     where = {"origin": config.serial, "hostname": info["hostname"], "readonly": True}
     try:
-        store = Store(config.database_url, **where)
+        return Store(config.database_url, **where)
     except StoreError:  # the database is down: the node's image (it changes nothing then)
-        store = Store(config.database_url, **where, image=link.call("state"))
+        return Store(config.database_url, **where, image=link.call("state"))
+
+
+def follow(store: Store, link: Link, message: tuple[Any, ...]) -> bool:
+    """The node's frames that keep the image current (a durable batch; the store
+    replaced); False for any other."""
+    match message:
+        case ("outcomes", outcomes):
+            for out in outcomes:
+                if not is_applied(store.state, out.commit.id):
+                    apply(store.state, out)
+            return True
+        case ("reload",):
+            try:
+                store.reload()
+            except StoreError:  # the database is down: the node's image
+                store.state = link.call("state")
+            return True
+    return False
+
+
+async def _serve(link: Link, info: dict[str, Any]) -> None:
+    from clusterd.cli.serve import ShellChannel
+
+    config = info["config"]
+    store = image(link, info)
     api = RemoteAPI(link, store, config.serial, config.max_pending_changes)
     chan = Channel(link, info)
     shell = ShellChannel(api, info["login"], chan, info["command"])  # type: ignore[arg-type]
     ended = asyncio.Event()
 
     def handle(message: tuple[Any, ...]) -> None:
+        if follow(store, link, message):
+            return
         match message:
             case ("data", data):
                 shell.feed(data)
@@ -338,15 +374,6 @@ async def _serve(link: Link, info: dict[str, Any]) -> None:
                 ended.set()
             case ("logout", why):
                 shell.logout(why)
-            case ("outcomes", outcomes):
-                for out in outcomes:
-                    if not is_applied(store.state, out.commit.id):
-                        apply(store.state, out)
-            case ("reload",):
-                try:
-                    store.reload()
-                except StoreError:  # the database is down: the node's image
-                    store.state = link.call("state")
 
     held, link.held = link.held, []
     link.handler = handle
