@@ -23,6 +23,7 @@ FLAGS = {
     "database": str,
     "software_version": str,
     "log_level": str,
+    "web_listen": str,
 }
 
 
@@ -36,6 +37,7 @@ HELP = {
     "install 'clusterd[postgres]')",
     "software_version": "tests only: pretend to run another version",
     "log_level": "DEBUG, INFO (default), WARNING or ERROR",
+    "web_listen": "ADDRESS:PORT of the web interface over HTTPS (default: none)",
 }
 
 

@@ -9,11 +9,12 @@ source with ``ast``: a rule broken by a new import fails here, whatever runs.
   renderers, the journal): the node hands them effective values.
 * The product never imports the front end (``cli/``) or the test bed
   (``clusterd/dev/``); only the entry points, which put the program together:
-  ``__main__`` (the daemon and its shell factory, the demo) and ``shellworker`` (the
-  shell worker processes).
-* The front ends reach the node only through ``clusterd.node.api``: never the daemon, the
-  admin operations' module, the store, the links or the transports (a type named in
-  an annotation only is allowed).
+  ``__main__`` (the daemon and its shell factory, the demo), ``shellworker`` (the
+  shell worker processes) and ``webworker`` (the web worker process).
+* The front ends (``cli/``, the web application ``clusterd/web/``) reach the node only
+  through ``clusterd.node.api`` or the calls of their worker process: never the
+  daemon, the admin operations' module, the store, the links or the transports (a type
+  named in an annotation only is allowed).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ MAY_IMPORT = {
     "store": {"core"},
     "services": {"core"},
 }
-ENTRY_POINTS = ("__main__.py", "shellworker.py")
+ENTRY_POINTS = ("__main__.py", "shellworker.py", "webworker.py")
 FRONT_END_MAY_NOT = {
     "clusterd.node.daemon",
     "clusterd.node.admin",
@@ -121,7 +122,7 @@ def test_the_product_never_imports_the_front_end_or_the_test_bed() -> None:
 
 def test_the_front_end_reaches_the_node_only_through_the_api() -> None:
     offenders = {}
-    for path in sorted((ROOT / "cli").glob("*.py")):
+    for path in sorted([*(ROOT / "cli").glob("*.py"), *(PACKAGE / "web").glob("*.py")]):
         found = {
             n
             for n in imports(path, typing_too=False)

@@ -81,6 +81,12 @@ class ClusterdError(Exception):
     code: str | None = None  # for programs: what went wrong, in a word (control answers)
 
 
+class SessionExpired(ClusterdError):
+    """A web session the node does not know (any more): log in again."""
+
+    code = "expired"
+
+
 class CommitConflict(ClusterdError):
     """Raised when pending changes collide with commits made since they were read."""
 

@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from clusterd import __version__
 from clusterd.core.errors import ConfigError
@@ -28,6 +35,20 @@ CheckList = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=nodechecks.MAX_TEXT)]],
     Field(max_length=nodechecks.MAX_ITEMS),
 ]
+
+
+def web_address(value: str) -> tuple[str, int]:
+    """``ADDRESS:PORT`` (``[::1]:8443`` for IPv6) of the web interface."""
+    host, colon, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError("ADDRESS:PORT, e.g. 127.0.0.1:8443 or [::1]:8443") from None
+    if not colon or not 1 <= number <= 65535:
+        raise ValueError("ADDRESS:PORT, with a port from 1 to 65535")
+    return str(address), number
 
 
 class DaemonConfig(BaseModel):
@@ -80,6 +101,12 @@ class DaemonConfig(BaseModel):
     targets_dir: str = "targets.d"
     # s a watcher over SSH may leave what it is sent unread before it is dropped.
     watch_unread_drop: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # The web interface (docs/web.md): HTTPS on ADDRESS:PORT; nothing: none.  The
+    # certificate: these files, or one this machine makes for its name (web.crt, web.key).
+    web_listen: str | None = None
+    web_cert: Path | None = None
+    web_key: Path | None = None
+    web_session_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 30.0
     # Alerts by mail to the alertconfig recipients (clusterd.node.alertmail).
     alert_relay: str = "localhost:25"  # host or host:port: a relay, or the local MTA
     alert_from: str | None = None  # default clusterd@HOSTNAME
@@ -101,6 +128,19 @@ class DaemonConfig(BaseModel):
         if not DOMAIN_RE.fullmatch(name):
             raise ValueError("a fully qualified host name (two labels or more: ny.example.com)")
         return name
+
+    @field_validator("web_listen")
+    @classmethod
+    def _web_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            web_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _web_files(self) -> DaemonConfig:
+        if (self.web_cert is None) != (self.web_key is None):
+            raise ValueError("web_cert and web_key go together (or neither: this machine's own)")
+        return self
 
     @field_validator("alert_relay")
     @classmethod

@@ -41,6 +41,7 @@ from clusterd.node.follower import Follower
 from clusterd.node.links import Links
 from clusterd.node.looplag import LoopLag
 from clusterd.node.publish import Publisher
+from clusterd.node.web import Web
 from clusterd.node.workers import Workers
 from clusterd.store.store import Store
 from clusterd.store.writer import ThreadWriter
@@ -104,6 +105,11 @@ class Daemon:
         if isinstance(shells, Workers):  # their images of the store follow ours
             self.store.listeners.append(lambda outcomes, _local: shells.applied(outcomes))
             self.store.on_replaced.append(shells.replaced)
+        self.web = Web(self) if config.web_listen else None  # (binds now: a clash says so)
+        if self.web is not None:  # its image of the store follows ours
+            web = self.web
+            self.store.listeners.append(lambda outcomes, _local: web.applied(outcomes))
+            self.store.on_replaced.append(web.replaced)
         trace = config.data_dir / config.trace_file if config.trace_file else None
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self.summary_cache: tuple[Any, dict[str, Any]] | None = None  # status.summary
@@ -158,6 +164,8 @@ class Daemon:
         self.mail.start()
         self.publisher.start()
         self.targets.start()
+        if self.web is not None:
+            await self.web.start()
         try:
             await self.stopping.wait()
         finally:
@@ -169,6 +177,8 @@ class Daemon:
             self.targets.stop()
             if isinstance(self.shell_factory, Workers):
                 self.shell_factory.close()
+            if self.web is not None:
+                self.web.close()
             self.member.stop()
             for server in [*self.servers, self.admin_server, self.ccs_server]:
                 if server is not None:

@@ -44,6 +44,7 @@ def report(d: Daemon) -> dict[str, Any]:
         "alerts": list(d.alerts),
         "alert_mail": d.mail.status(),
         **targets.status(d.publisher, d.targets),
+        "web": None if d.web is None else d.web.status(),
         "reverse_dns": {"policy": d.config.reverse_dns, "members": reverse_facts(d)},
     }
 

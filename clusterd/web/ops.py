@@ -1,0 +1,303 @@
+"""What the web interface does, once for the JSON API and the pages (the pages are the
+API's client in spirit: each form does exactly one of these).
+
+Reads come from the worker's image of the store; edits go into the browser session's
+pending changes (validated as the shell's are); commits and everything about the
+running cluster are asked of the node, which checks the session's role itself.  Every
+value shown has its secret fields as "set".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from clusterd.core import layers
+from clusterd.core.edits import Start
+from clusterd.core.errors import ClusterdError
+from clusterd.core.modes import Mode
+from clusterd.core.preview import effect
+from clusterd.core.state import definition
+from clusterd.core.versions import JSON
+from clusterd.schema.feature import Feature
+from clusterd.trust.logins import READ_ONLY_ROLES
+from clusterd.web.context import Browser, Context
+
+HISTORY = 50  # commits on the history page
+
+
+class Refused(ClusterdError):
+    """The session's role may not do this (HTTP 403)."""
+
+
+class Conflicts(ClusterdError):
+    """Pending changes that others committed over since they were read (HTTP 409)."""
+
+    def __init__(self, found: list[dict[str, Any]]) -> None:
+        super().__init__("changed by another commit since you read them")
+        self.found = found
+
+
+def role_of(ctx: Context, browser: Browser) -> str:
+    role = ctx.role(browser.user)
+    if role is None:
+        raise Refused(f"user {browser.user!r} no longer exists in this cluster")
+    return role
+
+
+def may_read(ctx: Context, browser: Browser) -> str:
+    """The role, if it may read the configuration (a guest may not: as in the shell)."""
+    role = role_of(ctx, browser)
+    if role == "guest":
+        raise Refused(f"{browser.user} is a guest: the configuration is not open to guests")
+    return role
+
+
+def may_write(ctx: Context, browser: Browser, what: str) -> None:
+    role = role_of(ctx, browser)
+    if role in READ_ONLY_ROLES:
+        raise Refused(f"{browser.user} ({role}) may not {what}")
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def features(ctx: Context) -> list[dict[str, Any]]:
+    return [{"command": f.command, "title": f.title, "kind": f.kind.value,
+             "levels": sorted(level.value for level in f.levels),
+             "description": f.description}
+            for f in ctx.store.catalogue if not f.internal]  # fmt: skip
+
+
+def modes(ctx: Context, browser: Browser) -> list[dict[str, str]]:
+    """Every mode of the cluster, as the session sees it (its pending groups too)."""
+    view = browser.session.view
+    if layers.cluster_name(view) is None:
+        return [{"key": Mode.machine(ctx.hostname).key, "label": f"Machine {ctx.hostname}"}]
+    found = [Mode.cluster()]
+    found += [Mode.group(g) for g in layers.groups(view)]
+    found += [Mode.machine(m) for m in layers.machines(view)]
+    return [{"key": m.key, "label": str(m)} for m in found]
+
+
+def mode_of(ctx: Context, browser: Browser, key: str | None) -> Mode:
+    """The mode a request names (by key), one of the cluster's; the session's own
+    machine when it names none."""
+    if not key:
+        key = Mode.cluster().key if layers.cluster_name(ctx.store.state) else None
+        return Mode.from_key(key) if key else Mode.machine(ctx.hostname)
+    mode = Mode.from_key(key)
+    if key not in {m["key"] for m in modes(ctx, browser)}:
+        raise ClusterdError(f"no {mode} in this cluster")
+    return mode
+
+
+def feature_of(ctx: Context, command: str) -> Feature:
+    if command not in ctx.store.catalogue or ctx.store.catalogue[command].internal:
+        raise ClusterdError(f"no feature {command!r}")
+    return ctx.store.catalogue[command]
+
+
+def feature_at(ctx: Context, browser: Browser, command: str, key: str | None) -> dict[str, Any]:
+    """One feature at one mode, as the session sees it: where it is defined, what this
+    mode defines (or would inherit, and from where), the lower modes that override it."""
+    may_read(ctx, browser)
+    feature, mode = feature_of(ctx, command), mode_of(ctx, browser, key)
+    view = browser.session.view
+    value = definition(view.entries(feature.command, mode.key), feature.is_table)
+    defined_at = [{"key": m.key, "label": str(m)}
+                  for m, defined in layers.defined_at(view, feature) if defined]  # fmt: skip
+    inherited = browser.session.edit.inherited_from(feature, mode)
+    overriding = [str(m) for m in layers.overriding(view, feature, mode)]
+    allowed = mode.level in feature.levels
+    badge = "inherited"
+    if value is not None:
+        badge = "overridden here"
+        if not value and inherited.value:
+            badge = "empty override hides inherited data"
+    return {
+        "feature": feature.command,
+        "title": feature.title,
+        "kind": feature.kind.value,
+        "mode": {"key": mode.key, "label": str(mode)},
+        "allowed_here": allowed,
+        "defined_here": value is not None,
+        "badge": badge,
+        "value": feature.shown(value),
+        "inherited": feature.shown(inherited.value),
+        "inherited_from": "the factory defaults" if inherited.mode is None else str(inherited.mode),
+        "defined_at": defined_at,
+        "overridden_below": overriding,  # (not affected by a change here)
+    }
+
+
+def explain(ctx: Context, browser: Browser, command: str) -> list[dict[str, Any]]:
+    """The effective value on each machine and where it comes from."""
+    may_read(ctx, browser)
+    feature = feature_of(ctx, command)
+    view = browser.session.view
+    found = []
+    for machine, row in layers.machines(view).items() or {ctx.hostname: {}}.items():
+        resolved = layers.resolve(view, feature, layers.chain(view, machine))
+        found.append({"machine": machine, "group": row.get("group"),
+                      "value": feature.shown(resolved.value),
+                      "from": "the factory defaults" if resolved.mode is None
+                      else str(resolved.mode)})  # fmt: skip
+    return found
+
+
+def pending(ctx: Context, browser: Browser) -> dict[str, Any]:
+    may_read(ctx, browser)
+    cat = ctx.store.catalogue
+    changes = []
+    for unit, write in browser.session.pending.items():
+        feature = cat[unit.feature]
+        if unit.is_marker:  # a record, or a table's definition
+            value = write.value if feature.is_table else feature.shown(write.value)
+        else:
+            value = feature.shown({unit.key: write.value})[unit.key]
+        changes.append({"feature": unit.feature, "mode": str(Mode.from_key(unit.mode)),
+                        "row": None if unit.is_marker else unit.key,
+                        "value": value})  # fmt: skip
+    machines = list(layers.machines(ctx.store.state)) or [ctx.hostname]
+    preview = effect(ctx.store.state, browser.session.view, cat, browser.session.pending,
+                     machines)  # fmt: skip
+    return {"changes": changes, "preview": preview}
+
+
+def history(ctx: Context, browser: Browser, limit: int = HISTORY) -> list[dict[str, Any]]:
+    may_read(ctx, browser)
+    names = {**layers.hostnames(ctx.store.state), ctx.store.origin: ctx.store.hostname}
+    found = []
+    for c in ctx.store.commit_log(limit):
+        found.append({"id": str(c.id), "origin": names.get(c.id.origin, c.id.origin),
+                      "user": c.user, "at": c.at, "comment": c.comment,
+                      "changed": sorted({f"{w.unit.feature} at {Mode.from_key(w.unit.mode)}"
+                                         for w in c.writes})})  # fmt: skip
+    return found
+
+
+# -- editing (the session's pending changes) ---------------------------------------------
+
+START = {"empty": Start.EMPTY, "defaults": Start.DEFAULTS, "inherited": Start.INHERITED}
+
+
+def _kept_secrets(feature: Feature, current: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """A secret field sent back as shown ("set") or left empty keeps its value."""
+    kept = dict(data)
+    for name in feature.secrets:
+        if kept.get(name) in ("set", "", None) and isinstance(current, dict) and name in current:
+            kept[name] = current[name]
+    return kept
+
+
+def edit(ctx: Context, browser: Browser, command: str, key: str, op: str,
+         **args: Any) -> JSON | None:  # fmt: skip
+    """One edit of the session's pending changes (``ClusterdError`` / ``InvalidSetting``
+    say why not, and nothing changed)."""
+    may_write(ctx, browser, "change settings")
+    feature, mode = feature_of(ctx, command), mode_of(ctx, browser, key)
+    s = browser.session
+    match op:
+        case "define":
+            start = START.get(str(args.get("start")))
+            if start is None:
+                raise ClusterdError("start: empty, defaults or inherited")
+            s.define(command, mode, start)
+        case "undefine":
+            s.undefine(command, mode)
+        case "set_record":
+            marker = s.view.entries(command, mode.key).marker
+            data = _kept_secrets(feature, marker.value if marker else None, dict(args["value"]))
+            return s.set_record(command, mode, data)
+        case "set_row":
+            row = str(args["row"])
+            kept = _kept_secrets(feature, s.view.row(command, mode.key, row), dict(args["value"]))
+            return s.set_row(command, mode, row, kept)
+        case "delete_row":
+            s.delete_row(command, mode, str(args["row"]))
+        case "copy" | "move":
+            to = str(args.get("to") or "")
+            if to == "allgroups" and op == "copy":
+                s.copy_to_all_groups(command, mode)
+            else:
+                (s.copy if op == "copy" else s.move)(command, mode, mode_of(ctx, browser, to))
+        case _:
+            raise ClusterdError(f"no edit {op!r}")
+    return None
+
+
+def clear(ctx: Context, browser: Browser) -> int:
+    return browser.session.clear()
+
+
+def conflicts(ctx: Context, browser: Browser) -> list[dict[str, Any]]:
+    names = {**layers.hostnames(ctx.store.state), ctx.store.origin: ctx.store.hostname}
+    found = []
+    for c in browser.session.conflicts():
+        current = c.current
+        found.append({"feature": c.unit.feature, "mode": str(Mode.from_key(c.unit.mode)),
+                      "row": None if c.unit.is_marker else c.unit.key,
+                      "now": "deleted" if current is None or current.value is None
+                      else "changed",
+                      "commit": None if current is None else str(current.commit),
+                      "holder": None if current is None
+                      else names.get(current.origin, current.origin)})  # fmt: skip
+    return found
+
+
+async def commit(ctx: Context, browser: Browser, comment: str,
+                 on_conflict: str | None) -> dict[str, Any]:  # fmt: skip
+    """The session's pending changes committed by the node.  Changes that others
+    committed over since they were read are ``Conflicts`` unless ``on_conflict`` says
+    what to do: "overwrite" (ours win) or "discard" (theirs stay)."""
+    may_write(ctx, browser, "commit changes")
+    if not browser.session.pending:
+        return {"commit": None, "text": "There are no changes to commit."}
+    found = conflicts(ctx, browser)
+    if found and on_conflict not in ("overwrite", "discard"):
+        raise Conflicts(found)
+    keep = "discard" if on_conflict == "discard" else "keep"
+    saved = browser.session.pending.saved()
+    made = await ctx.ask(browser, "commit", saved, comment, keep, None)
+    browser.session.pending.clear()
+    if made is None:
+        return {"commit": None, "text": "Nothing left to commit."}
+    return {"commit": str(made.id), "at": time.time(),
+            "text": f"Changes committed: {made.id}"}  # fmt: skip
+
+
+# -- the running cluster (asked of the node) -----------------------------------------------
+
+
+async def status(ctx: Context, browser: Browser) -> dict[str, Any]:
+    may_read(ctx, browser)
+    found = await ctx.ask(browser, "status")
+    return {k: found.get(k) for k in ("hostname", "serial", "cluster", "software",
+                                      "disconnected", "links", "peers", "vv", "digest",
+                                      "targets", "catch_up", "alerts", "uptime_s")}  # fmt: skip
+
+
+async def cluster(ctx: Context, browser: Browser) -> dict[str, Any]:
+    """LIST and CONNSTATUS."""
+    may_read(ctx, browser)
+    state = ctx.store.state
+    connstatus = await ctx.ask(browser, "admin.connstatus")
+    return {"cluster": layers.cluster_name(state), "groups": layers.groups(state),
+            "machines": layers.machines(state), "prepared": layers.prepared(state),
+            "connstatus": connstatus}  # fmt: skip
+
+
+GROUP_OPS = ("addgroup", "renamegroup", "deletegroup", "setgroup")
+
+
+async def group_op(ctx: Context, browser: Browser, op: str, args: dict[str, str]) -> Any:
+    may_write(ctx, browser, "change the cluster")
+    if op not in GROUP_OPS:
+        raise ClusterdError(f"no operation {op!r} ({', '.join(GROUP_OPS)})")
+    return await ctx.ask(browser, "admin.group_op", op, args, browser.user)
+
+
+async def set_disconnected(ctx: Context, browser: Browser, machine: str, flag: bool) -> Any:
+    may_write(ctx, browser, "change the cluster")
+    return await ctx.ask(browser, "admin.set_disconnected", machine, flag, browser.user)

@@ -1,0 +1,347 @@
+"""The pages: HTML forms over the operations of ``clusterd.web.ops`` (the JSON API does
+the same with JSON).  Jinja2 escapes every value; a form that changes anything carries
+the session's CSRF token; after a change the page is shown again (redirect), with
+what happened or, for an invalid value, the form with the problems next to the fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jinja2
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from clusterd.core import layers
+from clusterd.core.errors import ClusterdError, SessionExpired
+from clusterd.schema.validation import InvalidSetting
+from clusterd.web import forms, ops
+from clusterd.web.app import COOKIE, HERE, Auth
+from clusterd.web.context import Browser, Context
+
+EVENTS_EVERY = 2.0  # s between the status pushed to an open page
+
+env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+env.filters["json"] = lambda value: json.dumps(value, indent=1, sort_keys=True)
+env.filters["when"] = lambda at: time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(at))
+
+
+def page(request: Request, template: str, browser: Browser | None, status: int = 200,
+         **values: Any) -> HTMLResponse:  # fmt: skip
+    ctx: Context = request.app.state.ctx
+    role = None if browser is None else ctx.role(browser.user)
+    notes, browser_events = [], []
+    if browser is not None:
+        browser_events, browser.events = browser.events, []
+        notes = browser_events
+    html = env.get_template(template).render(
+        me=browser, role=role, machine=ctx.hostname, notes=notes,
+        cluster=layers.cluster_name(ctx.store.state),
+        pending=0 if browser is None else len(browser.session.pending), **values)  # fmt: skip
+    return HTMLResponse(html, status_code=status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/"):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    if exc.status_code == 401:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    return page(request, "error.html", None, exc.status_code, error=exc.detail)
+
+
+async def _form(request: Request) -> dict[str, Any]:
+    form = await request.form()
+    return {"raw": form, **{k: v for k, v in form.items() if isinstance(v, str)}}
+
+
+def back(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+async def session(request: Request, form: dict[str, Any] | None = None) -> Browser:
+    return await Auth.browser(request, form)
+
+
+def refused(request: Request, browser: Browser | None, exc: Exception) -> HTMLResponse:
+    status = 403 if isinstance(exc, ops.Refused) else 400
+    return page(request, "error.html", browser, status, error=str(exc))
+
+
+# -- logging in -----------------------------------------------------------------------------
+
+
+async def login_form(request: Request) -> Response:
+    return page(request, "login.html", None, error=None,
+                next=request.query_params.get("next", "/"))  # fmt: skip
+
+
+async def login(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await _form(request)
+    where = str(form.get("next") or "/")
+    where = where if where.startswith("/") and not where.startswith("//") else "/"
+    client = request.client
+    source = f"{client.host}:{client.port}" if client else "?"
+    try:
+        browser = await ctx.login(str(form.get("user", "")), str(form.get("passphrase", "")),
+                                  source)  # fmt: skip
+    except ClusterdError as exc:
+        return page(request, "login.html", None, 401, error=str(exc), next=where)
+    answer = back(where)
+    answer.set_cookie(COOKIE, browser.token, httponly=True, secure=True, samesite="strict")
+    return answer
+
+
+async def logout(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    browser = await session(request, await _form(request))
+    await ctx.logout(browser)
+    answer = back("/login")
+    answer.delete_cookie(COOKIE, httponly=True, secure=True, samesite="strict")
+    return answer
+
+
+# -- the cluster ------------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    try:
+        found = await ops.status(ctx, browser)
+    except ops.Refused as exc:
+        return refused(request, browser, exc)
+    return page(request, "home.html", browser, member=found, mesh=mesh(found))
+
+
+def mesh(status: dict[str, Any]) -> dict[str, Any]:
+    """The members on a circle and the links between them, for the picture."""
+    import math
+
+    me = status["hostname"]
+    names = [me, *[p["hostname"] for p in status.get("peers") or []]]
+    count = max(len(names), 1)
+    points = {n: (150 + 110 * math.cos(2 * math.pi * i / count - math.pi / 2),
+                  130 + 100 * math.sin(2 * math.pi * i / count - math.pi / 2))
+              for i, n in enumerate(names)}  # fmt: skip
+    links = [{"a": points[me], "b": points[p["hostname"]], "state": p["state"]}
+             for p in status.get("peers") or []]  # fmt: skip
+    return {"points": points, "links": links, "me": me}
+
+
+async def cluster_page(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    try:
+        found = await ops.cluster(ctx, browser)
+    except ops.Refused as exc:
+        return refused(request, browser, exc)
+    return page(request, "cluster.html", browser, found=found,
+                groups=layers.groups(ctx.store.state))  # fmt: skip
+
+
+async def cluster_change(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await _form(request)
+    browser = await session(request, form)
+    action = str(form.get("action", ""))
+    try:
+        if action in ops.GROUP_OPS:
+            args = {k: str(form[k]) for k in ("group", "old", "new", "machine", "move_to")
+                    if form.get(k)}  # fmt: skip
+            await ops.group_op(ctx, browser, action, args)
+        elif action in ("disconnect", "reconnect"):
+            await ops.set_disconnected(ctx, browser, str(form.get("machine", "")),
+                                       action == "disconnect")  # fmt: skip
+        else:
+            raise ClusterdError(f"no action {action!r}")
+    except (ClusterdError, KeyError) as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return refused(request, browser, exc)
+    browser.events.append(f"{action}: done")
+    return back("/cluster")
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+async def settings_index(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    try:
+        ops.may_read(ctx, browser)
+    except ops.Refused as exc:
+        return refused(request, browser, exc)
+    return page(request, "settings_index.html", browser, features=ops.features(ctx))
+
+
+async def settings(request: Request) -> Response:
+    return _settings(request, await session(request))
+
+
+def _settings(request: Request, browser: Browser, problems: list[str] | None = None,
+              row: str | None = None, status: int = 200) -> Response:  # fmt: skip
+    ctx: Context = request.app.state.ctx
+    command = request.path_params["feature"]
+    try:
+        found = ops.feature_at(ctx, browser, command, request.query_params.get("mode"))
+        explained = ops.explain(ctx, browser, command)
+    except (ClusterdError, ValueError) as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return refused(request, browser, exc)
+    feature = ops.feature_of(ctx, command)
+    shown = found["value"] if found["defined_here"] else found["inherited"]
+    rows: list[dict[str, Any]] = []
+    record: list[forms.Field] = []
+    if feature.is_table:
+        for name, value in sorted((shown or {}).items()):
+            rows.append({"name": name, "value": value,
+                         "fields": forms.fields(feature, value,
+                                                problems if row == name else None)})  # fmt: skip
+    else:
+        record = forms.fields(feature, shown, problems)
+    new_row = forms.fields(feature, {}, problems if row == "" else None)
+    return page(request, "settings.html", browser, status, f=found, rows=rows, record=record,
+                new_row=new_row, problems=problems or [], modes=ops.modes(ctx, browser),
+                explained=explained, may_write=ops.role_of(ctx, browser) not in
+                ("read-only", "guest"))  # fmt: skip
+
+
+async def settings_edit(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await _form(request)
+    browser = await session(request, form)
+    command, mode = request.path_params["feature"], request.query_params.get("mode") or ""
+    op, row = str(form.get("op", "")), form.get("row")
+    feature = ops.feature_of(ctx, command)
+    args: dict[str, Any] = {k: form[k] for k in ("start", "to") if form.get(k)}
+    if row is not None:
+        args["row"] = str(row).strip()
+    try:
+        if op in ("set_record", "set_row"):
+            args["value"] = forms.submitted(feature, form["raw"])
+            if op == "set_row" and not args["row"]:
+                raise InvalidSetting(["the row needs a name"])
+        ops.edit(ctx, browser, command, mode, op, **args)
+    except InvalidSetting as exc:
+        return _settings(request, browser, exc.problems, row=args.get("row"), status=422)
+    except (ClusterdError, KeyError, ValueError) as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return refused(request, browser, exc)
+    browser.events.append(f"{command}: {op.replace('_', ' ')} — pending, not yet committed")
+    return back(f"/settings/{command}?mode={mode}")
+
+
+# -- pending, commit, history ------------------------------------------------------------------
+
+
+async def pending_page(request: Request) -> Response:
+    return _pending(request, await session(request))
+
+
+def _pending(request: Request, browser: Browser, conflicts: list[dict[str, Any]] | None = None,
+             status: int = 200) -> Response:  # fmt: skip
+    ctx: Context = request.app.state.ctx
+    try:
+        found = ops.pending(ctx, browser)
+    except ops.Refused as exc:
+        return refused(request, browser, exc)
+    return page(request, "pending.html", browser, status, found=found,
+                conflicts=conflicts or [])  # fmt: skip
+
+
+async def pending_change(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await _form(request)
+    browser = await session(request, form)
+    try:
+        if form.get("action") == "clear":
+            browser.events.append(f"{ops.clear(ctx, browser)} pending change(s) discarded")
+        else:
+            made = await ops.commit(ctx, browser, str(form.get("comment", "")),
+                                    form.get("on_conflict") or None)  # fmt: skip
+            browser.events.append(made["text"])
+    except ops.Conflicts as exc:
+        return _pending(request, browser, exc.found, status=409)
+    except ClusterdError as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return refused(request, browser, exc)
+    return back("/pending")
+
+
+async def history_page(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    try:
+        found = ops.history(ctx, browser)
+    except ops.Refused as exc:
+        return refused(request, browser, exc)
+    return page(request, "history.html", browser, commits=found)
+
+
+# -- live updates -------------------------------------------------------------------------------
+
+
+async def events(request: Request) -> Response:
+    """Server-sent events for an open page: ``status`` every few seconds and at once
+    after each commit applied here, ``history`` (the newest commit) after each."""
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    ops.may_read(ctx, browser)
+    changed = asyncio.Event()
+    ctx.changed.append(changed.set)
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            while True:
+                found = await ops.status(ctx, browser)
+                peers = [
+                    {"hostname": p["hostname"], "state": p["state"], "behind": p.get("behind", 0)}
+                    for p in found.get("peers") or []
+                ]
+                newest = ops.history(ctx, browser, 1)
+                yield f"event: status\ndata: {json.dumps({'peers': peers, 'vv': found['vv']})}\n\n"
+                yield f"event: history\ndata: {json.dumps(newest)}\n\n"
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), EVENTS_EVERY)
+        finally:
+            ctx.changed.remove(changed.set)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", home, methods=["GET"]),
+        Route("/cluster", cluster_page, methods=["GET"]),
+        Route("/cluster", cluster_change, methods=["POST"]),
+        Route("/settings", settings_index, methods=["GET"]),
+        Route("/settings/{feature}", settings, methods=["GET"]),
+        Route("/settings/{feature}/edit", settings_edit, methods=["POST"]),
+        Route("/pending", pending_page, methods=["GET"]),
+        Route("/pending", pending_change, methods=["POST"]),
+        Route("/history", history_page, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+    ]

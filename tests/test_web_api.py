@@ -1,0 +1,178 @@
+"""The web interface's JSON API on real daemons, over HTTPS, as a script uses it: the
+journeys of the browser tests, the roles, CSRF, expired sessions, conflicts, hostile
+and oversized requests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterd.dev.testbed import PASSPHRASE
+from tests.webbed import Client, WebBed, web_cluster
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[WebBed]:
+    with web_cluster(tmp_path) as found:
+        yield found
+
+
+def admin(web: WebBed, i: int = 0) -> Client:
+    client = web.client(i)
+    assert client.login("admin", PASSPHRASE).status == 200
+    return client
+
+
+def explain(client: Client, feature: str) -> dict[str, tuple[str, object]]:
+    answer = client.get(f"/api/v1/features/{feature}/explain")
+    assert answer.status == 200, answer.body
+    return {e["machine"]: (e["from"], e["value"]) for e in answer.body}
+
+
+def test_override_at_a_group_commit_and_move_it_back_up(web: WebBed) -> None:
+    m0, m1, m2 = web.machines
+    a = admin(web, 0)
+    modes = [m["key"] for m in a.get("/api/v1/modes").body]
+    assert modes[:1] == ["cluster"] and "group:Paris" in modes and f"machine:{m2.hostname}" in modes
+    at_group = a.get("/api/v1/features/settz?mode=group:Paris").body
+    assert at_group["defined_here"] is False and at_group["badge"] == "inherited"
+    assert at_group["inherited_from"] == "the factory defaults"
+    # Override at the group, starting from the inherited settings, and edit there.
+    assert a.edit("settz", "group:Paris", op="define", start="inherited").status == 200
+    assert a.edit("settz", "group:Paris", op="set_record",
+                  value={"timezone": "Europe/Paris"}).status == 200  # fmt: skip
+    pending = a.get("/api/v1/pending").body
+    assert [(c["feature"], c["mode"]) for c in pending["changes"]] == [("settz", "Group Paris")]
+    preview = pending["preview"]
+    assert preview[m2.hostname]["changes"]["settz"][1] == {"timezone": "Europe/Paris"}
+    assert preview[m0.hostname]["changes"] == {} and preview[m1.hostname]["changes"] == {}
+    made = a.post("/api/v1/commit", {"comment": "Paris time"})
+    assert made.status == 200 and made.body["commit"].startswith("SER-000:"), made.body
+    assert a.get("/api/v1/pending").body["changes"] == []
+    # On another member's interface: the group's machine changed, the others did not.
+    b = admin(web, 1)
+    web.bed.wait(lambda: explain(b, "settz")[m2.hostname][0] == "Group Paris", what="applied")
+    seen = explain(b, "settz")
+    assert seen[m2.hostname] == ("Group Paris", {"timezone": "Europe/Paris"})
+    assert seen[m0.hostname] == ("the factory defaults", {"timezone": "UTC"})
+    defined = b.get("/api/v1/features/settz?mode=cluster").body["defined_at"]
+    assert [d["key"] for d in defined] == ["group:Paris"]
+    history = b.get("/api/v1/history").body
+    assert history[0]["id"] == made.body["commit"] and history[0]["comment"] == "Paris time"
+    # Move the settings back up to the cluster: everyone has them, from the cluster.
+    assert b.edit("settz", "group:Paris", op="move", to="cluster").status == 200
+    assert b.post("/api/v1/commit", {"comment": "up"}).status == 200
+    web.bed.wait(lambda: {f for f, _ in explain(a, "settz").values()} == {"Cluster"},
+                 what="moved up, seen on m0")  # fmt: skip
+    assert {v["timezone"] for _, v in explain(a, "settz").values()} == {"Europe/Paris"}  # type: ignore[index]
+
+
+def test_add_a_group_and_move_a_machine(web: WebBed) -> None:
+    a = admin(web)
+    m1 = web.machines[1]
+    assert a.post("/api/v1/cluster/groups", {"op": "addgroup", "group": "Rome"}).status == 200
+    moved = a.post("/api/v1/cluster/groups",
+                   {"op": "setgroup", "machine": m1.hostname, "group": "Rome"})  # fmt: skip
+    assert moved.status == 200, moved.body
+    cluster = a.get("/api/v1/cluster").body
+    assert cluster["machines"][m1.hostname]["group"] == "Rome"
+    assert "Rome" in cluster["groups"]
+    assert {m["hostname"] for m in cluster["connstatus"]["members"]} == {
+        m.hostname for m in web.machines[1:]}  # fmt: skip
+    bad = a.post("/api/v1/cluster/groups", {"op": "setgroup", "machine": "nosuch.example.com",
+                                            "group": "Rome"})  # fmt: skip
+    assert bad.status == 400 and "nosuch" in bad.body["error"]
+
+
+def test_a_conflict_names_who_holds_the_unit_and_their_commit(web: WebBed) -> None:
+    first, second = admin(web, 0), admin(web, 1)
+    for client in (first, second):
+        client.edit("unsubscribe", "cluster", op="define", start="empty")
+    assert first.post("/api/v1/commit", {"comment": "mine"}).status == 200
+    commit = first.get("/api/v1/history").body[0]["id"]
+    web.bed.wait(web.bed.converged, what="converged")
+    refused = second.post("/api/v1/commit", {"comment": "theirs"})
+    assert refused.status == 409, refused.body
+    [conflict] = refused.body["conflicts"]
+    assert conflict["holder"] == web.machines[0].hostname and conflict["commit"] == commit
+    assert second.get("/api/v1/pending").body["changes"], "a refused commit keeps the changes"
+    done = second.post("/api/v1/commit", {"comment": "theirs", "on_conflict": "overwrite"})
+    assert done.status == 200 and done.body["commit"]
+
+
+def test_roles_read_only_and_guest(web: WebBed) -> None:
+    rita, gus = web.client(0), web.client(0)
+    assert rita.login("rita", "rita" * 3).status == 200
+    assert gus.login("gus", "gus" * 3).status == 200
+    assert rita.get("/api/v1/features/settz?mode=cluster").status == 200
+    refused = rita.edit("settz", "cluster", op="define", start="defaults")
+    assert refused.status == 403
+    assert "rita (read-only) may not change settings" in refused.body["error"]
+    assert rita.post("/api/v1/commit", {}).status == 403
+    assert rita.post("/api/v1/cluster/groups", {"op": "addgroup", "group": "X"}).status == 403
+    for path in ("/api/v1/features", "/api/v1/features/settz", "/api/v1/pending",
+                 "/api/v1/history", "/api/v1/status", "/api/v1/cluster"):  # fmt: skip
+        answer = gus.get(path)
+        assert answer.status == 403 and "guest" in answer.body["error"], (path, answer.body)
+    users = rita.get("/api/v1/features/userconfig?mode=cluster").body["value"]
+    assert {row["passphrase_hash"] for row in users.values()} == {"set"}
+
+
+def test_csrf_sessions_and_hostile_requests(web: WebBed) -> None:
+    a = admin(web)
+    # With the cookie (as a page's script), a change needs the CSRF header.
+    no_token = a.post("/api/v1/features/settz/edit?mode=cluster", {"op": "define",
+                      "start": "defaults"}, bearer=False, csrf=False)  # fmt: skip
+    assert no_token.status == 403 and "CSRF" in no_token.body["error"]
+    assert a.get("/api/v1/pending").body["changes"] == []
+    with_token = a.post("/api/v1/features/settz/edit?mode=cluster", {"op": "define",
+                        "start": "defaults"}, bearer=False)  # fmt: skip
+    assert with_token.status == 200
+    assert a.request("DELETE", "/api/v1/pending").body == {"cleared": 1}
+    # No session, a forged one, a logged-out one.
+    anonymous = web.client(0)
+    assert anonymous.get("/api/v1/modes").status == 401
+    anonymous.token = "forged"
+    assert anonymous.get("/api/v1/modes").status == 401
+    gone = admin(web)
+    assert gone.post("/api/v1/logout").status == 200
+    assert gone.get("/api/v1/modes").status == 401
+    # Wrong passphrases: the same words for an unknown user; refused, nothing made.
+    for user in ("admin", "nosuch"):
+        refused = web.client(0).login(user, "wrong passphrase")
+        assert refused.status == 401 and refused.body["error"] == "wrong user or passphrase"
+    # Hostile and oversized requests: a clear error, nothing changed, the daemon alive.
+    assert a.post("/api/v1/commit", raw=b"{not json").status == 400
+    assert a.post("/api/v1/features/settz/edit?mode=cluster", raw=b"x" * (2 * 1024 * 1024)
+                  ).status == 413  # fmt: skip
+    assert a.edit("nosuch", "cluster", op="define", start="empty").status == 400
+    assert a.edit("settz", "group:Nowhere", op="define", start="empty").status == 400
+    assert a.edit("settz", "cluster", op="explode").status == 400
+    bad = a.edit("settz", "cluster", op="set_record", value={"timezone": "Mars/Olympus"})
+    assert bad.status in (400, 422) and "Mars/Olympus" in bad.body["error"]
+    assert a.get("/api/v1/pending").body["changes"] in ([], [{"feature": "settz",
+             "mode": "Cluster", "row": None, "value": {"timezone": "UTC"}}])  # fmt: skip
+    assert web.machines[0].status()["web"]["worker"] is True
+
+
+def test_an_idle_session_expires(tmp_path: Path) -> None:
+    with web_cluster(tmp_path, n=2, web=(0,), web_session_minutes=0.03) as web:
+        a = admin(web)
+        assert a.get("/api/v1/modes").status == 200
+        time.sleep(2.5)
+        expired = a.get("/api/v1/modes")
+        assert expired.status == 401, expired.body
+
+
+def test_the_openapi_description_comes_from_the_schema(web: WebBed) -> None:
+    a = admin(web)
+    doc = a.get("/api/v1/openapi.json").body
+    assert doc["openapi"].startswith("3.1")
+    assert "/api/v1/commit" in doc["paths"] and "post" in doc["paths"]["/api/v1/commit"]
+    settz = doc["components"]["schemas"]["feature.settz"]
+    assert settz["properties"]["timezone"]["default"] == "UTC"
+    routes = doc["components"]["schemas"]["feature.smtproutes"]
+    assert routes["type"] == "object" and "additionalProperties" in routes
