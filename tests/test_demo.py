@@ -56,7 +56,10 @@ def test_demo_walkthrough_on_three_live_machines_through_the_shell() -> None:
     )
     assert listed in out
     assert "      Cluster: Yes\n      Group Main_Group: No" in out
-    assert out.rstrip().endswith("No inconsistencies found.")
+    assert "No inconsistencies found.\n" in out
+    for name, address in (("newyork", "127.0.0.11"), ("losangeles", "127.0.0.12"),
+                          ("chicago", "127.0.0.13")):  # fmt: skip
+        assert f"  {name}: https://{address}:" in out  # each machine's web interface
     if postfixbed.available():  # the services part: a route reaches chicago's Postfix
         assert "example.org smtp:[mx.example.org]:25" in out
         assert "postfix          applied" in out

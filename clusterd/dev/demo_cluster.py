@@ -52,7 +52,12 @@ class Demo:
                 root,
                 i,
                 1.0,
-                {"listen": address, "ccs_enabled": name == "newyork", "hosts_file": str(hosts)},
+                {
+                    "listen": address,
+                    "ccs_enabled": name == "newyork",
+                    "hosts_file": str(hosts),
+                    "web_listen": f"{address}:{free_port()}",
+                },
                 hostname=f"{name}.example.com",
             )
             for i, (name, address) in enumerate(HOSTS.items())
@@ -168,6 +173,11 @@ def run(*, shell: bool = True, out: Callable[[str], None] = print) -> int:
             out("newyork, losangeles and chicago are running on " + ", ".join(
                 f"{h} ({a})" for h, a in HOSTS.items()))  # fmt: skip
             demo.walkthrough()
+            out("")
+            out(f"The web interface of each (user admin, passphrase {PASSPHRASE!r}; the "
+                "certificate is each machine's own):")  # fmt: skip
+            for name, m in demo.machines.items():
+                out(f"  {name}: https://{m.config.web_listen}/")
             if shell:
                 out("")
                 out("You are now in the shell on newyork. Try: help, clusterconfig list,")
