@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from clusterd.cli.clustercheck import _when
 from clusterd.core.edits import Start
 from clusterd.core.modes import Mode
 from clusterd.dev.testbed import Machine, Testbed
+from clusterd.node.checkrun import when as _when
 from clusterd.node.daemon import Daemon
 from clusterd.store.session import Session
 from clusterd.store.store import Store

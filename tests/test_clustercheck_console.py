@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from clusterd.cli.clustercheck import _when
 from clusterd.cli.console import BatchConsole
 from clusterd.cli.shell import Shell
 from clusterd.core import layers, membership
@@ -31,6 +30,7 @@ from clusterd.core.modes import Mode
 from clusterd.core.versions import Commit, Snapshot, Unit
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.node import check
+from clusterd.node.checkrun import when as _when
 from clusterd.node.daemon import Daemon
 from clusterd.store.session import Session
 from clusterd.store.store import Store
