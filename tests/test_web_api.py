@@ -176,3 +176,27 @@ def test_the_openapi_description_comes_from_the_schema(web: WebBed) -> None:
     assert settz["properties"]["timezone"]["default"] == "UTC"
     routes = doc["components"]["schemas"]["feature.smtproutes"]
     assert routes["type"] == "object" and "additionalProperties" in routes
+
+
+def test_clustercheck_and_force_through_the_api(web: WebBed) -> None:
+    from tests.test_web_browser import disconnected_edits
+
+    unit, comment = disconnected_edits(web)
+    a = admin(web, 1)
+    report = a.get("/api/v1/clustercheck").body
+    [loss] = report["lost"]
+    assert loss["unit"] == unit and report["clean"] is False
+    rita = web.client(1)
+    rita.login("rita", "rita" * 3)
+    refused = rita.post("/api/v1/clustercheck/force", {"unit": unit, "lost": loss["lost"],
+                                                       "keep": "overwritten"})  # fmt: skip
+    assert refused.status == 403
+    done = a.post("/api/v1/clustercheck/force", {"unit": unit, "lost": loss["lost"],
+                                                 "keep": "overwritten"})  # fmt: skip
+    assert done.status == 200 and done.body["commit"], done.body
+    web.bed.wait(web.bed.converged, what="converged on the forced version")
+    assert {m.op("effective")["values"]["unsubscribe"]["x@example.com"]["comment"]
+            for m in web.machines} == {comment}  # fmt: skip
+    assert a.get("/api/v1/clustercheck").body["clean"] is True
+    again = a.post("/api/v1/clustercheck/force", {"unit": unit, "lost": loss["lost"]})
+    assert again.status == 400 and "no recorded loss" in again.body["error"]

@@ -180,3 +180,44 @@ def test_a_value_from_the_store_is_escaped(web: WebBed, browser: Any) -> None:
         assert "<script>alert(1)</script>" not in page.content()
     page.goto(web.url(0) + "/history")
     assert hostile in page.inner_text("#history") and dialogs == []
+
+
+def disconnected_edits(web: WebBed) -> tuple[str, str]:
+    """m1 and m2 disconnected, each sets the same unsubscribe row its own way, then
+    reconnected: the later one wins, the other is recorded as overwritten unseen.
+    Returns (the unit, m1's comment)."""
+    _, m1, m2 = web.machines
+    m0 = web.machines[0]
+    m0.edit({"do": "define", "feature": "unsubscribe", "mode": "cluster", "start": "empty"})
+    web.bed.wait(web.bed.converged, what="defined everywhere")
+    for m in (m1, m2):
+        m.op("disconnect")
+    web.bed.wait(lambda: all(p["state"] != "up" for p in m0.status()["peers"]), what="away")
+    row = {"do": "set_row", "feature": "unsubscribe", "mode": "cluster", "row": "x@example.com"}
+    m1.edit({**row, "value": {"comment": "m1 away"}})
+    m2.edit({**row, "value": {"comment": "m2 away"}})
+    for m in (m1, m2):
+        m.op("reconnect")
+    web.bed.wait(web.bed.linked, timeout=30, what="relinked")
+    web.bed.wait(web.bed.converged, timeout=30, what="converged on the later change")
+    return "unsubscribe@cluster[x@example.com]", "m1 away"
+
+
+def test_clustercheck_after_disconnected_edits_then_force_a_version(
+    web: WebBed, browser: Any, tmp_path: Path
+) -> None:
+    unit, comment = disconnected_edits(web)
+    m1 = web.machines[1]
+    page = logged_in(browser, web, 0)
+    page.goto(web.url(0) + "/check")
+    loss = page.locator("section.loss")
+    assert loss.count() == 1 and "x@example.com" in loss.inner_text()
+    shot(page, "clustercheck", tmp_path)
+    page.click(f"button:has-text('Force entire cluster to use {m1.hostname} version')")
+    page.wait_for_selector(f"text=Forced: overwritten version of {unit}")
+    web.bed.wait(web.bed.converged, what="converged on the forced version")
+    values = {m.op("effective")["values"]["unsubscribe"]["x@example.com"]["comment"]
+              for m in web.machines}  # fmt: skip
+    assert values == {comment}
+    page.goto(web.url(0) + "/check")
+    assert page.locator("#clean").count() == 1

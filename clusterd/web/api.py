@@ -137,6 +137,14 @@ async def _connect(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return await ops.set_disconnected(ctx, b, str(args["machine"]), bool(args["disconnected"]))
 
 
+async def _check(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    return await ops.clustercheck(ctx, b)
+
+
+async def _force(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    return await ops.force(ctx, b, _object(body))
+
+
 async def _openapi(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     return JSONResponse(openapi.document(ctx.store.catalogue))
@@ -165,6 +173,10 @@ ROUTES: list[tuple[str, str, Operation, str]] = [
      "addgroup, renamegroup, deletegroup, setgroup ({op, ...})"),
     ("/api/v1/cluster/connection", "POST", _connect,
      "DISCONNECT or RECONNECT a machine ({machine, disconnected})"),
+    ("/api/v1/clustercheck", "GET", _check,
+     "clustercheck: members that differ, changes overwritten unseen, facts"),
+    ("/api/v1/clustercheck/force", "POST", _force,
+     "Force a version on the whole cluster ({feature, mode, host} or {unit, lost, keep})"),
 ]  # fmt: skip
 
 

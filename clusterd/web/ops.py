@@ -19,6 +19,7 @@ from clusterd.core.modes import Mode
 from clusterd.core.preview import effect
 from clusterd.core.state import definition
 from clusterd.core.versions import JSON
+from clusterd.node import checkrun
 from clusterd.schema.feature import Feature
 from clusterd.trust.logins import READ_ONLY_ROLES
 from clusterd.web.context import Browser, Context
@@ -301,3 +302,91 @@ async def group_op(ctx: Context, browser: Browser, op: str, args: dict[str, str]
 async def set_disconnected(ctx: Context, browser: Browser, machine: str, flag: bool) -> Any:
     may_write(ctx, browser, "change the cluster")
     return await ctx.ask(browser, "admin.set_disconnected", machine, flag, browser.user)
+
+
+# -- clustercheck ------------------------------------------------------------------------
+
+
+class NodeView:
+    """What ``checkrun.gather`` asks of the node, for one session: the plain answers
+    fetched first (a page waits for them, not the node), the questions to members
+    asked as they come."""
+
+    def __init__(self, ctx: Context, browser: Browser) -> None:
+        self._ctx, self._browser = ctx, browser
+        self.config = ctx.config
+        self._status: dict[str, Any] = {}
+        self._members: dict[str, Any] = {}
+        self._links: dict[str, Any] = {}
+        self.disconnected = False
+        self.timeout = 5.0
+
+    async def fetch(self) -> NodeView:
+        ask = self._ctx.ask
+        self._status = await ask(self._browser, "status")
+        self._members = await ask(self._browser, "members")
+        for serial in self._members:
+            self._links[serial] = await ask(self._browser, "link", serial)
+        self.disconnected = bool(self._status.get("disconnected"))
+        self.timeout = float((await ask(self._browser, "timing"))[1])
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return self._status
+
+    def members(self) -> dict[str, Any]:
+        return self._members
+
+    def link(self, serial: str) -> Any:
+        return self._links.get(serial)
+
+    async def node_checks(self, asked: dict[str, Any]) -> dict[str, Any]:
+        return await self._ctx.ask(self._browser, "node_checks", asked)  # type: ignore[no-any-return]
+
+    async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Any:
+        return await self._ctx.ask(self._browser, "ask", serial, kind, args, timeout)
+
+
+async def _report(ctx: Context, browser: Browser) -> tuple[NodeView, checkrun.Report]:
+    if layers.cluster_name(ctx.store.state) is None:
+        raise ClusterdError("this machine is not in a cluster")
+    api = await NodeView(ctx, browser).fetch()
+    return api, await checkrun.gather(api, ctx.store, lambda text: None)
+
+
+async def clustercheck(ctx: Context, browser: Browser) -> dict[str, Any]:
+    """clustercheck's report, as ``clustercheck --json`` prints it."""
+    may_read(ctx, browser)
+    _, report = await _report(ctx, browser)
+    return {**checkrun.to_json(report, ctx.store), "clean": report.clean}
+
+
+async def force(ctx: Context, browser: Browser, args: dict[str, Any]) -> dict[str, Any]:
+    """Force one version on the whole cluster (an ordinary commit of it, made by the
+    node): ``{"feature", "mode", "host"}`` for members that differ, ``{"unit", "lost",
+    "keep": "in_use" | "overwritten"}`` for a change overwritten unseen."""
+    from clusterd.store.session import Session
+
+    may_write(ctx, browser, "force a version")
+    session = Session(ctx.store, browser.user)
+    if "unit" in args:
+        loss = next((x for x in ctx.store.inconsistencies() if str(x.unit) == args["unit"]
+                     and str(x.loser.commit) == args.get("lost")), None)  # fmt: skip
+        if loss is None:
+            raise ClusterdError(f"no recorded loss of {args['unit']!r} by {args.get('lost')!r}")
+        value = checkrun.loss_value(ctx.store, loss, overwritten=args.get("keep") == "overwritten")
+        session.view.write(loss.unit, value)
+        what = f"{args.get('keep', 'in_use')} version of {loss.unit}"
+    else:
+        api, report = await _report(ctx, browser)
+        x = next((x for x in report.found if x.feature == args.get("feature")
+                  and x.mode.key == args.get("mode")), None)  # fmt: skip
+        host = str(args.get("host"))
+        if x is None or host not in x.choices:
+            raise ClusterdError("no such inconsistency now (run clustercheck again)")
+        value = await checkrun.definition_of(api, ctx.store, report, x, host)
+        checkrun.version_writer(ctx.store.catalogue[x.feature], x.mode, value)(session)
+        what = f"{host} version of {x.feature} at {x.mode}"
+    made = await ctx.ask(browser, "commit", session.pending.saved(), f"clustercheck: {what}",
+                         "keep", None)  # fmt: skip
+    return {"commit": None if made is None else str(made.id), "text": f"Forced: {what}"}

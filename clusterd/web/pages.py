@@ -297,6 +297,37 @@ async def history_page(request: Request) -> Response:
     return page(request, "history.html", browser, commits=found)
 
 
+# -- clustercheck ------------------------------------------------------------------------------
+
+
+async def check_page(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    try:
+        found = await ops.clustercheck(ctx, browser)
+    except ClusterdError as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return refused(request, browser, exc)
+    return page(request, "check.html", browser, report=found)
+
+
+async def check_force(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await _form(request)
+    browser = await session(request, form)
+    args = {k: str(form[k]) for k in ("feature", "mode", "host", "unit", "lost", "keep")
+            if form.get(k)}  # fmt: skip
+    try:
+        done = await ops.force(ctx, browser, args)
+    except ClusterdError as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return refused(request, browser, exc)
+    browser.events.append(done["text"])
+    return back("/check")
+
+
 # -- live updates -------------------------------------------------------------------------------
 
 
@@ -343,5 +374,7 @@ def routes() -> list[Route]:
         Route("/pending", pending_page, methods=["GET"]),
         Route("/pending", pending_change, methods=["POST"]),
         Route("/history", history_page, methods=["GET"]),
+        Route("/check", check_page, methods=["GET"]),
+        Route("/check", check_force, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
     ]
