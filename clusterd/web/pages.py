@@ -332,8 +332,10 @@ async def check_force(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    """Server-sent events for an open page: ``status`` every few seconds and at once
-    after each commit applied here, ``history`` (the newest commit) after each."""
+    """Server-sent events for an open page: ``history`` (the newest commit, from this
+    process's image) at once after each commit applied here, and ``status`` (each
+    member's link and sync state: the node's cheap answer, without the digest) every
+    few seconds."""
     ctx: Context = request.app.state.ctx
     browser = await session(request)
     ops.may_read(ctx, browser)
@@ -341,19 +343,20 @@ async def events(request: Request) -> Response:
     ctx.changed.append(changed.set)
 
     async def stream() -> AsyncIterator[str]:
+        asked = 0.0
         try:
             while True:
-                found = await ops.status(ctx, browser)
-                peers = [
-                    {"hostname": p["hostname"], "state": p["state"], "behind": p.get("behind", 0)}
-                    for p in found.get("peers") or []
-                ]
+                if time.monotonic() - asked >= EVENTS_EVERY:
+                    asked = time.monotonic()
+                    peers = [{"hostname": p["hostname"], "state": p["state"],
+                              "behind": p["behind"], "admin_off": p["admin_off"]}
+                             for p in await ctx.ask(browser, "peer_status")]  # fmt: skip
+                    yield f"event: status\ndata: {json.dumps({'peers': peers})}\n\n"
                 newest = ops.history(ctx, browser, 1)
-                yield f"event: status\ndata: {json.dumps({'peers': peers, 'vv': found['vv']})}\n\n"
                 yield f"event: history\ndata: {json.dumps(newest)}\n\n"
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), EVENTS_EVERY)
+                    await asyncio.wait_for(changed.wait(), asked + EVENTS_EVERY - time.monotonic())
         finally:
             ctx.changed.remove(changed.set)
 

@@ -21,8 +21,9 @@ document.addEventListener("DOMContentLoaded", () => {
       const state = row.querySelector(".state");
       state.textContent = p.state;
       state.className = "state " + p.state;
-      row.querySelector(".sync").textContent =
-        p.state !== "up" ? "disconnected" : p.behind ? `behind by ${p.behind}` : "in sync";
+      row.querySelector(".sync").textContent = p.admin_off ? "disconnected"
+        : p.state === "refused" ? "refused" : p.state !== "up" ? "no link"
+        : p.behind ? `behind by ${p.behind}` : "in sync";
     }
   });
   events.addEventListener("history", (e) => {
