@@ -673,6 +673,12 @@ def daemon_bases() -> list[dict[str, Any]]:
             "kind": "canary",
             "args": {"target": "postfix", "vector": {"SER-LA": 1}},
         },
+        {
+            "type": "query",
+            "qid": 4,
+            "kind": "preview",
+            "args": {"writes": [["settz", "cluster", "", {"timezone": "UTC"}]]},
+        },
         {"type": "answer", "qid": 1, "ok": True, "body": {}},
         {
             "type": "relay",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,65 @@ def test_clustercheck_and_force_through_the_api(web: WebBed) -> None:
     assert a.get("/api/v1/clustercheck").body["clean"] is True
     again = a.post("/api/v1/clustercheck/force", {"unit": unit, "lost": loss["lost"]})
     assert again.status == 400 and "no recorded loss" in again.body["error"]
+
+
+def test_a_web_port_in_use_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from clusterd.dev.testbed import Testbed, free_port
+
+    taken = socket.socket()
+    port = free_port()
+    taken.bind(("127.0.0.1", port))
+    taken.listen(1)
+    try:
+        with Testbed(tmp_path, 1, each={0: {"web_listen": f"127.0.0.1:{port}"}}) as bed:
+            m = bed.machines[0]
+            argv = [sys.executable, "-m", "clusterd", "run", "--data-dir", str(m.dir)]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"clusterd: web_listen 127.0.0.1:{port}: Address already in use; choose another "
+        "port, or stop what holds it"
+    ], done.stderr
+
+
+def test_the_install_preview_shows_each_members_service_files_to_be(tmp_path: Path) -> None:
+    """m0 and m2 render a list of the unsubscribed addresses (a template target); a
+    pending row shows, per member, the diff of that file, and m1 (no target) says so."""
+    template = tmp_path / "list.j2"
+    template.write_text("{% for a in values.unsubscribe or {} %}{{ a }}\n{% endfor %}")
+
+    def targets(bed: Any) -> None:
+        for i in (0, 2):
+            m = bed.machines[i]
+            (m.dir / "targets.d").mkdir()
+            (m.dir / "targets.d" / "list.toml").write_text(f"""
+[[target]]
+name = "list"
+templates = {{ "unsubscribed.txt" = "{template}" }}
+features = ["unsubscribe"]
+path = "{tmp_path / f"live{i}"}"
+wait = "0"
+""")
+
+    with web_cluster(tmp_path, before=targets) as web:
+        a = admin(web)
+        m0, m1, m2 = web.machines
+        a.edit("unsubscribe", "cluster", op="define", start="empty")
+        a.edit("unsubscribe", "cluster", op="set_row", row="new@example.com",
+               value={"comment": ""})  # fmt: skip
+        install = a.get("/api/v1/pending/install")
+        assert install.status == 200, install.body
+        for m in (m0, m2):
+            diff = install.body[m.hostname]["targets"]["list"]["files"]["unsubscribed.txt"]
+            assert "+new@example.com" in diff and "pending/unsubscribed.txt" in diff
+        assert install.body[m1.hostname] == {"targets": {}}
+        live = tmp_path / "live0" / "unsubscribed.txt"
+        assert not live.exists() or "new@" not in live.read_text()  # (a preview writes nothing)
+        a.request("DELETE", "/api/v1/pending")
+        assert a.get("/api/v1/pending/install").body == {}

@@ -221,3 +221,23 @@ def test_clustercheck_after_disconnected_edits_then_force_a_version(
     assert values == {comment}
     page.goto(web.url(0) + "/check")
     assert page.locator("#clean").count() == 1
+
+
+def test_an_invalid_value_is_shown_next_to_its_field_and_changes_nothing(
+    web: WebBed, browser: Any
+) -> None:
+    page = logged_in(browser, web, 0)
+    page.goto(web.url(0) + "/settings/smtproutes?mode=cluster")
+    page.click("button:has-text('Override settings')")
+    page.wait_for_selector("text=define — pending, not yet committed")
+    page.click("summary:has-text('Add a row')")
+    page.fill("#row-name", "example.org")
+    page.fill("#add-row #f-destinations", '[{"host": "not a host!", "port": 99999}]')
+    page.click("button:has-text('Add row (pending)')")
+    field = page.locator("#add-row .field.invalid")
+    assert field.count() == 1 and "destinations" in field.inner_text()
+    problems = field.locator(".problem").all_inner_texts()
+    assert any("not a host name" in p for p in problems), problems
+    assert any("less than or equal to 65535" in p for p in problems), problems
+    page.goto(web.url(0) + "/pending")
+    assert "example.org" not in page.inner_text("main")

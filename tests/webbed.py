@@ -6,7 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,12 +99,16 @@ class WebBed:
 
 @contextmanager
 def web_cluster(tmp_path: Path, n: int = 3, web: tuple[int, ...] = (0, 1),
+                before: Callable[[Testbed], None] | None = None,
                 **each_extra: Any) -> Iterator[WebBed]:  # fmt: skip
     """``n`` members, the web interface on those of ``web``; a group Paris holding the
-    last member; users rita (read-only), gus (guest) and opal (operator)."""
+    last member; users rita (read-only), gus (guest) and opal (operator).  ``before``
+    prepares the machines' directories before they start."""
     ports = {i: free_port() for i in web}
     each = {i: {"web_listen": f"127.0.0.1:{port}", **each_extra} for i, port in ports.items()}
     with Testbed(tmp_path, n, each=each) as bed:
+        if before is not None:
+            before(bed)
         bed.start()
         bed.wait(bed.linked, what="linked")
         m0 = bed.machines[0]

@@ -174,6 +174,12 @@ class ClusterAPI:
 
     # -- service targets (docs/services.md) ----------------------------------------------
 
+    async def install_preview(self, writes: list[Any]) -> dict[str, Any]:
+        """Per member, what pending writes would do to its service files."""
+        from clusterd.node import preview
+
+        return await preview.everywhere(self._daemon, writes)
+
     def targets(self) -> dict[str, Any]:
         return self._daemon.targets.status()
 

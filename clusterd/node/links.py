@@ -22,6 +22,7 @@ from clusterd.mesh.member import Member
 from clusterd.mesh.peers import Action, Alert, Answered, Page
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.transport import ssh
+from clusterd.node import preview
 from clusterd.node.storehost import StoreHost
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ class Links(StoreHost):
         if kind == "checks":  # reads files: off the event loop
             self._background(self._answer_checks(peer, qid, args))
             return None
+        if kind == "preview":  # renders the targets: in a thread
+            self._background(self._answer_preview(peer, qid, args))
+            return None
         try:
             return self.daemon.answer(kind, args)
         except (ClusterdError, KeyError, ValueError, TypeError) as exc:
@@ -127,6 +131,14 @@ class Links(StoreHost):
             ok, body = False, f"bad checks query: {exc}"
         except ClusterdError as exc:
             ok, body = False, str(exc)
+        self.mesh.reply(peer, qid, ok, body)
+
+    async def _answer_preview(self, peer: str, qid: int, args: Mapping[str, Any]) -> None:
+        body: Any
+        try:
+            ok, body = True, await preview.here(self.daemon, args)
+        except (ClusterdError, ValueError, TypeError, KeyError) as exc:
+            ok, body = False, f"bad preview query: {exc}"
         self.mesh.reply(peer, qid, ok, body)
 
     def alert(self, alert: Alert) -> None:

@@ -480,6 +480,9 @@ class Calls:
         return await self.api.commit(session, comment, role=self._role(), on_conflict=on_conflict,
                                passwd_of=passwd_of)  # fmt: skip
 
+    async def call_install_preview(self, writes: list[Any]) -> dict[str, Any]:
+        return await self.api.install_preview(writes)
+
     def call_targets(self) -> dict[str, Any]:
         return self.api.targets()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 import random
 import shlex
@@ -148,7 +149,7 @@ class Applier:
             return
         self.state = "applying"
         try:
-            rendered = await asyncio.to_thread(self._render, values)
+            rendered = await asyncio.to_thread(self.render, values)
         except RenderError as exc:
             return self.fail("render", str(exc))
         live = await asyncio.to_thread(self.generations.live)
@@ -214,7 +215,8 @@ class Applier:
         """Changes wait for this target, or it is applying them."""
         return self.lock.locked() or bool(self.changed) or self.wake.is_set()
 
-    def _render(self, values: Mapping[str, Any]) -> Rendered:
+    def render(self, values: Mapping[str, Any]) -> Rendered:
+        """This target's files for ``values`` (a thread's work: templates, renderers)."""
         t = self.target
         hostname = self.owner.hostname()
         if t.renderer:
@@ -457,6 +459,33 @@ class Targets:
 
     def status(self) -> dict[str, Any]:
         return {name: a.status() for name, a in self.appliers.items()}
+
+    def preview(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """In a worker thread: what each target's files would become with ``values``
+        (the effective values a pending commit would give this machine), as unified
+        diffs against its live files; the error of a render that would fail."""
+        found: dict[str, Any] = {}
+        for name, applier in self.appliers.items():
+            if applier.generations is None:
+                continue
+            try:
+                rendered = applier.render(values)
+            except RenderError as exc:
+                found[name] = {"error": str(exc), "files": {}}
+                continue
+            live = applier.generations.live()
+            diffs = {}
+            for file, text in sorted(rendered.files.items()):
+                before = ""
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    before = (live / file).read_text(encoding="utf-8") if live else ""
+                if before != text:
+                    shown = "(a secret: not shown)" if file in rendered.private else "".join(
+                        difflib.unified_diff(before.splitlines(True), text.splitlines(True),
+                                             f"live/{file}", f"pending/{file}"))  # fmt: skip
+                    diffs[file] = shown
+            found[name] = {"error": None, "files": diffs}
+        return found
 
     async def _check_drift(self) -> None:
         while True:

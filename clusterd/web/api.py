@@ -105,6 +105,10 @@ async def _pending(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return ops.pending(ctx, b)
 
 
+async def _install(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    return await ops.install_preview(ctx, b)
+
+
 async def _clear(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return {"cleared": ops.clear(ctx, b)}
 
@@ -164,6 +168,8 @@ ROUTES: list[tuple[str, str, Operation, str]] = [
     ("/api/v1/pending", "GET", _pending,
      "This session's pending changes, and per machine what they would change"),
     ("/api/v1/pending", "DELETE", _clear, "Discard this session's pending changes"),
+    ("/api/v1/pending/install", "GET", _install,
+     "Per member, the diffs of its service files the pending changes would make"),
     ("/api/v1/commit", "POST", _commit,
      "Commit the pending changes ({comment, on_conflict: overwrite|discard})"),
     ("/api/v1/history", "GET", _history, "The newest commits"),

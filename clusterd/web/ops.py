@@ -166,6 +166,16 @@ def pending(ctx: Context, browser: Browser) -> dict[str, Any]:
     return {"changes": changes, "preview": preview}
 
 
+async def install_preview(ctx: Context, browser: Browser) -> dict[str, Any]:
+    """Per member: the diffs of its service files (its targets) that this session's
+    pending changes would make, each member rendering its own."""
+    may_read(ctx, browser)
+    writes = [[u.feature, u.mode, u.key, w.value] for u, w in browser.session.pending.items()]
+    if not writes:
+        return {}
+    return await ctx.ask(browser, "install_preview", writes)  # type: ignore[no-any-return]
+
+
 def history(ctx: Context, browser: Browser, limit: int = HISTORY) -> list[dict[str, Any]]:
     may_read(ctx, browser)
     names = {**layers.hostnames(ctx.store.state), ctx.store.origin: ctx.store.hostname}

@@ -195,7 +195,10 @@ async def settings(request: Request) -> Response:
 
 
 def _settings(request: Request, browser: Browser, problems: list[str] | None = None,
-              row: str | None = None, status: int = 200) -> Response:  # fmt: skip
+              row: str | None = None, status: int = 200,
+              sent: dict[str, Any] | None = None) -> Response:  # fmt: skip
+    """The settings page; after a refused edit, ``problems`` beside the fields of
+    ``row`` (None: the record), the form filled with what was ``sent``."""
     ctx: Context = request.app.state.ctx
     command = request.path_params["feature"]
     try:
@@ -209,18 +212,22 @@ def _settings(request: Request, browser: Browser, problems: list[str] | None = N
     shown = found["value"] if found["defined_here"] else found["inherited"]
     rows: list[dict[str, Any]] = []
     record: list[forms.Field] = []
+    existing = shown if feature.is_table and isinstance(shown, dict) else {}
     if feature.is_table:
-        for name, value in sorted((shown or {}).items()):
+        for name, value in sorted(existing.items()):
+            mine = row == name
             rows.append({"name": name, "value": value,
-                         "fields": forms.fields(feature, value,
-                                                problems if row == name else None)})  # fmt: skip
+                         "fields": forms.fields(feature, sent if mine and sent else value,
+                                                problems if mine else None)})  # fmt: skip
     else:
-        record = forms.fields(feature, shown, problems)
-    new_row = forms.fields(feature, {}, problems if row == "" else None)
+        record = forms.fields(feature, sent or shown, problems)
+    new = row is not None and row not in existing  # (a refused new row: its form again)
+    new_row = forms.fields(feature, sent if new else {}, problems if new else None)
+    may_write = ops.role_of(ctx, browser) not in ("read-only", "guest")
     return page(request, "settings.html", browser, status, f=found, rows=rows, record=record,
-                new_row=new_row, problems=problems or [], modes=ops.modes(ctx, browser),
-                explained=explained, may_write=ops.role_of(ctx, browser) not in
-                ("read-only", "guest"))  # fmt: skip
+                new_row=new_row, new_name=row if new else "", problems=problems or [],
+                modes=ops.modes(ctx, browser), explained=explained,
+                may_write=may_write)  # fmt: skip
 
 
 async def settings_edit(request: Request) -> Response:
@@ -240,7 +247,9 @@ async def settings_edit(request: Request) -> Response:
                 raise InvalidSetting(["the row needs a name"])
         ops.edit(ctx, browser, command, mode, op, **args)
     except InvalidSetting as exc:
-        return _settings(request, browser, exc.problems, row=args.get("row"), status=422)
+        return _settings(
+            request, browser, exc.problems, row=args.get("row"), status=422, sent=args.get("value")
+        )
     except (ClusterdError, KeyError, ValueError) as exc:
         if isinstance(exc, SessionExpired):
             raise
@@ -253,18 +262,26 @@ async def settings_edit(request: Request) -> Response:
 
 
 async def pending_page(request: Request) -> Response:
-    return _pending(request, await session(request))
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    try:
+        install = await ops.install_preview(ctx, browser)
+    except ClusterdError as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        install = {ctx.hostname: {"error": str(exc)}}
+    return _pending(request, browser, install=install)
 
 
 def _pending(request: Request, browser: Browser, conflicts: list[dict[str, Any]] | None = None,
-             status: int = 200) -> Response:  # fmt: skip
+             status: int = 200, install: dict[str, Any] | None = None) -> Response:  # fmt: skip
     ctx: Context = request.app.state.ctx
     try:
         found = ops.pending(ctx, browser)
     except ops.Refused as exc:
         return refused(request, browser, exc)
     return page(request, "pending.html", browser, status, found=found,
-                conflicts=conflicts or [])  # fmt: skip
+                conflicts=conflicts or [], install=install or {})  # fmt: skip
 
 
 async def pending_change(request: Request) -> Response:
