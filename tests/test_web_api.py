@@ -83,6 +83,13 @@ def test_add_a_group_and_move_a_machine(web: WebBed) -> None:
     assert "Rome" in cluster["groups"]
     assert {m["hostname"] for m in cluster["connstatus"]["members"]} == {
         m.hostname for m in web.machines[1:]}  # fmt: skip
+    renamed = a.post("/api/v1/cluster/groups", {"op": "renamegroup", "old": "Rome", "new": "Roma"})
+    assert renamed.status == 200, renamed.body
+    gone = a.post("/api/v1/cluster/groups",
+                  {"op": "deletegroup", "group": "Roma", "move_to": "Paris"})  # fmt: skip
+    assert gone.status == 200, gone.body
+    cluster = a.get("/api/v1/cluster").body
+    assert "Roma" not in cluster["groups"] and cluster["machines"][m1.hostname]["group"] == "Paris"
     bad = a.post("/api/v1/cluster/groups", {"op": "setgroup", "machine": "nosuch.example.com",
                                             "group": "Rome"})  # fmt: skip
     assert bad.status == 400 and "nosuch" in bad.body["error"]

@@ -241,3 +241,52 @@ def test_an_invalid_value_is_shown_next_to_its_field_and_changes_nothing(
     assert any("less than or equal to 65535" in p for p in problems), problems
     page.goto(web.url(0) + "/pending")
     assert "example.org" not in page.inner_text("main")
+
+
+def test_prepjoin_from_the_browser_then_the_machine_joins_with_its_key(
+    web: WebBed, browser: Any, tmp_path: Path
+) -> None:
+    from clusterd.dev.testbed import Machine
+
+    m0 = web.machines[0]
+    joiner = Machine(tmp_path / "joiner", 9, 0.5, {}, hostname="joiner.example.com")
+    joiner.start()
+    try:
+        info = joiner.op("prepjoin_print")
+        page = logged_in(browser, web, 0)
+        page.goto(web.url(0) + "/cluster")
+        page.fill("#pj-host", info["hostname"])
+        page.fill("#pj-serial", info["serial"])
+        page.fill("#pj-key", info["machine_key"])
+        page.click("button[value=prepjoin_new]")
+        page.wait_for_selector("text=prepjoin_new: done — pending, not yet committed")
+        assert "joiner.example.com" in page.inner_text("#prepared")
+        page.goto(web.url(0) + "/pending")
+        page.fill("#comment", "joiner")
+        page.click("button[value=commit]")
+        page.wait_for_selector("text=Changes committed")
+        joiner.op("join", address=m0.config.listen, port=m0.config.ssh_port,
+                  fingerprint=m0.fingerprint())  # fmt: skip
+        web.bed.wait(lambda: "joiner.example.com" in {p["hostname"] for p in
+                                                      m0.status()["peers"]
+                                                      if p["state"] == "up"},
+                     timeout=30, what="the joiner linked")  # fmt: skip
+        page.goto(web.url(0) + "/cluster")
+        assert "joiner.example.com" in page.locator("table").first.inner_text()
+        assert "No machine is prepared to join." in page.inner_text("#prepared")
+    finally:
+        joiner.stop()
+
+
+def test_the_status_page_follows_a_member_going_away_without_a_reload(
+    web: WebBed, browser: Any
+) -> None:
+    m1 = web.machines[1]
+    page = logged_in(browser, web, 0)
+    cell = page.locator(f"tr[data-peer='{m1.hostname}'] .sync")
+    assert cell.inner_text() == "in sync"
+    m1.op("disconnect")
+    sync_api.expect(cell).not_to_have_text("in sync", timeout=20_000)  # (no reload)
+    assert cell.inner_text() in ("disconnected", "no link")
+    m1.op("reconnect")
+    sync_api.expect(cell).to_have_text("in sync", timeout=30_000)

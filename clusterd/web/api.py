@@ -136,6 +136,12 @@ async def _group_op(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return await ops.group_op(ctx, b, op, {k: str(v) for k, v in args.items()})
 
 
+async def _prepjoin(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    args = _object(body, "op")
+    ops.prepjoin(ctx, b, str(args.pop("op")), {k: str(v) for k, v in args.items()})
+    return {"ok": True, "pending": len(b.session.pending)}
+
+
 async def _connect(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     args = _object(body, "machine", "disconnected")
     return await ops.set_disconnected(ctx, b, str(args["machine"]), bool(args["disconnected"]))
@@ -177,6 +183,8 @@ ROUTES: list[tuple[str, str, Operation, str]] = [
     ("/api/v1/cluster", "GET", _cluster, "LIST and CONNSTATUS"),
     ("/api/v1/cluster/groups", "POST", _group_op,
      "addgroup, renamegroup, deletegroup, setgroup ({op, ...})"),
+    ("/api/v1/cluster/prepjoin", "POST", _prepjoin,
+     "PREPJOIN new {hostname, serial, machine_key} or delete {hostname}: a pending change"),
     ("/api/v1/cluster/connection", "POST", _connect,
      "DISCONNECT or RECONNECT a machine ({machine, disconnected})"),
     ("/api/v1/clustercheck", "GET", _check,

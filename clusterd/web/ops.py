@@ -309,6 +309,18 @@ async def group_op(ctx: Context, browser: Browser, op: str, args: dict[str, str]
     return await ctx.ask(browser, "admin.group_op", op, args, browser.user)
 
 
+def prepjoin(ctx: Context, browser: Browser, op: str, args: dict[str, str]) -> None:
+    """PREPJOIN: register a machine that will join with its key (a pending change of
+    this session, committed like any other), or take a registration back."""
+    may_write(ctx, browser, "prepare a join")
+    if op == "new":
+        browser.session.prepjoin_new(args["hostname"], args["serial"], args["machine_key"])
+    elif op == "delete":
+        browser.session.prepjoin_delete(args["hostname"])
+    else:
+        raise ClusterdError(f"no prepjoin {op!r} (new, delete)")
+
+
 async def set_disconnected(ctx: Context, browser: Browser, machine: str, flag: bool) -> Any:
     may_write(ctx, browser, "change the cluster")
     return await ctx.ask(browser, "admin.set_disconnected", machine, flag, browser.user)

@@ -151,7 +151,8 @@ async def cluster_page(request: Request) -> Response:
     except ops.Refused as exc:
         return refused(request, browser, exc)
     return page(request, "cluster.html", browser, found=found,
-                groups=layers.groups(ctx.store.state))  # fmt: skip
+                groups=layers.groups(ctx.store.state),
+                prepared=layers.prepared(browser.session.view))  # fmt: skip
 
 
 async def cluster_change(request: Request) -> Response:
@@ -164,6 +165,10 @@ async def cluster_change(request: Request) -> Response:
             args = {k: str(form[k]) for k in ("group", "old", "new", "machine", "move_to")
                     if form.get(k)}  # fmt: skip
             await ops.group_op(ctx, browser, action, args)
+        elif action in ("prepjoin_new", "prepjoin_delete"):
+            fields = ("hostname", "serial", "machine_key")
+            ops.prepjoin(ctx, browser, action.split("_")[1],
+                         {k: str(form[k]).strip() for k in fields if form.get(k)})  # fmt: skip
         elif action in ("disconnect", "reconnect"):
             await ops.set_disconnected(ctx, browser, str(form.get("machine", "")),
                                        action == "disconnect")  # fmt: skip
@@ -173,7 +178,8 @@ async def cluster_change(request: Request) -> Response:
         if isinstance(exc, SessionExpired):
             raise
         return refused(request, browser, exc)
-    browser.events.append(f"{action}: done")
+    pending = " — pending, not yet committed" if action.startswith("prepjoin") else ""
+    browser.events.append(f"{action}: done{pending}")
     return back("/cluster")
 
 
