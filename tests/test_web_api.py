@@ -63,6 +63,14 @@ def test_override_at_a_group_commit_and_move_it_back_up(web: WebBed) -> None:
     assert [d["key"] for d in defined] == ["group:Paris"]
     history = b.get("/api/v1/history").body
     assert history[0]["id"] == made.body["commit"] and history[0]["comment"] == "Paris time"
+    detail = b.get(f"/api/v1/history/{made.body['commit']}").body
+    assert detail["user"] == "admin" and detail["origin"] == m0.hostname
+    assert {(w["feature"], w["mode"]) for w in detail["writes"]} == {("settz", "Group Paris")}
+    assert b.get("/api/v1/history/nonsense").status == 400
+    users = next(c for c in history if c["comment"] == "users")
+    written = b.get(f"/api/v1/history/{users['id']}").body["writes"]
+    assert {w["value"]["passphrase_hash"] for w in written if w["feature"] == "userconfig"
+            and w["row"]} == {"set"}  # fmt: skip
     # Move the settings back up to the cluster: everyone has them, from the cluster.
     assert b.edit("settz", "group:Paris", op="move", to="cluster").status == 200
     assert b.post("/api/v1/commit", {"comment": "up"}).status == 200

@@ -113,7 +113,17 @@ def test_override_at_a_group_commit_see_it_elsewhere_and_move_it_back(
     other.goto(web.url(1) + "/history")
     listed = other.inner_text("#history")
     assert "back up" in listed and "Paris time" in listed
+    # A commit made elsewhere appears on the open history page by itself.
+    m2 = web.machines[2]
+    m2.edit({"do": "set_record", "feature": "settz", "mode": "cluster",
+             "value": {"timezone": "Asia/Tokyo"}}, comment="made on m2")  # fmt: skip
+    sync_api.expect(other.locator("#history tbody tr").first).to_contain_text(
+        "made on m2", timeout=20_000
+    )
     shot(other, "history", tmp_path)
+    other.click("#history tbody tr >> nth=0 >> a")
+    other.wait_for_url(re.compile(r"/history/SER-002(:|%3A)"))
+    assert "Asia/Tokyo" in other.inner_text("#writes")
 
 
 def test_add_a_group_and_move_a_machine(web: WebBed, browser: Any, tmp_path: Path) -> None:

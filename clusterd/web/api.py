@@ -122,6 +122,10 @@ async def _history(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return ops.history(ctx, b)
 
 
+async def _commit_detail(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    return ops.commit_detail(ctx, b, r.path_params["commit"])
+
+
 async def _status(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return await ops.status(ctx, b)
 
@@ -179,6 +183,8 @@ ROUTES: list[tuple[str, str, Operation, str]] = [
     ("/api/v1/commit", "POST", _commit,
      "Commit the pending changes ({comment, on_conflict: overwrite|discard})"),
     ("/api/v1/history", "GET", _history, "The newest commits"),
+    ("/api/v1/history/{commit}", "GET", _commit_detail,
+     "One commit: who, when, where, each unit it wrote, and what it overwrote unseen"),
     ("/api/v1/status", "GET", _status, "This member: links, peers, sync, targets"),
     ("/api/v1/cluster", "GET", _cluster, "LIST and CONNSTATUS"),
     ("/api/v1/cluster/groups", "POST", _group_op,

@@ -18,7 +18,7 @@ from clusterd.core.errors import ClusterdError
 from clusterd.core.modes import Mode
 from clusterd.core.preview import effect
 from clusterd.core.state import definition
-from clusterd.core.versions import JSON
+from clusterd.core.versions import JSON, CommitId
 from clusterd.node import checkrun
 from clusterd.schema.feature import Feature
 from clusterd.trust.logins import READ_ONLY_ROLES
@@ -186,6 +186,32 @@ def history(ctx: Context, browser: Browser, limit: int = HISTORY) -> list[dict[s
                       "changed": sorted({f"{w.unit.feature} at {Mode.from_key(w.unit.mode)}"
                                          for w in c.writes})})  # fmt: skip
     return found
+
+
+def commit_detail(ctx: Context, browser: Browser, ref: str) -> dict[str, Any]:
+    """One commit (commitdetail): who, when, where, and each unit it wrote (secret
+    fields as "set"), with the changes it overwrote unseen or that overwrote it."""
+    may_read(ctx, browser)
+    origin, _, seq = ref.rpartition(":")
+    if not origin or not seq.isdigit():
+        raise ClusterdError(f"not a commit id: {ref!r} (ORIGIN:SEQ)")
+    cid = CommitId(origin, int(seq))
+    commit = ctx.store.get_commit(cid)
+    names = {**layers.hostnames(ctx.store.state), ctx.store.origin: ctx.store.hostname}
+    cat = ctx.store.catalogue
+    writes = []
+    for w in commit.writes:
+        feature = cat[w.unit.feature]
+        value = (feature.shown(w.value) if w.unit.is_marker or not feature.is_table
+                 else feature.shown({w.unit.key: w.value})[w.unit.key])  # fmt: skip
+        row = None if w.unit.is_marker else w.unit.key
+        writes.append({"feature": w.unit.feature, "mode": str(Mode.from_key(w.unit.mode)),
+                       "row": row, "value": value})  # fmt: skip
+    losses = [{"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
+              for x in ctx.store.inconsistencies() if cid in (x.loser.commit, x.by)]  # fmt: skip
+    return {"id": str(cid), "origin": names.get(origin, origin), "user": commit.user,
+            "at": commit.at, "comment": commit.comment, "writes": writes,
+            "losses": losses}  # fmt: skip
 
 
 # -- editing (the session's pending changes) ---------------------------------------------

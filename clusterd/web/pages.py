@@ -320,6 +320,18 @@ async def history_page(request: Request) -> Response:
     return page(request, "history.html", browser, commits=found)
 
 
+async def commit_page(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    browser = await session(request)
+    try:
+        found = ops.commit_detail(ctx, browser, request.path_params["commit"])
+    except ClusterdError as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return refused(request, browser, exc)
+    return page(request, "commit.html", browser, c=found)
+
+
 # -- clustercheck ------------------------------------------------------------------------------
 
 
@@ -400,6 +412,7 @@ def routes() -> list[Route]:
         Route("/pending", pending_page, methods=["GET"]),
         Route("/pending", pending_change, methods=["POST"]),
         Route("/history", history_page, methods=["GET"]),
+        Route("/history/{commit}", commit_page, methods=["GET"]),
         Route("/check", check_page, methods=["GET"]),
         Route("/check", check_force, methods=["POST"]),
         Route("/events", events, methods=["GET"]),

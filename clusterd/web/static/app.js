@@ -11,7 +11,8 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const peers = document.getElementById("peers");
   const newest = document.getElementById("newest");
-  if (!peers && !newest) return;
+  const history = document.querySelector("#history tbody");
+  if (!peers && !newest && !history) return;
   const events = new EventSource("/events");
   events.addEventListener("status", (e) => {
     const data = JSON.parse(e.data);
@@ -28,6 +29,19 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   events.addEventListener("history", (e) => {
     const [c] = JSON.parse(e.data);
-    if (newest && c) newest.textContent = `${c.id} by ${c.user} on ${c.origin}: ${c.comment || "(no comment)"}`;
+    if (!c) return;
+    if (newest) newest.textContent = `${c.id} by ${c.user} on ${c.origin}: ${c.comment || "(no comment)"}`;
+    if (history && !history.querySelector(`tr[data-commit="${CSS.escape(c.id)}"]`)) {
+      const row = history.insertRow(0);  // a commit made since the page was loaded
+      row.dataset.commit = c.id;
+      const when = new Date(c.at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+      const link = document.createElement("a");
+      link.href = `/history/${encodeURIComponent(c.id)}`;
+      link.textContent = c.id;
+      row.insertCell().append(link);
+      for (const text of [when, c.origin, c.user, c.comment, c.changed.join(", ")]) {
+        row.insertCell().textContent = text;  // (text, never markup)
+      }
+    }
   });
 });
