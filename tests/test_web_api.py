@@ -133,6 +133,10 @@ def test_roles_read_only_and_guest(web: WebBed) -> None:
                  "/api/v1/history", "/api/v1/status", "/api/v1/cluster"):  # fmt: skip
         answer = gus.get(path)
         assert answer.status == 403 and "guest" in answer.body["error"], (path, answer.body)
+    wrong = gus.post("/api/v1/passwd", {"old": "not it at all", "new": "whatever123"})
+    assert wrong.status == 403 and "nothing changed" in wrong.body["error"]
+    short = gus.post("/api/v1/passwd", {"old": "gus" * 3, "new": "short"})
+    assert short.status == 400 and "8 characters" in short.body["error"]
     users = rita.get("/api/v1/features/userconfig?mode=cluster").body["value"]
     assert {row["passphrase_hash"] for row in users.values()} == {"set"}
 

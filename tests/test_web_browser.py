@@ -152,6 +152,16 @@ def test_read_only_and_guest_see_what_they_may(web: WebBed, browser: Any) -> Non
     gus = logged_in(browser, web, 0, "gus", "gus" * 3)
     gus.goto(web.url(0) + "/settings/settz")
     assert "guest" in gus.inner_text(".error")
+    # What a guest may do: change its own passphrase (and log in with the new one).
+    gus.click("header a.user")
+    gus.fill("input[name=old]", "gus" * 3)
+    gus.fill("input[name=new]", "a new passphrase")
+    gus.fill("input[name=again]", "a new passphrase")
+    gus.click("button:has-text('Change')")
+    gus.wait_for_selector("text=Passphrase of gus changed.")
+    web.bed.wait(web.bed.converged, what="the new passphrase everywhere")
+    again = logged_in(browser, web, 1, "gus", "a new passphrase")
+    assert again.inner_text("header .user") == "gus (guest)"
 
 
 def test_a_csrf_attempt_and_an_expired_session_are_refused(web: WebBed, browser: Any) -> None:

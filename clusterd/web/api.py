@@ -75,6 +75,12 @@ async def _me(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
             "machine": ctx.hostname}  # fmt: skip
 
 
+async def _passwd(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    args = _object(body, "old", "new")
+    new = str(args["new"])
+    return {"text": await ops.passwd(ctx, b, str(args["old"]), new, str(args.get("again", new)))}
+
+
 async def _features(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     ops.may_read(ctx, b)
     return ops.features(ctx)
@@ -167,6 +173,7 @@ async def _openapi(request: Request) -> Response:
 ROUTES: list[tuple[str, str, Operation, str]] = [
     ("/api/v1/logout", "POST", _logout, "End the session"),
     ("/api/v1/me", "GET", _me, "Who this session is: user, role, CSRF token"),
+    ("/api/v1/passwd", "POST", _passwd, "Change one's own passphrase ({old, new})"),
     ("/api/v1/features", "GET", _features, "The features, with their kind and levels"),
     ("/api/v1/modes", "GET", _modes, "The cluster's modes: cluster, each group and machine"),
     ("/api/v1/features/{feature}", "GET", _feature,

@@ -304,6 +304,31 @@ async def commit(ctx: Context, browser: Browser, comment: str,
             "text": f"Changes committed: {made.id}"}  # fmt: skip
 
 
+async def passwd(ctx: Context, browser: Browser, old: str, new: str, again: str) -> str:
+    """Change one's own passphrase (any role, guests too: as ``passwd`` in the shell)."""
+    from clusterd.schema.access import MIN_PASSPHRASE_LENGTH
+    from clusterd.store.session import Session
+
+    user = browser.user
+    role_of(ctx, browser)
+    if not await ctx.ask(browser, "check_passphrase", user, old):
+        raise Refused("the old passphrase is wrong; nothing changed")
+    if new != again:
+        raise ClusterdError("the two passphrases differ; nothing changed")
+    if len(new) < MIN_PASSPHRASE_LENGTH:
+        raise ClusterdError(f"a passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
+    hashed = await ctx.ask(browser, "hash_passphrase", new)
+    found = ctx.effective("userconfig")
+    users = found.value or {}
+    if user not in users:
+        raise ClusterdError(f"no user {user!r} any more; nothing changed")
+    mode = found.mode or Mode.machine(ctx.hostname)
+    session = Session(ctx.store, user)
+    session.set_row("userconfig", mode, user, {**users[user], "passphrase_hash": hashed})
+    await ctx.ask(browser, "commit", session.pending.saved(), f"passwd {user}", "keep", user)
+    return f"Passphrase of {user} changed."
+
+
 # -- the running cluster (asked of the node) -----------------------------------------------
 
 

@@ -332,6 +332,25 @@ async def commit_page(request: Request) -> Response:
     return page(request, "commit.html", browser, c=found)
 
 
+async def passwd_page(request: Request) -> Response:
+    return page(request, "passwd.html", await session(request), error=None)
+
+
+async def passwd_change(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await _form(request)
+    browser = await session(request, form)
+    try:
+        done = await ops.passwd(ctx, browser, str(form.get("old", "")), str(form.get("new", "")),
+                                str(form.get("again", "")))  # fmt: skip
+    except ClusterdError as exc:
+        if isinstance(exc, SessionExpired):
+            raise
+        return page(request, "passwd.html", browser, 400, error=str(exc))
+    browser.events.append(done)
+    return back("/passwd")
+
+
 # -- clustercheck ------------------------------------------------------------------------------
 
 
@@ -414,6 +433,8 @@ def routes() -> list[Route]:
         Route("/history", history_page, methods=["GET"]),
         Route("/history/{commit}", commit_page, methods=["GET"]),
         Route("/check", check_page, methods=["GET"]),
+        Route("/passwd", passwd_page, methods=["GET"]),
+        Route("/passwd", passwd_change, methods=["POST"]),
         Route("/check", check_force, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
     ]
