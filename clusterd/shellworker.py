@@ -400,16 +400,23 @@ async def _serve(link: Link, info: dict[str, Any]) -> None:
     store.close()
 
 
-def session(fd: int) -> None:
-    """One admin session, in a process of its own (forked by the zygote)."""
+def connect(fd: int, quiet: str) -> tuple[Link, tuple[Any, ...]]:
+    """A worker's link to the node on ``fd``, its log going there (``quiet``: a library
+    whose INFO lines are left out), and the node's ``start`` frame."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     link = Link(sock)
     logging.basicConfig(level=logging.INFO, handlers=[ToNode(link)], force=True)
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger(quiet).setLevel(logging.WARNING)
     start = link.first()
     if start[0] != "start":
         raise SystemExit(2)
+    return link, start
+
+
+def session(fd: int) -> None:
+    """One admin session, in a process of its own (forked by the zygote)."""
+    link, start = connect(fd, "asyncssh")
     try:
         asyncio.run(_serve(link, start[1]))
     except Exception:

@@ -18,7 +18,7 @@ import socket
 import sys
 from typing import Any
 
-from clusterd.shellworker import WORKER_NICE, Link, ToNode, follow, image
+from clusterd.shellworker import WORKER_NICE, Link, connect, follow, image
 
 
 async def serve(link: Link, info: dict[str, Any], listener: socket.socket) -> None:
@@ -62,14 +62,7 @@ async def serve(link: Link, info: dict[str, Any], listener: socket.socket) -> No
 def main(wire: int, listen: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we end
     os.nice(WORKER_NICE)  # the links' process first when both want the CPU
-    sock = socket.socket(fileno=wire)
-    sock.setblocking(True)
-    link = Link(sock)
-    logging.basicConfig(level=logging.INFO, handlers=[ToNode(link)], force=True)
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    start = link.first()
-    if start[0] != "start":
-        raise SystemExit(2)
+    link, start = connect(wire, "uvicorn.error")
     listener = socket.socket(fileno=listen)
     try:
         asyncio.run(serve(link, start[1], listener))

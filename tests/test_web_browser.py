@@ -130,7 +130,7 @@ def test_add_a_group_and_move_a_machine(web: WebBed, browser: Any, tmp_path: Pat
     m1 = web.machines[1]
     page = logged_in(browser, web, 0)
     page.goto(web.url(0) + "/cluster")
-    page.fill("input[name=group]", "Rome")
+    page.fill("#new-group", "Rome")
     page.click("button[value=addgroup]")
     page.wait_for_selector("text=addgroup: done")
     page.select_option(f"select[aria-label='group for {m1.hostname}']", "Rome")

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import jinja2
@@ -77,6 +77,9 @@ async def session(request: Request, form: dict[str, Any] | None = None) -> Brows
 
 
 def refused(request: Request, browser: Browser | None, exc: Exception) -> HTMLResponse:
+    """The page that says why not (an expired session goes on to the login page)."""
+    if isinstance(exc, SessionExpired):
+        raise exc
     status = 403 if isinstance(exc, ops.Refused) else 400
     return page(request, "error.html", browser, status, error=str(exc))
 
@@ -118,14 +121,49 @@ async def logout(request: Request) -> Response:
 # -- the cluster ------------------------------------------------------------------------------
 
 
-async def home(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
-    browser = await session(request)
-    try:
-        found = await ops.status(ctx, browser)
-    except ops.Refused as exc:
-        return refused(request, browser, exc)
-    return page(request, "home.html", browser, member=found, mesh=mesh(found))
+Reader = Callable[[Context, Browser, Request], Awaitable[dict[str, Any]]]
+
+
+def view(template: str, read: Reader) -> Callable[[Request], Awaitable[Response]]:
+    """A page that shows what ``read`` finds for the session, or says why not."""
+
+    async def handle(request: Request) -> Response:
+        ctx: Context = request.app.state.ctx
+        browser = await session(request)
+        try:
+            values = await read(ctx, browser, request)
+        except (ClusterdError, ValueError) as exc:
+            return refused(request, browser, exc)
+        return page(request, template, browser, **values)
+
+    return handle
+
+
+async def _home(ctx: Context, b: Browser, r: Request) -> dict[str, Any]:
+    found = await ops.status(ctx, b)
+    return {"member": found, "mesh": mesh(found)}
+
+
+async def _cluster(ctx: Context, b: Browser, r: Request) -> dict[str, Any]:
+    return {"found": await ops.cluster(ctx, b), "groups": layers.groups(ctx.store.state),
+            "prepared": layers.prepared(b.session.view)}  # fmt: skip
+
+
+async def _features(ctx: Context, b: Browser, r: Request) -> dict[str, Any]:
+    ops.may_read(ctx, b)
+    return {"features": ops.features(ctx)}
+
+
+async def _history(ctx: Context, b: Browser, r: Request) -> dict[str, Any]:
+    return {"commits": ops.history(ctx, b)}
+
+
+async def _commit(ctx: Context, b: Browser, r: Request) -> dict[str, Any]:
+    return {"c": ops.commit_detail(ctx, b, r.path_params["commit"])}
+
+
+async def _check(ctx: Context, b: Browser, r: Request) -> dict[str, Any]:
+    return {"report": await ops.clustercheck(ctx, b)}
 
 
 def mesh(status: dict[str, Any]) -> dict[str, Any]:
@@ -141,18 +179,6 @@ def mesh(status: dict[str, Any]) -> dict[str, Any]:
     links = [{"a": points[me], "b": points[p["hostname"]], "state": p["state"]}
              for p in status.get("peers") or []]  # fmt: skip
     return {"points": points, "links": links, "me": me}
-
-
-async def cluster_page(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
-    browser = await session(request)
-    try:
-        found = await ops.cluster(ctx, browser)
-    except ops.Refused as exc:
-        return refused(request, browser, exc)
-    return page(request, "cluster.html", browser, found=found,
-                groups=layers.groups(ctx.store.state),
-                prepared=layers.prepared(browser.session.view))  # fmt: skip
 
 
 async def cluster_change(request: Request) -> Response:
@@ -175,8 +201,6 @@ async def cluster_change(request: Request) -> Response:
         else:
             raise ClusterdError(f"no action {action!r}")
     except (ClusterdError, KeyError) as exc:
-        if isinstance(exc, SessionExpired):
-            raise
         return refused(request, browser, exc)
     pending = " — pending, not yet committed" if action.startswith("prepjoin") else ""
     browser.events.append(f"{action}: done{pending}")
@@ -184,16 +208,6 @@ async def cluster_change(request: Request) -> Response:
 
 
 # -- settings ---------------------------------------------------------------------------------
-
-
-async def settings_index(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
-    browser = await session(request)
-    try:
-        ops.may_read(ctx, browser)
-    except ops.Refused as exc:
-        return refused(request, browser, exc)
-    return page(request, "settings_index.html", browser, features=ops.features(ctx))
 
 
 async def settings(request: Request) -> Response:
@@ -211,8 +225,6 @@ def _settings(request: Request, browser: Browser, problems: list[str] | None = N
         found = ops.feature_at(ctx, browser, command, request.query_params.get("mode"))
         explained = ops.explain(ctx, browser, command)
     except (ClusterdError, ValueError) as exc:
-        if isinstance(exc, SessionExpired):
-            raise
         return refused(request, browser, exc)
     feature = ops.feature_of(ctx, command)
     shown = found["value"] if found["defined_here"] else found["inherited"]
@@ -257,8 +269,6 @@ async def settings_edit(request: Request) -> Response:
             request, browser, exc.problems, row=args.get("row"), status=422, sent=args.get("value")
         )
     except (ClusterdError, KeyError, ValueError) as exc:
-        if isinstance(exc, SessionExpired):
-            raise
         return refused(request, browser, exc)
     browser.events.append(f"{command}: {op.replace('_', ' ')} — pending, not yet committed")
     return back(f"/settings/{command}?mode={mode}")
@@ -272,9 +282,9 @@ async def pending_page(request: Request) -> Response:
     browser = await session(request)
     try:
         install = await ops.install_preview(ctx, browser)
+    except SessionExpired:
+        raise
     except ClusterdError as exc:
-        if isinstance(exc, SessionExpired):
-            raise
         install = {ctx.hostname: {"error": str(exc)}}
     return _pending(request, browser, install=install)
 
@@ -304,32 +314,8 @@ async def pending_change(request: Request) -> Response:
     except ops.Conflicts as exc:
         return _pending(request, browser, exc.found, status=409)
     except ClusterdError as exc:
-        if isinstance(exc, SessionExpired):
-            raise
         return refused(request, browser, exc)
     return back("/pending")
-
-
-async def history_page(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
-    browser = await session(request)
-    try:
-        found = ops.history(ctx, browser)
-    except ops.Refused as exc:
-        return refused(request, browser, exc)
-    return page(request, "history.html", browser, commits=found)
-
-
-async def commit_page(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
-    browser = await session(request)
-    try:
-        found = ops.commit_detail(ctx, browser, request.path_params["commit"])
-    except ClusterdError as exc:
-        if isinstance(exc, SessionExpired):
-            raise
-        return refused(request, browser, exc)
-    return page(request, "commit.html", browser, c=found)
 
 
 async def passwd_page(request: Request) -> Response:
@@ -343,27 +329,15 @@ async def passwd_change(request: Request) -> Response:
     try:
         done = await ops.passwd(ctx, browser, str(form.get("old", "")), str(form.get("new", "")),
                                 str(form.get("again", "")))  # fmt: skip
+    except SessionExpired:
+        raise
     except ClusterdError as exc:
-        if isinstance(exc, SessionExpired):
-            raise
         return page(request, "passwd.html", browser, 400, error=str(exc))
     browser.events.append(done)
     return back("/passwd")
 
 
 # -- clustercheck ------------------------------------------------------------------------------
-
-
-async def check_page(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
-    browser = await session(request)
-    try:
-        found = await ops.clustercheck(ctx, browser)
-    except ClusterdError as exc:
-        if isinstance(exc, SessionExpired):
-            raise
-        return refused(request, browser, exc)
-    return page(request, "check.html", browser, report=found)
 
 
 async def check_force(request: Request) -> Response:
@@ -375,8 +349,6 @@ async def check_force(request: Request) -> Response:
     try:
         done = await ops.force(ctx, browser, args)
     except ClusterdError as exc:
-        if isinstance(exc, SessionExpired):
-            raise
         return refused(request, browser, exc)
     browser.events.append(done["text"])
     return back("/check")
@@ -422,17 +394,17 @@ def routes() -> list[Route]:
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
-        Route("/", home, methods=["GET"]),
-        Route("/cluster", cluster_page, methods=["GET"]),
+        Route("/", view("home.html", _home), methods=["GET"]),
+        Route("/cluster", view("cluster.html", _cluster), methods=["GET"]),
         Route("/cluster", cluster_change, methods=["POST"]),
-        Route("/settings", settings_index, methods=["GET"]),
+        Route("/settings", view("settings_index.html", _features), methods=["GET"]),
         Route("/settings/{feature}", settings, methods=["GET"]),
         Route("/settings/{feature}/edit", settings_edit, methods=["POST"]),
         Route("/pending", pending_page, methods=["GET"]),
         Route("/pending", pending_change, methods=["POST"]),
-        Route("/history", history_page, methods=["GET"]),
-        Route("/history/{commit}", commit_page, methods=["GET"]),
-        Route("/check", check_page, methods=["GET"]),
+        Route("/history", view("history.html", _history), methods=["GET"]),
+        Route("/history/{commit}", view("commit.html", _commit), methods=["GET"]),
+        Route("/check", view("check.html", _check), methods=["GET"]),
         Route("/passwd", passwd_page, methods=["GET"]),
         Route("/passwd", passwd_change, methods=["POST"]),
         Route("/check", check_force, methods=["POST"]),
