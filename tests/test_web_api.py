@@ -282,3 +282,22 @@ wait = "0"
         assert not live.exists() or "new@" not in live.read_text()  # (a preview writes nothing)
         a.request("DELETE", "/api/v1/pending")
         assert a.get("/api/v1/pending/install").body == {}
+
+
+def test_a_web_worker_that_dies_is_replaced_and_the_links_stay(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    with web_cluster(tmp_path, n=2, web=(0,)) as web:
+        m0 = web.machines[0]
+        assert admin(web).get("/api/v1/modes").status == 200
+        assert m0.proc is not None
+        pgrep = ["pgrep", "-P", str(m0.proc.pid), "-f", "clusterd.webworker"]
+        mine = subprocess.run(pgrep, capture_output=True, text=True).stdout.split()
+        assert len(mine) == 1, mine
+        os.kill(int(mine[0]), signal.SIGKILL)
+        web.bed.wait(lambda: m0.status()["web"]["started"] == 2, what="a new web worker")
+        web.bed.wait(lambda: web.client(0).login("admin", PASSPHRASE).status == 200,
+                     what="the web answering again")  # fmt: skip
+        assert web.bed.linked() and m0.proc.poll() is None
