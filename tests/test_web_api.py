@@ -301,3 +301,41 @@ def test_a_web_worker_that_dies_is_replaced_and_the_links_stay(tmp_path: Path) -
         web.bed.wait(lambda: web.client(0).login("admin", PASSPHRASE).status == 200,
                      what="the web answering again")  # fmt: skip
         assert web.bed.linked() and m0.proc.poll() is None
+
+
+def test_a_key_login_and_the_passphrase_lockout(web: WebBed) -> None:
+    import base64
+
+    import asyncssh
+
+    key = asyncssh.read_private_key(web.keys["rita"])
+    public = key.export_public_key().decode()
+    client = web.client(0)
+    asked = client.post("/api/v1/login/challenge", {"user": "rita", "key": public})
+    assert asked.status == 200, asked.body
+    challenge = asked.body["challenge"]
+    bad = base64.b64encode(key.sign(b"clusterd web login something else", b"ssh-ed25519"))
+    refused = client.post("/api/v1/login", {"challenge": challenge, "signature": bad.decode()})
+    assert refused.status == 401  # (and the challenge is spent)
+    challenge = client.post("/api/v1/login/challenge", {"user": "rita", "key": public}).body[
+        "challenge"]  # fmt: skip
+    signed = key.sign(b"clusterd web login " + challenge.encode(), b"ssh-ed25519")
+    answer = {"challenge": challenge, "signature": base64.b64encode(signed).decode()}
+    made = client.post("/api/v1/login", answer)
+    assert made.status == 200 and made.body["user"] == "rita" and made.body["role"] == "read-only"
+    client.token = made.body["token"]
+    assert client.get("/api/v1/me").body["user"] == "rita"
+    replay = web.client(0).post("/api/v1/login", answer)
+    assert replay.status == 401
+    # rita's key is not gus's, nor admin's.
+    for user in ("gus", "admin"):
+        other = web.client(0).post("/api/v1/login/challenge", {"user": user, "key": public})
+        assert other.status == 401 and other.body["error"] == "wrong user or key"
+    # Wrong passphrases lock the address out, as over SSH (5 in a minute): then even the
+    # right one is refused, and key logins still work.
+    for _ in range(5):
+        assert web.client(0).login("admin", "not the passphrase").status == 401
+    locked = web.client(0).login("admin", PASSPHRASE)
+    assert locked.status == 401 and "too many failed logins" in locked.body["error"]
+    again = web.client(0).post("/api/v1/login/challenge", {"user": "rita", "key": public})
+    assert again.status == 200

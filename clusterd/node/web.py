@@ -14,6 +14,7 @@ expired session is refused.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import ipaddress
@@ -27,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncssh
+
 from clusterd.core.errors import ClusterdError, ConfigError, ProtocolError, SessionExpired
+from clusterd.mesh.members import key_text
 from clusterd.node.config import DaemonConfig, web_address
 from clusterd.node.workers import SOCKET_HIGH_WATER, Calls
 from clusterd.node.workerwire import Frames, frame
@@ -41,6 +45,8 @@ log = logging.getLogger("clusterd.web")
 WORKER = "clusterd.webworker"
 RESTART = 1.0  # s before a web worker that ended is started again
 MAX_SESSIONS = 1000  # at once; the oldest goes when a login would pass this
+CHALLENGE_SECONDS = 60.0  # a key login's challenge is good for this long
+CHALLENGE_PREFIX = b"clusterd web login "  # what is signed: this, then the challenge
 
 
 def bind(config: DaemonConfig) -> socket.socket:
@@ -127,6 +133,7 @@ class Web(asyncio.Protocol):
         self.sock = bind(daemon.config)
         self.cert, self.key = certificate(daemon.config)
         self.sessions: dict[str, WebSession] = {}
+        self.challenges: dict[str, tuple[AdminLogin, float]] = {}  # key logins under way
         self.calls: dict[str, SessionCalls] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.transport: asyncio.Transport | None = None
@@ -225,8 +232,8 @@ class Web(asyncio.Protocol):
     def _call(self, cid: int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
               token: str | None) -> None:  # fmt: skip
         if token is None:  # before a session: logging in, and the image of the store
-            if name == "login":
-                asyncio.get_running_loop().create_task(self._login(cid, *args, **kwargs))
+            if name in ("login", "login_challenge", "login_key"):
+                asyncio.get_running_loop().create_task(self._login(cid, name, *args, **kwargs))
             elif name == "state":  # (the database is down: the worker reads ours)
                 self.send(("ok", cid, self.daemon.store.state))
             else:
@@ -250,13 +257,49 @@ class Web(asyncio.Protocol):
 
     # -- logging in ---------------------------------------------------------------------------
 
-    async def _login(self, cid: int, user: Any, passphrase: Any, source: Any) -> None:
+    async def _login(self, cid: int, how: str, *args: Any) -> None:
         try:
-            answer = await self.login(str(user), str(passphrase), str(source))
-        except ClusterdError as exc:
-            self.send(("err", cid, exc))
+            words = [str(a) for a in args]
+            if how == "login":
+                answer: Any = await self.login(*words)
+            elif how == "login_challenge":
+                answer = self.challenge(*words)
+            else:
+                answer = self.key_login(*words)
+        except (ClusterdError, TypeError) as exc:
+            self.send(("err", cid, ClusterdError(str(exc))))
             return
         self.send(("ok", cid, answer))
+
+    def challenge(self, user: str, key: str, source: str) -> str:
+        """A key login's first step: a fresh challenge for ``user``'s public ``key`` (one
+        of the cluster's admin keys for that user, as for SSH), to sign within a minute."""
+        login = self.daemon.auth.admin_key_login(user, key_text(key))
+        if login is None:
+            self.daemon.auth.failed(source, f"web login: key not accepted for user {user!r}")
+            raise ClusterdError("wrong user or key")
+        now = time.monotonic()
+        self.challenges = {c: v for c, v in self.challenges.items() if v[1] > now}
+        if len(self.challenges) >= MAX_SESSIONS:
+            raise ClusterdError("too many key logins under way; try again in a minute")
+        made = secrets.token_urlsafe(32)
+        self.challenges[made] = (login, now + CHALLENGE_SECONDS)
+        return made
+
+    def key_login(self, challenge: str, signature: str, source: str) -> dict[str, Any]:
+        """A key login's second step: the challenge signed with the key's private half."""
+        login, expires = self.challenges.pop(challenge, (None, 0.0))
+        if login is None or expires < time.monotonic():
+            raise ClusterdError("no such challenge (or it expired): ask another")
+        try:
+            key = asyncssh.import_public_key(login.key)
+            ok = key.verify(CHALLENGE_PREFIX + challenge.encode(), base64.b64decode(signature))
+        except (ValueError, asyncssh.KeyImportError):
+            ok = False
+        if not ok:
+            self.daemon.auth.failed(source, f"web login: bad key signature for {login.user!r}")
+            raise ClusterdError("the signature does not match the key")
+        return self._session(login, source)
 
     async def login(self, user: str, passphrase: str, source: str) -> dict[str, Any]:
         """A session for ``user`` if the passphrase is right (the SSH login's checks and
@@ -265,25 +308,28 @@ class Web(asyncio.Protocol):
         host = source.rpartition(":")[0] or source
         blocked = auth.blocked(host)
         if blocked:
-            auth.failed(f"web {source}", blocked)
+            auth.failed(source, f"web login: {blocked}")
             raise ClusterdError(blocked)
         role, why = await auth.check_passphrase(user, passphrase)
         if role is None:
-            auth.failed(f"web {source}", why, counts=True)
+            auth.failed(source, f"web login: {why}", counts=True)
             raise ClusterdError("wrong user or passphrase")
+        return self._session(AdminLogin(user, "passphrase"), source)
+
+    def _session(self, login: AdminLogin, source: str) -> dict[str, Any]:
         if len(self.sessions) >= MAX_SESSIONS:
             oldest = min(self.sessions.values(), key=lambda s: s.since)
             self._forget(oldest.token)
         token = secrets.token_urlsafe(32)
-        session = WebSession(token, AdminLogin(user, "passphrase"), secrets.token_urlsafe(24),
-                             source, time.monotonic()
-                             + self.daemon.config.web_session_minutes * 60)  # fmt: skip
+        expires = time.monotonic() + self.daemon.config.web_session_minutes * 60
+        session = WebSession(token, login, secrets.token_urlsafe(24), source, expires)
         self.sessions[token] = session
         self.calls[token] = SessionCalls(self, session)
         self.daemon.logins.append({"at": time.time(), "source": f"web {source}", "ok": True,
-                                   "user": user})  # fmt: skip
-        log.info("web login: %s from %s (%s)", user, source, role)
-        return {"token": token, "csrf": session.csrf, "user": user, "role": role,
+                                   "user": login.user})  # fmt: skip
+        role = self.daemon.auth.role(login)
+        log.info("web login: %s from %s (%s, %s)", login.user, source, role, login.method)
+        return {"token": token, "csrf": session.csrf, "user": login.user, "role": role,
                 "minutes": self.daemon.config.web_session_minutes}  # fmt: skip
 
     def status(self) -> dict[str, Any]:

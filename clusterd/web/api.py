@@ -49,13 +49,38 @@ def _object(body: Any, *names: str) -> dict[str, Any]:
     return body
 
 
-async def login(request: Request) -> Response:
+def _source(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "?"
+
+
+async def challenge(request: Request) -> Response:
+    """A key login, first step: ``{user, key}`` (an OpenSSH public key of the user's, as
+    in sshconfig ``admin_keys``) -> ``{challenge}``, to sign with the private key."""
     ctx: Context = request.app.state.ctx
     try:
-        body = _object(await read_json(request), "user", "passphrase")
-        client = request.client
-        source = f"{client.host}:{client.port}" if client else "?"
-        browser = await ctx.login(str(body["user"]), str(body["passphrase"]), source)
+        body = _object(await read_json(request), "user", "key")
+        made = await ctx.challenge(str(body["user"]), str(body["key"]), _source(request))
+    except Exception as exc:
+        status, answer = errors(exc)
+        return JSONResponse(answer, status_code=401 if status == 400 else status)
+    return JSONResponse({"challenge": made, "sign": "clusterd web login CHALLENGE"})
+
+
+async def login(request: Request) -> Response:
+    """A session: ``{user, passphrase}``, or a key login's ``{challenge, signature}``
+    (base64 of the SSH signature of "clusterd web login " + the challenge)."""
+    ctx: Context = request.app.state.ctx
+    try:
+        body = await read_json(request)
+        if isinstance(body, dict) and "challenge" in body:
+            args = _object(body, "challenge", "signature")
+            browser = await ctx.key_login(str(args["challenge"]), str(args["signature"]),
+                                          _source(request))  # fmt: skip
+        else:
+            args = _object(body, "user", "passphrase")
+            browser = await ctx.login(str(args["user"]), str(args["passphrase"]),
+                                      _source(request))  # fmt: skip
     except Exception as exc:
         status, answer = errors(exc)
         return JSONResponse(answer, status_code=401 if status == 400 else status)
@@ -209,6 +234,7 @@ ROUTES: list[tuple[str, str, Operation, str]] = [
 
 def routes() -> list[Route]:
     found = [Route("/api/v1/login", login, methods=["POST"]),
+             Route("/api/v1/login/challenge", challenge, methods=["POST"]),
              Route("/api/v1/openapi.json", _openapi, methods=["GET"])]  # fmt: skip
     found += [Route(path, endpoint(op), methods=[method]) for path, method, op, _ in ROUTES]
     return found

@@ -78,9 +78,18 @@ class Context:
             raise
 
     async def login(self, user: str, passphrase: str, source: str) -> Browser:
+        return self._browser(await self._ask(None, "login", user, passphrase, source))
+
+    async def challenge(self, user: str, key: str, source: str) -> str:
+        """A key login's challenge (``docs/web.md``), for the user's public ``key``."""
+        return str(await self._ask(None, "login_challenge", user, key, source))
+
+    async def key_login(self, challenge: str, signature: str, source: str) -> Browser:
+        return self._browser(await self._ask(None, "login_key", challenge, signature, source))
+
+    def _browser(self, made: dict[str, Any]) -> Browser:
         from clusterd.store.session import Session
 
-        made = await self._ask(None, "login", user, passphrase, source)
         browser = Browser(made["token"], made["user"], made["csrf"],
                           Session(self.store, made["user"], self.config.max_pending_changes),
                           time.monotonic() + made["minutes"] * 60, made["minutes"])  # fmt: skip

@@ -55,6 +55,12 @@ def _document(catalogue: Catalogue) -> dict[str, Any]:
                                "passphrase": {"type": "string"}}}}}},
             "responses": {"200": {"description": "the session"},
                           "401": {"description": "refused"}}}},
+        "/api/v1/login/challenge": {"post": {
+            "summary": "A key login: {user, key} -> {challenge}; then POST /api/v1/login "
+                       "{challenge, signature}: base64 of the key's SSH signature of "
+                       "'clusterd web login ' + challenge",
+            "responses": {"200": {"description": "the challenge"},
+                          "401": {"description": "refused"}}}},
     }  # fmt: skip
     for path, method, _, summary in ROUTES:
         spec: dict[str, Any] = {
