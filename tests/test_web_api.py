@@ -339,3 +339,22 @@ def test_a_key_login_and_the_passphrase_lockout(web: WebBed) -> None:
     assert locked.status == 401 and "too many failed logins" in locked.body["error"]
     again = web.client(0).post("/api/v1/login/challenge", {"user": "rita", "key": public})
     assert again.status == 200
+
+
+def test_effective_configuration_and_remove_a_machine(web: WebBed) -> None:
+    a = admin(web)
+    m0, _, m2 = web.machines
+    mine = a.get("/api/v1/effective").body
+    assert mine["machine"] == m0.hostname and mine["features"]["settz"]["from"]
+    users = mine["features"]["userconfig"]["value"]
+    assert {row["passphrase_hash"] for row in users.values()} == {"set"}
+    assert a.get(f"/api/v1/effective?machine={m2.hostname}").body["machine"] == m2.hostname
+    assert a.get("/api/v1/effective?machine=nosuch.example.com").status == 400
+    rita = web.client(0)
+    rita.login("rita", "rita" * 3)
+    assert rita.post("/api/v1/cluster/remove", {"machine": m2.hostname}).status == 403
+    gone = a.post("/api/v1/cluster/remove", {"machine": m2.hostname})
+    assert gone.status == 200, gone.body
+    web.bed.wait(lambda: m2.hostname not in a.get("/api/v1/cluster").body["machines"],
+                 what="m2 removed")  # fmt: skip
+    web.bed.wait(lambda: m2.status()["cluster"] is None, timeout=30, what="m2 left")

@@ -120,6 +120,14 @@ async def _feature(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return ops.feature_at(ctx, b, r.path_params["feature"], _mode(r))
 
 
+async def _effective(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    return ops.effective(ctx, b, r.query_params.get("machine"))
+
+
+async def _remove(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
+    return await ops.remove(ctx, b, str(_object(body, "machine")["machine"]))
+
+
 async def _explain(ctx: Context, b: Browser, r: Request, body: Any) -> Any:
     return ops.explain(ctx, b, r.path_params["feature"])
 
@@ -201,6 +209,8 @@ ROUTES: list[tuple[str, str, Operation, str]] = [
     ("/api/v1/passwd", "POST", _passwd, "Change one's own passphrase ({old, new})"),
     ("/api/v1/features", "GET", _features, "The features, with their kind and levels"),
     ("/api/v1/modes", "GET", _modes, "The cluster's modes: cluster, each group and machine"),
+    ("/api/v1/effective", "GET", _effective,
+     "A machine's whole effective configuration (?machine=NAME; this one's by default)"),
     ("/api/v1/features/{feature}", "GET", _feature,
      "A feature at a mode: where it is defined, its value or what it inherits"),
     ("/api/v1/features/{feature}/explain", "GET", _explain,
@@ -223,6 +233,8 @@ ROUTES: list[tuple[str, str, Operation, str]] = [
      "addgroup, renamegroup, deletegroup, setgroup ({op, ...})"),
     ("/api/v1/cluster/prepjoin", "POST", _prepjoin,
      "PREPJOIN new {hostname, serial, machine_key} or delete {hostname}: a pending change"),
+    ("/api/v1/cluster/remove", "POST", _remove,
+     "REMOVEMACHINE ({machine}): it leaves the cluster, keeping its settings"),
     ("/api/v1/cluster/connection", "POST", _connect,
      "DISCONNECT or RECONNECT a machine ({machine, disconnected})"),
     ("/api/v1/clustercheck", "GET", _check,

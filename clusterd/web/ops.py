@@ -132,6 +132,25 @@ def feature_at(ctx: Context, browser: Browser, command: str, key: str | None) ->
     }
 
 
+def effective(ctx: Context, browser: Browser, machine: str | None) -> dict[str, Any]:
+    """A machine's whole effective configuration (this one's by default): per feature,
+    its value and the mode it comes from."""
+    may_read(ctx, browser)
+    view = browser.session.view
+    name = machine or ctx.hostname
+    if layers.cluster_name(view) is not None and name not in layers.machines(view):
+        raise ClusterdError(f"no machine {name!r} in the cluster")
+    chain = layers.chain(view, name)
+    found = {}
+    for feature in ctx.store.catalogue:
+        if feature.internal:
+            continue
+        resolved = layers.resolve(view, feature, chain)
+        found[feature.command] = {"value": feature.shown(resolved.value),
+                                  "from": resolved.source}  # fmt: skip
+    return {"machine": name, "features": found}
+
+
 def explain(ctx: Context, browser: Browser, command: str) -> list[dict[str, Any]]:
     """The effective value on each machine and where it comes from."""
     may_read(ctx, browser)
@@ -370,6 +389,12 @@ def prepjoin(ctx: Context, browser: Browser, op: str, args: dict[str, str]) -> N
         browser.session.prepjoin_delete(args["hostname"])
     else:
         raise ClusterdError(f"no prepjoin {op!r} (new, delete)")
+
+
+async def remove(ctx: Context, browser: Browser, machine: str) -> Any:
+    """REMOVEMACHINE: the machine leaves the cluster, keeping its settings."""
+    may_write(ctx, browser, "change the cluster")
+    return await ctx.ask(browser, "admin.remove", machine, browser.user)
 
 
 async def set_disconnected(ctx: Context, browser: Browser, machine: str, flag: bool) -> Any:

@@ -195,6 +195,8 @@ async def cluster_change(request: Request) -> Response:
             fields = ("hostname", "serial", "machine_key")
             ops.prepjoin(ctx, browser, action.split("_")[1],
                          {k: str(form[k]).strip() for k in fields if form.get(k)})  # fmt: skip
+        elif action == "remove":
+            await ops.remove(ctx, browser, str(form.get("machine", "")))
         elif action in ("disconnect", "reconnect"):
             await ops.set_disconnected(ctx, browser, str(form.get("machine", "")),
                                        action == "disconnect")  # fmt: skip
