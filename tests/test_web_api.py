@@ -71,6 +71,13 @@ def test_override_at_a_group_commit_and_move_it_back_up(web: WebBed) -> None:
     written = b.get(f"/api/v1/history/{users['id']}").body["writes"]
     assert {w["value"]["passphrase_hash"] for w in written if w["feature"] == "userconfig"
             and w["row"]} == {"set"}  # fmt: skip
+    # Copied to every group, then deleted at every group: as before.
+    assert b.edit("settz", "group:Paris", op="copy", to="allgroups").status == 200
+    groups = [d["key"] for d in b.get("/api/v1/features/settz?mode=cluster").body["defined_at"]]
+    assert groups == ["group:Main_Group", "group:Paris"]
+    assert b.edit("settz", "cluster", op="undefine", to="allgroups").status == 200
+    assert b.get("/api/v1/features/settz?mode=cluster").body["defined_at"] == []
+    b.request("DELETE", "/api/v1/pending")
     # Move the settings back up to the cluster: everyone has them, from the cluster.
     assert b.edit("settz", "group:Paris", op="move", to="cluster").status == 200
     assert b.post("/api/v1/commit", {"comment": "up"}).status == 200

@@ -94,6 +94,7 @@ def peers(d: Daemon) -> list[dict[str, Any]]:
             "route": via,
             "vv": p.vv,
             "admin_off": p.admin_off,  # that member is disconnected on purpose
+            "links": sorted(p.links),  # the members it says it has live links to
             "behind": commits_behind(ours, p.vv),
             "syncing": p.syncing_since is not None,
         })  # fmt: skip

@@ -128,6 +128,7 @@ def feature_at(ctx: Context, browser: Browser, command: str, key: str | None) ->
         "inherited": feature.shown(inherited.value),
         "inherited_from": "the factory defaults" if inherited.mode is None else str(inherited.mode),
         "defined_at": defined_at,
+        "groups_define": any(d["key"].startswith("group:") for d in defined_at),
         "overridden_below": overriding,  # (not affected by a change here)
     }
 
@@ -260,6 +261,10 @@ def edit(ctx: Context, browser: Browser, command: str, key: str, op: str,
             if start is None:
                 raise ClusterdError("start: empty, defaults or inherited")
             s.define(command, mode, start)
+        case "undefine" if args.get("to") == "allgroups":  # (every group that defines it)
+            for group in layers.groups(s.view):
+                if layers.is_defined(s.view, feature, Mode.group(group)):
+                    s.undefine(command, Mode.group(group))
         case "undefine":
             s.undefine(command, mode)
         case "set_record":

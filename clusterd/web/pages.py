@@ -167,17 +167,30 @@ async def _check(ctx: Context, b: Browser, r: Request) -> dict[str, Any]:
 
 
 def mesh(status: dict[str, Any]) -> dict[str, Any]:
-    """The members on a circle and the links between them, for the picture."""
+    """The members on a circle and the links between them, for the picture: this
+    member's own links with their state, and the links each member says it has (with
+    its pings) between the others."""
     import math
 
-    me = status["hostname"]
-    names = [me, *[p["hostname"] for p in status.get("peers") or []]]
+    me, peers = status["hostname"], status.get("peers") or []
+    names = [me, *[p["hostname"] for p in peers]]
+    by_serial = {status["serial"]: me, **{p["serial"]: p["hostname"] for p in peers}}
     count = max(len(names), 1)
     points = {n: (150 + 110 * math.cos(2 * math.pi * i / count - math.pi / 2),
                   130 + 100 * math.sin(2 * math.pi * i / count - math.pi / 2))
               for i, n in enumerate(names)}  # fmt: skip
-    links = [{"a": points[me], "b": points[p["hostname"]], "state": p["state"]}
-             for p in status.get("peers") or []]  # fmt: skip
+    links = [{"a": points[me], "b": points[p["hostname"]], "state": p["state"]} for p in peers]
+    seen = {frozenset((me, p["hostname"])) for p in peers}
+    for p in peers:
+        if p["state"] != "up":
+            continue  # (what it said before the link went is stale)
+        for serial in p.get("links") or []:
+            other = by_serial.get(serial)
+            pair = frozenset((p["hostname"], other))
+            if other is None or pair in seen:
+                continue
+            seen.add(pair)
+            links.append({"a": points[p["hostname"]], "b": points[other], "state": "up"})
     return {"points": points, "links": links, "me": me}
 
 
