@@ -84,7 +84,11 @@ class Machine:
         self.dir = root / self.hostname
         self.proc: subprocess.Popen[bytes] | None = None
         self.prefix: list[str] = []  # run the daemon under this (e.g. ip netns exec NS)
-        overrides = {"listen": "127.0.0.1", "ssh_port": free_port(), "ping_interval": ping}
+        # DNS goes to a loopback port nobody answers on unless a test gives a server (its
+        # dnsmasq): a test bed never asks the host's resolvers, which may be off loopback.
+        overrides = {"listen": "127.0.0.1", "ssh_port": free_port(), "ping_interval": ping,
+                     "dns_servers": ["127.0.0.1"], "dns_port": free_port(),
+                     "dns_timeout": 0.5}  # fmt: skip
         overrides.update(extra)
         if overrides.get("ccs_enabled"):
             overrides["ccs_port"] = free_port()
