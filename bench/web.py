@@ -167,7 +167,9 @@ def main() -> int:
     port = free_port()
     runs = []
     try:
-        with Testbed(root, 3, ping=1.0, trace_file=TRACE,
+        hosts = root / "hosts"  # (the members' names resolve here: connstatus asks no DNS)
+        hosts.write_text("127.0.0.1 " + " ".join(f"m{i}.example.com" for i in range(3)) + "\n")
+        with Testbed(root, 3, ping=1.0, trace_file=TRACE, hosts_file=str(hosts),
                      each={0: {"web_listen": f"127.0.0.1:{port}"}}) as bed:  # fmt: skip
             bed.start()
             bed.wait(bed.linked, what="linked")
