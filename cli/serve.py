@@ -215,9 +215,10 @@ class ShellChannel:
             log.exception("%s: %r failed", self.user, self.command)
             console.write("Error: internal error (logged)")
             status = 3
-        if shell.session.pending:
-            console.write(f"Warning: {len(shell.session.pending)} uncommitted change(s) "
+        if shell.session.pending:  # nothing changed: a script must notice (exit 1)
+            console.write(f"Error: {len(shell.session.pending)} uncommitted change(s) "
                           "discarded; end the command with '; commit COMMENT'")  # fmt: skip
+            status = status or 1
         log.info("%s: %r exits %d", self.user, self.command, status)
         self._end("", status)
 

@@ -45,7 +45,7 @@ def test_one_command_calls_exit_with_their_status(pair: Testbed) -> None:
     )
     # Pending changes live as long as the call: commit in the same line.
     lost = ssh(a, "clustermode cluster; settz set timezone=Europe/Paris")
-    assert lost.returncode == 0 and "uncommitted change(s) discarded" in lost.stdout
+    assert lost.returncode == 1 and "Error: 1 uncommitted change(s) discarded" in lost.stdout
     kept = ssh(a, "clustermode cluster; settz set timezone=Europe/Paris; commit over ssh")
     assert kept.returncode == 0 and "Changes committed:" in kept.stdout, kept.stdout
     assert a.op("get", feature="settz", mode="cluster")["value"] == {"timezone": "Europe/Paris"}

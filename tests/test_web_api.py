@@ -229,31 +229,6 @@ def test_clustercheck_and_force_through_the_api(web: WebBed) -> None:
     assert again.status == 400 and "no recorded loss" in again.body["error"]
 
 
-def test_a_web_port_in_use_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
-    import socket
-    import subprocess
-    import sys
-
-    from clusterd.dev.testbed import Testbed, free_port
-
-    taken = socket.socket()
-    port = free_port()
-    taken.bind(("127.0.0.1", port))
-    taken.listen(1)
-    try:
-        with Testbed(tmp_path, 1, each={0: {"web_listen": f"127.0.0.1:{port}"}}) as bed:
-            m = bed.machines[0]
-            argv = [sys.executable, "-m", "clusterd", "run", "--data-dir", str(m.dir)]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    finally:
-        taken.close()
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"clusterd: web_listen 127.0.0.1:{port}: Address already in use; choose another "
-        "port, or stop what holds it"
-    ], done.stderr
-
-
 def test_the_install_preview_shows_each_members_service_files_to_be(tmp_path: Path) -> None:
     """m0 and m2 render a list of the unsubscribed addresses (a template target); a
     pending row shows, per member, the diff of that file, and m1 (no target) says so."""

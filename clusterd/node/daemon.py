@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import asyncssh
 
 from clusterd.core import layers
-from clusterd.core.errors import ClusterdError
+from clusterd.core.errors import ClusterdError, ConfigError
 from clusterd.core.merge import Outcome
 from clusterd.core.state import definition
 from clusterd.mesh.members import Endpoint
@@ -207,10 +208,13 @@ class Daemon:
             self.admin_server.close()
             await self.admin_server.wait_closed()
             self.admin_server = None
-        self.admin_server = await ssh.listen(
-            lambda: AdminServer(self), c.listen, c.ssh_port, self.host_key, self.algorithms(),
-            c.login_grace_time,
-        )  # fmt: skip
+        try:
+            self.admin_server = await ssh.listen(
+                lambda: AdminServer(self), c.listen, c.ssh_port, self.host_key,
+                self.algorithms(), c.login_grace_time,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ConfigError(listen_refused("ssh_port", c.listen, c.ssh_port, exc)) from None
 
     async def set_ccs_listener(self, on: bool) -> None:
         """Start or stop the CCS port, and remember the choice in ``clusterd.toml``."""
@@ -226,7 +230,7 @@ class Daemon:
                     self.algorithms(), c.login_grace_time,
                 )  # fmt: skip
             except OSError as exc:
-                raise ClusterdError(f"cannot listen on CCS port {c.ccs_port}: {exc}") from None
+                raise ClusterdError(listen_refused("ccs_port", c.listen, c.ccs_port, exc)) from None
         if c.ccs_enabled != on:
             self.config = cfg.save(c, ccs_enabled=on)
         log.info("CCS %s", f"on port {c.ccs_port}" if on else "off")
@@ -432,6 +436,18 @@ class Daemon:
 
     async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
         return await self.links.ask_peer(serial, kind, args, timeout)
+
+
+def listen_refused(setting: str, address: str, port: int, exc: OSError) -> str:
+    """One line that says why a port could not be listened on, and what to do."""
+    flag = "--" + setting.replace("_", "-")
+    if exc.errno == errno.EADDRINUSE:
+        hint = (" (the host's own sshd?)" if port == 22 else "") + (
+            f"; choose another port ({flag}, or {setting} in clusterd.toml) on every "
+            "machine, or stop what holds it"
+        )
+        return f"{setting} {port}: {address}:{port} is already in use{hint}"
+    return f"{setting} {port}: cannot listen on {address}:{port}: {exc.strerror or exc}"
 
 
 def run(config: DaemonConfig, shells: ShellFactory | None = None) -> None:
