@@ -75,7 +75,9 @@ from clusterd.mesh.peers import (
 )
 
 FULL_EVERY = 10  # every 10th ping and its pong carry the whole version vector and links
-QUIET_GOODBYES = {"duplicate", "disconnected", "removed"}  # no alert when a peer says these
+# No alert when a peer says these: it chose to go (an orderly stop included), and its
+# link going down is logged, not raised.
+QUIET_GOODBYES = {"duplicate", "disconnected", "removed", "shutdown"}
 # A refusal's goodbye code -> (alert kind, peer state); any other code: a failed login.
 REFUSALS = {
     "version": ("version mismatch", "refused"),
