@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from clusterd.store.store import Store
 from tests.shellhelp import Term
 from tests.test_clustercheck_console import mesh, until
 from tests.test_join_processes import americas
-from tests.test_shell_ssh import Tmux, ssh
+from tests.test_shell_ssh import ssh
+from tests.tmuxbed import Tmux
 
 TZ = {"do": "set_record", "feature": "settz", "mode": "cluster"}
 
@@ -60,11 +60,7 @@ def test_disconnected_edits_found_and_forced(tmp_path: Path) -> None:
         found = json.loads(ssh(c, "clustercheck --json").stdout)
         assert len(found["lost"]) == 1 and found["lost"][0]["unit"].startswith("settz")
 
-        name = f"clustercheck-{a.config.ssh_port}"
-        tmux = Tmux(name)
-        command = f"{sys.executable} -m clusterd shell --data-dir {c.dir}"
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "50",
-                        command], check=True, timeout=10)  # fmt: skip
+        tmux = Tmux(f"{sys.executable} -m clusterd shell --data-dir {c.dir}", 160, 50)
         try:
             tmux.wait_for(f"(Machine {c.hostname})>")
             tmux.keys("clustercheck", "Enter")
@@ -80,7 +76,7 @@ def test_disconnected_edits_found_and_forced(tmp_path: Path) -> None:
             tmux.wait_for(f"The whole cluster now uses the {a.hostname} version.")
             tmux.keys("quit", "Enter")
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, timeout=10)
+            tmux.close()
         bed.wait(lambda: zone(a) == zone(b) == "Europe/Paris", what="forced version everywhere")
         bed.wait(bed.converged, what="converged after forcing")
         again = ssh(a, "clustermode cluster; clustercheck")

@@ -21,6 +21,7 @@ import pytest
 
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.node import identity
+from tests.tmuxbed import Tmux
 
 NEW = "mail1.example.com"
 
@@ -46,33 +47,6 @@ def linked(root: Path, n: int) -> Iterator[Testbed]:
         yield bed
 
 
-class Tmux:
-    """One interactive ``clusterd shell`` in tmux, on a private server socket."""
-
-    def __init__(self, socket: str, command: str) -> None:
-        self.base = ["tmux", "-L", socket]
-        subprocess.run([*self.base, "new-session", "-d", "-s", "t", "-x", "150", "-y", "40",
-                        command], check=True, timeout=10)  # fmt: skip
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run([*self.base, "send-keys", "-t", "t", *keys], check=True, timeout=10)
-
-    def screen(self) -> str:
-        return subprocess.run([*self.base, "capture-pane", "-p", "-t", "t", "-S", "-100"],
-                              capture_output=True, text=True, timeout=10).stdout  # fmt: skip
-
-    def wait_for(self, text: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.screen():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not on the screen:\n{self.screen()}")
-
-    def close(self) -> None:
-        subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10)
-
-
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
 def test_rename_a_member_while_the_others_run(tmp_path: Path) -> None:
     with linked(tmp_path, 3) as bed:
@@ -85,8 +59,7 @@ def test_rename_a_member_while_the_others_run(tmp_path: Path) -> None:
         assert made.returncode == 0, made.stdout
         bed.wait(bed.converged, what="converged")
         # An admin sits in b's interactive shell, at b's machine mode.
-        tmux = Tmux(f"clusterd-{b.config.ssh_port}",
-                    f"{sys.executable} -m clusterd shell --data-dir {b.dir}")  # fmt: skip
+        tmux = Tmux(f"{sys.executable} -m clusterd shell --data-dir {b.dir}", 150, 40)
         try:
             tmux.wait_for(f"(Machine {old})>")
             # Renamed from another member: a.

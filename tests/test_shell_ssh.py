@@ -14,6 +14,7 @@ import pytest
 
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.node import identity
+from tests.tmuxbed import Tmux
 
 
 def ssh(m: Machine, command: str, key: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,45 +68,12 @@ def test_json_forms(pair: Testbed) -> None:
     assert commits[0]["comment"] == "create cluster americas"
 
 
-class Tmux:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def run(self, *args: str) -> str:
-        return subprocess.run(
-            ["tmux", *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-
-    def keys(self, *keys: str) -> None:
-        self.run("send-keys", "-t", self.name, *keys)
-
-    def alive(self) -> bool:
-        found = subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True)
-        return found.returncode == 0
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", self.name, "-S", "-200")
-
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not on the screen:\n{self.screen()}")
-
-
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
 def test_interactive_shell_in_tmux(pair: Testbed) -> None:
     a, _ = pair.machines
     a.op("create", name="americas")
     a.op("addgroup", group="Paris")
-    name = f"clusterd-test-{a.config.ssh_port}"
-    tmux = Tmux(name)
-    command = f"{sys.executable} -m clusterd shell --data-dir {a.dir}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", command],
-                   check=True, timeout=10)  # fmt: skip
+    tmux = Tmux(f"{sys.executable} -m clusterd shell --data-dir {a.dir}")
     try:
         tmux.wait_for(f"(Machine {a.hostname})>")
         tmux.keys("clusterm")
@@ -133,13 +101,13 @@ def test_interactive_shell_in_tmux(pair: Testbed) -> None:
             time.sleep(0.1)
         assert not tmux.alive()  # quit ended the ssh session
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, timeout=10)
+        tmux.close()
     value = a.op("get", feature="settz", mode="group:Paris")["value"]
     assert value == {"timezone": "Asia/Tokyo"}
     assert a.op("list")["groups"]["Paris"] == {}
 
 
-def _ssh_password_session(tmux_name: str, m: Machine, user: str) -> Tmux:
+def _ssh_password_session(m: Machine, user: str) -> Tmux:
     known = m.dir / "known_hosts"
     identity.local_ssh(m.config)  # writes the pinned host key to known_hosts
     command = (
@@ -147,9 +115,7 @@ def _ssh_password_session(tmux_name: str, m: Machine, user: str) -> Tmux:
         "-o StrictHostKeyChecking=yes -o PubkeyAuthentication=no "
         f"-o PreferredAuthentications=password {user}@{m.config.listen}"
     )
-    subprocess.run(["tmux", "new-session", "-d", "-s", tmux_name, "-x", "120", "-y", "40",
-                    command], check=True, timeout=10)  # fmt: skip
-    return Tmux(tmux_name)
+    return Tmux(command)
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
@@ -158,8 +124,8 @@ def test_passphrase_logins_and_two_shells_at_once(pair: Testbed) -> None:
 
     a, _ = pair.machines
     a.op("create", name="americas")
-    one = _ssh_password_session(f"one-{a.config.ssh_port}", a, "admin")
-    two = _ssh_password_session(f"two-{a.config.ssh_port}", a, "admin")
+    one = _ssh_password_session(a, "admin")
+    two = _ssh_password_session(a, "admin")
     try:
         for t in (one, two):
             t.wait_for("password:")
@@ -189,14 +155,14 @@ def test_passphrase_logins_and_two_shells_at_once(pair: Testbed) -> None:
             t.keys("quit", "Enter")
     finally:
         for t in (one, two):
-            subprocess.run(["tmux", "kill-session", "-t", t.name], capture_output=True, timeout=10)
-    wrong = _ssh_password_session(f"wrong-{a.config.ssh_port}", a, "admin")
+            t.close()
+    wrong = _ssh_password_session(a, "admin")
     try:
         wrong.wait_for("password:")
         wrong.keys("not the passphrase", "Enter")
         wrong.wait_for("wrong passphrase for user 'admin'")  # the banner says why
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", wrong.name], capture_output=True, timeout=10)
+        wrong.close()
 
 
 def test_editing_keys_inside_a_line_sent_at_once_keep_their_meaning(pair: Testbed) -> None:

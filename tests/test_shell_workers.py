@@ -23,7 +23,8 @@ from clusterd.core.pending import PendingWrite
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.node.workers import BIG_BATCH
 from clusterd.node.workerwire import HEADER, Frames, frame
-from tests.test_shell_ssh import Tmux, ssh
+from tests.test_shell_ssh import ssh
+from tests.tmuxbed import Tmux
 
 TZ = {"do": "set_record", "feature": "settz", "mode": "cluster"}
 TOKYO = {"timezone": "Asia/Tokyo"}
@@ -68,16 +69,9 @@ def one(tmp_path: Path) -> Iterator[Testbed]:
 @contextlib.contextmanager
 def shell_in_tmux(m: Machine) -> Iterator[Tmux]:
     """An interactive shell on ``m`` through OpenSSH, in a tmux session, at its prompt."""
-    name = f"clusterd-workers-{m.config.ssh_port}"
-    command = f"{sys.executable} -m clusterd shell --data-dir {m.dir}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", command],
-                   check=True, timeout=10)  # fmt: skip
-    term = Tmux(name)
-    try:
+    with Tmux(f"{sys.executable} -m clusterd shell --data-dir {m.dir}") as term:
         term.wait_for(f"(Machine {m.hostname})>")
         yield term
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
 
 
 @pytest.fixture
