@@ -114,7 +114,7 @@ async def commit(shell: Shell, args: list[str]) -> int:
     if made is None:
         shell.write("Nothing left to commit.")
         return 0
-    shell.write(f"Changes committed: {time.strftime('%a %b %d %H:%M:%S %Y', time.localtime())}")
+    shell.write(f"Changes committed: {time.strftime('%a %b %d %H:%M:%S %Y %Z', time.localtime())}")
     for old, new in renames:
         shell.write(f"Machine {old} is now {new}: its settings, group and links went with it.")
     return 0
@@ -190,7 +190,7 @@ def _commit_ref(shell: Shell, commit: Commit | CommitId, names: dict[str, str]) 
             found = shell.store.get_commit(found)
         except ClusterdError:  # no longer in the log: only its id is known
             return {"id": str(cid), "time": None, "user": None, **origin}
-    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(found.at))
+    at = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(found.at))
     return {"id": str(cid), "time": at, "user": found.user, **origin}
 
 
@@ -247,7 +247,7 @@ def _recent_alerts(shell: Shell, alerts: list[dict[str, Any]], mail: dict[str, A
     more = f" (the last {len(shown)} of {len(alerts)}; status --json has them all)"
     shell.write(f"Recent alerts{more if len(shown) < len(alerts) else ''}:")
     for a in shown:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(a["at"]))
         shell.write(f"  {when} {a['kind']}: {a['peer']}: {a['text']}")
     delivery = f"Alert mail via {mail['relay']}: {mail['sent']} sent"
     if mail["queued"]:

@@ -81,7 +81,7 @@ async def explain(shell: Shell, args: list[str]) -> int:
         if not level["defined"]:
             shell.write(f"  {level['mode']}: not defined")
             continue
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(level.get("at", 0)))
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(level.get("at", 0)))
         shell.write(f"  {level['mode']}: {_short(level['value'])}")
         shell.write(f"      commit {level['commit']} by '{level.get('user')}' on "
                     f"{level['origin']} at {when} {level.get('comment', '')!r}")  # fmt: skip

@@ -11,7 +11,7 @@ from clusterd.core.errors import ClusterdError
 
 
 def _when(at: float) -> str:
-    return time.strftime("%a %b %d %H:%M:%S", time.localtime(at))
+    return time.strftime("%a %b %d %H:%M:%S %Z", time.localtime(at))
 
 
 async def who(shell: Shell, args: list[str]) -> int:

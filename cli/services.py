@@ -122,7 +122,7 @@ def _show(shell: Shell, found: dict[str, Any]) -> None:
 
 def target_line(name: str, t: dict[str, Any]) -> str:
     """One target's state in a line (``status`` and ``target`` show it)."""
-    when = time.strftime("%H:%M:%S", time.localtime(t["applied_at"])) if t["applied_at"] else "-"
+    when = time.strftime("%H:%M:%S %Z", time.localtime(t["applied_at"])) if t["applied_at"] else "-"
     text = f"  {name:<16} {t['state']:<10} applied {t['applied'] or '-'} at {when}"
     if t["desired"] != t["applied"]:
         text += f", wants {t['desired']}"

@@ -59,6 +59,12 @@ def public_key() -> str:
     return " ".join(key.split()[:2])
 
 
+# How the shell writes a time (every time it writes carries its zone).
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+"
+# What ``commit`` says: the time with its zone.
+COMMITTED = re.compile(r"Changes committed: \w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4} \S+")
+
+
 def new_daemon(tmp_path: Path) -> Daemon:
     """Standalone machine newyork.example.com; DNS goes to a port nobody answers on."""
     hosts = tmp_path / "hosts"

@@ -28,10 +28,12 @@ from clusterd.schema.restrictions import COMMANDS, Restriction, switch_prompt
 from clusterd.trust.dns import Lookup
 from tests.shellhelp import (
     ADMIN,
+    COMMITTED,
     LA,
     LA_ADDRESS,
     NY,
     PASSPHRASE,
+    STAMP,
     Term,
     free_port,
     menu_join_lines,
@@ -46,7 +48,6 @@ MACHINE_SWITCH = (
 )
 CONFIRM_CLUSTER = "Changes made in cluster mode affect every machine. Continue?"
 NOTE = "Note: Changes to these settings will not affect the following groups and machines"
-COMMITTED = re.compile(r"Changes committed: \w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4}")
 SUFFIX = {
     Restriction.UNRESTRICTED: "",
     Restriction.CLUSTER_ONLY: " (cluster mode only)",
@@ -747,7 +748,7 @@ async def test_commitdetail_text_and_json(ny: Term) -> None:
     await ny.ok("settz set timezone=Asia/Tokyo", "1")
     await ny.ok("commit", "tz change")
     lines = (await ny.ok("commitdetail 2")).splitlines()
-    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    stamp = STAMP
     assert re.fullmatch(rf"SER-NY:\d+  {stamp}  {NY}  admin  'tz change'", lines[0]), lines
     assert lines[1] == "    settz at Cluster"
     assert re.fullmatch(rf"SER-NY:\d+  {stamp}  {NY}  admin  '{LA} joins group Paris'", lines[2])

@@ -29,10 +29,8 @@ from clusterd.node.daemon import Daemon
 from clusterd.store.session import Session
 from clusterd.store.store import Store
 from clusterd.trust import clusterops
-from tests.shellhelp import ADMIN, LA, NY, Term
+from tests.shellhelp import ADMIN, COMMITTED, LA, NY, STAMP, Term
 
-COMMITTED = re.compile(r"Changes committed: \w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4}")
-STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 PARIS, MAIN = Mode.group("Paris"), Mode.group("Main_Group")
 UNSUB = "unsubscribe"
 

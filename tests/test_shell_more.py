@@ -31,16 +31,24 @@ from clusterd.node.daemon import Daemon
 from clusterd.schema.access import hash_passphrase
 from clusterd.store.session import Session
 from clusterd.trust.logins import AdminLogin
-from tests.shellhelp import ADMIN, LA, NY, PASSPHRASE, Term, new_daemon, public_key
+from tests.shellhelp import (
+    ADMIN,
+    COMMITTED,
+    LA,
+    NY,
+    PASSPHRASE,
+    STAMP,
+    Term,
+    new_daemon,
+    public_key,
+)
 
 CLUSTER_SWITCH = (
     'This command is restricted to "cluster" mode. Would you like to switch to "cluster" mode?'
 )
-COMMITTED = re.compile(r"Changes committed: \w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4}")
 NEW = "a new passphrase 1"
 GUEST_REFUSED = "Error: gina is a guest: only exit, help, passwd, quit, version are open."
 INTERNAL = {"cluster", "groups", "machines", "prepjoin"}
-STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 NOWHERE = "nowhere.example.com"
 BAD_NAME = "Usage: a file name in the configs directory: letters, digits, '.', '_', '-'"
 
@@ -443,7 +451,7 @@ async def test_who(ny: Term) -> None:
     daemon.shells.add(FakeShell("admin", "192.0.2.7:50022", since=time.time() - 60))
     daemon.shells.add(FakeShell("bob", "192.0.2.8:50023", command="status"))
     lines = (await ny.ok("who")).splitlines()
-    when = r"since \w{3} \w{3} \d\d \d\d:\d\d:\d\d"
+    when = r"since \w{3} \w{3} \d\d \d\d:\d\d:\d\d \S+"
     assert re.fullmatch(rf"admin +192\.0\.2\.7:50022 +{when}  shell", lines[0]), lines
     assert re.fullmatch(rf"bob +192\.0\.2\.8:50023 +{when}  command 'status'", lines[1]), lines
     assert len(lines) == 2
@@ -460,7 +468,7 @@ async def test_last_shows_accepted_and_refused_logins_newest_first(ny: Term) -> 
     )  # fmt: skip
     lines = (await ny.ok("last")).splitlines()
     assert len(lines) == 2
-    assert re.fullmatch(r"admin +192\.0\.2\.7:50022 +\w{3} \w{3} \d\d \d\d:\d\d:\d\d", lines[0])
+    assert re.fullmatch(r"admin +192\.0\.2\.7:50022 +\w{3} \w{3} \d\d \d\d:\d\d:\d\d \S+", lines[0])
     assert lines[1].startswith("(refused)    192.0.2.9:4022 ")
     assert lines[1].endswith("  wrong passphrase for user 'admin'")
     assert (await ny.ok("last 1")).splitlines() == lines[:1]
