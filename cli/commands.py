@@ -42,7 +42,32 @@ def available() -> list[str]:
     return sorted(name for name in COMMANDS if name in HANDLERS or name in features)
 
 
+FEATURE_OPERATIONS = {  # what ``help`` says of the operations every feature has
+    "clustershow": "FEATURE clustershow   which modes define FEATURE (Yes / No per mode)",
+    "clusterset": "FEATURE clusterset copy|move cluster|group NAME|machine NAME|allgroups\n"
+    "  or: FEATURE clusterset delete cluster|group NAME|machine NAME|allgroups\n"
+    "  copies, moves or deletes FEATURE's settings between modes (delete: that mode\n"
+    "  inherits again).  Example: settz clusterset copy group Paris",
+}
+RECORD_HELP = (
+    "FEATURE [print | clustershow | define defaults|inherited | undefine |\n"
+    "  set FIELD=VALUE ... | clusterset copy|move|delete cluster|group NAME|machine NAME|\n"
+    "  allgroups]   (a single record: set its fields)"
+)
+TABLE_HELP = (
+    "FEATURE [print | clustershow | define empty|defaults|inherited | undefine |\n"
+    "  new ROW FIELD=VALUE ... | edit ROW FIELD=VALUE ... | delete ROW |\n"
+    "  clusterset copy|move|delete cluster|group NAME|machine NAME|allgroups]\n"
+    "  (a table of rows by name; delete of a mode: its settings go, it inherits again)"
+)
+VALUES_HELP = "Values are JSON where they parse as JSON (lists, numbers, true/false), else text."
+
+
 async def help_(shell: Shell, args: list[str]) -> int:
+    if args and args[0].lower() in FEATURE_OPERATIONS:
+        shell.write(f"{args[0].lower()}: an operation of every feature (help lists them)")
+        shell.write(FEATURE_OPERATIONS[args[0].lower()])
+        return 0
     if args:
         info = COMMANDS.get(args[0].lower())
         if info is None or info.name not in available():
@@ -51,14 +76,10 @@ async def help_(shell: Shell, args: list[str]) -> int:
         if info.name not in shell.store.catalogue:
             shell.write(HELP.get(info.name, info.name))
             return 0
-        doc = HELP.get(info.name) or (
-            "FEATURE [print | clustershow | define empty|defaults|inherited | undefine |\n"
-            "  set FIELD=VALUE ... | new ROW FIELD=VALUE ... | edit ROW FIELD=VALUE ... |\n"
-            "  delete ROW | clusterset copy|move|delete cluster|group NAME|machine NAME|\n"
-            "  allgroups]   (delete: that mode's settings go, it inherits again)\n"
-            "Values are JSON where they parse as JSON (lists, numbers, true/false), else text."
-        )
+        feature = shell.store.catalogue[info.name]
+        doc = HELP.get(info.name) or (TABLE_HELP if feature.is_table else RECORD_HELP)
         shell.write(doc.replace("FEATURE", info.name))
+        shell.write(VALUES_HELP)
         return 0
     for name in available():
         info = COMMANDS[name]
@@ -337,7 +358,9 @@ HELP = {
     "last": "last [N]   recent logins to this machine, refused ones included",
     "tail": "tail [N]   the last N lines of this machine's daemon log (20)",
     "ping": "ping MEMBER   three query round trips over the mesh",
-    "nslookup": "nslookup NAME | ADDRESS   with this machine's resolver",
+    "nslookup": "nslookup NAME | ADDRESS   as the daemon finds members: its hosts file, then\n"
+    "  its own DNS servers (dns_servers in clusterd.toml, else the host's resolver\n"
+    "  configuration). dnsconfig is what the services get (resolv.conf), not this.",
     "saveconfig": "saveconfig [NAME]   writes DATA_DIR/configs/NAME (XML; admins only)\n"
     "  saveconfig --stdout   the same on standard output (ssh HOST 'saveconfig --stdout')",
     "loadconfig": LOADCONFIG_USAGE + "\n"

@@ -76,7 +76,7 @@ _OTHER_COMMANDS: dict[Restriction, dict[str, str]] = {
     Restriction.MACHINE_ONLY: {
         "status": "Show the status of the machine",
         "version": "Show the software version of the machine",
-        "nslookup": "Look up a name with the machine's DNS settings",
+        "nslookup": "Look up a name or address as the daemon does (not with dnsconfig)",
     },
     Restriction.LOGIN_HOST_ONLY: {
         "last": "Show recent logins to this machine",

@@ -140,7 +140,12 @@ async def test_help_lists_exactly_the_commands_the_shell_runs(term: Term) -> Non
 @pytest.mark.parametrize(
     ("line", "first", "rest"),
     [
-        ("help settz", "settz: Time Zone", "settz [print | clustershow | define empty|defaults|"),
+        (
+            "help settz",
+            "settz: Time Zone",
+            "settz [print | clustershow | define defaults|inherited",
+        ),
+        ("help smtproutes", None, "smtproutes [print | clustershow | define empty|defaults|"),
         (
             "help clusterconfig",
             f"clusterconfig: {COMMANDS['clusterconfig'].summary} (cluster mode only)",
@@ -164,6 +169,21 @@ async def test_help_on_one_command(term: Term, line: str, first: str | None, res
     if first is not None:
         assert lines[0] == first
     assert lines[1].startswith(rest)
+
+
+async def test_help_says_a_record_has_fields_a_table_rows_and_what_clusterset_is(
+    term: Term,
+) -> None:
+    record = await term.ok("help sethostname")
+    assert "set FIELD=VALUE" in record and "new ROW" not in record and "delete ROW" not in record
+    table = await term.ok("help unsubscribe")
+    assert "new ROW FIELD=VALUE" in table and "set FIELD=VALUE" not in table
+    for name in ("clusterset", "clustershow"):
+        said = (await term.ok(f"help {name}")).splitlines()
+        assert said[0] == f"{name}: an operation of every feature (help lists them)"
+        assert said[1].startswith(f"FEATURE {name}")
+    nslookup = await term.ok("help nslookup")
+    assert "not with dnsconfig" in nslookup and "hosts file" in nslookup
 
 
 async def test_help_on_an_unknown_command_is_a_usage_error(term: Term) -> None:
