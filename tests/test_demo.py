@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -59,9 +60,33 @@ def test_demo_walkthrough_on_three_live_machines_through_the_shell() -> None:
     assert "No inconsistencies found.\n" in out
     for name, address in (("newyork", "127.0.0.11"), ("losangeles", "127.0.0.12"),
                           ("chicago", "127.0.0.13")):  # fmt: skip
-        assert f"  {name}: https://{address}:" in out  # each machine's web interface
+        assert re.search(
+            rf"  {name}: ssh -p \d+ admin@{re.escape(address)}   "
+            rf"https://{re.escape(address)}:\d+/",
+            out,
+        ), out  # by hand, and the web
     if postfixbed.available():  # the services part: a route reaches chicago's Postfix
         assert "example.org smtp:[mx.example.org]:25" in out
         assert "postfix          applied" in out
     else:
         assert "the services part of the demo is skipped" in out
+
+
+def test_ctrl_c_during_the_demo_stops_it_without_a_traceback() -> None:
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "clusterd", "demo", "--no-shell"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    seen = ""
+    while "are running on" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    os.killpg(proc.pid, signal.SIGINT)  # (a terminal's Ctrl-C: the whole foreground group)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (seen + out, err)
+    assert "The demo was interrupted; its machines are stopped." in out
+    assert "Traceback" not in err, err

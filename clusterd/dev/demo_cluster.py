@@ -56,6 +56,7 @@ class Demo:
                     "listen": address,
                     "ccs_enabled": name == "newyork",
                     "hosts_file": str(hosts),
+                    "ccs_port": free_port(),  # (chicago turns CCS on when it joins)
                     "web_listen": f"{address}:{free_port()}",
                 },
                 hostname=f"{name}.example.com",
@@ -166,6 +167,15 @@ class Demo:
 
 
 def run(*, shell: bool = True, out: Callable[[str], None] = print) -> int:
+    try:
+        return _run(shell, out)
+    except KeyboardInterrupt:  # (Ctrl-C: the machines were stopped on the way out)
+        out("")
+        out("The demo was interrupted; its machines are stopped.")
+        return 130
+
+
+def _run(shell: bool, out: Callable[[str], None]) -> int:
     with tempfile.TemporaryDirectory(prefix="clusterd-demo-") as tmp:
         demo = Demo(Path(tmp), out)
         try:
@@ -174,10 +184,13 @@ def run(*, shell: bool = True, out: Callable[[str], None] = print) -> int:
                 f"{h} ({a})" for h, a in HOSTS.items()))  # fmt: skip
             demo.walkthrough()
             out("")
-            out(f"The web interface of each (user admin, passphrase {PASSPHRASE!r}; the "
-                "certificate is each machine's own):")  # fmt: skip
+            out(f"Reach them by hand while the demo runs (user admin, passphrase "
+                f"{PASSPHRASE!r}):")  # fmt: skip
             for name, m in demo.machines.items():
-                out(f"  {name}: https://{m.config.web_listen}/")
+                out(f"  {name}: ssh -p {m.config.ssh_port} admin@{m.config.listen}   "
+                    f"https://{m.config.web_listen}/")  # fmt: skip
+            out("  (the web certificates are each machine's own: the browser asks you to "
+                "accept them)")  # fmt: skip
             if shell:
                 out("")
                 out("You are now in the shell on newyork. Try: help, clusterconfig list,")
