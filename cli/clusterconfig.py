@@ -75,7 +75,8 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
     if args:
         op = args[0].lower()
         if op == "create" and len(args) == 2:
-            return _done(shell, await shell.api.admin.create(args[1], _as(shell, "create")))
+            made = await shell.api.admin.create(args[1], _as(shell, "create"))
+            return _done(shell, made, f"Cluster {made['cluster']} created.")
         if op == "join":
             return await _join_batch(shell, args[1:])
         if op == "prepjoin" and args[1:] == ["print"]:
@@ -101,8 +102,7 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
     if pick == 2:
         name = await shell.console.ask("Enter the name of the new cluster.")
         done = await shell.api.admin.create(name.strip(), _as(shell, "create"))
-        shell.write(f"Cluster {done['cluster']} created.")
-        return 0
+        return _done(shell, done, f"Cluster {done['cluster']} created.")
     return await _join_menu(shell, ccs=pick == 4)
 
 
@@ -325,7 +325,12 @@ def _prepjoin_print(shell: Shell) -> int:
     return 0
 
 
-def _done(shell: Shell, result: dict[str, Any]) -> int:
+def _done(shell: Shell, result: dict[str, Any], said: str | None = None) -> int:
+    """A cluster operation done: what it did, when, and that it needs no commit (it is
+    committed already, as the reference's are); then its warning, if any."""
+    if said is not None:
+        when = time.strftime("%a %b %d %H:%M:%S %Y %Z", time.localtime())
+        shell.write(f"{said} {when}: in effect now on every member; no commit is needed.")
     if result.get("warning"):
         shell.write(f"Warning: {result['warning']}")
     return 0
@@ -380,17 +385,19 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                                 f"{m['hostname']} (renamed? an interface's name?).")  # fmt: skip
             return 0
         case "addgroup":
-            return _done(shell, await admin.group_op(op, {"group": await _arg(
-                shell, args, 0, "Enter the name of the new group.")},  _as(shell, op)))  # fmt: skip
+            group = await _arg(shell, args, 0, "Enter the name of the new group.")
+            added = await admin.group_op(op, {"group": group}, _as(shell, op))
+            return _done(shell, added, f"Group {group} added.")
         case "setgroup":
             machine = await _arg(shell, args, 0, "Enter the machine to move.")
             group = await _arg(shell, args, 1, "Enter the group to put it in.")
-            moved = {"machine": machine, "group": group}
-            return _done(shell, await admin.group_op(op, moved, _as(shell, op)))
+            moved = await admin.group_op(op, {"machine": machine, "group": group}, _as(shell, op))
+            return _done(shell, moved, f"Machine {machine} is in group {group}.")
         case "renamegroup":
             old = await _arg(shell, args, 0, "Enter the group to rename.")
             new = await _arg(shell, args, 1, "Enter the new name of the group.")
-            return _done(shell, await admin.group_op(op, {"old": old, "new": new}, _as(shell, op)))
+            renamed = await admin.group_op(op, {"old": old, "new": new}, _as(shell, op))
+            return _done(shell, renamed, f"Group {old} is now {new}.")
         case "deletegroup":
             group = await _arg(shell, args, 0, "Enter the group to remove.")
             members = admin.listing()["groups"].get(group) or {}
@@ -400,10 +407,13 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
                     f"Group {group} has machines. Which group should receive them?", MAIN_GROUP
                 )
             spec = {"group": group, "move_to": move_to}
-            return _done(shell, await admin.group_op(op, spec, _as(shell, op)))
+            deleted = await admin.group_op(op, spec, _as(shell, op))
+            moved_to = f"; its machines are in {move_to}" if members else ""
+            return _done(shell, deleted, f"Group {group} deleted{moved_to}.")
         case "setname":
             name = await _arg(shell, args, 0, "Enter the new name of the cluster.")
-            return _done(shell, await admin.group_op(op, {"name": name}, _as(shell, op)))
+            renamed = await admin.group_op(op, {"name": name}, _as(shell, op))
+            return _done(shell, renamed, f"The cluster is now {name}.")
         case "removemachine":
             machine = await _arg(shell, args, 0, "Enter the machine to remove.")
             if ask_first and not await confirm(

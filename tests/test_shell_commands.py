@@ -831,23 +831,41 @@ async def test_standalone_menu_1_does_nothing(term: Term) -> None:
 
 async def test_standalone_menu_2_creates(term: Term) -> None:
     out = await term.ok("clusterconfig", "2", "americas")
-    assert out.splitlines()[-4:] == [
-        "[1]>2",
-        "Enter the name of the new cluster.",
-        "[]>americas",
-        "Cluster americas created.",
-    ]
+    assert out.splitlines()[-4:-1] == ["[1]>2", "Enter the name of the new cluster.", "[]>americas"]
+    assert re.fullmatch(DONE.format(said=r"Cluster americas created\."), out.splitlines()[-1])
     assert term.cluster == "americas"
     assert term.prompt == f"(Machine {NY})> "
     assert term.pending == 0  # membership operations take effect at once
 
 
+# A cluster operation says what it did, when, and that it needs no commit.
+DONE = (
+    r"{said} \w{{3}} \w{{3}} \d\d \d\d:\d\d:\d\d \d{{4}} \S+: in effect now on every member; "
+    r"no commit is needed\."
+)
+
+
 async def test_standalone_batch_create(term: Term) -> None:
-    assert await term.ok("clusterconfig create americas") == ""
+    made = await term.ok("clusterconfig create americas")
+    assert re.fullmatch(DONE.format(said=r"Cluster americas created\."), made), made
     assert await term.ok("clusterconfig list", "") == (
         f"{CLUSTER_SWITCH} [Y]>\ncluster = americas\nGroup Main_Group:\n"
         f"Machine {NY} (Serial #: SER-NY)"
     )
+
+
+async def test_one_line_cluster_operations_say_what_they_did(term: Term) -> None:
+    await term.ok("clusterconfig create americas")
+    await term.ok("clustermode cluster", "")
+    for line, said in (("clusterconfig addgroup Paris", r"Group Paris added\."),
+                       (f"clusterconfig setgroup {NY} Paris",
+                        rf"Machine {re.escape(NY)} is in group Paris\."),
+                       ("clusterconfig renamegroup Paris Lyon", r"Group Paris is now Lyon\."),
+                       ("clusterconfig deletegroup Lyon Main_Group",
+                        r"Group Lyon deleted; its machines are in Main_Group\.")):  # fmt: skip
+        done = await term.ok(line)
+        assert re.fullmatch(DONE.format(said=said), done), (line, done)
+    assert term.pending == 0
 
 
 @pytest.mark.parametrize(
@@ -946,10 +964,11 @@ def groups_of(t: Term) -> dict[str, list[str]]:
 async def test_group_operations_from_the_menu(ny: Term) -> None:
     await in_cluster_mode(ny)
     out = await ny.ok("clusterconfig", "addgroup", "Rome")
-    assert out.splitlines()[-2:] == ["Enter the name of the new group.", "[]>Rome"]
+    assert out.splitlines()[-3:-1] == ["Enter the name of the new group.", "[]>Rome"]
+    assert re.fullmatch(DONE.format(said=r"Group Rome added\."), out.splitlines()[-1])
     assert "Rome" in groups_of(ny)
     out = await ny.ok("clusterconfig", "setgroup", LA, "Rome")
-    assert out.splitlines()[-4:] == [
+    assert out.splitlines()[-5:-1] == [
         "Enter the machine to move.",
         f"[]>{LA}",
         "Enter the group to put it in.",
@@ -959,9 +978,9 @@ async def test_group_operations_from_the_menu(ny: Term) -> None:
     await ny.ok("clusterconfig", "renamegroup", "Rome", "Roma")
     assert groups_of(ny) == {"Main_Group": [NY], "Paris": [], "Roma": [LA]}
     out = await ny.ok("clusterconfig", "deletegroup", "Paris")  # empty: nothing more asked
-    assert out.splitlines()[-2:] == ["Enter the group to remove.", "[]>Paris"]
+    assert out.splitlines()[-3:-1] == ["Enter the group to remove.", "[]>Paris"]
     out = await ny.ok("clusterconfig", "deletegroup", "Roma", "")
-    assert out.splitlines()[-1] == (
+    assert out.splitlines()[-2] == (
         "Group Roma has machines. Which group should receive them? [Main_Group]>"
     )
     assert groups_of(ny) == {"Main_Group": [LA, NY]}
@@ -972,16 +991,19 @@ async def test_group_operations_from_the_menu(ny: Term) -> None:
 
 async def test_group_operations_batch(ny: Term) -> None:
     await in_cluster_mode(ny)
-    assert await ny.ok("clusterconfig addgroup Rome") == ""
+    assert re.fullmatch(DONE.format(said=r"Group Rome added\."), await ny.ok(
+        "clusterconfig addgroup Rome"))  # fmt: skip
     await ny.ok(f"clusterconfig setgroup {LA} Rome")
     await ny.ok("clusterconfig renamegroup Paris Lyon")
     assert groups_of(ny) == {"Lyon": [], "Main_Group": [NY], "Rome": [LA]}
     await ny.ok("clusterconfig deletegroup Rome Lyon")  # receiving group named: not asked
     assert groups_of(ny) == {"Lyon": [LA], "Main_Group": [NY]}
-    out = await ny.ok("clusterconfig deletegroup Lyon", "Main_Group")
-    assert (
-        out == "Group Lyon has machines. Which group should receive them? [Main_Group]>Main_Group"
+    out = (await ny.ok("clusterconfig deletegroup Lyon", "Main_Group")).splitlines()
+    assert out[0] == (
+        "Group Lyon has machines. Which group should receive them? [Main_Group]>Main_Group"
     )
+    said = r"Group Lyon deleted; its machines are in Main_Group\."
+    assert re.fullmatch(DONE.format(said=said), out[1]), out
     assert groups_of(ny) == {"Main_Group": [LA, NY]}
     await ny.ok("clusterconfig setname europe")
     assert ny.cluster == "europe" and ny.prompt == "(Cluster europe)> "
