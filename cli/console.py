@@ -65,6 +65,8 @@ async def choose(console: Console, question: str, options: list[str], default: i
             console.write(f"{i}. {option}")
         answer = (await console.ask("", str(default))).strip()
         if answer.isdigit() and 1 <= int(answer) <= len(options):
+            if not console.interactive:  # (the default, taken without asking: say which)
+                console.write(f"→ {answer} ({options[int(answer) - 1]})")
             return int(answer)
         console.write(f"Please enter a number from 1 to {len(options)}.")
     raise NoAnswer(f"no choice made for: {question}")

@@ -26,6 +26,7 @@ take them away.
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 from clusterd.cli.console import choose, confirm
@@ -80,7 +81,10 @@ async def edit_feature(shell: Shell, args: list[str]) -> int:
         if words[0] in ("new", "edit", "set"):
             hint = ", ".join(_field_names(feature))
             line = await shell.console.ask(f"Enter FIELD=VALUE pairs ({hint}).", "")
-            words.extend(line.split())
+            try:  # (the same words as the one-line form: quotes keep spaces together)
+                words.extend(shlex.split(line))
+            except ValueError as exc:
+                raise Usage(f"FIELD=VALUE pairs: {exc} (close the quote)") from None
         if words[0] == "clusterset":
             question = "Copy or move these settings, or delete a mode's settings?"
             how = CLUSTERSET_OPS[await choose(shell.console, question, CLUSTERSET_OPS) - 1]
@@ -150,19 +154,23 @@ async def _run(
             _keep_cluster_only(feature, mode, "undefining")
             s.undefine(cmd, mode)
         case "set" if not feature.is_table:
+            fields = parse_fields(args)
+            _check_first(shell, feature, None, fields)
             await _ensure_defined(shell, feature, shown=shown)
             current = s.edit.current(feature, mode) or {}
-            s.set_record(cmd, mode, {**current, **parse_fields(args)})
+            s.set_record(cmd, mode, {**current, **fields})
         case "new" | "edit" if feature.is_table:
             if not args:
                 raise Usage(f"{cmd} {op} ROW FIELD=VALUE ...")
+            fields = parse_fields(args[1:])
+            _check_first(shell, feature, args[0], fields)
             await _ensure_defined(shell, feature, shown=shown)
             row = shell.session.view.row(cmd, mode.key, args[0])
             if op == "new" and row is not None:
                 raise Usage(f"{cmd} already has a row {args[0]!r}: use edit")
             if op == "edit" and row is None:
                 raise Usage(f"{cmd} has no row {args[0]!r} at {mode}: use new")
-            s.set_row(cmd, mode, args[0], {**(row or {}), **parse_fields(args[1:])})
+            s.set_row(cmd, mode, args[0], {**(row or {}), **fields})
         case "delete" if feature.is_table:
             if not args:
                 raise Usage(f"{cmd} delete ROW")
@@ -177,6 +185,21 @@ async def _run(
     else:
         _after_edit(shell, feature, mode)
     return 0
+
+
+def _check_first(shell: Shell, feature: Feature, row: str | None, fields: dict[str, Any]) -> None:
+    """A value that cannot be right is refused before any question is asked: checked
+    against what this mode holds now, or else inherits (what the edit would start
+    from), so "Start from" is never asked of an edit that then fails."""
+    mode = shell.mode
+    base = shell.session.edit.current(feature, mode)
+    if base is None:
+        base = shell.session.edit.inherited(feature, mode)
+    if row is None:
+        feature.validate_record({**(base or {}), **fields})
+        return
+    existing = (base or {}).get(row) if isinstance(base, dict) else None
+    feature.validate_row(row, {**(existing or {}), **fields})
 
 
 def _print(shell: Shell, feature: Feature) -> int:

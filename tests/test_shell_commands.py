@@ -1421,12 +1421,25 @@ async def test_malformed_fields_are_usage_errors(ny: Term, line: str, text: str)
     assert ny.pending == 0
 
 
-@pytest.mark.parametrize("start", ["1", "2"])
-async def test_refused_first_edit_leaves_nothing_pending(ny: Term, start: str) -> None:
+async def test_a_refused_first_edit_asks_nothing_and_leaves_nothing_pending(ny: Term) -> None:
     await in_cluster_mode(ny)
-    status, out = await ny.run("settz set nope=1", start)
-    assert status == 1 and out.endswith("Error: settz field 'nope': Extra inputs are not permitted")
+    status, out = await ny.run("settz set nope=1")  # (no "Start from" question first)
+    assert status == 1 and out == "Error: settz field 'nope': Extra inputs are not permitted"
+    status, out = await ny.run("unsubscribe new x@example.org comment=" + "x" * 300)
+    assert status == 1 and "Start from" not in out and "comment" in out, out
     assert ny.pending == 0
+
+
+async def test_the_menu_reads_field_values_as_the_one_line_form_does(ny: Term) -> None:
+    """Quotes keep a value's spaces together in the menu too, and a bad value is
+    refused before the "Start from" question."""
+    await in_cluster_mode(ny)
+    await ny.ok("unsubscribe define empty")
+    assert COMMITTED.search(await ny.ok("commit setup"))
+    await ny.ok("unsubscribe", "1", "a@example.org", 'comment="two words"')  # 1: NEW
+    assert ny.pending == 1 and '"comment": "two words"' in (await ny.ok("unsubscribe print"))
+    status, out = await ny.run("unsubscribe", "1", "b@example.org", 'comment="open')
+    assert status == 2 and "close the quote" in out, out
 
 
 async def test_refused_first_edit_standalone_leaves_nothing_pending(term: Term) -> None:

@@ -49,6 +49,7 @@ def test_one_command_calls_exit_with_their_status(pair: Testbed) -> None:
     assert lost.returncode == 1 and "Error: 1 uncommitted change(s) discarded" in lost.stdout
     kept = ssh(a, "clustermode cluster; settz set timezone=Europe/Paris; commit over ssh")
     assert kept.returncode == 0 and "Changes committed:" in kept.stdout, kept.stdout
+    assert "→ 2 (a copy of the inherited settings)" in kept.stdout  # the default, said
     assert a.op("get", feature="settz", mode="cluster")["value"] == {"timezone": "Europe/Paris"}
     # Another machine's local key is not an admin key here.
     refused = ssh(a, "version", key=b.config.admin_key)
