@@ -25,29 +25,31 @@ MAX_WRITES = 10_000
 TIMEOUT = 10.0  # s for a member's answer
 
 
-def pending_of(d: Daemon, writes: Any) -> Pending:
-    """The writes, checked as a peer's commit is (they come from a worker or a member)."""
+def checked(d: Daemon, writes: Any) -> list[Write]:
+    """In a worker thread (up to 10,000 validations: never on the links' loop): the
+    writes, checked as a peer's commit is (they come from a worker or a member)."""
     if not isinstance(writes, list) or len(writes) > MAX_WRITES:
         raise ValueError(f"writes: a list of at most {MAX_WRITES} [feature, mode, key, value]")
-    pending = Pending()
-    view = d.store.view(pending)
+    found = []
     for write in writes:
         if not isinstance(write, list) or len(write) != 4:
             raise ValueError("each write is [feature, mode, key, value]")
         feature, mode, key, value = write
         if not all(isinstance(x, str) for x in (feature, mode, key)):
             raise ValueError("feature, mode and key are strings")
-        checked = check_write(d.store.catalogue, Write(Unit(feature, mode, key), value))
-        view.write(checked.unit, checked.value, checked=True)
-    return pending
+        found.append(check_write(d.store.catalogue, Write(Unit(feature, mode, key), value)))
+    return found
 
 
 async def here(d: Daemon, args: Any) -> dict[str, Any]:
     """This machine's targets' diffs for the writes of ``args`` (the ``preview`` query)."""
     if not isinstance(args, dict):
         raise ValueError("a preview query is an object with writes")
-    pending = pending_of(d, args.get("writes"))
+    writes = await asyncio.to_thread(checked, d, args.get("writes"))
+    pending = Pending()
     view = d.store.view(pending)
+    for w in writes:  # (on the loop, where the state is: cheap, the values are checked)
+        view.write(w.unit, w.value, checked=True)
     values = layers.effective_values(view, d.store.catalogue, d.config.hostname)
     return await asyncio.to_thread(d.targets.preview, values)
 
