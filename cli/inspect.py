@@ -1,5 +1,6 @@
-"""``preview`` (what the pending changes would do, machine by machine) and ``explain``
-(where a machine's effective value of a feature comes from, level by level)."""
+"""``preview`` (the pending changes, and what they would do machine by machine) and
+``explain`` (where a machine's effective value of a feature comes from, level by level).
+Values are written whole, indented (``clusterd.cli.difftext``), never cut."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 import time
 from typing import Any
 
+from clusterd.cli.difftext import diff, lines
 from clusterd.cli.shell import Shell, Usage
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError
 from clusterd.core.preview import effect as preview_effect
+from clusterd.core.preview import pending_changes
 from clusterd.core.state import definition
 from clusterd.node.check import last_change
 from clusterd.schema.fields import host_key
@@ -20,31 +23,49 @@ def _machines(shell: Shell) -> list[str]:
     return list(layers.machines(shell.store.state)) or [shell.hostname]
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 120 else text[:117] + "..."
+SECRET = "(a secret value changes: secrets are not shown)"
 
 
 async def preview(shell: Shell, args: list[str]) -> int:
+    """The pending changes themselves, then per machine how its effective settings
+    change, field by field (``clusterd.cli.difftext``); ``--json``: the same as data,
+    machine by machine with the list under ``pending`` (machine names hold a dot)."""
     pending = shell.session.pending
     if not pending:
         shell.write("There are no pending changes.")
         return 0
-    report = preview_effect(shell.store.state, shell.session.view, shell.store.catalogue,
-                            pending, _machines(shell))  # fmt: skip
+    state, view, catalogue = shell.store.state, shell.session.view, shell.store.catalogue
+    listed = pending_changes(state, view, catalogue, pending)
+    report = preview_effect(state, view, catalogue, pending, _machines(shell))
     if "--json" in args or "-j" in args:
-        shell.write(json.dumps(report, indent=1))
+        shell.write(json.dumps({"pending": listed, **report}, indent=1))
         return 0
+    shell.write("Pending changes:")
+    for change in listed:
+        row = f" {change['row']}" if change["row"] is not None else ""
+        shell.write(f"  {change['feature']} at {change['mode']}: {change['what']}{row}")
+        _write_diff(shell, change["before"], change["after"], change["changed"])
     for machine, found in report.items():
         shell.write(f"Machine {machine}:")
         if not found["changes"]:
             shell.write("  no effective change")
         for feature, (old, new) in found["changes"].items():
-            shell.write(f"  {feature}: {_short(old)} -> {_short(new)}")
+            shell.write(f"  {feature}:")
+            _write_diff(shell, old, new, True)
         for s in found["shielded"]:
             shell.write(f"  not affected by {s['feature']} at {s['at']}: "
                         f"its own setting at {s['by']} overrides it")  # fmt: skip
     return 0
+
+
+def _write_diff(shell: Shell, old: Any, new: Any, changed: bool) -> None:
+    found = diff(old, new, indent=2)
+    if not found and changed and old is None and new is None:
+        return  # a table's (re)definition: its rows follow one by one
+    if not found:
+        found = [f"    {SECRET if changed else '(the same as committed)'}"]
+    for line in found:
+        shell.write(line)
 
 
 async def explain(shell: Shell, args: list[str]) -> int:
@@ -75,14 +96,20 @@ async def explain(shell: Shell, args: list[str]) -> int:
     if as_json:
         shell.write(json.dumps(result, indent=1))
         return 0
-    shell.write(f"{feature.title} on {machine}: {_short(result['value'])}")
-    shell.write(f"  comes from {source}")
+    shell.write(f"{feature.title} on {machine} (comes from {source}):")
+    _write_lines(shell, result["value"], 2)
+    shell.write("Level by level:")
     for level in levels:
         if not level["defined"]:
             shell.write(f"  {level['mode']}: not defined")
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(level.get("at", 0)))
-        shell.write(f"  {level['mode']}: {_short(level['value'])}")
-        shell.write(f"      commit {level['commit']} by '{level.get('user')}' on "
-                    f"{level['origin']} at {when} {level.get('comment', '')!r}")  # fmt: skip
+        shell.write(f"  {level['mode']} (commit {level['commit']} by '{level.get('user')}' on "
+                    f"{level['origin']} at {when} {level.get('comment', '')!r}):")  # fmt: skip
+        _write_lines(shell, level["value"], 4)
     return 0
+
+
+def _write_lines(shell: Shell, value: Any, indent: int) -> None:
+    for line in lines(value, indent):
+        shell.write(line)
