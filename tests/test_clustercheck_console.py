@@ -489,7 +489,8 @@ async def test_software_version_difference(tmp_path: Path) -> None:
         t.shell.mode = CLUSTER
         status, out = await t.run("clustercheck")
         assert status == 1
-        assert f"{m1.hostname} could not be checked: no link to it (refused: " in out
+        refusal = f"refused by {m1.hostname}: software versions differ: "
+        assert f"{m1.hostname} could not be checked: {refusal}" in out
         runs = sorted([(cluster.bed[0].hostname, mine), (m1.hostname, "9.9.9")])
         text = ", ".join(f"{h} runs {v}" for h, v in runs)
         assert f"Software versions differ: {text}." in out

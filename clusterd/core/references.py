@@ -152,6 +152,17 @@ def _where(mode: Mode | None) -> str:
     return str(mode) if mode is not None else "factory default"
 
 
+def unresolved_from(
+    reader: Reader, catalogue: Catalogue, me: str, command: str, source: Mode | None
+) -> list[Unresolved]:
+    """The references of ``command`` as ``source`` defines it (None: the factory
+    defaults) that some machine using that definition cannot resolve: what ``print``
+    of the settings found at ``source`` marks, row by row."""
+    where = _where(source)
+    found = unresolved_everywhere(reader, catalogue, me, frozenset({command}))
+    return [p for p in found if p.source == where]
+
+
 def unresolved_everywhere(
     reader: Reader, catalogue: Catalogue, me: str, only: frozenset[str] | None = None
 ) -> list[Unresolved]:

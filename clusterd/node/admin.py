@@ -283,7 +283,17 @@ class Admin:
     # -- cluster operations -------------------------------------------------------------
 
     def listing(self) -> dict[str, Any]:
+        """LIST / LISTDETAIL, each other machine's row with ``link``: how this machine
+        reaches it now (``state``, ``route``, ``reason``, ``admin_off`` as ``status`` says)."""
         listed = clusterops.listing(self.store)
+        links = {p["serial"]: p for p in status.peers(self.daemon)}
+        for rows in listed["groups"].values():
+            for machine, row in rows.items():
+                if machine == self.daemon.config.hostname:
+                    continue  # the login host has no link to itself
+                peer = links.get(row["serial"], {"state": "down", "route": None,
+                                                 "reason": "", "admin_off": False})  # fmt: skip
+                row["link"] = {k: peer[k] for k in ("state", "route", "reason", "admin_off")}
         return {**listed, "text": clusterops.list_text(listed)}
 
     async def group_op(self, op: str, args: dict[str, Any], user: str) -> dict[str, Any]:

@@ -103,10 +103,15 @@ async def ask(api: Any, serial: str, kind: str, args: dict[str, Any]) -> Any:
 
 
 def why(api: Any, me: str, serial: str, error: str) -> str:
-    """Why a member did not answer: what the links know, else the query's error."""
+    """Why a member did not answer: what the links know, else the query's error.  A
+    refused link comes first: the member tried to link (so it is not disconnected, even
+    if this machine still holds its old DISCONNECT flag) and the refusal says why."""
     if api.disconnected:
         return f"{me} is disconnected from the cluster (clusterconfig reconnect, then check again)"
     endpoint, peer = api.members().get(serial), api.link(serial)
+    if peer is not None and peer.state == "refused":
+        reason = peer.reason or "no reason recorded"
+        return reason if reason.startswith("refused by ") else f"its link was refused: {reason}"
     if (endpoint is not None and endpoint.disconnected) or (peer is not None and peer.admin_off):
         return "it is disconnected from the cluster (clusterconfig reconnect on it)"
     if peer is not None and peer.state != "up":

@@ -158,10 +158,34 @@ def listing(store: Store) -> dict[str, Any]:
 
 
 def list_text(listed: dict[str, Any]) -> str:
-    """The LIST shape of the reference."""
+    """The LIST shape of the reference, each machine without a live link from this one
+    flagged (``link_flag``)."""
     lines = [f"cluster = {listed['cluster']}"]
     for group, machines in listed["groups"].items():
         lines.append(f"Group {group}:")
         for machine, row in machines.items():
-            lines.append(f"Machine {machine} (Serial #: {row['serial']})")
+            lines.append(f"Machine {machine} (Serial #: {row['serial']}){link_flag(row)}")
     return "\n".join(lines)
+
+
+def link_flag(row: dict[str, Any]) -> str:
+    """How LIST marks a machine by its ``link`` (``Admin.listing``): nothing when linked
+    (or when the row has no link: the login host), else why there is no live link --
+    its link refused (e.g. another software version), disconnected on purpose, reached
+    through another member only, or no link at all.
+
+    >>> link_flag({"serial": "S1", "link": {"state": "down", "route": None}})
+    ' [disconnected]'
+    >>> link_flag({"serial": "S1", "disconnected": True, "link": {"state": "disconnected"}})
+    ' [disconnected on purpose]'
+    """
+    link = row.get("link")
+    if link is None or link["state"] == "up":
+        return ""
+    if link["state"] == "refused":  # fresher than a flag it may still hold
+        return " [disconnected: link refused]"
+    if row.get("disconnected") or link.get("admin_off"):
+        return " [disconnected on purpose]"
+    if link.get("route") not in (None, "direct"):
+        return f" [no direct link; {link['route']}]"
+    return " [disconnected]"
