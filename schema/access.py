@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from clusterd.schema.feature import CLUSTER_ONLY, Feature, Kind
-from clusterd.schema.fields import Model, Token, unique
+from clusterd.schema.fields import Hint, Model, Token, unique
 
 # --- passphrases -------------------------------------------------------------------
 
@@ -149,8 +149,13 @@ def _user_name(value: str) -> str:
 
 
 class AdminKey(Model):
-    user: Annotated[str, AfterValidator(_user_name)]
-    key: Annotated[str, Field(max_length=16384), AfterValidator(public_key_line)]
+    user: Annotated[str, AfterValidator(_user_name), Hint("user name", ("admin", "ops"))]
+    key: Annotated[
+        str,
+        Field(max_length=16384),
+        AfterValidator(public_key_line),
+        Hint("OpenSSH public key line", ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 admin@example.com",)),
+    ]
 
 
 Algorithms = Annotated[list[Token], Field(min_length=1), unique()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -41,6 +42,17 @@ ADDRESS_PATTERN_RE = re.compile(
 # A sender pattern of a host access table: an address, network, host name, ".domain",
 # "ALL", ...: anything without spaces, not starting with '#'.
 SENDER_RE = re.compile(r"[^\s#]\S{0,253}")
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What a value of a field type is called, and examples of it: read by the shell's
+    help and errors (``schema.words``), ignored by pydantic.  ``plural`` where adding
+    "s" to ``what`` is wrong."""
+
+    what: str
+    examples: tuple[str, ...]
+    plural: str = ""
 
 
 def host_key(name: str) -> str:
@@ -116,22 +128,58 @@ def _unique(values: list[str]) -> list[str]:
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Priority = Annotated[int, Field(ge=0, le=65535)]
-Hostname = Annotated[str, AfterValidator(checked(HOSTNAME_RE, "a host name"))]
-Fqdn = Annotated[str, AfterValidator(checked(DOMAIN_RE, "a fully qualified host name"))]
-Domain = Annotated[str, AfterValidator(checked(DOMAIN_RE, "a domain name"))]
-Host = Annotated[str, AfterValidator(_host)]
-Email = Annotated[str, AfterValidator(checked(EMAIL_RE, "an email address"))]
-IpAddress = Annotated[str, AfterValidator(_ip)]
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-IPv6 = Annotated[str, AfterValidator(_ipv6)]
-IpNetwork = Annotated[str, AfterValidator(_network)]
-# A name from a fixed vocabulary we do not enumerate (an SSH algorithm, ...).
-Token = Annotated[str, AfterValidator(checked(TOKEN_RE, "a name"))]
-Name = Annotated[str, AfterValidator(checked(NAME_RE, "a name (letters, digits, '_', '.', '-')"))]
-AddressPattern = Annotated[
-    str, AfterValidator(checked(ADDRESS_PATTERN_RE, "an address, domain or '@domain' pattern"))
+Hostname = Annotated[
+    str,
+    AfterValidator(checked(HOSTNAME_RE, "a host name")),
+    Hint("host name", ("mail", "mail.example.com")),
 ]
-SenderPattern = Annotated[str, AfterValidator(checked(SENDER_RE, "a sender pattern"))]
+Fqdn = Annotated[
+    str,
+    AfterValidator(checked(DOMAIN_RE, "a fully qualified host name")),
+    Hint("fully qualified host name", ("mx1.example.com", "mx2.example.com")),
+]
+Domain = Annotated[
+    str,
+    AfterValidator(checked(DOMAIN_RE, "a domain name")),
+    Hint("domain name", ("example.com", "example.org")),
+]
+Host = Annotated[
+    str,
+    AfterValidator(_host),
+    Hint(
+        "host name or IP address",
+        ("mx1.example.com", "mx2.example.com"),
+        plural="host names or IP addresses",
+    ),
+]
+Email = Annotated[
+    str,
+    AfterValidator(checked(EMAIL_RE, "an email address")),
+    Hint("email address", ("postmaster@example.com", "ops@example.com")),
+]
+IpAddress = Annotated[str, AfterValidator(_ip), Hint("IP address", ("10.0.0.53", "10.0.0.54"))]
+IPv4 = Annotated[str, AfterValidator(_ipv4), Hint("IPv4 address", ("10.0.0.1", "10.0.0.2"))]
+IPv6 = Annotated[str, AfterValidator(_ipv6), Hint("IPv6 address", ("2001:db8::1", "2001:db8::2"))]
+IpNetwork = Annotated[
+    str, AfterValidator(_network), Hint("IP network", ("10.1.0.0/16", "2001:db8::/32"))
+]
+# A name from a fixed vocabulary we do not enumerate (an SSH algorithm, ...).
+Token = Annotated[str, AfterValidator(checked(TOKEN_RE, "a name")), Hint("name", ("name",))]
+Name = Annotated[
+    str,
+    AfterValidator(checked(NAME_RE, "a name (letters, digits, '_', '.', '-')")),
+    Hint("name (letters, digits, '_', '.', '-')", ("main", "backup")),
+]
+AddressPattern = Annotated[
+    str,
+    AfterValidator(checked(ADDRESS_PATTERN_RE, "an address, domain or '@domain' pattern")),
+    Hint("address, domain or @domain pattern", ("user@example.com", "@example.org")),
+]
+SenderPattern = Annotated[
+    str,
+    AfterValidator(checked(SENDER_RE, "a sender pattern")),
+    Hint("sender pattern (address, network, host, .domain, ALL)", ("10.1.0.0/16", ".example.com")),
+]
 # The name of a row of another table (see Reference); checked against that table elsewhere.
 RowName = Annotated[str, Field(min_length=1, max_length=254)]
 

@@ -13,7 +13,7 @@ checked by the store through ``Feature.references``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -22,6 +22,7 @@ from clusterd.schema.fields import (
     ADDRESS_PATTERN_RE,
     DOMAIN,
     Domain,
+    Hint,
     Host,
     IpAddress,
     Model,
@@ -38,6 +39,9 @@ from clusterd.schema.services import ADDED, SERVICE_FEATURES
 
 
 class DnsServer(Model):
+    noun: ClassVar[str] = "DNS server"
+    shorthand: ClassVar[str] = "address"  # the shell's servers=10.0.0.53,10.0.0.54
+
     address: IpAddress
     priority: Priority = 0
 
@@ -66,6 +70,8 @@ class DnsConfig(Model):
 
 
 class RouteDestination(Model):
+    shorthand: ClassVar[str] = "host"  # the shell's destinations=mx1.example.com:25,...
+
     host: Host
     port: Port = 25
     priority: Priority = 0
@@ -97,7 +103,11 @@ def _recipient(value: str) -> str:
 
 
 class RatEntry(Model):
-    recipient: Annotated[str, AfterValidator(_recipient)]
+    recipient: Annotated[
+        str,
+        AfterValidator(_recipient),
+        Hint("recipient pattern (address, domain, @domain or ALL)", ("@example.com", "ALL")),
+    ]
     action: Literal["ACCEPT", "REJECT"]
 
 

@@ -10,12 +10,21 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
 from clusterd.schema.feature import ALL_LEVELS, Feature, Kind, Reference
-from clusterd.schema.fields import ADDRESS_PATTERN_RE, EMAIL_RE, Host, Model, Port, RowName, unique
+from clusterd.schema.fields import (
+    ADDRESS_PATTERN_RE,
+    EMAIL_RE,
+    Hint,
+    Host,
+    Model,
+    Port,
+    RowName,
+    unique,
+)
 
 # --- shared by the models below ------------------------------------------------------
 
@@ -94,6 +103,8 @@ LdapEntry = Annotated[LdapProfile | LdapQuery, Field(discriminator="kind")]
 
 
 class ForwardServer(Model):
+    shorthand: ClassVar[str] = "host"  # the shell's forward_servers=auth.example.com:587
+
     host: Host
     port: Port = 25
 
@@ -141,7 +152,9 @@ def _time_zone(value: str) -> str:
 
 
 class TimeZone(Model):
-    timezone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+    timezone: Annotated[
+        str, AfterValidator(_time_zone), Hint("time zone", ("Europe/Paris", "America/New_York"))
+    ] = "UTC"
 
 
 # --- alertconfig, unsubscribe ------------------------------------------------------
