@@ -12,11 +12,12 @@ import json
 import time
 from typing import Any
 
-from clusterd.cli.console import choose, confirm
+from clusterd.cli.console import choose, confirm, pick
 from clusterd.cli.progress import applied_now, follow_catch_up
 from clusterd.cli.shell import Shell, Usage
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError
+from clusterd.core.modes import Mode
 from clusterd.trust.join import KeyNotRegistered
 from clusterd.trust.joincli import POLL, REGISTER, prepjoin_facts
 from clusterd.trust.lifecycle import MAIN_GROUP, discard_line
@@ -58,15 +59,31 @@ async def clusterconfig(shell: Shell, args: list[str]) -> int:
         and await confirm(shell.console, question, True)
     ):
         return await _cluster_op(shell, "reconnect", [shell.hostname], confirmed=True)
-    shell.write(f"Cluster {shell.cluster}")
-    shell.write("")
-    shell.write("Choose the operation you want to perform:")
-    for name, text in CLUSTER_OPS:
-        shell.write(f"- {name} - {text}")
-    answer = (await shell.console.ask("", "")).strip().lower()
-    if not answer:
-        return 0
-    return await _cluster_op(shell, answer, [])
+    return await _cluster_menu(shell)
+
+
+async def _cluster_menu(shell: Shell) -> int:
+    """The cluster menu, shown again after each operation (as the reference does) until
+    the answer is empty; an operation that fails says why and the menu comes back.
+    Returns the status of the last operation run."""
+    status = 0
+    while shell.cluster is not None:  # (REMOVEMACHINE of this machine ends the cluster)
+        shell.write(f"Cluster {shell.cluster}")
+        shell.write("")
+        shell.write("Choose the operation you want to perform:")
+        for name, text in CLUSTER_OPS:
+            shell.write(f"- {name} - {text}")
+        names = [name for name, _ in CLUSTER_OPS]
+        answer = (await shell.console.ask("", "", choices=names)).strip().lower()
+        if not answer:
+            return status
+        try:
+            status = await _cluster_op(shell, answer, [])
+        except (ClusterdError, ValueError, KeyError) as exc:
+            status = shell.failed(exc, f"clusterconfig {answer}")
+        if not shell.console.interactive:
+            return status
+    return status
 
 
 async def _standalone(shell: Shell, args: list[str]) -> int:
@@ -76,7 +93,9 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
         op = args[0].lower()
         if op == "create" and len(args) == 2:
             made = await shell.api.admin.create(args[1], _as(shell, "create"))
-            return _done(shell, made, f"Cluster {made['cluster']} created.")
+            _done(shell, made, f"Cluster {made['cluster']} created.")
+            _in_cluster(shell)
+            return 0
         if op == "join":
             return await _join_batch(shell, args[1:])
         if op == "prepjoin" and args[1:] == ["print"]:
@@ -102,7 +121,9 @@ async def _standalone(shell: Shell, args: list[str]) -> int:
     if pick == 2:
         name = await shell.console.ask("Enter the name of the new cluster.")
         done = await shell.api.admin.create(name.strip(), _as(shell, "create"))
-        return _done(shell, done, f"Cluster {done['cluster']} created.")
+        _done(shell, done, f"Cluster {done['cluster']} created.")
+        _in_cluster(shell)
+        return 0
     return await _join_menu(shell, ccs=pick == 4)
 
 
@@ -161,7 +182,7 @@ async def _confirm_host_key(shell: Shell, address: str, port: int) -> str | None
     one.  Returns it, or None (and says so) when it is not confirmed."""
     probed = await shell.api.admin.probe(address, port)
     shell.write(f"The host key fingerprint of {address} port {port} is {probed['fingerprint']}")
-    if not await confirm(shell.console, "Is this a valid key for this host?", False):
+    if not await confirm(shell.console, "Is this a valid key for this host?", True):
         shell.write(CANCELLED)
         return None
     return str(probed["fingerprint"])
@@ -186,6 +207,7 @@ async def _check_and_join(
     shell.write(f"Joined cluster {done['cluster']}. Standalone settings saved in {done['saved']}")
     status = _done(shell, done)
     await follow_catch_up(shell)
+    _in_cluster(shell)
     return status
 
 
@@ -325,6 +347,13 @@ def _prepjoin_print(shell: Shell) -> int:
     return 0
 
 
+def _in_cluster(shell: Shell) -> None:
+    """After a create or a join the shell is in cluster mode (``(Cluster NAME)>``), as
+    the reference's is."""
+    shell.mode = Mode.cluster()
+    shell.write(f"Now in cluster mode: the prompt is {shell.prompt().strip()}")
+
+
 def _done(shell: Shell, result: dict[str, Any], said: str | None = None) -> int:
     """A cluster operation done: what it did, when, and that it needs no commit (it is
     committed already, as the reference's are); then its warning, if any."""
@@ -336,10 +365,24 @@ def _done(shell: Shell, result: dict[str, Any], said: str | None = None) -> int:
     return 0
 
 
-async def _arg(shell: Shell, args: list[str], i: int, question: str) -> str:
+async def _arg(
+    shell: Shell, args: list[str], i: int, question: str, names: list[str] | None = None
+) -> str:
+    """Argument ``i``, or else the answer to ``question``: one of ``names`` (a numbered
+    list, by number or name) where the answer must be an existing machine or group."""
     if len(args) > i:
         return args[i]
+    if names is not None:
+        return await pick(shell.console, question, names)
     return (await shell.console.ask(question)).strip()
+
+
+def _machines(shell: Shell) -> list[str]:
+    return sorted(layers.machines(shell.store.state))
+
+
+def _groups(shell: Shell) -> list[str]:
+    return list(layers.groups(shell.store.state))
 
 
 async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool = False) -> int:
@@ -389,23 +432,24 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
             added = await admin.group_op(op, {"group": group}, _as(shell, op))
             return _done(shell, added, f"Group {group} added.")
         case "setgroup":
-            machine = await _arg(shell, args, 0, "Enter the machine to move.")
-            group = await _arg(shell, args, 1, "Enter the group to put it in.")
+            machine = await _arg(shell, args, 0, "Choose the machine to move:", _machines(shell))
+            group = await _arg(shell, args, 1, "Choose its new group:", _groups(shell))
             moved = await admin.group_op(op, {"machine": machine, "group": group}, _as(shell, op))
             return _done(shell, moved, f"Machine {machine} is in group {group}.")
         case "renamegroup":
-            old = await _arg(shell, args, 0, "Enter the group to rename.")
+            old = await _arg(shell, args, 0, "Choose the group to rename:", _groups(shell))
             new = await _arg(shell, args, 1, "Enter the new name of the group.")
             renamed = await admin.group_op(op, {"old": old, "new": new}, _as(shell, op))
             return _done(shell, renamed, f"Group {old} is now {new}.")
         case "deletegroup":
-            group = await _arg(shell, args, 0, "Enter the group to remove.")
+            group = await _arg(shell, args, 0, "Choose the group to remove:", _groups(shell))
             members = admin.listing()["groups"].get(group) or {}
             move_to = args[1] if len(args) > 1 else None
             if members and move_to is None:
-                move_to = await shell.console.ask(
-                    f"Group {group} has machines. Which group should receive them?", MAIN_GROUP
-                )
+                others = [g for g in _groups(shell) if g != group]
+                question = f"Group {group} has machines. Which group should receive them?"
+                default = MAIN_GROUP if MAIN_GROUP in others else ""
+                move_to = await pick(shell.console, question, others, default)
             spec = {"group": group, "move_to": move_to}
             deleted = await admin.group_op(op, spec, _as(shell, op))
             moved_to = f"; its machines are in {move_to}" if members else ""
@@ -415,7 +459,7 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
             renamed = await admin.group_op(op, {"name": name}, _as(shell, op))
             return _done(shell, renamed, f"The cluster is now {name}.")
         case "removemachine":
-            machine = await _arg(shell, args, 0, "Enter the machine to remove.")
+            machine = await _arg(shell, args, 0, "Choose the machine to remove:", _machines(shell))
             if ask_first and not await confirm(
                 shell.console, f"Remove {machine} from the cluster for good?", False
             ):

@@ -15,6 +15,9 @@ from clusterd.cli.inspect import explain, preview
 from clusterd.cli.loadconfig import USAGE as LOADCONFIG_USAGE
 from clusterd.cli.loadconfig import loadconfig
 from clusterd.cli.machine import last, nslookup, ping, tail, who
+from clusterd.cli.passphrase import new_passphrase
+from clusterd.cli.resetconfig import USAGE as RESETCONFIG_USAGE
+from clusterd.cli.resetconfig import resetconfig
 from clusterd.cli.saveload import saveconfig
 from clusterd.cli.services import TARGET_USAGE, WATCH_USAGE, target, target_line, watch
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
@@ -23,8 +26,8 @@ from clusterd.core import layers, membership
 from clusterd.core.errors import ClusterdError, InvalidSetting
 from clusterd.core.modes import Mode
 from clusterd.core.versions import JSON, Commit, CommitId, Loss, Unit
-from clusterd.schema.access import MIN_PASSPHRASE_LENGTH
 from clusterd.schema.restrictions import COMMANDS, Restriction
+from clusterd.schema.shapes import help_lines
 
 _WHERE = {
     Restriction.UNRESTRICTED: "",
@@ -60,7 +63,11 @@ TABLE_HELP = (
     "  clusterset copy|move|delete cluster|group NAME|machine NAME|allgroups]\n"
     "  (a table of rows by name; delete of a mode: its settings go, it inherits again)"
 )
-VALUES_HELP = "Values are JSON where they parse as JSON (lists, numbers, true/false), else text."
+VALUES_HELP = (
+    "FIELD=VALUE sets a field; FIELD+=VALUE and FIELD-=VALUE add to or remove from a list.\n"
+    "A list is comma-separated (servers=10.0.0.53,10.0.0.54), yes|no a switch, null unsets\n"
+    'an optional field; JSON is read where it parses (\'servers=[{"address":"10.0.0.53"}]\').'
+)
 
 
 async def help_(shell: Shell, args: list[str]) -> int:
@@ -79,6 +86,9 @@ async def help_(shell: Shell, args: list[str]) -> int:
         feature = shell.store.catalogue[info.name]
         doc = HELP.get(info.name) or (TABLE_HELP if feature.is_table else RECORD_HELP)
         shell.write(doc.replace("FEATURE", info.name))
+        shell.write("Fields:")
+        for line in help_lines(feature):
+            shell.write(f"  {line}")
         shell.write(VALUES_HELP)
         return 0
     for name in available():
@@ -231,11 +241,26 @@ def _by_text(ref: JSON) -> str:
     return f"{ref['id']} by {ref['user']} on {ref['origin']} at {ref['time']}"
 
 
+def _about_login_host(shell: Shell, what: str) -> str | None:
+    """When the shell's mode is not the login host's machine mode (another machine's,
+    or a group's or the cluster's, as a guest runs these), the line that says whose
+    figures ``what`` shows: always the login host's."""
+    if shell.cluster is None or shell.mode == Mode.machine(shell.hostname):
+        return None
+    level = shell.mode.level.value
+    where = "cluster mode" if not shell.mode.name else f"{level} mode of {shell.mode.name}"
+    return f"({what} of the login host {shell.hostname}; you are in {where})"
+
+
 async def status(shell: Shell, args: list[str]) -> int:
     s = shell.api.status()
-    if "--json" in args or "-j" in args:
+    about = _about_login_host(shell, "status")
+    if "--json" in args or "-j" in args:  # "hostname" names whose figures these are
+        s = {**s, "shell_mode": str(shell.mode)}
         shell.write(json.dumps(s, indent=1, default=str))
         return 0
+    if about is not None:
+        shell.write(about)
     shell.write(f"Machine {s['hostname']} (Serial #: {s['serial']}), clusterd {s['software']}")
     shell.write(f"Cluster: {s['cluster'] or '(standalone)'}, up {s['uptime_s']:.0f} s")
     lag = s["loop"]["last_minute"]
@@ -279,6 +304,9 @@ def _recent_alerts(shell: Shell, alerts: list[dict[str, Any]], mail: dict[str, A
 
 
 async def version(shell: Shell, args: list[str]) -> int:
+    about = _about_login_host(shell, "version")
+    if about is not None:
+        shell.write(about)
     shell.write(f"clusterd {shell.api.config.software} on {shell.hostname}")
     return 0
 
@@ -295,12 +323,7 @@ async def passwd(shell: Shell, args: list[str]) -> int:
         old = await shell.console.ask("Old passphrase:", secret=True)
         if not await shell.api.check_passphrase(user, old):
             raise ClusterdError("the old passphrase is wrong; nothing changed")
-    new = await shell.console.ask("New passphrase:", secret=True)
-    if new != await shell.console.ask("Retype new passphrase:", secret=True):
-        raise ClusterdError("the two passphrases differ; nothing changed")
-    if len(new) < MIN_PASSPHRASE_LENGTH:
-        raise ClusterdError(f"a passphrase needs {MIN_PASSPHRASE_LENGTH} characters or more")
-    hashed = await shell.api.hash_passphrase(new)
+    hashed = await new_passphrase(shell)
     users = shell.api.users()  # again: the questions took time
     if user not in users:
         raise ClusterdError(f"no user {user!r} any more; nothing changed")
@@ -373,6 +396,9 @@ HELP = {
     "watch": WATCH_USAGE + "\n"
     "  this machine's effective changes as JSON lines, until the connection closes\n"
     "  (ssh HOST 'watch --json'); --since resumes after a version without gaps",
+    "resetconfig": RESETCONFIG_USAGE + "\n"
+    "  a standalone machine back to the factory configuration, in one commit; its\n"
+    "  network settings, users and SSH settings are kept (a cluster member is refused)",
     "target": TARGET_USAGE + "\n"
     "  service targets: what each applied, failures, drift; rollback to an older\n"
     "  generation; force past the guard against emptied maps (docs/services.md)",
@@ -404,4 +430,5 @@ HANDLERS: dict[str, Handler] = {
     "upgrade": upgrade,
     "watch": watch,
     "target": target,
+    "resetconfig": resetconfig,
 }

@@ -9,6 +9,10 @@ also has a one-line form::
     FEATURE clusterset copy|move cluster | group NAME | machine NAME | allgroups
     FEATURE clusterset delete cluster | group NAME | machine NAME | allgroups
 
+A VALUE is read in its field's words (``schema.words``): ``servers=10.0.0.53,10.0.0.54``,
+``enabled=no``, or JSON; ``FIELD+=VALUE`` and ``FIELD-=VALUE`` add elements to a list or
+remove them.  ``help FEATURE`` and the menu show each field's shape with an example.
+
 Edits are pending changes of the shell's session at its current mode.  Editing where
 the mode does not define the feature offers to start from the defaults or from a copy
 of the inherited settings; after an edit, the modes that override it and the
@@ -29,13 +33,18 @@ import json
 import shlex
 from typing import Any
 
-from clusterd.cli.console import choose, confirm
+from clusterd.cli.console import choose, confirm, pick
+from clusterd.cli.passphrase import new_passphrase
 from clusterd.cli.shell import Shell, Usage
 from clusterd.core import layers, references
 from clusterd.core.edits import Start
-from clusterd.core.errors import ClusterdError, LevelNotAllowed, NotDefined
+from clusterd.core.errors import ClusterdError, InvalidSetting, LevelNotAllowed, NotDefined
 from clusterd.core.modes import Mode
+from clusterd.schema.access import hash_passphrase
 from clusterd.schema.feature import Feature, Level
+from clusterd.schema.shapes import fields as fields_of
+from clusterd.schema.shapes import help_lines
+from clusterd.schema.words import Op, edited, missing
 
 OPS_TABLE = ["NEW", "EDIT", "DELETE", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]
 OPS_RECORD = ["SET", "PRINT", "CLUSTERSHOW", "CLUSTERSET", "UNDEFINE"]
@@ -46,18 +55,23 @@ CLUSTERSET_USAGE = (
 )
 
 
-def parse_fields(words: list[str]) -> dict[str, Any]:
-    """``a=1 b=x c=["p","q"]``: JSON where the value parses as JSON, else the text."""
-    found: dict[str, Any] = {}
+def parse_fields(words: list[str]) -> list[tuple[str, Op, str]]:
+    """``a=1 b+=x c-=y``: each field's name, how it changes (``=``, ``+=`` to add to a
+    list, ``-=`` to remove from it) and its words, which ``schema.words`` reads."""
+    found: list[tuple[str, Op, str]] = []
     for word in words:
         name, eq, text = word.partition("=")
+        op: Op = "="
+        if name.endswith("+") or name.endswith("-"):
+            name, op = name[:-1], "+=" if name.endswith("+") else "-="
         if not eq or not name:
             raise Usage(f"FIELD=VALUE expected, not {word!r}")
-        try:
-            found[name] = json.loads(text)
-        except ValueError:
-            found[name] = text
+        found.append((name, op, text))
     return found
+
+
+def _relative(given: list[tuple[str, Op, str]]) -> bool:
+    return any(op != "=" for _, op, _ in given)
 
 
 def show(feature: Feature, value: Any) -> str:
@@ -71,15 +85,17 @@ async def edit_feature(shell: Shell, args: list[str]) -> int:
     if not words:
         _where(shell, feature)
         ops = OPS_TABLE if feature.is_table else OPS_RECORD
-        pick = await choose(shell.console, "Choose the operation you want to perform:",
+        chosen = await choose(shell.console, "Choose the operation you want to perform:",
                             [*ops, "(done)"], len(ops) + 1)  # fmt: skip
-        if pick > len(ops):
+        if chosen > len(ops):
             return 0
-        words = [ops[pick - 1].lower()]
+        words = [ops[chosen - 1].lower()]
         if words[0] in ("new", "edit", "delete"):
             words.append((await shell.console.ask("Enter the row name.")).strip())
         if words[0] in ("new", "edit", "set"):
-            hint = ", ".join(_field_names(feature))
+            for line in help_lines(feature):  # each field's shape, with an example
+                shell.write(f"  {line}")
+            hint = ", ".join(fields_of(feature))
             line = await shell.console.ask(f"Enter FIELD=VALUE pairs ({hint}).", "")
             try:  # (the same words as the one-line form: quotes keep spaces together)
                 words.extend(shlex.split(line))
@@ -88,15 +104,30 @@ async def edit_feature(shell: Shell, args: list[str]) -> int:
         if words[0] == "clusterset":
             question = "Copy or move these settings, or delete a mode's settings?"
             how = CLUSTERSET_OPS[await choose(shell.console, question, CLUSTERSET_OPS) - 1]
-            where = "cluster | group NAME | machine NAME | allgroups"
-            where = f"Delete the settings at: {where}" if how == "delete" else f"To: {where}"
-            words.extend([how, *(await shell.console.ask(where)).split()])
+            where = "Delete the settings at:" if how == "delete" else f"{how.capitalize()} to:"
+            target = await pick(shell.console, where, _clusterset_targets(shell, feature, how))
+            words.extend([how, *target.split(" ", 1)])
     return await _run(shell, feature, words[0].lower(), words[1:], shown=not args[1:])
 
 
-def _field_names(feature: Feature) -> list[str]:
-    fields = getattr(feature.model, "model_fields", {})
-    return list(fields)
+def _clusterset_targets(shell: Shell, feature: Feature, how: str) -> list[str]:
+    """The modes CLUSTERSET ``how`` can name from the current mode, as its words are
+    typed (``group Paris``): the other modes the feature may be defined at, or, for a
+    delete, the modes that define it; ``allgroups`` where it applies."""
+    view, here = shell.session.view, shell.mode
+    modes = [Mode.cluster()] if Level.CLUSTER in feature.levels else []
+    if Level.GROUP in feature.levels:
+        modes += [Mode.group(g) for g in layers.groups(view)]
+    if Level.MACHINE in feature.levels:
+        modes += [Mode.machine(m) for m in sorted(layers.machines(view))]
+    if how == "delete":
+        modes = [m for m in modes if view.is_defined(feature.command, m.key)]
+    else:
+        modes = [m for m in modes if m != here]
+    words = [m.level.value if m == Mode.cluster() else f"{m.level.value} {m.name}" for m in modes]
+    if how != "move" and Level.GROUP in feature.levels and layers.groups(view):
+        words.append("allgroups")
+    return words
 
 
 def _where(shell: Shell, feature: Feature) -> None:
@@ -122,15 +153,16 @@ async def _ensure_defined(shell: Shell, feature: Feature, *, shown: bool = False
     view, mode = shell.session.view, shell.mode
     if layers.is_defined(view, feature, mode):
         return
-    if shell.cluster is None:
+    if shell.cluster is None or shell.session.edit.inherited_from(feature, mode).mode is None:
+        # (nothing inherited: both starts would be the factory defaults, so nothing is asked)
         shell.session.define(feature.command, mode, Start.DEFAULTS)
         return
     if not shown:
         _where(shell, feature)
     starts = ["the factory defaults", "a copy of the inherited settings"]
     question = f"{feature.command} is not defined at {mode}. Start from:"
-    pick = await choose(shell.console, question, starts, 2)
-    start = Start.DEFAULTS if pick == 1 else Start.INHERITED
+    chosen = await choose(shell.console, question, starts, 2)
+    start = Start.DEFAULTS if chosen == 1 else Start.INHERITED
     shell.session.define(feature.command, mode, start)
 
 
@@ -154,22 +186,33 @@ async def _run(
             _keep_cluster_only(feature, mode, "undefining")
             s.undefine(cmd, mode)
         case "set" if not feature.is_table:
-            fields = parse_fields(args)
+            given = parse_fields(args)
+            fields = edited(feature, given, _base(shell, feature, None))
             _check_first(shell, feature, None, fields)
             await _ensure_defined(shell, feature, shown=shown)
             current = s.edit.current(feature, mode) or {}
+            if _relative(given):  # += and -= change what the edit did start from
+                fields = edited(feature, given, current)
             s.set_record(cmd, mode, {**current, **fields})
         case "new" | "edit" if feature.is_table:
             if not args:
                 raise Usage(f"{cmd} {op} ROW FIELD=VALUE ...")
-            fields = parse_fields(args[1:])
+            given = parse_fields(args[1:])
+            fields = edited(feature, given, _base(shell, feature, args[0]), row=args[0])
+            asked = op == "new" and cmd == "userconfig" and "passphrase_hash" not in fields
+            if asked:  # (checked with a stand-in first: questions come after the checks)
+                fields["passphrase_hash"] = hash_passphrase("stand-in passphrase", n=2)
             _check_first(shell, feature, args[0], fields)
             await _ensure_defined(shell, feature, shown=shown)
+            if asked:  # a new user's passphrase is typed twice, as passwd asks it
+                fields["passphrase_hash"] = await new_passphrase(shell)
             row = shell.session.view.row(cmd, mode.key, args[0])
             if op == "new" and row is not None:
                 raise Usage(f"{cmd} already has a row {args[0]!r}: use edit")
             if op == "edit" and row is None:
                 raise Usage(f"{cmd} has no row {args[0]!r} at {mode}: use new")
+            if _relative(given):  # += and -= change what the edit did start from
+                fields = {**fields, **edited(feature, given, row, row=args[0])}
             s.set_row(cmd, mode, args[0], {**(row or {}), **fields})
         case "delete" if feature.is_table:
             if not args:
@@ -191,23 +234,46 @@ def _check_first(shell: Shell, feature: Feature, row: str | None, fields: dict[s
     """A value that cannot be right is refused before any question is asked: checked
     against what this mode holds now, or else inherits (what the edit would start
     from), so "Start from" is never asked of an edit that then fails."""
-    mode = shell.mode
+    data = {**_base(shell, feature, row), **fields}
+    if row is None or feature.row_name.fullmatch(row):  # (a bad name is said first)
+        lacking = missing(feature, data, row=row)
+        if lacking:
+            raise InvalidSetting(lacking)
+    if row is None:
+        feature.validate_record(data)
+    else:
+        feature.validate_row(row, data)
+
+
+def _base(shell: Shell, feature: Feature, row: str | None) -> dict[str, Any]:
+    """What an edit of the record (or of ``row``) starts from: what this mode holds
+    now, or else inherits."""
+    mode, view = shell.mode, shell.session.view
+    if row is not None and layers.is_defined(view, feature, mode):  # (one row, not all)
+        return dict(view.row(feature.command, mode.key, row) or {})
     base = shell.session.edit.current(feature, mode)
     if base is None:
         base = shell.session.edit.inherited(feature, mode)
-    if row is None:
-        feature.validate_record({**(base or {}), **fields})
-        return
-    existing = (base or {}).get(row) if isinstance(base, dict) else None
-    feature.validate_row(row, {**(existing or {}), **fields})
+    if row is not None:
+        base = base.get(row) if isinstance(base, dict) else None
+    return dict(base or {})
 
 
 def _print(shell: Shell, feature: Feature) -> int:
+    """The settings in use at the mode (its own, or what it inherits), then each row
+    (or the record) some machine using them cannot use: a reference it cannot resolve."""
     view, mode = shell.session.view, shell.mode
+    source: Mode | None = mode
     if layers.is_defined(view, feature, mode):
         shell.write(show(feature, shell.session.edit.current(feature, mode)))
     else:
         _where(shell, feature)
+        source = shell.session.edit.inherited_from(feature, mode).mode
+    catalogue, me = shell.store.catalogue, shell.hostname
+    for p in references.unresolved_from(view, catalogue, me, feature.command, source):
+        what = "These settings are" if p.row is None else f"Row {p.row!r} is"
+        shell.write(f"{what} unavailable on Machine {p.machine}: field {p.field!r} names "
+                    f"{p.target} {p.name!r}, which is not available there.")  # fmt: skip
     return 0
 
 
@@ -233,8 +299,11 @@ async def _clusterset(shell: Shell, feature: Feature, args: list[str]) -> int:
         targets = s.copy_to_all_groups(feature.command, src)
     else:
         dst = Mode.parse(" ".join(args[1:]))
+        users = _users(shell, feature, src)
         (s.copy if args[0] == "copy" else s.move)(feature.command, src, dst)
         targets = [dst]
+        if args[0] == "move" and not await _move_losses(shell, feature, users, dst):
+            return 1  # (the shell takes the pending move back)
     for dst in targets:
         shell.write(f"{feature.title} {args[0]} from {src} to {dst}: pending until commit.")
         _after_edit(shell, feature, dst)
@@ -295,14 +364,40 @@ def _keep_cluster_only(feature: Feature, target: Mode, doing: str) -> None:
         )
 
 
+def _users(shell: Shell, feature: Feature, mode: Mode) -> list[str]:
+    """The machines whose settings of ``feature`` come from ``mode`` (pending included)."""
+    view = shell.session.view
+    return [
+        m
+        for m in layers.machines_under(view, mode)
+        if layers.resolve(view, feature, layers.chain(view, m)).mode == mode
+    ]
+
+
+async def _move_losses(shell: Shell, feature: Feature, users: list[str], dst: Mode) -> bool:
+    """After a pending move to ``dst``: name the machines that used the moved settings
+    and no longer will (not under ``dst``, or overriding it), and what they use instead;
+    in an interactive shell, ask first, as a delete does.  False: not confirmed."""
+    view, lost = shell.session.view, []
+    for machine in users:
+        now = layers.resolve(view, feature, layers.chain(view, machine)).mode
+        if now != dst:
+            instead = "the factory defaults" if now is None else f"the settings of {now}"
+            lost.append(f"{machine} will use {instead}")
+    if not lost:
+        return True
+    shell.write(f"Warning: these machines lose the moved {feature.title} settings:")
+    for line in lost:
+        shell.write(f"  {line}")
+    if shell.console.interactive and not await confirm(shell.console, "Move anyway?", False):
+        shell.write("Nothing moved.")
+        return False
+    return True
+
+
 def _delete_effect(shell: Shell, feature: Feature, target: Mode) -> str:
     """Which machines use the settings at ``target``, and what they will use instead."""
-    view = shell.session.view
-    users = [
-        m
-        for m in layers.machines_under(view, target)
-        if layers.resolve(view, feature, layers.chain(view, m)).mode == target
-    ]
+    users = _users(shell, feature, target)
     if not users:
         return f"{feature.title} at {target}: no machine uses these settings."
     after = shell.session.edit.inherited_from(feature, target).mode

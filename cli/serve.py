@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application.current import create_app_session, get_app_session
+from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.data_structures import Size
 from prompt_toolkit.history import DummyHistory, InMemoryHistory
 from prompt_toolkit.output.vt100 import Vt100_Output
@@ -76,16 +78,28 @@ class PromptConsole:
         out.write(printable(text, keep_newlines=True) + "\n")
         out.flush()
 
+    def note(self, text: str) -> None:
+        self.write(text)
+
     async def read_stdin(self) -> bytes:
         raise ClusterdError(NO_STDIN)
 
-    async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
+    async def ask(
+        self,
+        question: str,
+        default: str | None = None,
+        *,
+        secret: bool = False,
+        choices: Sequence[str] = (),
+    ) -> str:
         prompt = printable(prompt_text(question, default), keep_newlines=True)
         if secret:
             session = self._secrets = self._secrets or prompt_session(history=DummyHistory())
         else:
             session = self._questions = self._questions or prompt_session()
-        answer = await session.prompt_async(prompt, is_password=secret)
+        # Tab completes the names a menu offers (the numbers need none).
+        completer = WordCompleter(list(choices), ignore_case=True) if choices else None
+        answer = await session.prompt_async(prompt, is_password=secret, completer=completer)
         return answer if answer or default is None else default
 
 
@@ -182,6 +196,10 @@ class ShellChannel:
         with contextlib.suppress(OSError, RuntimeError):
             self.chan.write(text.encode())
 
+    def _write_stderr(self, text: str) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self.chan.write_stderr(text.encode())
+
     def _end(self, text: str, status: int) -> None:
         """Write ``text`` (if any) and end the channel with ``status``."""
         with contextlib.suppress(OSError, RuntimeError):
@@ -198,7 +216,7 @@ class ShellChannel:
         return Size(rows=height or 24, columns=width or 80)
 
     async def _batch(self, command: str) -> None:
-        console = BatchConsole(self._read_stdin, self._write)
+        console = BatchConsole(self._read_stdin, self._write, self._write_stderr)
         shell = Shell(self.api, self.login, console)
         shell.can_write = self._can_write
         log.info("%s runs %r", self.user, self.command)

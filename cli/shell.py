@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from clusterd.cli.console import Console, NoAnswer
+from clusterd.cli.console import Console, pick
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError, InvalidSetting
 from clusterd.core.modes import Mode
@@ -176,22 +176,22 @@ class Shell:
         except KeyboardInterrupt:
             self.write("Interrupted: nothing changed.")
             return 1
-        except Usage as exc:
+        except (ClusterdError, ValueError, KeyError) as exc:
+            return self.failed(exc, name)
+
+    def failed(self, exc: ClusterdError | ValueError | KeyError, name: str) -> int:
+        """Say why command ``name`` failed (a usage line, or one line per problem) and
+        return its exit status: 2 for a malformed line, else 1."""
+        if isinstance(exc, Usage):
             self.write(f"Usage: {exc}")
             return 2
-        except InvalidSetting as exc:
+        if isinstance(exc, InvalidSetting):
             self.write("\n".join(f"Error: {p}" for p in exc.problems))
             return 1
-        except NoAnswer as exc:
-            self.write(f"Error: {exc}")
-            return 1
-        except ClusterdError as exc:
-            self.write(f"Error: {exc}")
-            return 1
-        except (ValueError, KeyError) as exc:
+        if not isinstance(exc, ClusterdError):
             log.info("%r: %s failed: %s", self, name, exc)
-            self.write(f"Error: {exc}")
-            return 1
+        self.write(f"Error: {exc}")
+        return 1
 
     def require_write(self, what: str) -> None:
         """Refuse a change to a read-only user (the role as it is now)."""
@@ -229,7 +229,8 @@ class Shell:
                            f"({self.hostname}), not {self.mode.name}.")  # fmt: skip
                 return False
             return True
-        if restriction is Restriction.CLUSTER_ONLY and self.mode.level is not Level.CLUSTER:
+        cluster_only = restriction is Restriction.CLUSTER_ONLY
+        if cluster_only and self.mode.level is not Level.CLUSTER:
             target = Mode.cluster()
         elif restriction is Restriction.MACHINE_ONLY and self.mode.level is not Level.MACHINE:
             target = Mode.machine(self.hostname)
@@ -241,5 +242,24 @@ class Shell:
         if (await self.console.ask(question, "Y")).strip().lower() not in ("y", "yes"):
             self.write("Command not run: wrong mode.")
             return False
+        if not cluster_only:
+            target = Mode.machine(await self._which_machine())
         self.mode = target
+        if not self.console.interactive:  # (no prompt shows it: say so)
+            level = "cluster" if cluster_only else "machine"
+            self.console.note(f"This command is restricted to {level} mode: now in {target} mode.")
         return True
+
+    async def _which_machine(self) -> str:
+        """The machine a machine-only command run from group or cluster mode acts on:
+        one of the machines that mode covers, the login host first when it is one."""
+        machines = sorted(layers.machines_under(self.store.state, self.mode))
+        if self.hostname in machines:
+            machines = [self.hostname, *(m for m in machines if m != self.hostname)]
+        if not machines:
+            raise ClusterdError(f"{self.mode} has no machines: use clustermode machine NAME")
+        if len(machines) == 1:
+            return machines[0]
+        question = f"Choose the machine of {self.mode} to switch to:"
+        default = self.hostname if self.hostname in machines else ""
+        return await pick(self.console, question, machines, default)

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepjoin", help="print what a member needs to register this machine")
     prep.add_argument("--data-dir", type=Path, required=True)
     prep.add_argument("action", choices=["print"])
+    prep.add_argument("--json", action="store_true", help="the control answer, as JSON")
     shellp = sub.add_parser("shell", help="open the admin shell of this machine (local key)")
     shellp.add_argument("--data-dir", type=Path, required=True)
     shellp.add_argument("words", nargs="*", help="one command to run instead of a shell")
@@ -175,7 +176,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "create":
         return _print(args.data_dir, {"op": "create", "name": args.name})
     elif args.command == "prepjoin":
-        return _print(args.data_dir, {"op": "prepjoin_print"})
+        if args.json:
+            return _print(args.data_dir, {"op": "prepjoin_print"})
+        return _prepjoin_print(args.data_dir)
     elif args.command == "shell":
         from clusterd.node import config as cfg
         from clusterd.node import identity
@@ -256,6 +259,22 @@ def _print(data_dir: Path, message: Any) -> int:
     answer = control.request(data_dir, message, timeout=120.0)
     print(json.dumps(answer, indent=2))
     return 0 if answer.get("ok") else 1
+
+
+def _prepjoin_print(data_dir: Path) -> int:
+    """This machine's facts as the shell's PREPJOIN PRINT shows them, and the line to run
+    on a member of the cluster."""
+    from clusterd.node import control
+    from clusterd.trust.joincli import prepjoin_facts
+
+    answer = control.request(data_dir, {"op": "prepjoin_print"}, timeout=30.0)
+    if not answer.get("ok"):
+        raise ClusterdError(str(answer.get("error", "prepjoin print failed")))
+    print("\n".join(prepjoin_facts(answer)))
+    print("On a member of the cluster, run (then commit):")
+    line = f"{answer['hostname']} {answer['serial']} {answer['machine_key']}"
+    print(f"  clusterconfig prepjoin new {line}")
+    return 0
 
 
 def _new_passphrase(prompt: str) -> str:

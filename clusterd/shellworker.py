@@ -281,6 +281,9 @@ class Channel:
     def write(self, data: bytes) -> None:
         self.link.send(("write", bytes(data)))
 
+    def write_stderr(self, data: bytes) -> None:
+        self.link.send(("stderr", bytes(data)))
+
     def exit(self, status: int) -> None:
         if self.status is None:
             self.status = status

@@ -151,6 +151,23 @@ class Term:
         return out
 
 
+def asks_start(t: Term, line: str) -> bool:
+    """Whether ``line`` (an edit: ``FEATURE OP ...``) asks "Start from" at ``t``'s mode: the
+    first edit of a feature at a mode of a cluster that does not define it, when some
+    upper mode (the cluster, the machine's group) does.  (Inheriting only the factory
+    defaults, both starts are the same: nothing is asked; standalone, never.)"""
+    shell = t.shell
+    feature = shell.store.catalogue[line.split()[0]]
+    if shell.cluster is None or layers.is_defined(shell.session.view, feature, shell.mode):
+        return False
+    return shell.session.edit.inherited_from(feature, shell.mode).mode is not None
+
+
+def start_answers(t: Term, line: str, answer: str = "1") -> list[str]:
+    """``[answer]`` if ``line`` asks "Start from" (see ``asks_start``), else none."""
+    return [answer] if asks_start(t, line) else []
+
+
 def menu_join_lines(port: int | str) -> list[str]:
     """The join menu's questions over SSH with the passphrase (answered 127.0.0.1,
     ``port``, the passphrase: shown as ``[]>``, a secret), up to its first stage line."""

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -174,12 +174,19 @@ class RegisteringConsole(ScriptedConsole):
         self.member = member
         self.asked = 0
 
-    async def ask(self, question: str, default: str | None = None, *, secret: bool = False) -> str:
+    async def ask(
+        self,
+        question: str,
+        default: str | None = None,
+        *,
+        secret: bool = False,
+        choices: Sequence[str] = (),
+    ) -> str:
         if "Press Enter" in question:
             self.asked += 1
             if self.asked == 2:
                 register(self.member, self.output + "\n")
-        return await super().ask(question, default, secret=secret)
+        return await super().ask(question, default, secret=secret, choices=choices)
 
 
 async def test_menu_join_with_pre_shared_keys_waits_for_enter(tmp_path: Path, bed: Testbed) -> None:

@@ -152,7 +152,7 @@ async def test_feature_operations_by_kind(ny: Term, alone: Term) -> None:
 
 async def test_feature_row_names(ny: Term) -> None:
     assert complete(ny, "smtproutes edit ") == []  # nothing defined anywhere yet
-    await ny.ok(f"smtproutes new b.example.com {ROUTE}", "1")
+    await ny.ok(f"smtproutes new b.example.com {ROUTE}")
     await ny.ok(f"smtproutes new a.example.com {ROUTE}")
     assert complete(ny, "smtproutes edit ") == ["a.example.com", "b.example.com"]
     assert complete(ny, "smtproutes delete B") == ["b.example.com"]
@@ -162,7 +162,7 @@ async def test_feature_row_names(ny: Term) -> None:
 
     # Where the feature is not defined, the inherited rows (what a copy starts from).
     await ny.ok("clustermode cluster", "")
-    await ny.ok(f"smtproutes new c.example.com {ROUTE}", "1")
+    await ny.ok(f"smtproutes new c.example.com {ROUTE}")
     await ny.ok("clustermode group Paris")
     assert complete(ny, "smtproutes edit ") == ["c.example.com"]
     # A cluster-only feature's rows are the cluster's, whatever the mode.

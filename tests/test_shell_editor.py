@@ -29,7 +29,7 @@ from clusterd.node.daemon import Daemon
 from clusterd.store.session import Session
 from clusterd.store.store import Store
 from clusterd.trust import clusterops
-from tests.shellhelp import ADMIN, COMMITTED, LA, NY, STAMP, Term
+from tests.shellhelp import ADMIN, COMMITTED, LA, NY, STAMP, Term, start_answers
 
 PARIS, MAIN = Mode.group("Paris"), Mode.group("Main_Group")
 UNSUB = "unsubscribe"
@@ -51,8 +51,8 @@ async def at(t: Term, mode: Mode) -> None:
 async def define_tz(t: Term, mode: Mode, zone: str) -> None:
     """Set settz at ``mode`` (starting from the factory defaults if asked)."""
     await at(t, mode)
-    defined = layers.is_defined(t.shell.session.view, t.shell.store.catalogue["settz"], mode)
-    await t.ok(f"settz set timezone={zone}", *([] if defined else ["1"]))
+    line = f"settz set timezone={zone}"
+    await t.ok(line, *start_answers(t, line))
 
 
 async def setup(t: Term, zones: dict[Mode, str]) -> None:
@@ -157,7 +157,7 @@ async def test_delete_where_no_machine_uses_the_settings_says_so(ny: Term) -> No
 
 async def test_deleting_a_definition_still_pending_drops_it(ny: Term) -> None:
     await at(ny, PARIS)
-    await ny.ok("settz set timezone=Europe/Paris", "1")
+    await ny.ok("settz set timezone=Europe/Paris")
     assert marks(ny)["Group Paris"]
     await ny.ok("settz clusterset delete group Paris", "y")
     assert not marks(ny)["Group Paris"]
@@ -170,10 +170,10 @@ async def test_delete_names_references_that_become_unavailable(ny: Term) -> None
     line = f"interfaceconfig new Data1 address=10.0.0.1 prefix=24 hostname={NY}"
     await ny.ok(line)  # beside the Management interface clusterd init recorded
     await in_cluster_mode(ny)
-    await ny.ok("listenerconfig new Out interface=Data1 type=private", "1")
+    await ny.ok("listenerconfig new Out interface=Data1 type=private")
     await ny.ok("commit c")
     line = f"interfaceconfig clusterset delete machine {NY}"
-    out = await ny.ok(line, "y", "y")  # switch to machine mode, then delete
+    out = await ny.ok(line, "y", "", "y")  # switch to machine mode (newyork), then delete
     unavailable = [w for w in out.splitlines() if w.startswith("- Unavailable on Machine")]
     assert unavailable == [
         f"- Unavailable on Machine {LA}: listenerconfig row 'Out' (from Cluster) field "
@@ -197,7 +197,10 @@ async def test_delete_from_the_menu(ny: Term) -> None:
         "2. move",
         "3. delete",
         "[1]>3",
-        "Delete the settings at: cluster | group NAME | machine NAME | allgroups",
+        "Delete the settings at:",  # (the modes that define them, and every group)
+        "1. cluster",
+        "2. group Paris",
+        "3. allgroups",
         "[]>group Paris",
         f"Time Zone at Group Paris: {LA} will use the settings of Cluster.",
         "Delete Time Zone at Group Paris? [N]>y",
@@ -205,11 +208,26 @@ async def test_delete_from_the_menu(ny: Term) -> None:
     ]
     await ny.ok("commit c")
     assert tz(ny, LA) == ("Asia/Tokyo", "Cluster")
-    # copy still works from the menu, and asks "To:"
+    # copy still works from the menu, and asks "Copy to:" (every other mode, by name)
     await in_cluster_mode(ny)
     out = await ny.ok("settz", "4", "1", "group Paris")
-    assert "To: cluster | group NAME | machine NAME | allgroups" in out.splitlines()
+    assert block_after(out, "Copy to:") == [
+        "1. group Main_Group",
+        "2. group Paris",
+        f"3. machine {LA}",
+        f"4. machine {NY}",
+        "5. allgroups",
+        "[]>group Paris",
+    ]
     assert "Time Zone copy from Cluster to Group Paris: pending until commit." in out
+
+
+def block_after(out: str, first: str) -> list[str]:
+    """The lines after ``first`` up to its prompt line (a ``[...]>`` line)."""
+    lines = out.splitlines()
+    start = lines.index(first) + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("["))
+    return lines[start : end + 1]
 
 
 async def test_delete_in_batch_form_does_not_ask(americas: Daemon, ny: Term) -> None:
@@ -288,7 +306,7 @@ async def test_help_names_clusterset_delete(ny: Term) -> None:
 )
 async def test_delete_refusals_change_nothing(ny: Term, line: str, status: int, text: str) -> None:
     await in_cluster_mode(ny)
-    await ny.ok("settz set timezone=Asia/Tokyo", "1")  # one pending change to keep
+    await ny.ok("settz set timezone=Asia/Tokyo")  # one pending change to keep
     before = marks(ny)
     got, out = await ny.run(line, spare=True)
     assert got == status and out.startswith(text), out
@@ -312,7 +330,7 @@ async def test_delete_of_a_machine_only_feature_at_a_group_is_refused(ny: Term) 
 async def test_declining_or_no_answer_restores_pending_changes(ny: Term) -> None:
     await setup(ny, {PARIS: "Europe/Paris"})
     await at(ny, Mode.machine(NY))
-    await ny.ok("settz set timezone=Asia/Tokyo", "1")  # machine newyork, pending
+    await ny.ok("settz set timezone=Asia/Tokyo")  # machine newyork, pending
     status, out = await ny.run("settz clusterset delete group Paris", "n")
     assert status == 1 and out.endswith("Nothing deleted.")
     status, out = await ny.run("settz clusterset delete group Paris", *["maybe"] * 5)
@@ -369,7 +387,7 @@ async def concurrent_edits(americas: Daemon, tmp_path: Path) -> tuple[Term, str,
     bob's commit.  Returns alice's login and the two commit ids (alice's, bob's)."""
     alice = Term(americas, user="alice")
     await in_cluster_mode(alice)
-    await alice.ok(f"{UNSUB} new a@x.example comment=v0", "1")
+    await alice.ok(f"{UNSUB} new a@x.example comment=v0")
     await alice.ok("commit shared list")
     la = losangeles_replica(americas, tmp_path)
     try:
@@ -378,7 +396,7 @@ async def concurrent_edits(americas: Daemon, tmp_path: Path) -> tuple[Term, str,
         bob.set_row(UNSUB, Mode.cluster(), "a@x.example", {"comment": "bob"})
         made = bob.commit("bob edits")
         assert made is not None
-        await alice.ok("settz set timezone=Asia/Tokyo", "1")
+        await alice.ok("settz set timezone=Asia/Tokyo")
         await alice.ok(f"{UNSUB} edit a@x.example comment=alice")
         await alice.ok("commit alice edits")
         missing = la.commits_missing_from(americas.store.version_vector) or []

@@ -89,6 +89,7 @@ def joined_lines(member: Machine, group: str, saved: list[Path], *, asked: bool)
         f"Waiting for links to {member.hostname}...",
         "Linked to 0 of 1 members; not linked to:",
         f"  {member.hostname}: down",
+        "Now in cluster mode: the prompt is (Cluster americas)>",
     ]
 
 
@@ -102,13 +103,13 @@ async def test_menu_join_over_ssh_succeeds(member: Machine, joiner: Daemon) -> N
     assert out.splitlines()[7:] == [
         *menu_join_lines(port),
         f"The host key fingerprint of 127.0.0.1 port {port} is {fp}",
-        "Is this a valid key for this host? [N]>y",
+        "Is this a valid key for this host? [Y]>y",
         "Enter the group to join.",
         "[Main_Group]>",
         *joined_lines(member, "Main_Group", saved, asked=True),
     ]
     assert PASSPHRASE not in out
-    assert term.cluster == "americas" and term.prompt == f"(Machine {NY})> "
+    assert term.cluster == "americas" and term.prompt == "(Cluster americas)> "
     assert groups(member)["Main_Group"] == sorted([member.hostname, NY])
     assert not joiner.config.ccs_enabled and joiner.ccs_server is None
 
@@ -161,14 +162,14 @@ async def test_interactive_batch_form_shows_the_key_and_asks(
         "[]>",
         f"Connecting to 127.0.0.1 port {port}...",
         f"The host key fingerprint of 127.0.0.1 port {port} is {fp}",
-        "Is this a valid key for this host? [N]>n",
+        "Is this a valid key for this host? [Y]>n",
         "Join cancelled. Nothing was changed.",
     ]
     assert PASSPHRASE not in out
     status, out = await term.run(f"{line} '{PASSPHRASE}'", "y", "n")
     assert status == 1
     assert out.splitlines()[-8:] == [
-        "Is this a valid key for this host? [N]>y",
+        "Is this a valid key for this host? [Y]>y",
         "Checking the join with the member (nothing changes yet)...",
         f"Joining cluster americas through {member.hostname}, group Main_Group.",
         *DISCARDED,

@@ -41,6 +41,7 @@ from tests.shellhelp import (
     Term,
     new_daemon,
     public_key,
+    start_answers,
 )
 
 CLUSTER_SWITCH = (
@@ -75,10 +76,7 @@ async def in_cluster_mode(t: Term) -> None:
 async def committed(t: Term, *lines: str, comment: str = "setup") -> None:
     """Run edits (each answering 'the factory defaults' if asked) and commit them."""
     for line in lines:
-        feature = t.shell.store.catalogue[line.split()[0]]
-        defined = layers.is_defined(t.shell.session.view, feature, t.shell.mode)
-        asked = not defined and t.cluster is not None  # standalone: nothing asked
-        await t.ok(line, *(["1"] if asked else []))
+        await t.ok(line, *start_answers(t, line))
     assert COMMITTED.fullmatch(await t.ok(f"commit {comment}"))
 
 
@@ -291,7 +289,7 @@ async def test_read_only_may_look_and_edit_but_not_commit_or_change_the_cluster(
 ) -> None:
     rita = Term(americas, user="rita", role="read-only")
     await in_cluster_mode(rita)
-    await rita.ok("settz set timezone=Asia/Tokyo", "1")
+    await rita.ok("settz set timezone=Asia/Tokyo")
     head = newest_commit(americas)
     assert await rita.run("commit tokyo") == (1, "Error: rita (read-only) may not commit changes")
     assert rita.pending == 1  # the refused commit leaves the pending change as it was
@@ -301,7 +299,7 @@ async def test_read_only_may_look_and_edit_but_not_commit_or_change_the_cluster(
     assert newest_commit(americas) == head
     listing = await rita.ok("clusterconfig list")
     assert "Group Paris:" in listing.splitlines()
-    assert f"Machine {LA} (Serial #: SER-LA)" in listing.splitlines()
+    assert f"Machine {LA} (Serial #: SER-LA) [disconnected]" in listing.splitlines()
     admin = Term(americas)
     await in_cluster_mode(admin)
     assert (await admin.ok("settz print")).startswith("Time Zone: not defined at Cluster;")
@@ -323,9 +321,14 @@ async def test_preview_shows_changes_and_machines_their_own_setting_shields(ny: 
     await in_cluster_mode(ny)
     await ny.ok("settz set timezone=Europe/Berlin")
     assert ny.pending == 1
-    found = by_machine(await ny.ok("preview"))
-    assert found == {
-        NY: ['  settz: {"timezone": "Asia/Tokyo"} -> {"timezone": "Europe/Berlin"}'],
+    out = await ny.ok("preview")
+    assert out.splitlines()[:3] == [
+        "Pending changes:",
+        "  settz at Cluster: set record",
+        '    timezone: "Asia/Tokyo" → "Europe/Berlin"',
+    ]
+    assert by_machine(out) == {
+        NY: ["  settz:", '    timezone: "Asia/Tokyo" → "Europe/Berlin"'],
         LA: [
             "  no effective change",
             f"  not affected by settz at Cluster: its own setting at Machine {LA} overrides it",
@@ -333,6 +336,17 @@ async def test_preview_shows_changes_and_machines_their_own_setting_shields(ny: 
     }
     report = json.loads(await ny.ok("preview --json"))
     assert report == {
+        "pending": [
+            {
+                "feature": "settz",
+                "mode": "Cluster",
+                "what": "set record",
+                "row": None,
+                "before": {"timezone": "Asia/Tokyo"},
+                "after": {"timezone": "Europe/Berlin"},
+                "changed": True,
+            }
+        ],
         NY: {
             "changes": {"settz": [{"timezone": "Asia/Tokyo"}, {"timezone": "Europe/Berlin"}]},
             "shielded": [],
@@ -349,8 +363,12 @@ async def test_preview_shows_changes_and_machines_their_own_setting_shields(ny: 
 async def test_preview_standalone(term: Term) -> None:
     await term.ok("settz set timezone=Europe/Paris")
     assert (await term.ok("preview")).splitlines() == [
+        "Pending changes:",
+        f"  settz at Machine {NY}: define",
+        '  + timezone: "Europe/Paris"',
         f"Machine {NY}:",
-        '  settz: {"timezone": "UTC"} -> {"timezone": "Europe/Paris"}',
+        "  settz:",
+        '    timezone: "UTC" → "Europe/Paris"',
     ]
 
 
@@ -368,25 +386,30 @@ async def test_explain_names_every_level_and_where_the_value_comes_from(ny: Term
     await explained_setup(ny)
     lines = (await ny.ok(f"explain settz {LA}")).splitlines()
     assert lines[:3] == [
-        f'Time Zone on {LA}: {{"timezone": "Europe/Paris"}}',
-        f"  comes from Machine {LA}",
-        f'  Machine {LA}: {{"timezone": "Europe/Paris"}}',
+        f"Time Zone on {LA} (comes from Machine {LA}):",
+        '  timezone: "Europe/Paris"',
+        "Level by level:",
     ]
     by = rf"by 'admin' on {re.escape(NY)} at {STAMP}"
-    assert re.fullmatch(rf"      commit SER-NY:\d+ {by} 'tz la'", lines[3]), lines[3]
-    assert lines[4:6] == ["  Group Paris: not defined", '  Cluster: {"timezone": "Asia/Tokyo"}']
-    assert re.fullmatch(rf"      commit SER-NY:\d+ {by} 'tz cluster'", lines[6]), lines[6]
-    assert len(lines) == 7
+    assert re.fullmatch(rf"  Machine {re.escape(LA)} \(commit SER-NY:\d+ {by} 'tz la'\):", lines[3])
+    assert lines[4:6] == ['    timezone: "Europe/Paris"', "  Group Paris: not defined"]
+    assert re.fullmatch(rf"  Cluster \(commit SER-NY:\d+ {by} 'tz cluster'\):", lines[6])
+    assert lines[7:] == ['    timezone: "Asia/Tokyo"']
     lines = (await ny.ok("explain settz")).splitlines()  # this machine by default
-    assert lines[:4] == [
-        f'Time Zone on {NY}: {{"timezone": "Asia/Tokyo"}}',
-        "  comes from Cluster",
+    assert lines[:5] == [
+        f"Time Zone on {NY} (comes from Cluster):",
+        '  timezone: "Asia/Tokyo"',
+        "Level by level:",
         f"  Machine {NY}: not defined",
         "  Group Main_Group: not defined",
     ]
     lines = (await ny.ok("explain ntpconfig")).splitlines()
-    assert lines[1] == "  comes from the factory defaults"
-    assert lines[2:] == [
+    assert lines[0] == f"NTP on {NY} (comes from the factory defaults):"
+    assert lines[1:] == [
+        "  servers:",
+        '    - "pool.ntp.org"',
+        "  source_interface: null",
+        "Level by level:",
         f"  Machine {NY}: not defined",
         "  Group Main_Group: not defined",
         "  Cluster: not defined",
@@ -601,8 +624,8 @@ async def test_load_back_a_saved_file_restores_the_saved_value(ny: Term) -> None
         "1 change(s) pending: review with preview, apply with commit.",
     ]
     assert ny.pending == 1
-    change = '  settz: {"timezone": "UTC"} -> {"timezone": "Asia/Tokyo"}'
-    assert by_machine(await ny.ok("preview")) == {NY: [change], LA: [change]}
+    change = ["  settz:", '    timezone: "UTC" → "Asia/Tokyo"']
+    assert by_machine(await ny.ok("preview")) == {NY: change, LA: change}
     assert COMMITTED.fullmatch(await ny.ok("commit restored"))
     assert json.loads(await ny.ok("settz print")) == {"timezone": "Asia/Tokyo"}
 
@@ -800,7 +823,7 @@ async def test_hostile_or_malformed_files_are_refused(ny: Term, name: str) -> No
     text, error = HOSTILE[name]
     (configs(ny.daemon) / name).write_text(text, encoding="utf-8")
     await in_cluster_mode(ny)
-    await ny.ok("settz set timezone=Asia/Tokyo", "1")  # a change pending before
+    await ny.ok("settz set timezone=Asia/Tokyo")  # a change pending before
     status, out = await ny.run(f"loadconfig {name}", spare=True)
     assert status == 1, out
     assert out.startswith(error) and len(out.splitlines()) == 1, out

@@ -49,11 +49,37 @@ def test_one_command_calls_exit_with_their_status(pair: Testbed) -> None:
     assert lost.returncode == 1 and "Error: 1 uncommitted change(s) discarded" in lost.stdout
     kept = ssh(a, "clustermode cluster; settz set timezone=Europe/Paris; commit over ssh")
     assert kept.returncode == 0 and "Changes committed:" in kept.stdout, kept.stdout
-    assert "→ 2 (a copy of the inherited settings)" in kept.stdout  # the default, said
+    assert "→" not in kept.stdout + kept.stderr  # nothing inherited: nothing was asked
     assert a.op("get", feature="settz", mode="cluster")["value"] == {"timezone": "Europe/Paris"}
+    # Below the cluster, which now defines settz, "Start from" is asked: a one-command
+    # call takes the default and says so, on the standard error (not in the output).
+    line = "clustermode group Main_Group; settz set timezone=Asia/Tokyo; commit group"
+    below = ssh(a, line)
+    assert below.returncode == 0 and "Changes committed:" in below.stdout, below.stdout
+    said = "→ 2 (a copy of the inherited settings)"
+    assert said in below.stderr and said not in below.stdout, below.stderr
+    value = a.op("get", feature="settz", mode="group:Main_Group")["value"]
+    assert value == {"timezone": "Asia/Tokyo"}
     # Another machine's local key is not an admin key here.
     refused = ssh(a, "version", key=b.config.admin_key)
     assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+def test_preview_through_openssh_lists_the_change_then_each_machines_diff(pair: Testbed) -> None:
+    a, _ = pair.machines
+    a.op("create", name="americas")
+    done = ssh(a, "clustermode cluster; settz set timezone=Europe/Paris; preview")
+    assert done.returncode == 1  # the edit is discarded at the end of the call
+    lines = done.stdout.splitlines()
+    start = lines.index("Pending changes:")
+    assert lines[start : start + 6] == [
+        "Pending changes:",
+        "  settz at Cluster: define",
+        '  + timezone: "Europe/Paris"',
+        f"Machine {a.hostname}:",
+        "  settz:",
+        '    timezone: "UTC" → "Europe/Paris"',
+    ], done.stdout
 
 
 def test_json_forms(pair: Testbed) -> None:
@@ -74,6 +100,8 @@ def test_interactive_shell_in_tmux(pair: Testbed) -> None:
     a, _ = pair.machines
     a.op("create", name="americas")
     a.op("addgroup", group="Paris")
+    tz = {"do": "set_record", "feature": "settz", "mode": "cluster"}
+    a.edit({**tz, "value": {"timezone": "Europe/Paris"}})  # Paris inherits: "Start from" asked
     tmux = Tmux(f"{sys.executable} -m clusterd shell --data-dir {a.dir}")
     try:
         tmux.wait_for(f"(Machine {a.hostname})>")
@@ -136,9 +164,9 @@ def test_passphrase_logins_and_two_shells_at_once(pair: Testbed) -> None:
         one.wait_for("Continue? [Y]>")
         one.keys("Enter")
         one.wait_for("(Cluster americas)>")
-        one.keys("settz set timezone=Europe/Paris", "Enter")
-        one.wait_for("[2]>")
-        one.keys("1", "Enter")
+        one.keys("settz set timezone=Europe/Paris", "Enter")  # nothing inherited: not asked
+        one.keys("settz print", "Enter")
+        one.wait_for('"timezone": "Europe/Paris"')
         two.keys("who", "Enter")
         screen = two.wait_for("shell")
         assert screen.count("admin ") >= 2  # both shells are listed

@@ -303,6 +303,9 @@ class ShellRelay(asyncio.Protocol):
             case ("write", bytes() as data):
                 with contextlib.suppress(OSError, RuntimeError):
                     self.chan.write(data)
+            case ("stderr", bytes() as data):  # a one-command call's notes
+                with contextlib.suppress(OSError, RuntimeError):
+                    self.chan.write_stderr(data)
             case ("exit", int() as status):
                 self._end("", status)
             case ("pause", bool() as pause):
