@@ -136,6 +136,57 @@ def test_interactive_shell_in_tmux(pair: Testbed) -> None:
     assert a.op("list")["groups"]["Paris"] == {}
 
 
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run does)")
+def test_menus_complete_names_and_come_back_in_tmux(pair: Testbed) -> None:
+    """In a real terminal: the cluster menu completes an operation's name with Tab, its
+    machine and group lists take a name (completed too), and the menu comes back after
+    the operation until Enter."""
+    a, _ = pair.machines
+    a.op("create", name="americas")
+    a.op("addgroup", group="Paris")
+    tmux = Tmux(f"{sys.executable} -m clusterd shell --data-dir {a.dir}")
+    try:
+        tmux.wait_for(f"(Machine {a.hostname})>")
+        tmux.keys("clusterconfig", "Enter")
+        tmux.wait_for("Would you like to switch")
+        tmux.keys("Enter")
+        tmux.wait_for("- CONNSTATUS")
+        tmux.keys("setg")
+        _completion_offered(tmux, "[]> setg", "SETGROUP")
+        tmux.keys("Tab")  # the operation's name, completed
+        tmux.wait_for("[]> SETGROUP")
+        tmux.keys("Enter")
+        tmux.wait_for("Choose the machine to move:")
+        tmux.keys("1", "Enter")  # by number
+        tmux.wait_for("Choose its new group:")
+        tmux.keys("Pa")
+        _completion_offered(tmux, "[]> Pa", "Paris")
+        tmux.keys("Tab")  # by name, completed
+        tmux.wait_for("> Paris")
+        tmux.keys("Enter")
+        tmux.wait_for("is in group Paris")
+        screen = tmux.wait_for("- CONNSTATUS")  # the menu, once more
+        assert screen.count("Choose the operation you want to perform:") >= 2
+        tmux.keys("Enter")  # leaves it
+        tmux.wait_for("(Cluster americas)>")
+    finally:
+        tmux.close()
+    assert a.hostname in a.op("list")["groups"]["Paris"]
+
+
+def _completion_offered(tmux: Tmux, typed: str, offered: str, timeout: float = 20.0) -> None:
+    """Wait until the completion menu under the line ending in ``typed`` offers
+    ``offered`` (the names also appear in the menu text above it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = tmux.screen().splitlines()
+        at = max((i for i, line in enumerate(lines) if line.rstrip().endswith(typed)), default=-1)
+        if at >= 0 and any(line.strip() == offered for line in lines[at + 1 :]):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{offered!r} not offered under {typed!r}:\n{tmux.screen()}")
+
+
 def _ssh_password_session(m: Machine, user: str) -> Tmux:
     known = m.dir / "known_hosts"
     identity.local_ssh(m.config)  # writes the pinned host key to known_hosts
