@@ -34,12 +34,12 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, create_engine, delete, event, insert, or_, select, update
+from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -663,6 +663,34 @@ class Store:
             query = query.limit(limit)
         with self._db("the log was not read"), self.engine.connect() as conn:
             return [commit_from_row(row) for row in conn.execute(query)]
+
+    def log_back(
+        self, before: Commit | None = None, chunk: int = 200
+    ) -> Generator[Commit, None, None]:
+        """The log newest first (by stamp), every commit older than ``before`` (None: all
+        of it), read ``chunk`` rows at a time as it is consumed (``contextlib.closing``
+        ends the read early).  Rollback's read: a shell worker's, never the links' loop."""
+        self.flush()
+        c = t.commits.c
+        query = select(t.commits).order_by(c.hlc.desc(), c.origin.desc())
+        if before is not None:
+            hlc, origin = before.hlc, before.id.origin
+            query = query.where(or_(c.hlc < hlc, and_(c.hlc == hlc, c.origin < origin)))
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=chunk).execute(query):
+                yield commit_from_row(row)
+
+    def recent_ids(self, limit: int) -> list[CommitId]:
+        """The ids of the ``limit`` newest commits, without reading what they wrote."""
+        c = t.commits.c
+        query = select(c.origin, c.seq).order_by(c.hlc.desc(), c.origin.desc()).limit(limit)
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            return [CommitId(origin, seq) for origin, seq in conn.execute(query)]
+
+    def log_length(self) -> int:
+        """How many commits the log holds (truncated ones too)."""
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.commits)).scalar_one())
 
     def commits_missing_from(
         self, vv: VersionVector, limit: int | None = None
