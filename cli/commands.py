@@ -18,6 +18,8 @@ from clusterd.cli.machine import last, nslookup, ping, tail, who
 from clusterd.cli.passphrase import new_passphrase
 from clusterd.cli.resetconfig import USAGE as RESETCONFIG_USAGE
 from clusterd.cli.resetconfig import resetconfig
+from clusterd.cli.rollback import USAGE as ROLLBACK_USAGE
+from clusterd.cli.rollback import rollback
 from clusterd.cli.saveload import saveconfig
 from clusterd.cli.services import TARGET_USAGE, WATCH_USAGE, target, target_line, watch
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
@@ -396,6 +398,11 @@ HELP = {
     "watch": WATCH_USAGE + "\n"
     "  this machine's effective changes as JSON lines, until the connection closes\n"
     "  (ssh HOST 'watch --json'); --since resumes after a version without gaps",
+    "rollback": ROLLBACK_USAGE + "\n"
+    "  one new commit that puts back what commit ORIGIN:SEQ changed (an id as commitdetail\n"
+    "  shows it; ORIGIN: serial or host name), or the Nth commit back that changed a\n"
+    "  setting at this mode.  Shows what changed since (left alone unless --all), a\n"
+    "  preview, and asks; --yes for a one-command call.  Membership is never rolled back.",
     "resetconfig": RESETCONFIG_USAGE + "\n"
     "  a standalone machine back to the factory configuration, in one commit; its\n"
     "  network settings, users and SSH settings are kept (a cluster member is refused)",
@@ -431,4 +438,5 @@ HANDLERS: dict[str, Handler] = {
     "watch": watch,
     "target": target,
     "resetconfig": resetconfig,
+    "rollback": rollback,
 }

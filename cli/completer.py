@@ -10,6 +10,7 @@ from prompt_toolkit.document import Document
 from clusterd.cli.editor import CLUSTERSET_OPS
 from clusterd.cli.shell import Shell
 from clusterd.core import layers
+from clusterd.core.errors import ClusterdError
 
 CLUSTERCONFIG_OPS = ["addgroup", "setgroup", "renamegroup", "deletegroup", "removemachine",
                      "setname", "list", "listdetail", "disconnect", "reconnect", "prepjoin",
@@ -26,7 +27,8 @@ class ShellCompleter(Completer):
     operations); what is offered is only what the command would accept here: the
     clusterconfig operations of a standalone machine or of a member, a feature's own
     operations (``set`` for a record, ``new``/``edit``/``delete`` for a table), the row
-    names of the mode the edit would run at, the levels the feature exists at."""
+    names of the mode the edit would run at, the levels the feature exists at, the
+    newest commit ids for rollback."""
 
     STANDALONE_OPS = ("create", "join", "prepjoin", "ccs")
     ROW_OPS = ("edit", "delete")
@@ -36,6 +38,7 @@ class ShellCompleter(Completer):
     LISTINGS = ("list", "listdetail", "connstatus")
     PREPJOIN_OPS = ("print", "new", "delete", "list")
     STARTS = ("empty", "defaults", "inherited")
+    RECENT = 10  # commit ids rollback offers (the newest)
     LONGEST = 256  # characters before the cursor past which nothing is offered
 
     def __init__(self, shell: Shell) -> None:
@@ -99,6 +102,15 @@ class ShellCompleter(Completer):
             return sorted(self.shell.api.users()) if admin and not args else []
         if command in self.JSON_COMMANDS:
             return list(self.FLAGS)
+        if command == "rollback":
+            flags = [f for f in ("--all", "--yes") if f not in args]
+            if any(not a.startswith("-") for a in args):
+                return flags
+            try:
+                recent = self.shell.store.recent_ids(self.RECENT)
+            except ClusterdError:  # (the database is down: no ids to offer)
+                recent = []
+            return [str(cid) for cid in recent] + flags
         if command in self.shell.store.catalogue:
             return self._feature(command, args, in_cluster, groups, machines)
         return []

@@ -17,6 +17,7 @@ from clusterd.core.preview import pending_changes
 from clusterd.core.state import definition
 from clusterd.node.check import last_change
 from clusterd.schema.fields import host_key
+from clusterd.store.session import Session
 
 
 def _machines(shell: Shell) -> list[str]:
@@ -30,16 +31,27 @@ async def preview(shell: Shell, args: list[str]) -> int:
     """The pending changes themselves, then per machine how its effective settings
     change, field by field (``clusterd.cli.difftext``); ``--json``: the same as data,
     machine by machine with the list under ``pending`` (machine names hold a dot)."""
-    pending = shell.session.pending
-    if not pending:
+    if not shell.session.pending:
         shell.write("There are no pending changes.")
         return 0
-    state, view, catalogue = shell.store.state, shell.session.view, shell.store.catalogue
-    listed = pending_changes(state, view, catalogue, pending)
-    report = preview_effect(state, view, catalogue, pending, _machines(shell))
     if "--json" in args or "-j" in args:
+        listed, report = _previewed(shell, shell.session)
         shell.write(json.dumps({"pending": listed, **report}, indent=1))
         return 0
+    write_preview(shell, shell.session)
+    return 0
+
+
+def _previewed(shell: Shell, session: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    state, view, catalogue = shell.store.state, session.view, shell.store.catalogue
+    listed = pending_changes(state, view, catalogue, session.pending)
+    return listed, preview_effect(state, view, catalogue, session.pending, _machines(shell))
+
+
+def write_preview(shell: Shell, session: Session) -> None:
+    """``session``'s pending changes, then what they do machine by machine (``preview``;
+    ``rollback`` shows its own session's the same way)."""
+    listed, report = _previewed(shell, session)
     shell.write("Pending changes:")
     for change in listed:
         row = f" {change['row']}" if change["row"] is not None else ""
@@ -55,7 +67,6 @@ async def preview(shell: Shell, args: list[str]) -> int:
         for s in found["shielded"]:
             shell.write(f"  not affected by {s['feature']} at {s['at']}: "
                         f"its own setting at {s['by']} overrides it")  # fmt: skip
-    return 0
 
 
 def _write_diff(shell: Shell, old: Any, new: Any, changed: bool) -> None:

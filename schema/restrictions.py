@@ -65,6 +65,7 @@ _OTHER_COMMANDS: dict[Restriction, dict[str, str]] = {
         "clearchanges": "Discard the pending changes",
         "clear": "Discard the pending changes (same as clearchanges)",
         "commitdetail": "Show what a past commit changed",
+        "rollback": "Undo a past commit with a new one, after a preview",
         "preview": "Show the pending changes before committing them",
         "explain": "Show which mode each setting comes from",
         "saveconfig": "Save the configuration to a file",

@@ -96,6 +96,10 @@ class CommitConflict(ClusterdError):
         more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
         super().__init__(f"changed by another commit since you read them: {units}{more}")
 
+    def __reduce__(self) -> tuple[type[CommitConflict], tuple[list[Conflict]]]:
+        """Rebuilt from its conflicts (a shell worker gets it from the node)."""
+        return (CommitConflict, (self.conflicts,))
+
 
 class LifecycleError(ClusterdError):
     """Raised when create, join or leave is asked in a state that does not allow it."""
