@@ -29,6 +29,7 @@ from clusterd.core.modes import Mode
 from clusterd.core.versions import Commit, CommitId, Unit, Write
 from clusterd.schema.fields import host_key
 from clusterd.store.commitcheck import check_write
+from clusterd.trust.lifecycle import SYSTEM_USER
 from clusterd.trust.logins import ADMIN_ONLY_FEATURES
 
 USAGE = "rollback ORIGIN:SEQ | N [--all] [--yes]"
@@ -45,6 +46,9 @@ async def rollback(shell: Shell, args: list[str]) -> int:
     target = _find(shell, words[0])
     cid = target.id
     why = undo.refusal(shell.store.catalogue, target)
+    if why is None and target.user == SYSTEM_USER:
+        why = (f"clusterd made it ({target.comment}): it set up this machine or changed "
+               "membership, no admin's change to take back")  # fmt: skip
     if why is not None:
         raise ClusterdError(f"commit {cid} cannot be rolled back: {why}; nothing changed")
     inverse = _inverse(shell, target, everything)

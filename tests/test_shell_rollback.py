@@ -184,6 +184,7 @@ async def test_rollback_n_counts_the_commits_that_changed_settings_at_the_mode(n
         ("rollback SER-NY:99999999999999999999999", 2, "Usage: rollback"),
         ("rollback nobody:5", 1, "Error: no commit nobody:5 in the log (commitdetail shows the"),
         ("rollback SER-NY:999", 1, "Error: no commit SER-NY:999 in the log"),
+        ("rollback SER-NY:1", 1, "Error: commit SER-NY:1 cannot be rolled back: clusterd made it"),
         ("rollback 999", 1, "Error: the log holds 4 commit(s): there is no commit 999 back"),
         ("rollback " + "9" * 4000, 1, "Error: the log holds 4 commit(s): there is no commit"),
     ],
