@@ -26,6 +26,10 @@ VALID: dict[str, tuple[str | None, dict[str, Any]]] = {
     "detached": ("mx1.example.com", {"disconnected": True}),
     "removed": ("mx3.example.com", {"serial": "C100V-0003", "machine_key": KEY}),
     "prepjoin": ("mx2.example.com", {"serial": "C100V-0002", "machine_key": KEY}),
+    "confirm": (
+        "C100V-0002:7",
+        {"deadline": 1.0, "minutes": 10, "user": "admin", "hlc": 1, "writes": [], "before": []},
+    ),
     "dnsconfig": (None, {"mode": "local", "servers": [{"address": "10.0.0.53", "priority": 1}]}),
     "smtproutes": (".example.com", {"destinations": [{"host": "mail.example.com"}]}),
     "listenerconfig": (
@@ -89,10 +93,11 @@ def test_every_feature_has_examples() -> None:
 
 def test_catalogue_order_and_levels() -> None:
     commands = CATALOGUE.commands()
-    assert commands[:7] == [
-        "cluster", "groups", "machines", "placement", "detached", "removed", "prepjoin"
+    assert commands[:8] == [
+        "cluster", "groups", "machines", "placement", "detached", "removed", "prepjoin",
+        "confirm",
     ]  # fmt: skip
-    assert commands[7:9] == ["dnsconfig", "smtproutes"]
+    assert commands[8:10] == ["dnsconfig", "smtproutes"]
     assert commands[-4:] == ["interfaceconfig", "sethostname", "setgateway", "routeconfig"]
     for feature in CATALOGUE:
         if feature.internal:

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 from clusterd.core.clock import Stamp, newer
 from clusterd.core.state import ModeEntries, State
-from clusterd.core.versions import JSON, MARKER, Commit, Unit, Version, Write
+from clusterd.core.versions import JSON, MARKER, Commit, CommitId, Unit, Version, Write
 from clusterd.schema.feature import Catalogue, Feature
 
 Before = Mapping[Unit, Version | None]  # each unit's version just before the commit
@@ -167,11 +167,14 @@ def inverse(
     *,
     everything: bool = False,
     keep: frozenset[str] = frozenset(),
+    ours: frozenset[CommitId] = frozenset(),
 ) -> Inverse:
     """The writes that undo ``commit`` on ``state``, given ``before`` for the units of
     ``wanted`` (a unit missing from it is unknown).  ``everything``: units changed since
-    are put back too.  ``keep``: features whose definition is never taken away."""
-    out = _Out()
+    are put back too.  ``keep``: features whose definition is never taken away.
+    ``ours``: later commits undone together with this one (``clusterd.core.confirm``):
+    what they wrote is not "changed since"."""
+    out = _Out(ours)
     groups: dict[tuple[str, str], dict[str, Write]] = {}
     for w in commit.writes:
         groups.setdefault((w.unit.feature, w.unit.mode), {})[w.unit.key] = w
@@ -192,6 +195,7 @@ def inverse(
 
 @dataclass
 class _Out:
+    ours: frozenset[CommitId] = frozenset()
     writes: list[Write] = field(default_factory=list)
     changed: list[Changed] = field(default_factory=list)
     unknown: list[Unit] = field(default_factory=list)
@@ -222,8 +226,10 @@ class _Group:
         return Unit(self.feature.command, self.mode, key)
 
     def later(self, version: Version | None) -> bool:
-        """Written after the commit (by another commit: one commit has one stamp)."""
-        return version is not None and newer(version.stamp, self.stamp)
+        """Written after the commit (by another commit: one commit has one stamp), and
+        not by one undone with it."""
+        return (version is not None and newer(version.stamp, self.stamp)
+                and version.commit not in self.out.ours)  # fmt: skip
 
     def shown_before(self, key: str) -> JSON | None:
         """Row ``key``'s value visible just before the commit (None: not there)."""

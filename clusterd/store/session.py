@@ -41,7 +41,12 @@ class Session:
     def conflicts(self) -> list[Conflict]:
         return self.pending.conflicts(self.store.state)
 
-    def commit(self, comment: str, on_conflict: str | None = None) -> Commit | None:
+    def commit(
+        self,
+        comment: str,
+        on_conflict: str | None = None,
+        confirm: tuple[float, int] | None = None,
+    ) -> Commit | None:
         """Commit every pending change.  A ``sethostname`` that names a machine anew
         renames it in the same commit (``membership.rename_machine``); standalone, this
         store then belongs to the new name.  A refused commit leaves the pending changes
@@ -57,9 +62,8 @@ class Session:
                                           by=self.user, at=time.time())  # fmt: skip
             if standalone and renames:
                 self.store.hostname = renames[-1][1]  # its own mode is the new one now
-            return self.store.commit(
-                self.pending, user=self.user, comment=comment, on_conflict=on_conflict
-            )
+            return self.store.commit(self.pending, user=self.user, comment=comment,
+                                     on_conflict=on_conflict, confirm=confirm)  # fmt: skip
         except BaseException:
             if standalone and renames:
                 self.store.hostname = renames[0][0]

@@ -43,6 +43,7 @@ from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, se
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from clusterd.core import confirm as confirms
 from clusterd.core import layers
 from clusterd.core.clock import HybridClock
 from clusterd.core.errors import (
@@ -364,13 +365,22 @@ class Store:
         return View(self.state, pending)
 
     def commit(
-        self, pending: Pending, *, user: str, comment: str, on_conflict: str | None = None
+        self,
+        pending: Pending,
+        *,
+        user: str,
+        comment: str,
+        on_conflict: str | None = None,
+        confirm: tuple[float, int] | None = None,
     ) -> Commit | None:
         """Make a session's pending changes visible at once, as one new commit.
 
         Pending changes whose unit was committed by somebody else since the session
         read it raise ``CommitConflict`` unless ``on_conflict`` says "keep" (overwrite,
         knowingly) or "discard" (drop those changes, commit the rest).
+
+        ``confirm`` (deadline, minutes): a confirmed commit, carrying its row of
+        ``confirm`` with what undoing it needs (``clusterd.core.confirm.record``).
 
         Without a writer the commit is durable on return.  With one, it is in memory
         and queued: ``await durable(commit)`` says when it is written (or raises, the
@@ -389,14 +399,18 @@ class Store:
             pending.clear()
             return None
         self._check_unchecked(work)
+        hlc, at = self.clock.now(), time.time()
+        if confirm is not None:
+            if work is pending:  # (on a copy: a refused commit leaves pending as it was)
+                work = Pending()
+                work.restore(pending.saved())
+            draft = make_commit(self.state, work, origin=self.origin, hlc=hlc, user=user,
+                                at=at, comment=comment)  # fmt: skip
+            if any(not self.catalogue[w.unit.feature].internal for w in draft.writes):
+                row = confirms.record(self.state, self.catalogue, draft, *confirm)
+                work.write(self.state, confirms.unit(draft.id), row, checked=True)
         commit = make_commit(
-            self.state,
-            work,
-            origin=self.origin,
-            hlc=self.clock.now(),
-            user=user,
-            at=time.time(),
-            comment=comment,
+            self.state, work, origin=self.origin, hlc=hlc, user=user, at=at, comment=comment
         )
         if self.writer is None:
             self._apply_batch([commit], local=True)
