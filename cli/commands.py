@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from clusterd.cli import confirmed
 from clusterd.cli.clustercheck import clustercheck
 from clusterd.cli.clusterconfig import clusterconfig
 from clusterd.cli.console import confirm
@@ -24,6 +25,7 @@ from clusterd.cli.saveload import saveconfig
 from clusterd.cli.services import TARGET_USAGE, WATCH_USAGE, target, target_line, watch
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
 from clusterd.cli.upgrade import upgrade
+from clusterd.core import confirm as confirms
 from clusterd.core import layers, membership
 from clusterd.core.errors import ClusterdError, InvalidSetting
 from clusterd.core.modes import Mode
@@ -123,10 +125,11 @@ async def clustermode(shell: Shell, args: list[str]) -> int:
 
 
 async def commit(shell: Shell, args: list[str]) -> int:
+    minutes, args = confirmed.parse(args)
     shell.require_write("commit changes")
+    waiting = confirms.deadline(shell.store.state) is not None
     if not shell.session.pending:
-        shell.write("There are no changes to commit.")
-        return 0
+        return await confirmed.without_changes(shell, minutes, " ".join(args))
     comment = " ".join(args) if args else ""
     if not args and shell.console.interactive:
         comment = await shell.console.ask("Please enter some comments describing your changes:", "")
@@ -143,11 +146,15 @@ async def commit(shell: Shell, args: list[str]) -> int:
         if not await confirm(shell.console, "Overwrite their changes with yours?", False):
             keep = "discard"
     renames = membership.renamed_in(shell.session.pending)
-    made = await shell.commit(shell.session, comment, on_conflict=keep)
+    made = await shell.commit(
+        shell.session, comment, on_conflict=keep, confirm=minutes, confirming=True
+    )
     if made is None:
         shell.write("Nothing left to commit.")
         return 0
     shell.write(f"Changes committed: {time.strftime('%a %b %d %H:%M:%S %Y %Z', time.localtime())}")
+    if minutes is not None or waiting:
+        confirmed.said(shell, minutes)
     for old, new in renames:
         shell.write(f"Machine {old} is now {new}: its settings, group and links went with it.")
     return 0
@@ -278,6 +285,10 @@ async def status(shell: Shell, args: list[str]) -> int:
         extra += f", {p['behind']:,} commits behind it" if p["behind"] else ""
         why = f" ({p['reason']})" if p["reason"] else ""
         shell.write(f"  {p['hostname']:<30} {p['state']:<12}{extra}{why}")
+    for c in s.get("confirms", []):
+        at = time.strftime("%H:%M:%S", time.localtime(c["deadline"]))
+        shell.write(f"Confirm by {at}: commit {c['commit']} by {c['user']} ({c['minutes']} min), "
+                    "else rolled back")  # fmt: skip
     for name, t in s["targets"].items():
         shell.write(target_line(name, t))
     _recent_alerts(shell, s["alerts"], s["alert_mail"])
@@ -353,7 +364,11 @@ async def quit_(shell: Shell, args: list[str]) -> int:
 
 HELP = {
     "clustermode": "clustermode [cluster | group NAME | machine FQDN]",
-    "commit": "commit [COMMENT]   commits the pending changes of every mode",
+    "commit": "commit [COMMENT]   commits the pending changes of every mode (and confirms)\n"
+    "  " + confirmed.USAGE + "\n"
+    "  the same, rolled back by the cluster itself unless confirmed in MINUTES (confirm,\n"
+    "  or any commit); again: every pending deadline moves to the new one",
+    "confirm": "confirm   confirms the pending confirmed commits: no rollback",
     "commitdetail": "commitdetail [N] [--json]   the N most recent commits (10)",
     "clusterconfig": "clusterconfig [create NAME | list | listdetail | connstatus |\n"
     "  addgroup G | setgroup MACHINE G | renamegroup OLD NEW | deletegroup G [TO] |\n"
@@ -415,6 +430,7 @@ HANDLERS: dict[str, Handler] = {
     "help": help_,
     "clustermode": clustermode,
     "commit": commit,
+    "confirm": confirmed.confirm,
     "clearchanges": clearchanges,
     "clear": clearchanges,
     "commitdetail": commitdetail,

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from clusterd.cli.console import Console, pick
+from clusterd.core import confirm as confirms
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError, InvalidSetting
 from clusterd.core.modes import Mode
@@ -110,6 +112,10 @@ class Shell:
                 text = f"(Machine {self.mode.name})"
         if self.api.disconnected:
             text += " [Disconnected]"
+        deadline = confirms.deadline(self.store.state)
+        if deadline is not None:
+            shown = "%H:%M:%S" if deadline - time.time() < 120 else "%H:%M"
+            text += f" [Confirm by {time.strftime(shown, time.localtime(deadline))}]"
         return text + "> "
 
     def _check_mode(self) -> None:
@@ -210,13 +216,21 @@ class Shell:
         on_conflict: str = "keep",
         *,
         passwd_of: str | None = None,
+        confirm: int | None = None,
+        confirming: bool = False,
     ) -> Commit | None:
         """Commit ``session``'s pending changes as this user, the role read again now (it
         may have changed while a question waited); every commit of the shell goes
         through here, and the rules are the API's."""
         self.role = self._current_role()
         return await self.api.commit(
-            session, comment, role=self.role, on_conflict=on_conflict, passwd_of=passwd_of
+            session,
+            comment,
+            role=self.role,
+            on_conflict=on_conflict,
+            passwd_of=passwd_of,
+            confirm=confirm,
+            confirming=confirming,
         )
 
     async def _mode_allows(self, restriction: Restriction) -> bool:

@@ -249,9 +249,11 @@ class RemoteAPI:
         role: str,
         on_conflict: str = "keep",
         passwd_of: str | None = None,
+        confirm: int | None = None,
+        confirming: bool = False,
     ) -> Commit | None:
         made = await self._link.acall("commit", session.pending.saved(), comment, on_conflict,
-                                      passwd_of)  # fmt: skip
+                                      passwd_of, confirm, confirming)  # fmt: skip
         session.pending.clear()
         return made  # type: ignore[no-any-return]
 

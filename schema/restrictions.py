@@ -62,6 +62,7 @@ _OTHER_COMMANDS: dict[Restriction, dict[str, str]] = {
     Restriction.UNRESTRICTED: {
         "clustermode": "Show or change the mode (cluster, group or machine) being edited",
         "commit": "Commit the pending changes",
+        "confirm": "Confirm the pending confirmed commits (no rollback)",
         "clearchanges": "Discard the pending changes",
         "clear": "Discard the pending changes (same as clearchanges)",
         "commitdetail": "Show what a past commit changed",

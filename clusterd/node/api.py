@@ -18,9 +18,11 @@ This module imports no front end; ``clusterd/`` never imports ``cli/``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from clusterd.core import confirm as confirms
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError, StoreError
 from clusterd.core.versions import Commit
@@ -145,13 +147,21 @@ class ClusterAPI:
         role: str,
         on_conflict: str = "keep",
         passwd_of: str | None = None,
+        confirm: int | None = None,
+        confirming: bool = False,
     ) -> Commit | None:
         """Commit ``session``'s pending changes as its user in ``role`` (as it is now: the
         caller reads it again just before), and return once it is durable.  The write is
         the store's writer's (off the links' loop); if it fails, the session's changes are
         pending again and ``StoreError`` says why.  ``passwd_of``: the session holds only
         that user's new passphrase, which every user may change for itself and an admin
-        for anyone."""
+        for anyone.
+
+        ``confirming`` (the shell's ``commit`` and ``confirm``): the pending confirmed
+        commits are confirmed (their rows of ``confirm`` removed).  ``confirm`` (MINUTES)
+        makes a confirmed commit instead, and moves every pending one's deadline to its
+        own (docs/history.md, 5).  Other commits (the control socket's, a rollback's)
+        leave them pending."""
         user = session.user
         if passwd_of is not None:
             if passwd_of != user and role != "admin":
@@ -163,7 +173,20 @@ class ClusterAPI:
             for feature in sorted({unit.feature for unit, _ in session.pending.items()}):
                 require_admin(user, role, feature)
         saved, hostname = session.pending.saved(), session.store.hostname
-        made = session.commit(comment, on_conflict=on_conflict)
+        state, deadline = session.store.state, None
+        if confirm is not None:
+            deadline = time.time() + confirm * self.config.confirm_minute
+            for unit, row in confirms.extended(state, deadline):
+                session.pending.write(state, unit, row, checked=True)
+        elif confirming:
+            for unit in confirms.confirmed(state):
+                session.pending.write(state, unit, None, checked=True)
+        pending = None if deadline is None or confirm is None else (deadline, confirm)
+        try:
+            made = session.commit(comment, on_conflict=on_conflict, confirm=pending)
+        except BaseException:
+            session.pending.restore(saved)
+            raise
         try:
             await session.store.durable(made)
         except StoreError:

@@ -68,6 +68,8 @@ class DaemonConfig(BaseModel):
     log_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024  # clusterd.log rotates
     log_backups: Annotated[int, Field(ge=0, le=100)] = 5  # ... keeping this many old files
     blocked_peers: list[str] = []  # serials never linked directly (a firewall, for tests)
+    # Tests only: seconds in one minute of ``commit confirmed MINUTES`` (short deadlines).
+    confirm_minute: Annotated[float, Field(gt=0, le=60)] = 60.0
     # Measurement and fault injection (benchmarks, fault campaigns; off by default):
     # append "<monotonic ns> commit|apply <origin> <seq>", "<ns> install <peer> <vv json>"
     # (a state transfer) and "<ns> note <text>" lines

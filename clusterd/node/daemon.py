@@ -38,6 +38,7 @@ from clusterd.node.admin import Admin
 from clusterd.node.alertmail import AlertMail
 from clusterd.node.api import ClusterAPI
 from clusterd.node.config import DaemonConfig
+from clusterd.node.confirms import Confirms
 from clusterd.node.follower import Follower
 from clusterd.node.links import Links
 from clusterd.node.looplag import LoopLag
@@ -102,6 +103,7 @@ class Daemon:
         self.logins: deque[dict[str, Any]] = deque(maxlen=MAX_ALERTS)  # recent logins: last
         self._algorithms: Algorithms | None = None
         self.follower = Follower(self)  # membership changes: links, name, leaving
+        self.confirms = Confirms(self)  # unconfirmed commits rolled back at their deadline
         self.store.listeners.append(self._on_outcomes)
         if isinstance(shells, Workers):  # their images of the store follow ours
             self.store.listeners.append(lambda outcomes, _local: shells.applied(outcomes))
@@ -262,6 +264,7 @@ class Daemon:
         while True:
             await asyncio.sleep(every)
             self.member.tick()
+            self.confirms.tick()
             self.store_health()
             if self.store.outage is not None and self.now() - probed >= STORE_PROBE:
                 probed = self.now()

@@ -42,6 +42,7 @@ def report(d: Daemon) -> dict[str, Any]:
         "store": {"ok": d.store.outage is None, **(d.store.outage or {})},
         "gate": d.gate.status(),
         "alerts": list(d.alerts),
+        "confirms": d.confirms.status(),
         "alert_mail": d.mail.status(),
         **targets.status(d.publisher, d.targets),
         "web": None if d.web is None else d.web.status(),

@@ -472,6 +472,8 @@ class Calls:
         comment: str,
         on_conflict: str,
         passwd_of: str | None,
+        confirm: int | None = None,
+        confirming: bool = False,
     ) -> Any:
         """A worker's pending changes, committed here as if made here: every value
         validated again (the worker's word that it checked them counts for nothing)."""
@@ -481,7 +483,8 @@ class Calls:
                          for mode, rows in saved.items()})  # fmt: skip
         session.pending = pending
         return await self.api.commit(session, comment, role=self._role(), on_conflict=on_conflict,
-                               passwd_of=passwd_of)  # fmt: skip
+                                     passwd_of=passwd_of, confirm=confirm,
+                                     confirming=confirming)  # fmt: skip
 
     async def call_install_preview(self, writes: list[Any]) -> dict[str, Any]:
         return await self.api.install_preview(writes)

@@ -1,0 +1,76 @@
+"""Rolling back a confirmed commit nobody confirmed in time (docs/history.md, 5).
+
+On the daemon's ticks, ``due`` looks at the pending rows of ``confirm`` (in memory) and,
+once this member's turn has come (``clusterd.core.confirm.acts_at``), undoes every
+pending row in one commit by user ``clusterd``.  The undo is computed from the rows and
+the state in memory (no log read), so it never blocks the links' loop; the write is the
+store writer's, as for every commit.  Must not block: ``tick`` only starts a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from clusterd.core import confirm as confirms
+from clusterd.core.errors import ClusterdError
+from clusterd.trust.lifecycle import SYSTEM_USER
+from clusterd.trust.logins import ADMIN_ONLY_FEATURES
+
+if TYPE_CHECKING:
+    from clusterd.node.daemon import Daemon
+
+log = logging.getLogger("clusterd.confirms")
+
+
+class Confirms:
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self._task: asyncio.Task[None] | None = None
+        self._failed: set[str] = set()  # rows whose rollback failed: not tried again
+
+    def status(self) -> list[dict[str, Any]]:
+        """The pending confirmed commits: id, user, deadline, minutes, and when this
+        member acts on each."""
+        d = self._daemon
+        members = [*d.peers, d.config.serial]
+        return [{"commit": p.key, "user": p.user, "deadline": p.deadline, "minutes": p.minutes,
+                 "acts_at": confirms.acts_at(p, d.config.serial, members, d.config.ping_interval)}
+                for p in confirms.pending(d.store.state)]  # fmt: skip
+
+    def tick(self) -> None:
+        """Start the rollback if a deadline has passed and it is this member's turn."""
+        if self._task is not None and not self._task.done():
+            return
+        d = self._daemon
+        rows = [p for p in confirms.pending(d.store.state) if p.key not in self._failed]
+        if not rows:
+            return
+        members, now = [*d.peers, d.config.serial], time.time()
+        ping = d.config.ping_interval
+        if min(confirms.acts_at(p, d.config.serial, members, ping) for p in rows) <= now:
+            self._task = asyncio.get_running_loop().create_task(self._roll_back(rows))
+
+    async def _roll_back(self, rows: list[confirms.Pending]) -> None:
+        d = self._daemon
+        undo = confirms.undo(d.store.state, d.store.catalogue, rows, ADMIN_ONLY_FEATURES)
+        for c in undo.changed:
+            log.info("rollback of an unconfirmed commit leaves %s alone: changed since by %s",
+                     c.unit, c.now.commit)  # fmt: skip
+        ids = ", ".join(p.key for p in rows)
+        comment = f"rollback of {ids}: not confirmed in {rows[-1].minutes} min"
+        session = d.api.session(SYSTEM_USER, bounded=False)
+        for w in undo.writes:
+            session.view.write(w.unit, w.value, checked=w.unit.feature == confirms.FEATURE)
+        try:
+            made = session.commit(comment, on_conflict="keep")
+            await d.store.durable(made)
+        except (ClusterdError, ValueError) as exc:
+            self._failed.update(p.key for p in rows)
+            d.alert("commit confirmed", d.config.hostname, f"the {comment} failed: {exc}")
+            return
+        log.info("%s (commit %s)", comment, None if made is None else made.id)
+        d.alert("commit confirmed", d.config.hostname,
+                f"{comment}" + ("" if made is None else f" (commit {made.id})"))  # fmt: skip

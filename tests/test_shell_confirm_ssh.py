@@ -1,0 +1,88 @@
+"""``commit confirmed`` on three real daemons, through the real OpenSSH client: a
+confirmation in time keeps the commit; an unconfirmed one is rolled back everywhere by
+the cluster itself, by another member when its origin is gone, keeping later work of
+others.  ``confirm_minute`` (test-only) makes a minute last ``MINUTE`` seconds."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterd.dev.testbed import Machine, Testbed
+from tests.test_shell_rollback_ssh import run, settz
+
+PING = 0.5
+MINUTE = 2.0  # seconds in one minute of commit confirmed
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[Testbed]:
+    with Testbed(tmp_path, 3, ping=PING, confirm_minute=MINUTE) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="links")
+        yield bed
+
+
+def paris_then_tokyo(trio: Testbed, minutes: int) -> float:
+    """Paris committed plainly, then Tokyo confirmed; the deadline."""
+    a = trio.machines[0]
+    run(a, "clustermode cluster; settz set timezone=Europe/Paris; commit paris")
+    run(a, f"clustermode cluster; settz set timezone=Asia/Tokyo; commit confirmed {minutes} tokyo")
+    [pending] = a.status()["confirms"]
+    assert pending["minutes"] == minutes
+    return float(pending["deadline"])
+
+
+def machine_tz(m: Machine, host: str) -> object:
+    return m.op("get", feature="settz", mode=f"machine:{host}")["value"]
+
+
+def test_a_confirmation_in_time_keeps_the_commit(trio: Testbed) -> None:
+    _, b, c = trio.machines
+    deadline = paris_then_tokyo(trio, 3)
+    trio.wait(lambda: b.status()["confirms"] != [], what="the pending row on b")
+    assert "Commit confirmed: no rollback is pending." in run(b, "confirm")  # any member
+    time.sleep(max(0.0, deadline + 2 * PING - time.time()) + 0.5)
+    for m in trio.machines:
+        assert settz(m) == {"timezone": "Asia/Tokyo"}
+        assert m.status()["confirms"] == []
+    [last] = json.loads(run(c, "commitdetail 1 --json"))
+    assert last["comment"] == "confirm"
+
+
+def test_unconfirmed_it_is_rolled_back_everywhere_keeping_later_work(trio: Testbed) -> None:
+    a, b, c = trio.machines
+    deadline = paris_then_tokyo(trio, 2)
+    assert "Confirm by" in run(a, "status")
+    trio.wait(lambda: b.status()["confirms"] != [], what="the pending row on b")
+    # Another member's later commit to another unit (the control socket's: it does not
+    # confirm, as only the shell's commit and confirm do): kept by the rollback.
+    b.edit({"do": "set_record", "feature": "settz", "mode": f"machine:{c.hostname}",
+            "value": {"timezone": "UTC"}})  # fmt: skip
+    for m in trio.machines:
+        trio.wait(lambda m=m: settz(m) == {"timezone": "Europe/Paris"}, what=f"paris on {m}")
+    assert time.time() <= deadline + 2 * PING + 0.5  # (+ the last look's round trip)
+    trio.wait(trio.converged, what="convergence")
+    for m in trio.machines:
+        assert machine_tz(m, c.hostname) == {"timezone": "UTC"}
+        assert m.status()["confirms"] == []
+    [made] = json.loads(run(c, "commitdetail 1 --json"))
+    assert made["user"] == "clusterd" and made["comment"].startswith("rollback of")
+
+
+def test_another_member_rolls_back_when_the_origin_is_gone(trio: Testbed) -> None:
+    a, b, c = trio.machines
+    deadline = paris_then_tokyo(trio, 3)
+    trio.wait(lambda: all(m.status()["confirms"] for m in (b, c)), what="the row on b and c")
+    a.stop(signal.SIGKILL)
+    for m in (b, c):
+        trio.wait(lambda m=m: settz(m) == {"timezone": "Europe/Paris"}, what=f"paris on {m}")
+    assert time.time() <= deadline + 2 * PING + 0.5
+    [made] = json.loads(run(c, "commitdetail 1 --json"))
+    first = min(b, c, key=lambda m: m.serial)  # the smallest serial acts first
+    assert made["user"] == "clusterd" and made["origin"] == first.hostname
