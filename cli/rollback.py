@@ -22,6 +22,7 @@ import time
 from clusterd.cli.console import confirm
 from clusterd.cli.inspect import write_preview
 from clusterd.cli.shell import Shell, Usage
+from clusterd.core import confirm as confirms
 from clusterd.core import layers
 from clusterd.core import rollback as undo
 from clusterd.core.errors import ClusterdError, CommitConflict, StoreError
@@ -46,7 +47,7 @@ async def rollback(shell: Shell, args: list[str]) -> int:
     target = _find(shell, words[0])
     cid = target.id
     why = undo.refusal(shell.store.catalogue, target)
-    if why is None and target.user == SYSTEM_USER:
+    if why is None and target.user == SYSTEM_USER and not confirms.at_deadline(target):
         why = (f"clusterd made it ({target.comment}): it set up this machine or changed "
                "membership, no admin's change to take back")  # fmt: skip
     if why is not None:

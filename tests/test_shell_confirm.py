@@ -98,3 +98,6 @@ async def test_the_daemon_rolls_back_at_the_deadline(ny: Term) -> None:
     assert made.comment.endswith("not confirmed in 1 min")
     d.confirms.tick()  # nothing left: nothing more
     assert d.store.commit_log(1)[0].id == made.id
+    status, out = await ny.run("rollback 1", "y")  # clusterd's, but an admin may undo it
+    assert status == 0, out
+    assert tz(d) == "Asia/Tokyo" and rows(d) == []

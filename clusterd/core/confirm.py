@@ -39,6 +39,7 @@ from clusterd.schema.feature import Catalogue
 from clusterd.schema.history import MAX_UNDO
 
 FEATURE = "confirm"
+UNCONFIRMED = "not confirmed in"
 MODE = "cluster"
 
 
@@ -149,6 +150,18 @@ def undo(state: State, catalogue: Catalogue, rows: Iterable[Pending], keep: froz
         skipped += [s for s in inv.skipped if s[0].feature != FEATURE]
     tombstones = [Write(unit(p.commit.id), None) for p in rows]
     return Undo((*writes.values(), *tombstones), tuple(changed.values()), tuple(skipped))
+
+
+def comment(rows: list[Pending]) -> str:
+    """The comment of the rollback at the deadline (``rows`` oldest first)."""
+    ids = ", ".join(p.key for p in rows)
+    return f"rollback of {ids}: {UNCONFIRMED} {rows[-1].minutes} min"
+
+
+def at_deadline(commit: Commit) -> bool:
+    """Whether ``commit`` (made by clusterd) is a rollback at a deadline: an admin may
+    roll that back in turn (``rollback``), unlike clusterd's other commits."""
+    return commit.comment.startswith("rollback of ") and f": {UNCONFIRMED} " in commit.comment
 
 
 def acts_at(row: Pending, me: str, members: Iterable[str], ping: float) -> float:

@@ -59,8 +59,7 @@ class Confirms:
         for c in undo.changed:
             log.info("rollback of an unconfirmed commit leaves %s alone: changed since by %s",
                      c.unit, c.now.commit)  # fmt: skip
-        ids = ", ".join(p.key for p in rows)
-        comment = f"rollback of {ids}: not confirmed in {rows[-1].minutes} min"
+        comment = confirms.comment(rows)
         session = d.api.session(SYSTEM_USER, bounded=False)
         for w in undo.writes:
             session.view.write(w.unit, w.value, checked=w.unit.feature == confirms.FEATURE)
