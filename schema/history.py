@@ -44,6 +44,7 @@ CONFIRM = Feature(
     row_name=re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}:[0-9]{1,18}\Z"),
     row_name_hint="the commit's id, ORIGIN:SEQ",
     description="commit confirmed adds a row; confirm, or the shell's commit, removes them",
+    secrets=("writes", "before"),  # values of other features, secrets among them: never shown
 )
 
 HISTORY_FEATURES = [CONFIRM]

@@ -125,3 +125,11 @@ def _commit(origin: str) -> Any:
 
 def test_row_unit() -> None:
     assert confirm.unit(CommitId("SER-1", 7)) == Unit("confirm", "cluster", "SER-1:7")
+
+
+def test_the_undo_is_never_shown(tmp_path: Path) -> None:
+    store = americas(tmp_path)
+    set_tz(store, LA, "Asia/Tokyo", minutes=5)
+    [(key, version)] = store.state.entries("confirm", "cluster").rows.items()
+    shown = store.catalogue["confirm"].shown({key: version.value})[key]
+    assert (shown["writes"], shown["before"], shown["minutes"]) == ("set", "set", 5)
