@@ -11,7 +11,9 @@ import time
 import pytest
 
 from clusterd.core import confirm
+from clusterd.core.errors import StoreError
 from clusterd.node.daemon import Daemon
+from clusterd.schema.validation import InvalidSetting
 from tests.shellhelp import Term
 from tests.test_shell_rollback import in_cluster_mode, tz
 
@@ -101,3 +103,33 @@ async def test_the_daemon_rolls_back_at_the_deadline(ny: Term) -> None:
     status, out = await ny.run("rollback 1", "y")  # clusterd's, but an admin may undo it
     assert status == 0, out
     assert tz(d) == "Asia/Tokyo" and rows(d) == []
+
+
+async def test_a_failed_rollback_waits_for_the_store_or_alerts_once(
+    ny: Term, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = ny.daemon
+    await in_cluster_mode(ny)
+    d.config = d.config.model_copy(update={"confirm_minute": 0.01})
+    await ny.ok("settz set timezone=Asia/Tokyo")
+    await ny.ok("commit confirmed 1 tokyo")
+    real, failures = d.store.commit, [StoreError("disk full"), InvalidSetting(["bad value"])]
+
+    def failing(*args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop(0)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(d.store, "commit", failing)
+    await asyncio.sleep(0.05)
+    d.confirms.tick()  # the store is down: tried again later
+    await asyncio.sleep(0.05)
+    assert len(rows(d)) == 1 and not d.alerts
+    d.confirms.tick()  # a value refused: one alert, not tried again
+    await asyncio.sleep(0.05)
+    assert len(rows(d)) == 1 and "bad value" in d.alerts[-1]["text"]
+    d.confirms.tick()
+    await asyncio.sleep(0.05)
+    assert len(rows(d)) == 1 and tz(d) == "Asia/Tokyo" and len(d.alerts) == 1
+    await ny.ok("confirm")  # an admin ends it
+    assert rows(d) == []

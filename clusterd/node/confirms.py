@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from clusterd.core import confirm as confirms
-from clusterd.core.errors import ClusterdError
+from clusterd.core.errors import ClusterdError, StoreError
 from clusterd.trust.lifecycle import SYSTEM_USER
 from clusterd.trust.logins import ADMIN_ONLY_FEATURES
 
@@ -66,7 +66,10 @@ class Confirms:
         try:
             made = session.commit(comment, on_conflict="keep")
             await d.store.durable(made)
-        except (ClusterdError, ValueError) as exc:
+        except StoreError as exc:  # (the store is down: tried again on a later tick)
+            log.warning("the %s waits for the store: %s", comment, exc)
+            return
+        except (ClusterdError, ValueError) as exc:  # (a value no longer valid ...)
             self._failed.update(p.key for p in rows)
             d.alert("commit confirmed", d.config.hostname, f"the {comment} failed: {exc}")
             return
