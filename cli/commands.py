@@ -125,11 +125,11 @@ async def clustermode(shell: Shell, args: list[str]) -> int:
 
 
 async def commit(shell: Shell, args: list[str]) -> int:
-    minutes, args = confirmed.parse(args)
+    minutes, probe, args = confirmed.parse(args)
     shell.require_write("commit changes")
     waiting = confirms.deadline(shell.store.state) is not None
     if not shell.session.pending:
-        return await confirmed.without_changes(shell, minutes, " ".join(args))
+        return await confirmed.without_changes(shell, minutes, probe, " ".join(args))
     comment = " ".join(args) if args else ""
     if not args and shell.console.interactive:
         comment = await shell.console.ask("Please enter some comments describing your changes:", "")
@@ -147,7 +147,7 @@ async def commit(shell: Shell, args: list[str]) -> int:
             keep = "discard"
     renames = membership.renamed_in(shell.session.pending)
     made = await shell.commit(
-        shell.session, comment, on_conflict=keep, confirm=minutes, confirming=True
+        shell.session, comment, on_conflict=keep, confirm=minutes, confirming=True, probe=probe
     )
     if made is None:
         shell.write("Nothing left to commit.")

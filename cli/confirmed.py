@@ -13,32 +13,40 @@ import time
 from clusterd.cli.shell import Shell, Usage
 from clusterd.core import confirm as confirms
 
-USAGE = "commit confirmed [MINUTES [COMMENT]]   (MINUTES 1..65535, default 10)"
+USAGE = "commit confirmed [--probe links] [MINUTES [COMMENT]]   (MINUTES 1..65535, default 10)"
+PROBES = ("links",)
 DEFAULT_MINUTES = 10
 
 
-def parse(args: list[str]) -> tuple[int | None, list[str]]:
-    """``(MINUTES, the comment's words)`` of ``commit confirmed ...``; MINUTES None: a
-    plain commit."""
+def parse(args: list[str]) -> tuple[int | None, str | None, list[str]]:
+    """``(MINUTES, probe, the comment's words)`` of ``commit confirmed ...``; MINUTES
+    None: a plain commit."""
     if not args or args[0] != "confirmed":
-        return None, args
+        return None, None, args
+    probe = None
+    if len(args) > 1 and args[1] == "--probe":
+        if len(args) < 3 or args[2] not in PROBES:
+            raise Usage(f"{USAGE}; --probe takes {' or '.join(PROBES)}")
+        probe, args = args[2], args[:1] + args[3:]
     if len(args) == 1:
-        return DEFAULT_MINUTES, []
+        return DEFAULT_MINUTES, probe, []
     word = args[1]
     if not (word.isascii() and word.isdigit() and len(word) <= 5 and 1 <= int(word) <= 65535):
         shown = word if len(word) <= 20 else word[:20] + "..."
         raise Usage(f"{USAGE}; not minutes: {shown!r}")
-    return int(word), args[2:]
+    return int(word), probe, args[2:]
 
 
-async def without_changes(shell: Shell, minutes: int | None, comment: str) -> int:
+async def without_changes(
+    shell: Shell, minutes: int | None, probe: str | None, comment: str
+) -> int:
     """``commit`` or ``commit confirmed`` with nothing pending: confirm, or extend."""
     if confirms.deadline(shell.store.state) is None:
         shell.write("There are no changes to commit.")
         return 0
     session = shell.api.session(shell.user)
     await shell.commit(session, comment or ("confirm" if minutes is None else "extend"),
-                       confirm=minutes, confirming=True)  # fmt: skip
+                       confirm=minutes, confirming=True, probe=probe)  # fmt: skip
     said(shell, minutes)
     return 0
 

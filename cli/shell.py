@@ -218,6 +218,7 @@ class Shell:
         passwd_of: str | None = None,
         confirm: int | None = None,
         confirming: bool = False,
+        probe: str | None = None,
     ) -> Commit | None:
         """Commit ``session``'s pending changes as this user, the role read again now (it
         may have changed while a question waited); every commit of the shell goes
@@ -231,6 +232,7 @@ class Shell:
             passwd_of=passwd_of,
             confirm=confirm,
             confirming=confirming,
+            probe=probe,
         )
 
     async def _mode_allows(self, restriction: Restriction) -> bool:

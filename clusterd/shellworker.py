@@ -251,9 +251,10 @@ class RemoteAPI:
         passwd_of: str | None = None,
         confirm: int | None = None,
         confirming: bool = False,
+        probe: str | None = None,
     ) -> Commit | None:
         made = await self._link.acall("commit", session.pending.saved(), comment, on_conflict,
-                                      passwd_of, confirm, confirming)  # fmt: skip
+                                      passwd_of, confirm, confirming, probe)  # fmt: skip
         session.pending.clear()
         return made  # type: ignore[no-any-return]
 

@@ -9,7 +9,7 @@ commits write it (``clusterd.core.confirm``), never a feature editor.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -27,6 +27,7 @@ class Pending(Model):
 
     deadline: float
     minutes: Annotated[int, Field(ge=1, le=65535)]
+    probe: Literal["links"] | None = None  # rolled back at once if a member loses a link
     user: Annotated[str, Field(max_length=64)]
     hlc: int
     writes: Annotated[list[list[Any]], Field(max_length=MAX_UNDO)]

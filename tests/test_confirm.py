@@ -29,7 +29,7 @@ def set_tz(store: Store, host: str, zone: str, *, minutes: int | None = None,
            deadline: float = 1000.0) -> CommitId:  # fmt: skip
     s = session(store)
     s.set_record("settz", Mode.machine(host), {"timezone": zone})
-    made = s.commit("tz", confirm=None if minutes is None else (deadline, minutes))
+    made = s.commit("tz", confirm=None if minutes is None else confirm.Asked(deadline, minutes))
     assert made is not None
     return made.id
 
@@ -84,7 +84,7 @@ def test_two_pending_rows_are_undone_together_the_oldest_winning(tmp_path: Path)
 
 def test_a_commit_with_nothing_but_internal_rows_carries_no_row(tmp_path: Path) -> None:
     store = americas(tmp_path)
-    assert store.commit(Pending(), user="admin", comment="", confirm=(1.0, 1)) is None
+    assert store.commit(Pending(), user="admin", comment="", confirm=confirm.Asked(1.0, 1)) is None
     assert confirm.pending(store.state) == []
 
 
@@ -97,7 +97,7 @@ def test_a_refused_confirmed_commit_leaves_the_pending_changes(
     before = s.pending.saved()
     monkeypatch.setattr(confirm, "MAX_UNDO", 0)
     with pytest.raises(confirm.TooBig, match="commit it plainly"):
-        s.commit("tz", confirm=(1.0, 1))
+        s.commit("tz", confirm=confirm.Asked(1.0, 1))
     assert s.pending.saved() == before
     assert tz(store, LA) is None
 

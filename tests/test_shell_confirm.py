@@ -56,6 +56,15 @@ async def test_a_plain_commit_confirms_with_or_without_changes(ny: Term) -> None
     assert "There are no changes to commit." in await ny.ok("commit")
 
 
+async def test_probe_links_is_kept_in_the_row(ny: Term) -> None:
+    await in_cluster_mode(ny)
+    await ny.ok("settz set timezone=Asia/Tokyo")
+    await ny.ok("commit confirmed --probe links 5 tokyo")
+    [row] = rows(ny.daemon)
+    assert (row.probe, row.minutes) == ("links", 5)
+    assert ny.daemon.store.commit_log(1)[0].comment == "tokyo"
+
+
 async def test_reissuing_extends_every_deadline(ny: Term) -> None:
     await in_cluster_mode(ny)
     await ny.ok("settz set timezone=Asia/Tokyo")
@@ -70,13 +79,15 @@ async def test_reissuing_extends_every_deadline(ny: Term) -> None:
     assert rows(ny.daemon)[0].deadline == pytest.approx(time.time() + 3600, abs=5)
 
 
-@pytest.mark.parametrize("minutes", ["0", "65536", "soon", "-1", "1.5"])
+@pytest.mark.parametrize(
+    "minutes", ["0", "65536", "soon", "-1", "1.5", "--probe", "--probe targets 5"]
+)
 async def test_bad_minutes_are_a_usage_error(ny: Term, minutes: str) -> None:
     await in_cluster_mode(ny)
     await ny.ok("settz set timezone=Asia/Tokyo")
     status, out = await ny.run(f"commit confirmed {minutes}")
     assert status == 2, out
-    assert "Usage: commit confirmed [MINUTES [COMMENT]]" in out
+    assert "Usage: commit confirmed [--probe links] [MINUTES [COMMENT]]" in out
     assert ny.pending == 1 and rows(ny.daemon) == []  # nothing committed
 
 

@@ -86,3 +86,21 @@ def test_another_member_rolls_back_when_the_origin_is_gone(trio: Testbed) -> Non
     [made] = json.loads(run(c, "commitdetail 1 --json"))
     first = min(b, c, key=lambda m: m.serial)  # the smallest serial acts first
     assert made["user"] == "clusterd" and made["origin"] == first.hostname
+
+
+def test_probe_links_rolls_back_at_once_when_a_link_is_lost(tmp_path: Path) -> None:
+    with Testbed(tmp_path, 3, ping=1.0, confirm_minute=MINUTE) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="links")
+        a, b, c = bed.machines
+        run(a, "clustermode cluster; settz set timezone=Europe/Paris; commit paris")
+        run(a, "clustermode cluster; settz set timezone=Asia/Tokyo; "
+               "commit confirmed --probe links 30 tokyo")  # fmt: skip
+        bed.wait(lambda: all(m.status()["confirms"] for m in (b, c)), what="the row on b, c")
+        c.stop(signal.SIGKILL)  # within 3 ping intervals: a and b lose their link to c
+        started = time.time()
+        for m in (a, b):
+            bed.wait(lambda m=m: settz(m) == {"timezone": "Europe/Paris"}, what=f"paris on {m}")
+        assert time.time() - started < 10  # long before the deadline (60 s)
+        [made] = json.loads(run(b, "commitdetail 1 --json"))
+        assert made["user"] == "clusterd" and "probe failed: links lost after it" in made["comment"]

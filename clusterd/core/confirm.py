@@ -40,6 +40,7 @@ from clusterd.schema.history import MAX_UNDO
 
 FEATURE = "confirm"
 UNCONFIRMED = "not confirmed in"
+PROBE_FAILED = "probe failed"
 MODE = "cluster"
 
 
@@ -56,19 +57,27 @@ class Pending:
     minutes: int
     user: str
     before: dict[Unit, Version | None]
+    probe: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.commit.id.origin}:{self.commit.id.seq}"
 
 
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What ``commit confirmed`` asks of the commit being made."""
+
+    deadline: float  # wall seconds
+    minutes: int
+    probe: str | None = None  # "links": rolled back at once if a member loses a link
+
+
 class TooBig(ClusterdError):
     """Raised when a confirmed commit writes more than ``MAX_UNDO`` units."""
 
 
-def record(
-    state: State, catalogue: Catalogue, draft: Commit, deadline: float, minutes: int
-) -> JSON:
+def record(state: State, catalogue: Catalogue, draft: Commit, asked: Asked) -> JSON:
     """The row of ``draft`` (the commit about to be made, without its row): its writes
     and the versions they replace, from ``state`` (just before it)."""
     writes = [w for w in draft.writes if not catalogue[w.unit.feature].internal]
@@ -80,8 +89,9 @@ def record(
     kept = [[*u, None if v is None else [v.hlc, v.origin, v.seq, v.value, v.with_reset]]
             for u, v in sorted(before.items())]  # fmt: skip
     return {
-        "deadline": deadline,
-        "minutes": minutes,
+        "deadline": asked.deadline,
+        "minutes": asked.minutes,
+        "probe": asked.probe,
         "user": draft.user,
         "hlc": draft.hlc,
         "writes": [[*w.unit, w.value, w.with_reset] for w in writes],
@@ -106,7 +116,8 @@ def _parse(cid: CommitId, row: Any) -> Pending:
     before: dict[Unit, Version | None] = {}
     for f, m, k, v in row["before"]:
         before[Unit(f, m, k)] = None if v is None else Version(v[0], v[1], v[2], v[3], bool(v[4]))
-    return Pending(commit, float(row["deadline"]), int(row["minutes"]), row["user"], before)
+    return Pending(commit, float(row["deadline"]), int(row["minutes"]), row["user"], before,
+                   row.get("probe"))  # fmt: skip
 
 
 def deadline(state: State) -> float | None:
@@ -152,16 +163,22 @@ def undo(state: State, catalogue: Catalogue, rows: Iterable[Pending], keep: froz
     return Undo((*writes.values(), *tombstones), tuple(changed.values()), tuple(skipped))
 
 
-def comment(rows: list[Pending]) -> str:
-    """The comment of the rollback at the deadline (``rows`` oldest first)."""
+def comment(rows: list[Pending], probe: str | None = None) -> str:
+    """The comment of the rollback at the deadline (``rows`` oldest first), or of one
+    a probe failed (``probe`` says why)."""
     ids = ", ".join(p.key for p in rows)
+    if probe is not None:
+        return f"rollback of {ids}: {PROBE_FAILED}: {probe}"
     return f"rollback of {ids}: {UNCONFIRMED} {rows[-1].minutes} min"
 
 
 def at_deadline(commit: Commit) -> bool:
     """Whether ``commit`` (made by clusterd) is a rollback at a deadline: an admin may
     roll that back in turn (``rollback``), unlike clusterd's other commits."""
-    return commit.comment.startswith("rollback of ") and f": {UNCONFIRMED} " in commit.comment
+    text = commit.comment
+    return text.startswith("rollback of ") and (
+        f": {UNCONFIRMED} " in text or f": {PROBE_FAILED}: " in text
+    )
 
 
 def acts_at(row: Pending, me: str, members: Iterable[str], ping: float) -> float:

@@ -149,6 +149,7 @@ class ClusterAPI:
         passwd_of: str | None = None,
         confirm: int | None = None,
         confirming: bool = False,
+        probe: str | None = None,
     ) -> Commit | None:
         """Commit ``session``'s pending changes as its user in ``role`` (as it is now: the
         caller reads it again just before), and return once it is durable.  The write is
@@ -160,8 +161,9 @@ class ClusterAPI:
         ``confirming`` (the shell's ``commit`` and ``confirm``): the pending confirmed
         commits are confirmed (their rows of ``confirm`` removed).  ``confirm`` (MINUTES)
         makes a confirmed commit instead, and moves every pending one's deadline to its
-        own (docs/history.md, 5).  Other commits (the control socket's, a rollback's)
-        leave them pending."""
+        own (docs/history.md, 5); ``probe`` "links": rolled back at once if a member
+        loses a link in the next 3 ping intervals.  Other commits (the control
+        socket's, a rollback's) leave them pending."""
         user = session.user
         if passwd_of is not None:
             if passwd_of != user and role != "admin":
@@ -181,9 +183,13 @@ class ClusterAPI:
         elif confirming:
             for unit in confirms.confirmed(state):
                 session.pending.write(state, unit, None, checked=True)
-        pending = None if deadline is None or confirm is None else (deadline, confirm)
+        asked = (
+            None
+            if deadline is None or confirm is None
+            else confirms.Asked(deadline, confirm, probe)
+        )
         try:
-            made = session.commit(comment, on_conflict=on_conflict, confirm=pending)
+            made = session.commit(comment, on_conflict=on_conflict, confirm=asked)
         except BaseException:
             session.pending.restore(saved)
             raise

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from clusterd.core import confirm as confirms
 from clusterd.core.errors import ClusterdError, StoreError
+from clusterd.core.merge import Outcome
 from clusterd.trust.lifecycle import SYSTEM_USER
 from clusterd.trust.logins import ADMIN_ONLY_FEATURES
 
@@ -30,6 +31,9 @@ class Confirms:
         self._daemon = daemon
         self._task: asyncio.Task[None] | None = None
         self._failed: set[str] = set()  # rows whose rollback failed: not tried again
+        # --probe links: per row, the links up when this member first saw it, and until when
+        # (wall seconds) losing one of them rolls the row back at once
+        self._watched: dict[str, tuple[frozenset[str], float]] = {}
 
     def status(self) -> list[dict[str, Any]]:
         """The pending confirmed commits: id, user, deadline, minutes, and when this
@@ -39,6 +43,12 @@ class Confirms:
         return [{"commit": p.key, "user": p.user, "deadline": p.deadline, "minutes": p.minutes,
                  "acts_at": confirms.acts_at(p, d.config.serial, members, d.config.ping_interval)}
                 for p in confirms.pending(d.store.state)]  # fmt: skip
+
+    def applied(self, outcomes: list[Outcome]) -> None:
+        """A batch made durable here: a new ``--probe links`` row starts its watch now,
+        with the links up as it arrives (a store listener)."""
+        if any(feature == confirms.FEATURE for o in outcomes for feature, _ in o.touched):
+            self._links_cut(confirms.pending(self._daemon.store.state), time.time())
 
     def tick(self) -> None:
         """Start the rollback if a deadline has passed and it is this member's turn."""
@@ -50,16 +60,34 @@ class Confirms:
             return
         members, now = [*d.peers, d.config.serial], time.time()
         ping = d.config.ping_interval
-        if min(confirms.acts_at(p, d.config.serial, members, ping) for p in rows) <= now:
-            self._task = asyncio.get_running_loop().create_task(self._roll_back(rows))
+        cut = self._links_cut(rows, now)
+        if cut or min(confirms.acts_at(p, d.config.serial, members, ping) for p in rows) <= now:
+            self._task = asyncio.get_running_loop().create_task(self._roll_back(rows, cut))
 
-    async def _roll_back(self, rows: list[confirms.Pending]) -> None:
+    def _links_cut(self, rows: list[confirms.Pending], now: float) -> str | None:
+        """Why a row of ``--probe links`` is rolled back at once (a link it had when this
+        member first saw it went down within 3 ping intervals), or None."""
+        live = frozenset(self._daemon.node.live_peers())
+        keys = {p.key for p in rows}
+        self._watched = {k: v for k, v in self._watched.items() if k in keys}
+        for p in rows:
+            if p.probe != "links":
+                continue
+            had, until = self._watched.setdefault(
+                p.key, (live, now + 3 * self._daemon.config.ping_interval)
+            )
+            lost = sorted(had - live)
+            if lost and now <= until:
+                return f"links lost after it ({', '.join(lost)})"
+        return None
+
+    async def _roll_back(self, rows: list[confirms.Pending], cut: str | None) -> None:
         d = self._daemon
         undo = confirms.undo(d.store.state, d.store.catalogue, rows, ADMIN_ONLY_FEATURES)
         for c in undo.changed:
             log.info("rollback of an unconfirmed commit leaves %s alone: changed since by %s",
                      c.unit, c.now.commit)  # fmt: skip
-        comment = confirms.comment(rows)
+        comment = confirms.comment(rows, cut)
         session = d.api.session(SYSTEM_USER, bounded=False)
         for w in undo.writes:
             session.view.write(w.unit, w.value, checked=w.unit.feature == confirms.FEATURE)

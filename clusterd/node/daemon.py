@@ -104,6 +104,7 @@ class Daemon:
         self._algorithms: Algorithms | None = None
         self.follower = Follower(self)  # membership changes: links, name, leaving
         self.confirms = Confirms(self)  # unconfirmed commits rolled back at their deadline
+        self.store.listeners.append(lambda outcomes, _local: self.confirms.applied(outcomes))
         self.store.listeners.append(self._on_outcomes)
         if isinstance(shells, Workers):  # their images of the store follow ours
             self.store.listeners.append(lambda outcomes, _local: shells.applied(outcomes))

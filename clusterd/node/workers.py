@@ -474,6 +474,7 @@ class Calls:
         passwd_of: str | None,
         confirm: int | None = None,
         confirming: bool = False,
+        probe: str | None = None,
     ) -> Any:
         """A worker's pending changes, committed here as if made here: every value
         validated again (the worker's word that it checked them counts for nothing)."""
@@ -484,7 +485,7 @@ class Calls:
         session.pending = pending
         return await self.api.commit(session, comment, role=self._role(), on_conflict=on_conflict,
                                      passwd_of=passwd_of, confirm=confirm,
-                                     confirming=confirming)  # fmt: skip
+                                     confirming=confirming, probe=probe)  # fmt: skip
 
     async def call_install_preview(self, writes: list[Any]) -> dict[str, Any]:
         return await self.api.install_preview(writes)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from clusterd.core import layers, membership
+from clusterd.core.confirm import Asked
 from clusterd.core.edits import Editor, Start
 from clusterd.core.errors import LifecycleError
 from clusterd.core.modes import Mode
@@ -45,7 +46,7 @@ class Session:
         self,
         comment: str,
         on_conflict: str | None = None,
-        confirm: tuple[float, int] | None = None,
+        confirm: Asked | None = None,
     ) -> Commit | None:
         """Commit every pending change.  A ``sethostname`` that names a machine anew
         renames it in the same commit (``membership.rename_machine``); standalone, this

@@ -371,7 +371,7 @@ class Store:
         user: str,
         comment: str,
         on_conflict: str | None = None,
-        confirm: tuple[float, int] | None = None,
+        confirm: confirms.Asked | None = None,
     ) -> Commit | None:
         """Make a session's pending changes visible at once, as one new commit.
 
@@ -379,7 +379,7 @@ class Store:
         read it raise ``CommitConflict`` unless ``on_conflict`` says "keep" (overwrite,
         knowingly) or "discard" (drop those changes, commit the rest).
 
-        ``confirm`` (deadline, minutes): a confirmed commit, carrying its row of
+        ``confirm``: a confirmed commit, carrying its row of
         ``confirm`` with what undoing it needs (``clusterd.core.confirm.record``).
 
         Without a writer the commit is durable on return.  With one, it is in memory
@@ -407,7 +407,7 @@ class Store:
             draft = make_commit(self.state, work, origin=self.origin, hlc=hlc, user=user,
                                 at=at, comment=comment)  # fmt: skip
             if any(not self.catalogue[w.unit.feature].internal for w in draft.writes):
-                row = confirms.record(self.state, self.catalogue, draft, *confirm)
+                row = confirms.record(self.state, self.catalogue, draft, confirm)
                 work.write(self.state, confirms.unit(draft.id), row, checked=True)
         commit = make_commit(
             self.state, work, origin=self.origin, hlc=hlc, user=user, at=at, comment=comment
