@@ -62,6 +62,7 @@ async def test_probe_links_is_kept_in_the_row(ny: Term) -> None:
     await ny.ok("commit confirmed --probe links 5 tokyo")
     [row] = rows(ny.daemon)
     assert (row.probe, row.minutes) == ("links", 5)
+    assert ny.daemon.status()["confirms"][0]["probe"] == "links"
     assert ny.daemon.store.commit_log(1)[0].comment == "tokyo"
 
 

@@ -41,6 +41,7 @@ class Confirms:
         d = self._daemon
         members = [*d.peers, d.config.serial]
         return [{"commit": p.key, "user": p.user, "deadline": p.deadline, "minutes": p.minutes,
+                 "probe": p.probe,
                  "acts_at": confirms.acts_at(p, d.config.serial, members, d.config.ping_interval)}
                 for p in confirms.pending(d.store.state)]  # fmt: skip
 
