@@ -101,16 +101,15 @@ def record(state: State, catalogue: Catalogue, draft: Commit, asked: Asked) -> J
 
 def pending(state: State) -> list[Pending]:
     """The pending confirmed commits, oldest first."""
-    found = []
-    for key, version in state.entries(FEATURE, MODE).rows.items():
-        if version.value is None:
-            continue
-        origin, _, seq = key.rpartition(":")
-        found.append(_parse(CommitId(origin, int(seq)), version.value))
+    found = [parse(key, v.value) for key, v in state.entries(FEATURE, MODE).rows.items()
+             if v.value is not None]  # fmt: skip
     return sorted(found, key=lambda p: (p.commit.hlc, p.commit.id.origin))
 
 
-def _parse(cid: CommitId, row: Any) -> Pending:
+def parse(key: str, row: Any) -> Pending:
+    """One row of ``confirm`` (key ``ORIGIN:SEQ``)."""
+    origin, _, seq = key.rpartition(":")
+    cid = CommitId(origin, int(seq))
     writes = writes_from_json(row["writes"])
     commit = Commit(cid, row["hlc"], row["user"], 0.0, "", {}, writes)
     before: dict[Unit, Version | None] = {}

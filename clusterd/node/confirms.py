@@ -31,9 +31,22 @@ class Confirms:
         self._daemon = daemon
         self._task: asyncio.Task[None] | None = None
         self._failed: set[str] = set()  # rows whose rollback failed: not tried again
+        self._parsed: dict[tuple[str, int, str], confirms.Pending] = {}  # by row version
         # --probe links: per row, the links up when this member first saw it, and until when
         # (wall seconds) losing one of them rolls the row back at once
         self._watched: dict[str, tuple[frozenset[str], float]] = {}
+
+    def pending(self) -> list[confirms.Pending]:
+        """``confirm.pending``, each row parsed once (a row holds up to 10,000 units,
+        and ticks come several times a second)."""
+        rows = self._daemon.store.state.entries(confirms.FEATURE, confirms.MODE).rows
+        parsed = {}
+        for key, v in rows.items():
+            if v.value is not None:
+                stamp = (key, v.hlc, v.origin)
+                parsed[stamp] = self._parsed.get(stamp) or confirms.parse(key, v.value)
+        self._parsed = parsed
+        return sorted(parsed.values(), key=lambda p: (p.commit.hlc, p.commit.id.origin))
 
     def status(self) -> list[dict[str, Any]]:
         """The pending confirmed commits: id, user, deadline, minutes, and when this
@@ -43,20 +56,20 @@ class Confirms:
         return [{"commit": p.key, "user": p.user, "deadline": p.deadline, "minutes": p.minutes,
                  "probe": p.probe,
                  "acts_at": confirms.acts_at(p, d.config.serial, members, d.config.ping_interval)}
-                for p in confirms.pending(d.store.state)]  # fmt: skip
+                for p in self.pending()]  # fmt: skip
 
     def applied(self, outcomes: list[Outcome]) -> None:
         """A batch made durable here: a new ``--probe links`` row starts its watch now,
         with the links up as it arrives (a store listener)."""
         if any(feature == confirms.FEATURE for o in outcomes for feature, _ in o.touched):
-            self._links_cut(confirms.pending(self._daemon.store.state), time.time())
+            self._links_cut(self.pending(), time.time())
 
     def tick(self) -> None:
         """Start the rollback if a deadline has passed and it is this member's turn."""
         if self._task is not None and not self._task.done():
             return
         d = self._daemon
-        rows = [p for p in confirms.pending(d.store.state) if p.key not in self._failed]
+        rows = [p for p in self.pending() if p.key not in self._failed]
         if not rows:
             return
         members, now = [*d.peers, d.config.serial], time.time()
