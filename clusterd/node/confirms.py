@@ -1,8 +1,10 @@
 """Rolling back a confirmed commit nobody confirmed in time (docs/history.md, 5).
 
-On the daemon's ticks, ``due`` looks at the pending rows of ``confirm`` (in memory) and,
-once this member's turn has come (``clusterd.core.confirm.acts_at``), undoes every
-pending row in one commit by user ``clusterd``.  The undo is computed from the rows and
+On the daemon's ticks, ``tick`` looks at the pending rows of ``confirm`` (in memory)
+and, once this member's turn has come (``clusterd.core.confirm.acts_at``), or at once
+when a ``--probe links`` row lost a link this member had when the row arrived
+(``applied``, a store listener, notes them), undoes every pending row in one commit by
+user ``clusterd``.  The undo is computed from the rows and
 the state in memory (no log read), so it never blocks the links' loop; the write is the
 store writer's, as for every commit.  Must not block: ``tick`` only starts a task.
 """
