@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from clusterd.core.errors import ClusterdError
 from clusterd.dev import postfixbed
@@ -167,12 +169,29 @@ class Demo:
 
 
 def run(*, shell: bool = True, out: Callable[[str], None] = print) -> int:
+    """The demo; Ctrl-C stops it with one line.  A terminal's Ctrl-C reaches the demo's
+    machines too, so the walkthrough may first see a machine's connection reset: after
+    a Ctrl-C, any failure is the interruption."""
+    interrupted = False
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         return _run(shell, out)
-    except KeyboardInterrupt:  # (Ctrl-C: the machines were stopped on the way out)
-        out("")
-        out("The demo was interrupted; its machines are stopped.")
-        return 130
+    except Exception:
+        if not interrupted:
+            raise
+    except KeyboardInterrupt:  # (the machines were stopped on the way out)
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out("")
+    out("The demo was interrupted; its machines are stopped.")
+    return 130
 
 
 def _run(shell: bool, out: Callable[[str], None]) -> int:
