@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from clusterd.core.clock import newer
 from clusterd.core.modes import Mode
 from clusterd.core.state import ModeEntries, definition
-from clusterd.core.versions import JSON, Version
+from clusterd.core.versions import JSON, CommitId, Version
 from clusterd.schema.feature import Catalogue, Feature, Level
 
 CLUSTER = Mode.cluster().key
@@ -89,17 +89,29 @@ def fallback_group(table: dict[str, str]) -> str | None:
     return FIRST_GROUP if FIRST_GROUP in table else next(iter(table), None)
 
 
-def _machine_rows(reader: Reader) -> dict[str, JSON]:
-    """The ``machines`` rows, one per serial: when members that were apart renamed one
-    machine two ways, its newest name is its name on every member (``docs/membership.md``)."""
-    newest: dict[str, tuple[Any, str, JSON]] = {}
+def _machine_versions(reader: Reader) -> dict[str, tuple[str, Version]]:
+    """The ``machines`` rows, one per serial (its host name and version): when members
+    that were apart renamed one machine two ways, its newest name is its name on every
+    member (``docs/membership.md``)."""
+    newest: dict[str, tuple[str, Version]] = {}
     for host, version in reader.entries("machines", CLUSTER).visible_rows():
-        row = version.value or {}
-        stamp = (version.hlc, version.origin)
-        serial = str(row.get("serial"))
-        if serial not in newest or stamp > newest[serial][0]:
-            newest[serial] = (stamp, host, row)
-    return {host: row for _, host, row in newest.values()}
+        serial = str((version.value or {}).get("serial"))
+        if serial not in newest or (version.hlc, version.origin) > (
+            newest[serial][1].hlc,
+            newest[serial][1].origin,
+        ):
+            newest[serial] = (host, version)
+    return newest
+
+
+def _machine_rows(reader: Reader) -> dict[str, JSON]:
+    return {host: v.value or {} for host, v in _machine_versions(reader).values()}
+
+
+def row_commits(reader: Reader) -> dict[str, CommitId]:
+    """By serial, the commit that wrote each member's ``machines`` row (the one that
+    admitted it, or a later change of its address, keys or name)."""
+    return {serial: v.commit for serial, (_, v) in _machine_versions(reader).items()}
 
 
 def stale_names(reader: Reader) -> dict[str, str]:

@@ -133,6 +133,7 @@ class Peer:
     next_dial: float = 0.0
     since: float = 0.0
     reason: str = ""
+    refusal: str = ""  # while refused: the goodbye code ("version", ...) or "key" (SSH)
     links: frozenset[str] = frozenset()
     vv: dict[str, int] = field(default_factory=dict)
     syncing_since: float | None = None

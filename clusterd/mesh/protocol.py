@@ -215,6 +215,8 @@ class Node:
             raise ProtocolError("illegal", f"no dial to {serial} in progress")
         peer.dialing = False
         state = AUTH_REFUSAL[1] if kind == AUTH_REFUSAL[0] else "down"  # refused our key
+        if state == "refused":
+            peer.refusal = "key"  # a host key or our machine key refused (SSH)
         return self._retry_later(peer, now, kind, reason, state)
 
     def link_opened(self, link_id: int, now: float, *, peer: str, outbound: bool) -> list[Action]:
@@ -369,6 +371,7 @@ class Node:
             if msg.code in QUIET_GOODBYES or not link.outbound:
                 return [Close(link.id, text), Note(text)]
             kind, state = REFUSALS.get(msg.code, AUTH_REFUSAL)
+            peer.refusal = msg.code
             return [Close(link.id, text), *self._retry_later(peer, now, kind, text, state)]
         if not isinstance(msg, Hello):
             raise ProtocolError("out-of-order", f"{msg.type_name} before hello")
@@ -382,7 +385,7 @@ class Node:
             kind = REFUSALS.get(code, AUTH_REFUSAL)[0]
             refused = self.peers.get(link.peer)
             if refused is not None and refused.link is None:  # a live link is fresher news
-                refused.state = "refused"
+                refused.state, refused.refusal = "refused", code
                 if not link.outbound:
                     refused.reason = text
             return self._close(link, code, text, now, alert=True, kind=kind)
