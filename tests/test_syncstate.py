@@ -134,6 +134,9 @@ def test_the_features_ahead_are_named_and_the_rest_counted_as_unknown() -> None:
     assert found.features == {"dnsconfig": {"ahead": 2}, "userconfig": {"ahead": 1}}
     assert found.features_unknown == 4
     assert sync_state(peer(vv={"SER-A": 7, B: 4}), ours, recent=recent).features == {}
+    uncounted = sync_state(peer(vv={"SER-A": 5, B: 4}), ours)  # (polled often: not counted)
+    assert (uncounted.ahead, uncounted.features, uncounted.features_unknown) == (2, None, None)
+    assert sync_state(peer(vv={"SER-A": 7, B: 4}), ours).features == {}  # only behind
 
 
 def test_recent_starts_a_new_run_after_a_gap_and_ignores_what_it_knows() -> None:

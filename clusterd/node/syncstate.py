@@ -52,6 +52,7 @@ from clusterd.mesh.peers import Peer
 from clusterd.mesh.protocol import commits_behind
 
 WINDOW = 10_000  # commits per origin whose features are kept (between 1x and 2x this)
+MEMO = 100_000  # stretches of commits whose counts are kept until the next commit
 
 IN_SYNC = "in_sync"
 CHANGES_PENDING = "changes_pending"
@@ -71,11 +72,14 @@ class Recent:
     """Per origin, which features each recent commit wrote: contiguous runs of seqs,
     recorded as commits become durable here (in each origin's order), trimmed to the
     last ``window`` when a run reaches twice that.  Counting what a vector lacks costs
-    two bisections per (origin, feature), whatever the number of commits."""
+    two bisections per (origin, feature), whatever the number of commits; a stretch of
+    an origin's commits counted once is not counted again until a commit is recorded
+    (members usually lack the same ones; ``bench/syncstate.py`` has the figures)."""
 
     def __init__(self, window: int = WINDOW) -> None:
         self.window = window
         self._origins: dict[str, _Origin] = {}
+        self._counted: dict[tuple[str, int, int], list[tuple[str, int]]] = {}
 
     def __repr__(self) -> str:
         runs = ", ".join(f"{o}:{r.first}-{r.last}" for o, r in sorted(self._origins.items()))
@@ -89,6 +93,8 @@ class Recent:
         run = self._origins.get(origin)
         if run is not None and seq <= run.last:
             return  # known already (a durable commit never changes)
+        if self._counted:
+            self._counted = {}
         if run is None or seq != run.last + 1:  # a gap: a state transfer, or the first
             run = self._origins[origin] = _Origin(seq, seq - 1)
         for feature in features:
@@ -120,11 +126,24 @@ class Recent:
                 unknown += hi - lo + 1
                 continue
             unknown += (hi - lo + 1) - (hi_ - lo_ + 1)
-            for feature, seqs in run.seqs.items():
-                n = bisect_right(seqs, hi_) - bisect_left(seqs, lo_)
-                if n:
-                    counts[feature] = counts.get(feature, 0) + n
+            for feature, n in self._count(origin, run, lo_, hi_):
+                counts[feature] = counts.get(feature, 0) + n
         return counts, unknown
+
+    def _count(self, origin: str, run: _Origin, lo: int, hi: int) -> list[tuple[str, int]]:
+        """How many of the origin's commits lo..hi (all known) wrote each feature."""
+        key = (origin, lo, hi)
+        found = self._counted.get(key)
+        if found is None:
+            found = []
+            for feature, seqs in run.seqs.items():
+                n = bisect_right(seqs, hi) - bisect_left(seqs, lo)
+                if n:
+                    found.append((feature, n))
+            if len(self._counted) >= MEMO:
+                self._counted = {}
+            self._counted[key] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +154,9 @@ class Sync:
     behind: int | None = None  # commits it holds that this machine lacks (None: no link)
     ahead: int | None = None  # commits this machine holds that it lacks
     reason: str | None = None
-    features: dict[str, dict[str, int]] = field(default_factory=dict)  # feature -> {ahead}
-    features_unknown: int = 0  # commits ahead whose features are not known here
+    # feature -> {"ahead": commits}; None: not counted (``recent`` not given)
+    features: dict[str, dict[str, int]] | None = field(default_factory=dict)
+    features_unknown: int | None = 0  # commits ahead whose features are not known here
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,7 +186,9 @@ def sync_state(
 ) -> Sync:
     """The sync state of ``peer`` (see the module's table).  ``ours``: this machine's
     version vector; ``admitted``: the commit of the member's ``machines`` row;
-    ``route``: how a message reaches it without a direct link ("via HOST"), if any."""
+    ``route``: how a message reaches it without a direct link ("via HOST"), if any;
+    ``recent``: without it, the features ahead are not counted (``None``): what is
+    polled often (a catch-up's progress, the web page's events) leaves them out."""
     name, link = peer.hostname, peer.state
     if link == "refused":  # (the dialer's reason says "refused by NAME: ..." already)
         why = peer.reason.removeprefix(f"refused by {name}: ")
@@ -196,18 +218,22 @@ def sync_state(
     behind, ahead = commits_behind(ours, peer.vv), commits_behind(peer.vv, ours)
     if not behind and not ahead:
         return Sync(IN_SYNC, "In Sync", "None.", 0, 0)
-    counts, unknown = (recent or Recent()).ahead(ours, peer.vv) if ahead else ({}, 0)
+    counts, unknown = recent.ahead(ours, peer.vv) if ahead and recent else ({}, 0)
+    counted = recent is not None or not ahead
     if behind and ahead:
         text, who = f"{_commits(behind)} behind, {ahead:,} ahead", "each is fetching from the other"
     elif behind:
         text, who = f"{_commits(behind)} behind", f"this machine is fetching them from {name}"
     else:
-        text, who = f"{_commits(ahead)} ahead", f"{name} is fetching them from this machine"
+        text, who = (
+            f"{_commits(ahead)} ahead",
+            (f"{name} is fetching them from this machine (or has them: its next ping says)"),
+        )
     return Sync(CHANGES_PENDING, f"Changes Pending ({text})",
                 f"Wait: {who}. If it stays so for more than a few ping intervals, read the "
                 f"daemon logs (tail, here and on {name}).", behind, ahead,
-                features={f: {"ahead": n} for f, n in sorted(counts.items())},
-                features_unknown=unknown)  # fmt: skip
+                features={f: {"ahead": n} for f, n in sorted(counts.items())} if counted else None,
+                features_unknown=unknown if counted else None)  # fmt: skip
 
 
 def _refused_action(peer: Peer) -> str:
