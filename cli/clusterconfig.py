@@ -15,6 +15,7 @@ from typing import Any
 from clusterd.cli.console import choose, confirm, pick
 from clusterd.cli.progress import applied_now, follow_catch_up
 from clusterd.cli.shell import Shell, Usage
+from clusterd.cli.syncview import detail_lines
 from clusterd.core import layers
 from clusterd.core.errors import ClusterdError
 from clusterd.core.modes import Mode
@@ -414,6 +415,10 @@ async def _cluster_op(shell: Shell, op: str, args: list[str], *, confirmed: bool
             for m in found["members"]:
                 why = f" ({m['reason']})" if m["reason"] else ""
                 shell.write(f"{m['hostname']}: {m['state']}{why}")
+                if m["sync"] is not None:
+                    shell.write(f"  sync: {m['sync']['text']}")
+                    for line in detail_lines(m["sync"], "  "):
+                        shell.write(line)
                 shell.write(f"  forward: {m['forward']}")
                 if m["reverse"]:
                     shell.write(f"  reverse: {m['reverse']}")

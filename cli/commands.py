@@ -24,6 +24,7 @@ from clusterd.cli.rollback import rollback
 from clusterd.cli.saveload import saveconfig
 from clusterd.cli.services import TARGET_USAGE, WATCH_USAGE, target, target_line, watch
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
+from clusterd.cli.syncview import detail_lines
 from clusterd.cli.upgrade import upgrade
 from clusterd.core import confirm as confirms
 from clusterd.core import layers, membership
@@ -280,11 +281,11 @@ async def status(shell: Shell, args: list[str]) -> int:
     if s["catch_up"]["missing"]:
         source = ", ".join(s["catch_up"]["from"])
         shell.write(f"Catching up: {s['catch_up']['missing']:,} commits to receive from {source}")
-    for p in s["peers"]:
-        extra = f" rtt {p['rtt_ms']} ms" if p["rtt_ms"] is not None else ""
-        extra += f", {p['behind']:,} commits behind it" if p["behind"] else ""
-        why = f" ({p['reason']})" if p["reason"] else ""
-        shell.write(f"  {p['hostname']:<30} {p['state']:<12}{extra}{why}")
+    for p in s["peers"]:  # the link, then the sync state (its reason, if any, in it)
+        rtt = f", rtt {p['rtt_ms']} ms" if p["rtt_ms"] is not None else ""
+        shell.write(f"  {p['hostname']:<30} {p['state']:<12} {p['sync']['text']}{rtt}")
+        for line in detail_lines(p["sync"], "      "):
+            shell.write(line)
     for c in s.get("confirms", []):
         at = time.strftime("%H:%M:%S", time.localtime(c["deadline"]))
         shell.write(f"Confirm by {at}: commit {c['commit']} by {c['user']} ({c['minutes']} min), "

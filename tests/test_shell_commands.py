@@ -852,7 +852,8 @@ async def test_status_and_version(ny: Term) -> None:
     lines = (await ny.ok("status")).splitlines()
     assert lines[0] == f"Machine {NY} (Serial #: SER-NY), clusterd {__version__}"
     assert re.fullmatch(r"Cluster: americas, up \d+ s", lines[1])
-    assert lines[2].split()[:2] == [LA, "down"]
+    assert lines[2].split() == [LA, "down", "Awaiting", "Initial", "Sync"]
+    assert lines[3].startswith(f"      action: Wait for its first link: {LA} links")
     found = json.loads(await ny.ok("status --json"))
     assert (found["hostname"], found["serial"], found["cluster"]) == (NY, "SER-NY", "americas")
 
@@ -1167,12 +1168,18 @@ async def test_connstatus_from_the_hosts_file(ny: Term) -> None:
     assert lines[0].startswith("Reverse DNS policy: ")
     assert lines[1:] == [
         f"{LA}: down",
+        "  sync: Awaiting Initial Sync",  # admitted here, never linked (it never runs)
+        f"  action: Wait for its first link: {LA} links to every member once its daemon runs "
+        "after the join. If it does not, check that clusterd runs there and that the two "
+        "reach each other (clusterconfig connstatus).",
         f"  forward: {LA} -> {LA_ADDRESS} (hosts file)",
         f"  reverse: {LA_ADDRESS} -> {LA} (hosts file)",
     ]
     found = json.loads(await ny.ok("clusterconfig connstatus --json"))
     member = found["members"][0]
     assert (member["hostname"], member["state"], member["forward_ok"]) == (LA, "down", True)
+    assert member["sync"]["state"] == "awaiting_initial_sync"
+    assert member["sync"] == ny.daemon.peer_status()[0]["sync"]  # status says the same
 
 
 async def test_connstatus_shows_the_reverse_lookup_of_the_incoming_connection(ny: Term) -> None:
@@ -1180,8 +1187,8 @@ async def test_connstatus_shows_the_reverse_lookup_of_the_incoming_connection(ny
     seen = Lookup("127.0.0.7", False, (), "dns", "no such name: 7.0.0.127.in-addr.arpa")
     ny.daemon.reverse_seen["SER-LA"] = seen
     lines = (await ny.ok("clusterconfig connstatus")).splitlines()
-    assert lines[1:] == [
-        f"{LA}: down",
+    assert lines[1:3] == [f"{LA}: down", "  sync: Awaiting Initial Sync"]
+    assert lines[4:] == [
         f"  forward: {LA} -> {LA_ADDRESS} (hosts file)",
         f"  reverse: {LA_ADDRESS} -> {LA} (hosts file)",
         "  inbound reverse: 127.0.0.7: no such name: 7.0.0.127.in-addr.arpa",

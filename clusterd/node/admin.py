@@ -376,9 +376,10 @@ class Admin:
         return await self._done(commit)  # a disconnect reaches the peers before the links close
 
     async def connstatus(self) -> dict[str, Any]:
-        """CONNSTATUS: per member, its link and the DNS facts about it, never hanging."""
+        """CONNSTATUS: per member, its link, its sync state and the DNS facts about it,
+        never hanging."""
         d = self.daemon
-        linked = {p["serial"]: p for p in status.peers(d)}
+        linked = {p["serial"]: p for p in status.peers(d, features=True)}
         others = [e for e in d.peers.values() if e.serial != d.config.serial]
 
         async def one(e: Any) -> dict[str, Any]:
@@ -397,6 +398,7 @@ class Admin:
                 "port": e.port,
                 "state": peer.get("state"),
                 "reason": peer.get("reason"),
+                "sync": peer.get("sync"),  # as status says it (node.syncstate)
                 "forward": forward.describe(),
                 "forward_ok": forward.ok,
                 "reverse": None if reverse is None else reverse.describe(),

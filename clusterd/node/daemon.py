@@ -43,6 +43,7 @@ from clusterd.node.follower import Follower
 from clusterd.node.links import Links
 from clusterd.node.looplag import LoopLag
 from clusterd.node.publish import Publisher
+from clusterd.node.syncstate import Recent
 from clusterd.node.web import Web
 from clusterd.node.workers import Workers
 from clusterd.store.store import Store
@@ -106,6 +107,9 @@ class Daemon:
         self.confirms = Confirms(self)  # unconfirmed commits rolled back at their deadline
         self.store.listeners.append(lambda outcomes, _local: self.confirms.applied(outcomes))
         self.store.listeners.append(self._on_outcomes)
+        self.recent = Recent()  # the features of recent commits (status: sync per feature)
+        self.store.listeners.append(lambda outcomes, _local: self.recent.record(
+            o.commit for o in outcomes))  # fmt: skip
         if isinstance(shells, Workers):  # their images of the store follow ours
             self.store.listeners.append(lambda outcomes, _local: shells.applied(outcomes))
             self.store.on_replaced.append(shells.replaced)

@@ -14,6 +14,7 @@ from clusterd.core import layers
 from clusterd.core.digest import state_digest
 from clusterd.mesh.protocol import catch_up, commits_behind
 from clusterd.node import targets
+from clusterd.node.syncstate import sync_state
 
 if TYPE_CHECKING:
     from clusterd.node.daemon import Daemon
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 def report(d: Daemon) -> dict[str, Any]:
     node, ours = d.node, d.store.state.vv
-    members = peers(d)
+    members = peers(d, features=True)
     return {
         "hostname": d.config.hostname,
         "serial": d.config.serial,
@@ -70,11 +71,14 @@ def summary(d: Daemon) -> dict[str, Any]:
     return d.summary_cache[1]
 
 
-def peers(d: Daemon) -> list[dict[str, Any]]:
-    """Each member as this machine sees it: its link, route and how far behind it we
-    are (cheap: no digest, for whoever polls it often, e.g. cli.progress)."""
+def peers(d: Daemon, *, features: bool = False) -> list[dict[str, Any]]:
+    """Each member as this machine sees it: its link, route, how far behind it we are
+    and its sync state (``node.syncstate``).  Cheap, for whoever polls it often (e.g.
+    cli.progress, the web page's events): no digest, and the features of the commits
+    ahead are counted only when asked (``status``, ``connstatus``)."""
     node, now = d.node, d.now()
     ours = d.store.state.vv
+    rows = layers.row_commits(d.store.state)
     found = []
     for serial, p in node.peers.items():
         route = node.route(serial)
@@ -82,6 +86,9 @@ def peers(d: Daemon) -> list[dict[str, Any]]:
             via = None
         else:
             via = "direct" if route.peer == serial else f"via {node.peers[route.peer].hostname}"
+        sync = sync_state(p, ours, here_disconnected=node.disconnected,
+                          admitted=rows.get(serial), route=via,
+                          recent=d.recent if features else None)  # fmt: skip
         found.append({
             "serial": serial,
             "hostname": p.hostname,
@@ -98,6 +105,7 @@ def peers(d: Daemon) -> list[dict[str, Any]]:
             "links": sorted(p.links),  # the members it says it has live links to
             "behind": commits_behind(ours, p.vv),
             "syncing": p.syncing_since is not None,
+            "sync": sync.to_json(),
         })  # fmt: skip
     return found
 

@@ -390,7 +390,8 @@ async def events(request: Request) -> Response:
                 if time.monotonic() - asked >= EVENTS_EVERY:
                     asked = time.monotonic()
                     peers = [{"hostname": p["hostname"], "state": p["state"],
-                              "behind": p["behind"], "admin_off": p["admin_off"]}
+                              "behind": p["behind"], "admin_off": p["admin_off"],
+                              "sync": p["sync"]}
                              for p in await ctx.ask(browser, "peer_status")]  # fmt: skip
                     yield f"event: status\ndata: {json.dumps({'peers': peers})}\n\n"
                 newest = ops.history(ctx, browser, 1)

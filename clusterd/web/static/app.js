@@ -22,9 +22,10 @@ document.addEventListener("DOMContentLoaded", () => {
       const state = row.querySelector(".state");
       state.textContent = p.state;
       state.className = "state " + p.state;
-      row.querySelector(".sync").textContent = p.admin_off ? "disconnected"
-        : p.state === "refused" ? "refused" : p.state !== "up" ? "no link"
-        : p.behind ? `behind by ${p.behind}` : "in sync";
+      const sync = row.querySelector(".sync");  // the node's words (node/syncstate.py)
+      sync.textContent = p.sync.text;
+      sync.title = p.sync.action;
+      sync.className = "sync " + p.sync.state;
     }
   });
   events.addEventListener("history", (e) => {
