@@ -298,14 +298,14 @@ def test_version_mismatch_refused_on_both_sides() -> None:
         ("close", 2),
         ("alert", "version mismatch", A),
     ]
-    assert b.peers[A].state == "refused"
+    assert (b.peers[A].state, b.peers[A].refusal) == ("refused", "version")  # (its action)
     assert "1.0" in b.peers[A].reason and "2.0" in b.peers[A].reason
     assert b.link_closed(2, 0.1, "closed here") == [] and b.links == {}
 
     out = a.received(1, sends(out)[0], 0.2)
     assert shape(out) == [("close", 1), ("alert", "version mismatch", B)]
     peer = a.peers[B]
-    assert peer.state == "refused" and 1 not in a.links
+    assert peer.state == "refused" and 1 not in a.links and peer.refusal == "version"
     assert "runs 1.0" in peer.reason and "runs 2.0" in peer.reason
     assert a.tick(0.2) == []  # backs off before trying again
     assert a.tick(peer.next_dial) == [Dial(B)]
@@ -358,6 +358,7 @@ def test_wrong_cluster_is_refused_on_both_sides() -> None:
     out = a.received(1, sends(out)[0], 0.1)
     assert shape(out) == [("close", 1), ("alert", "authentication error", B)]
     assert a.peers[B].state == b.peers[A].state == "refused"
+    assert a.peers[B].refusal == b.peers[A].refusal == "cluster"
 
 
 def test_hello_for_another_node_than_the_authenticated_one_is_refused() -> None:
@@ -800,6 +801,14 @@ def test_a_relay_never_goes_back_where_it_came_from() -> None:
     assert out == [Alert("forward failed", C, "no route to m2.example.com")]  # not to A
     mine = a.received(1, Relay(src=A, dst=C, ttl=1, inner=inner), 1.0)
     assert shape(mine) == [("note",)] and a.peers[B].state == "up"
+
+
+def test_a_dial_refused_at_login_is_a_refusal_of_keys() -> None:
+    a = node(0)
+    assert a.start(0.0) == [Dial(B)]
+    out = a.dial_failed(B, 0.1, "authentication error", "m1 refused our machine key")
+    assert out == [Alert("authentication error", B, "m1 refused our machine key")]
+    assert (a.peers[B].state, a.peers[B].refusal) == ("refused", "key")  # (its action)
 
 
 def test_a_failed_second_dial_leaves_a_live_peer_up() -> None:

@@ -180,6 +180,7 @@ def test_recent_counts_as_a_walk_over_the_commits_it_keeps(
         first.setdefault(origin, 1)
         if seq - first[origin] + 1 >= 2 * window:
             first[origin] = seq - window + 1
+        recent.ahead(ours, theirs)  # counted after every commit: what it keeps is renewed
     walked: dict[str, int] = {}
     unknown = 0
     for origin, last in ours.items():
@@ -190,3 +191,4 @@ def test_recent_counts_as_a_walk_over_the_commits_it_keeps(
             for f in wrote[origin, seq]:
                 walked[f] = walked.get(f, 0) + 1
     assert recent.ahead(ours, theirs) == (walked, unknown)
+    assert recent.ahead(ours, theirs) == (walked, unknown)  # again, from what it kept
