@@ -225,10 +225,8 @@ def sync_state(
     elif behind:
         text, who = f"{_commits(behind)} behind", f"this machine is fetching them from {name}"
     else:
-        text, who = (
-            f"{_commits(ahead)} ahead",
-            (f"{name} is fetching them from this machine (or has them: its next ping says)"),
-        )
+        text = f"{_commits(ahead)} ahead"
+        who = f"{name} is fetching them from this machine (or has them: its next ping says)"
     return Sync(CHANGES_PENDING, f"Changes Pending ({text})",
                 f"Wait: {who}. If it stays so for more than a few ping intervals, read the "
                 f"daemon logs (tail, here and on {name}).", behind, ahead,
