@@ -82,6 +82,16 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
+class Seal:
+    """What makes a commit part of its origin's chain (``clusterd.core.chain``): the
+    hash of the origin's previous commit, this commit's hash, the origin's signature."""
+
+    prev: str | None  # None: the origin's first commit, or one after a legacy commit
+    hash: str  # sha256, hex
+    sig: str | None = None  # Ed25519 by the origin's machine key, hex; None: unsigned
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     id: CommitId
     hlc: int
@@ -91,6 +101,9 @@ class Commit:
     context: VersionVector
     writes: tuple[Write, ...]
     truncated: bool = False  # the log dropped the writes; only the header is kept
+    # None: not sealed yet (made here, not written yet) or a legacy commit (schema 1).
+    # Not compared: a commit is the same commit before and after its seal.
+    seal: Seal | None = field(default=None, compare=False)
 
     def version(self, write: Write) -> Version:
         return Version(

@@ -46,8 +46,9 @@ def check_commit(catalogue: Catalogue, commit: Commit, own_mode: str | None = No
         except InvalidSetting as exc:
             raise BadCommit([f"{where}: {p}" for p in exc.problems]) from None
     return Commit(
-        commit.id, commit.hlc, commit.user, commit.at, commit.comment, commit.context, tuple(writes)
-    )
+        commit.id, commit.hlc, commit.user, commit.at, commit.comment, commit.context,
+        tuple(writes), seal=commit.seal,
+    )  # fmt: skip
 
 
 def check_write(catalogue: Catalogue, write: Write, own_mode: str | None = None) -> Write:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clusterd.core.versions import Commit, CommitId, Loss, Unit, Version, writes_from_json
-
-_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+from clusterd.core.chain import canonical_json as _dumps
+from clusterd.core.versions import Commit, CommitId, Loss, Seal, Unit, Version, writes_from_json
 
 ENTRY_COLS = ("feature", "mode", "key", "hlc", "origin", "seq", "value", "with_reset")
-COMMIT_COLS = ("origin", "seq", "hlc", "user", "at", "comment", "context", "writes")
+# The order of ``clusterd.core.chain.Row``; the last three are the seal (NULL: none).
+COMMIT_COLS = ("origin", "seq", "hlc", "user", "at", "comment", "context", "writes", "prev",
+               "hash", "sig")  # fmt: skip
 LOSS_COLS = (
     "feature",
     "mode",
@@ -44,8 +45,10 @@ class JsonCache:
         return hit[1]
 
 
-def commit_row(c: Commit, encoded: JsonCache) -> tuple[Any, ...]:
-    """The log record; ``writes`` is the JSON of ``writes_to_json``, built from pieces."""
+def commit_row(c: Commit, encoded: JsonCache, seal: Seal | None = None) -> tuple[Any, ...]:
+    """The log record; ``writes`` is the canonical JSON of its writes, built from
+    pieces (the text its hash is computed over); the seal is ``seal``, else the
+    commit's own."""
     names: dict[str, str] = {}  # a commit names few features and modes, many keys
 
     def name(text: str) -> str:
@@ -59,6 +62,7 @@ def commit_row(c: Commit, encoded: JsonCache) -> tuple[Any, ...]:
         f"{encoded(w.value) or 'null'},{'true' if w.with_reset else 'false'}]"
         for w in c.writes
     ]
+    seal = seal or c.seal
     return (
         c.id.origin,
         c.id.seq,
@@ -68,6 +72,7 @@ def commit_row(c: Commit, encoded: JsonCache) -> tuple[Any, ...]:
         c.comment,
         _dumps(dict(c.context)),
         None if c.truncated else "[" + ",".join(parts) + "]",
+        *((None, None, None) if seal is None else (seal.prev, seal.hash, seal.sig)),
     )
 
 
@@ -81,6 +86,7 @@ def commit_from_row(row: Any) -> Commit:
         context=json.loads(row.context),
         writes=writes_from_json(json.loads(row.writes)) if row.writes is not None else (),
         truncated=row.writes is None,
+        seal=None if row.hash is None else Seal(row.prev, row.hash, row.sig),
     )
 
 

@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, se
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from clusterd.core import chain, layers
 from clusterd.core import confirm as confirms
-from clusterd.core import layers
 from clusterd.core.clock import HybridClock
 from clusterd.core.errors import (
     BadCommit,
@@ -73,6 +73,7 @@ from clusterd.schema.feature import Catalogue
 from clusterd.store import tables as t
 from clusterd.store.bulk import Bulk
 from clusterd.store.commitcheck import check_commit, check_write
+from clusterd.store.migrate import migrate
 from clusterd.store.records import (
     COMMIT_COLS,
     ENTRY_COLS,
@@ -83,6 +84,7 @@ from clusterd.store.records import (
     entry_row,
     loss_row,
 )
+from clusterd.store.sealing import Chains, read_rows, verdicts
 from clusterd.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -196,6 +198,17 @@ class _Batch:
     error: BaseException | None = None  # set by the writer when its transaction failed
     local: bool = False  # made here (``Store.commit``)
     waiting: list[Waiter] = field(default_factory=list)
+    peer: str | None = None  # who sent it (a refusal names them)
+    keys: Mapping[str, str] = field(default_factory=dict)  # machine keys, checked against
+    sealed: list[Commit] | None = None  # its commits with their seals, once written
+    heads: dict[str, Any] = field(default_factory=dict)  # the chains' heads once written
+
+    def take_seals(self) -> None:
+        """Its commits, sealed by the writer, are the ones the listeners are told of."""
+        if self.sealed is not None:
+            self.commits = self.sealed
+            for outcome, commit in zip(self.outcomes, self.sealed, strict=True):
+                outcome.commit = commit
 
     def revert(self, state: State) -> None:
         for undo in reversed(self.undos):  # memory as it was: no database needed
@@ -205,6 +218,9 @@ class _Batch:
 # Told of every batch applied, once it is durable: its outcomes, and whether it was
 # made here (``Store.commit``) rather than merged from members.
 Listener = Callable[[list[Outcome], bool], None]
+# Told when the writer refused a peer's batch (a commit that does not verify): the
+# peer that sent it (None: not known) and why.
+Refusal = Callable[[str | None, str], None]
 
 
 def _tell(waiting: list[Waiter], error: BaseException | None) -> None:
@@ -226,10 +242,13 @@ class Store:
         readonly: bool = False,
         image: State | None = None,
         own_checkpoints: bool = False,
+        sealer: chain.Sealer | None = None,
     ) -> None:
         """``readonly``: an image for reading only (a shell worker's), which writes
         nothing, not even the store's identity; ``image``: its state as given, not read
-        from the database; ``own_checkpoints``: see ``engine_for``."""
+        from the database; ``own_checkpoints``: see ``engine_for``; ``sealer``: signs
+        the commits made here and checks peers' signatures (``clusterd.node.seal``;
+        None: commits are chained but unsigned, and signatures unverifiable)."""
         self.origin = origin
         self.hostname = hostname
         self.catalogue = catalogue
@@ -239,6 +258,9 @@ class Store:
         self.inbox = Inbox()
         self.listeners: list[Listener] = []
         self.on_replaced: list[Callable[[], None]] = []  # after a state transfer
+        self.on_refused: list[Refusal] = []  # the writer refused a peer's commit
+        self.chains = Chains(sealer)  # heads of the chains; used where batches are written
+        self._keys: dict[str, str] | None = None  # machine keys by serial (chain.keys)
         self.outage: dict[str, Any] | None = None  # {"error": ..., "since": ...} while down
         self.writer: Writer | None = None  # peers' batches are written there (queue_remote)
         self._queued: deque[_Batch] = deque()  # merged in memory, not yet known durable
@@ -246,6 +268,7 @@ class Store:
         self._failed_epoch = -1
         try:
             if not readonly:
+                migrate(self.engine)
                 t.metadata.create_all(self.engine)
                 self._check_identity()
         except SQLAlchemyError as exc:
@@ -342,6 +365,7 @@ class Store:
             # What was applied is what is contiguous: a gap (a commit the log lacks) is
             # asked of peers again, never jumped over.
             state.vv.update({origin: _contiguous(found) for origin, found in seqs.items()})
+            self.chains.load(conn, state.vv)
 
             def version(hlc: int, origin: str, seq: int, value: str | None, reset: Any) -> Version:
                 parsed = None if value is None else loads(value)
@@ -357,6 +381,7 @@ class Store:
                 unit = Unit(feature, mode, key)
                 state.add_loss(Loss(unit, loser, CommitId(by_origin, by_seq)))
         self.state = state
+        self._keys = None
         self.clock.observe(last_hlc)
 
     # -- writing -----------------------------------------------------------------------
@@ -382,9 +407,10 @@ class Store:
         ``confirm``: a confirmed commit, carrying its row of
         ``confirm`` with what undoing it needs (``clusterd.core.confirm.record``).
 
-        Without a writer the commit is durable on return.  With one, it is in memory
-        and queued: ``await durable(commit)`` says when it is written (or raises, the
-        commit taken back out of memory); it reaches the members only then.
+        Without a writer the commit is durable on return, and sealed.  With one, it is
+        in memory and queued: ``await durable(commit)`` says when it is written (or
+        raises, the commit taken back out of memory) and gives it sealed; it reaches
+        the members only then.
         """
         conflicts = pending.conflicts(self.state)
         work = pending
@@ -413,22 +439,23 @@ class Store:
             self.state, work, origin=self.origin, hlc=hlc, user=user, at=at, comment=comment
         )
         if self.writer is None:
-            self._apply_batch([commit], local=True)
+            commit = self._apply_batch([commit], local=True)[0].commit  # sealed
         else:
             self._queue(self._merge([commit]), local=True)
         pending.clear()
         return commit
 
-    async def durable(self, commit: Commit | None) -> None:
-        """Return once ``commit`` (made here, by ``commit``) is durable; ``StoreError`` if
-        its write failed: it is then out of memory again, as if never made."""
+    async def durable(self, commit: Commit | None) -> Commit | None:
+        """Return ``commit`` (made here, by ``commit``) once it is durable, with its seal
+        (the one it has already if it was); ``StoreError`` if its write failed: it is
+        then out of memory again, as if never made."""
         if commit is None:
-            return
+            return None
         batch = next((b for b in self._queued if b.local and b.commits[0] is commit), None)
         if batch is None:
             if self.state.vv.get(commit.id.origin, 0) < commit.id.seq:
                 raise StoreError(f"commit {commit.id} was not written")
-            return
+            return commit
         written: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
         def wake(error: BaseException | None) -> None:
@@ -439,6 +466,7 @@ class Store:
         error = await written
         if error is not None:
             raise StoreError(str(error)) from None
+        return batch.commits[0]
 
     def _check_unchecked(self, pending: Pending) -> None:
         """Validate what no editor validated, as peers will: a bad value never leaves here."""
@@ -454,25 +482,29 @@ class Store:
             pending.mark_checked(unit, write.value)
 
     def apply_remote(self, commits: Iterable[Commit]) -> ApplyResult:
-        """Merge commits from peers, durable on return.  Any invalid commit: BadCommit,
-        nothing applied."""
+        """Merge commits from peers, durable on return.  Any invalid commit (or one whose
+        seal does not verify): BadCommit, nothing applied."""
         self.flush()
         ready = self._ready(commits)
         outcomes = self._apply_batch(ready) if ready else []
         return ApplyResult([o.commit.id for o in outcomes], len(self.inbox))
 
-    def queue_remote(self, commits: Iterable[Commit]) -> ApplyResult:
+    def queue_remote(self, commits: Iterable[Commit], peer: str | None = None) -> ApplyResult:
         """Merge commits from peers into memory now, and have ``writer`` write them
         (``apply_remote`` without one).  Their listeners run once they are durable; a
         failed write takes them, and every batch queued after them, back out of memory
         (peers send them again: version vectors).  Any invalid commit: BadCommit,
-        nothing applied."""
+        nothing applied.  A commit whose seal does not verify (checked by the writer,
+        off the loop) is refused later: the batch is taken back out the same way, and
+        ``on_refused`` is told, naming ``peer``."""
         if self.writer is None:
             return self.apply_remote(commits)
         ready = self._ready(commits)
         if not ready:
             return ApplyResult([], len(self.inbox))
-        self._queue(self._merge(ready), local=False)
+        batch = self._merge(ready)
+        batch.peer = peer
+        self._queue(batch, local=False)
         return ApplyResult([c.id for c in ready], len(self.inbox))
 
     def _queue(self, batch: _Batch, local: bool) -> None:
@@ -521,10 +553,12 @@ class Store:
             return  # taken already (by flush, or reverted with an earlier failure)
         if batch.error is None:
             self._queued.popleft()
+            batch.take_seals()
             self._done(batch, local=batch.local)
             _tell(batch.waiting, None)
             return
         self._epoch += 1
+        self._keys = None
         for queued in reversed(self._queued):
             queued.revert(self.state)
         failed = list(self._queued)
@@ -533,20 +567,29 @@ class Store:
         log.warning("%d batch(es) of commits (%d made here) not applied: %s; peers' are "
                     "asked for again", len(failed), ours, batch.error)  # fmt: skip
         error = batch.error
-        if not isinstance(error, StoreError):
+        if isinstance(error, BadCommit):
+            error = StoreError(f"a member's commit queued before it was refused ({error}); "
+                               "nothing was committed: commit again")  # fmt: skip
+        elif not isinstance(error, StoreError):
             error = StoreError(f"the store could not write: {error}; nothing was committed")
         for queued in failed:
             _tell(queued.waiting, error)
+        if isinstance(batch.error, BadCommit):
+            for refused in self.on_refused:
+                refused(batch.peer, "; ".join(batch.error.problems[:3]))
 
     def _apply_batch(self, commits: list[Commit], local: bool = False) -> list[Outcome]:
         clock_before = self.clock.last
         batch = self._merge(commits)
+        batch.local = local
         try:
             self._persist(batch)
         except BaseException:
             batch.revert(self.state)
+            self._keys = None
             self.clock.restore(clock_before)  # a refused batch must not move our clock
             raise
+        batch.take_seals()
         self._done(batch, local)
         return batch.outcomes
 
@@ -570,11 +613,24 @@ class Store:
         except BaseException:
             batch.revert(self.state)
             raise
+        if any(w.unit.feature == "machines" for c in commits for w in c.writes):
+            self._keys = None  # (a member admitted in this batch may have commits in it)
+        batch.keys = self.keys()
         return batch
 
+    def keys(self) -> dict[str, str]:
+        """Every member's machine key by serial, as memory has it now: what peers'
+        signatures are checked with (a new table after a change; never changed)."""
+        if self._keys is None:
+            self._keys = chain.keys(self.state)
+        return self._keys
+
     def _persist(self, batch: _Batch) -> None:
+        """The batch's transaction, its commits sealed (made here) or checked (from
+        peers) in it; the chains' heads move once it committed."""
         with gc_paused(), self._db("nothing was committed"), self.engine.begin() as conn:
-            self._write(conn, batch.commits, batch.existed, batch.final, batch.loss_ops)
+            self._write(conn, batch)
+        self.chains.advance(batch.heads)
 
     def _done(self, batch: _Batch, local: bool) -> None:
         """A batch is durable: what removed machines made and still waits, waits for
@@ -586,17 +642,14 @@ class Store:
             except Exception:
                 log.exception("store listener failed on %d commit(s)", len(batch.outcomes))
 
-    def _write(
-        self,
-        conn: Any,
-        commits: list[Commit],
-        existed: dict[Unit, bool],
-        final: dict[Unit, Version],
-        loss_ops: dict[tuple[Unit, CommitId], Loss | None],
-    ) -> None:
-        bulk = self.bulk
+    def _write(self, conn: Any, batch: _Batch) -> None:
+        bulk, final, existed, loss_ops = self.bulk, batch.final, batch.existed, batch.loss_ops
         encoded = JsonCache()
-        bulk.insert(conn, t.commits, COMMIT_COLS, [commit_row(c, encoded) for c in commits])
+        rows = [commit_row(c, encoded) for c in batch.commits]
+        rows, batch.sealed, batch.heads = self.chains.seal(
+            conn, batch.commits, rows, batch.local, batch.keys
+        )
+        bulk.insert(conn, t.commits, COMMIT_COLS, rows)
         inserts, updates = [], []
         for unit, v in final.items():
             value = encoded(v.value)
@@ -641,14 +694,41 @@ class Store:
                 replaced()
         self.inbox = Inbox()
 
-    def merge_state(self, snapshot: Snapshot) -> None:
-        """Take a peer's whole state (a state transfer), merged with ours."""
+    def transfer_keys(self, snapshot: Snapshot) -> dict[str, str]:
+        """The keys a state transfer's signatures are checked with: ours, and for an
+        origin we hold no key of, the transfer's own membership rows (a joiner knows
+        nobody yet: it trusts the member it joined through, as it does for the state)."""
+        theirs = {str(v.value["serial"]): str(v.value["machine_key"])
+                  for unit, v in snapshot.entries
+                  if unit.feature == "machines" and unit.mode == layers.CLUSTER
+                  and v.value and v.value.get("serial") and v.value.get("machine_key")}  # fmt: skip
+        return {**theirs, **self.keys()}
+
+    def check_transfer(self, snapshot: Snapshot, keys: Mapping[str, str]) -> None:
+        """Every chain of a state transfer verified (``chain.walk``): BadCommit names the
+        first broken link.  CPU only (no database, no memory of ours): from a thread."""
+        encoded = JsonCache()
+        rows = [chain.Row(*commit_row(c, encoded)) for c in snapshot.commits]
+        rows.sort(key=lambda r: (r.origin, r.seq))
+        for found in chain.walk(rows, keys, self.chains.sealer):
+            if found.broken is not None:
+                b = found.broken
+                raise BadCommit([f"state transfer: commit {found.origin}:{b['seq']} does not "
+                                 f"verify: {b['what']}: {b['why']}"])  # fmt: skip
+
+    def merge_state(self, snapshot: Snapshot) -> list[CommitId]:
+        """Take a peer's whole state (a state transfer), merged with ours.  Returns the
+        forks: commits sealed here with another hash than the peer's (ours are kept)."""
         self.flush()
         theirs = State.from_snapshot(snapshot)
         merged = merge_states(self.state, theirs)
         log = {c.id: c for c in self.commit_log(newest_first=False)}
+        forks = []
         for c in snapshot.commits:
-            if c.id not in log or log[c.id].truncated:
+            ours = log.get(c.id)
+            if ours is not None and ours.seal and c.seal and ours.seal.hash != c.seal.hash:
+                forks.append(c.id)
+            elif ours is None or ours.truncated:
                 log[c.id] = c
         inbox = self.inbox
         self.replace_state(
@@ -656,6 +736,7 @@ class Store:
         )
         self.inbox = inbox
         self.apply_remote([])  # what waited may be ready now
+        return forks
 
     # -- reading -----------------------------------------------------------------------
 
@@ -743,6 +824,20 @@ class Store:
                 conn, t.commits, ("writes",), ("origin", "seq"), [(None, *k) for k in old]
             )
         return len(old)
+
+    def check_chains(self, keys: Mapping[str, str]) -> list[chain.OriginChain]:
+        """Every origin's chain in the log, checked (``chain.walk``) with ``keys`` (take
+        them on the loop: ``keys()``).  Reads the whole log: call it from a thread."""
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            rows = read_rows(self.bulk, conn)
+        return chain.walk(rows, keys, self.chains.sealer)
+
+    def verdicts(self, ids: Iterable[CommitId]) -> dict[CommitId, chain.Verdict]:
+        """What the rows of a few commits say about their seals (commitdetail, the
+        web history): the commits no longer in the log are left out."""
+        keys = self.keys()
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            return verdicts(conn, list(ids), keys, self.chains.sealer)
 
     def get_commit(self, cid: CommitId) -> Commit:
         with self._db("the log was not read"), self.engine.connect() as conn:

@@ -1,7 +1,7 @@
 """The database schema (SQLAlchemy Core).
 
 ``entries``  the winning version of every unit
-``commits``  the commit log: metadata of every applied commit and its writes
+``commits``  the commit log: metadata of every applied commit, its writes, its seal
 ``losses``   versions superseded by a writer that had not seen them
 ``meta``     this machine's identity and the schema version
 """
@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: commits gained their seal (clusterd/store/migrate.py)
 
 metadata = MetaData()
 
@@ -55,6 +55,10 @@ commits = Table(
     Column("comment", Text, nullable=False),
     Column("context", Text, nullable=False),  # JSON version vector
     Column("writes", Text, nullable=True),  # JSON; NULL once the log is truncated
+    # The seal (clusterd/core/chain.py); NULL: a legacy commit, written by schema 1.
+    Column("prev", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Column("sig", String(128), nullable=True),
 )
 
 losses = Table(
