@@ -325,10 +325,16 @@ class ToNode(logging.Handler):
 def image(link: Link, info: dict[str, Any]) -> Store:
     """A worker's read-only image of the store: read from the database once (``follow``
     keeps it current), or the node's, while the database is down."""
+    from clusterd.node.seal import MachineSealer
     from clusterd.store.store import Store
 
     config = info["config"]
-    where = {"origin": config.serial, "hostname": info["hostname"], "readonly": True}
+    where = {
+        "origin": config.serial,
+        "hostname": info["hostname"],
+        "readonly": True,
+        "sealer": MachineSealer(),
+    }  # (it verifies seals for commitdetail; signs none)
     try:
         return Store(config.database_url, **where)
     except StoreError:  # the database is down: the node's image (it changes nothing then)

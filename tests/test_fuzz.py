@@ -749,8 +749,8 @@ def la_hello(d: Daemon) -> Hello:
         node="SER-LA",
         hostname=LA,
         cluster=cluster,
-        proto_min=1,
-        proto_max=1,
+        proto_min=2,
+        proto_max=2,
         software=d.config.software,
         vv={},
     )

@@ -219,8 +219,8 @@ def hello_from(i: int, **fields: Any) -> Hello:
         "node": serial(i),
         "hostname": hostname(i),
         "cluster": "prod",
-        "proto_min": 1,
-        "proto_max": 1,
+        "proto_min": 2,
+        "proto_max": 2,
         "software": "1.0",
         "vv": {},
     }
@@ -268,7 +268,7 @@ def test_handshake_exact_sequence() -> None:
     assert a.peers[B].state == b.peers[A].state == "up"
     assert (a.peers[B].link, b.peers[A].link) == (1, 2)
     assert a.route(B) is a.links[1] and b.route(A) is b.links[2]
-    assert a.links[1].proto == b.links[2].proto == 1
+    assert a.links[1].proto == b.links[2].proto == 2
     assert repr(a) == "<Node m0.example.com up=1/1>"
 
 
@@ -405,7 +405,7 @@ def test_dialer_refuses_an_answer_from_the_wrong_node() -> None:
 
 
 def test_no_common_protocol_version_is_refused() -> None:
-    a, b = node(0, proto_min=2, proto_max=3), node(1)
+    a, b = node(0, proto_min=3, proto_max=4), node(1)
     a.start(0.0)
     b.start(0.0)
     b.link_opened(2, 0.0, peer=A, outbound=False)
@@ -416,11 +416,11 @@ def test_no_common_protocol_version_is_refused() -> None:
         ("close", 2),
         ("alert", "version mismatch", A),
     ]
-    assert "(2-3 vs 1-1)" in b.peers[A].reason
+    assert "(3-4 vs 2-2)" in b.peers[A].reason
 
 
 def test_dialer_reports_no_common_protocol_version_as_version_mismatch() -> None:
-    a, b = node(0, proto_min=2, proto_max=3), node(1)
+    a, b = node(0, proto_min=3, proto_max=4), node(1)
     a.start(0.0)
     b.start(0.0)
     b.link_opened(2, 0.0, peer=A, outbound=False)

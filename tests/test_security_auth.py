@@ -250,8 +250,8 @@ def test_a_second_link_with_a_refused_hello_leaves_the_live_link_up(cluster: Clu
         conn = await connect(a.config.listen, a.config.ssh_port, [Key("clusterd", k.member)])
         async with conn:
             process = await conn.create_process(subsystem="clusterd", encoding=None)
-            hello = Hello(node=b.serial, hostname=b.hostname, cluster="another", proto_min=1,
-                          proto_max=1, software=a.status()["software"], vv={})  # fmt: skip
+            hello = Hello(node=b.serial, hostname=b.hostname, cluster="another", proto_min=2,
+                          proto_max=2, software=a.status()["software"], vv={})  # fmt: skip
             process.stdin.write(encode(hello))
             reader, got = FrameReader(), []
             while not any(isinstance(m, Goodbye) for m in got):

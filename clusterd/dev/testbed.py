@@ -29,6 +29,7 @@ from clusterd.core import membership
 from clusterd.core.errors import ClusterdError
 from clusterd.core.pending import Pending, View
 from clusterd.node import control, identity
+from clusterd.node.seal import MachineSealer
 from clusterd.schema.catalogue import CATALOGUE
 from clusterd.store.store import Store
 from clusterd.trust import lifecycle
@@ -202,7 +203,8 @@ class Machine:
 def seed_membership(machines: list[Machine], ccs: bool = False, name: str = "testbed") -> None:
     """Create the cluster on the first machine with every member, give all the same state."""
     first = machines[0]
-    store = Store(first.config.database_url, origin=first.serial, hostname=first.hostname)
+    store = Store(first.config.database_url, origin=first.serial, hostname=first.hostname,
+                  sealer=MachineSealer(first.config.machine_key))  # fmt: skip
     lifecycle.create_cluster(store, name, machine=first.row(ccs))
     pending = Pending()
     view = View(store.state, pending)

@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from pydantic import ValidationError as PydanticValidationError
 
 from clusterd.core.errors import ProtocolError
-from clusterd.core.versions import Commit, CommitId, Loss, Snapshot, Unit, Version, Write
+from clusterd.core.versions import Commit, CommitId, Loss, Seal, Snapshot, Unit, Version, Write
 
-PROTOCOL_MIN = 1
-PROTOCOL_MAX = 1
+PROTOCOL_MIN = 2  # 2: commits carry their seal (prev, hash, sig); 1 and 2 never link
+PROTOCOL_MAX = 2
 MAX_FRAME = 64 * 1024 * 1024  # state transfer of a large cluster fits; anything larger is hostile
 _HEADER = struct.Struct(">I")
 
@@ -40,6 +40,8 @@ Token = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:+-]{0,253}$")]
 Seq = Annotated[StrictInt, Field(ge=1, lt=1 << 62)]  # a commit's number at its origin
 Hlc = Annotated[StrictInt, Field(ge=0, lt=1 << 63)]  # a hybrid logical clock reading
 Wall = Annotated[float, Field(allow_inf_nan=False)]  # seconds, for people
+Hash = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]  # sha256, hex
+Sig = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{128}$")]  # Ed25519, hex
 # A write: feature, mode, key, value (any JSON; the store validates it), with_reset.
 WireWrite = tuple[StrictStr, StrictStr, StrictStr, Any, StrictBool]
 # A winning version, and a recorded loss (the version and the commit that beat it).
@@ -50,7 +52,9 @@ PAYLOAD = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 class CommitBody(BaseModel):
     """A commit on the wire, typed down to its writes; ``writes`` is null for a commit
-    whose writes the log dropped (it travels only inside a state transfer)."""
+    whose writes the log dropped (it travels only inside a state transfer).  ``prev``,
+    ``hash``, ``sig``: its seal (``clusterd/core/chain.py``; ``hash`` null: a legacy
+    commit, without one).  The receiver's store checks it."""
 
     model_config = PAYLOAD
     origin: Token
@@ -61,6 +65,9 @@ class CommitBody(BaseModel):
     comment: StrictStr
     context: VV
     writes: tuple[WireWrite, ...] | None
+    prev: Hash | None = None
+    hash: Hash | None = None
+    sig: Sig | None = None
 
     @classmethod
     def of(cls, c: Commit) -> CommitBody:
@@ -68,9 +75,11 @@ class CommitBody(BaseModel):
         writes = None if c.truncated else tuple(
             (w.unit.feature, w.unit.mode, w.unit.key, w.value, w.with_reset) for w in c.writes
         )  # fmt: skip
+        seal = (c.seal.prev, c.seal.hash, c.seal.sig) if c.seal else (None, None, None)
         return cls.model_construct(origin=c.id.origin, seq=c.id.seq, hlc=c.hlc, user=c.user,
                                    at=c.at, comment=c.comment, context=dict(c.context),
-                                   writes=writes)  # fmt: skip
+                                   writes=writes, prev=seal[0], hash=seal[1],
+                                   sig=seal[2])  # fmt: skip
 
     def commit(self) -> Commit:
         writes = self.writes
@@ -79,6 +88,7 @@ class CommitBody(BaseModel):
             self.context,
             () if writes is None else tuple(Write(Unit(f, m, k), v, r) for f, m, k, v, r in writes),
             truncated=writes is None,
+            seal=None if self.hash is None else Seal(self.prev, self.hash, self.sig),
         )  # fmt: skip
 
 

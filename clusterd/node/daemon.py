@@ -43,6 +43,7 @@ from clusterd.node.follower import Follower
 from clusterd.node.links import Links
 from clusterd.node.looplag import LoopLag
 from clusterd.node.publish import Publisher
+from clusterd.node.seal import MachineSealer
 from clusterd.node.syncstate import Recent
 from clusterd.node.web import Web
 from clusterd.node.workers import Workers
@@ -67,6 +68,7 @@ class Daemon:
         self.store = Store(
             config.database_url, origin=config.serial, hostname=config.hostname,
             own_checkpoints=True,  # the disk is synced from a thread (_checkpoints)
+            sealer=MachineSealer(config.machine_key),  # commits signed, peers' verified
         )  # fmt: skip
         self.host_key = asyncssh.read_private_key(config.host_key)
         self.machine_key = asyncssh.read_private_key(config.machine_key)

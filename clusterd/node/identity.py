@@ -16,6 +16,7 @@ from clusterd.core.edits import Start
 from clusterd.core.errors import ConfigError
 from clusterd.core.modes import Mode
 from clusterd.node.config import CONFIG_NAME, DaemonConfig, dump_toml, parse
+from clusterd.node.seal import MachineSealer
 from clusterd.schema.access import MIN_PASSPHRASE_LENGTH, hash_passphrase
 from clusterd.store.session import Session
 from clusterd.store.store import Store
@@ -83,7 +84,8 @@ def _make(config: DaemonConfig, admin_passphrase: str | None) -> None:
     _new_key(config.machine_key)
     _new_key(config.admin_key)
     old_umask = os.umask(0o077)  # the store and its journal files: 0600
-    store = Store(config.database_url, origin=config.serial, hostname=config.hostname)
+    store = Store(config.database_url, origin=config.serial, hostname=config.hostname,
+                  sealer=MachineSealer(config.machine_key))  # fmt: skip
     try:
         session = Session(store, "clusterd")
         me = Mode.machine(config.hostname)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from clusterd.core.errors import ClusterdError, StoreError, TransportError
+from clusterd.core.errors import BadCommit, ClusterdError, StoreError, TransportError
 from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.member import Member
 from clusterd.mesh.peers import Action, Alert, Answered, Page
@@ -40,6 +40,7 @@ class Links(StoreHost):
         self.next_link = 1
         self.waiting: dict[int, asyncio.Future[Answered]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # dials, reads, checks under way
+        self.installing: set[str] = set()  # peers whose state transfer is being checked
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -93,9 +94,32 @@ class Links(StoreHost):
             self.daemon.store_health()
 
     def install(self, snapshot: Snapshot, peer: str) -> None:
+        """A state transfer's chains are checked in a thread (a signature per commit),
+        then it is merged here, on the loop; one from a peer whose last is still being
+        checked is dropped (the next ping asks again if it is still needed)."""
+        if peer in self.installing:
+            return
+        self.installing.add(peer)
+        keys = self.store.transfer_keys(snapshot)
+        self._background(self._install(snapshot, peer, keys))
+
+    async def _install(self, snapshot: Snapshot, peer: str, keys: Mapping[str, str]) -> None:
         d = self.daemon
-        log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
-        super().install(snapshot, peer)
+        try:
+            await asyncio.to_thread(self.store.check_transfer, snapshot, keys)
+            log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
+            self.take(snapshot, peer)
+        except BadCommit as exc:
+            if peer in self.mesh.node.peers:
+                reason = "; ".join(exc.problems[:3])
+                self.mesh.call(lambda node: node.rejected(peer, d.now(), reason))
+            return
+        except StoreError:
+            d.store_health()
+            return
+        finally:
+            self.installing.discard(peer)
+        self.mesh.execute([])  # membership follows, if the transfer changed it
         if d.tracing:
             d.traced(f"install {peer} {json.dumps(self.store.state.vv, separators=(',', ':'))}")
 

@@ -3,7 +3,9 @@
 
 The protocol reads the log through ``StoreLog``; commits and state transfers from peers
 are checked and made durable here, and every batch the store makes durable tells the
-member whether membership changed (so its links follow once, after the batch).
+member whether membership changed (so its links follow once, after the batch).  A
+peer's commit whose seal the store's writer refuses (``Store.on_refused``) refuses
+that peer, as an invalid commit does at once (``docs/history.md``, section 1).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from clusterd.core.merge import Outcome
 from clusterd.core.versions import Commit, Snapshot, VersionVector
 from clusterd.mesh.member import Member
 from clusterd.mesh.members import WHO_WE_ARE, flag_of
-from clusterd.mesh.peers import Flag, LogPages
+from clusterd.mesh.peers import Alert, Flag, LogPages
 from clusterd.store.commitcheck import check_snapshot
 from clusterd.store.store import Store
 
@@ -52,14 +54,38 @@ class StoreHost:
         self.log: LogPages = StoreLog(store)
         self.member: Member | None = None  # set once the member is built over this host
         store.listeners.append(self._durable)
+        store.on_refused.append(self._refused)
 
     def apply(self, commits: list[Commit], peer: str) -> None:
-        self.store.queue_remote(commits)  # written by the store's writer, if it has one
+        self.store.queue_remote(commits, peer)  # written by the store's writer, if it has one
 
     def install(self, snapshot: Snapshot, peer: str) -> None:
+        """Check the transfer's chains (BadCommit), then take it (``take``).  The daemon
+        checks them in a thread (``clusterd.node.links``)."""
+        self.store.check_transfer(snapshot, self.store.transfer_keys(snapshot))
+        self.take(snapshot, peer)
+
+    def take(self, snapshot: Snapshot, peer: str) -> None:
+        """Merge a state transfer whose chains verify: validated first (BadCommit); a
+        commit sealed here with another hash than the peer's is a fork (ours kept)."""
         check_snapshot(self.store.catalogue, snapshot)
-        self.store.merge_state(snapshot)
+        forks = self.store.merge_state(snapshot)
         self.membership_changed()
+        if forks and self.member is not None:
+            text = (f"its state transfer holds {len(forks)} commit(s) sealed here with another "
+                    f"hash (first {forks[0]}); ours are kept: an origin sealed two histories, "
+                    "or a log was rewritten (run clustercheck)")  # fmt: skip
+            self.member.execute([Alert("fork", peer, text)])
+
+    def _refused(self, peer: str | None, reason: str) -> None:
+        """The store's writer refused a batch from ``peer``: a commit did not verify."""
+        member = self.member
+        if member is None:
+            return
+        if peer is not None and peer in member.node.peers:
+            member.call(lambda node: node.rejected(peer, member.now(), reason))
+        else:
+            member.execute([Alert("bad commit", peer or "a member", reason)])
 
     def membership_changed(self) -> None:
         if self.member is not None:
