@@ -187,12 +187,15 @@ async def commitdetail(shell: Shell, args: list[str]) -> int:
         lost.setdefault(loss.loser.commit, []).append(loss)
         superseded.setdefault(loss.by, []).append(loss)
     rows = []
-    for c in store.commit_log(limit):
+    log = store.commit_log(limit)
+    seals = store.verdicts(c.id for c in log)  # (a few signatures: the shell worker's CPU)
+    for c in log:
         changed = sorted({(w.unit.feature, w.unit.mode) for w in c.writes})
         rows.append(
             {
                 **_commit_ref(shell, c, names),
                 "comment": c.comment,
+                "seal": seals[c.id].to_json(c.seal.hash if c.seal else None),
                 "changed": [f"{f} at {Mode.from_key(m)}" for f, m in changed],
                 "inconsistent": c.id in lost,
                 "lost": [
@@ -210,7 +213,12 @@ async def commitdetail(shell: Shell, args: list[str]) -> int:
         return 0
     for r in rows:
         flag = "  (lost to a concurrent change: see clustercheck)" if r["inconsistent"] else ""
-        shell.write(f"{r['id']}  {r['time']}  {r['origin']}  {r['user']}  {r['comment']!r}{flag}")
+        seal = r["seal"]
+        mark = f"[{seal['hash'][:12]} {seal['label']}]" if seal["hash"] else f"[{seal['label']}]"
+        shell.write(f"{r['id']}  {r['time']}  {r['origin']}  {r['user']}  {r['comment']!r}  "
+                    f"{mark}{flag}")  # fmt: skip
+        if not seal["ok"]:
+            shell.write(f"    Seal: {seal['text']}")
         for what in r["changed"]:
             shell.write(f"    {what}")
         for x in r["lost"]:

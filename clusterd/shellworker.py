@@ -202,7 +202,8 @@ class RemoteAPI:
         if name in ("status", "peer_status", "progress", "members", "link", "sessions",
                     "targets"):  # fmt: skip
             return lambda *a: self._link.call(name, *a)
-        if name in ("check_passphrase", "hash_passphrase", "ask", "node_checks", "lookup"):
+        if name in ("check_passphrase", "hash_passphrase", "ask", "node_checks", "lookup",
+                    "chain_check"):  # fmt: skip
             return lambda *a: self._link.acall(name, *a)
         raise AttributeError(name)
 

@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 
 import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clusterd.cli.console import ScriptedConsole
 from clusterd.cli.shell import Shell
@@ -25,6 +27,7 @@ from clusterd.core.modes import Mode
 from clusterd.dev.testbed import free_port
 from clusterd.node import identity
 from clusterd.node.daemon import Daemon
+from clusterd.node.seal import MachineSealer
 from clusterd.schema.access import hash_passphrase
 from clusterd.store.session import Session
 from clusterd.trust import clusterops
@@ -33,6 +36,7 @@ from clusterd.trust.logins import AdminLogin
 NY = "newyork.example.com"
 LA = "losangeles.example.com"
 LA_ADDRESS = "127.0.0.2"
+LA_SEED = b"L" * 32  # losangeles' machine key: commits made as it are signed with it
 PASSPHRASE = "correct horse battery"
 NO_ANSWER = "the script has no answer"
 PROMPT = re.compile(r"\[[^\]\n]*\]>")
@@ -59,8 +63,25 @@ def public_key() -> str:
     return " ".join(key.split()[:2])
 
 
+def la_sealer(tmp_path: Path) -> MachineSealer:
+    """What signs the commits of a store that plays losangeles (its key, ``LA_SEED``)."""
+    key = Ed25519PrivateKey.from_private_bytes(LA_SEED)
+    path = tmp_path / "la_machine_key"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))  # fmt: skip
+    return MachineSealer(path)
+
+
+def la_public_key() -> str:
+    key = Ed25519PrivateKey.from_private_bytes(LA_SEED).public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH,
+                            serialization.PublicFormat.OpenSSH).decode()  # fmt: skip
+
+
 # How the shell writes a time (every time it writes carries its zone).
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+"
+SEALED = r"  \[[0-9a-f]{12} verified\]"  # commitdetail's mark of a commit whose seal verifies
 # What ``commit`` says: the time with its zone.
 COMMITTED = re.compile(r"Changes committed: \w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4} \S+")
 
@@ -87,7 +108,7 @@ def admit_la(daemon: Daemon, group: str) -> None:
         "group": group,
         "address": LA_ADDRESS,
         "host_key": public_key(),
-        "machine_key": public_key(),
+        "machine_key": la_public_key(),
     }
     clusterops.admit(daemon.store, LA, row, user="admin")
     daemon.follower.replaced()

@@ -18,7 +18,6 @@ from clusterd.dev.testbed import Machine, Testbed
 from clusterd.node.checkrun import when as _when
 from clusterd.node.daemon import Daemon
 from clusterd.store.session import Session
-from clusterd.store.store import Store
 from tests.shellhelp import Term
 from tests.test_clustercheck_console import mesh, until
 from tests.test_join_processes import americas
@@ -93,7 +92,7 @@ ROUTES = {
 def _routes_everywhere(bed: Testbed) -> None:
     """Before anything starts: every member defines the cluster's SMTP routes."""
     first, *rest = bed.machines
-    store = Store(first.config.database_url, origin=first.serial, hostname=first.hostname)
+    store = first.store()
     s = Session(store, "admin")
     s.define("smtproutes", Mode.cluster(), Start.EMPTY)
     s.set_row("smtproutes", Mode.cluster(), ROUTE, ROUTES["start"])
@@ -101,7 +100,7 @@ def _routes_everywhere(bed: Testbed) -> None:
     snapshot = store.export_state()
     store.close()
     for m in rest:
-        other = Store(m.config.database_url, origin=m.serial, hostname=m.hostname)
+        other = m.store()
         other.replace_state(snapshot)
         other.close()
 

@@ -33,6 +33,7 @@ from tests.shellhelp import (
     LA_ADDRESS,
     NY,
     PASSPHRASE,
+    SEALED,
     STAMP,
     Term,
     asks_start,
@@ -729,7 +730,8 @@ async def test_pending_changes_belong_to_one_shell(americas: Daemon) -> None:
     assert json.loads(await theirs.ok("settz print")) == {"timezone": "Europe/Paris"}
     assert await mine.ok("commit") == "There are no changes to commit."
     detail = (await theirs.ok("commitdetail 1")).splitlines()
-    assert detail[0].endswith("  admin  'paris time'") and detail[1:] == ["    settz at Cluster"]
+    assert re.search(rf"  admin  'paris time'{SEALED}$", detail[0])
+    assert detail[1:] == ["    settz at Cluster"]
 
 
 async def test_commit_commits_every_mode(ny: Term) -> None:
@@ -814,9 +816,11 @@ async def test_commitdetail_text_and_json(ny: Term) -> None:
     await ny.ok("commit", "tz change")
     lines = (await ny.ok("commitdetail 2")).splitlines()
     stamp = STAMP
-    assert re.fullmatch(rf"SER-NY:\d+  {stamp}  {NY}  admin  'tz change'", lines[0]), lines
+    assert re.fullmatch(rf"SER-NY:\d+  {stamp}  {NY}  admin  'tz change'{SEALED}", lines[0]), lines
     assert lines[1] == "    settz at Cluster"
-    assert re.fullmatch(rf"SER-NY:\d+  {stamp}  {NY}  admin  '{LA} joins group Paris'", lines[2])
+    assert re.fullmatch(
+        rf"SER-NY:\d+  {stamp}  {NY}  admin  '{LA} joins group Paris'{SEALED}", lines[2]
+    )
     assert lines[3:] == [
         "    detached at Cluster", "    machines at Cluster", "    placement at Cluster"
     ]  # fmt: skip
@@ -833,12 +837,16 @@ async def test_commitdetail_text_and_json(ny: Term) -> None:
             "inconsistent",
             "lost",
             "superseded",
+            "seal",
         }
     ] * 2
     newest = rows[0]
     assert newest["id"].startswith("SER-NY:") and newest["origin"] == NY
     assert newest["user"] == "admin" and newest["comment"] == "tz change"
     assert newest["changed"] == ["settz at Cluster"] and newest["inconsistent"] is False
+    assert newest["seal"] == {"hash": newest["seal"]["hash"], "ok": True, "broken": None,
+                              "label": "verified", "text": "verified"}  # fmt: skip
+    assert re.fullmatch("[0-9a-f]{64}", newest["seal"]["hash"])
     assert re.fullmatch(stamp, newest["time"])
     assert int(newest["id"].split(":")[1]) == int(rows[1]["id"].split(":")[1]) + 1
     assert json.loads(await ny.ok("commitdetail -j")) == json.loads(

@@ -29,7 +29,17 @@ from clusterd.node.daemon import Daemon
 from clusterd.store.session import Session
 from clusterd.store.store import Store
 from clusterd.trust import clusterops
-from tests.shellhelp import ADMIN, COMMITTED, LA, NY, STAMP, Term, start_answers
+from tests.shellhelp import (
+    ADMIN,
+    COMMITTED,
+    LA,
+    NY,
+    SEALED,
+    STAMP,
+    Term,
+    la_sealer,
+    start_answers,
+)
 
 PARIS, MAIN = Mode.group("Paris"), Mode.group("Main_Group")
 UNSUB = "unsubscribe"
@@ -354,7 +364,7 @@ async def test_delete_on_a_standalone_machine_points_to_undefine(term: Term) -> 
 async def test_commitdetail_names_the_origin_machine(ny: Term) -> None:
     await setup(ny, {Mode.cluster(): "Asia/Tokyo"})
     lines = (await ny.ok("commitdetail 1")).splitlines()
-    assert re.fullmatch(rf"SER-NY:\d+  {STAMP}  {NY}  admin  'setup'", lines[0]), lines
+    assert re.fullmatch(rf"SER-NY:\d+  {STAMP}  {NY}  admin  'setup'{SEALED}", lines[0]), lines
     assert lines[1:] == ["    settz at Cluster"]
     [row] = json.loads(await ny.ok("commitdetail 1 --json"))
     assert (row["origin"], row["origin_serial"]) == (NY, "SER-NY")
@@ -376,6 +386,7 @@ def losangeles_replica(daemon: Daemon, tmp_path: Path) -> Store:
         origin="SER-LA",
         hostname=LA,
         wall_ms=lambda: time.time_ns() // 1_000_000 - 60_000,
+        sealer=la_sealer(tmp_path),
     )
     la.replace_state(daemon.store.export_state())
     return la
@@ -417,19 +428,19 @@ async def test_commitdetail_shows_what_was_lost_and_to_what(
     by_alice = rf"{mine} by alice on {re.escape(NY)} at {STAMP}"
     by_bob = rf"{bobs} by bob on {re.escape(LA)} at {STAMP}"
     expected = [
-        rf"{mine}  {STAMP}  {re.escape(NY)}  alice  'alice edits'",
+        rf"{mine}  {STAMP}  {re.escape(NY)}  alice  'alice edits'{SEALED}",
         r"    settz at Cluster",
         r"    unsubscribe at Cluster",
         rf"    Superseded without seeing it: settz at Cluster of {by_bob}",
         rf"    Superseded without seeing it: unsubscribe at Cluster row 'a@x\.example' of "
         rf"{by_bob}",
-        rf"{bobs}  {STAMP}  {re.escape(LA)}  bob  'bob edits'  \(lost to a concurrent "
+        rf"{bobs}  {STAMP}  {re.escape(LA)}  bob  'bob edits'{SEALED}  \(lost to a concurrent "
         r"change: see clustercheck\)",
         r"    settz at Cluster",
         r"    unsubscribe at Cluster",
         rf"    Lost: settz at Cluster, to {by_alice}",
         rf"    Lost: unsubscribe at Cluster row 'a@x\.example', to {by_alice}",
-        rf"SER-NY:\d+  {STAMP}  {re.escape(NY)}  alice  'shared list'",
+        rf"SER-NY:\d+  {STAMP}  {re.escape(NY)}  alice  'shared list'{SEALED}",
         r"    unsubscribe at Cluster",
     ]
     assert len(text) == len(expected), text
@@ -449,7 +460,9 @@ async def test_commitdetail_shows_what_was_lost_and_to_what(
             {"feature": UNSUB, "mode": "Cluster", "row": "a@x.example", "to": ref_alice},
         ],
         "superseded": [],
-    }
+        "seal": {"hash": rows[bobs]["seal"]["hash"], "ok": True, "broken": None,
+                 "label": "verified", "text": "verified"},  # losangeles' key signed it
+    }  # fmt: skip
     assert same(rows[mine])["superseded"] == [
         {"feature": "settz", "mode": "Cluster", "row": None, "of": ref_bob},
         {"feature": UNSUB, "mode": "Cluster", "row": "a@x.example", "of": ref_bob},

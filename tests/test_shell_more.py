@@ -37,6 +37,7 @@ from tests.shellhelp import (
     LA,
     NY,
     PASSPHRASE,
+    SEALED,
     STAMP,
     Term,
     new_daemon,
@@ -152,9 +153,8 @@ async def test_passwd_own_passphrase_takes_effect_at_once(ny: Term) -> None:
     )
     assert ny.pending == 0  # committed at once, not left among the shell's changes
     detail = (await ny.ok("commitdetail 1")).splitlines()
-    assert detail[0].endswith("  admin  'passwd admin'") and detail[1:] == [
-        "    userconfig at Cluster"
-    ]
+    assert re.search(rf"  admin  'passwd admin'{SEALED}$", detail[0])
+    assert detail[1:] == ["    userconfig at Cluster"]
 
 
 @pytest.mark.parametrize(

@@ -117,8 +117,23 @@ class Verdict:
     def ok(self) -> bool:
         return self.broken is None
 
+    def label(self) -> str:
+        """In a few words, for a list of commits (commitdetail, the web history)."""
+        if self.broken is not None:
+            return {"hash": "ALTERED on this member", "prev": "CHAIN BROKEN here",
+                    "signature": "BAD SIGNATURE"}[self.broken]  # fmt: skip
+        if not self.sealed:
+            return "unsealed (legacy)"
+        word = "verified" if self.signed else "chained, signature not checked"
+        return word if self.content else f"{word}, content truncated"
+
+    def to_json(self, hash_: str | None) -> dict[str, Any]:
+        """What commitdetail --json and the web API say of a commit's seal."""
+        return {"hash": hash_, "ok": self.ok, "broken": self.broken, "label": self.label(),
+                "text": self.words()}  # fmt: skip
+
     def words(self) -> str:
-        """For people (commitdetail, the web history)."""
+        """In full, for people (commitdetail, the web history)."""
         if self.broken == "hash":
             return "ALTERED on this member: " + self.why
         if self.broken is not None:

@@ -162,6 +162,12 @@ class Machine:
             raise AssertionError(f"{self.hostname} {op} was not refused: {answer}")
         return str(answer["error"])
 
+    def store(self) -> Store:
+        """This machine's store, opened as its daemon opens it: the commits made through
+        it are signed with its machine key (open it while the daemon is stopped)."""
+        return Store(self.config.database_url, origin=self.serial, hostname=self.hostname,
+                     sealer=MachineSealer(self.config.machine_key))  # fmt: skip
+
     def fingerprint(self) -> str:
         """This machine's host key fingerprint, from its key file."""
         import asyncssh
@@ -203,8 +209,7 @@ class Machine:
 def seed_membership(machines: list[Machine], ccs: bool = False, name: str = "testbed") -> None:
     """Create the cluster on the first machine with every member, give all the same state."""
     first = machines[0]
-    store = Store(first.config.database_url, origin=first.serial, hostname=first.hostname,
-                  sealer=MachineSealer(first.config.machine_key))  # fmt: skip
+    store = first.store()
     lifecycle.create_cluster(store, name, machine=first.row(ccs))
     pending = Pending()
     view = View(store.state, pending)

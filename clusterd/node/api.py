@@ -237,6 +237,9 @@ class ClusterAPI:
     async def node_checks(self, asked: Mapping[str, Any]) -> dict[str, Any]:
         return await self._daemon.node_checks(asked)
 
+    async def chain_check(self) -> dict[str, Any]:
+        return await self._daemon.chain_check()
+
     async def lookup(self, name_or_address: str, reverse: bool) -> Lookup:
         resolver = self._daemon.resolver
         if reverse:

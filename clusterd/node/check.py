@@ -8,7 +8,9 @@ compared like the rest but never forced from here (cluster operations own them).
 
 The facts members must agree on besides their settings (``facts``): the software
 version each runs, the interfaces listeners bind to, and every other cross-feature
-reference, each resolved on every machine's effective configuration.
+reference, each resolved on every machine's effective configuration.  And the commit
+log's chains (``chain_facts``): each member walks its own log and names the first
+broken link of each origin's chain (``docs/history.md``, section 1).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def software_in(reason: str) -> dict[str, str]:
 class Fact:
     """Something members disagree on besides a (feature, mode): a message and its parts."""
 
-    kind: str  # software | membership | interface | reference | node | target
+    kind: str  # software | membership | interface | reference | node | target | chain
     message: str
     details: dict[str, Any]
 
@@ -226,6 +228,64 @@ def target_facts(held: dict[str, dict[str, Any]]) -> list[Fact]:
                 found.append(Fact("target", f"Target {name} on {host}: its live files were "
                                   "edited by hand (drift); the next change replaces them.",
                                   where))  # fmt: skip
+    return found
+
+
+BROKEN = {
+    "hash": "its row no longer gives the hash it was sealed with: it was ALTERED on {member} "
+            "since it was sealed",
+    "prev": "it does not name the hash of the commit before it as {member} holds that one: "
+            "the log was rewritten there, or its origin sealed two histories",
+    "signature": "its signature is not its origin's: forged, or rewritten with a new hash",
+}  # fmt: skip
+
+
+def chain_facts(chains: dict[str, dict[str, Any]], names: dict[str, str]) -> list[Fact]:
+    """Each member's walk of its log (``chains``: member -> the ``chain`` answer), as
+    facts: the first broken link of every origin on every member, and commits that two
+    members hold with different hashes (compared where both hold the same head).
+    ``names``: host names by serial (a removed origin is named by its serial)."""
+    found = []
+    for member, answer in sorted(chains.items()):
+        for serial, c in sorted(answer.get("origins", {}).items()):
+            broken = c.get("broken")
+            if not broken:
+                continue
+            origin = names.get(serial, serial)
+            what = str(broken["what"])
+            found.append(Fact(
+                "chain",
+                f"Commit chain broken on {member}: commit {serial}:{broken['seq']} of {origin} "
+                f"fails its {what} check ({broken['why']}): "
+                f"{BROKEN.get(what, what).format(member=member)}. The log of {member} cannot "
+                f"be trusted from there on: restore {member} from a member whose chain holds "
+                "(remove it from the cluster and join it again).",
+                {"member": member, "origin": origin, "origin_serial": serial,
+                 "seq": broken["seq"], "what": what, "why": broken["why"]},
+            ))  # fmt: skip
+    found += _forks(chains, names)
+    return found
+
+
+def _forks(chains: dict[str, dict[str, Any]], names: dict[str, str]) -> list[Fact]:
+    heads: dict[tuple[str, int], dict[str, list[str]]] = {}
+    for member, answer in sorted(chains.items()):
+        for serial, c in answer.get("origins", {}).items():
+            if c.get("hash"):
+                heads.setdefault((serial, c["head"]), {}).setdefault(c["hash"], []).append(member)
+    found = []
+    for (serial, seq), by_hash in sorted(heads.items()):
+        if len(by_hash) < 2:
+            continue
+        held = "; ".join(f"{h[:12]} on {', '.join(m)}" for h, m in sorted(by_hash.items()))
+        found.append(Fact(
+            "chain",
+            f"Members hold two histories of {names.get(serial, serial)}: commit {serial}:{seq} "
+            f"has hash {held}. One of those logs was rewritten, or its origin sealed two "
+            "histories: compare them with commitdetail on each member.",
+            {"origin": names.get(serial, serial), "origin_serial": serial, "seq": seq,
+             "what": "fork", "hashes": by_hash},
+        ))  # fmt: skip
     return found
 
 

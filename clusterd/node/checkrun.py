@@ -1,16 +1,17 @@
 """One run of clustercheck's questions, for the shell and the web alike: every member's
 digest, software, DNS facts and cross-node checks, the per-(feature, mode) summaries
-where digests differ, the recorded losses and the facts (``clusterd.node.check``
-compares what this gathers).
+where digests differ, the recorded losses, each member's walk of its commit chains, and
+the facts (``clusterd.node.check`` compares what this gathers).
 
 ``api`` is what a front end holds of the node (``clusterd.node.api.ClusterAPI``, or a
 worker's image of it): ``config``, ``status()``, ``members()``, ``link(serial)``,
-``disconnected``, ``timeout``, ``node_checks(asked)`` and ``ask(serial, kind, args,
-timeout)``; ``store`` its image of the store.
+``disconnected``, ``timeout``, ``node_checks(asked)``, ``chain_check()`` and
+``ask(serial, kind, args, timeout)``; ``store`` its image of the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Report:
     found: list[check.Inconsistency] = field(default_factory=list)
     losses: list[Loss] = field(default_factory=list)
     facts: list[check.Fact] = field(default_factory=list)
+    chains: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> its walk
 
     @property
     def checked(self) -> list[str]:
@@ -92,11 +94,17 @@ def to_json(report: Report, store: Any) -> dict[str, Any]:
                   "in_use": commit_facts(store, x.by)}
                  for x in report.losses],
         "facts": [f.to_json() for f in report.facts],
+        "chains": report.chains,
     }  # fmt: skip
 
 
-async def ask(api: Any, serial: str, kind: str, args: dict[str, Any]) -> Any:
-    answered = await api.ask(serial, kind, args, api.timeout * 2)
+CHAIN_TIMEOUT = 120.0  # s: a member walks its whole log (about 10 s per 100,000 commits)
+
+
+async def ask(
+    api: Any, serial: str, kind: str, args: dict[str, Any], timeout: float | None = None
+) -> Any:
+    answered = await api.ask(serial, kind, args, timeout or api.timeout * 2)
     if not answered.ok:
         raise ClusterdError(str(answered.body))
     return answered.body
@@ -161,8 +169,31 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
         report.found = check.compare(summaries)
     report.losses = store.inconsistencies()
     await _every_check_everywhere(api, me, held, serials, report.unreachable)
+    report.chains = await _chains(api, me, serials, report)
     report.facts = check.facts(store.state, store.catalogue, me, report.software, reverse, held)
+    report.facts += check.chain_facts(report.chains, layers.hostnames(store.state))
     return report
+
+
+async def _chains(api: Any, me: str, serials: dict[str, str], report: Report) -> dict[str, Any]:
+    """Every member reachable walks its own log's chains (in a thread there), at once."""
+    hosts = [h for h in sorted(serials) if h not in report.unreachable]
+
+    async def one(host: str) -> Any:
+        if host == me:
+            return await api.chain_check()
+        return await ask(api, serials[host], "chain", {}, max(CHAIN_TIMEOUT, api.timeout * 2))
+
+    found: dict[str, Any] = {}
+    answers = await asyncio.gather(*(one(h) for h in hosts), return_exceptions=True)
+    for host, answer in zip(hosts, answers, strict=True):
+        if isinstance(answer, ClusterdError):
+            report.unreachable[host] = why(api, me, serials[host], str(answer))
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            found[host] = answer
+    return found
 
 
 async def _every_check_everywhere(

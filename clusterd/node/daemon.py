@@ -444,6 +444,13 @@ class Daemon:
             ) from None
         return {**found, "targets": targets.summary(self.targets)}
 
+    async def chain_check(self) -> dict[str, Any]:
+        """This member's log, every origin's chain walked (in a thread: it reads and
+        hashes the whole log, and checks a signature per commit): the ``chain`` answer."""
+        keys = self.store.keys()  # (taken here, on the loop, where memory changes)
+        found = await asyncio.to_thread(self.store.check_chains, keys)
+        return {"origins": {c.origin: c.to_json() for c in found}}
+
     async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Answered:
         return await self.links.ask_peer(serial, kind, args, timeout)
 

@@ -142,6 +142,9 @@ class Links(StoreHost):
         if kind == "preview":  # renders the targets: in a thread
             self._background(self._answer_preview(peer, qid, args))
             return None
+        if kind == "chain":  # walks the whole log: in a thread
+            self._background(self._answer_chain(peer, qid))
+            return None
         try:
             return self.daemon.answer(kind, args)
         except (ClusterdError, KeyError, ValueError, TypeError) as exc:
@@ -163,6 +166,14 @@ class Links(StoreHost):
             ok, body = True, await preview.here(self.daemon, args)
         except (ClusterdError, ValueError, TypeError, KeyError) as exc:
             ok, body = False, f"bad preview query: {exc}"
+        self.mesh.reply(peer, qid, ok, body)
+
+    async def _answer_chain(self, peer: str, qid: int) -> None:
+        body: Any
+        try:
+            ok, body = True, await self.daemon.chain_check()
+        except ClusterdError as exc:
+            ok, body = False, str(exc)
         self.mesh.reply(peer, qid, ok, body)
 
     def alert(self, alert: Alert) -> None:

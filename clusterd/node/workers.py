@@ -505,6 +505,9 @@ class Calls:
     async def call_node_checks(self, asked: dict[str, Any]) -> dict[str, Any]:
         return await self.api.node_checks(asked)
 
+    async def call_chain_check(self) -> dict[str, Any]:
+        return await self.api.chain_check()
+
     async def call_lookup(self, name_or_address: str, reverse: bool) -> Any:
         return await self.api.lookup(name_or_address, reverse)
 

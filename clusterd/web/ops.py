@@ -200,11 +200,14 @@ def history(ctx: Context, browser: Browser, limit: int = HISTORY) -> list[dict[s
     may_read(ctx, browser)
     names = {**layers.hostnames(ctx.store.state), ctx.store.origin: ctx.store.hostname}
     found = []
-    for c in ctx.store.commit_log(limit):
+    log = ctx.store.commit_log(limit)
+    seals = ctx.store.verdicts(c.id for c in log)
+    for c in log:
         found.append({"id": str(c.id), "origin": names.get(c.id.origin, c.id.origin),
                       "user": c.user, "at": c.at, "comment": c.comment,
                       "changed": sorted({f"{w.unit.feature} at {Mode.from_key(w.unit.mode)}"
-                                         for w in c.writes})})  # fmt: skip
+                                         for w in c.writes}),
+                      "seal": seals[c.id].to_json(c.seal.hash if c.seal else None)})  # fmt: skip
     return found
 
 
@@ -229,9 +232,10 @@ def commit_detail(ctx: Context, browser: Browser, ref: str) -> dict[str, Any]:
                        "row": row, "value": value})  # fmt: skip
     losses = [{"unit": str(x.unit), "lost": str(x.loser.commit), "by": str(x.by)}
               for x in ctx.store.inconsistencies() if cid in (x.loser.commit, x.by)]  # fmt: skip
+    seal = ctx.store.verdicts([cid])[cid].to_json(commit.seal.hash if commit.seal else None)
     return {"id": str(cid), "origin": names.get(origin, origin), "user": commit.user,
             "at": commit.at, "comment": commit.comment, "writes": writes,
-            "losses": losses}  # fmt: skip
+            "losses": losses, "seal": seal}  # fmt: skip
 
 
 # -- editing (the session's pending changes) ---------------------------------------------
@@ -445,6 +449,9 @@ class NodeView:
 
     async def node_checks(self, asked: dict[str, Any]) -> dict[str, Any]:
         return await self._ctx.ask(self._browser, "node_checks", asked)  # type: ignore[no-any-return]
+
+    async def chain_check(self) -> dict[str, Any]:
+        return await self._ctx.ask(self._browser, "chain_check")  # type: ignore[no-any-return]
 
     async def ask(self, serial: str, kind: str, args: dict[str, Any], timeout: float) -> Any:
         return await self._ctx.ask(self._browser, "ask", serial, kind, args, timeout)

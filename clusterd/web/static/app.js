@@ -43,6 +43,10 @@ document.addEventListener("DOMContentLoaded", () => {
       for (const text of [when, c.origin, c.user, c.comment, c.changed.join(", ")]) {
         row.insertCell().textContent = text;  // (text, never markup)
       }
+      const seal = row.insertCell();
+      seal.className = c.seal.ok ? "seal" : "seal notice";
+      seal.title = c.seal.text;
+      seal.textContent = (c.seal.hash ? c.seal.hash.slice(0, 12) + " " : "") + c.seal.label;
     }
   });
 });
