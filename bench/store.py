@@ -1,4 +1,5 @@
-"""Store benchmarks: commit throughput, remote apply, effective configuration, big tables.
+"""Store benchmarks: commit throughput, remote apply, effective configuration, big tables,
+the commit chain's cost (hashes and Ed25519 signatures).
 
     .venv/bin/python bench/store.py [--quick] [--json] [--only remote] [--profile]
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
+import hashlib
 import io
 import json
 import os
@@ -27,20 +29,22 @@ from typing import Any
 
 import sqlalchemy
 
-from clusterd.core import layers, membership
+from clusterd.core import chain, layers, membership
 from clusterd.core.edits import Start
 from clusterd.core.modes import Mode
 from clusterd.core.versions import Commit
+from clusterd.node.seal import MachineSealer
 from clusterd.schema.catalogue import CATALOGUE
 from clusterd.schema.feature import Level
+from clusterd.store.sealing import Chains
 from clusterd.store.session import Session
 from clusterd.store.store import Store
 from clusterd.trust import lifecycle
 
 CLUSTER = Mode.cluster()
 ROUTE = {"destinations": [{"host": "mx.example.com", "port": 25}]}
-FULL = dict(single=2000, multi=50, remote=10_000, machines=100, big=100_000)
-QUICK = dict(single=200, multi=5, remote=1000, machines=20, big=10_000)
+FULL = dict(single=2000, multi=50, remote=10_000, machines=100, big=100_000, chain=2000)
+QUICK = dict(single=200, multi=5, remote=1000, machines=20, big=10_000, chain=200)
 
 
 class Bench:
@@ -55,8 +59,9 @@ class Bench:
     def section(self, title: str) -> None:
         print(f"\n{list(SECTIONS).index(self.key) + 1}. {title}")
 
-    def store(self, name: str, origin: str = "SER-A", host: str = "a.example.com") -> Store:
-        return Store(self.tmp / f"{name}.db", origin=origin, hostname=host)
+    def store(self, name: str, origin: str = "SER-A", host: str = "a.example.com",
+              sealer: MachineSealer | None = None) -> Store:  # fmt: skip
+        return Store(self.tmp / f"{name}.db", origin=origin, hostname=host, sealer=sealer)
 
     def figure(self, name: str, value: float, unit: str) -> None:
         self.figures.append(dict(section=self.key, name=name, value=round(value, 4), unit=unit))
@@ -239,6 +244,126 @@ def bench_big(bench: Bench, rows: int) -> None:
     store.close()
 
 
+class NoChain(Chains):
+    """The store as before the chain: rows written without a seal, nothing checked."""
+
+    def seal(self, conn: Any, commits: list[Commit], rows: list[Any], local: bool,
+             keys: Any) -> tuple[list[Any], list[Commit], dict[str, Any]]:  # fmt: skip
+        return rows, commits, {}
+
+
+CHAIN_MODES = {  # how the store seals: none, hashes only, hashes and signatures
+    "no chain": lambda bench, name: NoChain(None),
+    "chain, unsigned": lambda bench, name: Chains(None),
+    "chain, signed": lambda bench, name: Chains(sealer_of(bench, name)),
+}
+
+
+def sealer_of(bench: Bench, name: str) -> MachineSealer:
+    import asyncssh  # (the daemon's key format)
+
+    path = bench.tmp / f"{name}.key"
+    if not path.exists():
+        asyncssh.generate_private_key("ssh-ed25519").write_private_key(path)
+    return MachineSealer(path)
+
+
+def public_of(bench: Bench, name: str) -> str:
+    import asyncssh
+
+    key = asyncssh.read_private_key(bench.tmp / f"{name}.key")
+    return " ".join(key.export_public_key().decode().split()[:2])
+
+
+def chained(bench: Bench, mode: str, tag: str) -> Store:
+    """A new cluster's store sealing as ``mode`` says, its machine key in membership."""
+    store = bench.store(f"chain-{mode}-{tag}")
+    store.chains = CHAIN_MODES[mode](bench, "a")
+    key = public_of(bench, "a") if mode == "chain, signed" else None
+    lifecycle.create_cluster(store, "bench", machine={"machine_key": key} if key else {})
+    return store
+
+
+def bench_chain(bench: Bench, commits: int, rounds: int = 3) -> None:
+    """What sealing costs: commits made here, commits applied from a peer, each with no
+    chain (the store before it), hashes only, and hashes and signatures (the ways
+    taken in turn, ``rounds`` times: the median is printed); the parts alone; and
+    clustercheck's walk of the log."""
+    bench.section(f"the commit chain: {commits:,} one-entry commits made and applied, "
+                  f"3 ways, median of {rounds} rounds")  # fmt: skip
+    sealer_of(bench, "a")
+    sealer_of(bench, "b")
+    found: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for mode in CHAIN_MODES:
+            for name, value in chain_round(bench, mode, commits, f"{r}").items():
+                found.setdefault(name, []).append(value)
+    for name, values in found.items():
+        unit = "µs" if "per commit" in name else "s" if "walk" in name else "commits/s"
+        bench.figure(name, sorted(values)[len(values) // 2], unit)
+    parts(bench)
+
+
+def chain_round(bench: Bench, mode: str, commits: int, tag: str) -> dict[str, float]:
+    store = chained(bench, mode, tag)
+    session = Session(store, "admin")
+    session.define("smtproutes", CLUSTER, Start.EMPTY)
+    session.commit("define")
+    spent = 0.0
+    for i in range(commits):
+        session.set_row("smtproutes", CLUSTER, f"d{i % 100}.example.com", ROUTE)
+        with bench.timer() as t:
+            session.commit(f"commit {i}")
+        spent += t[0]
+    out = {f"store.commit, {mode}: commits/s": commits / spent,
+           f"store.commit, {mode}: per commit": spent / commits * 1e6}  # fmt: skip
+    b = bench.store(f"chain-{mode}-{tag}-b", "SER-B", "b.example.com")
+    b.chains = CHAIN_MODES[mode](bench, "b")
+    key = public_of(bench, "b") if mode == "chain, signed" else None
+    lifecycle.join(b, store.export_state(), machine={"machine_key": key} if key else {})
+    sb = Session(b, "admin")
+    for i in range(commits):
+        sb.set_row("smtproutes", CLUSTER, f"b{i % 100}.example.com", ROUTE)
+        sb.commit(f"remote {i}")
+    missing = b.commits_missing_from(store.version_vector) or []
+    b.close()
+    with bench.timer() as applied:
+        for k in range(0, len(missing), 1000):
+            store.apply_remote(missing[k : k + 1000])
+    assert store.version_vector["SER-B"] == missing[-1].id.seq
+    out[f"apply_remote, {mode}: commits/s"] = len(missing) / applied[0]
+    out[f"apply_remote, {mode}: per commit"] = applied[0] / len(missing) * 1e6
+    if mode == "chain, signed":
+        with bench.timer() as walked:
+            checked = store.check_chains(store.keys())
+        assert all(c.broken is None and c.unverifiable == 0 for c in checked)
+        total = sum(c.commits for c in checked)
+        out[f"clustercheck's walk of {total:,} commits (check_chains)"] = walked[0]
+        out["clustercheck's walk: per commit"] = walked[0] / total * 1e6
+    store.close()
+    return out
+
+
+def parts(bench: Bench, n: int = 2000) -> None:
+    """The pieces alone: a small commit's hash, an Ed25519 signature and its check."""
+    sealer = sealer_of(bench, "a")
+    public = public_of(bench, "a")
+    header = ["SER-A", 12, 1 << 60, "admin", 1.5, "a comment", [["SER-B", 3]], "00" * 32]
+    writes = '[["smtproutes","cluster","d1.example.com",{"destinations":[]},false]]'
+    digest = hashlib.sha256(chain.preimage(header, writes)).digest()
+    sig = str(sealer.sign(digest))
+    for name, work in (
+        ("sha256 of a one-entry commit (preimage + hash)",
+         lambda: hashlib.sha256(chain.preimage(header, writes)).digest()),
+        ("Ed25519 sign", lambda: sealer.sign(digest)),
+        ("Ed25519 verify", lambda: sealer.verify(public, digest, sig)),
+    ):  # fmt: skip
+        start = time.perf_counter()
+        for _ in range(n):
+            work()
+        bench.figure(name, (time.perf_counter() - start) / n * 1e6, "µs")
+
+
 def machine_info() -> dict[str, Any]:
     affinity = getattr(os, "sched_getaffinity", None)
     return {
@@ -257,6 +382,7 @@ SECTIONS: dict[str, Callable[[Bench, dict[str, int]], None]] = {
     "remote": lambda b, s: bench_remote(b, s["remote"]),
     "effective": lambda b, s: bench_effective(b, s["machines"]),
     "big": lambda b, s: bench_big(b, s["big"]),
+    "chain": lambda b, s: bench_chain(b, s["chain"]),
 }
 
 
