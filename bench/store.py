@@ -284,7 +284,7 @@ def chained(bench: Bench, mode: str, tag: str) -> Store:
     return store
 
 
-def bench_chain(bench: Bench, commits: int, rounds: int = 3) -> None:
+def bench_chain(bench: Bench, commits: int, rounds: int = 5) -> None:
     """What sealing costs: commits made here, commits applied from a peer, each with no
     chain (the store before it), hashes only, and hashes and signatures (the ways
     taken in turn, ``rounds`` times: the median is printed); the parts alone; and
