@@ -73,6 +73,11 @@ def la_sealer(tmp_path: Path) -> MachineSealer:
     return MachineSealer(path)
 
 
+def la_sign(digest: bytes) -> str:
+    """losangeles' signature of a commit's hash (hex)."""
+    return Ed25519PrivateKey.from_private_bytes(LA_SEED).sign(digest).hex()
+
+
 def la_public_key() -> str:
     key = Ed25519PrivateKey.from_private_bytes(LA_SEED).public_key()
     return key.public_bytes(serialization.Encoding.OpenSSH,

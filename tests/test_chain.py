@@ -138,10 +138,6 @@ CASES = [
     ("truncated", GOOD._replace(writes=None), PREV, "good", Sealer(), (None, True, False, True)),
     ("truncated, header edited", GOOD._replace(writes=None, comment="x"), PREV, "good",
      Sealer(), (None, True, False, True)),  # (its header cannot be checked without writes)
-    ("legacy at seq 1", GOOD._replace(prev=None, hash=None, sig=None), None, "good", Sealer(),
-     (None, None, True, False)),
-    ("legacy after a sealed one", GOOD._replace(prev=None, hash=None, sig=None), PREV, "good",
-     Sealer(), ("hash", None, True, False)),
     ("truncated, not a hash", GOOD._replace(writes=None, hash="zz"), PREV, "good", Sealer(),
      ("hash", None, False, True)),
 ]  # fmt: skip
@@ -153,6 +149,23 @@ def test_one_link(row: chain.Row, expected: chain.Expected, key: str | None,
                   sealer: chain.Sealer | None, want: tuple[object, ...]) -> None:  # fmt: skip
     v = chain.verify(row, COMMIT.context, expected, key, sealer)
     assert (v.broken, v.signed, v.content, v.sealed) == want, v.why
+
+
+def test_unsealed_commits_only_where_legacy_ones_are() -> None:
+    """A member that holds commits older than the chain takes an unsealed one at seq 1 or
+    after an unsealed one, never after a sealed one; any other member never."""
+    bare = GOOD._replace(prev=None, hash=None, sig=None)
+
+    def check(expected: chain.Expected, legacy: bool) -> tuple[str | None, bool]:
+        v = chain.verify(bare, COMMIT.context, expected, "good", Sealer(), legacy)
+        return v.broken, v.sealed
+
+    assert check(None, legacy=True) == (None, False)  # seq 1, or after a legacy one
+    assert check(chain.UNKNOWN, legacy=True) == (None, False)
+    assert check(PREV, legacy=True) == ("hash", False)  # after a sealed one
+    assert check(None, legacy=False) == ("hash", False)  # a cluster born sealed
+    why = chain.verify(bare, COMMIT.context, None, "good", Sealer()).why
+    assert why == "no seal, and this member holds no commit older than the chain"
 
 
 def test_words_for_people() -> None:
@@ -212,8 +225,11 @@ def test_legacy_then_sealed() -> None:
     first = rows_of("A", 3)[2]._replace(prev=None)
     digest = chain.commit_hash(*first[:6], {"A": 2}, None, str(first.writes))
     first = first._replace(hash=digest, sig=digest * 2)
-    [found] = chain.walk([*legacy, first], {"A": "good"}, Sealer())
+    [found] = chain.walk([*legacy, first], {"A": "good"}, Sealer(), legacy=True)
     assert found.broken is None and (found.legacy, found.commits) == (2, 3)
+    [strict] = chain.walk([*legacy, first], {"A": "good"}, Sealer())
+    assert strict.broken is not None and (strict.broken["seq"], strict.broken["what"]) == (
+        1, "hash")  # fmt: skip
 
 
 def test_sealer_keys(tmp_path: Path) -> None:

@@ -204,20 +204,30 @@ async def test_the_writer_thread_refuses_a_batch_and_names_the_peer(tmp_path: Pa
     assert ny_chain.broken is None and ny_chain.hash == sealed.seal.hash
 
 
-def test_an_unsealed_commit_after_a_sealed_one_is_refused_but_legacy_ones_are_taken(
-    tmp_path: Path,
-) -> None:
+def test_unsealed_commits_are_taken_only_where_legacy_ones_are(tmp_path: Path) -> None:
+    """In a cluster born sealed, an unsealed commit is refused (else anyone could pass
+    one off as an origin's first); a store migrated from schema 1 takes one at seq 1
+    or after unsealed ones, never after a sealed one."""
     ny, la = pair(tmp_path)
     first = change(la, "one")
-    second = change(la, "two")
-    with pytest.raises(BadCommit, match="no seal, after a sealed commit"):
-        ny.apply_remote([first, replace(second, seal=None)])
-    assert ny.state.vv["SER-LA"] == first.id.seq - 1  # the batch is refused whole
+    forged = replace(first, seal=None, comment="not from losangeles")
+    with pytest.raises(BadCommit, match="no seal, and this member holds no commit older"):
+        ny.apply_remote([forged])
+    assert ny.state.vv["SER-LA"] == first.id.seq - 1
+    ny.apply_remote([first])
+
+    schema1_file(tmp_path / "old")
+    old = Store(tmp_path / "old" / "ny.db", origin="SER-NY", hostname=NY)
     plain = Store(tmp_path / "plain.db", origin="SER-P", hostname="plain.example.com")
-    legacy = replace(change(plain, "old"), seal=None)  # (as a schema-1 member wrote it)
-    other = Store(tmp_path / "other.db", origin="SER-O", hostname="other.example.com")
-    assert other.apply_remote([legacy]).applied == [legacy.id]
-    assert other.get_commit(legacy.id).seal is None
+    one, two = change(plain, "one"), change(plain, "two")
+    assert old.apply_remote([replace(one, seal=None)]).applied == [one.id]  # legacy
+    assert old.get_commit(one.id).seal is None
+    row = chain.Row(*commit_row(two, JsonCache()))  # as its origin, migrated too, sealed it
+    first_sealed = chain.commit_hash(*row[:6], two.context, None, str(row.writes))
+    assert old.apply_remote([replace(two, seal=Seal(None, first_sealed))]).applied == [two.id]
+    three = change(plain, "three")
+    with pytest.raises(BadCommit, match="no seal, after a sealed commit"):
+        old.apply_remote([replace(three, seal=None)])  # no unsealed one follows a sealed one
 
 
 # -- truncation, state transfers ------------------------------------------------------------
@@ -296,6 +306,7 @@ def test_rows_edited_on_disk_are_named(tmp_path: Path) -> None:
 
 
 def schema1_file(tmp: Path) -> Path:
+    tmp.mkdir(exist_ok=True)
     path = tmp / "ny.db"
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA1.read_text(encoding="utf-8"))
@@ -317,6 +328,8 @@ def test_a_schema_1_file_is_migrated_and_its_commits_stay_legacy(tmp_path: Path)
     ny = open_ny(tmp_path)
     assert schema_of(path) == ("2", ["origin", "seq", "hlc", "user", "at", "comment", "context",
                                      "writes", "prev", "hash", "sig"])  # fmt: skip
+    with sqlite3.connect(path) as conn:  # (it holds commits older than the chain)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'legacy'").fetchone() == ("1",)
     log = ny.commit_log(newest_first=False)
     assert [(str(c.id), c.comment, c.seal) for c in log] == [
         ("SER-NY:1", "create cluster americas", None),

@@ -23,9 +23,11 @@ A commit **verifies** when (in this order, the first failure naming it):
   for the origin (unknown, removed, not Ed25519), or nobody to check with (a store
   without a ``Sealer``): the signature is *unverifiable*, which is not broken.
 
-A **legacy** commit (written by schema 1) has no seal; one is accepted only where the
-origin's previous commit is legacy too (or at seq 1): an origin's first sealed commit
-has ``prev`` None, and no unsealed commit follows a sealed one.
+A **legacy** commit (written by schema 1) has no seal; one is accepted only by a member
+that holds legacy commits itself (``legacy``: its store was migrated from schema 1, or
+took a state holding them), and only where the origin's previous commit is legacy too
+(or at seq 1): an origin's first sealed commit has ``prev`` None, and no unsealed commit
+follows a sealed one.  In a cluster made with sealed commits, an unsealed one is broken.
 
 Worked example: origin A's commits 1..3, then someone edits commit 2's comment on disk.
 Commit 2's row no longer gives its hash: ``walk`` names ``A:2 hash``.  Had they also
@@ -170,11 +172,16 @@ def verify(
     expected: Expected,
     key: str | None,
     sealer: Sealer | None,
+    legacy: bool = False,
 ) -> Verdict:
     """Check one commit's seal: ``expected`` is the hash of the origin's previous
     commit (None: there is none, or it is legacy; ``UNKNOWN``: not held here), ``key``
-    its origin's machine key (None: unknown)."""
+    its origin's machine key (None: unknown); ``legacy``: whether unsealed commits may
+    be here at all."""
     if row.hash is None:
+        if not legacy:
+            return Verdict("hash", "no seal, and this member holds no commit older than the "
+                           "chain", sealed=False)  # fmt: skip
         if isinstance(expected, str):
             return Verdict("hash", "no seal, after a sealed commit of its origin", sealed=False)
         return Verdict(sealed=False)
@@ -235,7 +242,9 @@ class OriginChain:
                 "unverifiable": self.unverifiable, "broken": self.broken}  # fmt: skip
 
 
-def walk(rows: Iterable[Row], keys: Mapping[str, str], sealer: Sealer | None) -> list[OriginChain]:
+def walk(
+    rows: Iterable[Row], keys: Mapping[str, str], sealer: Sealer | None, legacy: bool = False
+) -> list[OriginChain]:
     """Every origin's chain checked, from ``rows`` in (origin, seq) order: the whole
     log, read in one transaction.  CPU and a read: never on the links' loop."""
     found: dict[str, OriginChain] = {}
@@ -247,7 +256,7 @@ def walk(rows: Iterable[Row], keys: Mapping[str, str], sealer: Sealer | None) ->
             before = None
         held = before if before is not None and before.seq == row.seq - 1 else None
         verdict = verify(row, json.loads(row.context), expected_prev(row.seq, held),
-                         keys.get(row.origin), sealer)  # fmt: skip
+                         keys.get(row.origin), sealer, legacy)  # fmt: skip
         chain.commits += 1
         chain.head, chain.hash = row.seq, row.hash
         chain.legacy += not verdict.sealed

@@ -40,7 +40,8 @@ class Links(StoreHost):
         self.next_link = 1
         self.waiting: dict[int, asyncio.Future[Answered]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # dials, reads, checks under way
-        self.installing: set[str] = set()  # peers whose state transfer is being checked
+        # peers whose state transfer is being checked, and the task doing it
+        self.installing: dict[str, asyncio.Task[None]] = {}
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -99,9 +100,17 @@ class Links(StoreHost):
         checked is dropped (the next ping asks again if it is still needed)."""
         if peer in self.installing:
             return
-        self.installing.add(peer)
         keys = self.store.transfer_keys(snapshot)
-        self._background(self._install(snapshot, peer, keys))
+        task = asyncio.get_running_loop().create_task(self._install(snapshot, peer, keys))
+        self.installing[peer] = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def settled(self) -> None:
+        """Return once every state transfer under way is checked and taken (or refused):
+        for tests, which feed frames and look at the store at once."""
+        while self.installing:
+            await asyncio.gather(*self.installing.values())
 
     async def _install(self, snapshot: Snapshot, peer: str, keys: Mapping[str, str]) -> None:
         d = self.daemon
@@ -118,7 +127,7 @@ class Links(StoreHost):
             d.store_health()
             return
         finally:
-            self.installing.discard(peer)
+            self.installing.pop(peer, None)
         self.mesh.execute([])  # membership follows, if the transfer changed it
         if d.tracing:
             d.traced(f"install {peer} {json.dumps(self.store.state.vv, separators=(',', ':'))}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import inspect, select, update
+from sqlalchemy import insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from clusterd.store import tables as t
@@ -60,5 +60,6 @@ def _steps(conn: Connection) -> str | None:
                 f"ALTER TABLE {quote(t.commits.name)} ADD COLUMN {quote(name)} VARCHAR({size})"
             )
     conn.execute(update(t.meta).where(t.meta.c.key == "schema").values(value="2"))
+    conn.execute(insert(t.meta).values(key="legacy", value="1"))  # (sealing.LEGACY)
     log.info("store migrated from schema 1 to 2 (commits gained their seal)")
     return str(schema)

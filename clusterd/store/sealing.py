@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.engine import Connection
 
 from clusterd.core import chain
@@ -36,15 +36,23 @@ from clusterd.store.records import COMMIT_COLS
 log = logging.getLogger(__name__)
 
 Head = tuple[int, str | None]  # an origin's highest contiguous seq here, and its hash
+# meta key: "1" when this store holds commits older than the chain: written by the
+# migration from schema 1, or with a state that holds unsealed commits.  Without it, an
+# unsealed commit is refused: in a cluster made with sealed commits, none is legitimate.
+LEGACY = "legacy"
 
 
 class Chains:
     def __init__(self, sealer: chain.Sealer | None) -> None:
         self.sealer = sealer
         self.heads: dict[str, Head] = {}
+        self.legacy = False  # this store holds commits older than the chain (``LEGACY``)
 
     def load(self, conn: Connection, vv: Mapping[str, int]) -> None:
-        """The heads of the chains at version vector ``vv``, read from the log."""
+        """The heads of the chains at version vector ``vv``, read from the log, and
+        whether unsealed commits may be here."""
+        query = select(t.meta.c.value).where(t.meta.c.key == LEGACY)
+        self.legacy = conn.execute(query).scalar_one_or_none() == "1"
         c = t.commits.c
         heads: dict[str, Head] = {}
         for origin, seq in vv.items():
@@ -73,7 +81,7 @@ class Chains:
                 commit = dataclasses.replace(commit, seal=seal)
             else:
                 verdict = chain.verify(chain.Row(*row), commit.context, expected,
-                                       keys.get(origin), self.sealer)  # fmt: skip
+                                       keys.get(origin), self.sealer, self.legacy)  # fmt: skip
                 if not verdict.ok:
                     raise BadCommit([f"commit {commit.id} does not verify: {verdict.broken}: "
                                      f"{verdict.why}"])  # fmt: skip
@@ -110,6 +118,12 @@ class Chains:
         return Seal(expected, digest, sig)
 
 
+def mark_legacy(conn: Connection) -> None:
+    """Record that this store holds commits older than the chain."""
+    conn.execute(delete(t.meta).where(t.meta.c.key == LEGACY))
+    conn.execute(insert(t.meta).values(key=LEGACY, value="1"))
+
+
 def read_rows(bulk: Bulk, conn: Connection) -> list[chain.Row]:
     """The whole log as stored, in (origin, seq) order."""
     rows = [chain.Row(*r) for r in bulk.select(conn, t.commits, COMMIT_COLS)]
@@ -118,7 +132,11 @@ def read_rows(bulk: Bulk, conn: Connection) -> list[chain.Row]:
 
 
 def verdicts(
-    conn: Connection, ids: Iterable[CommitId], keys: Mapping[str, str], sealer: chain.Sealer | None
+    conn: Connection,
+    ids: Iterable[CommitId],
+    keys: Mapping[str, str],
+    sealer: chain.Sealer | None,
+    legacy: bool,
 ) -> dict[CommitId, chain.Verdict]:
     """What each commit's row says about its seal, for people: a few commits (the
     history's), each checked with the row of its origin's previous commit."""
@@ -137,5 +155,5 @@ def verdicts(
         if row is not None:
             expected = chain.expected_prev(row.seq, rows.get((row.origin, row.seq - 1)))
             found[i] = chain.verify(row, json.loads(row.context), expected,
-                                    keys.get(row.origin), sealer)  # fmt: skip
+                                    keys.get(row.origin), sealer, legacy)  # fmt: skip
     return found

@@ -84,7 +84,7 @@ from clusterd.store.records import (
     entry_row,
     loss_row,
 )
-from clusterd.store.sealing import Chains, read_rows, verdicts
+from clusterd.store.sealing import Chains, mark_legacy, read_rows, verdicts
 from clusterd.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -687,6 +687,8 @@ class Store:
                 self.bulk.insert(conn, t.entries, ENTRY_COLS, rows)
                 rows = [loss_row(loss) for loss in snapshot.losses]
                 self.bulk.insert(conn, t.losses, LOSS_COLS, rows)
+                if any(c.seal is None for c in snapshot.commits):
+                    mark_legacy(conn)  # (a state from a cluster older than the chain)
         finally:
             with contextlib.suppress(StoreError):  # down: memory stays as it was
                 self._load()
@@ -698,10 +700,18 @@ class Store:
         """The keys a state transfer's signatures are checked with: ours, and for an
         origin we hold no key of, the transfer's own membership rows (a joiner knows
         nobody yet: it trusts the member it joined through, as it does for the state)."""
-        theirs = {str(v.value["serial"]): str(v.value["machine_key"])
-                  for unit, v in snapshot.entries
-                  if unit.feature == "machines" and unit.mode == layers.CLUSTER
-                  and v.value and v.value.get("serial") and v.value.get("machine_key")}  # fmt: skip
+        theirs = {}
+        for unit, version in snapshot.entries:  # (not validated yet: anything may be there)
+            row = version.value
+            if (
+                unit.feature != "machines"
+                or unit.mode != layers.CLUSTER
+                or not isinstance(row, dict)
+            ):
+                continue
+            serial, key = row.get("serial"), row.get("machine_key")
+            if isinstance(serial, str) and isinstance(key, str) and serial and key:
+                theirs[serial] = key
         return {**theirs, **self.keys()}
 
     def check_transfer(self, snapshot: Snapshot, keys: Mapping[str, str]) -> None:
@@ -710,7 +720,7 @@ class Store:
         encoded = JsonCache()
         rows = [chain.Row(*commit_row(c, encoded)) for c in snapshot.commits]
         rows.sort(key=lambda r: (r.origin, r.seq))
-        for found in chain.walk(rows, keys, self.chains.sealer):
+        for found in chain.walk(rows, keys, self.chains.sealer, self.chains.legacy):
             if found.broken is not None:
                 b = found.broken
                 raise BadCommit([f"state transfer: commit {found.origin}:{b['seq']} does not "
@@ -830,14 +840,14 @@ class Store:
         them on the loop: ``keys()``).  Reads the whole log: call it from a thread."""
         with self._db("the log was not read"), self.engine.connect() as conn:
             rows = read_rows(self.bulk, conn)
-        return chain.walk(rows, keys, self.chains.sealer)
+        return chain.walk(rows, keys, self.chains.sealer, self.chains.legacy)
 
     def verdicts(self, ids: Iterable[CommitId]) -> dict[CommitId, chain.Verdict]:
         """What the rows of a few commits say about their seals (commitdetail, the
         web history): the commits no longer in the log are left out."""
         keys = self.keys()
         with self._db("the log was not read"), self.engine.connect() as conn:
-            return verdicts(conn, list(ids), keys, self.chains.sealer)
+            return verdicts(conn, list(ids), keys, self.chains.sealer, self.chains.legacy)
 
     def get_commit(self, cid: CommitId) -> Commit:
         with self._db("the log was not read"), self.engine.connect() as conn:
