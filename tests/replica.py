@@ -7,16 +7,20 @@ Replicas edit through the same ``Editor`` and build commits with the same
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from clusterd.core import layers, membership
+from clusterd.core.chain import commit_hash
 from clusterd.core.clock import HybridClock
 from clusterd.core.edits import Editor, write_definition
 from clusterd.core.merge import Inbox, apply, hidden_losses, merge
 from clusterd.core.modes import Mode
 from clusterd.core.pending import Pending, View, make_commit
 from clusterd.core.state import State
-from clusterd.core.versions import Commit, CommitId, Unit, has_seen
+from clusterd.core.versions import Commit, CommitId, Seal, Unit, has_seen
 from clusterd.schema.catalogue import CATALOGUE
+from clusterd.store.commitcheck import check_commit
+from clusterd.store.records import JsonCache, commit_row  # (the bytes a store hashes)
 
 MACHINES = {"m0.example.com": "G1", "m1.example.com": "G1", "m2.example.com": "G2"}
 
@@ -90,7 +94,16 @@ def cluster_commit(
         membership.add_group(view, CATALOGUE, group)
     for host, (serial, group) in machines.items():
         membership.admit(view, CATALOGUE, host, {"serial": serial}, group)
-    return make_commit(state, pending, origin=origin, hlc=hlc, user="admin", at=0.0, comment="")
+    made = make_commit(state, pending, origin=origin, hlc=hlc, user="admin", at=0.0, comment="")
+    return sealed(check_commit(CATALOGUE, made))  # (in canonical form, as a store commits)
+
+
+def sealed(commit: Commit, prev: str | None = None) -> Commit:
+    """``commit`` with the seal its origin would give it, unsigned (no key): a store
+    born sealed refuses an unsealed commit from a peer."""
+    row = commit_row(commit, JsonCache())
+    digest = commit_hash(*row[:6], commit.context, prev, row[7])
+    return replace(commit, seal=Seal(prev, digest))
 
 
 def accounted(commit: Commit, all_commits: list[Commit], replica: Replica) -> list[str]:
