@@ -4,17 +4,11 @@ than calling a member that tried to link "disconnected"."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.node import config as cfg
-from clusterd.node import identity
-
-
-def ssh(m: Machine, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(identity.local_ssh(m.config, command), capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+from tests.test_shell_ssh import ssh
 
 
 def state_of(m: Machine, hostname: str) -> str:

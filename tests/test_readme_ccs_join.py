@@ -9,15 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clusterd.dev.testbed import Machine, Testbed
-from clusterd.node import identity
+from clusterd.dev.testbed import Testbed
+from tests.test_shell_ssh import ssh
 
 CLUSTERD = [sys.executable, "-m", "clusterd"]
-
-
-def ssh(m: Machine, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(identity.local_ssh(m.config, command), capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
 def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

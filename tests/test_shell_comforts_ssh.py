@@ -5,19 +5,13 @@ user's passphrase, a question a one-command call cannot answer)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clusterd.dev.testbed import Machine, Testbed
-from clusterd.node import identity
-
-
-def ssh(m: Machine, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(identity.local_ssh(m.config, command), capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+from tests.test_shell_ssh import ssh
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clusterd.dev.testbed import Machine, Testbed
-from clusterd.node import identity
 from clusterd.schema import CATALOGUE, InvalidSetting
 from clusterd.schema.shapes import example, fields, kind_field
 from clusterd.schema.words import edited, value
 from tests.shellhelp import Term
+from tests.test_shell_ssh import ssh
 
 PYDANTIC_WORDS = ("Input should", "valid dictionary", "instance of", "valid list", "Field required")
 
@@ -308,13 +307,6 @@ def test_a_bad_element_in_a_list_is_refused_with_its_place() -> None:
 
 
 # -- through the real OpenSSH client -------------------------------------------------------
-
-
-def ssh(m: Machine, command: str) -> subprocess.CompletedProcess[str]:
-    argv = identity.local_ssh(m.config, command)
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-    )
 
 
 @pytest.fixture
