@@ -63,6 +63,12 @@ INVALID: list[tuple[str, str | None, dict[str, Any], list[str]]] = [
         ],
     ),
     (
+        "confirm",
+        "SER-1:3",
+        {"deadline": 1.0, "minutes": 0, "user": "admin", "hlc": 1, "writes": [], "before": []},
+        ["confirm row 'SER-1:3' field 'minutes': Input should be greater than or equal to 1"],
+    ),
+    (
         "dnsconfig",
         None,
         {"mode": "local"},

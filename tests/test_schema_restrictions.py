@@ -55,7 +55,8 @@ def test_every_command() -> None:
     features = [f.command for f in CATALOGUE if not f.internal]
     others = [
         "clusterconfig", "clustercheck", "passwd",
-        "clustermode", "commit", "clearchanges", "clear", "commitdetail", "rollback", "preview",
+        "clustermode", "commit", "confirm", "clearchanges", "clear", "commitdetail", "rollback",
+        "preview",
         "explain",
         "saveconfig", "loadconfig", "help", "quit", "exit",
         "status", "version", "nslookup",
