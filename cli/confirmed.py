@@ -1,9 +1,13 @@
-"""``commit confirmed [MINUTES [COMMENT]]`` and ``confirm`` (docs/history.md, 5).
+"""``commit confirmed [--probe PROBES] [MINUTES [COMMENT]]`` and ``confirm``
+(docs/history.md, 5).
 
 A confirmed commit is an ordinary commit that carries a deadline: unless someone
 confirms it in MINUTES (``confirm``, or any ``commit``), the cluster rolls it back by
 itself (``clusterd.node.confirms``).  ``commit confirmed`` again confirms nothing: it
 moves every pending deadline to its own.  The deadline shows in the prompt.
+``--probe links``, ``--probe targets`` or both (``--probe links,targets``): rolled back
+at once, before the deadline, if a member loses a link or a service target fails to
+apply it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import time
 from clusterd.cli.shell import Shell, Usage
 from clusterd.core import confirm as confirms
 
-USAGE = "commit confirmed [--probe links] [MINUTES [COMMENT]]   (MINUTES 1..65535, default 10)"
-PROBES = ("links",)
+USAGE = (
+    "commit confirmed [--probe links|targets|links,targets] [MINUTES [COMMENT]]   "
+    "(MINUTES 1..65535, default 10)"
+)
 DEFAULT_MINUTES = 10
 
 
@@ -25,9 +31,11 @@ def parse(args: list[str]) -> tuple[int | None, str | None, list[str]]:
         return None, None, args
     probe = None
     if len(args) > 1 and args[1] == "--probe":
-        if len(args) < 3 or args[2] not in PROBES:
-            raise Usage(f"{USAGE}; --probe takes {' or '.join(PROBES)}")
-        probe, args = args[2], args[:1] + args[3:]
+        probe = confirms.probe_word(args[2]) if len(args) > 2 else None
+        if probe is None:
+            raise Usage(f"{USAGE}; --probe takes {', '.join(confirms.PROBES)} or both, "
+                        "separated by a comma")  # fmt: skip
+        args = args[:1] + args[3:]
     if len(args) == 1:
         return DEFAULT_MINUTES, probe, []
     word = args[1]

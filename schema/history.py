@@ -27,7 +27,8 @@ class Pending(Model):
 
     deadline: float
     minutes: Annotated[int, Field(ge=1, le=65535)]
-    probe: Literal["links"] | None = None  # rolled back at once if a member loses a link
+    # rolled back at once if a member loses a link, or a target fails to apply it
+    probe: Literal["links", "targets", "links,targets"] | None = None
     user: Annotated[str, Field(max_length=64)]
     hlc: int
     writes: Annotated[list[list[Any]], Field(max_length=MAX_UNDO)]

@@ -133,3 +133,12 @@ def test_the_undo_is_never_shown(tmp_path: Path) -> None:
     [(key, version)] = store.state.entries("confirm", "cluster").rows.items()
     shown = store.catalogue["confirm"].shown({key: version.value})[key]
     assert (shown["writes"], shown["before"], shown["minutes"]) == ("set", "set", 5)
+
+
+def test_probe_words() -> None:
+    assert confirm.probe_word("links") == "links"
+    assert confirm.probe_word("targets,links") == "links,targets"
+    for bad in ("", "mesh", "links,links", "links,", "Links", "links;targets"):
+        assert confirm.probe_word(bad) is None, bad
+    assert confirm.probes("links,targets") == {"links", "targets"}
+    assert confirm.probes(None) == frozenset()

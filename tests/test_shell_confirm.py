@@ -56,7 +56,7 @@ async def test_a_plain_commit_confirms_with_or_without_changes(ny: Term) -> None
     assert "There are no changes to commit." in await ny.ok("commit")
 
 
-async def test_probe_links_is_kept_in_the_row(ny: Term) -> None:
+async def test_the_probe_is_kept_in_the_row(ny: Term) -> None:
     await in_cluster_mode(ny)
     await ny.ok("settz set timezone=Asia/Tokyo")
     await ny.ok("commit confirmed --probe links 5 tokyo")
@@ -64,6 +64,9 @@ async def test_probe_links_is_kept_in_the_row(ny: Term) -> None:
     assert (row.probe, row.minutes) == ("links", 5)
     assert ny.daemon.status()["confirms"][0]["probe"] == "links"
     assert ny.daemon.store.commit_log(1)[0].comment == "tokyo"
+    await ny.ok("settz set timezone=Europe/Paris")
+    await ny.ok("commit confirmed --probe targets,links 5 paris")  # (either order)
+    assert [r.probe for r in rows(ny.daemon)] == ["links", "links,targets"]
 
 
 async def test_reissuing_extends_every_deadline(ny: Term) -> None:
@@ -81,14 +84,27 @@ async def test_reissuing_extends_every_deadline(ny: Term) -> None:
 
 
 @pytest.mark.parametrize(
-    "minutes", ["0", "65536", "soon", "-1", "1.5", "--probe", "--probe targets 5"]
+    "minutes",
+    [
+        "0",
+        "65536",
+        "soon",
+        "-1",
+        "1.5",
+        "--probe",
+        "--probe mesh 5",
+        "--probe links,links 5",
+        "--probe links, 5",
+        "--probe links targets",
+    ],
 )
 async def test_bad_minutes_are_a_usage_error(ny: Term, minutes: str) -> None:
     await in_cluster_mode(ny)
     await ny.ok("settz set timezone=Asia/Tokyo")
     status, out = await ny.run(f"commit confirmed {minutes}")
     assert status == 2, out
-    assert "Usage: commit confirmed [--probe links] [MINUTES [COMMENT]]" in out
+    usage = "Usage: commit confirmed [--probe links|targets|links,targets] [MINUTES [COMMENT]]"
+    assert usage in out
     assert ny.pending == 1 and rows(ny.daemon) == []  # nothing committed
 
 

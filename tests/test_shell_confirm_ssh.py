@@ -1,12 +1,14 @@
 """``commit confirmed`` on three real daemons, through the real OpenSSH client: a
 confirmation in time keeps the commit; an unconfirmed one is rolled back everywhere by
 the cluster itself, by another member when its origin is gone, keeping later work of
-others.  ``confirm_minute`` (test-only) makes a minute last ``MINUTE`` seconds."""
+others; ``--probe links`` and ``--probe targets`` roll back at once.
+``confirm_minute`` (test-only) makes a minute last ``MINUTE`` seconds."""
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 from clusterd.dev.testbed import Machine, Testbed
 from tests.test_shell_rollback_ssh import run, settz
+from tests.test_shell_ssh import ssh
 
 PING = 0.5
 MINUTE = 2.0  # seconds in one minute of commit confirmed
@@ -104,3 +107,71 @@ def test_probe_links_rolls_back_at_once_when_a_link_is_lost(tmp_path: Path) -> N
         assert time.time() - started < 10  # long before the deadline (60 s)
         [made] = json.loads(run(b, "commitdetail 1 --json"))
         assert made["user"] == "clusterd" and "probe failed: links lost after it" in made["comment"]
+
+
+CHECKER = """import sys
+text = open(sys.argv[1]).read()
+if "Tokyo" in text:
+    print("Tokyo is refused here")
+    sys.exit(1)
+"""
+
+
+def rendered(live: Path) -> str | None:
+    return (live / "tz.txt").read_text() if (live / "tz.txt").exists() else None
+
+
+def test_probe_targets_rolls_back_at_once_when_a_target_fails(tmp_path: Path) -> None:
+    checker, template, live = tmp_path / "check.py", tmp_path / "tz.j2", tmp_path / "tz"
+    checker.write_text(CHECKER)
+    template.write_text("{{ (values.settz or {}).get('timezone', '') }}\n")
+    with Testbed(tmp_path, 3, ping=PING, confirm_minute=MINUTE) as bed:
+        a, b, c = bed.machines
+        (c.dir / "targets.d").mkdir()
+        (c.dir / "targets.d" / "tz.toml").write_text(f"""
+[[target]]
+name = "tz"
+templates = {{ "tz.txt" = "{template}" }}
+features = ["settz"]
+path = "{live}"
+validate = "{sys.executable} {checker} {{staging}}/tz.txt"
+wait = "0"
+""")  # fmt: skip
+        bed.start()
+        bed.wait(bed.linked, what="links")
+        run(a, "clustermode cluster; settz set timezone=Europe/Paris; commit paris")
+        bad = ssh(a, "clustermode cluster; settz set timezone=UTC; commit confirmed --probe mesh 5")
+        assert bad.returncode == 2 and "--probe takes links, targets or both" in bad.stdout
+        assert a.status()["confirms"] == []  # (nothing committed)
+
+        # A value the target takes: pending until confirmed, whatever the target did.
+        run(a, "clustermode cluster; settz set timezone=Europe/Berlin; "
+               "commit confirmed --probe targets 30 berlin")  # fmt: skip
+        [berlin] = a.status()["confirms"]
+        assert berlin["probe"] == "targets"
+        bed.wait(lambda: rendered(live) == "Europe/Berlin\n", what="berlin on c")
+        time.sleep(4 * PING)
+        for m in bed.machines:
+            assert [r["commit"] for r in m.status()["confirms"]] == [berlin["commit"]]
+            assert settz(m) == {"timezone": "Europe/Berlin"}
+        run(b, "confirm")
+        bed.wait(lambda: all(m.status()["confirms"] == [] for m in bed.machines), what="confirmed")
+
+        # A value c's target refuses: c rolls it back at once, on every member.
+        run(a, "clustermode cluster; settz set timezone=Asia/Tokyo; "
+               "commit confirmed --probe links,targets 30 tokyo")  # fmt: skip
+        started = time.time()
+        [tokyo] = a.status()["confirms"]
+        assert tokyo["probe"] == "links,targets"
+        for m in bed.machines:
+            bed.wait(lambda m=m: settz(m) == {"timezone": "Europe/Berlin"}, what=f"berlin on {m}")
+            bed.wait(lambda m=m: m.status()["confirms"] == [], what=f"no row on {m}")
+        assert time.time() - started < 10  # long before the deadline (60 s)
+        [made] = json.loads(run(b, "commitdetail 1 --json"))
+        assert made["user"] == "clusterd" and made["origin"] == c.hostname
+        assert made["comment"].startswith(
+            f"rollback of {tokyo['commit']}: probe failed: target tz failed on {c.hostname} "
+            "(validate: "
+        ), made["comment"]
+        assert "Tokyo is refused here" in made["comment"]
+        assert rendered(live) == "Europe/Berlin\n"  # (Tokyo never went live)

@@ -42,6 +42,21 @@ FEATURE = "confirm"
 UNCONFIRMED = "not confirmed in"
 PROBE_FAILED = "probe failed"
 MODE = "cluster"
+PROBES = ("links", "targets")  # what ``--probe`` watches (docs/history.md, 5)
+
+
+def probe_word(word: str) -> str | None:
+    """``--probe``'s word as kept in the row (``links``, ``targets`` or
+    ``links,targets``), or None: not one."""
+    parts = word.split(",")
+    if len(set(parts)) != len(parts) or not set(parts) <= set(PROBES):
+        return None
+    return ",".join(p for p in PROBES if p in parts)
+
+
+def probes(kept: str | None) -> frozenset[str]:
+    """The probes of a row (``Pending.probe``)."""
+    return frozenset(kept.split(",")) if kept else frozenset()
 
 
 def unit(cid: CommitId) -> Unit:
@@ -63,6 +78,11 @@ class Pending:
     def key(self) -> str:
         return f"{self.commit.id.origin}:{self.commit.id.seq}"
 
+    @property
+    def features(self) -> frozenset[str]:
+        """The features the commit wrote (internal ones aside)."""
+        return frozenset(w.unit.feature for w in self.commit.writes)
+
 
 @dataclass(frozen=True, slots=True)
 class Asked:
@@ -70,7 +90,9 @@ class Asked:
 
     deadline: float  # wall seconds
     minutes: int
-    probe: str | None = None  # "links": rolled back at once if a member loses a link
+    # "links", "targets" or "links,targets": rolled back at once if a member loses a
+    # link, or if a service target fails to apply the commit
+    probe: str | None = None
 
 
 class TooBig(ClusterdError):

@@ -162,7 +162,8 @@ class ClusterAPI:
         commits are confirmed (their rows of ``confirm`` removed).  ``confirm`` (MINUTES)
         makes a confirmed commit instead, and moves every pending one's deadline to its
         own (docs/history.md, 5); ``probe`` "links": rolled back at once if a member
-        loses a link in the next 3 ping intervals.  Other commits (the control
+        loses a link in the next 3 ping intervals, "targets": if a member's service
+        target fails to apply it, "links,targets": both.  Other commits (the control
         socket's, a rollback's) leave them pending."""
         user = session.user
         if passwd_of is not None:

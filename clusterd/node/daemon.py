@@ -108,6 +108,7 @@ class Daemon:
         self.follower = Follower(self)  # membership changes: links, name, leaving
         self.confirms = Confirms(self)  # unconfirmed commits rolled back at their deadline
         self.store.listeners.append(lambda outcomes, _local: self.confirms.applied(outcomes))
+        self.targets.listeners.append(self.confirms.target_done)  # (--probe targets)
         self.store.listeners.append(self._on_outcomes)
         self.recent = Recent()  # the features of recent commits (status: sync per feature)
         self.store.listeners.append(lambda outcomes, _local: self.recent.record(

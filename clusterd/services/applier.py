@@ -101,6 +101,9 @@ class Applier:
         self.reloads = 0
         self.forced = False
         self.last_run: dict[str, Any] | None = None  # the last reload command's run
+        # the publication's version vector when the last apply read the values: every
+        # commit it holds is in what that apply rendered (``Targets.finished`` tells it)
+        self.including: dict[str, int] = {}
         self.task: asyncio.Task[None] | None = None
 
     # -- events -------------------------------------------------------------------------
@@ -133,15 +136,18 @@ class Applier:
             except Exception as exc:  # never the daemon's end: said, and tried next time
                 log.exception("target %s failed", self.target.name)
                 self.fail("internal", f"{type(exc).__name__}: {exc}")
+            self.owner.finished(self)
 
     # -- applying -----------------------------------------------------------------------
 
     async def apply(self, features: set[str]) -> None:
         t = self.target
         self.desired = self.owner.sources.newest(self.reads)
+        self.including = dict(self.owner.vector)
         if t.canary and not self.forced and self.owner.canary and not await self._follow_canary():
             return
         self.desired = self.owner.sources.newest(self.reads)  # (newer, after waiting)
+        self.including = dict(self.owner.vector)  # (the values are never older than it)
         values = self.owner.values()
         if self.generations is None:  # a command only (the old publish hook)
             if await self._reload(sorted(features)):
@@ -391,6 +397,9 @@ class Targets:
         self.sources = Sources()
         self.vector: dict[str, int] = {}  # the commits of the last publication told here
         self.canary: Canary | None = None  # asks a target's canary (the node's)
+        # told when an apply ends, ok or failed (``Applier.state``, ``failure``,
+        # ``including``): ``commit confirmed --probe targets`` (clusterd.node.confirms)
+        self.listeners: list[Callable[[Applier], None]] = []
         self.appliers = {t.name: Applier(t, self) for t in targets}
         self._drift: asyncio.Task[None] | None = None
 
@@ -412,6 +421,14 @@ class Targets:
         """The publisher's first round is done: every target applies what it reads."""
         for applier in self.appliers.values():
             applier.touch(set())
+
+    def finished(self, applier: Applier) -> None:
+        """An apply of ``applier`` ended (applied, unchanged, held back or failed)."""
+        for listener in self.listeners:
+            try:
+                listener(applier)
+            except Exception:  # (a listener's mistake stops no target)
+                log.exception("a listener of target %s failed", applier.target.name)
 
     def published(self, entries: list[dict[str, Any]]) -> None:
         """Entries just journaled: the targets that read them start their wait."""
