@@ -66,6 +66,8 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
         left += not await _resolve(shell, x, report)
     for loss in losses:
         left += not await _resolve_loss(shell, loss)
+    for loss in report.twice:
+        _written_twice(shell, loss)
     for fact in facts:
         shell.write(fact.message)
     if unreachable:
@@ -74,6 +76,8 @@ async def clustercheck(shell: Shell, args: list[str]) -> int:
                     "once they are reachable.")  # fmt: skip
     elif not found and not losses and not facts:
         shell.write("No inconsistencies found.")
+        if report.twice:
+            shell.write("(The same value written twice is no inconsistency.)")
     return 1 if unreachable or left or facts else 0
 
 
@@ -139,6 +143,18 @@ def _updated(shell: Shell, cid: CommitId) -> str:
     if f["user"] is None:
         return f"{f['machine']} version (commit {cid}, details truncated from the log)"
     return f"{f['machine']} version was updated {f['time']} by '{f['user']}' on {f['machine']}"
+
+
+def _written_twice(shell: Shell, loss: Loss) -> None:
+    """A loss of the very value in use: said, nothing to resolve."""
+    unit = loss.unit
+    feature = shell.store.catalogue[unit.feature]
+    row = "" if unit.key == MARKER else f", row {unit.key!r}"
+    shell.write("The same value, written twice (nothing lost):")
+    shell.write(f"{feature.title} at {Mode.from_key(unit.mode)}{row}:")
+    shell.write(f"{_updated(shell, loss.by)} (in use)")
+    shell.write(f"{_updated(shell, loss.loser.commit)} (the same value, written without "
+                "seeing the other)")  # fmt: skip
 
 
 async def _resolve_loss(shell: Shell, loss: Loss) -> bool:

@@ -172,3 +172,46 @@ def _when_of(here: Daemon, m: Machine, user: str) -> str:
     """When ``user``'s commit on ``m`` was made (every member's log holds it)."""
     [commit] = [c for c in here.store.commit_log() if c.id.origin == m.serial and c.user == user]
     return _when(commit.at)
+
+
+def test_the_same_value_written_twice_is_said_so(tmp_path: Path) -> None:
+    """Two members write the same time zone while apart (as two members rolling back one
+    confirmed commit at once do): clustercheck says so, and finds nothing to resolve;
+    a different value is still a conflicting change."""
+    with Testbed(tmp_path, 3) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="links")
+        a, b, c = bed.machines
+        a.edit({"do": "define", "feature": "settz", "mode": "cluster", "start": "defaults"})
+        bed.wait(bed.converged, what="converged")
+        for m in (a, b):
+            m.op("disconnect")
+        a.edit({**TZ, "value": {"timezone": "Europe/Paris"}}, comment="a while away")
+        b.edit({**TZ, "value": {"timezone": "Europe/Paris"}}, comment="b while away")
+        for m in (a, b):
+            m.op("reconnect")
+        bed.wait(bed.linked, what="relinked")
+        bed.wait(bed.converged, what="converged")
+        said = ssh(c, "clustercheck")
+        assert said.returncode == 0, said.stdout
+        lines = said.stdout.splitlines()
+        at = lines.index("The same value, written twice (nothing lost):")
+        assert lines[at + 1] == "Time Zone at Cluster:"
+        assert lines[at + 2].startswith(f"{b.hostname} version was updated")  # (the later)
+        assert lines[at + 2].endswith("(in use)")
+        assert lines[at + 3].startswith(f"{a.hostname} version was updated")
+        assert lines[at + 3].endswith("(the same value, written without seeing the other)")
+        assert "Inconsistency found!" not in said.stdout
+        assert "No inconsistencies found." in said.stdout
+        found = ssh(c, "clustercheck --json")
+        assert found.returncode == 0
+        [lost] = json.loads(found.stdout)["lost"]
+        assert lost["same_value"] is True and lost["unit"].startswith("settz")
+        assert lost["overwritten"]["machine"] == a.hostname
+
+        diverge_time_zones(bed, a, b)  # Paris, then Tokyo: a real loss (it supersedes)
+        found = ssh(c, "clustercheck --json")
+        assert found.returncode == 1
+        assert [x["same_value"] for x in json.loads(found.stdout)["lost"]] == [False]
+        said = ssh(c, "clustercheck")
+        assert "Inconsistency found!" in said.stdout and "written twice" not in said.stdout

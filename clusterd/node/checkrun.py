@@ -39,6 +39,9 @@ class Report:
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> why
     found: list[check.Inconsistency] = field(default_factory=list)
     losses: list[Loss] = field(default_factory=list)
+    # losses of a version whose value is the one in use: the same value, written twice
+    # (two members rolling back one confirmed commit at once): shown, nothing to resolve
+    twice: list[Loss] = field(default_factory=list)
     facts: list[check.Fact] = field(default_factory=list)
     chains: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> its walk
 
@@ -91,8 +94,9 @@ def to_json(report: Report, store: Any) -> dict[str, Any]:
                   "row": None if x.unit.key == MARKER else x.unit.key,
                   "lost": str(x.loser.commit), "to": str(x.by),
                   "overwritten": commit_facts(store, x.loser.commit),
-                  "in_use": commit_facts(store, x.by)}
-                 for x in report.losses],
+                  "in_use": commit_facts(store, x.by), "same_value": same}
+                 for losses, same in ((report.losses, False), (report.twice, True))
+                 for x in losses],
         "facts": [f.to_json() for f in report.facts],
         "chains": report.chains,
     }  # fmt: skip
@@ -167,7 +171,8 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
             except ClusterdError as exc:
                 report.unreachable[host] = why(api, me, serials[host], str(exc))
         report.found = check.compare(summaries)
-    report.losses = store.inconsistencies()
+    for loss in store.inconsistencies():
+        (report.twice if same_value(store, loss) else report.losses).append(loss)
     await _every_check_everywhere(api, me, held, serials, report.unreachable)
     report.chains = await _chains(api, me, serials, report)
     report.facts = check.facts(store.state, store.catalogue, me, report.software, reverse, held)
@@ -250,6 +255,20 @@ def version_writer(feature: Feature, mode: Mode, value: Any) -> Callable[[Sessio
             write_definition(session.view.write, feature, mode, value)
 
     return write
+
+
+def same_value(store: Any, loss: Loss) -> bool:
+    """Whether the version in use holds the very value ``loss`` overwrote (another commit
+    wrote it too, e.g. two members rolled back one confirmed commit at once, or two
+    admins made the same change while apart): nothing was lost."""
+    unit = loss.unit
+    entries = store.state.entries(unit.feature, unit.mode)
+    now = entries.marker if unit.key == MARKER else entries.rows.get(unit.key)
+    if now is None or now.commit == loss.loser.commit:
+        return False  # (a row hidden by a reset is its own loser)
+    if unit.key != MARKER and entries.hides(now):
+        return False
+    return (now.value, now.with_reset) == (loss.loser.value, loss.loser.with_reset)
 
 
 def loss_value(store: Any, loss: Loss, overwritten: bool) -> Any:
