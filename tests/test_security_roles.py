@@ -34,8 +34,11 @@ def _public(key: asyncssh.SSHKey) -> str:
     return " ".join(key.export_public_key().decode().split()[:2])
 
 
-def add_users(m: Machine, where: Path, roles: dict[str, str]) -> dict[str, Path]:
-    """Users with these roles, each with a key of its own in sshconfig admin_keys."""
+def add_users(
+    m: Machine, where: Path, roles: dict[str, str], mode: str = "cluster"
+) -> dict[str, Path]:
+    """Users with these roles, each with a key of its own in sshconfig admin_keys (at
+    ``mode``: a standalone machine's are at machine level)."""
     keys, rows, admin_keys = {}, [], []
     for user, role in roles.items():
         key = asyncssh.generate_private_key("ssh-ed25519")
@@ -43,11 +46,11 @@ def add_users(m: Machine, where: Path, roles: dict[str, str]) -> dict[str, Path]
         key.write_private_key(keys[user])
         admin_keys.append({"user": user, "key": _public(key)})
         value = {"role": role, "passphrase_hash": hash_passphrase(user * 3)}
-        rows.append({"do": "set_row", "feature": "userconfig", "mode": "cluster", "row": user,
+        rows.append({"do": "set_row", "feature": "userconfig", "mode": mode, "row": user,
                      "value": value})  # fmt: skip
     settings = m.op("effective")["values"]["sshconfig"]
     settings["admin_keys"] = admin_keys
-    m.edit(*rows, {"do": "set_record", "feature": "sshconfig", "mode": "cluster",
+    m.edit(*rows, {"do": "set_record", "feature": "sshconfig", "mode": mode,
                    "value": settings}, comment="users")  # fmt: skip
     return keys
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from clusterd.dev.testbed import Machine, Testbed
+from tests.test_security_roles import add_users
 from tests.test_shell_ssh import ssh
 
 
@@ -43,6 +44,22 @@ def test_resetconfig_over_ssh(one: Machine) -> None:
     assert ssh(one, "version").returncode == 0  # still administrable: users and keys kept
     joined = ssh(one, "clusterconfig create americas; resetconfig --yes")
     assert joined.returncode == 1 and "this machine is in cluster americas" in joined.stdout
+
+
+def test_resetconfig_is_refused_to_an_operator_over_ssh(one: Machine, tmp_path: Path) -> None:
+    keys = add_users(one, tmp_path, {"opal": "operator"}, mode=f"machine:{one.hostname}")
+    keys["opal"].chmod(0o600)  # (OpenSSH ignores a private key others may read)
+    done = ssh(one, "settz set timezone=Asia/Tokyo; commit tokyo", keys["opal"], "opal")
+    assert done.returncode == 0, done.stdout  # (an operator changes settings ...)
+    for line in ("resetconfig", "resetconfig --yes"):
+        refused = ssh(one, line, keys["opal"], "opal")  # (... but does not reset them)
+        assert refused.returncode == 1, refused.stdout
+        assert refused.stdout.strip() == (
+            "Error: opal is operator: only an admin may reset the machine"
+        ), refused.stdout
+    tz = one.op("get", feature="settz", mode=f"machine:{one.hostname}")["value"]
+    assert tz == {"timezone": "Asia/Tokyo"}  # nothing was reset
+    assert "opal" in ssh(one, "userconfig print").stdout
 
 
 def test_a_new_user_needs_an_interactive_shell_for_the_passphrase(one: Machine) -> None:

@@ -17,10 +17,13 @@ from clusterd.node import identity
 from tests.tmuxbed import Tmux
 
 
-def ssh(m: Machine, command: str, key: Path | None = None) -> subprocess.CompletedProcess[str]:
+def ssh(
+    m: Machine, command: str, key: Path | None = None, user: str = "admin"
+) -> subprocess.CompletedProcess[str]:
     argv = identity.local_ssh(m.config, command)
     if key is not None:
         argv[argv.index("-i") + 1] = str(key)
+    argv[-2] = argv[-2].replace("admin@", f"{user}@", 1)
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
     )
