@@ -14,6 +14,8 @@ from clusterd.core import confirm
 from clusterd.core.errors import StoreError
 from clusterd.node.daemon import Daemon
 from clusterd.schema.validation import InvalidSetting
+from clusterd.services.applier import Applier, Failure
+from clusterd.services.targetconfig import Target
 from tests.shellhelp import Term
 from tests.test_shell_rollback import in_cluster_mode, tz
 
@@ -161,3 +163,41 @@ async def test_a_failed_rollback_waits_for_the_store_or_alerts_once(
     assert len(rows(d)) == 1 and tz(d) == "Asia/Tokyo" and len(d.alerts) == 1
     await ny.ok("confirm")  # an admin ends it
     assert rows(d) == []
+
+
+async def test_probe_targets_is_decided_by_each_targets_first_apply_holding_it(ny: Term) -> None:
+    """``Confirms.target_done`` with real appliers of the daemon's targets, their state
+    set as an apply leaves it: only a target that reads what the commit wrote, in an
+    apply that holds it, and only its first such apply, decides."""
+    d = ny.daemon
+    await in_cluster_mode(ny)
+    await ny.ok("settz set timezone=Europe/Paris")
+    await ny.ok("commit paris")
+    await ny.ok("settz set timezone=Asia/Tokyo")
+    await ny.ok("commit confirmed --probe targets 5 tokyo")
+    [row] = rows(d)
+    cid = row.commit.id
+
+    def ended(name: str, reads: str, failed: bool, seq: int) -> Applier:
+        applier = Applier(Target(name=name, reload="true", features=[reads]), d.targets)
+        applier.including = {cid.origin: seq}
+        applier.state = "failed" if failed else "applied"
+        applier.failure = Failure("reload", "true exited 1: no", None) if failed else None
+        return applier
+
+    d.confirms.target_done(ended("ntp", "ntpconfig", True, cid.seq))  # reads no settz
+    d.confirms.target_done(ended("tz", "settz", True, cid.seq - 1))  # an older commit's
+    d.confirms.target_done(ended("tz", "settz", False, cid.seq))  # applied: decided
+    d.confirms.target_done(ended("tz", "settz", True, cid.seq + 1))  # (a later apply)
+    d.confirms.tick()
+    await asyncio.sleep(0.1)
+    assert rows(d) == [row] and tz(d) == "Asia/Tokyo"
+    d.confirms.target_done(ended("tz2", "settz", True, cid.seq))
+    d.confirms.tick()
+    await asyncio.sleep(0.1)
+    assert rows(d) == [] and tz(d) == "Europe/Paris"
+    made = d.store.commit_log(1)[0]
+    assert made.user == "clusterd" and made.comment == (
+        f"rollback of {row.key}: probe failed: target tz2 failed on {d.config.hostname} "
+        "(reload: true exited 1: no)"
+    )
