@@ -294,6 +294,11 @@ async def status(shell: Shell, args: list[str]) -> int:
         shell.write(f"  {p['hostname']:<30} {p['state']:<12} {p['sync']['text']}{rtt}")
         for line in detail_lines(p["sync"], "      "):
             shell.write(line)
+    for c in s.get("corruption", []):
+        shell.write(f"Corruption: {c['unit']} ({c['verdict']}; differs from {c['with']}): "
+                    f"{c['why']}")  # fmt: skip
+    if any(c["verdict"] == "differs" for c in s.get("corruption", [])):
+        shell.write("  This member serves no sync while so: rejoin it (removemachine, join).")
     for c in s.get("confirms", []):
         at = time.strftime("%H:%M:%S", time.localtime(c["deadline"]))
         shell.write(f"Confirm by {at}: commit {c['commit']} by {c['user']} ({c['minutes']} min), "

@@ -41,6 +41,7 @@ from clusterd.mesh.peers import (
     Send,
 )
 from clusterd.mesh.protocol import Node
+from clusterd.mesh.statedigest import StateDiffers
 
 log = logging.getLogger("clusterd.daemon")
 
@@ -87,6 +88,10 @@ class Host(Protocol):
 
     def follow(self, node: Node, now: float) -> list[Action]:
         """Membership changed: what the links do about it (``clusterd.mesh.members``)."""
+
+    def state_differs(self, news: StateDiffers) -> None:
+        """A peer holds the same commits and another state, or no longer does
+        (``clusterd.mesh.statedigest``)."""
 
 
 def page(log: LogPages, vv: Mapping[str, int], limit: int) -> Page:
@@ -218,6 +223,8 @@ class Member:
                 self.host.answered(action)
             case Reconnect(by):
                 self.host.reconnect(by)
+            case StateDiffers():
+                self.host.state_differs(action)
             case ReadLog(link, vv, limit):
                 found = self.host.read_log(link, vv, limit)
                 if found is not None:

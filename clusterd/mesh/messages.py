@@ -42,6 +42,8 @@ Hlc = Annotated[StrictInt, Field(ge=0, lt=1 << 63)]  # a hybrid logical clock re
 Wall = Annotated[float, Field(allow_inf_nan=False)]  # seconds, for people
 Hash = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]  # sha256, hex
 Sig = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{128}$")]  # Ed25519, hex
+# The root of the sender's durable state (``core.unitdigest``): 8 bytes, base64url.
+StateRoot = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{11}$")]
 # A write: feature, mode, key, value (any JSON; the store validates it), with_reset.
 WireWrite = tuple[StrictStr, StrictStr, StrictStr, Any, StrictBool]
 # A winning version, and a recorded loss (the version and the commit that beat it).
@@ -164,6 +166,7 @@ class Hello(Message):
     software: Token
     vv: VV
     flag: FlagStamp | None = None  # the receiver's DISCONNECT flag as the sender has it
+    sd: StateRoot | None = None  # the sender's durable state root (``mesh.statedigest``)
 
 
 class Goodbye(Message):
@@ -179,12 +182,15 @@ class Ping(Message):
 
     ``vv`` (the sender's version vector) and ``links`` (its live links: the route
     table's input) are null when unchanged since the sender's last ping or pong on this
-    link, so an idle link carries a few bytes per round whatever the cluster's size."""
+    link, so an idle link carries a few bytes per round whatever the cluster's size.
+    ``sd``: the root of the sender's durable state, by the same rule
+    (``clusterd.mesh.statedigest``)."""
 
     type: Literal["ping"] = "ping"
     seq: StrictInt
     vv: VV | None
     links: tuple[StrictStr, ...] | None
+    sd: StateRoot | None = None
 
 
 class Pong(Message):
@@ -192,6 +198,7 @@ class Pong(Message):
     seq: StrictInt
     vv: VV | None
     links: tuple[StrictStr, ...] | None
+    sd: StateRoot | None = None
 
 
 class CommitMsg(Message):

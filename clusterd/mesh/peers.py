@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from clusterd.core.versions import Commit, Snapshot, VersionVector
 from clusterd.mesh.messages import PROTOCOL_MAX, PROTOCOL_MIN, Message
+from clusterd.mesh.statedigest import StateDiffers
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,4 +230,17 @@ class Reconnect:
     by: str
 
 
-Action = Send | Close | Dial | Apply | Install | Alert | Note | Ask | Answered | Reconnect | ReadLog
+Action = (
+    Send
+    | Close
+    | Dial
+    | Apply
+    | Install
+    | Alert
+    | Note
+    | Ask
+    | Answered
+    | Reconnect
+    | ReadLog
+    | StateDiffers
+)

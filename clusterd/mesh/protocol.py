@@ -73,6 +73,7 @@ from clusterd.mesh.peers import (
     Send,
     Timing,
 )
+from clusterd.mesh.statedigest import StateDigests, our_root
 
 FULL_EVERY = 10  # every 10th ping and its pong carry the whole version vector and links
 # No alert when a peer says these: it chose to go (an orderly stop included), and its
@@ -150,6 +151,7 @@ class Node:
         self.ping_seq = 0
         self.next_qid = 1
         self.queries: dict[int, str] = {}  # qid -> peer asked
+        self.sd = StateDigests()  # state roots sent and heard (``mesh.statedigest``)
         self._members(members, 0.0)
 
     def __repr__(self) -> str:
@@ -203,10 +205,11 @@ class Node:
                     continue  # the smaller serial of a pair pings; the other answers
                 peer = self.peers[link.peer]
                 peer.ping_seq, peer.ping_at = self.ping_seq, now
-                vv_, links_ = _changes(link, vv, live, full=self.ping_seq % FULL_EVERY == 0)
-                out.append(
-                    Send(link.id, Ping.model_construct(seq=self.ping_seq, vv=vv_, links=links_))
-                )
+                full = self.ping_seq % FULL_EVERY == 0
+                vv_, links_ = _changes(link, vv, live, full=full)
+                sd = self._sd(link, full=full)
+                ping = Ping.model_construct(seq=self.ping_seq, vv=vv_, links=links_, sd=sd)
+                out.append(Send(link.id, ping))
         return out + self._dials(now)
 
     def dial_failed(self, serial: str, now: float, kind: str, reason: str) -> list[Action]:
@@ -244,7 +247,7 @@ class Node:
         if outbound:
             if p.link is None:  # a live link may already exist (both dialled at once)
                 p.state = "connecting"
-            return [Send(link_id, self._hello(p))]
+            return [Send(link_id, self._hello(p, link))]
         return []
 
     def link_closed(self, link_id: int, now: float, reason: str) -> list[Action]:
@@ -345,7 +348,7 @@ class Node:
 
     # -- handshake ----------------------------------------------------------------------
 
-    def _hello(self, peer: Peer) -> Hello:
+    def _hello(self, peer: Peer, link: Link) -> Hello:
         me = self.me
         flag = self.log.flag(peer.hostname)
         return Hello(
@@ -359,6 +362,7 @@ class Node:
             if flag is None
             else FlagStamp(hlc=flag.hlc, origin=flag.origin, disconnected=flag.disconnected),
             vv=dict(self.log.version_vector()),
+            sd=self._sd(link, full=True),
         )
 
     def _on_handshake(self, link: Link, msg: Message, now: float) -> list[Action]:
@@ -390,11 +394,12 @@ class Node:
                     refused.reason = text
             return self._close(link, code, text, now, alert=True, kind=kind)
         out: list[Action] = (
-            [] if link.outbound else [Send(link.id, self._hello(self.peers[link.peer]))]
+            [] if link.outbound else [Send(link.id, self._hello(self.peers[link.peer], link))]
         )
         link.state = LinkState.UP
         link.proto = min(msg.proto_max, self.me.proto_max)
-        return out + self._up(link, msg.vv, now)
+        out += self._up(link, msg.vv, now)
+        return out + self._sd_heard(self.peers[link.peer], msg.sd, msg.vv)
 
     def _reconnected(self, hello: Hello) -> bool:
         """Whether ``hello`` says this (disconnected) member was reconnected by a write
@@ -453,16 +458,20 @@ class Node:
             if msg.links is not None:
                 peer.links = frozenset(msg.links)
             vv = dict(self.log.version_vector())
-            vv_, links_ = _changes(link, vv, self.live_peers(), full=msg.seq % FULL_EVERY == 0)
-            pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_)  # ours: valid
+            full = msg.seq % FULL_EVERY == 0
+            vv_, links_ = _changes(link, vv, self.live_peers(), full=full)
+            sd = self._sd(link, full=full)
+            pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_, sd=sd)  # ours: valid
             heard = peer.vv if msg.vv is None else msg.vv
-            return [Send(link.id, pong), *self._compare(peer, heard, link, now)]
+            return [Send(link.id, pong), *self._compare(peer, heard, link, now),
+                    *self._sd_heard(peer, msg.sd, heard)]  # fmt: skip
         if isinstance(msg, Pong):
             if msg.links is not None:
                 peer.links = frozenset(msg.links)
             if msg.seq == peer.ping_seq:
                 peer.rtt = now - peer.ping_at
-            return self._compare(peer, peer.vv if msg.vv is None else msg.vv, link, now)
+            heard = peer.vv if msg.vv is None else msg.vv
+            return self._compare(peer, heard, link, now) + self._sd_heard(peer, msg.sd, heard)
         if isinstance(msg, VersionVector):
             return self._compare(peer, msg.vv, link, now)
         if isinstance(msg, CommitMsg):
@@ -577,6 +586,16 @@ class Node:
             return []  # nothing new in it (a late answer)
         return [Install(snapshot, peer.serial)]
 
+    # -- the state root (``mesh.statedigest``) ------------------------------------------
+
+    def _sd(self, link: Link, *, full: bool) -> str | None:
+        """The state root a hello, ping or pong on ``link`` carries (or None)."""
+        return self.sd.to_send(link.peer, link.id, our_root(self.log), full=full)
+
+    def _sd_heard(self, peer: Peer, sd: str | None, their_vv: Mapping[str, int]) -> list[Action]:
+        ours = dict(self.log.version_vector())
+        return list(self.sd.heard_from(peer.serial, sd, their_vv, ours, our_root(self.log)))
+
     # -- routing ------------------------------------------------------------------------
 
     def route(self, serial: str, avoid: frozenset[str] = frozenset()) -> Link | None:
@@ -625,6 +644,7 @@ class Node:
             for link in [lk for lk in self.links.values() if lk.peer == serial]:
                 out += self._close(link, "removed", "no longer a member of the cluster", now)
             del self.peers[serial]
+            self.sd.forget(serial)
         for serial in sorted(wanted):
             m = wanted[serial]
             if serial not in self.peers:

@@ -124,7 +124,7 @@ def software_in(reason: str) -> dict[str, str]:
 class Fact:
     """Something members disagree on besides a (feature, mode): a message and its parts."""
 
-    kind: str  # software | membership | interface | reference | node | target | chain
+    kind: str  # software | membership | interface | reference | node | target | chain | corruption
     message: str
     details: dict[str, Any]
 
@@ -238,6 +238,25 @@ BROKEN = {
             "the log was rewritten there, or its origin sealed two histories",
     "signature": "its signature is not its origin's: forged, or rewritten with a new hash",
 }  # fmt: skip
+
+
+def corruption_facts(held: dict[str, list[dict[str, Any]]]) -> list[Fact]:
+    """Entries members found to differ from a peer's at the same commits (``held``:
+    member -> its status's ``corruption``), as facts."""
+    found = []
+    for member, rows in sorted(held.items()):
+        for c in rows:
+            if c.get("verdict") == "differs":
+                text = (f"Corruption on {member}: its entry of {c['unit']} differs from its "
+                        f"verified log ({c['why']}) and from {c['with']}'s. It serves no sync "
+                        f"while so: rejoin {member} (remove it, then join it again).")  # fmt: skip
+            else:
+                text = (f"Entry {c['unit']} differs between {member} and {c['with']}, and "
+                        f"{member} cannot check its own ({c['why']}).")  # fmt: skip
+            details = {"member": member, "unit": c["unit"], "with": c["with"],
+                       "verdict": c["verdict"]}  # fmt: skip
+            found.append(Fact("corruption", text, details))
+    return found
 
 
 def chain_facts(chains: dict[str, dict[str, Any]], names: dict[str, str]) -> list[Fact]:

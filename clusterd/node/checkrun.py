@@ -138,6 +138,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
     report = Report(me, serials)
     reverse: dict[str, dict[str, Any]] = {}
     held: dict[str, dict[str, Any]] = {}  # the cross-node checks, as each member holds them
+    corrupt: dict[str, list[dict[str, Any]]] = {}  # entries each found corrupt (divergence)
     ours = nodechecks.declared(api.config)
     for host in sorted(serials):
         progress(f"Checking {host}...")
@@ -145,6 +146,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
             mine = api.status()
             report.digests[me], report.software[me] = mine["digest"], mine["software"]
             reverse[me] = mine["reverse_dns"]
+            corrupt[me] = mine.get("corruption", [])
             held[me] = await api.node_checks({})
             continue
         try:
@@ -152,6 +154,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
             theirs = await ask(api, serials[host], "status", {})
             report.software[host] = theirs["software"]
             reverse[host] = theirs.get("reverse_dns", {})
+            corrupt[host] = theirs.get("corruption", [])
             held[host] = await ask(api, serials[host], "checks", ours)
         except ClusterdError as exc:
             report.digests.pop(host, None)
@@ -177,6 +180,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
     report.chains = await _chains(api, me, serials, report)
     report.facts = check.facts(store.state, store.catalogue, me, report.software, reverse, held)
     report.facts += check.chain_facts(report.chains, layers.hostnames(store.state))
+    report.facts += check.corruption_facts(corrupt)
     return report
 
 

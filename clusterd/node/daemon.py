@@ -39,6 +39,7 @@ from clusterd.node.alertmail import AlertMail
 from clusterd.node.api import ClusterAPI
 from clusterd.node.config import DaemonConfig
 from clusterd.node.confirms import Confirms
+from clusterd.node.divergence import Divergence
 from clusterd.node.follower import Follower
 from clusterd.node.links import Links
 from clusterd.node.looplag import LoopLag
@@ -128,6 +129,7 @@ class Daemon:
         self._wal_dirty = True  # the store wrote since its last checkpoint
         self.store.on_replaced.append(self._wrote)
         self.lag = LoopLag()  # how late the loop runs its timers (status: "loop")
+        self.divergence = Divergence(self)  # a peer with our commits and another state
         self.links = Links(self)  # the mesh member; replicates what the store made durable
         self.member = self.links.mesh
         self.member.execute(self.follower.reload())
@@ -417,6 +419,8 @@ class Daemon:
             return True, {"digest": status.summary(self)["digest"], "vv": self.store.state.vv}
         if kind == "status":
             return True, self.status()
+        if kind == "tree":  # narrowing a divergence (clusterd.node.divergence)
+            return True, self.store.digests.tree(args)
         if kind == "summary":
             return True, check.summary(self.store)
         if kind == "definition":

@@ -21,6 +21,7 @@ from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.member import Member
 from clusterd.mesh.peers import Action, Alert, Answered, Page
 from clusterd.mesh.protocol import Node
+from clusterd.mesh.statedigest import StateDiffers
 from clusterd.mesh.transport import ssh
 from clusterd.node import preview
 from clusterd.node.storehost import StoreHost
@@ -135,7 +136,12 @@ class Links(StoreHost):
     def read_log(self, link: int, vv: Mapping[str, int], limit: int) -> Page | None:
         """A sync page is read in a thread: a disk read never holds the links' loop.  A
         state transfer (the log was truncated past the asker) is read on the loop, where
-        the commit log and the state in memory are one consistent picture."""
+        the commit log and the state in memory are one consistent picture.  None at
+        all while an entry here differs from its verified log (``node.divergence``):
+        the asker's request times out and it syncs from another member."""
+        if self.daemon.divergence.quarantined:
+            log.info("sync request on link %d not served: an entry here is corrupt", link)
+            return None
 
         async def read() -> None:
             found = await asyncio.to_thread(self.log.missing_from, dict(vv), limit)
@@ -200,6 +206,9 @@ class Links(StoreHost):
         future = self.waiting.pop(answer.qid, None)
         if future is not None and not future.done():
             future.set_result(answer)
+
+    def state_differs(self, news: StateDiffers) -> None:
+        self.daemon.divergence.news(news)
 
     def reconnect(self, by: str) -> None:  # after the goodbye and close that come with it
         asyncio.get_running_loop().call_soon(self.daemon.follower.reconnected, by)

@@ -44,6 +44,7 @@ def report(d: Daemon) -> dict[str, Any]:
         "gate": d.gate.status(),
         "alerts": list(d.alerts),
         "confirms": d.confirms.status(),
+        "corruption": d.divergence.status(),  # entries found to differ (node.divergence)
         "alert_mail": d.mail.status(),
         **targets.status(d.publisher, d.targets),
         "web": None if d.web is None else d.web.status(),
@@ -88,7 +89,8 @@ def peers(d: Daemon, *, features: bool = False) -> list[dict[str, Any]]:
             via = "direct" if route.peer == serial else f"via {node.peers[route.peer].hostname}"
         sync = sync_state(p, ours, here_disconnected=node.disconnected,
                           admitted=rows.get(serial), route=via,
-                          recent=d.recent if features else None)  # fmt: skip
+                          recent=d.recent if features else None,
+                          diverged=d.divergence.diverged_with(serial))  # fmt: skip
         found.append({
             "serial": serial,
             "hostname": p.hostname,

@@ -32,6 +32,10 @@ class StoreLog:
     def version_vector(self) -> VersionVector:
         return self.store.state.vv
 
+    def state_root(self) -> int | None:
+        """The durable state's root, when it describes ``version_vector``."""
+        return self.store.durable_root()
+
     def missing_from(self, vv: VersionVector, limit: int) -> list[Commit] | None:
         try:
             return self.store.commits_missing_from(vv, limit)

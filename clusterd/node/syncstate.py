@@ -17,6 +17,9 @@ applies decides:
   for its first link; if it does not come, check that it runs and can reach us.
 * **Disconnected**: no live link; the reason says why it went. Action: check the
   network and its daemon; it catches up by itself once linked.
+* **Diverged (UNIT)**: linked, the same commits (at the last comparison) and another
+  state: this machine's entry of UNIT is what its verified commit wrote, the member's
+  is not (``node.divergence``). Action: read its status; rejoin it.
 * **Changes Pending (N behind, M ahead)**: linked, and the vectors differ: N commits it
   holds that this machine lacks, M this machine holds that it lacks. Action: wait, the
   sync is under way; read the logs if it stays.
@@ -59,6 +62,7 @@ CHANGES_PENDING = "changes_pending"
 DISCONNECTED = "disconnected"
 REFUSED = "refused"
 AWAITING = "awaiting_initial_sync"
+DIVERGED = "diverged"
 
 
 @dataclass(slots=True)
@@ -148,7 +152,7 @@ class Recent:
 
 @dataclass(frozen=True, slots=True)
 class Sync:
-    state: str  # in_sync | changes_pending | disconnected | refused | awaiting_initial_sync
+    state: str  # in_sync | changes_pending | disconnected | refused | awaiting... | diverged
     text: str
     action: str
     behind: int | None = None  # commits it holds that this machine lacks (None: no link)
@@ -183,12 +187,14 @@ def sync_state(
     admitted: CommitId | None = None,
     route: str | None = None,
     recent: Recent | None = None,
+    diverged: Mapping[str, Any] | None = None,
 ) -> Sync:
     """The sync state of ``peer`` (see the module's table).  ``ours``: this machine's
     version vector; ``admitted``: the commit of the member's ``machines`` row;
     ``route``: how a message reaches it without a direct link ("via HOST"), if any;
     ``recent``: without it, the features ahead are not counted (``None``): what is
-    polled often (a catch-up's progress, the web page's events) leaves them out."""
+    polled often (a catch-up's progress, the web page's events) leaves them out.
+    ``diverged``: the divergence with it that stands (``node.divergence``), if any."""
     name, link = peer.hostname, peer.state
     if link == "refused":  # (the dialer's reason says "refused by NAME: ..." already)
         why = peer.reason.removeprefix(f"refused by {name}: ")
@@ -216,6 +222,15 @@ def sync_state(
                     "connstatus shows its address and DNS); it catches up by itself once "
                     "linked.", reason=peer.reason or None)  # fmt: skip
     behind, ahead = commits_behind(ours, peer.vv), commits_behind(peer.vv, ours)
+    if diverged is not None:
+        units = ", ".join(diverged["units"])
+        return Sync(DIVERGED, f"Diverged ({units})",
+                    f"{name} holds the same commits and another value of {units}; here it is "
+                    "what its verified commit wrote. Read the status of "
+                    f"{name} (corruption): if it names the unit, it is corrupt there and "
+                    f"serves no sync: rejoin it (clusterconfig removemachine {name}, then join "
+                    "it again). Run clustercheck.",
+                    behind, ahead, reason=f"its entry of {units} differs")  # fmt: skip
     if not behind and not ahead:
         return Sync(IN_SYNC, "In Sync", "None.", 0, 0)
     counts, unknown = recent.ahead(ours, peer.vv) if ahead and recent else ({}, 0)

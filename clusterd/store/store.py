@@ -58,6 +58,7 @@ from clusterd.core.merge import Inbox, Outcome, Undo, apply, hidden_losses, merg
 from clusterd.core.modes import Mode
 from clusterd.core.pending import Pending, View, make_commit
 from clusterd.core.state import State
+from clusterd.core.unitdigest import UnitDigests, leaf
 from clusterd.core.versions import (
     Commit,
     CommitId,
@@ -202,6 +203,7 @@ class _Batch:
     keys: Mapping[str, str] = field(default_factory=dict)  # machine keys, checked against
     sealed: list[Commit] | None = None  # its commits with their seals, once written
     heads: dict[str, Any] = field(default_factory=dict)  # the chains' heads once written
+    leaves: list[tuple[Unit, int]] = field(default_factory=list)  # its entries', written
 
     def take_seals(self) -> None:
         """Its commits, sealed by the writer, are the ones the listeners are told of."""
@@ -266,6 +268,10 @@ class Store:
         self._queued: deque[_Batch] = deque()  # merged in memory, not yet known durable
         self._epoch = 0  # batches of an older epoch than a failure are not written
         self._failed_epoch = -1
+        # Leaves and sums of the entries as written (``core.unitdigest``): the durable
+        # state's; an image for reading (``readonly``) keeps none.
+        self.digests = UnitDigests()
+        self._digests = not readonly
         try:
             if not readonly:
                 migrate(self.engine)
@@ -373,14 +379,20 @@ class Store:
                     hlc, origin, seq, parsed, bool(reset), contexts.get((origin, seq), {})
                 )
 
+            digests = UnitDigests()
             for feature, mode, key, *v in self.bulk.select(conn, t.entries, ENTRY_COLS):
-                state.put(Unit(feature, mode, key), version(*v))
+                unit = Unit(feature, mode, key)
+                state.put(unit, version(*v))
+                if self._digests:  # from the text on disk: a byte changed there shows
+                    hlc, origin, seq, value, reset = v
+                    digests.put(unit, leaf(unit, hlc, origin, seq, bool(reset), value))
             for row in self.bulk.select(conn, t.losses, LOSS_COLS):
                 feature, mode, key, origin, seq, hlc, value, reset, by_origin, by_seq = row
                 loser = version(hlc, origin, seq, value, reset)
                 unit = Unit(feature, mode, key)
                 state.add_loss(Loss(unit, loser, CommitId(by_origin, by_seq)))
         self.state = state
+        self.digests = digests
         self._keys = None
         self.clock.observe(last_hlc)
 
@@ -636,6 +648,7 @@ class Store:
         """A batch is durable: what removed machines made and still waits, waits for
         nobody now; the listeners are told."""
         self.inbox.forget(layers.removed_serials(self.state))
+        self.digests.update(batch.leaves)
         for listener in self.listeners:
             try:
                 listener(batch.outcomes, local)
@@ -651,8 +664,11 @@ class Store:
         )
         bulk.insert(conn, t.commits, COMMIT_COLS, rows)
         inserts, updates = [], []
+        leaves = batch.leaves = []
         for unit, v in final.items():
             value = encoded(v.value)
+            if self._digests:
+                leaves.append((unit, leaf(unit, v.hlc, v.origin, v.seq, v.with_reset, value)))
             if existed[unit]:
                 updates.append((v.hlc, v.origin, v.seq, value, v.with_reset, *unit))
             else:
@@ -753,6 +769,43 @@ class Store:
     @property
     def version_vector(self) -> dict[str, int]:
         return dict(self.state.vv)
+
+    def durable_root(self) -> int | None:
+        """The root of the entries' leaves when memory is all durable (no batch queued
+        for the writer), so it describes the version vector; else None."""
+        return None if self._queued or not self._digests else self.digests.root
+
+    def check_entry(self, unit: Unit, keys: Mapping[str, str]) -> tuple[str, str]:
+        """Whether the entry of ``unit`` on disk is what its winning commit in the log
+        wrote, that commit's seal verified (``keys``: take them on the loop, ``keys()``):
+        ("ok" | "differs" | "unverifiable" | "absent", why).  Reads the database: call
+        it from a thread."""
+        c = t.entries.c
+        where = and_(c.feature == unit.feature, c.mode == unit.mode, c.key == unit.key)
+        with self._db("the entry was not read"), self.engine.connect() as conn:
+            row = conn.execute(select(*(c[n] for n in ENTRY_COLS)).where(where)).one_or_none()
+            if row is None:
+                return "absent", "no entry here"
+            _, _, _, hlc, origin, seq, text, reset = row
+            cid = CommitId(origin, seq)
+            found = verdicts(conn, [cid], keys, self.chains.sealer, self.chains.legacy)
+            record = conn.execute(select(t.commits.c.hlc, t.commits.c.writes).where(and_(
+                t.commits.c.origin == origin, t.commits.c.seq == seq))).one_or_none()  # fmt: skip
+        if record is None or record.writes is None or cid not in found:
+            return "unverifiable", f"its commit {cid} is no longer in the log"
+        verdict = found[cid]
+        if not verdict.ok:
+            return "unverifiable", f"its commit {cid} fails its {verdict.broken} check"
+        if not verdict.sealed:
+            return "unverifiable", f"its commit {cid} has no seal"
+        writes = [w for w in json.loads(record.writes) if tuple(w[:3]) == tuple(unit)]
+        if not writes:
+            return "differs", f"its commit {cid} does not write it"
+        _, _, _, value, with_reset = writes[-1]
+        wrote = None if value is None else chain.canonical_json(value)
+        if (wrote, bool(with_reset), record.hlc) != (text, bool(reset), hlc):
+            return "differs", f"the entry is not what commit {cid} (verified) wrote"
+        return "ok", f"the entry is what commit {cid} (verified) wrote"
 
     def inconsistencies(self) -> list[Loss]:
         """Every recorded loss plus every row hidden by a reset whose writer missed it."""

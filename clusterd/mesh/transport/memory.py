@@ -22,6 +22,7 @@ from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.member import Member, page
 from clusterd.mesh.peers import Action, Alert, Answered, LogPages, Page
 from clusterd.mesh.protocol import Node
+from clusterd.mesh.statedigest import StateDiffers
 
 
 class Host(Protocol):
@@ -62,6 +63,7 @@ class SimMember:
     incarnation: int = 0
     alerts: list[Alert] = field(default_factory=list)
     answers: list[Answered] = field(default_factory=list)
+    differs: list[StateDiffers] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.fresh()
@@ -100,6 +102,9 @@ class SimMember:
 
     def answered(self, answer: Answered) -> None:
         self.answers.append(answer)
+
+    def state_differs(self, news: StateDiffers) -> None:
+        self.differs.append(news)
 
     def reconnect(self, by: str) -> None:
         incarnation = self.incarnation
