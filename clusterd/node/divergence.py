@@ -110,7 +110,8 @@ class Divergence:
         if not units:
             return
         keys = self.d.store.keys()  # (on the loop, where memory changes)
-        fine = []
+        fine: list[str] = []
+        corrupt: dict[tuple[Unit, str], dict[str, Any]] = {}
         for unit in units:
             try:
                 verdict, why = await asyncio.to_thread(self.d.store.check_entry, unit, keys)
@@ -118,10 +119,14 @@ class Divergence:
                 log.warning("divergence with %s: %s not checked: %s", name, unit, exc)
                 continue
             if verdict in ("ok", "absent"):
-                fine.append(unit)
+                fine.append(str(unit))
                 continue
-            self.corrupt[(unit, peer)] = {"unit": str(unit), "with": name, "verdict": verdict,
-                                          "why": why, "since": time.time()}  # fmt: skip
+            before = self.corrupt.get((unit, peer))
+            since = before["since"] if before else time.time()
+            corrupt[(unit, peer)] = {"unit": str(unit), "with": name, "verdict": verdict,
+                                     "why": why, "since": since}  # fmt: skip
+            if before is not None:
+                continue  # said already (a later commit elsewhere narrows to it again)
             if verdict == "differs":
                 text = (f"{unit}: this member's entry differs from its verified log ({why}), "
                         f"and from {name}'s: corrupt here. It serves no sync while so; rejoin "
@@ -131,12 +136,19 @@ class Divergence:
                         f"checked here ({why}): run clustercheck, then rejoin the member in "
                         "doubt")  # fmt: skip
             self.d.alert("corruption", name, text)
-        if fine:
-            self.diverged[peer] = {"units": [str(u) for u in fine], "since": time.time()}
-            shown = ", ".join(str(u) for u in fine)
-            self.d.alert("divergence", name, f"{name} holds another state of {shown} at the same "
-                         "commits; here it is what its verified commit wrote: the copy on "
-                         f"{name} is suspect (its status says)")  # fmt: skip
+        # What this narrowing found replaces what the last one found with this peer.
+        for gone in [k for k in self.corrupt if k[1] == peer and k not in corrupt]:
+            del self.corrupt[gone]
+        self.corrupt.update(corrupt)
+        was = self.diverged.pop(peer, None)
+        if not fine:
+            return
+        self.diverged[peer] = {"units": fine, "since": was["since"] if was else time.time()}
+        new = [u for u in fine if was is None or u not in was["units"]]
+        if new:
+            self.d.alert("divergence", name, f"{name} holds another state of {', '.join(new)} "
+                         "at the same commits; here it is what its verified commit wrote: the "
+                         f"copy on {name} is suspect (its status says)")  # fmt: skip
 
     async def narrow(self, peer: str) -> list[Unit]:
         """The units whose leaves differ between this machine and ``peer`` (at most
