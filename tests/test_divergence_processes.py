@@ -8,17 +8,39 @@ flipped member finds its entry differs from its verified log: alert "corruption"
 ``status`` lists it, and it serves no sync (a member that must catch up takes the
 commits from another).  The others find theirs intact: alert "divergence", and the
 flipped member's sync state is Diverged.  clustercheck names it and exits 1.
+
+A peer that answers the ``tree`` queries with garbage stops the narrowing with a log
+line: nothing changes, no alert, the daemon serves on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
+from clusterd.core import layers
+from clusterd.core.unitdigest import root_text
 from clusterd.dev.testbed import Machine, Testbed
+from clusterd.mesh.messages import (
+    PROTOCOL_MAX,
+    Answer,
+    FrameReader,
+    Goodbye,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Query,
+    decode_body,
+    encode,
+)
+from clusterd.mesh.transport.ssh import PEER_USER, SUBSYSTEM
 from tests.test_shell_ssh import ssh
 
 PING = 0.5
@@ -126,3 +148,67 @@ def test_a_byte_flipped_on_disk_is_named_within_two_pings(tmp_path: Path) -> Non
         assert "not served: an entry here is corrupt" in c.tail(200)
         a.start()
         bed.wait(lambda: vv(b) == vv(a), what="b caught up from a")
+
+
+# -- a peer's garbage -----------------------------------------------------------------------
+
+
+async def _answer_trees(b: Machine, a: Machine, hello: Hello, body: Any) -> list[Message]:
+    """Play ``b`` on a link to ``a``: hello, then every ``tree`` query answered with
+    ``body``; what ``a`` sent until two ping intervals after the first answer."""
+    key = asyncssh.read_private_key(b.config.machine_key)
+    async with asyncssh.connect(a.config.listen, a.config.ssh_port, username=PEER_USER,
+                                client_keys=[key], known_hosts=None, agent_path=None,
+                                config=None) as conn:  # fmt: skip
+        process = await conn.create_process(subsystem=SUBSYSTEM, encoding=None)
+        process.stdin.write(encode(hello))
+        reader, got = FrameReader(), []
+        deadline = time.monotonic() + 10
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                data = await asyncio.wait_for(process.stdout.read(65536), left)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            for msg in [decode_body(frame) for frame in reader.feed(data)]:
+                got.append(msg)
+                if isinstance(msg, Query) and msg.kind == "tree":
+                    process.stdin.write(encode(Answer(qid=msg.qid, ok=True, body=body)))
+                    deadline = min(deadline, time.monotonic() + 2 * PING)
+                elif isinstance(msg, Ping):  # stay linked: pong without news
+                    pong = Pong(seq=msg.seq, vv=None, links=None)
+                    process.stdin.write(encode(pong))
+        return got
+
+
+def test_a_peers_garbage_tree_answers_change_nothing(tmp_path: Path) -> None:
+    with Testbed(tmp_path, 2, ping=PING) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        a, b = bed.machines
+        a.edit({**TZ, "value": {"timezone": "Asia/Tokyo"}}, comment="Tokyo")
+        bed.wait(bed.converged, what="converged")
+        b.stop()
+        before, store = a.status(), b.store()
+        cluster = layers.cluster_id(store.state) or ""
+        store.close()
+        hello = Hello(node=b.serial, hostname=b.hostname, cluster=cluster,
+                      proto_min=PROTOCOL_MAX, proto_max=PROTOCOL_MAX,
+                      software=before["software"], vv=before["vv"],
+                      sd=root_text(12345))  # the same commits, another root  # fmt: skip
+        garbage = [
+            {"root": "not a root", "children": {}},
+            {"root": root_text(1), "children": {"settz": "zz"}},
+            ["root", 1],
+        ]
+        for n, body in enumerate(garbage, 1):
+            got = asyncio.run(_answer_trees(b, a, hello, body))
+            asked = [m for m in got if isinstance(m, Query)]
+            assert asked and asked[0].kind == "tree" and asked[0].args == {}, got
+            assert not [m for m in got if isinstance(m, Goodbye)]  # the link stayed
+            bed.wait(lambda n=n: a.tail(400).count("a malformed tree answer") >= n,
+                     what="a says why it stopped")  # fmt: skip
+            status = a.status()  # a serves on, and nothing changed
+            assert status["corruption"] == [] and status["digest"] == before["digest"]
+            assert not [x for x in status["alerts"] if x["kind"] in ("corruption", "divergence")]

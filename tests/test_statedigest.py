@@ -152,3 +152,12 @@ def test_forget_drops_a_removed_peer() -> None:
     assert s.told
     s.forget(B)
     assert not (s.sent or s.heard or s.told)
+
+
+def test_a_new_link_says_a_standing_divergence_again() -> None:
+    s, vv = StateDigests(), {A: 1}
+    assert s.heard_from(B, "AAAAAAAAAAB", vv, vv, "AAAAAAAAAAA") == [StateDiffers(B, True)]
+    assert s.heard_from(B, "AAAAAAAAAAB", vv, vv, "AAAAAAAAAAA") == []
+    again = s.heard_from(B, "AAAAAAAAAAB", vv, vv, "AAAAAAAAAAA", hello=True)
+    assert again == [StateDiffers(B, True)]
+    assert s.heard_from(B, None, vv, vv, "AAAAAAAAAAB") == [StateDiffers(B, False)]

@@ -399,7 +399,7 @@ class Node:
         link.state = LinkState.UP
         link.proto = min(msg.proto_max, self.me.proto_max)
         out += self._up(link, msg.vv, now)
-        return out + self._sd_heard(self.peers[link.peer], msg.sd, msg.vv)
+        return out + self._sd_heard(self.peers[link.peer], msg.sd, msg.vv, hello=True)
 
     def _reconnected(self, hello: Hello) -> bool:
         """Whether ``hello`` says this (disconnected) member was reconnected by a write
@@ -592,9 +592,11 @@ class Node:
         """The state root a hello, ping or pong on ``link`` carries (or None)."""
         return self.sd.to_send(link.peer, link.id, our_root(self.log), full=full)
 
-    def _sd_heard(self, peer: Peer, sd: str | None, their_vv: Mapping[str, int]) -> list[Action]:
-        ours = dict(self.log.version_vector())
-        return list(self.sd.heard_from(peer.serial, sd, their_vv, ours, our_root(self.log)))
+    def _sd_heard(
+        self, peer: Peer, sd: str | None, their_vv: Mapping[str, int], *, hello: bool = False
+    ) -> list[Action]:
+        ours, root = dict(self.log.version_vector()), our_root(self.log)
+        return list(self.sd.heard_from(peer.serial, sd, their_vv, ours, root, hello=hello))
 
     # -- routing ------------------------------------------------------------------------
 

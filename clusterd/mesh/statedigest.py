@@ -62,9 +62,15 @@ class StateDigests:
         their_vv: Mapping[str, int],
         our_vv: Mapping[str, int],
         ours: str | None,
+        *,
+        hello: bool = False,
     ) -> list[StateDiffers]:
         """A hello, ping or pong from ``peer`` (``sd`` as sent, ``their_vv`` the vector
-        it holds): whether this starts, or ends, a divergence with it."""
+        it holds): whether this starts, or ends, a divergence with it.  A hello starts
+        a new link: a divergence already said is said again (and narrowed again)."""
+        if hello:
+            self.heard.pop(peer, None)
+            self.told.pop(peer, None)
         if sd is not None:
             self.heard[peer] = (dict(their_vv), sd)
         known = self.heard.get(peer)
