@@ -68,21 +68,25 @@ class UnitDigests:
     modes: dict[tuple[str, str], int] = field(default_factory=dict)
     buckets: dict[tuple[str, str, int], int] = field(default_factory=dict)
     root: int = 0
+    # the keys of each bucket: a bucket's answer reads only its own units
+    members: dict[tuple[str, str, int], set[str]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"<UnitDigests {len(self.leaves)} units root={root_text(self.root)}>"
 
     def put(self, unit: Unit, value: int) -> None:
         """Set one unit's leaf (new, or replacing the one it had)."""
-        delta = (value - self.leaves.get(unit, 0)) & MASK
-        if not delta:
-            self.leaves[unit] = value
-            return
+        old = self.leaves.get(unit)
         self.leaves[unit] = value
+        delta = (value - (old or 0)) & MASK
+        if not delta and old is not None:
+            return
         feature, mode, key = unit
+        b = (feature, mode, bucket(key))
+        if old is None:
+            self.members.setdefault(b, set()).add(key)
         self.features[feature] = (self.features.get(feature, 0) + delta) & MASK
         self.modes[(feature, mode)] = (self.modes.get((feature, mode), 0) + delta) & MASK
-        b = (feature, mode, bucket(key))
         self.buckets[b] = (self.buckets.get(b, 0) + delta) & MASK
         self.root = (self.root + delta) & MASK
 
@@ -117,11 +121,8 @@ class UnitDigests:
         elif type(b) is not int or not 0 <= b < BUCKETS:
             raise ValueError(f"bucket must be an integer 0-{BUCKETS - 1}")
         else:
-            children = {
-                u.key: v
-                for u, v in self.leaves.items()
-                if u.feature == feature and u.mode == mode and bucket(u.key) == b
-            }
+            keys = self.members.get((feature, mode, b), ())
+            children = {k: self.leaves[Unit(feature, mode, k)] for k in keys}
         return {
             "root": root_text(self.root),
             "children": {k: _hex(v) for k, v in children.items() if v},
