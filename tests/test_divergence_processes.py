@@ -212,3 +212,38 @@ def test_a_peers_garbage_tree_answers_change_nothing(tmp_path: Path) -> None:
             status = a.status()  # a serves on, and nothing changed
             assert status["corruption"] == [] and status["digest"] == before["digest"]
             assert not [x for x in status["alerts"] if x["kind"] in ("corruption", "divergence")]
+
+
+# -- the scrub ------------------------------------------------------------------------------
+
+
+def stored(m: Machine) -> str:
+    with sqlite3.connect(m.config.database_url) as conn:
+        [(value,)] = conn.execute(
+            "SELECT value FROM entries WHERE feature = 'settz' AND mode = 'cluster'"
+        ).fetchall()
+    return str(value)
+
+
+def test_a_byte_flipped_under_a_running_member_is_rewritten_from_memory(tmp_path: Path) -> None:
+    with Testbed(tmp_path, 2, ping=PING) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        a, b = bed.machines
+        a.edit({**TZ, "value": {"timezone": "Asia/Tokyo"}}, comment="Tokyo")
+        bed.wait(bed.converged, what="converged")
+        time.sleep(3 * PING)  # scrub passes over an intact store: nothing said
+        assert not alerts(b, "corruption")
+        flipped = time.time()
+        unit = flip(b)  # under the running daemon (WAL: another connection may write)
+        assert "Tokyu" in stored(b)
+        bed.wait(lambda: alerts(b, "corruption"), timeout=10.0, what="the scrub names it")
+        [found] = alerts(b, "corruption")
+        assert unit in found["text"] and "changed on disk under the running member" in found["text"]
+        print(f"scrub named it {(found['at'] - flipped) * 1000:.0f} ms after the flip")
+        assert found["at"] - flipped <= 3 * PING + 1.0  # a pass every ping (a small store)
+        bed.wait(lambda: "Tokyo" in stored(b), what="rewritten from memory")
+        assert json.loads(stored(b)) == {"timezone": "Asia/Tokyo"}
+        time.sleep(3 * PING)
+        assert len(alerts(b, "corruption")) == 1  # fixed: not found again
+        assert not alerts(a, "divergence") and b.status()["corruption"] == []

@@ -81,3 +81,22 @@ def test_the_tree_answers_from_memory_parse_as_a_peer_would_read_them(tmp_path: 
     _, children = parse_answer(ny.digests.tree({}))
     assert set(children) == {u.feature for u, _ in ny.state.units()}
     assert sum(children.values()) % (1 << 64) == ny.digests.root
+
+
+def test_the_disk_read_again_shows_a_change_and_memory_rewrites_it(tmp_path: Path) -> None:
+    ny, _ = pair(tmp_path)
+    change(ny, "Tokyo", row="t@x.example")
+    assert ny.disk_leaves() == ny.digests.leaves
+    unit = Unit("unsubscribe", "cluster", "t@x.example")
+    sql(tmp_path / "ny.db", "UPDATE entries SET value = replace(value, 'Tokyo', 'Tokyu') "
+        "WHERE feature = ? AND mode = ? AND key = ?", *unit)  # fmt: skip
+    sql(tmp_path / "ny.db", "INSERT INTO entries (feature, mode, key, hlc, origin, seq, "
+        "value, with_reset) VALUES ('unsubscribe', 'cluster', 'ghost', 1, 'SER-NY', 1, '{}', "
+        "0)")  # fmt: skip
+    disk = ny.disk_leaves()
+    ghost = Unit("unsubscribe", "cluster", "ghost")
+    changed = {u for u in disk.keys() | ny.digests.leaves.keys()
+               if disk.get(u) != ny.digests.leaves.get(u)}  # fmt: skip
+    assert changed == {unit, ghost}
+    ny.rewrite_entries(sorted(changed))  # (no writer: at once)
+    assert ny.disk_leaves() == ny.digests.leaves

@@ -44,6 +44,7 @@ from clusterd.node.follower import Follower
 from clusterd.node.links import Links
 from clusterd.node.looplag import LoopLag
 from clusterd.node.publish import Publisher
+from clusterd.node.scrub import Scrub
 from clusterd.node.seal import MachineSealer
 from clusterd.node.syncstate import Recent
 from clusterd.node.web import Web
@@ -130,6 +131,7 @@ class Daemon:
         self.store.on_replaced.append(self._wrote)
         self.lag = LoopLag()  # how late the loop runs its timers (status: "loop")
         self.divergence = Divergence(self)  # a peer with our commits and another state
+        self.scrub = Scrub(self)  # entries changed on disk under us
         self.links = Links(self)  # the mesh member; replicates what the store made durable
         self.member = self.links.mesh
         self.member.execute(self.follower.reload())
@@ -173,6 +175,7 @@ class Daemon:
         self.member.start()
         ticker = asyncio.create_task(self._ticks())
         checkpoints = asyncio.create_task(self._checkpoints())
+        scrub = asyncio.create_task(self.scrub.run())
         probe = asyncio.create_task(self.lag.run())
         self.mail.start()
         self.publisher.start()
@@ -184,6 +187,7 @@ class Daemon:
         finally:
             ticker.cancel()
             checkpoints.cancel()
+            scrub.cancel()
             probe.cancel()
             self.mail.stop()
             self.publisher.stop()

@@ -775,6 +775,41 @@ class Store:
         for the writer), so it describes the version vector; else None."""
         return None if self._queued or not self._digests else self.digests.root
 
+    def disk_leaves(self) -> dict[Unit, int]:
+        """The leaf of every entry as the database holds it now (one read transaction):
+        the scrub's (``clusterd.node.scrub``).  Reads the whole table: from a thread."""
+        found = {}
+        with self._db("the entries were not read"), self.engine.connect() as conn:
+            for feature, mode, key, hlc, origin, seq, value, reset in self.bulk.select(
+                conn, t.entries, ENTRY_COLS
+            ):
+                unit = Unit(feature, mode, key)
+                found[unit] = leaf(unit, hlc, origin, seq, bool(reset), value)
+        return found
+
+    def rewrite_entries(self, units: Iterable[Unit]) -> None:
+        """Write memory's entries of ``units`` over the database's (changed on disk
+        under this running store): by the writer, after every batch given before."""
+        rows, keys = [], []
+        for unit in units:
+            keys.append(tuple(unit))
+            version = self.state.get(unit)
+            if version is not None:
+                rows.append(entry_row(unit, version))
+
+        def job() -> None:
+            try:
+                with self._db("the entries were not rewritten"), self.engine.begin() as conn:
+                    self.bulk.delete(conn, t.entries, ENTRY_COLS[:3], keys)
+                    self.bulk.insert(conn, t.entries, ENTRY_COLS, rows)
+            except StoreError as exc:
+                log.error("%s", exc)
+
+        if self.writer is None:
+            job()
+        else:
+            self.writer.submit(job, lambda: None)
+
     def check_entry(self, unit: Unit, keys: Mapping[str, str]) -> tuple[str, str]:
         """Whether the entry of ``unit`` on disk is what its winning commit in the log
         wrote, that commit's seal verified (``keys``: take them on the loop, ``keys()``):
