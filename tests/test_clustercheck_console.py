@@ -540,7 +540,13 @@ async def test_forcing_a_member_that_does_not_define_it(tmp_path: Path) -> None:
         when = f"{_when(made[0].at)} by 'alice' on {m1}"
         t = Term(cluster.here)
         t.shell.mode = CLUSTER
-        out = await t.ok("clustercheck", "2")
+
+        async def corrupt_on_m1() -> bool:  # (its entry is not what its log wrote)
+            return bool((await cluster.status(cluster.bed[1]))["corruption"])
+
+        await until(corrupt_on_m1, "m1 finds its own entry corrupt")
+        status, out = await t.run("clustercheck", "2")
+        assert status == 1, out  # the corruption stood when the check began
         lines = out.splitlines()
         assert lines[3:7] == [
             "Inconsistency found!",
@@ -549,8 +555,15 @@ async def test_forcing_a_member_that_does_not_define_it(tmp_path: Path) -> None:
             f"{m1} does not define it (undefined {when})",
         ]
         assert f"2. Force entire cluster to use {m1} version." in lines
+        assert (f"Corruption on {m1}: its entry of smtproutes@cluster differs from its "
+                "verified log") in out  # fmt: skip
         await until(cluster.converged, "converged on m1's version")
         assert await cluster.effective("smtproutes") == [{}] * 2  # the factory default
         here = cluster.here.store.state.entries("smtproutes", CLUSTER.key)
         assert here.marker is not None and here.marker.value is None
+
+        async def cleared() -> bool:  # the forced commit overwrote the entry everywhere
+            return not await corrupt_on_m1()
+
+        await until(cleared, "the corruption cleared")
         assert (await t.ok("clustercheck")).endswith("No inconsistencies found.")

@@ -53,13 +53,13 @@ class Scrub:
         """One pass: the units found changed on disk (and rewritten)."""
         store = self.d.store
         before = self._mark()
-        if before is None:
-            return []
+        if before is None or store.outage is not None:
+            return []  # a write under way, or the store down (it says so itself)
         started = time.monotonic()
         try:
             disk = await asyncio.to_thread(store.disk_leaves)
-        except ClusterdError as exc:
-            log.warning("scrub: %s", exc)
+        except ClusterdError as exc:  # (the store logs an outage once)
+            log.debug("scrub: %s", exc)
             return []
         self.took = time.monotonic() - started
         self.runs += 1
