@@ -305,6 +305,8 @@ async def status(shell: Shell, args: list[str]) -> int:
                     "else rolled back")  # fmt: skip
     for name, t in s["targets"].items():
         shell.write(target_line(name, t))
+    for f in s.get("witness", []):  # (docs/history.md, section 2)
+        shell.write(f"Witnessed {f['kind']}: {f['text']}")
     _recent_alerts(shell, s["alerts"], s["alert_mail"])
     return 0
 

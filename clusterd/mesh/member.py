@@ -31,6 +31,7 @@ from clusterd.mesh.peers import (
     Ask,
     Close,
     Dial,
+    Diverged,
     Install,
     Log,
     LogPages,
@@ -92,6 +93,10 @@ class Host(Protocol):
     def state_differs(self, news: StateDiffers) -> None:
         """A peer holds the same commits and another state, or no longer does
         (``clusterd.mesh.statedigest``)."""
+
+    def diverged(self, peer: str) -> None:
+        """``peer``'s chain heads differ from ours at the same vector: narrow it down
+        and report it with ``Node.forked`` (``clusterd.node.witnessing``)."""
 
 
 def page(log: LogPages, vv: Mapping[str, int], limit: int) -> Page:
@@ -225,6 +230,8 @@ class Member:
                 self.host.reconnect(by)
             case StateDiffers():
                 self.host.state_differs(action)
+            case Diverged(peer):
+                self.host.diverged(peer)
             case ReadLog(link, vv, limit):
                 found = self.host.read_log(link, vv, limit)
                 if found is not None:

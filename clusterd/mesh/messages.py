@@ -44,6 +44,9 @@ Hash = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]  # sha256, hex
 Sig = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{128}$")]  # Ed25519, hex
 # The root of the sender's durable state (``core.unitdigest``): 8 bytes, base64url.
 StateRoot = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{11}$")]
+# 8 bytes, base64url without padding: the digest of the durable chain heads
+# (``clusterd.mesh.witness``).
+HeadsDigest = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{11}$")]
 # A write: feature, mode, key, value (any JSON; the store validates it), with_reset.
 WireWrite = tuple[StrictStr, StrictStr, StrictStr, Any, StrictBool]
 # A winning version, and a recorded loss (the version and the commit that beat it).
@@ -167,6 +170,7 @@ class Hello(Message):
     vv: VV
     flag: FlagStamp | None = None  # the receiver's DISCONNECT flag as the sender has it
     sd: StateRoot | None = None  # the sender's durable state root (``mesh.statedigest``)
+    hd: HeadsDigest | None = None  # the sender's durable chain heads (at ``vv``)
 
 
 class Goodbye(Message):
@@ -183,22 +187,28 @@ class Ping(Message):
     ``vv`` (the sender's version vector) and ``links`` (its live links: the route
     table's input) are null when unchanged since the sender's last ping or pong on this
     link, so an idle link carries a few bytes per round whatever the cluster's size.
-    ``sd``: the root of the sender's durable state, by the same rule
-    (``clusterd.mesh.statedigest``)."""
+    ``hd``: the digest of the sender's durable chain heads, with the vector it describes
+    (``clusterd.mesh.witness``); ``sd``: the root of its durable state, by the same rule
+    (``clusterd.mesh.statedigest``).  Null fields are not encoded (``encode``)."""
 
     type: Literal["ping"] = "ping"
     seq: StrictInt
-    vv: VV | None
-    links: tuple[StrictStr, ...] | None
+    vv: VV | None = None
+    links: tuple[StrictStr, ...] | None = None
+    hd: HeadsDigest | None = None
     sd: StateRoot | None = None
 
 
 class Pong(Message):
     type: Literal["pong"] = "pong"
     seq: StrictInt
-    vv: VV | None
-    links: tuple[StrictStr, ...] | None
+    vv: VV | None = None
+    links: tuple[StrictStr, ...] | None = None
+    hd: HeadsDigest | None = None
     sd: StateRoot | None = None
+
+
+DROP_NULLS = (Ping, Pong)  # sent every round: a null field is left out, not encoded
 
 
 class CommitMsg(Message):
@@ -343,7 +353,7 @@ def from_dict(data: Any, version: int = PROTOCOL_MAX) -> Message:
 
 
 def encode(msg: Message) -> bytes:
-    body = msg.model_dump_json().encode()
+    body = msg.model_dump_json(exclude_none=isinstance(msg, DROP_NULLS)).encode()
     if len(body) > MAX_FRAME:
         raise ProtocolError("oversized", f"{msg.type_name} of {len(body)} bytes")
     return _HEADER.pack(len(body)) + body

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from clusterd.core.versions import Commit, Snapshot, VersionVector
 from clusterd.mesh.messages import PROTOCOL_MAX, PROTOCOL_MIN, Message
 from clusterd.mesh.statedigest import StateDiffers
+from clusterd.mesh.witness import Summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,15 @@ class Log(Protocol):
     def flag(self, hostname: str) -> Flag | None: ...
 
 
+class WitnessedLog(Log, Protocol):
+    """A log that can say what its durable chains are (the store's): its pings carry
+    ``hd`` (``clusterd.mesh.witness``).  A log without ``heads_digest`` sends none."""
+
+    def heads_digest(self) -> Summary | None:
+        """The digest of the durable chain heads and the vector they describe, or None
+        when that is not the vector advertised (writes under way)."""
+
+
 class LogPages(Log, Protocol):
     """A log as its driver reads it for ``ReadLog`` (``clusterd.mesh.member.page``)."""
 
@@ -116,6 +126,7 @@ class Link:
     proto: int = 0
     sent_vv: dict[str, int] | None = None  # what our last ping or pong on it carried
     sent_links: tuple[str, ...] | None = None
+    sent_hd: str | None = None  # the last heads digest sent on it
 
     def __repr__(self) -> str:
         way = "out" if self.outbound else "in"
@@ -230,6 +241,15 @@ class Reconnect:
     by: str
 
 
+@dataclass(frozen=True, slots=True)
+class Diverged:
+    """``peer``'s durable vector equals ours and its chain heads do not: the driver
+    narrows it down to the first commit that differs (``clusterd.node.witnessing``) and
+    reports it with ``Node.forked``."""
+
+    peer: str
+
+
 Action = (
     Send
     | Close
@@ -243,4 +263,5 @@ Action = (
     | Reconnect
     | ReadLog
     | StateDiffers
+    | Diverged
 )

@@ -59,6 +59,7 @@ from clusterd.mesh.peers import (
     Ask,
     Close,
     Dial,
+    Diverged,
     Identity,
     Install,
     Link,
@@ -74,6 +75,7 @@ from clusterd.mesh.peers import (
     Timing,
 )
 from clusterd.mesh.statedigest import StateDigests, our_root
+from clusterd.mesh.witness import Finding, Summary, Witnesses, attach
 
 FULL_EVERY = 10  # every 10th ping and its pong carry the whole version vector and links
 # No alert when a peer says these: it chose to go (an orderly stop included), and its
@@ -152,6 +154,7 @@ class Node:
         self.next_qid = 1
         self.queries: dict[int, str] = {}  # qid -> peer asked
         self.sd = StateDigests()  # state roots sent and heard (``mesh.statedigest``)
+        self.witness = Witnesses()  # peers' chain heads as they sent them (in memory)
         self._members(members, 0.0)
 
     def __repr__(self) -> str:
@@ -200,15 +203,16 @@ class Node:
             self.next_ping = now + t.ping_interval
             self.ping_seq += 1
             vv, live = dict(self.log.version_vector()), self.live_peers()
+            heads, full = self._heads(), self.ping_seq % FULL_EVERY == 0
             for link in self._up_links():
                 if link.peer < self.me.serial:
                     continue  # the smaller serial of a pair pings; the other answers
                 peer = self.peers[link.peer]
                 peer.ping_seq, peer.ping_at = self.ping_seq, now
-                full = self.ping_seq % FULL_EVERY == 0
                 vv_, links_ = _changes(link, vv, live, full=full)
+                hd, vv_, link.sent_hd = attach(link.sent_hd, heads, vv, vv_, full=full)
                 sd = self._sd(link, full=full)
-                ping = Ping.model_construct(seq=self.ping_seq, vv=vv_, links=links_, sd=sd)
+                ping = Ping.model_construct(seq=self.ping_seq, vv=vv_, links=links_, hd=hd, sd=sd)
                 out.append(Send(link.id, ping))
         return out + self._dials(now)
 
@@ -346,11 +350,51 @@ class Node:
         self._peer(serial)
         return self._to_peer(serial, Answer(qid=qid, ok=ok, body=body), alert=True)
 
+    def forked(self, serial: str, origin: str, seq: int, text: str, now: float) -> list[Action]:
+        """The driver narrowed a divergence of ``serial``'s heads down to ``origin``'s
+        commit ``seq``: alert "fork" (once while it stands)."""
+        peer = self._peer(serial)
+        finding = Finding("fork", serial, origin, seq, None, now, text)
+        return [Alert("fork", peer.serial, text)] if self.witness.found(finding) else []
+
+    # -- witnessing (``clusterd.mesh.witness``) -------------------------------------------
+
+    def _heads(self) -> Summary | None:
+        summary = getattr(self.log, "heads_digest", None)  # (a log may not say: no hd)
+        return None if summary is None else summary()
+
+    def _witness(
+        self, peer: Peer, vv: Mapping[str, int], hd: str | None, now: float
+    ) -> list[Action]:
+        """A peer's ``hd`` (at ``vv``): compared with what it sent before and with ours."""
+        if hd is None:
+            return []
+        heard = self.witness.heard(peer.serial, vv, hd, self._heads())
+        out: list[Action] = []
+        for origin, was, seq in heard.went_back:
+            name = self._name(origin)
+            text = (f"{peer.hostname} advertised {name}'s commits up to {origin}:{was} and now "
+                    f"only up to {origin}:{seq}: its log lost commits (truncated or rewritten, "
+                    "a restored backup, or a power loss)")  # fmt: skip
+            if self.witness.found(Finding("history went back", peer.serial, origin, seq, was,
+                                          now, text)):  # fmt: skip
+                out.append(Alert("history went back", peer.serial, text))
+        if heard.diverged:
+            out.append(Diverged(peer.serial))
+        return out
+
+    def _name(self, serial: str) -> str:
+        if serial == self.me.serial:
+            return self.me.hostname
+        peer = self.peers.get(serial)
+        return serial if peer is None else peer.hostname
+
     # -- handshake ----------------------------------------------------------------------
 
     def _hello(self, peer: Peer, link: Link) -> Hello:
         me = self.me
         flag = self.log.flag(peer.hostname)
+        vv, heads = dict(self.log.version_vector()), self._heads()
         return Hello(
             node=me.serial,
             hostname=me.hostname,
@@ -361,7 +405,8 @@ class Node:
             flag=None
             if flag is None
             else FlagStamp(hlc=flag.hlc, origin=flag.origin, disconnected=flag.disconnected),
-            vv=dict(self.log.version_vector()),
+            vv=vv,
+            hd=attach(None, heads, vv, vv, full=True)[0],
             sd=self._sd(link, full=True),
         )
 
@@ -399,7 +444,9 @@ class Node:
         link.state = LinkState.UP
         link.proto = min(msg.proto_max, self.me.proto_max)
         out += self._up(link, msg.vv, now)
-        return out + self._sd_heard(self.peers[link.peer], msg.sd, msg.vv, hello=True)
+        peer = self.peers[link.peer]
+        out += self._witness(peer, msg.vv, msg.hd, now)
+        return out + self._sd_heard(peer, msg.sd, msg.vv, hello=True)
 
     def _reconnected(self, hello: Hello) -> bool:
         """Whether ``hello`` says this (disconnected) member was reconnected by a write
@@ -457,21 +504,26 @@ class Node:
         if isinstance(msg, Ping):
             if msg.links is not None:
                 peer.links = frozenset(msg.links)
-            vv = dict(self.log.version_vector())
-            full = msg.seq % FULL_EVERY == 0
+            vv, full = dict(self.log.version_vector()), msg.seq % FULL_EVERY == 0
             vv_, links_ = _changes(link, vv, self.live_peers(), full=full)
+            hd, vv_, link.sent_hd = attach(link.sent_hd, self._heads(), vv, vv_, full=full)
             sd = self._sd(link, full=full)
-            pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_, sd=sd)  # ours: valid
+            pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_, hd=hd, sd=sd)
             heard = peer.vv if msg.vv is None else msg.vv
-            return [Send(link.id, pong), *self._compare(peer, heard, link, now),
-                    *self._sd_heard(peer, msg.sd, heard)]  # fmt: skip
+            answer: list[Action] = [Send(link.id, pong), *self._compare(peer, heard, link, now)]
+            return (
+                answer
+                + self._witness(peer, heard, msg.hd, now)
+                + self._sd_heard(peer, msg.sd, heard)
+            )
         if isinstance(msg, Pong):
             if msg.links is not None:
                 peer.links = frozenset(msg.links)
             if msg.seq == peer.ping_seq:
                 peer.rtt = now - peer.ping_at
             heard = peer.vv if msg.vv is None else msg.vv
-            return self._compare(peer, heard, link, now) + self._sd_heard(peer, msg.sd, heard)
+            out = self._compare(peer, heard, link, now) + self._witness(peer, heard, msg.hd, now)
+            return out + self._sd_heard(peer, msg.sd, heard)
         if isinstance(msg, VersionVector):
             return self._compare(peer, msg.vv, link, now)
         if isinstance(msg, CommitMsg):
@@ -647,6 +699,7 @@ class Node:
                 out += self._close(link, "removed", "no longer a member of the cluster", now)
             del self.peers[serial]
             self.sd.forget(serial)
+            self.witness.forget(serial)
         for serial in sorted(wanted):
             m = wanted[serial]
             if serial not in self.peers:

@@ -286,6 +286,19 @@ def chain_facts(chains: dict[str, dict[str, Any]], names: dict[str, str]) -> lis
     return found
 
 
+def witness_facts(found: dict[str, list[dict[str, Any]]]) -> list[Fact]:
+    """What each member's witnessing of the others' chain heads found standing
+    (``status``'s ``witness``, by the member that found it)."""
+    return [
+        Fact("chain", f"{seen_by}: {f['kind']}: {f['text']}.",
+             {"seen_by": seen_by, "member": f["member"], "origin": f["origin"],
+              "origin_serial": f["origin_serial"], "seq": f["seq"], "was": f["was"],
+              "what": f["kind"]})
+        for seen_by, findings in sorted(found.items())
+        for f in findings
+    ]  # fmt: skip
+
+
 def _forks(chains: dict[str, dict[str, Any]], names: dict[str, str]) -> list[Fact]:
     heads: dict[tuple[str, int], dict[str, list[str]]] = {}
     for member, answer in sorted(chains.items()):

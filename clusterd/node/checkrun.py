@@ -137,6 +137,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
     serials.setdefault(me, api.config.serial)
     report = Report(me, serials)
     reverse: dict[str, dict[str, Any]] = {}
+    witnessed: dict[str, list[dict[str, Any]]] = {}  # what each member's witnessing found
     held: dict[str, dict[str, Any]] = {}  # the cross-node checks, as each member holds them
     corrupt: dict[str, list[dict[str, Any]]] = {}  # entries each found corrupt (divergence)
     ours = nodechecks.declared(api.config)
@@ -147,6 +148,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
             report.digests[me], report.software[me] = mine["digest"], mine["software"]
             reverse[me] = mine["reverse_dns"]
             corrupt[me] = mine.get("corruption", [])
+            witnessed[me] = mine.get("witness", [])
             held[me] = await api.node_checks({})
             continue
         try:
@@ -155,6 +157,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
             report.software[host] = theirs["software"]
             reverse[host] = theirs.get("reverse_dns", {})
             corrupt[host] = theirs.get("corruption", [])
+            witnessed[host] = theirs.get("witness", [])
             held[host] = await ask(api, serials[host], "checks", ours)
         except ClusterdError as exc:
             report.digests.pop(host, None)
@@ -181,6 +184,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
     report.facts = check.facts(store.state, store.catalogue, me, report.software, reverse, held)
     report.facts += check.chain_facts(report.chains, layers.hostnames(store.state))
     report.facts += check.corruption_facts(corrupt)
+    report.facts += check.witness_facts(witnessed)
     return report
 
 

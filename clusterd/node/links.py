@@ -23,7 +23,7 @@ from clusterd.mesh.peers import Action, Alert, Answered, Page
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.statedigest import StateDiffers
 from clusterd.mesh.transport import ssh
-from clusterd.node import preview
+from clusterd.node import preview, witnessing
 from clusterd.node.storehost import StoreHost
 
 if TYPE_CHECKING:
@@ -43,6 +43,12 @@ class Links(StoreHost):
         self.tasks: set[asyncio.Task[None]] = set()  # dials, reads, checks under way
         # peers whose state transfer is being checked, and the task doing it
         self.installing: dict[str, asyncio.Task[None]] = {}
+        self.narrowing = witnessing.Narrowing(
+            daemon.store,
+            lambda peer, kind, args: self.ask_peer(peer, kind, args, daemon.timeout),
+            self._forked,
+            self._name,
+        )
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -160,6 +166,15 @@ class Links(StoreHost):
         if kind == "chain":  # walks the whole log: in a thread
             self._background(self._answer_chain(peer, qid))
             return None
+        if kind == "heads":  # the heads from memory; the hashes of a range in a thread
+            try:
+                found = witnessing.answer(self.store, args)
+            except ValueError as exc:
+                return False, f"bad heads query: {exc}"
+            if found is not None:
+                return True, found
+            self._background(self._answer_hashes(peer, qid, args))
+            return None
         try:
             return self.daemon.answer(kind, args)
         except (ClusterdError, KeyError, ValueError, TypeError) as exc:
@@ -190,6 +205,27 @@ class Links(StoreHost):
         except ClusterdError as exc:
             ok, body = False, str(exc)
         self.mesh.reply(peer, qid, ok, body)
+
+    async def _answer_hashes(self, peer: str, qid: int, args: Mapping[str, Any]) -> None:
+        body: Any
+        try:
+            ok, body = True, await asyncio.to_thread(witnessing.read, self.store, args)
+        except StoreError as exc:
+            ok, body = False, str(exc)
+        self.mesh.reply(peer, qid, ok, body)
+
+    def diverged(self, peer: str) -> None:
+        self.narrowing.start(peer)
+
+    def _forked(self, peer: str, origin: str, seq: int, text: str) -> None:
+        if peer in self.mesh.node.peers:
+            self.mesh.call(lambda node: node.forked(peer, origin, seq, text, self.daemon.now()))
+
+    def _name(self, serial: str) -> str:
+        d = self.daemon
+        if serial == d.config.serial:
+            return d.config.hostname
+        return d.peers[serial].hostname if serial in d.peers else serial
 
     def alert(self, alert: Alert) -> None:
         d = self.daemon

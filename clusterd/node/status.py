@@ -43,6 +43,7 @@ def report(d: Daemon) -> dict[str, Any]:
         "store": {"ok": d.store.outage is None, **(d.store.outage or {})},
         "gate": d.gate.status(),
         "alerts": list(d.alerts),
+        "witness": witness(d),
         "confirms": d.confirms.status(),
         "corruption": d.divergence.status(),  # entries found to differ (node.divergence)
         "alert_mail": d.mail.status(),
@@ -50,6 +51,14 @@ def report(d: Daemon) -> dict[str, Any]:
         "web": None if d.web is None else d.web.status(),
         "reverse_dns": {"policy": d.config.reverse_dns, "members": reverse_facts(d)},
     }
+
+
+def witness(d: Daemon) -> list[dict[str, Any]]:
+    """What witnessing found standing against members' logs (``clusterd.mesh.witness``):
+    each until that member's chain heads agree with ours again, or this daemon restarts."""
+    names = layers.hostnames(d.store.state)
+    found = sorted(d.node.witness.findings.values(), key=lambda f: (f.member, f.kind, f.origin))
+    return [f.to_json(names) for f in found]
 
 
 def summary(d: Daemon) -> dict[str, Any]:

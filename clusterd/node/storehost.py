@@ -16,6 +16,7 @@ from clusterd.core import layers
 from clusterd.core.errors import StoreError
 from clusterd.core.merge import Outcome
 from clusterd.core.versions import Commit, Snapshot, VersionVector
+from clusterd.mesh import witness
 from clusterd.mesh.member import Member
 from clusterd.mesh.members import WHO_WE_ARE, flag_of
 from clusterd.mesh.peers import Alert, Flag, LogPages
@@ -47,6 +48,11 @@ class StoreLog:
 
     def flag(self, hostname: str) -> Flag | None:
         return flag_of(self.store.state, hostname)
+
+    def heads_digest(self) -> witness.Summary | None:
+        """The durable chain heads' digest, when they are those of the vector we
+        advertise (no batch waiting for the writer)."""
+        return witness.summary(self.store.heads, self.store.state.vv)
 
 
 class StoreHost:

@@ -85,7 +85,7 @@ from clusterd.store.records import (
     entry_row,
     loss_row,
 )
-from clusterd.store.sealing import Chains, mark_legacy, read_rows, verdicts
+from clusterd.store.sealing import Chains, Head, mark_legacy, read_rows, verdicts
 from clusterd.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -262,6 +262,7 @@ class Store:
         self.on_replaced: list[Callable[[], None]] = []  # after a state transfer
         self.on_refused: list[Refusal] = []  # the writer refused a peer's commit
         self.chains = Chains(sealer)  # heads of the chains; used where batches are written
+        self.heads: dict[str, Head] = {}  # the chains' durable heads, on the owner's thread
         self._keys: dict[str, str] | None = None  # machine keys by serial (chain.keys)
         self.outage: dict[str, Any] | None = None  # {"error": ..., "since": ...} while down
         self.writer: Writer | None = None  # peers' batches are written there (queue_remote)
@@ -372,6 +373,7 @@ class Store:
             # asked of peers again, never jumped over.
             state.vv.update({origin: _contiguous(found) for origin, found in seqs.items()})
             self.chains.load(conn, state.vv)
+            self.heads = dict(self.chains.heads)
 
             def version(hlc: int, origin: str, seq: int, value: str | None, reset: Any) -> Version:
                 parsed = None if value is None else loads(value)
@@ -647,6 +649,9 @@ class Store:
     def _done(self, batch: _Batch, local: bool) -> None:
         """A batch is durable: what removed machines made and still waits, waits for
         nobody now; the listeners are told."""
+        for origin, head in batch.heads.items():  # (what witnessing compares)
+            if head[0] > self.heads.get(origin, (0, None))[0]:
+                self.heads[origin] = head
         self.inbox.forget(layers.removed_serials(self.state))
         self.digests.update(batch.leaves)
         for listener in self.listeners:
@@ -929,6 +934,14 @@ class Store:
         with self._db("the log was not read"), self.engine.connect() as conn:
             rows = read_rows(self.bulk, conn)
         return chain.walk(rows, keys, self.chains.sealer, self.chains.legacy)
+
+    def hashes(self, origin: str, seqs: Iterable[int]) -> dict[int, str | None]:
+        """The hashes of ``origin``'s commits ``seqs`` as the log holds them (a seq it
+        does not hold is left out): a fork narrowed down.  A disk read: from a thread."""
+        c = t.commits.c
+        query = select(c.seq, c.hash).where(c.origin == origin, c.seq.in_(list(seqs)))
+        with self._db("the log was not read"), self.engine.connect() as conn:
+            return {int(seq): h for seq, h in conn.execute(query)}
 
     def verdicts(self, ids: Iterable[CommitId]) -> dict[CommitId, chain.Verdict]:
         """What the rows of a few commits say about their seals (commitdetail, the
