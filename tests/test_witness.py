@@ -19,7 +19,7 @@ from clusterd.mesh.peers import Answered
 from clusterd.node import witnessing
 from clusterd.store.store import Store
 from clusterd.store.writer import ThreadWriter
-from tests.test_chain_store import NY, NY_SEED, change, pair, sealer
+from tests.test_chain_store import LA, LA_SEED, NY, NY_SEED, change, pair, sealer, sql, sync
 
 H = [f"{i:064x}" for i in range(40)]
 origins = st.text("ABCDEFGHIJ-0123456789", min_size=1, max_size=8)
@@ -233,6 +233,22 @@ async def test_heads_move_only_once_the_writer_wrote_them(tmp_path: Path) -> Non
         assert witness.summary(ny.heads, ny.state.vv) is not None
     finally:
         ny.writer.close()
+
+
+def test_a_commit_held_again_after_its_header_was_deleted_is_no_loss(tmp_path: Path) -> None:
+    """Re-applying a version the state holds (its header deleted from a tampered log,
+    sent again by a peer) is not recorded as its own loss (``docs/history.md``, Risks)."""
+    ny, la = pair(tmp_path)
+    made = change(ny, "one")
+    sync(ny, la)
+    la.close()
+    sql(tmp_path / "la.db", "DELETE FROM commits WHERE origin = ? AND seq = ?", "SER-NY",
+        made.id.seq)  # fmt: skip
+    la = Store(tmp_path / "la.db", origin="SER-LA", hostname=LA, sealer=sealer(tmp_path, LA_SEED))
+    assert la.state.vv["SER-NY"] == made.id.seq - 1
+    sync(ny, la)
+    assert la.state.vv["SER-NY"] == made.id.seq
+    assert la.inconsistencies() == []
 
 
 # -- a fork narrowed down between two real stores ------------------------------------------

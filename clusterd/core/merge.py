@@ -15,6 +15,8 @@ winner ``w``:
 * otherwise ``v`` is kept only as a loss (the winner's writer cannot have seen it).
 * any recorded loss of the unit that ``v``'s writer *had* seen is dropped: it was
   overwritten knowingly since.
+* ``w`` is ``v`` itself (the state holds the version, the log lost the commit's
+  header, and a peer sends it again): nothing changes.
 
 With causal delivery the recorded losses of a unit are exactly the versions that are
 not the winner and that no version of the unit has seen, so every member that has
@@ -93,6 +95,8 @@ def merge(state: State, commit: Commit) -> Outcome:
             here = (write.unit.feature, write.unit.mode)
             entries = state.entries(*here)
         current = entries.marker if write.unit.key == MARKER else entries.rows.get(write.unit.key)
+        if current is not None and current.commit == incoming.commit:
+            continue  # held already (a log that lost its header gets it again): no loss
         if current is None:
             out.wins.append((write.unit, incoming))
             out.new_units.add(write.unit)
