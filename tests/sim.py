@@ -429,6 +429,10 @@ def run(
     problems += membership_problems({s: h.replica.state for s, h in alive.items()})
     if not _settled(hosts):
         problems.append("did not settle: version vectors differ or a member is disconnected")
+    # Witnessing chain heads never cries wolf: no member's history goes back, no fork.
+    problems += [f"{m.serial}: {a.kind}: {a.text}" for m in net.members.values()
+                 for a in m.alerts if a.kind in ("history went back", "fork")]  # fmt: skip
+    problems += [line for line in net.log if "chain heads of" in line]
     alerts = sum(len(m.alerts) for m in net.members.values())
     transfers = sum("state transfer" in line for line in net.log)
     settled = net.now - fault_time

@@ -173,3 +173,21 @@ def test_a_removed_member_is_forgotten() -> None:
     assert B in a.witness.last
     a.set_members([], 1.0)
     assert B not in a.witness.last
+
+
+def test_a_hello_overtaken_by_another_links_frames_is_not_witnessed() -> None:
+    """Both dial at once: B's hello on the second link was made when that link opened,
+    before the pong B sent since on the first: it must not read as B going back."""
+    a_log, b_log = log_of((B, 3)), log_of((B, 3))
+    a, b, _ = up(a_log, b_log)  # link 1 (A) / 2 (B)
+    b_log.add(commit(B, 4))
+    a.link_opened(5, 1.0, peer=B, outbound=False)  # B dials a second link: its hello...
+    b.peers[A].dialing = True
+    [stale] = sends(b.link_opened(6, 1.0, peer=A, outbound=True))
+    assert isinstance(stale, Hello) and stale.vv == {B: 4}
+    b_log.add(commit(B, 5))
+    [(_, pong, acts)] = rounds(a, b, 1.5, 1)  # ...is overtaken by a pong on link 1
+    assert pong.vv == {B: 5} and a.witness.last[B] == {B: 5}
+    a.link_closed(1, 1.6, "reset")  # link 1 goes; the stale hello arrives on link 5
+    out = a.received(5, stale, 1.7)
+    assert not [x for x in out if isinstance(x, Alert)] and a.witness.last[B] == {B: 5}

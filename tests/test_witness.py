@@ -113,6 +113,16 @@ def test_went_back_is_reported_exactly_when_an_origin_drops(vectors: list[dict[s
         before = vv
 
 
+def test_a_frame_held_back_is_left_out() -> None:
+    w = witness.Witnesses()
+    w.heard("P", {"O": 5}, "h1xxxxxxxxx", None, order=3)
+    assert w.heard("P", {"O": 4}, "h2xxxxxxxxx", None, order=2).went_back == []  # older
+    assert w.heard("P", {"O": 4}, "h2xxxxxxxxx", None, order=3).went_back == []  # a duplicate
+    assert w.last["P"] == {"O": 5}
+    assert w.heard("P", {"O": 4}, "h2xxxxxxxxx", None).went_back == [("O", 5, 4)]  # a hello
+    assert w.heard("P", {"O": 4}, "h2xxxxxxxxx", None, order=1).went_back == []  # numbered anew
+
+
 def test_fork_only_at_equal_vectors_and_findings_clear_when_heads_agree() -> None:
     w = witness.Witnesses()
     ours = witness.Summary("ooooooooooo", {"O": 5})

@@ -364,12 +364,28 @@ class Node:
         return None if summary is None else summary()
 
     def _witness(
-        self, peer: Peer, vv: Mapping[str, int], hd: str | None, now: float
+        self,
+        peer: Peer,
+        link: Link,
+        vv: Mapping[str, int],
+        hd: str | None,
+        now: float,
+        order: int | None,
     ) -> list[Action]:
-        """A peer's ``hd`` (at ``vv``): compared with what it sent before and with ours."""
+        """A peer's ``hd`` (at ``vv``) on ``link``: compared with what it sent before and
+        with ours.  ``order``: the ping's or pong's seq; None for a hello, which was made
+        when its link opened: one that another link's frames overtook since is left out
+        (its link's first ping or pong carries ``hd`` again)."""
+        if order is None:  # a new link: its pings may number from 1 again (a restart)
+            self.witness.order.pop(peer.serial, None)
         if hd is None:
             return []
-        heard = self.witness.heard(peer.serial, vv, hd, self._heads())
+        before = self.witness.heard_on.get(peer.serial)
+        overtaken = before is not None and before[0] != link.id and before[1] >= link.opened
+        if order is None and overtaken:
+            return []
+        self.witness.heard_on[peer.serial] = (link.id, now)
+        heard = self.witness.heard(peer.serial, vv, hd, self._heads(), order)
         out: list[Action] = []
         for origin, was, seq in heard.went_back:
             name = self._name(origin)
@@ -443,10 +459,13 @@ class Node:
         )
         link.state = LinkState.UP
         link.proto = min(msg.proto_max, self.me.proto_max)
-        out += self._up(link, msg.vv, now)
         peer = self.peers[link.peer]
-        out += self._witness(peer, msg.vv, msg.hd, now)
-        return out + self._sd_heard(peer, msg.sd, msg.vv, hello=True)
+        alone = peer.link is None  # (else the link kept may be the other one)
+        out += self._up(link, msg.vv, now)
+        out += self._sd_heard(peer, msg.sd, msg.vv, hello=True)
+        if not alone or peer.link != link.id:
+            return out
+        return out + self._witness(peer, link, msg.vv, msg.hd, now, None)
 
     def _reconnected(self, hello: Hello) -> bool:
         """Whether ``hello`` says this (disconnected) member was reconnected by a write
@@ -511,18 +530,16 @@ class Node:
             pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_, hd=hd, sd=sd)
             heard = peer.vv if msg.vv is None else msg.vv
             answer: list[Action] = [Send(link.id, pong), *self._compare(peer, heard, link, now)]
-            return (
-                answer
-                + self._witness(peer, heard, msg.hd, now)
-                + self._sd_heard(peer, msg.sd, heard)
-            )
+            found = self._witness(peer, link, heard, msg.hd, now, msg.seq)
+            return answer + found + self._sd_heard(peer, msg.sd, heard)
         if isinstance(msg, Pong):
             if msg.links is not None:
                 peer.links = frozenset(msg.links)
             if msg.seq == peer.ping_seq:
                 peer.rtt = now - peer.ping_at
             heard = peer.vv if msg.vv is None else msg.vv
-            out = self._compare(peer, heard, link, now) + self._witness(peer, heard, msg.hd, now)
+            found = self._witness(peer, link, heard, msg.hd, now, msg.seq)
+            out = self._compare(peer, heard, link, now) + found
             return out + self._sd_heard(peer, msg.sd, heard)
         if isinstance(msg, VersionVector):
             return self._compare(peer, msg.vv, link, now)

@@ -122,8 +122,26 @@ class Witnesses:
 
     last: dict[str, dict[str, int]] = field(default_factory=dict)
     findings: dict[tuple[str, str, str], Finding] = field(default_factory=dict)
+    order: dict[str, int] = field(default_factory=dict)  # the newest ping seq heard on a link
+    heard_on: dict[str, tuple[int, float]] = field(default_factory=dict)  # (link, when)
 
-    def heard(self, peer: str, vv: Mapping[str, int], hd: str, ours: Summary | None) -> Heard:
+    def heard(
+        self,
+        peer: str,
+        vv: Mapping[str, int],
+        hd: str,
+        ours: Summary | None,
+        order: int | None = None,
+    ) -> Heard:
+        """``order``: the ping's or pong's seq (None: a hello, which starts a link).  A
+        frame older than one heard already on the link (a frame held back) is left out:
+        a vector goes back only in frames sent after it."""
+        if order is not None:
+            if order <= self.order.get(peer, -1):
+                return Heard([], False, False)
+            self.order[peer] = order
+        else:
+            self.order.pop(peer, None)
         before = self.last.get(peer, {})
         back = [(o, s, vv.get(o, 0)) for o, s in sorted(before.items()) if vv.get(o, 0) < s]
         self.last[peer] = dict(vv)
@@ -146,6 +164,8 @@ class Witnesses:
     def forget(self, peer: str) -> None:
         """``peer`` is no longer a member."""
         self.last.pop(peer, None)
+        self.order.pop(peer, None)
+        self.heard_on.pop(peer, None)
         for key in [k for k in self.findings if k[0] == peer]:
             del self.findings[key]
 
