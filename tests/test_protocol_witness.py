@@ -186,7 +186,7 @@ def test_a_hello_overtaken_by_another_links_frames_is_not_witnessed() -> None:
     [stale] = sends(b.link_opened(6, 1.0, peer=A, outbound=True))
     assert isinstance(stale, Hello) and stale.vv == {B: 4}
     b_log.add(commit(B, 5))
-    [(_, pong, acts)] = rounds(a, b, 1.5, 1)  # ...is overtaken by a pong on link 1
+    [(_, pong, _)] = rounds(a, b, 1.5, 1)  # ...is overtaken by a pong on link 1
     assert pong.vv == {B: 5} and a.witness.last[B] == {B: 5}
     a.link_closed(1, 1.6, "reset")  # link 1 goes; the stale hello arrives on link 5
     out = a.received(5, stale, 1.7)
