@@ -9,12 +9,26 @@ import hashlib
 import json
 from collections.abc import Iterable
 
+import pytest
+
+from clusterd.core.errors import ProtocolError
 from clusterd.core.versions import Commit
 from clusterd.mesh import witness
 from clusterd.mesh.messages import Hello, Ping, Pong, decode_body, encode
 from clusterd.mesh.peers import Alert, Diverged
 from clusterd.mesh.protocol import FULL_EVERY, Node
-from tests.test_protocol import A, B, T, TinyLog, commit, handshake, hostname, node, sends
+from tests.test_protocol import (
+    A,
+    B,
+    T,
+    TinyLog,
+    commit,
+    handshake,
+    hello_from,
+    hostname,
+    node,
+    sends,
+)
 
 
 class WitnessedLog(TinyLog):
@@ -191,3 +205,15 @@ def test_a_hello_overtaken_by_another_links_frames_is_not_witnessed() -> None:
     a.link_closed(1, 1.6, "reset")  # link 1 goes; the stale hello arrives on link 5
     out = a.received(5, stale, 1.7)
     assert not [x for x in out if isinstance(x, Alert)] and a.witness.last[B] == {B: 5}
+
+
+def test_a_malformed_hd_or_an_unknown_field_is_refused() -> None:
+    for body in (b'{"type":"ping","seq":1,"hd":"short"}', b'{"type":"pong","seq":1,"hd":7}',
+                 b'{"type":"ping","seq":1,"hd":"abcdefghij="}',
+                 b'{"type":"ping","seq":1,"sd2":"abcdefghijk"}'):  # fmt: skip
+        with pytest.raises(ProtocolError):
+            decode_body(body)
+    hello = encode(hello_from(1))[4:].replace(b'"hd":null', b'"hd":"!!!!!!!!!!!"')
+    with pytest.raises(ProtocolError):  # (the hello ignores unknown fields, not bad ones)
+        decode_body(hello)
+    assert decode_body(hello.replace(b'"hd":', b'"hx":')) == hello_from(1)
