@@ -373,19 +373,9 @@ class Node:
         order: int | None,
     ) -> list[Action]:
         """A peer's ``hd`` (at ``vv``) on ``link``: compared with what it sent before and
-        with ours.  ``order``: the ping's or pong's seq; None for a hello, which was made
-        when its link opened: one that another link's frames overtook since is left out
-        (its link's first ping or pong carries ``hd`` again)."""
-        if order is None:  # a new link: its pings may number from 1 again (a restart)
-            self.witness.order.pop(peer.serial, None)
-        if hd is None:
-            return []
-        before = self.witness.heard_on.get(peer.serial)
-        overtaken = before is not None and before[0] != link.id and before[1] >= link.opened
-        if order is None and overtaken:
-            return []
-        self.witness.heard_on[peer.serial] = (link.id, now)
-        heard = self.witness.heard(peer.serial, vv, hd, self._heads(), order)
+        with ours (``order``: the ping's or pong's seq; None for a hello)."""
+        heard = self.witness.heard(peer.serial, vv, hd, None if hd is None else self._heads(),
+                                   link=(link.id, link.opened), now=now, order=order)  # fmt: skip
         out: list[Action] = []
         for origin, was, seq in heard.went_back:
             name = self._name(origin)

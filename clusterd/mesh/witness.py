@@ -115,6 +115,9 @@ class Heard:
     agreed: bool  # same vector, same digest
 
 
+NOTHING = Heard([], False, False)
+
+
 @dataclass
 class Witnesses:
     """Per peer, the vector it last sent with an ``hd``; and what stands against it.
@@ -129,19 +132,31 @@ class Witnesses:
         self,
         peer: str,
         vv: Mapping[str, int],
-        hd: str,
+        hd: str | None,
         ours: Summary | None,
+        *,
+        link: tuple[int, float] = (0, 0.0),
+        now: float = 0.0,
         order: int | None = None,
     ) -> Heard:
-        """``order``: the ping's or pong's seq (None: a hello, which starts a link).  A
-        frame older than one heard already on the link (a frame held back) is left out:
-        a vector goes back only in frames sent after it."""
-        if order is not None:
-            if order <= self.order.get(peer, -1):
-                return Heard([], False, False)
-            self.order[peer] = order
-        else:
+        """What ``peer``'s ``hd`` at ``vv`` says, on ``link`` (its id, and when it
+        opened).  ``order``: the ping's or pong's seq; None for a hello.  Left out: a
+        frame older than one heard already (a frame held back), and a hello, made when
+        its link opened, that another link's frames overtook since (both links dialled
+        at once): its link's first ping or pong carries ``hd`` again."""
+        if order is None:  # a new link: its pings may number from 1 again (a restart)
             self.order.pop(peer, None)
+        if hd is None:
+            return NOTHING
+        if order is None:
+            on = self.heard_on.get(peer)
+            if on is not None and on[0] != link[0] and on[1] >= link[1]:
+                return NOTHING
+        elif order <= self.order.get(peer, -1):
+            return NOTHING
+        else:
+            self.order[peer] = order
+        self.heard_on[peer] = (link[0], now)
         before = self.last.get(peer, {})
         back = [(o, s, vv.get(o, 0)) for o, s in sorted(before.items()) if vv.get(o, 0) < s]
         self.last[peer] = dict(vv)
