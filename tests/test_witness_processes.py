@@ -8,10 +8,14 @@
   there: its seq N now has another hash than the one the others hold.  Started again,
   the others raise "fork" naming it, its origin and N, within 2 pings of the link
   coming up; ``status --json`` lists it and clustercheck exits 1 with the fact.
+* A peer at the same vector with other heads that answers the ``heads`` query with
+  garbage changes nothing on the member narrowing it (a log line, no alert), and a
+  malformed ``heads`` query gets a clear error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -19,8 +23,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
+from clusterd.core import layers
 from clusterd.core.modes import Mode
 from clusterd.dev.testbed import Machine, Testbed
+from clusterd.mesh.messages import (
+    PROTOCOL_MAX,
+    Answer,
+    FrameReader,
+    Hello,
+    Message,
+    Query,
+    decode_body,
+    encode,
+)
+from clusterd.mesh.transport.ssh import PEER_USER, SUBSYSTEM
 from tests.storehelp import session
 from tests.test_shell_ssh import ssh
 
@@ -166,3 +184,67 @@ def test_a_rewritten_tail_is_reported_as_a_fork(tmp_path: Path) -> None:
         }  # fmt: skip
         text = ssh(a, "status")
         assert f"Witnessed fork: {b.hostname} holds another history" in text.stdout
+
+
+# -- a peer that answers garbage ------------------------------------------------------------
+
+
+async def _play(b: Machine, a: Machine, hello: Hello, spoil: Any) -> list[Message]:
+    """Play ``b`` on a link to ``a``: hello; ask ``a`` a malformed ``heads`` query, and
+    answer its ``heads`` query with ``spoil``; what ``a`` sent until then."""
+    key = asyncssh.read_private_key(b.config.machine_key)
+    async with asyncssh.connect(a.config.listen, a.config.ssh_port, username=PEER_USER,
+                                client_keys=[key], known_hosts=None, agent_path=None,
+                                config=None) as conn:  # fmt: skip
+        process = await conn.create_process(subsystem=SUBSYSTEM, encoding=None)
+        process.stdin.write(encode(hello))
+        reader, got = FrameReader(), []
+        ours = Query(qid=1, kind="heads", args={"origin": a.serial, "seqs": ["x"]})
+        while not any(isinstance(m, Answer) for m in got) or not any(
+            isinstance(m, Query) for m in got
+        ):
+            data = await asyncio.wait_for(process.stdout.read(65536), 20)
+            assert data, got
+            for m in (decode_body(body) for body in reader.feed(data)):
+                got.append(m)
+                if isinstance(m, Hello):
+                    process.stdin.write(encode(ours))
+                if isinstance(m, Query) and m.kind == "heads":
+                    process.stdin.write(encode(Answer(qid=m.qid, ok=True, body=spoil)))
+        await asyncio.sleep(2 * PING)  # (a reads the answer)
+        return got
+
+
+def test_a_peer_answering_garbage_changes_nothing(tmp_path: Path) -> None:
+    with Testbed(tmp_path, 2, ping=PING) as bed:
+        bed.start()
+        bed.wait(bed.linked, what="linked")
+        a, b = bed.machines
+        a.edit(tz_at(a, ZONES[0]), comment="one")
+        bed.wait(bed.converged, what="converged")
+        b.stop()
+        before = a.status()
+        store = b.store()
+        cluster = layers.cluster_id(store.state) or ""
+        store.close()
+        hello = Hello(
+            node=b.serial,
+            hostname=b.hostname,
+            cluster=cluster,
+            proto_min=PROTOCOL_MAX,
+            proto_max=PROTOCOL_MAX,
+            software=before["software"],
+            vv=before["vv"],
+            hd="AAAAAAAAAAA",
+        )  # fmt: skip  (the same vector, other heads)
+        for spoil in ({"heads": {a.serial: ["x", None]}}, ["garbage"]):
+            got = asyncio.run(_play(b, a, hello, spoil))
+            [answer] = [m for m in got if isinstance(m, Answer)]
+            assert not answer.ok and str(answer.body).startswith("bad heads query: seqs:")
+            status = a.status()  # a serves on, nothing changed, no fork
+            assert (status["vv"], status["digest"]) == (before["vv"], before["digest"])
+            assert not [x for x in status["alerts"] if x["kind"] == "fork"]
+            assert status["witness"] == []
+        log = (a.dir / "stderr.log").read_text()
+        assert f"witnessing: {b.hostname} gave a bad heads answer (head of " in log
+        assert f"witnessing: {b.hostname} gave a bad heads answer (no heads in it)" in log
