@@ -1,7 +1,7 @@
 """The protocol's side of witnessing chain heads (``docs/history.md``, section 2): what
 hello, ping and pong carry (``hd`` only when durable, changed or on a full round; null
 fields left out), and what a node finds in a peer's ``hd``: "history went back" and a
-divergence to narrow down (``Diverged``), then "fork" once."""
+divergence to narrow down (``HeadsDiffer``), then "fork" once."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from clusterd.core.errors import ProtocolError
 from clusterd.core.versions import Commit
 from clusterd.mesh import witness
 from clusterd.mesh.messages import Hello, Ping, Pong, decode_body, encode
-from clusterd.mesh.peers import Alert, Diverged
+from clusterd.mesh.peers import Alert, HeadsDiffer
 from clusterd.mesh.protocol import FULL_EVERY, Node
 from tests.test_protocol import (
     A,
@@ -163,22 +163,22 @@ def test_equal_vectors_other_heads_diverge_then_fork_is_raised_once() -> None:
     a_log, b_log = log_of((A, 3), (B, 4)), log_of((A, 3), (B, 4))
     b_log.forged.add((B, 4))
     a, b, at_a = up(a_log, b_log)
-    assert Diverged(B) in at_a  # B's hello: same vector, other heads
+    assert HeadsDiffer(B) in at_a  # B's hello: same vector, other heads
     [(_, _, acts)] = rounds(a, b, 1.0, 1)
-    assert Diverged(B) in acts  # (the driver runs one narrowing at a time)
+    assert HeadsDiffer(B) in acts  # (the driver runs one narrowing at a time)
     text = "m1 holds another history"
     assert a.forked(B, B, 4, text, 2.0) == [Alert("fork", B, text)]
     assert a.forked(B, B, 4, text, 3.0) == []  # the same fork stands: no second alert
     assert [f.kind for f in a.witness.findings.values()] == ["fork"]
     b_log.forged.clear()  # repaired: heads agree again, what stood against it is over
     acts = [x for _, _, xs in rounds(a, b, 2.0, FULL_EVERY) for x in xs]
-    assert Diverged(B) not in acts and not a.witness.findings
+    assert HeadsDiffer(B) not in acts and not a.witness.findings
 
 
 def test_a_lagging_peer_is_not_a_fork() -> None:
     a_log, b_log = log_of((A, 3)), log_of((A, 2))
     a, _b, at_a = up(a_log, b_log)
-    assert not [x for x in at_a if isinstance(x, Diverged | Alert)]
+    assert not [x for x in at_a if isinstance(x, HeadsDiffer | Alert)]
     assert a.witness.last == {B: {A: 2}}
 
 

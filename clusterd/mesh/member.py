@@ -31,7 +31,7 @@ from clusterd.mesh.peers import (
     Ask,
     Close,
     Dial,
-    Diverged,
+    HeadsDiffer,
     Install,
     Log,
     LogPages,
@@ -94,7 +94,7 @@ class Host(Protocol):
         """A peer holds the same commits and another state, or no longer does
         (``clusterd.mesh.statedigest``)."""
 
-    def diverged(self, peer: str) -> None:
+    def heads_differ(self, peer: str) -> None:
         """``peer``'s chain heads differ from ours at the same vector: narrow it down
         and report it with ``Node.forked`` (``clusterd.node.witnessing``)."""
 
@@ -230,8 +230,8 @@ class Member:
                 self.host.reconnect(by)
             case StateDiffers():
                 self.host.state_differs(action)
-            case Diverged(peer):
-                self.host.diverged(peer)
+            case HeadsDiffer(peer):
+                self.host.heads_differ(peer)
             case ReadLog(link, vv, limit):
                 found = self.host.read_log(link, vv, limit)
                 if found is not None:

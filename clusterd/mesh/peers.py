@@ -242,7 +242,7 @@ class Reconnect:
 
 
 @dataclass(frozen=True, slots=True)
-class Diverged:
+class HeadsDiffer:
     """``peer``'s durable vector equals ours and its chain heads do not: the driver
     narrows it down to the first commit that differs (``clusterd.node.witnessing``) and
     reports it with ``Node.forked``."""
@@ -263,5 +263,5 @@ Action = (
     | Reconnect
     | ReadLog
     | StateDiffers
-    | Diverged
+    | HeadsDiffer
 )

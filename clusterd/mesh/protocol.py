@@ -59,7 +59,7 @@ from clusterd.mesh.peers import (
     Ask,
     Close,
     Dial,
-    Diverged,
+    HeadsDiffer,
     Identity,
     Install,
     Link,
@@ -386,7 +386,7 @@ class Node:
                                           now, text)):  # fmt: skip
                 out.append(Alert("history went back", peer.serial, text))
         if heard.diverged:
-            out.append(Diverged(peer.serial))
+            out.append(HeadsDiffer(peer.serial))
         return out
 
     def _name(self, serial: str) -> str:
@@ -529,8 +529,9 @@ class Node:
                 peer.rtt = now - peer.ping_at
             heard = peer.vv if msg.vv is None else msg.vv
             found = self._witness(peer, link, heard, msg.hd, now, msg.seq)
-            out = self._compare(peer, heard, link, now) + found
-            return out + self._sd_heard(peer, msg.sd, heard)
+            return (
+                self._compare(peer, heard, link, now) + found + self._sd_heard(peer, msg.sd, heard)
+            )
         if isinstance(msg, VersionVector):
             return self._compare(peer, msg.vv, link, now)
         if isinstance(msg, CommitMsg):

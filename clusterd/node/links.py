@@ -214,7 +214,7 @@ class Links(StoreHost):
             ok, body = False, str(exc)
         self.mesh.reply(peer, qid, ok, body)
 
-    def diverged(self, peer: str) -> None:
+    def heads_differ(self, peer: str) -> None:
         self.narrowing.start(peer)
 
     def _forked(self, peer: str, origin: str, seq: int, text: str) -> None:

@@ -1,7 +1,7 @@
 """A fork between two members' chains, narrowed down to its first commit; and the
 ``heads`` query that does it (``docs/history.md``, section 2).
 
-When a peer's heads digest differs from ours at the same vector (``Diverged``), the
+When a peer's heads digest differs from ours at the same vector (``HeadsDiffer``), the
 daemon asks it ``heads``: every origin's durable head, answered from memory.  An origin
 whose heads sit at the same seq with different hashes is narrowed down: the peer gives
 the hashes at up to 16 seqs of the range where they start to differ, we read ours in a

@@ -118,7 +118,7 @@ class SimMember:
     def follow(self, node: Node, now: float) -> list[Action]:
         return self.host.follow(node, now)
 
-    def diverged(self, peer: str) -> None:  # (narrowing needs the daemon's threads)
+    def heads_differ(self, peer: str) -> None:  # (narrowing needs the daemon's threads)
         self.note(f"chain heads of {peer} differ from ours at the same vector")
 
     def dial(self, peer: str) -> None:
