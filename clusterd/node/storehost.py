@@ -29,6 +29,9 @@ class StoreLog:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # the last heads' summary and the ``heads_moved`` it was made at: pings and pongs
+        # ask for it on every link each round, and it changes only with a durable batch
+        self._summary: tuple[int, witness.Summary | None] = (-1, None)
 
     def version_vector(self) -> VersionVector:
         return self.store.state.vv
@@ -52,7 +55,13 @@ class StoreLog:
     def heads_digest(self) -> witness.Summary | None:
         """The durable chain heads' digest, when they are those of the vector we
         advertise (no batch waiting for the writer)."""
-        return witness.summary(self.store.heads, self.store.state.vv)
+        moved, made = self._summary
+        vv = self.store.state.vv
+        if moved == self.store.heads_moved and made is not None and made.vv == vv:
+            return made
+        made = witness.summary(self.store.heads, vv)
+        self._summary = (self.store.heads_moved, made)
+        return made
 
 
 class StoreHost:

@@ -263,6 +263,7 @@ class Store:
         self.on_refused: list[Refusal] = []  # the writer refused a peer's commit
         self.chains = Chains(sealer)  # heads of the chains; used where batches are written
         self.heads: dict[str, Head] = {}  # the chains' durable heads, on the owner's thread
+        self.heads_moved = 0  # counts changes of ``heads`` (what caches them compare)
         self._keys: dict[str, str] | None = None  # machine keys by serial (chain.keys)
         self.outage: dict[str, Any] | None = None  # {"error": ..., "since": ...} while down
         self.writer: Writer | None = None  # peers' batches are written there (queue_remote)
@@ -374,6 +375,7 @@ class Store:
             state.vv.update({origin: _contiguous(found) for origin, found in seqs.items()})
             self.chains.load(conn, state.vv)
             self.heads = dict(self.chains.heads)
+            self.heads_moved += 1
 
             def version(hlc: int, origin: str, seq: int, value: str | None, reset: Any) -> Version:
                 parsed = None if value is None else loads(value)
@@ -652,6 +654,7 @@ class Store:
         for origin, head in batch.heads.items():  # (what witnessing compares)
             if head[0] > self.heads.get(origin, (0, None))[0]:
                 self.heads[origin] = head
+                self.heads_moved += 1
         self.inbox.forget(layers.removed_serials(self.state))
         self.digests.update(batch.leaves)
         for listener in self.listeners:
