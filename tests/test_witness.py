@@ -81,8 +81,8 @@ def test_the_sending_rule(
     got, vv_out, sent_now = witness.attach(sent, ours, vv, vv_, full=full)
     if not durable:  # the durable vector is not the advertised one: nothing
         assert (got, vv_out, sent_now) == (None, vv_, sent)
-    elif hd != sent or full:  # changed, or a full round: sent, with its vector
-        assert (got, vv_out, sent_now) == (hd, vv, hd)
+    elif hd != sent or full:  # changed, or a full round: sent (of the link's vector)
+        assert (got, vv_out, sent_now) == (hd, vv_, hd)
     else:
         assert (got, vv_out, sent_now) == (None, vv_, sent)
     assert witness.attach(sent, None, vv, vv_, full=full) == (None, vv_, sent)

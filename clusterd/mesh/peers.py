@@ -127,6 +127,9 @@ class Link:
     sent_vv: dict[str, int] | None = None  # what our last ping or pong on it carried
     sent_links: tuple[str, ...] | None = None
     sent_hd: str | None = None  # the last heads digest sent on it
+    # the vector the peer last sent on it (hello, ping, pong or vv): what an ``hd`` or
+    # ``sd`` in a frame without a vector describes (frames on one link keep their order)
+    heard_vv: dict[str, int] | None = None
 
     def __repr__(self) -> str:
         way = "out" if self.outbound else "in"

@@ -451,6 +451,7 @@ class Node:
         link.proto = min(msg.proto_max, self.me.proto_max)
         peer = self.peers[link.peer]
         alone = peer.link is None  # (else the link kept may be the other one)
+        link.heard_vv = dict(msg.vv)
         out += self._up(link, msg.vv, now)
         out += self._sd_heard(peer, msg.sd, msg.vv, hello=True)
         if not alone or peer.link != link.id:
@@ -520,19 +521,17 @@ class Node:
             pong = Pong.model_construct(seq=msg.seq, vv=vv_, links=links_, hd=hd, sd=sd)
             heard = peer.vv if msg.vv is None else msg.vv
             answer: list[Action] = [Send(link.id, pong), *self._compare(peer, heard, link, now)]
-            found = self._witness(peer, link, heard, msg.hd, now, msg.seq)
-            return answer + found + self._sd_heard(peer, msg.sd, heard)
+            return answer + self._digests_heard(peer, link, msg, now)
         if isinstance(msg, Pong):
             if msg.links is not None:
                 peer.links = frozenset(msg.links)
             if msg.seq == peer.ping_seq:
                 peer.rtt = now - peer.ping_at
             heard = peer.vv if msg.vv is None else msg.vv
-            found = self._witness(peer, link, heard, msg.hd, now, msg.seq)
-            return (
-                self._compare(peer, heard, link, now) + found + self._sd_heard(peer, msg.sd, heard)
-            )
+            compared = self._compare(peer, heard, link, now)
+            return compared + self._digests_heard(peer, link, msg, now)
         if isinstance(msg, VersionVector):
+            link.heard_vv = dict(msg.vv)
             return self._compare(peer, msg.vv, link, now)
         if isinstance(msg, CommitMsg):
             return [Apply((_commit(msg.commit),), peer.serial)]
@@ -651,6 +650,15 @@ class Node:
     def _sd(self, link: Link, *, full: bool) -> str | None:
         """The state root a hello, ping or pong on ``link`` carries (or None)."""
         return self.sd.to_send(link.peer, link.id, our_root(self.log), full=full)
+
+    def _digests_heard(self, peer: Peer, link: Link, msg: Ping | Pong, now: float) -> list[Action]:
+        """A ping's or pong's ``hd`` and ``sd``, each of the vector it carries or, without
+        one, of the last vector heard on this link (``witness.attach``)."""
+        if msg.vv is not None:
+            link.heard_vv = dict(msg.vv)
+        vv = peer.vv if link.heard_vv is None else link.heard_vv
+        found = self._witness(peer, link, vv, msg.hd, now, msg.seq)
+        return found + self._sd_heard(peer, msg.sd, vv)
 
     def _sd_heard(
         self, peer: Peer, sd: str | None, their_vv: Mapping[str, int], *, hello: bool = False

@@ -70,14 +70,16 @@ def attach(
 ) -> tuple[str | None, dict[str, int] | None, str | None]:
     """What a ping or pong carries of the heads: ``(hd, vv, sent)``.  ``sent`` is the
     last ``hd`` sent on the link, ``vv_`` the vector ``_changes`` chose to send (None:
-    unchanged).  ``hd`` goes only when ours describes ``vv`` (the advertised vector),
-    when it changed since the last one sent on the link or on a full round; it always
-    travels with the vector it describes, so the receiver never guesses which."""
+    unchanged since the last one sent on this link).  ``hd`` goes only when ours
+    describes ``vv`` (the advertised vector), when it changed since the last one sent on
+    the link or on a full round.  It describes the vector of its frame, or, when that
+    frame carries none, the last one sent on the same link: the receiver holds it
+    (``Link.heard_vv``), so the vector is never sent again for it."""
     if ours is None or dict(ours.vv) != dict(vv):
         return None, vv_, sent
     if ours.hd == sent and not full:
         return None, vv_, sent
-    return ours.hd, dict(vv) if vv_ is None else vv_, ours.hd
+    return ours.hd, vv_, ours.hd
 
 
 @dataclass(frozen=True, slots=True)
