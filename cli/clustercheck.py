@@ -145,29 +145,29 @@ def _updated(shell: Shell, cid: CommitId) -> str:
     return f"{f['machine']} version was updated {f['time']} by '{f['user']}' on {f['machine']}"
 
 
-def _written_twice(shell: Shell, loss: Loss) -> None:
-    """A loss of the very value in use: said, nothing to resolve."""
+def _show_loss(shell: Shell, loss: Loss, heading: str, loser: str) -> None:
+    """A recorded loss: the unit, the version in use, and the one it overwrote."""
     unit = loss.unit
     feature = shell.store.catalogue[unit.feature]
     row = "" if unit.key == MARKER else f", row {unit.key!r}"
-    shell.write("The same value, written twice (nothing lost):")
+    shell.write(heading)
     shell.write(f"{feature.title} at {Mode.from_key(unit.mode)}{row}:")
     shell.write(f"{_updated(shell, loss.by)} (in use)")
-    shell.write(f"{_updated(shell, loss.loser.commit)} (the same value, written without "
-                "seeing the other)")  # fmt: skip
+    shell.write(f"{_updated(shell, loss.loser.commit)} ({loser})")
+
+
+def _written_twice(shell: Shell, loss: Loss) -> None:
+    """A loss of the very value in use: said, nothing to resolve."""
+    _show_loss(shell, loss, "The same value, written twice (nothing lost):",
+               "the same value, written without seeing the other")  # fmt: skip
 
 
 async def _resolve_loss(shell: Shell, loss: Loss) -> bool:
     """A change overwritten by someone who had not seen it (e.g. while disconnected):
     True when a version was forced."""
     unit = loss.unit
-    feature = shell.store.catalogue[unit.feature]
-    row = "" if unit.key == MARKER else f", row {unit.key!r}"
-    shell.write("Inconsistency found!")
-    shell.write(f"{feature.title} at {Mode.from_key(unit.mode)}{row}:")
-    shell.write(f"{_updated(shell, loss.by)} (in use)")
-    shell.write(f"{_updated(shell, loss.loser.commit)} (overwritten: made without seeing "
-                "the other)")  # fmt: skip
+    _show_loss(shell, loss, "Inconsistency found!",
+               "overwritten: made without seeing the other")  # fmt: skip
     hosts = layers.hostnames(shell.store.state)
     names = [hosts.get(c.origin, c.origin) for c in (loss.by, loss.loser.commit)]
     pick = await _offer(shell, names)
