@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from clusterd.core.versions import Commit, Snapshot, VersionVector
 from clusterd.mesh.messages import PROTOCOL_MAX, PROTOCOL_MIN, Message
 from clusterd.mesh.statedigest import StateDiffers
-from clusterd.mesh.witness import Summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +77,16 @@ class Flag:
 
 class Log(Protocol):
     """What the protocol reads from the member's state in memory.  Reading the commit
-    log (a disk) is an action, ``ReadLog``, whose result comes back as an event."""
+    log (a disk) is an action, ``ReadLog``, whose result comes back as an event.
+
+    A log may also say what its durable state is (the store's, ``StoreLog``):
+    ``heads_digest()``, the digest of its durable chain heads and the vector they
+    describe (``clusterd.mesh.witness``), and ``state_root()``, its durable state's root
+    (``clusterd.mesh.statedigest``); each None while writes are under way.  A log without
+    them (the pure simulation's) sends no ``hd`` or ``sd``."""
 
     def version_vector(self) -> VersionVector: ...
     def flag(self, hostname: str) -> Flag | None: ...
-
-
-class WitnessedLog(Log, Protocol):
-    """A log that can say what its durable chains are (the store's): its pings carry
-    ``hd`` (``clusterd.mesh.witness``).  A log without ``heads_digest`` sends none."""
-
-    def heads_digest(self) -> Summary | None:
-        """The digest of the durable chain heads and the vector they describe, or None
-        when that is not the vector advertised (writes under way)."""
 
 
 class LogPages(Log, Protocol):
