@@ -48,10 +48,13 @@ SEVERITY = {
     "store unavailable": "critical",
     "configuration": "critical",
     "bad commit": "critical",
+    "fork": "critical",
+    "history went back": "critical",
+    "corruption": "critical",
     "store available": "information",
 }
 # The reference's classes: this machine's own health is "system", the rest "clustering".
-SYSTEM_KINDS = {"store unavailable", "store available", "configuration"}
+SYSTEM_KINDS = {"store unavailable", "store available", "configuration", "corruption"}
 
 
 def severity(kind: str) -> str:
