@@ -1,16 +1,16 @@
 """The shell's own commands (feature editors are ``cli.editor``, clusterconfig is
-``cli.clusterconfig``): help, clustermode, commit, clear, commitdetail, status,
-version, quit.  ``HANDLERS`` maps each command name to its coroutine."""
+``cli.clusterconfig``, commitdetail ``cli.commitdetail``, status and version
+``cli.statusview``): help, clustermode, commit, clear, passwd, quit.  ``HANDLERS`` maps
+each command name to its coroutine."""
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 from clusterd.cli import confirmed
 from clusterd.cli.clustercheck import clustercheck
 from clusterd.cli.clusterconfig import clusterconfig
+from clusterd.cli.commitdetail import commitdetail
 from clusterd.cli.console import confirm
 from clusterd.cli.inspect import explain, preview
 from clusterd.cli.loadconfig import USAGE as LOADCONFIG_USAGE
@@ -22,15 +22,14 @@ from clusterd.cli.resetconfig import resetconfig
 from clusterd.cli.rollback import USAGE as ROLLBACK_USAGE
 from clusterd.cli.rollback import rollback
 from clusterd.cli.saveload import saveconfig
-from clusterd.cli.services import TARGET_USAGE, WATCH_USAGE, target, target_line, watch
+from clusterd.cli.services import TARGET_USAGE, WATCH_USAGE, target, watch
 from clusterd.cli.shell import Handler, Quit, Shell, Usage
-from clusterd.cli.syncview import detail_lines
+from clusterd.cli.statusview import status, version
 from clusterd.cli.upgrade import upgrade
 from clusterd.core import confirm as confirms
 from clusterd.core import layers, membership
 from clusterd.core.errors import ClusterdError, InvalidSetting
 from clusterd.core.modes import Mode
-from clusterd.core.versions import JSON, Commit, CommitId, Loss, Unit
 from clusterd.schema.restrictions import COMMANDS, Restriction
 from clusterd.schema.shapes import help_lines
 
@@ -168,175 +167,6 @@ async def clearchanges(shell: Shell, args: list[str]) -> int:
     if not await confirm(shell.console, "Discard all pending changes?", True):
         return 1
     shell.write(f"{shell.session.clear()} pending change(s) discarded.")
-    return 0
-
-
-async def commitdetail(shell: Shell, args: list[str]) -> int:
-    """The N most recent commits: id, time, origin machine, user, comment, the
-    (feature, mode) pairs changed, and the inconsistencies recorded against them -- what
-    of each was lost to a change made without seeing it, and what each superseded so."""
-    words = [a for a in args if a not in ("--json", "-j")]
-    if words and not words[0].isdigit():
-        raise Usage("commitdetail [N] [--json]")
-    limit = int(words[0]) if words else 10
-    store = shell.store
-    names = {**layers.hostnames(store.state), store.origin: store.hostname}
-    lost: dict[CommitId, list[Loss]] = {}
-    superseded: dict[CommitId, list[Loss]] = {}
-    for loss in store.inconsistencies():
-        lost.setdefault(loss.loser.commit, []).append(loss)
-        superseded.setdefault(loss.by, []).append(loss)
-    rows = []
-    log = store.commit_log(limit)
-    seals = store.verdicts(c.id for c in log)  # (a few signatures: the shell worker's CPU)
-    for c in log:
-        changed = sorted({(w.unit.feature, w.unit.mode) for w in c.writes})
-        rows.append(
-            {
-                **_commit_ref(shell, c, names),
-                "comment": c.comment,
-                "seal": seals[c.id].to_json(c.seal.hash if c.seal else None),
-                "changed": [f"{f} at {Mode.from_key(m)}" for f, m in changed],
-                "inconsistent": c.id in lost,
-                "lost": [
-                    {**_unit_ref(x.unit), "to": _commit_ref(shell, x.by, names)}
-                    for x in lost.get(c.id, [])
-                ],
-                "superseded": [
-                    {**_unit_ref(x.unit), "of": _commit_ref(shell, x.loser.commit, names)}
-                    for x in superseded.get(c.id, [])
-                ],
-            }
-        )
-    if "--json" in args or "-j" in args:
-        shell.write(json.dumps(rows, indent=1))
-        return 0
-    for r in rows:
-        flag = "  (lost to a concurrent change: see clustercheck)" if r["inconsistent"] else ""
-        seal = r["seal"]
-        mark = f"[{seal['hash'][:12]} {seal['label']}]" if seal["hash"] else f"[{seal['label']}]"
-        shell.write(f"{r['id']}  {r['time']}  {r['origin']}  {r['user']}  {r['comment']!r}  "
-                    f"{mark}{flag}")  # fmt: skip
-        if not seal["ok"]:
-            shell.write(f"    Seal: {seal['text']}")
-        for what in r["changed"]:
-            shell.write(f"    {what}")
-        for x in r["lost"]:
-            shell.write(f"    Lost: {_unit_text(x)}, to {_by_text(x['to'])}")
-        for x in r["superseded"]:
-            shell.write(f"    Superseded without seeing it: {_unit_text(x)} of {_by_text(x['of'])}")
-    return 0
-
-
-def _commit_ref(shell: Shell, commit: Commit | CommitId, names: dict[str, str]) -> JSON:
-    """A commit as commitdetail names it: id, time, user, origin host name and serial
-    (the serial stands for the host of a machine that is no longer a member)."""
-    cid = commit if isinstance(commit, CommitId) else commit.id
-    origin = {"origin": names.get(cid.origin, cid.origin), "origin_serial": cid.origin}
-    found = commit
-    if isinstance(found, CommitId):
-        try:
-            found = shell.store.get_commit(found)
-        except ClusterdError:  # no longer in the log: only its id is known
-            return {"id": str(cid), "time": None, "user": None, **origin}
-    at = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(found.at))
-    return {"id": str(cid), "time": at, "user": found.user, **origin}
-
-
-def _unit_ref(unit: Unit) -> JSON:
-    row = None if unit.is_marker else unit.key
-    return {"feature": unit.feature, "mode": str(Mode.from_key(unit.mode)), "row": row}
-
-
-def _unit_text(ref: JSON) -> str:
-    row = "" if ref["row"] is None else f" row {ref['row']!r}"
-    return f"{ref['feature']} at {ref['mode']}{row}"
-
-
-def _by_text(ref: JSON) -> str:
-    if ref["user"] is None:
-        return f"{ref['id']} on {ref['origin']} (no longer in the log)"
-    return f"{ref['id']} by {ref['user']} on {ref['origin']} at {ref['time']}"
-
-
-def _about_login_host(shell: Shell, what: str) -> str | None:
-    """When the shell's mode is not the login host's machine mode (another machine's,
-    or a group's or the cluster's, as a guest runs these), the line that says whose
-    figures ``what`` shows: always the login host's."""
-    if shell.cluster is None or shell.mode == Mode.machine(shell.hostname):
-        return None
-    level = shell.mode.level.value
-    where = "cluster mode" if not shell.mode.name else f"{level} mode of {shell.mode.name}"
-    return f"({what} of the login host {shell.hostname}; you are in {where})"
-
-
-async def status(shell: Shell, args: list[str]) -> int:
-    s = shell.api.status()
-    about = _about_login_host(shell, "status")
-    if "--json" in args or "-j" in args:  # "hostname" names whose figures these are
-        s = {**s, "shell_mode": str(shell.mode)}
-        shell.write(json.dumps(s, indent=1, default=str))
-        return 0
-    if about is not None:
-        shell.write(about)
-    shell.write(f"Machine {s['hostname']} (Serial #: {s['serial']}), clusterd {s['software']}")
-    shell.write(f"Cluster: {s['cluster'] or '(standalone)'}, up {s['uptime_s']:.0f} s")
-    lag = s["loop"]["last_minute"]
-    if lag:
-        worst = s["loop"]["worst_ms"]
-        shell.write(f"Links' loop: timers late by {lag['p99_ms']} ms at p99, {lag['max_ms']} "
-                    f"ms at most in the last minute ({worst} ms since start)")  # fmt: skip
-    if s["catch_up"]["missing"]:
-        source = ", ".join(s["catch_up"]["from"])
-        shell.write(f"Catching up: {s['catch_up']['missing']:,} commits to receive from {source}")
-    for p in s["peers"]:  # the link, then the sync state (its reason, if any, in it)
-        rtt = f", rtt {p['rtt_ms']} ms" if p["rtt_ms"] is not None else ""
-        shell.write(f"  {p['hostname']:<30} {p['state']:<12} {p['sync']['text']}{rtt}")
-        for line in detail_lines(p["sync"], "      "):
-            shell.write(line)
-    for c in s.get("corruption", []):
-        shell.write(f"Corruption: {c['unit']} ({c['verdict']}; differs from {c['with']}): "
-                    f"{c['why']}")  # fmt: skip
-    if any(c["verdict"] == "differs" for c in s.get("corruption", [])):
-        shell.write("  This member serves no sync while so: rejoin it (removemachine, join).")
-    for c in s.get("confirms", []):
-        at = time.strftime("%H:%M:%S", time.localtime(c["deadline"]))
-        shell.write(f"Confirm by {at}: commit {c['commit']} by {c['user']} ({c['minutes']} min), "
-                    "else rolled back")  # fmt: skip
-    for name, t in s["targets"].items():
-        shell.write(target_line(name, t))
-    for f in s.get("witness", []):  # (docs/history.md, section 2)
-        shell.write(f"Witnessed {f['kind']}: {f['text']}")
-    _recent_alerts(shell, s["alerts"], s["alert_mail"])
-    return 0
-
-
-RECENT_ALERTS = 10
-
-
-def _recent_alerts(shell: Shell, alerts: list[dict[str, Any]], mail: dict[str, Any]) -> None:
-    if not alerts:
-        shell.write("No alerts since clusterd started.")
-        return
-    shown = alerts[-RECENT_ALERTS:]
-    more = f" (the last {len(shown)} of {len(alerts)}; status --json has them all)"
-    shell.write(f"Recent alerts{more if len(shown) < len(alerts) else ''}:")
-    for a in shown:
-        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(a["at"]))
-        shell.write(f"  {when} {a['kind']}: {a['peer']}: {a['text']}")
-    delivery = f"Alert mail via {mail['relay']}: {mail['sent']} sent"
-    if mail["queued"]:
-        delivery += f", {mail['queued']} waiting"
-    if mail["last_error"]:
-        delivery += f"; last delivery failed: {mail['last_error']}"
-    shell.write(delivery)
-
-
-async def version(shell: Shell, args: list[str]) -> int:
-    about = _about_login_host(shell, "version")
-    if about is not None:
-        shell.write(about)
-    shell.write(f"clusterd {shell.api.config.software} on {shell.hostname}")
     return 0
 
 

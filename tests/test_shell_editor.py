@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from clusterd.cli.commands import _commit_ref
+from clusterd.cli.commitdetail import commit_ref
 from clusterd.cli.console import BatchConsole
 from clusterd.cli.shell import Shell
 from clusterd.core import layers
@@ -505,7 +505,7 @@ async def test_commitdetail_falls_back_to_the_serial_of_a_former_member(
 
 async def test_a_commit_no_longer_in_the_log_is_named_by_its_id(ny: Term) -> None:
     names = {"SER-LA": LA}
-    assert _commit_ref(ny.shell, CommitId("SER-LA", 99), names) == {
+    assert commit_ref(ny.shell, CommitId("SER-LA", 99), names) == {
         "id": "SER-LA:99",
         "time": None,
         "user": None,
