@@ -22,13 +22,12 @@ from typing import Any
 
 import asyncssh
 
-from clusterd.core import chain, layers
+from clusterd.core import chain
 from clusterd.core.clock import pack
 from clusterd.core.modes import Mode
 from clusterd.core.versions import Commit, CommitId, Seal, Unit, Write
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.mesh.messages import (
-    PROTOCOL_MAX,
     CommitBody,
     CommitMsg,
     FrameReader,
@@ -38,9 +37,9 @@ from clusterd.mesh.messages import (
     decode_body,
     encode,
 )
-from clusterd.mesh.transport.ssh import PEER_USER, SUBSYSTEM
 from clusterd.node.seal import MachineSealer
 from clusterd.store.records import JsonCache, commit_row
+from tests.peerplay import hello_as, link_as
 from tests.test_shell_ssh import ssh
 
 TZ = {"do": "set_record", "feature": "settz", "mode": "cluster"}
@@ -105,11 +104,7 @@ def test_a_commit_edited_on_disk_is_named_by_clustercheck(tmp_path: Any) -> None
 async def _send(b: Machine, a: Machine, hello: Hello, commit: Commit) -> list[Message]:
     """Play ``b`` on a link to ``a`` (with ``b``'s machine key): hello, then ``commit``;
     what ``a`` sends until it says goodbye."""
-    key = asyncssh.read_private_key(b.config.machine_key)
-    async with asyncssh.connect(a.config.listen, a.config.ssh_port, username=PEER_USER,
-                                client_keys=[key], known_hosts=None, agent_path=None,
-                                config=None) as conn:  # fmt: skip
-        process = await conn.create_process(subsystem=SUBSYSTEM, encoding=None)
+    async with link_as(b, a) as process:
         process.stdin.write(encode(hello))
         reader, got, sent = FrameReader(), [], False
         while not any(isinstance(m, Goodbye) for m in got):
@@ -128,7 +123,7 @@ def forged(b: Machine, a: Machine, how: str) -> tuple[Hello, Commit]:
     another key; "hash": signed by b's key, but not over its content)."""
     store = b.store()
     try:
-        cluster, vv = layers.cluster_id(store.state) or "", dict(a.status()["vv"])
+        vv = dict(a.status()["vv"])
         mine = [c for c in store.commit_log() if c.id.origin == b.serial]  # newest first
     finally:
         store.close()
@@ -148,9 +143,7 @@ def forged(b: Machine, a: Machine, how: str) -> tuple[Hello, Commit]:
     else:
         wrong = chain.commit_hash(*row[:6], commit.context, prev, "[]")
         seal = Seal(prev, wrong, MachineSealer(b.config.machine_key).sign(bytes.fromhex(wrong)))
-    hello = Hello(node=b.serial, hostname=b.hostname, cluster=cluster, proto_min=PROTOCOL_MAX,
-                  proto_max=PROTOCOL_MAX, software=a.status()["software"], vv=vv)  # fmt: skip
-    return hello, replace(commit, seal=seal)
+    return hello_as(b, a), replace(commit, seal=seal)
 
 
 def test_a_forged_commit_over_the_wire_is_refused(tmp_path: Any) -> None:

@@ -22,13 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
-from clusterd.core import layers
 from clusterd.core.unitdigest import root_text
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.mesh.messages import (
-    PROTOCOL_MAX,
     Answer,
     FrameReader,
     Goodbye,
@@ -40,7 +36,7 @@ from clusterd.mesh.messages import (
     decode_body,
     encode,
 )
-from clusterd.mesh.transport.ssh import PEER_USER, SUBSYSTEM
+from tests.peerplay import hello_as, link_as
 from tests.test_shell_ssh import ssh
 
 PING = 0.5
@@ -156,11 +152,7 @@ def test_a_byte_flipped_on_disk_is_named_within_two_pings(tmp_path: Path) -> Non
 async def _answer_trees(b: Machine, a: Machine, hello: Hello, body: Any) -> list[Message]:
     """Play ``b`` on a link to ``a``: hello, then every ``tree`` query answered with
     ``body``; what ``a`` sent until two ping intervals after the first answer."""
-    key = asyncssh.read_private_key(b.config.machine_key)
-    async with asyncssh.connect(a.config.listen, a.config.ssh_port, username=PEER_USER,
-                                client_keys=[key], known_hosts=None, agent_path=None,
-                                config=None) as conn:  # fmt: skip
-        process = await conn.create_process(subsystem=SUBSYSTEM, encoding=None)
+    async with link_as(b, a) as process:
         process.stdin.write(encode(hello))
         reader, got = FrameReader(), []
         deadline = time.monotonic() + 10
@@ -190,13 +182,8 @@ def test_a_peers_garbage_tree_answers_change_nothing(tmp_path: Path) -> None:
         a.edit({**TZ, "value": {"timezone": "Asia/Tokyo"}}, comment="Tokyo")
         bed.wait(bed.converged, what="converged")
         b.stop()
-        before, store = a.status(), b.store()
-        cluster = layers.cluster_id(store.state) or ""
-        store.close()
-        hello = Hello(node=b.serial, hostname=b.hostname, cluster=cluster,
-                      proto_min=PROTOCOL_MAX, proto_max=PROTOCOL_MAX,
-                      software=before["software"], vv=before["vv"],
-                      sd=root_text(12345))  # the same commits, another root  # fmt: skip
+        before = a.status()
+        hello = hello_as(b, a, sd=root_text(12345))  # the same commits, another root
         garbage = [
             {"root": "not a root", "children": {}},
             {"root": root_text(1), "children": {"settz": "zz"}},

@@ -23,13 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
-from clusterd.core import layers
 from clusterd.core.modes import Mode
 from clusterd.dev.testbed import Machine, Testbed
 from clusterd.mesh.messages import (
-    PROTOCOL_MAX,
     Answer,
     FrameReader,
     Hello,
@@ -38,7 +34,7 @@ from clusterd.mesh.messages import (
     decode_body,
     encode,
 )
-from clusterd.mesh.transport.ssh import PEER_USER, SUBSYSTEM
+from tests.peerplay import hello_as, link_as
 from tests.storehelp import session
 from tests.test_shell_ssh import ssh
 
@@ -192,11 +188,7 @@ def test_a_rewritten_tail_is_reported_as_a_fork(tmp_path: Path) -> None:
 async def _play(b: Machine, a: Machine, hello: Hello, spoil: Any) -> list[Message]:
     """Play ``b`` on a link to ``a``: hello; ask ``a`` a malformed ``heads`` query, and
     answer its ``heads`` query with ``spoil``; what ``a`` sent until then."""
-    key = asyncssh.read_private_key(b.config.machine_key)
-    async with asyncssh.connect(a.config.listen, a.config.ssh_port, username=PEER_USER,
-                                client_keys=[key], known_hosts=None, agent_path=None,
-                                config=None) as conn:  # fmt: skip
-        process = await conn.create_process(subsystem=SUBSYSTEM, encoding=None)
+    async with link_as(b, a) as process:
         process.stdin.write(encode(hello))
         reader, got = FrameReader(), []
         ours = Query(qid=1, kind="heads", args={"origin": a.serial, "seqs": ["x"]})
@@ -224,19 +216,7 @@ def test_a_peer_answering_garbage_changes_nothing(tmp_path: Path) -> None:
         bed.wait(bed.converged, what="converged")
         b.stop()
         before = a.status()
-        store = b.store()
-        cluster = layers.cluster_id(store.state) or ""
-        store.close()
-        hello = Hello(
-            node=b.serial,
-            hostname=b.hostname,
-            cluster=cluster,
-            proto_min=PROTOCOL_MAX,
-            proto_max=PROTOCOL_MAX,
-            software=before["software"],
-            vv=before["vv"],
-            hd="AAAAAAAAAAA",
-        )  # fmt: skip  (the same vector, other heads)
+        hello = hello_as(b, a, hd="AAAAAAAAAAA")  # the same vector, other heads
         for spoil in ({"heads": {a.serial: ["x", None]}}, ["garbage"]):
             got = asyncio.run(_play(b, a, hello, spoil))
             [answer] = [m for m in got if isinstance(m, Answer)]
