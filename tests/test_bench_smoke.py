@@ -32,6 +32,8 @@ def test_loop_isolation_benchmark_runs() -> None:
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout[done.stdout.index("[\n") :])
     assert [r["layout"] for r in results] == ["loop", "threads", "processes"]
-    assert all(r["ticks"] > 10 for r in results), results
+    # How many ticks fit depends on the machine's load (threads contend for the GIL):
+    # a figure to record, not to assert. The timer ran and reported its lateness.
+    assert all(r["ticks"] >= 1 and r["late_ms"]["max"] >= 0 for r in results), results
     # (spawned processes may still be importing on a slow machine: no count asked of them)
     assert all(r["lines_per_s"] > 0 for r in results[:2]), results
