@@ -29,6 +29,7 @@ from clusterd.core.state import State, definition
 from clusterd.core.versions import Commit, Snapshot, VersionVector
 from clusterd.mesh.member import Member as MeshMember
 from clusterd.mesh.members import flag_of, follow, members_of
+from clusterd.mesh.messages import SnapshotBody
 from clusterd.mesh.peers import Action, Flag, Identity, Machine, Timing
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.transport.memory import Faults, Network
@@ -144,7 +145,8 @@ class SimHost(Answers):
             self.commits.setdefault((c.id.origin, c.id.seq), c)
         self.follow_membership()
 
-    def install(self, snapshot: Snapshot, peer: str) -> None:
+    def install(self, body: SnapshotBody, peer: str) -> None:
+        snapshot = body.snapshot()
         self.replica.state = merge_states(self.replica.state, State.from_snapshot(snapshot))
         for c in snapshot.commits:
             have = self.commits.get((c.id.origin, c.id.seq))

@@ -249,7 +249,7 @@ def test_truncation_keeps_the_heads(tmp_path: Path) -> None:
     assert ny.commits_missing_from(la.version_vector) is None  # a state transfer, then
     snapshot = ny.export_state()
     la.check_transfer(snapshot, la.transfer_keys(snapshot))
-    assert la.merge_state(snapshot) == []
+    assert la.take_transfer(snapshot) == []
     assert la.get_commit(after.id).seal == after.seal
 
 
@@ -266,7 +266,7 @@ def test_a_state_transfer_is_checked_and_a_fork_named(tmp_path: Path) -> None:
     twin = replace(made, seal=Seal(made.seal.prev, "ef" * 32, made.seal.sig))
     forked = Snapshot(tuple(twin if c.id == made.id else c for c in snapshot.commits),
                       snapshot.entries, snapshot.losses)  # fmt: skip
-    assert la.merge_state(forked) == [made.id]
+    assert la.take_transfer(forked) == [made.id]
     assert la.get_commit(made.id).seal == made.seal  # ours is kept
 
 

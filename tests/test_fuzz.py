@@ -498,7 +498,7 @@ def check_node_event(n: Node, link: int, reader: FrameReader, data: bytes, now: 
         if isinstance(action, Apply):
             assert action.commits and all(not c.truncated and c.writes for c in action.commits)
         if isinstance(action, Install):
-            assert action.snapshot.commits
+            assert action.body.commits
     note("node: " + ",".join(sorted({type(a).__name__ for a in out})))
     if refused(out, link):
         goodbye = next(a.msg for a in out if isinstance(a, Send) and isinstance(a.msg, Goodbye))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from clusterd.core.digest import state_digest
 from clusterd.core.edits import Editor, Start
 from clusterd.core.errors import InvalidSetting
-from clusterd.core.merge import merge_states
+from clusterd.core.merge import apply_transfer, merge_states, transfer_changes
 from clusterd.core.modes import Mode
 from clusterd.core.versions import Commit
 from tests.replica import Replica, accounted, cluster_commit
@@ -175,6 +175,31 @@ def test_merging_two_states_equals_applying_both_histories(
         view = Replica("SER-M", "m.example.com", lambda: 1)
         view.state = state
         assert (state_digest(state), frozenset(view.loss_ids()), state.vv) == want
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(step, max_size=25), skews)
+def test_taking_a_transfer_in_place_equals_merging_the_states(
+    steps: list[Any], skew: list[int]
+) -> None:
+    """What the store does (only the units that change, in place, on a copy computed
+    against: ``transfer_changes`` then ``apply_transfer``) is the merge of the states,
+    and its undo puts everything back."""
+    writers, _ = play(steps, skew)
+    a, b = writers[0], writers[1]
+    want = merge_states(a.state, b.state)
+    taken = a.state.copy()
+    before = (
+        state_digest(taken),
+        frozenset(x.loser.commit for x in taken.losses()),
+        dict(taken.vv),
+    )
+    effect = apply_transfer(taken, transfer_changes(a.state, b.state), b.state.vv)
+    assert state_digest(taken) == state_digest(want) and taken.vv == want.vv
+    assert sorted(map(repr, taken.losses())) == sorted(map(repr, want.losses()))
+    effect.undo.revert(taken)
+    assert (state_digest(taken), frozenset(x.loser.commit for x in taken.losses()),
+            dict(taken.vv)) == before  # fmt: skip
 
 
 def test_three_concurrent_writers_name_the_same_winner_in_any_order() -> None:

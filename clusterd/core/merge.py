@@ -118,14 +118,14 @@ class Undo:
 
     units: list[tuple[Unit, Version | None]] = field(default_factory=list)
     losses: list[tuple[Unit, CommitId, Loss | None]] = field(default_factory=list)
-    vv: tuple[str, int | None] = ("", None)
+    vv: list[tuple[str, int | None]] = field(default_factory=list)  # (origin, seq before)
 
     def revert(self, state: State) -> None:
-        origin, seq = self.vv
-        if seq is None:
-            state.vv.pop(origin, None)
-        else:
-            state.vv[origin] = seq
+        for origin, seq in self.vv:
+            if seq is None:
+                state.vv.pop(origin, None)
+            else:
+                state.vv[origin] = seq
         for unit, loser, loss in reversed(self.losses):
             state.drop_loss(unit, loser)
             if loss is not None:
@@ -147,7 +147,7 @@ def apply(state: State, out: Outcome) -> Undo:
         undo.losses.append((loss.unit, loss.loser.commit, state.loss(loss.unit, loss.loser.commit)))
         state.add_loss(loss)
     commit = out.commit.id
-    undo.vv = (commit.origin, state.vv.get(commit.origin))
+    undo.vv.append((commit.origin, state.vv.get(commit.origin)))
     if state.vv.get(commit.origin, 0) < commit.seq:
         state.vv[commit.origin] = commit.seq
     return undo
@@ -221,41 +221,122 @@ class Inbox:
         return dropped
 
 
-def merge_states(ours: State, theirs: State) -> State:
-    """The state after every commit applied at either side: a state transfer's merge.
+def merged_unit(ours: State, theirs: State, unit: Unit) -> tuple[Version, dict[CommitId, Loss]]:
+    """One unit after a state transfer's merge: its winner and its losses by loser.
 
-    Used when a peer's log no longer holds what we lack, so its whole state comes
-    instead.  Per unit the newer winner wins.  A version is a loss when it is not the
-    winner and no version either side still holds had seen it; this is the rule
-    ``merge`` keeps commit by commit, because a writer that saw a version had seen
-    everything that version's writer had (causal delivery), so versions dropped along
-    the way never see more than the ones kept.
+    Per unit the newer winner wins.  A version is a loss when it is not the winner and
+    no version either side still holds had seen it; this is the rule ``merge`` keeps
+    commit by commit, because a writer that saw a version had seen everything that
+    version's writer had (causal delivery), so versions dropped along the way never see
+    more than the ones kept.
     """
+    a, b = ours.get(unit), theirs.get(unit)
+    if a is None or (b is not None and newer(b.stamp, a.stamp)):
+        assert b is not None
+        winner = b
+    else:
+        winner = a
+    known: dict[CommitId, Loss | Version] = {}
+    for side in (ours, theirs):
+        for loss in side.losses_of(unit):
+            known.setdefault(loss.loser.commit, loss)
+    for v in (a, b):
+        if v is not None:
+            known.setdefault(v.commit, v)
+    held = [k.loser if isinstance(k, Loss) else k for k in known.values()]
+    losses = {}
+    for commit, item in known.items():
+        version = item.loser if isinstance(item, Loss) else item
+        if commit == winner.commit or any(has_seen(u.context, commit) for u in held):
+            continue
+        losses[commit] = Loss(unit, version, winner.commit)
+    return winner, losses
+
+
+def merge_states(ours: State, theirs: State) -> State:
+    """The state after every commit applied at either side: a state transfer's merge
+    (``merged_unit`` for every unit), as a new state."""
     result = State()
     units = dict.fromkeys(u for u, _ in ours.units())
     units.update(dict.fromkeys(u for u, _ in theirs.units()))
     for unit in units:
-        a, b = ours.get(unit), theirs.get(unit)
-        if a is None or (b is not None and newer(b.stamp, a.stamp)):
-            assert b is not None
-            winner = b
-        else:
-            winner = a
+        winner, losses = merged_unit(ours, theirs, unit)
         result.put(unit, winner)
-        known: dict[CommitId, Loss | Version] = {}
-        for side in (ours, theirs):
-            for loss in side.losses_of(unit):
-                known.setdefault(loss.loser.commit, loss)
-        for v in (a, b):
-            if v is not None:
-                known.setdefault(v.commit, v)
-        held = [k.loser if isinstance(k, Loss) else k for k in known.values()]
-        for commit, item in known.items():
-            version = item.loser if isinstance(item, Loss) else item
-            if commit == winner.commit or any(has_seen(u.context, commit) for u in held):
-                continue
-            result.add_loss(Loss(unit, version, winner.commit))
-    for side in (ours, theirs):
-        for origin, seq in side.vv.items():
-            result.vv[origin] = max(result.vv.get(origin, 0), seq)
+        for loss in losses.values():
+            result.add_loss(loss)
+    result.vv = merged_vv(ours.vv, theirs.vv)
     return result
+
+
+def merged_vv(*vvs: VersionVector) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for vv in vvs:
+        for origin, seq in vv.items():
+            merged[origin] = max(merged.get(origin, 0), seq)
+    return merged
+
+
+# A unit a state transfer changes: its new winner and losses (``merged_unit``).
+UnitChange = tuple[Version, dict[CommitId, Loss]]
+
+
+def transfer_changes(
+    ours: State, theirs: State, units: Iterable[Unit] | None = None
+) -> dict[Unit, UnitChange]:
+    """The units whose winner or losses merging ``theirs`` into ``ours`` changes (of
+    ``units``; None: all of ``theirs``, since a unit only ours holds stays as it is).
+    Reads both states only: a thread may compute it on a copy of ours (``State.copy``)."""
+    changes: dict[Unit, UnitChange] = {}
+    for unit in units if units is not None else (u for u, _ in theirs.units()):
+        a, b = ours.get(unit), theirs.get(unit)
+        if a is not None and b is not None and a.stamp == b.stamp \
+                and not ours.losses_of(unit) and not theirs.losses_of(unit):  # fmt: skip
+            continue  # the same version, nothing lost: the common case
+        winner, losses = merged_unit(ours, theirs, unit)
+        if winner != a or losses != {x.loser.commit: x for x in ours.losses_of(unit)}:
+            changes[unit] = (winner, losses)
+    return changes
+
+
+@dataclass
+class TransferEffect:
+    """What taking a state transfer's changes did to a state: the entries and loss rows
+    the database must follow (as ``clusterd.store``'s batches write them), and the undo."""
+
+    wins: dict[Unit, Version] = field(default_factory=dict)
+    new_units: set[Unit] = field(default_factory=set)
+    loss_ops: dict[tuple[Unit, CommitId], Loss | None] = field(default_factory=dict)
+    undo: Undo = field(default_factory=Undo)
+
+
+def apply_transfer(
+    state: State, changes: dict[Unit, UnitChange], vv: VersionVector
+) -> TransferEffect:
+    """Make ``changes`` (``transfer_changes``) and the transfer's vector part of
+    ``state``; returns what changed and how to take it back."""
+    effect = TransferEffect()
+    undo = effect.undo
+    for unit, (winner, losses) in changes.items():
+        current = state.get(unit)
+        if winner != current:
+            undo.units.append((unit, current))
+            state.put(unit, winner)
+            effect.wins[unit] = winner
+            if current is None:
+                effect.new_units.add(unit)
+        before = {x.loser.commit: x for x in state.losses_of(unit)}
+        for loser, loss in before.items():
+            if losses.get(loser) != loss:
+                undo.losses.append((unit, loser, loss))
+                state.drop_loss(unit, loser)
+                effect.loss_ops[(unit, loser)] = None
+        for loser, loss in losses.items():
+            if before.get(loser) != loss:
+                undo.losses.append((unit, loser, state.loss(unit, loser)))
+                state.add_loss(loss)
+                effect.loss_ops[(unit, loser)] = loss
+    for origin, seq in vv.items():
+        if state.vv.get(origin, 0) < seq:
+            undo.vv.append((origin, state.vv.get(origin)))
+            state.vv[origin] = seq
+    return effect

@@ -89,6 +89,15 @@ class State:
         state.vv = snapshot.version_vector()
         return state
 
+    def copy(self) -> State:
+        """A copy that later changes to this state leave alone (versions and losses are
+        immutable: only the dicts that hold them are copied)."""
+        copy = State()
+        copy._modes = {k: ModeEntries(e.marker, dict(e.rows)) for k, e in self._modes.items()}
+        copy._losses = {unit: dict(by_commit) for unit, by_commit in self._losses.items()}
+        copy.vv = dict(self.vv)
+        return copy
+
     def entries(self, feature: str, mode: str) -> ModeEntries:
         return self._modes.get((feature, mode), EMPTY)
 

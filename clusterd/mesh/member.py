@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from clusterd.core.errors import BadCommit, ProtocolError
-from clusterd.core.versions import Commit, Snapshot
-from clusterd.mesh.messages import FrameReader, decode_body, encode
+from clusterd.core.versions import Commit
+from clusterd.mesh.messages import FrameReader, SnapshotBody, decode_body, encode
 from clusterd.mesh.peers import (
     Action,
     Alert,
@@ -69,7 +69,7 @@ class Host(Protocol):
         """Take commits from a peer: durable now, or once the store's writer wrote them
         (the daemon's); BadCommit refuses them (and the link)."""
 
-    def install(self, snapshot: Snapshot, peer: str) -> None:
+    def install(self, body: SnapshotBody, peer: str) -> None:
         """Merge a peer's state transfer; BadCommit refuses it."""
 
     def read_log(self, link: int, vv: Mapping[str, int], limit: int) -> Page | None:
@@ -214,8 +214,8 @@ class Member:
                 self.transport.dial(peer)
             case Apply(commits, peer):
                 self._refusing(peer, self.host.apply, list(commits))
-            case Install(snapshot, peer):
-                self._refusing(peer, self.host.install, snapshot)
+            case Install(body, peer):
+                self._refusing(peer, self.host.install, body)
             case Alert():
                 self.host.alert(action)
             case Note(text):

@@ -121,6 +121,13 @@ class SnapshotBody(BaseModel):
             losses=tuple((*x.unit, *version(x.loser), x.by.origin, x.by.seq) for x in snap.losses),
         )
 
+    def version_vector(self) -> dict[str, int]:
+        """``Snapshot.version_vector`` of what it holds, without building it."""
+        vv: dict[str, int] = {}
+        for c in self.commits:
+            vv[c.origin] = max(vv.get(c.origin, 0), c.seq)
+        return vv
+
     def snapshot(self) -> Snapshot:
         commits = tuple(c.commit() for c in self.commits)
         contexts = {c.id: c.context for c in commits}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from clusterd.core.versions import Commit, Snapshot, VersionVector
-from clusterd.mesh.messages import PROTOCOL_MAX, PROTOCOL_MIN, Message
+from clusterd.mesh.messages import PROTOCOL_MAX, PROTOCOL_MIN, Message, SnapshotBody
 from clusterd.mesh.statedigest import StateDiffers
 
 
@@ -100,8 +100,9 @@ class LogPages(Log, Protocol):
 
 
 # A page of the log for one sync request: the commits the asker lacks, or, when the log
-# was truncated past one of them, the whole state (a state transfer).
-Page = list[Commit] | Snapshot
+# was truncated past one of them, the whole state (a state transfer; the daemon builds
+# its wire body in a thread).
+Page = list[Commit] | Snapshot | SnapshotBody
 
 
 class LinkState(enum.Enum):
@@ -184,7 +185,10 @@ class Apply:
 
 @dataclass(frozen=True, slots=True)
 class Install:
-    snapshot: Snapshot
+    """A state transfer to take, as it came (its host builds the state: ``snapshot()``,
+    the daemon in a thread)."""
+
+    body: SnapshotBody
     peer: str
 
 

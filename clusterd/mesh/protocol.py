@@ -625,7 +625,9 @@ class Node:
         if link is None or link.state is not LinkState.UP:
             return []
         if isinstance(page, Snapshot):
-            msg = StateTransfer(vv=page.version_vector(), snapshot=SnapshotBody.of(page))
+            page = SnapshotBody.of(page)
+        if isinstance(page, SnapshotBody):
+            msg = StateTransfer(vv=page.version_vector(), snapshot=page)
             return [
                 Send(link.id, msg),
                 Note(f"state transfer to {link.peer}: the log is truncated"),
@@ -637,13 +639,12 @@ class Node:
     def _state_transfer(self, link: Link, msg: StateTransfer) -> list[Action]:
         """Take the sender's whole state, merged with ours (it may lack some of ours)."""
         peer = self.peers[link.peer]
-        snapshot = msg.snapshot.snapshot()
-        if snapshot.version_vector() != msg.vv:
+        if msg.snapshot.version_vector() != msg.vv:
             raise ProtocolError("malformed", "state transfer does not match its vector")
         peer.syncing_since = None
         if not _lacks(self.log.version_vector(), msg.vv):
             return []  # nothing new in it (a late answer)
-        return [Install(snapshot, peer.serial)]
+        return [Install(msg.snapshot, peer.serial)]
 
     # -- the state root (``mesh.statedigest``) ------------------------------------------
 

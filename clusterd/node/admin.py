@@ -229,7 +229,7 @@ class Admin:
             d.alert("join refused", who, str(exc))
             return JoinAnswer(ok=False, error=str(exc), member=me)
         log.info("admitted %s to group %s", request.hostname, request.group)
-        snapshot = SnapshotBody.of(store.export_state())
+        snapshot = await asyncio.to_thread(SnapshotBody.of, await store.export_image())
         return JoinAnswer(
             ok=True, cluster=name, member=me, software=d.config.software, snapshot=snapshot
         )

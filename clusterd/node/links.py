@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, Any
 from clusterd.core.errors import BadCommit, ClusterdError, StoreError, TransportError
 from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.member import Member
+from clusterd.mesh.messages import SnapshotBody
 from clusterd.mesh.peers import Action, Alert, Answered, Page
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.statedigest import StateDiffers
 from clusterd.mesh.transport import ssh
 from clusterd.node import preview, witnessing
 from clusterd.node.storehost import StoreHost
+from clusterd.store import transfer
+from clusterd.store.commitcheck import check_snapshot
 
 if TYPE_CHECKING:
     from clusterd.node.daemon import Daemon
@@ -101,14 +104,16 @@ class Links(StoreHost):
             # the store is back.  The store logged the outage; we alert once.
             self.daemon.store_health()
 
-    def install(self, snapshot: Snapshot, peer: str) -> None:
-        """A state transfer's chains are checked in a thread (a signature per commit),
-        then it is merged here, on the loop; one from a peer whose last is still being
-        checked is dropped (the next ping asks again if it is still needed)."""
+    def install(self, body: SnapshotBody, peer: str) -> None:
+        """A state transfer is built, checked (chains, values) and its merge computed in a
+        thread, against a copy of memory; then the store takes it here, on the loop,
+        and its writer writes it (``clusterd.store.transfer``).  One from a peer whose
+        last is still being checked is dropped (the next ping asks again if it is still
+        needed)."""
         if peer in self.installing:
             return
-        keys = self.store.transfer_keys(snapshot)
-        task = asyncio.get_running_loop().create_task(self._install(snapshot, peer, keys))
+        keys, watch = self.store.keys(), self.store.watch()
+        task = asyncio.get_running_loop().create_task(self._install(body, peer, keys, watch))
         self.installing[peer] = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -119,12 +124,25 @@ class Links(StoreHost):
         while self.installing:
             await asyncio.gather(*self.installing.values())
 
-    async def _install(self, snapshot: Snapshot, peer: str, keys: Mapping[str, str]) -> None:
+    def _prepare(
+        self, body: SnapshotBody, keys: Mapping[str, str], watch: transfer.Watch
+    ) -> tuple[Snapshot, transfer.Prepared]:
+        """In a thread: BadCommit if a chain does not verify or a value is invalid."""
+        snapshot = body.snapshot()
+        self.store.check_transfer(snapshot, self.store.transfer_keys(snapshot, keys))
+        check_snapshot(self.store.catalogue, snapshot)
+        return snapshot, transfer.prepare(snapshot, watch)
+
+    async def _install(
+        self, body: SnapshotBody, peer: str, keys: Mapping[str, str], watch: transfer.Watch
+    ) -> None:
         d = self.daemon
         try:
-            await asyncio.to_thread(self.store.check_transfer, snapshot, keys)
+            snapshot, prepared = await asyncio.to_thread(self._prepare, body, keys, watch)
             log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
-            self.take(snapshot, peer)
+            self.store.take_transfer(
+                snapshot, prepared, lambda forks: self.transferred(peer, forks)
+            )
         except BadCommit as exc:
             if peer in self.mesh.node.peers:
                 reason = "; ".join(exc.problems[:3])
@@ -134,15 +152,16 @@ class Links(StoreHost):
             d.store_health()
             return
         finally:
+            self.store.unwatch(watch)
             self.installing.pop(peer, None)
-        self.mesh.execute([])  # membership follows, if the transfer changed it
         if d.tracing:
             d.traced(f"install {peer} {json.dumps(self.store.state.vv, separators=(',', ':'))}")
 
     def read_log(self, link: int, vv: Mapping[str, int], limit: int) -> Page | None:
-        """A sync page is read in a thread: a disk read never holds the links' loop.  A
-        state transfer (the log was truncated past the asker) is read on the loop, where
-        the commit log and the state in memory are one consistent picture.  None at
+        """A sync page is read in a thread: a disk read never holds the links' loop.  For
+        a state transfer (the log was truncated past the asker) memory is copied on the
+        loop and the log read by the store's writer up to the copy's vector, so they are
+        one consistent picture; its wire body is built in a thread.  None at
         all while an entry here differs from its verified log (``node.divergence``):
         the asker's request times out and it syncs from another member."""
         if self.daemon.divergence.quarantined:
@@ -150,8 +169,14 @@ class Links(StoreHost):
             return None
 
         async def read() -> None:
-            found = await asyncio.to_thread(self.log.missing_from, dict(vv), limit)
-            self.mesh.log_read(link, self.log.snapshot() if found is None else found)
+            found: Page | None = await asyncio.to_thread(self.log.missing_from, dict(vv), limit)
+            if found is None:
+                try:
+                    image = await self.store.export_image()
+                except StoreError:
+                    return  # (the store logged it; the asker asks again)
+                found = await asyncio.to_thread(SnapshotBody.of, image)
+            self.mesh.log_read(link, found)
 
         self._background(read())
         return None

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from clusterd.core import layers
 from clusterd.core.errors import StoreError
 from clusterd.core.merge import Outcome
-from clusterd.core.versions import Commit, Snapshot, VersionVector
+from clusterd.core.versions import Commit, CommitId, Snapshot, VersionVector
 from clusterd.mesh import witness
 from clusterd.mesh.member import Member
 from clusterd.mesh.members import WHO_WE_ARE, flag_of
-from clusterd.mesh.peers import Alert, Flag, LogPages
+from clusterd.mesh.messages import SnapshotBody
+from clusterd.mesh.peers import Action, Alert, Flag, LogPages
 from clusterd.store.commitcheck import check_snapshot
 from clusterd.store.store import Store
 
@@ -78,23 +79,31 @@ class StoreHost:
     def apply(self, commits: list[Commit], peer: str) -> None:
         self.store.queue_remote(commits, peer)  # written by the store's writer, if it has one
 
-    def install(self, snapshot: Snapshot, peer: str) -> None:
+    def install(self, body: SnapshotBody, peer: str) -> None:
         """Check the transfer's chains (BadCommit), then take it (``take``).  The daemon
-        checks them in a thread (``clusterd.node.links``)."""
+        does this in a thread (``clusterd.node.links``)."""
+        snapshot = body.snapshot()
         self.store.check_transfer(snapshot, self.store.transfer_keys(snapshot))
         self.take(snapshot, peer)
 
     def take(self, snapshot: Snapshot, peer: str) -> None:
-        """Merge a state transfer whose chains verify: validated first (BadCommit); a
-        commit sealed here with another hash than the peer's is a fork (ours kept)."""
+        """Merge a state transfer whose chains verify: validated first (BadCommit)."""
         check_snapshot(self.store.catalogue, snapshot)
-        forks = self.store.merge_state(snapshot)
+        self.transferred(peer, self.store.take_transfer(snapshot))
+
+    def transferred(self, peer: str, forks: list[CommitId]) -> None:
+        """A state transfer from ``peer`` is durable: membership follows; a commit sealed
+        here with another hash than the peer's is a fork (ours kept)."""
         self.membership_changed()
-        if forks and self.member is not None:
+        if self.member is None:
+            return
+        actions: list[Action] = []
+        if forks:
             text = (f"its state transfer holds {len(forks)} commit(s) sealed here with another "
                     f"hash (first {forks[0]}); ours are kept: an origin sealed two histories, "
                     "or a log was rewritten (run clustercheck)")  # fmt: skip
-            self.member.execute([Alert("fork", peer, text)])
+            actions.append(Alert("fork", peer, text))
+        self.member.execute(actions)
 
     def _refused(self, peer: str | None, reason: str) -> None:
         """The store's writer refused a batch from ``peer``: a commit did not verify."""

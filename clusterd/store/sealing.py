@@ -53,12 +53,18 @@ class Chains:
         whether unsealed commits may be here."""
         query = select(t.meta.c.value).where(t.meta.c.key == LEGACY)
         self.legacy = conn.execute(query).scalar_one_or_none() == "1"
+        self.heads = self.read_heads(conn, {origin: (seq, None) for origin, seq in vv.items()})
+
+    @staticmethod
+    def read_heads(conn: Connection, at: Mapping[str, Head]) -> dict[str, Head]:
+        """The heads at the seqs of ``at`` (origin -> (seq, anything)), with their hashes
+        read from the log."""
         c = t.commits.c
         heads: dict[str, Head] = {}
-        for origin, seq in vv.items():
+        for origin, (seq, _) in at.items():
             found = conn.execute(select(c.hash).where(c.origin == origin, c.seq == seq))
             heads[origin] = (seq, found.scalar_one_or_none())
-        self.heads = heads
+        return heads
 
     def seal(
         self,

@@ -54,7 +54,16 @@ from clusterd.core.errors import (
     LifecycleError,
     StoreError,
 )
-from clusterd.core.merge import Inbox, Outcome, Undo, apply, hidden_losses, merge, merge_states
+from clusterd.core.merge import (
+    Inbox,
+    Outcome,
+    Undo,
+    apply,
+    apply_transfer,
+    hidden_losses,
+    merge,
+    transfer_changes,
+)
 from clusterd.core.modes import Mode
 from clusterd.core.pending import Pending, View, make_commit
 from clusterd.core.state import State
@@ -72,6 +81,7 @@ from clusterd.core.versions import (
 from clusterd.schema.catalogue import CATALOGUE
 from clusterd.schema.feature import Catalogue
 from clusterd.store import tables as t
+from clusterd.store import transfer
 from clusterd.store.bulk import Bulk
 from clusterd.store.commitcheck import check_commit, check_write
 from clusterd.store.migrate import migrate
@@ -204,6 +214,12 @@ class _Batch:
     sealed: list[Commit] | None = None  # its commits with their seals, once written
     heads: dict[str, Any] = field(default_factory=dict)  # the chains' heads once written
     leaves: list[tuple[Unit, int]] = field(default_factory=list)  # its entries', written
+    # A state transfer's batch (``take_transfer``): its commits are written as the log
+    # lacks them (``transfer.write_log``), not sealed or checked one by one; the forks
+    # found go to ``transferred`` once it is durable.
+    transfer: bool = False
+    forks: list[CommitId] = field(default_factory=list)
+    transferred: Callable[[list[CommitId]], None] | None = None
 
     def take_seals(self) -> None:
         """Its commits, sealed by the writer, are the ones the listeners are told of."""
@@ -270,6 +286,8 @@ class Store:
         self._queued: deque[_Batch] = deque()  # merged in memory, not yet known durable
         self._epoch = 0  # batches of an older epoch than a failure are not written
         self._failed_epoch = -1
+        self._watches: list[transfer.Watch] = []  # state transfers being merged
+        self._generation = 0  # counts loads: memory replaced from the database
         # Leaves and sums of the entries as written (``core.unitdigest``): the durable
         # state's; an image for reading (``readonly``) keeps none.
         self.digests = UnitDigests()
@@ -398,6 +416,7 @@ class Store:
         self.state = state
         self.digests = digests
         self._keys = None
+        self._generation += 1
         self.clock.observe(last_hlc)
 
     # -- writing -----------------------------------------------------------------------
@@ -577,6 +596,7 @@ class Store:
         self._keys = None
         for queued in reversed(self._queued):
             queued.revert(self.state)
+            self._touch(queued)
         failed = list(self._queued)
         self._queued.clear()
         ours = sum(b.local for b in failed)
@@ -632,7 +652,14 @@ class Store:
         if any(w.unit.feature == "machines" for c in commits for w in c.writes):
             self._keys = None  # (a member admitted in this batch may have commits in it)
         batch.keys = self.keys()
+        self._touch(batch)
         return batch
+
+    def _touch(self, batch: _Batch) -> None:
+        """Tell the transfers being merged which units ``batch`` changed (or put back)."""
+        for watch in self._watches:
+            watch.touched.update(batch.final)
+            watch.touched.update(unit for unit, _ in batch.loss_ops)
 
     def keys(self) -> dict[str, str]:
         """Every member's machine key by serial, as memory has it now: what peers'
@@ -657,6 +684,11 @@ class Store:
                 self.heads_moved += 1
         self.inbox.forget(layers.removed_serials(self.state))
         self.digests.update(batch.leaves)
+        if batch.transfer:
+            for replaced in self.on_replaced:
+                replaced()
+            if batch.transferred is not None:
+                batch.transferred(batch.forks)
         for listener in self.listeners:
             try:
                 listener(batch.outcomes, local)
@@ -666,11 +698,18 @@ class Store:
     def _write(self, conn: Any, batch: _Batch) -> None:
         bulk, final, existed, loss_ops = self.bulk, batch.final, batch.existed, batch.loss_ops
         encoded = JsonCache()
-        rows = [commit_row(c, encoded) for c in batch.commits]
-        rows, batch.sealed, batch.heads = self.chains.seal(
-            conn, batch.commits, rows, batch.local, batch.keys
-        )
-        bulk.insert(conn, t.commits, COMMIT_COLS, rows)
+        if batch.transfer:
+            batch.forks, unsealed = transfer.write_log(conn, bulk, batch.commits)
+            if unsealed:  # (a state from a cluster older than the chain)
+                mark_legacy(conn)
+                self.chains.legacy = True
+            batch.heads = self.chains.read_heads(conn, batch.heads)
+        else:
+            rows = [commit_row(c, encoded) for c in batch.commits]
+            rows, batch.sealed, batch.heads = self.chains.seal(
+                conn, batch.commits, rows, batch.local, batch.keys
+            )
+            bulk.insert(conn, t.commits, COMMIT_COLS, rows)
         inserts, updates = [], []
         leaves = batch.leaves = []
         for unit, v in final.items():
@@ -692,11 +731,7 @@ class Store:
     def export_state(self) -> Snapshot:
         """Everything replicated: commit log, winning versions, recorded losses."""
         self.flush()
-        return Snapshot(
-            tuple(self.commit_log(newest_first=False)),
-            tuple(self.state.units()),
-            tuple(self.state.losses()),
-        )
+        return transfer.snapshot_of(self.state, self.commit_log(newest_first=False))
 
     def replace_state(self, snapshot: Snapshot) -> None:
         """Replace everything replicated by ``snapshot``, in one transaction."""
@@ -720,8 +755,11 @@ class Store:
                 replaced()
         self.inbox = Inbox()
 
-    def transfer_keys(self, snapshot: Snapshot) -> dict[str, str]:
-        """The keys a state transfer's signatures are checked with: ours, and for an
+    def transfer_keys(
+        self, snapshot: Snapshot, ours: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The keys a state transfer's signatures are checked with: ``ours`` (None: the
+        store's ``keys()``; from a thread, take them on the owner's first), and for an
         origin we hold no key of, the transfer's own membership rows (a joiner knows
         nobody yet: it trusts the member it joined through, as it does for the state)."""
         theirs = {}
@@ -736,7 +774,7 @@ class Store:
             serial, key = row.get("serial"), row.get("machine_key")
             if isinstance(serial, str) and isinstance(key, str) and serial and key:
                 theirs[serial] = key
-        return {**theirs, **self.keys()}
+        return {**theirs, **(self.keys() if ours is None else ours)}
 
     def check_transfer(self, snapshot: Snapshot, keys: Mapping[str, str]) -> None:
         """Every chain of a state transfer verified (``chain.walk``): BadCommit names the
@@ -750,27 +788,97 @@ class Store:
                 raise BadCommit([f"state transfer: commit {found.origin}:{b['seq']} does not "
                                  f"verify: {b['what']}: {b['why']}"])  # fmt: skip
 
-    def merge_state(self, snapshot: Snapshot) -> list[CommitId]:
-        """Take a peer's whole state (a state transfer), merged with ours.  Returns the
-        forks: commits sealed here with another hash than the peer's (ours are kept)."""
-        self.flush()
-        theirs = State.from_snapshot(snapshot)
-        merged = merge_states(self.state, theirs)
-        log = {c.id: c for c in self.commit_log(newest_first=False)}
-        forks = []
+    def watch(self) -> transfer.Watch:
+        """Begin taking a state transfer: memory copied, and the units batches change
+        from now on noted, until ``take_transfer`` (``clusterd.store.transfer``)."""
+        watch = transfer.Watch(self.state.copy(), self._generation)
+        self._watches.append(watch)
+        return watch
+
+    def unwatch(self, watch: transfer.Watch) -> None:
+        """A watched transfer is not taken after all."""
+        with contextlib.suppress(ValueError):
+            self._watches.remove(watch)
+
+    def take_transfer(
+        self,
+        snapshot: Snapshot,
+        prepared: transfer.Prepared | None = None,
+        transferred: Callable[[list[CommitId]], None] | None = None,
+    ) -> list[CommitId]:
+        """Take a peer's whole state (a state transfer, its chains checked), merged with
+        ours unit by unit; ``prepared``: its merge computed in a thread against a
+        ``watch``ed copy (redone here for the units changed since).
+
+        Memory changes at once.  Without a writer the transfer is durable on return and
+        its forks (commits sealed here with another hash than the peer's: ours are kept)
+        are returned; with one it is queued like any batch, and ``transferred`` gets the
+        forks once it is durable (nothing, if its write fails: peers offer it again)."""
+        if prepared is None:
+            theirs = State.from_snapshot(snapshot)
+            changes = transfer_changes(self.state, theirs)
+        else:
+            theirs, changes, watch = prepared.theirs, prepared.changes, prepared.watch
+            self.unwatch(watch)
+            if watch.generation != self._generation:  # memory was reloaded meanwhile
+                changes = transfer_changes(self.state, theirs)
+            elif watch.touched:
+                again = [u for u in watch.touched if theirs.get(u) or theirs.losses_of(u)]
+                for unit in again:
+                    changes.pop(unit, None)
+                changes.update(transfer_changes(self.state, theirs, again))
         for c in snapshot.commits:
-            ours = log.get(c.id)
-            if ours is not None and ours.seal and c.seal and ours.seal.hash != c.seal.hash:
-                forks.append(c.id)
-            elif ours is None or ours.truncated:
-                log[c.id] = c
-        inbox = self.inbox
-        self.replace_state(
-            Snapshot(tuple(log.values()), tuple(merged.units()), tuple(merged.losses()))
-        )
-        self.inbox = inbox
-        self.apply_remote([])  # what waited may be ready now
-        return forks
+            self.clock.observe(c.hlc)
+        with gc_paused():
+            effect = apply_transfer(self.state, changes, theirs.vv)
+        batch = _Batch(list(snapshot.commits), {}, effect.wins, effect.loss_ops, [], [effect.undo])
+        batch.existed = {unit: unit not in effect.new_units for unit in effect.wins}
+        batch.transfer, batch.transferred = True, transferred
+        batch.heads = {origin: (seq, None) for origin, seq in self.state.vv.items()}
+        self._touch(batch)
+        if any(unit.feature == "machines" for unit in batch.final):
+            self._keys = None
+        if self.writer is not None:
+            self._queue(batch, local=False)
+            self.queue_remote([])  # what waited may be ready now
+            return []
+        try:
+            self._persist(batch)
+        except BaseException:
+            batch.revert(self.state)
+            self._keys = None
+            raise
+        self._done(batch, local=False)
+        self.apply_remote([])
+        return batch.forks
+
+    async def export_image(self) -> Snapshot:
+        """Everything replicated (``export_state``) without holding the caller's loop:
+        memory copied here, the log read by the writer after every batch queued before
+        (so it holds everything the copy does), up to the copy's vector."""
+        image = self.state.copy()
+        if self.writer is None:
+            return transfer.snapshot_of(image, self.commit_log(newest_first=False))
+        loop = asyncio.get_running_loop()
+        read: asyncio.Future[Snapshot] = loop.create_future()
+        found: list[Snapshot | BaseException] = []
+
+        def job() -> None:
+            try:
+                found.append(transfer.snapshot_of(image, self.commit_log(newest_first=False)))
+            except BaseException as exc:  # (StoreError: told to the caller)
+                found.append(exc)
+
+        def done() -> None:
+            if read.done():
+                return
+            if isinstance(found[0], BaseException):
+                read.set_exception(found[0])
+            else:
+                read.set_result(found[0])
+
+        self.writer.submit(job, done)
+        return await read
 
     # -- reading -----------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clusterd.core.versions import Commit, Snapshot
+from clusterd.core.versions import Commit
 from clusterd.mesh.member import Member, page
+from clusterd.mesh.messages import SnapshotBody
 from clusterd.mesh.peers import Action, Alert, Answered, LogPages, Page
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.statedigest import StateDiffers
@@ -34,7 +35,7 @@ class Host(Protocol):
     def log(self) -> LogPages: ...
 
     def apply(self, commits: list[Commit], peer: str) -> None: ...
-    def install(self, snapshot: Snapshot, peer: str) -> None: ...
+    def install(self, body: SnapshotBody, peer: str) -> None: ...
     def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]: ...
     def reconnect(self, by: str) -> None: ...
     def follow(self, node: Node, now: float) -> list[Action]: ...
@@ -85,8 +86,8 @@ class SimMember:
     def apply(self, commits: list[Commit], peer: str) -> None:
         self.host.apply(commits, peer)
 
-    def install(self, snapshot: Snapshot, peer: str) -> None:
-        self.host.install(snapshot, peer)
+    def install(self, body: SnapshotBody, peer: str) -> None:
+        self.host.install(body, peer)
 
     def read_log(self, link: int, vv: Mapping[str, int], limit: int) -> Page:
         return page(self.host.log, vv, limit)
