@@ -24,7 +24,7 @@ def _about_login_host(shell: Shell, what: str) -> str | None:
 
 
 async def status(shell: Shell, args: list[str]) -> int:
-    s = shell.api.status()
+    s = await shell.api.status()
     about = _about_login_host(shell, "status")
     if "--json" in args or "-j" in args:  # "hostname" names whose figures these are
         s = {**s, "shell_mode": str(shell.mode)}

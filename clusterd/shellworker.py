@@ -199,11 +199,10 @@ class RemoteAPI:
     def __getattr__(self, name: str) -> Any:  # the plain questions: the node answers
         if name in ("config", "disconnected", "former_names", "logins"):
             return self._link.call(name)
-        if name in ("status", "peer_status", "progress", "members", "link", "sessions",
-                    "targets"):  # fmt: skip
+        if name in ("peer_status", "progress", "members", "link", "sessions", "targets"):
             return lambda *a: self._link.call(name, *a)
-        if name in ("check_passphrase", "hash_passphrase", "ask", "node_checks", "lookup",
-                    "chain_check"):  # fmt: skip
+        if name in ("status", "check_passphrase", "hash_passphrase", "ask", "node_checks",
+                    "lookup", "chain_check"):  # fmt: skip
             return lambda *a: self._link.acall(name, *a)
         raise AttributeError(name)
 

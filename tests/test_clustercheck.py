@@ -114,7 +114,9 @@ async def test_disconnected_edits_of_one_table_row_found_and_forced(tmp_path: Pa
         here = cluster.here
 
         async def away() -> bool:
-            states: dict[str, str] = {p["hostname"]: p["state"] for p in here.status()["peers"]}
+            states: dict[str, str] = {
+                p["hostname"]: p["state"] for p in (await here.status())["peers"]
+            }
             return states[m1.hostname] != "up" and states[m2.hostname] != "up"
 
         for m in (m1, m2):

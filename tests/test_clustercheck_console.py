@@ -282,7 +282,7 @@ class Mesh:
         return await asyncio.to_thread(m.status)
 
     async def linked(self) -> bool:
-        if any(p["state"] != "up" for p in self.here.status()["peers"]):
+        if any(p["state"] != "up" for p in (await self.here.status())["peers"]):
             return False
         for m in self.others:
             if any(p["state"] != "up" for p in (await self.status(m))["peers"]):
@@ -290,7 +290,7 @@ class Mesh:
         return True
 
     async def digests(self) -> set[str]:
-        found = {self.here.status()["digest"]}
+        found = {(await self.here.status())["digest"]}
         for m in self.others:
             found.add((await self.status(m))["digest"])
         return found
@@ -487,7 +487,7 @@ async def test_software_version_difference(tmp_path: Path) -> None:
         mine = here.config.software
 
         async def refused() -> bool:
-            return any(p["state"] == "refused" for p in here.status()["peers"])
+            return any(p["state"] == "refused" for p in (await here.status())["peers"])
 
         await until(refused, "m1 refused for its version")
         t = Term(here)

@@ -251,7 +251,33 @@ def test_ccs_serves_the_cluster_only(tmp_path: Path) -> None:
         assert "refused subsystem 'sftp' on the CCS port" in log
 
 
-def test_garbage_on_a_link_drops_it_and_the_daemon_carries_on(tmp_path: Path) -> None:
+def test_a_large_state_transfer_is_taken_through_the_big_frame_path(tmp_path: Path) -> None:
+    """8,000 rows: the transfer's frame is over 1 MiB, so the member that takes it
+    decodes it in a thread (``mesh.member.BIG_FRAME``) and the one that gives it builds
+    and encodes it in one; both keep answering, and b ends with every row."""
+    with running(tmp_path, 2, ping=PING) as bed:
+        bed.wait(bed.linked, what="links")
+        a, b = bed.machines
+        many = [row(f"u{i}@x.example") for i in range(8000)]
+        a.edit(define(), *many)
+        bed.wait(bed.converged, timeout=60, what="the rows on b")
+        assert b.ask({"op": "disconnect"})["ok"]
+        a.edit(row("after@x.example", "while b was away"))
+        assert a.ask({"op": "truncate", "keep": 0})["ok"]
+        before = b.status()["traffic"]["bytes_in"]
+        assert b.ask({"op": "reconnect"})["ok"]
+        bed.wait(bed.converged, timeout=60, what="b caught up by a state transfer")
+        assert len(rows(b)) == 8001 and "after@x.example" in rows(b)
+        assert b.status()["traffic"]["bytes_in"] - before > 1024 * 1024
+        text = (b.dir / "clusterd.log").read_text()
+        assert "state transfer from" in text and "ALERT" not in text, text[-2000:]
+
+
+@pytest.mark.parametrize("size", [5, 2 * 1024 * 1024], ids=["small", "big"])
+def test_garbage_on_a_link_drops_it_and_the_daemon_carries_on(tmp_path: Path, size: int) -> None:
+    """A frame that is no message, small (decoded on the loop) or over 1 MiB (decoded
+    in a thread): the link is dropped, with an alert, and replication goes on."""
+    body = b"hello" if size == 5 else json.dumps({"type": "ping", "x": "A" * size}).encode()
     with running(tmp_path, 2, ping=PING) as bed:
         bed.wait(bed.linked, what="links")
         m0, m1 = bed[0], bed[1]
@@ -265,15 +291,13 @@ def test_garbage_on_a_link_drops_it_and_the_daemon_carries_on(tmp_path: Path) ->
                 chan, _ = await conn.create_session(
                     asyncssh.SSHClientSession, subsystem="clusterd", encoding=None
                 )
-                chan.write(b"\x00\x00\x00\x05hello")
+                chan.write(len(body).to_bytes(4, "big") + body)
                 await asyncio.sleep(0.5)
 
         asyncio.run(send_garbage())
         bed.wait(lambda: alerts(m0, "protocol error"), what="protocol alert")
-        assert (
-            "malformed" in alerts(m0, "protocol error")[0]
-            or "JSON" in alerts(m0, "protocol error")[0]
-        )
+        said = alerts(m0, "protocol error")[0]
+        assert ("malformed" in said or "JSON" in said) if size == 5 else "bad ping message" in said
         m0.edit(define(), row("after@x.example"))
         bed.wait(lambda: "after@x.example" in rows(m1), what="replication after the bad frame")
         assert m0.proc is not None and m0.proc.poll() is None

@@ -35,7 +35,7 @@ async def test_the_prompt_shows_the_deadline_and_confirm_clears_it(ny: Term) -> 
     [row] = rows(ny.daemon)
     assert row.minutes == 5 and row.deadline == pytest.approx(time.time() + 300, abs=5)
     assert CONFIRM_BY.fullmatch(ny.prompt), ny.prompt
-    [listed] = ny.daemon.status()["confirms"]
+    [listed] = (await ny.daemon.status())["confirms"]
     assert (listed["commit"], listed["user"], listed["minutes"]) == (row.key, "admin", 5)
     assert "Commit confirmed: no rollback is pending." in await ny.ok("confirm")
     assert rows(ny.daemon) == [] and "Confirm" not in ny.prompt
@@ -64,7 +64,7 @@ async def test_the_probe_is_kept_in_the_row(ny: Term) -> None:
     await ny.ok("commit confirmed --probe links 5 tokyo")
     [row] = rows(ny.daemon)
     assert (row.probe, row.minutes) == ("links", 5)
-    assert ny.daemon.status()["confirms"][0]["probe"] == "links"
+    assert (await ny.daemon.status())["confirms"][0]["probe"] == "links"
     assert ny.daemon.store.commit_log(1)[0].comment == "tokyo"
     await ny.ok("settz set timezone=Europe/Paris")
     await ny.ok("commit confirmed --probe targets,links 5 paris")  # (either order)

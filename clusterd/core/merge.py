@@ -173,6 +173,14 @@ def hidden_losses(state: State, feature: str, mode: str) -> list[Loss]:
     ]
 
 
+def inconsistencies(state: State) -> list[Loss]:
+    """Every recorded loss plus every row hidden by a reset whose writer missed it."""
+    found = state.losses()
+    for feature, mode in state.feature_modes():
+        found.extend(hidden_losses(state, feature, mode))
+    return sorted(found, key=lambda loss: (loss.unit, loss.loser.hlc))
+
+
 class Inbox:
     """Holds commits that arrived before what they depend on; releases them in order."""
 

@@ -16,6 +16,7 @@ then lets membership follow once if the batch changed it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -106,14 +107,33 @@ def page(log: LogPages, vv: Mapping[str, int], limit: int) -> Page:
     return log.snapshot() if missing is None else missing
 
 
+# A frame this large (a state transfer) is decoded by ``Member.offload`` when there is
+# one (the daemon's: a thread), so that the links' loop does not stop for it.
+BIG_FRAME = 1024 * 1024
+
+# Runs a job elsewhere and gives its result, or the exception it raised, to ``done`` on
+# the member's own thread.
+Offload = Callable[[Callable[[], Any], Callable[[Any], None]], None]
+
+
 class Member:
-    def __init__(self, node: Node, host: Host, transport: Transport, clock: Callable[[], float]):
+    def __init__(
+        self,
+        node: Node,
+        host: Host,
+        transport: Transport,
+        clock: Callable[[], float],
+        offload: Offload | None = None,
+    ):
         self.node = node
         self.host = host
         self.transport = transport
         self.now = clock
+        self.offload = offload
         self.wires: dict[int, Wire] = {}
         self.readers: dict[int, FrameReader] = {}
+        # frames that arrived on a link behind a big one still being decoded: they wait
+        self.backlog: dict[int, list[bytes]] = {}
         self.membership_changed = False  # set by the host; followed after the batch
         # Mesh frames and bytes (framing included, the transport's own overhead not).
         self.traffic = dict.fromkeys(("frames_out", "bytes_out", "frames_in", "bytes_in"), 0)
@@ -148,18 +168,50 @@ class Member:
             return
         self.traffic["bytes_in"] += len(data)
         try:
-            for body in reader.feed(data):
-                self.traffic["frames_in"] += 1
-                self.execute(self.node.received(link, decode_body(body), self.now()))
-                if link not in self.node.links:
-                    return
+            bodies = reader.feed(data)
         except ProtocolError as exc:
-            if link in self.node.links:
+            self.execute(self.node.frame_error(link, self.now(), exc))
+            return
+        self.traffic["frames_in"] += len(bodies)
+        waiting = self.backlog.get(link)
+        if waiting is not None:
+            waiting.extend(bodies)  # behind a big frame of this link: in order
+            return
+        self._frames(link, bodies)
+
+    def _frames(self, link: int, bodies: list[bytes]) -> None:
+        for i, body in enumerate(bodies):
+            if link not in self.node.links:
+                return
+            if self.offload is not None and len(body) >= BIG_FRAME:
+                self.backlog[link] = bodies[i + 1 :]
+                self.offload(functools.partial(decode_body, body),
+                             functools.partial(self._decoded, link))  # fmt: skip
+                return
+            try:
+                msg = decode_body(body)
+            except ProtocolError as exc:
                 self.execute(self.node.frame_error(link, self.now(), exc))
+                return
+            self.execute(self.node.received(link, msg, self.now()))
+
+    def _decoded(self, link: int, found: Any) -> None:
+        """A big frame decoded: it, then the frames that waited behind it."""
+        rest = self.backlog.pop(link, None)
+        if rest is None or link not in self.node.links:
+            return
+        if isinstance(found, ProtocolError):
+            self.execute(self.node.frame_error(link, self.now(), found))
+            return
+        if isinstance(found, BaseException):
+            raise found
+        self.execute(self.node.received(link, found, self.now()))
+        self._frames(link, rest)
 
     def closed(self, link: int, reason: str) -> None:
         self.wires.pop(link, None)
         self.readers.pop(link, None)
+        self.backlog.pop(link, None)
         if link in self.node.links:
             self.execute(self.node.link_closed(link, self.now(), reason))
 
@@ -177,8 +229,11 @@ class Member:
         if peer in self.node.peers:
             self.execute(self.node.answer(peer, qid, ok, body, self.now()))
 
-    def log_read(self, link: int, page: Page) -> None:
-        self.execute(self.node.log_read(link, page, self.now()))
+    def log_read(self, link: int, page: Page, frame: bytes | None = None) -> None:
+        """``frame``: the page's frame, encoded already (a state transfer, by the daemon
+        in a thread)."""
+        self.execute(self.node.log_read(link, page, self.now()),
+                     {id(page): frame} if frame is not None else None)  # fmt: skip
 
     def call(self, event: Callable[[Node], list[Action]]) -> None:
         """Feed any other event to the node and carry out what it asks."""
@@ -186,8 +241,8 @@ class Member:
 
     # -- actions --------------------------------------------------------------------------
 
-    def execute(self, actions: list[Action]) -> None:
-        frames: dict[int, bytes] = {}  # id(message) -> its frame, for this batch
+    def execute(self, actions: list[Action], encoded: dict[int, bytes] | None = None) -> None:
+        frames = encoded or {}  # id(message) -> its frame, for this batch
         for action in actions:
             self._execute(action, frames)
         if self.membership_changed:

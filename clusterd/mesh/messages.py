@@ -254,6 +254,11 @@ class StateTransfer(Message):
     vv: VV
     snapshot: SnapshotBody
 
+    @classmethod
+    def of(cls, snap: Snapshot) -> StateTransfer:
+        body = SnapshotBody.of(snap)
+        return cls.model_construct(vv=body.version_vector(), snapshot=body)
+
 
 class MembershipChange(Message):
     """The sender was administratively disconnected (or reconnected)."""

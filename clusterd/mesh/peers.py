@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from clusterd.core.versions import Commit, Snapshot, VersionVector
-from clusterd.mesh.messages import PROTOCOL_MAX, PROTOCOL_MIN, Message, SnapshotBody
+from clusterd.mesh.messages import PROTOCOL_MAX, PROTOCOL_MIN, Message, SnapshotBody, StateTransfer
 from clusterd.mesh.statedigest import StateDiffers
 
 
@@ -101,8 +101,8 @@ class LogPages(Log, Protocol):
 
 # A page of the log for one sync request: the commits the asker lacks, or, when the log
 # was truncated past one of them, the whole state (a state transfer; the daemon builds
-# its wire body in a thread).
-Page = list[Commit] | Snapshot | SnapshotBody
+# its message, and encodes it, in a thread).
+Page = list[Commit] | Snapshot | StateTransfer
 
 
 class LinkState(enum.Enum):

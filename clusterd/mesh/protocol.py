@@ -43,7 +43,6 @@ from clusterd.mesh.messages import (
     Pong,
     Query,
     Relay,
-    SnapshotBody,
     StateTransfer,
     SyncRequest,
     SyncResponse,
@@ -624,10 +623,8 @@ class Node:
         link = self.links.get(link_id)
         if link is None or link.state is not LinkState.UP:
             return []
-        if isinstance(page, Snapshot):
-            page = SnapshotBody.of(page)
-        if isinstance(page, SnapshotBody):
-            msg = StateTransfer(vv=page.version_vector(), snapshot=page)
+        if isinstance(page, Snapshot | StateTransfer):
+            msg = page if isinstance(page, StateTransfer) else StateTransfer.of(page)
             return [
                 Send(link.id, msg),
                 Note(f"state transfer to {link.peer}: the log is truncated"),

@@ -97,8 +97,8 @@ class ClusterAPI:
     def effective(self, feature: str) -> layers.Resolved:
         return self._daemon.effective(feature)
 
-    def status(self) -> dict[str, Any]:
-        return self._daemon.status()
+    async def status(self) -> dict[str, Any]:
+        return await self._daemon.status()
 
     def peer_status(self) -> list[dict[str, Any]]:
         return self._daemon.peer_status()
@@ -223,9 +223,10 @@ class ClusterAPI:
         require_write(user, role, "force a target")
         return self._daemon.targets.force(name)
 
-    def truncate_log(self, keep: int) -> int:
-        """Drop the changes of all but the ``keep`` newest commits from the log."""
-        return self._daemon.store.truncate_log(keep)
+    async def truncate_log(self, keep: int) -> int:
+        """Drop the changes of all but the ``keep`` newest commits from the log (by the
+        store's writer, after the batches queued before)."""
+        return await self._daemon.store.truncate_queued(keep)
 
     def stop(self) -> None:
         self._daemon.stop()

@@ -34,14 +34,17 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def last_change(store: Store, entries: ModeEntries) -> dict[str, Any] | None:
+def last_change(
+    store: Store, entries: ModeEntries, state: State | None = None
+) -> dict[str, Any] | None:
     """Who last changed a (feature, mode) -- its newest version, deletions included --
-    when, in which commit, on which machine; None if it was never written."""
+    when, in which commit, on which machine; None if it was never written.  ``state``:
+    the one ``entries`` are of (None: the store's)."""
     versions = [v for v in [entries.marker, *entries.rows.values()] if v is not None]
     if not versions:
         return None
     newest = max(versions, key=lambda v: (v.hlc, v.origin))
-    origin = layers.hostnames(store.state).get(newest.origin, newest.origin)
+    origin = layers.hostnames(state or store.state).get(newest.origin, newest.origin)
     change = {"commit": str(newest.commit), "origin": origin}
     try:
         commit = store.get_commit(newest.commit)
@@ -50,13 +53,15 @@ def last_change(store: Store, entries: ModeEntries) -> dict[str, Any] | None:
     return {**change, "user": commit.user, "at": commit.at, "comment": commit.comment}
 
 
-def summary(store: Store) -> dict[str, dict[str, Any]]:
-    """``"feature|mode"`` -> digest of the definition and its newest change."""
-    state, found = store.state, {}
+def summary(store: Store, state: State | None = None) -> dict[str, dict[str, Any]]:
+    """``"feature|mode"`` -> digest of the definition and its newest change, of
+    ``state`` (None: the store's).  The daemon gives a copy of memory and calls it from
+    a thread: it walks every feature at every mode, and reads the log."""
+    state, found = state or store.state, {}
     for feature in store.catalogue:
         for mode in layers.all_modes(state):
             entries = state.entries(feature.command, mode.key)
-            change = last_change(store, entries)
+            change = last_change(store, entries, state)
             if change is None:
                 continue
             value = definition(entries, feature.is_table)

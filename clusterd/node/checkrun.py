@@ -144,7 +144,7 @@ async def gather(api: Any, store: Any, progress: Callable[[str], None]) -> Repor
     for host in sorted(serials):
         progress(f"Checking {host}...")
         if host == me:
-            mine = api.status()
+            mine = await api.status()
             report.digests[me], report.software[me] = mine["digest"], mine["software"]
             reverse[me] = mine["reverse_dns"]
             corrupt[me] = mine.get("corruption", [])

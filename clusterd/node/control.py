@@ -120,7 +120,7 @@ async def _handle(api: ClusterAPI, line: bytes) -> dict[str, Any]:
             raise ValueError("a request is a JSON object")
         op = request.get("op")
         if op == "status":
-            return {"ok": True, **api.status()}
+            return {"ok": True, **await api.status()}
         if op == "edit":
             return await _edit(api, request)
         if op in ("disconnect", "reconnect"):
@@ -147,7 +147,7 @@ async def _handle(api: ClusterAPI, line: bytes) -> dict[str, Any]:
             if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
                 raise ValueError("'keep' is how many of the newest commits keep their "
                                  "changes: a whole number, 0 or more")  # fmt: skip
-            return {"ok": True, "truncated": api.truncate_log(keep)}
+            return {"ok": True, "truncated": await api.truncate_log(keep)}
         if op == "stop":
             api.stop()
             return {"ok": True}

@@ -126,6 +126,7 @@ class Daemon:
         trace = config.data_dir / config.trace_file if config.trace_file else None
         self._trace = open(trace, "a", buffering=1) if trace else None  # noqa: SIM115
         self.summary_cache: tuple[Any, dict[str, Any]] | None = None  # status.summary
+        self.summary_task: tuple[Any, asyncio.Future[dict[str, Any]]] | None = None
         self._store_down = False
         self._wal_dirty = True  # the store wrote since its last checkpoint
         self.store.on_replaced.append(self._wrote)
@@ -269,7 +270,7 @@ class Daemon:
 
     def forget_caches(self) -> None:
         """After a state replacement: the digest and the SSH algorithms are read again."""
-        self.summary_cache = None
+        self.summary_cache = self.summary_task = None
         self._algorithms = None
 
     async def _ticks(self) -> None:
@@ -392,8 +393,8 @@ class Daemon:
         self.alert("DNS", name, text + " (reverse_dns = warn: accepted)")
         return None
 
-    def status(self) -> dict[str, Any]:
-        return status.report(self)
+    async def status(self) -> dict[str, Any]:
+        return await status.report(self)
 
     def peer_status(self) -> list[dict[str, Any]]:
         return status.peers(self)
@@ -418,15 +419,21 @@ class Daemon:
 
     # -- local operations (control socket; the shell later) ----------------------------
 
-    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+    async def answer_later(self, kind: str) -> tuple[bool, Any]:
+        """The questions that walk the whole state (``LATER``), answered from a copy of
+        memory in a thread."""
         if kind == "digest":
-            return True, {"digest": status.summary(self)["digest"], "vv": self.store.state.vv}
+            made = await status.summary(self)
+            return True, {"digest": made["digest"], "vv": made["vv"]}
         if kind == "status":
-            return True, self.status()
+            return True, await self.status()
+        assert kind == "summary"
+        image = self.store.state.copy()
+        return True, await asyncio.to_thread(check.summary, self.store, image)
+
+    def answer(self, kind: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
         if kind == "tree":  # narrowing a divergence (clusterd.node.divergence)
             return True, self.store.digests.tree(args)
-        if kind == "summary":
-            return True, check.summary(self.store)
         if kind == "definition":
             feature = self.store.catalogue[str(args["feature"])]
             entries = self.store.state.entries(feature.command, str(args["mode"]))

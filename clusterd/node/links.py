@@ -13,13 +13,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from clusterd.core.errors import BadCommit, ClusterdError, StoreError, TransportError
+from clusterd.core.errors import BadCommit, ClusterdError, ProtocolError, StoreError, TransportError
 from clusterd.core.versions import Commit, Snapshot
 from clusterd.mesh.member import Member
-from clusterd.mesh.messages import SnapshotBody
+from clusterd.mesh.messages import SnapshotBody, StateTransfer, encode
 from clusterd.mesh.peers import Action, Alert, Answered, Page
 from clusterd.mesh.protocol import Node
 from clusterd.mesh.statedigest import StateDiffers
@@ -35,12 +35,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("clusterd.daemon")
 
 
+def _transfer_frame(image: Snapshot) -> tuple[StateTransfer, bytes]:
+    """A state transfer's message and frame: CPU only (seconds at 100,000 rows), from a
+    thread.  ``ProtocolError`` if it exceeds the largest frame."""
+    msg = StateTransfer.of(image)
+    return msg, encode(msg)
+
+
 class Links(StoreHost):
     def __init__(self, daemon: Daemon) -> None:
         super().__init__(daemon.store)
         self.daemon = daemon
         node = Node(daemon.identity(), self.log, [], daemon.timing)
-        self.mesh = self.member = Member(node, self, self, daemon.now)
+        self.mesh = self.member = Member(node, self, self, daemon.now, self._offload)
         self.next_link = 1
         self.waiting: dict[int, asyncio.Future[Answered]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # dials, reads, checks under way
@@ -57,6 +64,19 @@ class Links(StoreHost):
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _offload(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        """The member's big frames are decoded in a thread; ``done`` gets the message,
+        or the exception, back on the loop."""
+
+        async def run() -> None:
+            try:
+                found = await asyncio.to_thread(job)
+            except Exception as exc:  # (ProtocolError: the member refuses the link)
+                found = exc
+            done(found)
+
+        self._background(run())
 
     # -- the SSH servers' reports ---------------------------------------------------------
 
@@ -170,13 +190,16 @@ class Links(StoreHost):
 
         async def read() -> None:
             found: Page | None = await asyncio.to_thread(self.log.missing_from, dict(vv), limit)
-            if found is None:
-                try:
-                    image = await self.store.export_image()
-                except StoreError:
-                    return  # (the store logged it; the asker asks again)
-                found = await asyncio.to_thread(SnapshotBody.of, image)
-            self.mesh.log_read(link, found)
+            if found is not None:
+                self.mesh.log_read(link, found)
+                return
+            try:
+                image = await self.store.export_image()
+                msg, frame = await asyncio.to_thread(_transfer_frame, image)
+            except (StoreError, ProtocolError) as exc:  # (an oversized state: logged)
+                log.error("state transfer on link %d not sent: %s", link, exc)
+                return  # the asker asks again
+            self.mesh.log_read(link, msg, frame)
 
         self._background(read())
         return None
@@ -191,6 +214,9 @@ class Links(StoreHost):
         if kind == "chain":  # walks the whole log: in a thread
             self._background(self._answer_chain(peer, qid))
             return None
+        if kind in ("digest", "status", "summary"):  # walk the whole state: in a thread
+            self._background(self._answer_later(peer, qid, kind))
+            return None
         if kind == "heads":  # the heads from memory; the hashes of a range in a thread
             try:
                 found = witnessing.answer(self.store, args)
@@ -204,6 +230,14 @@ class Links(StoreHost):
             return self.daemon.answer(kind, args)
         except (ClusterdError, KeyError, ValueError, TypeError) as exc:
             return False, f"bad {kind} query: {exc}"
+
+    async def _answer_later(self, peer: str, qid: int, kind: str) -> None:
+        body: Any
+        try:
+            ok, body = await self.daemon.answer_later(kind)
+        except ClusterdError as exc:
+            ok, body = False, str(exc)
+        self.mesh.reply(peer, qid, ok, body)
 
     async def _answer_checks(self, peer: str, qid: int, args: Mapping[str, Any]) -> None:
         body: Any

@@ -434,8 +434,8 @@ class Calls:
         """The store's image, for a worker that cannot read the database."""
         return self.api.store.state
 
-    def call_status(self) -> dict[str, Any]:
-        return self.api.status()
+    async def call_status(self) -> dict[str, Any]:
+        return await self.api.status()
 
     def call_peer_status(self) -> list[dict[str, Any]]:
         return self.api.peer_status()

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
@@ -60,7 +60,7 @@ from clusterd.core.merge import (
     Undo,
     apply,
     apply_transfer,
-    hidden_losses,
+    inconsistencies,
     merge,
     transfer_changes,
 )
@@ -99,6 +99,7 @@ from clusterd.store.sealing import Chains, Head, mark_legacy, read_rows, verdict
 from clusterd.store.writer import Writer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -857,27 +858,31 @@ class Store:
         memory copied here, the log read by the writer after every batch queued before
         (so it holds everything the copy does), up to the copy's vector."""
         image = self.state.copy()
-        if self.writer is None:
-            return transfer.snapshot_of(image, self.commit_log(newest_first=False))
-        loop = asyncio.get_running_loop()
-        read: asyncio.Future[Snapshot] = loop.create_future()
-        found: list[Snapshot | BaseException] = []
+        return await self.after_queued(
+            lambda: transfer.snapshot_of(image, self.commit_log(newest_first=False))
+        )
 
-        def job() -> None:
+    async def after_queued(self, job: Callable[[], T]) -> T:
+        """What ``job`` returns (or raises), run by the writer after every batch queued
+        before it, so that the database holds what memory held at the call; at once
+        without a writer."""
+        if self.writer is None:
+            return job()
+        read: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        found: list[Any] = []
+
+        def run() -> None:
             try:
-                found.append(transfer.snapshot_of(image, self.commit_log(newest_first=False)))
-            except BaseException as exc:  # (StoreError: told to the caller)
-                found.append(exc)
+                found.append((True, job()))
+            except BaseException as exc:  # (told to the caller)
+                found.append((False, exc))
 
         def done() -> None:
-            if read.done():
-                return
-            if isinstance(found[0], BaseException):
-                read.set_exception(found[0])
-            else:
-                read.set_result(found[0])
+            if not read.done():
+                ok, value = found[0]
+                read.set_result(value) if ok else read.set_exception(value)
 
-        self.writer.submit(job, done)
+        self.writer.submit(run, done)
         return await read
 
     # -- reading -----------------------------------------------------------------------
@@ -960,10 +965,7 @@ class Store:
 
     def inconsistencies(self) -> list[Loss]:
         """Every recorded loss plus every row hidden by a reset whose writer missed it."""
-        found = self.state.losses()
-        for feature, mode in self.state.feature_modes():
-            found.extend(hidden_losses(self.state, feature, mode))
-        return sorted(found, key=lambda loss: (loss.unit, loss.loser.hlc))
+        return inconsistencies(self.state)
 
     def commit_log(self, limit: int | None = None, newest_first: bool = True) -> list[Commit]:
         order = t.commits.c.hlc.desc() if newest_first else t.commits.c.hlc.asc()
@@ -1021,8 +1023,16 @@ class Store:
         return None if any(commit.truncated for commit in found) else found
 
     def truncate_log(self, keep: int) -> int:
-        """Drop the writes of all but the newest ``keep`` commits; returns how many."""
+        """Drop the writes of all but the newest ``keep`` commits; returns how many.
+        The daemon has its writer do it (``truncate_queued``)."""
         self.flush()
+        return self._truncate(keep)
+
+    async def truncate_queued(self, keep: int) -> int:
+        """``truncate_log`` by the writer, after every batch queued before."""
+        return await self.after_queued(lambda: self._truncate(keep))
+
+    def _truncate(self, keep: int) -> int:
         c = t.commits.c
         newest = select(c.origin, c.seq).order_by(c.hlc.desc(), c.origin.desc()).limit(keep)
         with self._db("nothing was truncated"), self.engine.begin() as conn:

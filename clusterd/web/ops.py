@@ -438,7 +438,7 @@ class NodeView:
         self.timeout = float((await ask(self._browser, "timing"))[1])
         return self
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         return self._status
 
     def members(self) -> dict[str, Any]:
