@@ -129,11 +129,12 @@ class Links(StoreHost):
         thread, against a copy of memory; then the store takes it here, on the loop,
         and its writer writes it (``clusterd.store.transfer``).  One from a peer whose
         last is still being checked is dropped (the next ping asks again if it is still
-        needed)."""
+        needed); one that arrives while another peer's is taken waits for it, and is
+        dropped if that one brought all it holds."""
         if peer in self.installing:
             return
-        keys, watch = self.store.keys(), self.store.watch()
-        task = asyncio.get_running_loop().create_task(self._install(body, peer, keys, watch))
+        before = list(self.installing.values())
+        task = asyncio.get_running_loop().create_task(self._install(body, peer, before))
         self.installing[peer] = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -154,10 +155,18 @@ class Links(StoreHost):
         return snapshot, transfer.prepare(snapshot, watch)
 
     async def _install(
-        self, body: SnapshotBody, peer: str, keys: Mapping[str, str], watch: transfer.Watch
+        self, body: SnapshotBody, peer: str, before: list[asyncio.Task[None]]
     ) -> None:
         d = self.daemon
+        await asyncio.gather(*before, return_exceptions=True)
+        ours = self.store.state.vv
+        if all(ours.get(origin, 0) >= seq for origin, seq in body.version_vector().items()):
+            self.installing.pop(peer, None)
+            log.info("state transfer from %s not needed: another brought it all", peer)
+            return
+        watch = self.store.watch()
         try:
+            keys = self.store.keys()
             snapshot, prepared = await asyncio.to_thread(self._prepare, body, keys, watch)
             log.info("state transfer from %s: %d commits", peer, len(snapshot.commits))
             self.store.take_transfer(
