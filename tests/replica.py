@@ -13,7 +13,7 @@ from clusterd.core import layers, membership
 from clusterd.core.chain import commit_hash
 from clusterd.core.clock import HybridClock
 from clusterd.core.edits import Editor, write_definition
-from clusterd.core.merge import Inbox, apply, hidden_losses, merge
+from clusterd.core.merge import Inbox, apply, hidden_losses, merge, merged_unit
 from clusterd.core.modes import Mode
 from clusterd.core.pending import Pending, View, make_commit
 from clusterd.core.state import State
@@ -139,3 +139,21 @@ def accounted(commit: Commit, all_commits: list[Commit], replica: Replica) -> li
         if not seen_by_later and (write.unit, commit.id) not in losses:
             problems.append(f"{write.unit} of {commit.id} lost without a record")
     return problems
+
+
+def merge_states(ours: State, theirs: State) -> State:
+    """Two whole states merged into a third, every unit by ``merged_unit``: what the
+    store's in-place transfer (``transfer_changes``, ``apply_transfer``) must equal, and
+    the simulation's replicas' way of taking a transfer."""
+    result = State()
+    units = dict.fromkeys(u for u, _ in ours.units())
+    units.update(dict.fromkeys(u for u, _ in theirs.units()))
+    for unit in units:
+        winner, losses = merged_unit(ours, theirs, unit)
+        result.put(unit, winner)
+        for loss in losses.values():
+            result.add_loss(loss)
+    for vv in (ours.vv, theirs.vv):
+        for origin, seq in vv.items():
+            result.vv[origin] = max(result.vv.get(origin, 0), seq)
+    return result

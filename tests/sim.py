@@ -22,7 +22,7 @@ from typing import Any
 from clusterd.core import layers, membership
 from clusterd.core.digest import state_digest
 from clusterd.core.edits import Editor, Start
-from clusterd.core.merge import Inbox, merge_states
+from clusterd.core.merge import Inbox
 from clusterd.core.modes import Mode
 from clusterd.core.pending import Pending
 from clusterd.core.state import State, definition
@@ -36,7 +36,7 @@ from clusterd.mesh.transport.memory import Faults, Network
 from clusterd.node.storehost import StoreHost
 from clusterd.schema.catalogue import CATALOGUE
 from clusterd.store.store import Store
-from tests.replica import Replica, accounted, cluster_commit
+from tests.replica import Replica, accounted, cluster_commit, merge_states
 from tests.sim_membership import attempt, random_change, removed
 from tests.sim_membership import problems as membership_problems
 from tests.test_merge_properties import run_op

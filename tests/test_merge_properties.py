@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from clusterd.core.digest import state_digest
 from clusterd.core.edits import Editor, Start
 from clusterd.core.errors import InvalidSetting
-from clusterd.core.merge import apply_transfer, merge_states, transfer_changes
+from clusterd.core.merge import apply_transfer, transfer_changes
 from clusterd.core.modes import Mode
 from clusterd.core.versions import Commit
-from tests.replica import Replica, accounted, cluster_commit
+from tests.replica import Replica, accounted, cluster_commit, merge_states
 
 MODES = [
     Mode.cluster(),

@@ -261,29 +261,6 @@ def merged_unit(ours: State, theirs: State, unit: Unit) -> tuple[Version, dict[C
     return winner, losses
 
 
-def merge_states(ours: State, theirs: State) -> State:
-    """The state after every commit applied at either side: a state transfer's merge
-    (``merged_unit`` for every unit), as a new state."""
-    result = State()
-    units = dict.fromkeys(u for u, _ in ours.units())
-    units.update(dict.fromkeys(u for u, _ in theirs.units()))
-    for unit in units:
-        winner, losses = merged_unit(ours, theirs, unit)
-        result.put(unit, winner)
-        for loss in losses.values():
-            result.add_loss(loss)
-    result.vv = merged_vv(ours.vv, theirs.vv)
-    return result
-
-
-def merged_vv(*vvs: VersionVector) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for vv in vvs:
-        for origin, seq in vv.items():
-            merged[origin] = max(merged.get(origin, 0), seq)
-    return merged
-
-
 # A unit a state transfer changes: its new winner and losses (``merged_unit``).
 UnitChange = tuple[Version, dict[CommitId, Loss]]
 
