@@ -101,6 +101,9 @@ def new_daemon(tmp_path: Path) -> Daemon:
         "dns_servers": ["127.0.0.1"],
         "dns_port": free_port(),
         "dns_timeout": 0.2,
+        # (no links here: what waits for them, e.g. the catch-up after a reconnect, waits
+        # a handshake time-out, 2 s at this interval, not the 10 s of the default)
+        "ping_interval": 0.4,
     }
     config = identity.init(tmp_path / "ny", NY, "SER-NY", overrides, admin_passphrase=PASSPHRASE)
     return Daemon(config)
