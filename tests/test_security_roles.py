@@ -44,6 +44,7 @@ def add_users(
         key = asyncssh.generate_private_key("ssh-ed25519")
         keys[user] = where / f"{user}_key"
         key.write_private_key(keys[user])
+        keys[user].chmod(0o600)  # (as OpenSSH requires of a private key)
         admin_keys.append({"user": user, "key": _public(key)})
         value = {"role": role, "passphrase_hash": hash_passphrase(user * 3)}
         rows.append({"do": "set_row", "feature": "userconfig", "mode": mode, "row": user,
