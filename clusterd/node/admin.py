@@ -13,6 +13,7 @@ anything changes; every change is one commit handed to the mesh at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,25 @@ class Admin:
         enable_ccs: bool = False,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        """Join the cluster of the member at ``address:port`` (its CCS port if ``ccs``)."""
+        """Join the cluster of the member at ``address:port`` (its CCS port if ``ccs``).
+        The members dial a machine they admitted at once: logins refused meanwhile are
+        judged once the join is over (``Logins.joining``)."""
+        with contextlib.nullcontext() if dry_run else self.daemon.auth.joining():
+            return await self._join(address, port, fingerprint_expected, passphrase, user,
+                                    group, ccs, enable_ccs, dry_run)  # fmt: skip
+
+    async def _join(
+        self,
+        address: str,
+        port: int,
+        fingerprint_expected: str,
+        passphrase: str | None,
+        user: str,
+        group: str,
+        ccs: bool,
+        enable_ccs: bool,
+        dry_run: bool,
+    ) -> dict[str, Any]:
         d = self.daemon
         self._standalone()
         if ccs and passphrase is not None:

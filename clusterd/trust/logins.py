@@ -23,10 +23,12 @@ not tell which user names exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +38,8 @@ from clusterd.mesh.members import key_text
 from clusterd.schema.access import hash_passphrase, verify_passphrase
 from clusterd.trust.join import Joiner
 from clusterd.trust.ratelimit import Limiter
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from clusterd.node.daemon import Daemon
@@ -101,6 +105,9 @@ class Logins:
         c = daemon.config
         self.limiter = Limiter(c.login_failures, c.login_window, c.login_lockout)
         self._hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
+        # While this machine joins a cluster: member logins refused for an unknown key,
+        # (key, source, why), judged once the join is over (``joining``)
+        self._held: list[tuple[str, str, str]] | None = None
 
     def close(self) -> None:
         self._hashing.shutdown(wait=False, cancel_futures=True)
@@ -179,6 +186,32 @@ class Logins:
         return await loop.run_in_executor(self._hashing, hash_passphrase, passphrase)
 
     # -- failures and lockout -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def joining(self) -> Iterator[None]:
+        """Around a join of this machine.  The members learn of it from the admission
+        commit and dial it at once, often before it has taken the cluster's state and
+        knows their keys: those logins are refused as always, but alerted only if, once
+        the join is over, the key is still no member's (a join that failed: all are)."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for key, source, why in held:
+                if self.peer_for_key(key) is None:
+                    self.failed(source, why)
+                else:
+                    log.info("%s: a member dialed before this machine had joined (refused; "
+                             "it dials again)", source)  # fmt: skip
+
+    def hold(self, key: str, source: str, why: str) -> bool:
+        """Keep a member login refused for an unknown key until a join in progress is
+        over (``joining``): True when one is."""
+        if self._held is None:
+            return False
+        self._held.append((key, source, why))
+        return True
 
     def failed(self, source: str, reason: str, *, counts: bool = False) -> None:
         """Log and alert a refused login; ``counts`` (a wrong passphrase) adds a failure

@@ -331,12 +331,14 @@ class PeerServer(asyncssh.SSHServer):
         self._candidate = (attempt, username, login)
         return True
 
-    def _refuse(self, reason: str, *, counts: bool) -> bool:
-        """Log and alert, tell the client why (an SSH banner), fail this attempt."""
+    def _refuse(self, reason: str, *, counts: bool, alert: bool = True) -> bool:
+        """Log and alert (unless ``alert`` is False: held, ``Logins.hold``), tell the
+        client why (an SSH banner), fail this attempt."""
         if self.conn is not None:
             with contextlib.suppress(asyncssh.Error, OSError):
                 self.conn.send_auth_banner(reason + "\n")
-        self.mesh.auth.failed(self.source, reason, counts=counts)
+        if alert:
+            self.mesh.auth.failed(self.source, reason, counts=counts)
         return False
 
     def auth_completed(self) -> None:
@@ -371,7 +373,10 @@ class PeerServer(asyncssh.SSHServer):
             serial = auth.peer_for_key(text)
             if serial is None:
                 why = auth.removed_for_key(text) or f"not a member's machine key ({fp})"
-                return self._refuse(f"user {username!r}: {why}", counts=False)
+                why = f"user {username!r}: {why}"
+                if auth.hold(text, self.source, why):  # joining: judged once it is over
+                    return self._refuse(why, counts=False, alert=False)
+                return self._refuse(why, counts=False)
             reason = await self.mesh.reverse_check(serial, self.host)
             if reason is not None:
                 return self._refuse(reason, counts=False)
