@@ -619,6 +619,12 @@ class Store:
         clock_before = self.clock.last
         batch = self._merge(commits)
         batch.local = local
+        self._write_now(batch, clock_before)
+        return batch.outcomes
+
+    def _write_now(self, batch: _Batch, clock_before: int) -> None:
+        """Without a writer: a batch merged into memory is written now; if that fails,
+        it is taken back out of memory, and the clock set back to ``clock_before``."""
         try:
             self._persist(batch)
         except BaseException:
@@ -627,8 +633,7 @@ class Store:
             self.clock.restore(clock_before)  # a refused batch must not move our clock
             raise
         batch.take_seals()
-        self._done(batch, local)
-        return batch.outcomes
+        self._done(batch, batch.local)
 
     def _merge(self, commits: list[Commit]) -> _Batch:
         """Merge a batch into memory (taken back out if anything fails meanwhile)."""
@@ -828,6 +833,7 @@ class Store:
                 for unit in again:
                     changes.pop(unit, None)
                 changes.update(transfer_changes(self.state, theirs, again))
+        clock_before = self.clock.last
         for c in snapshot.commits:
             self.clock.observe(c.hlc)
         with gc_paused():
@@ -843,13 +849,7 @@ class Store:
             self._queue(batch, local=False)
             self.queue_remote([])  # what waited may be ready now
             return []
-        try:
-            self._persist(batch)
-        except BaseException:
-            batch.revert(self.state)
-            self._keys = None
-            raise
-        self._done(batch, local=False)
+        self._write_now(batch, clock_before)
         self.apply_remote([])
         return batch.forks
 
@@ -878,9 +878,13 @@ class Store:
                 found.append((False, exc))
 
         def done() -> None:
-            if not read.done():
-                ok, value = found[0]
-                read.set_result(value) if ok else read.set_exception(value)
+            if read.done():
+                return
+            ok, value = found[0]
+            if ok:
+                read.set_result(value)
+            else:
+                read.set_exception(value)
 
         self.writer.submit(run, done)
         return await read

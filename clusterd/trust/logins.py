@@ -40,6 +40,7 @@ from clusterd.trust.join import Joiner
 from clusterd.trust.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
+MAX_HELD = 256  # refused member logins kept until a join is over (``Logins.hold``)
 
 if TYPE_CHECKING:
     from clusterd.node.daemon import Daemon
@@ -207,8 +208,9 @@ class Logins:
 
     def hold(self, key: str, source: str, why: str) -> bool:
         """Keep a member login refused for an unknown key until a join in progress is
-        over (``joining``): True when one is."""
-        if self._held is None:
+        over (``joining``): True when one is (and fewer than ``MAX_HELD`` wait: a flood
+        of logins during a join is alerted at once)."""
+        if self._held is None or len(self._held) >= MAX_HELD:
             return False
         self._held.append((key, source, why))
         return True
